@@ -1,0 +1,143 @@
+package ledger
+
+import (
+	"errors"
+	"math"
+)
+
+// ErrOverflow is returned by TopUp when the new balance would not fit in an
+// int64. The balance is unchanged.
+var ErrOverflow = errors.New("ledger: balance overflow")
+
+// V1 is the v1 layout (schema 1): balances and successful charge counts in
+// two maps keyed by account.
+type V1 struct {
+	balances map[string]int64
+	charges  map[string]uint64
+}
+
+// NewV1 returns an empty v1 ledger.
+func NewV1() *V1 {
+	return &V1{balances: map[string]int64{}, charges: map[string]uint64{}}
+}
+
+// TopUp adds amount (> 0) to acct and returns the new balance.
+func (l *V1) TopUp(acct string, amount int64) (int64, error) {
+	b, err := add(l.balances[acct], amount)
+	if err != nil {
+		return l.balances[acct], err
+	}
+	l.balances[acct] = b
+	return b, nil
+}
+
+// Charge takes amount (> 0) from acct if the balance covers it. It returns
+// the balance after the charge, or the unchanged balance and false.
+func (l *V1) Charge(acct string, amount int64) (int64, bool) {
+	b := l.balances[acct]
+	if b < amount {
+		return b, false
+	}
+	l.balances[acct] = b - amount
+	l.charges[acct]++
+	return b - amount, true
+}
+
+// Balance returns the balance of acct, 0 if unknown.
+func (l *V1) Balance(acct string) int64 { return l.balances[acct] }
+
+// Account is one account in the v2 layout.
+type Account struct {
+	Balance int64
+	Charges uint64 // successful charges, ever
+}
+
+// V2 is the v2 layout (schema 2): one map of accounts.
+type V2 struct {
+	accounts map[string]*Account
+}
+
+// NewV2 returns an empty v2 ledger.
+func NewV2() *V2 { return &V2{accounts: map[string]*Account{}} }
+
+// TopUp adds amount (> 0) to acct and returns the new balance.
+func (l *V2) TopUp(acct string, amount int64) (int64, error) {
+	a := l.accounts[acct]
+	if a == nil {
+		a = &Account{}
+	}
+	b, err := add(a.Balance, amount)
+	if err != nil {
+		return a.Balance, err
+	}
+	a.Balance = b
+	l.accounts[acct] = a
+	return b, nil
+}
+
+// Charge takes amount (> 0) from acct if the balance covers it. It returns
+// the balance after the charge, or the unchanged balance and false.
+func (l *V2) Charge(acct string, amount int64) (int64, bool) {
+	a := l.accounts[acct]
+	if a == nil || a.Balance < amount {
+		return l.Balance(acct), false
+	}
+	a.Balance -= amount
+	a.Charges++
+	return a.Balance, true
+}
+
+// Balance returns the balance of acct, 0 if unknown.
+func (l *V2) Balance(acct string) int64 {
+	bal, _ := l.Stats(acct)
+	return bal
+}
+
+// Stats returns the balance of acct and its number of successful charges.
+func (l *V2) Stats(acct string) (balance int64, charges uint64) {
+	if a := l.accounts[acct]; a != nil {
+		return a.Balance, a.Charges
+	}
+	return 0, 0
+}
+
+func add(balance, amount int64) (int64, error) {
+	if amount > 0 && balance > math.MaxInt64-amount {
+		return balance, ErrOverflow
+	}
+	return balance + amount, nil
+}
+
+// Up1to2 converts a v1 ledger to the v2 layout. An account that has a
+// charge count but no balance entry keeps its count.
+func Up1to2(l *V1) *V2 {
+	v2 := &V2{accounts: make(map[string]*Account, len(l.balances))}
+	for k, b := range l.balances {
+		v2.accounts[k] = &Account{Balance: b}
+	}
+	for k, n := range l.charges {
+		a := v2.accounts[k]
+		if a == nil {
+			a = &Account{}
+			v2.accounts[k] = a
+		}
+		a.Charges = n
+	}
+	return v2
+}
+
+// Down2to1 converts a v2 ledger to the v1 layout. v1 keeps charge counts only
+// for accounts that were charged, so zero counts are left out.
+func Down2to1(l *V2) *V1 {
+	v1 := &V1{
+		balances: make(map[string]int64, len(l.accounts)),
+		charges:  map[string]uint64{},
+	}
+	for k, a := range l.accounts {
+		v1.balances[k] = a.Balance
+		if a.Charges > 0 {
+			v1.charges[k] = a.Charges
+		}
+	}
+	return v1
+}

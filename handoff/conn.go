@@ -1,0 +1,316 @@
+package handoff
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// Errors a connection handler acts on.
+var (
+	// ErrPark is returned by Conn.Next and Conn.Read when an upgrade wants the
+	// connection parked. The handler is at a message boundary (any partial
+	// message stays buffered in the Conn); it calls Park with its state.
+	ErrPark = errors.New("handoff: connection must park for an upgrade")
+
+	// ErrHandedOver is returned by Park, and by Read, Write and Next afterwards,
+	// once the new process owns the connection. The handler returns without
+	// touching the connection again.
+	ErrHandedOver = errors.New("handoff: connection handed over to the new process")
+
+	// ErrBufferFull is returned by Next when Options.MaxBuffered bytes are
+	// buffered and the split function has still not found a message.
+	ErrBufferFull = errors.New("handoff: message larger than the read buffer")
+)
+
+// parkState is where a Conn is in the park/resume cycle.
+type parkState int
+
+const (
+	running   parkState = iota
+	parkAsked           // an upgrade asked; the handler has not parked yet
+	parked              // the handler called Park and waits for the outcome
+	handedOver          // the new process owns the connection
+)
+
+// Conn is a connection whose unconsumed bytes and handler state can move to
+// the next process. It implements net.Conn. Reads go through an internal buffer;
+// bytes read from the kernel but not yet returned as a message are the ones
+// handed over, so the new process's first reads return them.
+//
+// Ownership: the Conn owns the underlying net.Conn. After a successful
+// upgrade the old process closes its copy without shutdown(2), so the peer sees
+// nothing; the new process receives a Conn of its own.
+type Conn struct {
+	net.Conn
+	kind string
+	id   uint64
+	max  int // the most bytes buffered without a complete message
+	reg  *registry
+
+	rmu sync.Mutex // serializes readers: buffer and read deadline
+	buf []byte     // read from the kernel, not yet consumed
+	off int        // start of the unconsumed bytes in buf
+
+	wmu sync.Mutex // held across a Write so that parking never tears one
+
+	mu       sync.Mutex // guards what follows
+	state    parkState
+	outcome  chan error // closed with the result of a park; made by ask
+	result   error
+	deadline time.Time // the application's read deadline, restored on resume
+	saved        []byte // the handler's state given to Park
+	unreadAtPark []byte // the buffered bytes when the handler parked
+	closed   bool
+}
+
+var _ net.Conn = (*Conn)(nil)
+
+// Kind is the name the connection was accepted or wrapped under: the listener's
+// "network:address" or the kind given to Wrap. It travels with the connection.
+func (c *Conn) Kind() string { return c.kind }
+
+// Next returns the next message from the connection as split finds it,
+// reading from the network as needed. The message is valid until the next
+// call to Next or Read. A partial message stays buffered.
+//
+// Next returns ErrPark when an upgrade asks the connection to park, once no
+// complete message is buffered; messages already buffered are returned
+// first, so a pipelining client's requests are answered in order whichever
+// process answers them.
+func (c *Conn) Next(split bufio.SplitFunc) ([]byte, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	for {
+		data := c.buf[c.off:]
+		if len(data) > 0 {
+			adv, tok, err := split(data, false)
+			if err != nil {
+				return nil, err
+			}
+			if adv > 0 || tok != nil {
+				c.off += adv
+				return tok, nil
+			}
+			if len(data) >= c.max {
+				return nil, ErrBufferFull
+			}
+		}
+		if err := c.fill(); err != nil {
+			if len(c.buf) > c.off && !errors.Is(err, ErrPark) && !errors.Is(err, ErrHandedOver) {
+				// Let the split function take a final unterminated message.
+				if adv, tok, serr := split(c.buf[c.off:], true); serr == nil && tok != nil {
+					c.off += adv
+					return tok, nil
+				}
+			}
+			return nil, err
+		}
+	}
+}
+
+// Read reads buffered bytes first, then from the network. It returns ErrPark
+// when an upgrade asks the connection to park and nothing is buffered. An
+// application that keeps bytes of its own gives them back with Unread before
+// it parks.
+func (c *Conn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.off == len(c.buf) {
+		if err := c.fill(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, c.buf[c.off:])
+	c.off += n
+	return n, nil
+}
+
+// Unread puts p back in front of the buffered bytes, so that it is read again,
+// by this process or, after an upgrade, by the next one.
+func (c *Conn) Unread(p []byte) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	rest := c.buf[c.off:]
+	nb := make([]byte, 0, len(p)+len(rest))
+	c.buf = append(append(nb, p...), rest...)
+	c.off = 0
+}
+
+// Buffered returns how many bytes are buffered and not yet consumed.
+func (c *Conn) Buffered() int {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	return len(c.buf) - c.off
+}
+
+// fill reads once from the network into the buffer. Called with rmu held.
+func (c *Conn) fill() error {
+	if err := c.parkCheck(); err != nil {
+		return err
+	}
+	if c.off > 0 && c.off == len(c.buf) {
+		c.buf, c.off = c.buf[:0], 0
+	}
+	if cap(c.buf)-len(c.buf) < 2048 {
+		nb := make([]byte, len(c.buf)-c.off, 2*cap(c.buf)+4096)
+		copy(nb, c.buf[c.off:])
+		c.buf, c.off = nb, 0
+	}
+	n, err := c.Conn.Read(c.buf[len(c.buf):cap(c.buf)])
+	c.buf = c.buf[:len(c.buf)+n]
+	if n > 0 {
+		return nil
+	}
+	if err != nil && isTimeout(err) {
+		// The deadline may be ours, set to interrupt the read for parking.
+		if perr := c.parkCheck(); perr != nil {
+			return perr
+		}
+	}
+	return err
+}
+
+// parkCheck reports ErrPark or ErrHandedOver if the connection must stop reading.
+func (c *Conn) parkCheck() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case parkAsked, parked:
+		return ErrPark
+	case handedOver:
+		return ErrHandedOver
+	}
+	return nil
+}
+
+// Write writes p whole. While the connection is parked, Write waits for the
+// outcome of the upgrade; after a handover it returns ErrHandedOver and writes
+// nothing. A park never splits a Write.
+func (c *Conn) Write(p []byte) (int, error) {
+	for {
+		c.wmu.Lock()
+		c.mu.Lock()
+		st, out := c.state, c.outcome
+		c.mu.Unlock()
+		switch st {
+		case parked:
+			c.wmu.Unlock()
+			<-out
+			continue
+		case handedOver:
+			c.wmu.Unlock()
+			return 0, ErrHandedOver
+		}
+		n, err := c.Conn.Write(p)
+		c.wmu.Unlock()
+		return n, err
+	}
+}
+
+// Park hands the connection to the upgrade in progress, with state, the
+// handler's own state for this connection (opaque to the library). It blocks
+// until the upgrade ends. It returns nil if the upgrade was rolled back: the
+// handler carries on exactly where it stopped, with its buffered bytes. It
+// returns ErrHandedOver if the new process now owns the connection: the
+// handler must return without using the connection again. Park returns nil at
+// once if no upgrade asked for the connection.
+func (c *Conn) Park(state []byte) error {
+	c.rmu.Lock()
+	unread := append([]byte(nil), c.buf[c.off:]...)
+	c.rmu.Unlock()
+	c.wmu.Lock() // wait for a Write in progress on another goroutine
+	c.mu.Lock()
+	if c.state != parkAsked {
+		st := c.state
+		c.mu.Unlock()
+		c.wmu.Unlock()
+		if st == handedOver {
+			return ErrHandedOver
+		}
+		return nil
+	}
+	c.state, c.saved = parked, state
+	out := c.outcome
+	c.mu.Unlock()
+	c.wmu.Unlock()
+	c.reg.parkedOne(c, unread)
+	<-out
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.result
+}
+
+// SetReadDeadline sets the application's read deadline. The library
+// interrupts reads with deadlines of its own while parking and restores the
+// application's afterwards.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deadline = t
+	if c.state != running {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline sets both deadlines; see SetReadDeadline.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// Close closes the connection in this process and forgets it. After a
+// handover it does nothing: the new process owns the connection.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.closed || c.state == handedOver {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+	c.reg.remove(c)
+	return c.Conn.Close()
+}
+
+// ask moves a running connection to parkAsked and interrupts a blocked read.
+func (c *Conn) ask() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != running || c.closed {
+		return
+	}
+	c.state, c.outcome, c.result = parkAsked, make(chan error), nil
+	_ = c.Conn.SetReadDeadline(aLongTimeAgo)
+}
+
+// finish ends a park with result: nil resumes the connection, ErrHandedOver
+// gives it away (the caller closes the underlying fd afterwards).
+func (c *Conn) finish(result error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == running {
+		return
+	}
+	if result == nil {
+		c.state = running
+		_ = c.Conn.SetReadDeadline(c.deadline)
+	} else {
+		c.state = handedOver
+	}
+	c.result = result
+	close(c.outcome)
+}
+
+// aLongTimeAgo is a deadline that has passed, to wake a blocked read at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func isTimeout(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}

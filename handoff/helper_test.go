@@ -1,0 +1,348 @@
+package handoff
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The test binary doubles as the server under test: TestMain runs
+// serverMain when envRole says so. Every process of the upgrade chain is
+// such a server; they report to the test over a unixgram socket.
+const (
+	envRole   = "HANDOFF_TEST_ROLE"
+	envEvents = "HANDOFF_TEST_EVENTS" // unixgram socket of the test
+	envFault  = "HANDOFF_TEST_FAULT"  // file naming the fault of the next new process
+	envAddr   = "HANDOFF_TEST_ADDR"
+)
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(envRole) {
+	case "server":
+		serverMain()
+		return
+	case "intruder":
+		intruderMain()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// report sends one event line to the test.
+func report(format string, args ...any) {
+	c, err := net.Dial("unixgram", os.Getenv(envEvents))
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	fmt.Fprintf(c, format, args...)
+}
+
+// lineServer is the application of the test server: each request line
+// "<x>" gets "<x> <n> <pid>", n counting this connection's earlier
+// requests, and a global total that travels as state.
+type lineServer struct {
+	mu    sync.Mutex
+	total uint64
+}
+
+func (s *lineServer) serve(c *Conn, state []byte) {
+	var n uint64
+	if len(state) == 8 {
+		n = binary.BigEndian.Uint64(state)
+	}
+	for {
+		line, err := c.Next(bufio.ScanLines)
+		if errors.Is(err, ErrPark) {
+			if c.Park(binary.BigEndian.AppendUint64(nil, n)) != nil {
+				return
+			}
+			continue
+		}
+		if err != nil {
+			c.Close()
+			return
+		}
+		s.mu.Lock()
+		s.total++
+		s.mu.Unlock()
+		if _, err := fmt.Fprintf(c, "%s %d %d\n", line, n, os.Getpid()); err != nil {
+			c.Close()
+			return
+		}
+		n++
+	}
+}
+
+func (s *lineServer) save(w io.Writer) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, err := fmt.Fprintf(w, "total %d\n", s.total)
+	return err
+}
+
+func (s *lineServer) load(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	if fault() == "reject-state" {
+		return errors.New("state rejected on purpose")
+	}
+	_, err = fmt.Sscanf(string(b), "total %d\n", &s.total)
+	return err
+}
+
+// fault reads what the test wants this new process to get wrong.
+func fault() string {
+	b, _ := os.ReadFile(os.Getenv(envFault))
+	return strings.TrimSpace(string(b))
+}
+
+// applyFault arms the takeover steps with the fault the test asked for:
+// "exit:<step>" exits there, "hang:<step>" stops there.
+func applyFault(f string) {
+	if f == "proto-version" {
+		protocolVersion = ProtocolVersion + 1
+	}
+	kind, step, ok := strings.Cut(f, ":")
+	if !ok {
+		return
+	}
+	testHook = func(s string) {
+		if s != step {
+			return
+		}
+		if kind == "exit" {
+			os.Exit(7)
+		}
+		select {}
+	}
+}
+
+func serverMain() {
+	isChild := os.Getenv("TABLEFLIP_HAS_PARENT_7DIU3") != ""
+	if isChild {
+		applyFault(fault())
+	}
+	srv := &lineServer{}
+	up, err := New(Options{
+		Version:        "test",
+		UpgradeTimeout: 10 * time.Second,
+		ParkTimeout:    3 * time.Second,
+		SaveState:      srv.save,
+		LoadState:      srv.load,
+		Resume:         srv.serve,
+		NoSignal:       true,
+		Logger:         slog.New(slog.NewTextHandler(os.Stderr, nil)),
+	})
+	if err != nil {
+		report("error %d %v", os.Getpid(), err)
+		os.Exit(1)
+	}
+	ln, err := up.Listen("tcp", os.Getenv(envAddr))
+	if err == nil {
+		err = up.Ready(context.Background())
+	}
+	if err != nil {
+		report("error %d %v", os.Getpid(), err)
+		os.Exit(1)
+	}
+	go func() {
+		for {
+			c, err := ln.AcceptConn()
+			if err != nil {
+				return
+			}
+			go srv.serve(c, nil)
+		}
+	}()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			if err := up.Upgrade(context.Background()); err != nil {
+				report("failed %d %v", os.Getpid(), err)
+			}
+		}
+	}()
+	srv.mu.Lock()
+	total := srv.total
+	srv.mu.Unlock()
+	report("ready %d %s %d", os.Getpid(), ln.Addr(), total)
+	<-up.Exit()
+	report("exit %d", os.Getpid())
+}
+
+// intruderMain connects to a handoff socket it was not meant for.
+func intruderMain() {
+	c, err := dialChannel(os.Getenv(envSocket))
+	if err != nil {
+		fmt.Println("dial:", err)
+		os.Exit(2)
+	}
+	ch := newChannel(c)
+	_ = ch.send(frameHello, ownHello("intruder").encode(), nil)
+	_, _, _, err = ch.recv()
+	fmt.Println("recv:", err)
+}
+
+// harness runs a chain of server processes for one test.
+type harness struct {
+	t      *testing.T
+	dir    string
+	events chan string
+	addr   string
+	pid    int
+	pgid   int
+	logs   syncBuffer
+}
+
+// syncBuffer collects the servers' logs for failure messages.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startServer(t *testing.T) *harness {
+	t.Helper()
+	h := &harness{t: t, dir: t.TempDir(), events: make(chan string, 64)}
+	evPath := h.dir + "/events"
+	pc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: evPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := pc.Read(buf)
+			if err != nil {
+				close(h.events)
+				return
+			}
+			h.events <- string(buf[:n])
+		}
+	}()
+	cmd := testCommand(h, "server")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h.pgid = cmd.Process.Pid
+	go cmd.Wait()
+	t.Cleanup(func() {
+		h.killAll()
+		pc.Close()
+		if t.Failed() {
+			t.Logf("server logs:\n%s", h.logs.String())
+		}
+	})
+	f := h.expect("ready")
+	h.pid, _ = strconv.Atoi(f[1])
+	h.addr = f[2]
+	return h
+}
+
+// next waits for the next event.
+func (h *harness) next() []string {
+	h.t.Helper()
+	select {
+	case ev, ok := <-h.events:
+		if !ok {
+			h.t.Fatal("event socket closed")
+		}
+		return strings.Fields(ev)
+	case <-time.After(60 * time.Second):
+		h.t.Fatal("no event in 60s")
+	}
+	return nil
+}
+
+// expect waits for the next event and checks its kind.
+func (h *harness) expect(kind string) []string {
+	h.t.Helper()
+	f := h.next()
+	if f[0] != kind {
+		h.t.Fatalf("event %q, want %q", strings.Join(f, " "), kind)
+	}
+	return f
+}
+
+func (h *harness) setFault(f string) {
+	if err := os.WriteFile(h.dir+"/fault", []byte(f), 0o600); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// upgrade triggers an upgrade and waits for its outcome: the new pid, or
+// 0 and the failure line if it failed.
+func (h *harness) upgrade() (int, string) {
+	h.t.Helper()
+	if err := syscall.Kill(h.pid, syscall.SIGHUP); err != nil {
+		h.t.Fatal(err)
+	}
+	var ready, exited int
+	for {
+		ev := h.next()
+		pid, _ := strconv.Atoi(ev[1])
+		switch ev[0] {
+		case "failed":
+			return 0, strings.Join(ev, " ")
+		case "ready":
+			ready = pid
+		case "exit":
+			if pid != h.pid {
+				h.t.Fatalf("pid %d exited, expected old pid %d", pid, h.pid)
+			}
+			exited = pid
+		case "error":
+			continue // the failed new process said why; the old one says "failed"
+		}
+		if ready != 0 && exited != 0 {
+			h.pid = ready
+			return ready, ""
+		}
+	}
+}
+
+// killAll ends every process of the chain: they share the first one's
+// process group.
+func (h *harness) killAll() {
+	if h.pgid > 0 {
+		syscall.Kill(-h.pgid, syscall.SIGKILL)
+	}
+}
+
+func testCommand(h *harness, role string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envRole+"="+role, envEvents+"="+h.dir+"/events",
+		envFault+"="+h.dir+"/fault", envAddr+"=127.0.0.1:0", "TMPDIR="+h.dir)
+	cmd.Stderr = &h.logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return cmd
+}

@@ -1,0 +1,378 @@
+package handoff
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+)
+
+// sendWindow is how many CONNS frames may wait for PROGRESS. Unreceived
+// fds count against the sender's limits (ETOOMANYREFS, shared/LIMITS.md);
+// 8 frames hold at most 2024.
+const sendWindow = 8
+
+// upgrade runs the old process's side of an upgrade. The caller holds
+// u.busy; upgrade releases it once tableflip's part has ended too.
+func (u *Upgrader) upgrade(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, u.opts.UpgradeTimeout)
+	defer cancel()
+	ln, cleanup, err := listenChannel(u.opts.SocketDir)
+	if err != nil {
+		u.busy.Unlock()
+		return err
+	}
+	defer cleanup()
+	os.Setenv(envSocket, ln.Addr().String())
+	tfDone := make(chan error, 1)
+	go func() { tfDone <- u.tf.Upgrade() }()
+
+	s, err := u.acceptChild(ctx, ln, tfDone)
+	os.Unsetenv(envSocket)
+	if err != nil {
+		u.releaseAfter(tfDone)
+		return err
+	}
+	if err := s.run(ctx); err != nil {
+		s.abort(err)
+		u.reg.resumeAll()
+		u.releaseAfter(tfDone)
+		return err
+	}
+	return u.finishUpgrade(s, tfDone)
+}
+
+// finishUpgrade waits for the new process's tableflip readiness, the
+// point of no return, then gives every connection away.
+func (u *Upgrader) finishUpgrade(s *parentSession, tfDone <-chan error) error {
+	err := <-tfDone // bounded by tableflip's own UpgradeTimeout
+	if err != nil {
+		s.ch.close()
+		killProcess(s.pid)
+		u.reg.resumeAll()
+		u.busy.Unlock()
+		return fmt.Errorf("handoff: new process %d failed after commit, before it served: %w", s.pid, err)
+	}
+	u.reg.handover()
+	s.ch.close()
+	u.log.Info("handoff: handed over", "to", s.pid, "conns", s.stats.Conns,
+		"park", s.stats.Park, "fds", s.stats.Fds, "state", s.stats.State, "ready", s.stats.Ready, "commit", time.Since(s.committed))
+	u.busy.Unlock() // lets watchExit close Exit
+	return nil
+}
+
+// releaseAfter frees the Upgrader for another upgrade once tableflip has
+// seen the failed child go.
+func (u *Upgrader) releaseAfter(tfDone <-chan error) {
+	go func() {
+		if err := <-tfDone; err == nil {
+			u.log.Error("handoff: the new process reported ready without taking over; it was not built with this library?")
+		}
+		u.busy.Unlock()
+	}()
+}
+
+// acceptChild waits for the new process to connect. Connections from any
+// other process are refused and logged; the wait goes on.
+func (u *Upgrader) acceptChild(ctx context.Context, ln *net.UnixListener, tfDone <-chan error) (*parentSession, error) {
+	got := make(chan *parentSession, 1)
+	go func() {
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				return
+			}
+			pid, err := checkChild(c)
+			if err != nil {
+				u.log.Warn("handoff: refused a connection to the handoff socket", "err", err)
+				c.Close()
+				continue
+			}
+			got <- &parentSession{u: u, ch: newChannel(c), pid: pid}
+			return
+		}
+	}()
+	select {
+	case s := <-got:
+		return s, nil
+	case err := <-tfDone:
+		ln.Close()
+		if err == nil {
+			err = errors.New("it reported ready without connecting")
+		}
+		return nil, fmt.Errorf("handoff: new process: %w", err)
+	case <-ctx.Done():
+		ln.Close()
+		return nil, fmt.Errorf("handoff: new process did not connect: %w", ctx.Err())
+	}
+}
+
+// UpgradeStats times the phases of the last upgrade, as the old process saw them.
+type UpgradeStats struct {
+	Conns int           // connections handed over
+	Park  time.Duration // from asking to park to all parked
+	Fds   time.Duration // sending every connection
+	State time.Duration // sending the global state
+	Ready time.Duration // from the last byte sent to the child's READY
+}
+
+// parentSession is the old process's end of one handoff.
+type parentSession struct {
+	u         *Upgrader
+	ch        *channel
+	pid       int
+	peer      hello
+	events    chan event
+	acked     uint32
+	stats     UpgradeStats
+	committed time.Time
+}
+
+// event is a frame from the child, or the error that ended reading.
+type event struct {
+	typ     byte
+	payload []byte
+	err     error
+}
+
+func (s *parentSession) run(ctx context.Context) error {
+	if dl, ok := ctx.Deadline(); ok {
+		s.ch.setDeadline(dl)
+	}
+	defer context.AfterFunc(ctx, func() { s.ch.setDeadline(aLongTimeAgo) })()
+	if err := s.hello(); err != nil {
+		return err
+	}
+	parked, err := s.park(ctx)
+	if err != nil {
+		return err
+	}
+	s.events = make(chan event, sendWindow+4)
+	go s.readEvents()
+	steps := []func() error{
+		func() error { return s.sendConns(parked) },
+		s.sendState,
+		s.awaitReady,
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	s.committed = time.Now()
+	return s.ch.send(frameCommit, nil, nil)
+}
+
+func (s *parentSession) hello() error {
+	typ, p, err := recvNoFds(s.ch)
+	if err != nil {
+		return fmt.Errorf("handoff: waiting for HELLO from pid %d: %w", s.pid, err)
+	}
+	if typ != frameHello {
+		return protoErr("expected HELLO from pid %d, got %s", s.pid, frameName(typ))
+	}
+	if s.peer, err = decodeHello(p); err != nil {
+		return err
+	}
+	if s.peer.version != protocolVersion {
+		return protoErr("new process speaks protocol version %d, this one %d", s.peer.version, protocolVersion)
+	}
+	s.u.log.Info("handoff: new process connected", "child", s.pid, "version", s.peer.appVersion)
+	return s.ch.send(frameHello, ownHello(s.u.opts.Version).encode(), nil)
+}
+
+func ownHello(appVersion string) hello {
+	open, _, limit, _ := fdUsage()
+	return hello{version: protocolVersion, pid: uint32(os.Getpid()), fdLimit: uint32(min(limit, 1<<31)), fdOpen: uint32(open), appVersion: appVersion}
+}
+
+// park parks every connection and checks that the child can hold them.
+func (s *parentSession) park(ctx context.Context) ([]parkedConn, error) {
+	start := time.Now()
+	pctx, cancel := context.WithTimeout(ctx, s.u.opts.ParkTimeout)
+	defer cancel()
+	parked, err := s.u.reg.parkAll(pctx)
+	if err != nil {
+		return nil, fmt.Errorf("handoff: park: %w", err)
+	}
+	s.stats.Park, s.stats.Conns = time.Since(start), len(parked)
+	if need := len(parked) + int(s.peer.fdOpen) + fdHeadroom; need > int(s.peer.fdLimit) {
+		return nil, fmt.Errorf("handoff: new process can hold %d fds, needs %d for %d connections",
+			s.peer.fdLimit, need, len(parked))
+	}
+	return parked, s.ch.send(framePlan, u32Frame(uint32(len(parked))), nil)
+}
+
+// readEvents forwards the child's frames until the channel fails.
+func (s *parentSession) readEvents() {
+	for {
+		typ, p, err := recvNoFds(s.ch)
+		s.events <- event{typ, p, err}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// nextEvent returns the child's next frame, counting PROGRESS frames.
+func (s *parentSession) nextEvent() (byte, []byte, error) {
+	ev := <-s.events
+	if ev.err != nil {
+		return 0, nil, ev.err
+	}
+	if ev.typ == frameProgress {
+		seq, err := decodeU32(ev.payload[:min(4, len(ev.payload))], "PROGRESS")
+		if err != nil || len(ev.payload) != 8 || seq != s.acked {
+			return 0, nil, protoErr("PROGRESS out of order: got %d, want %d", seq, s.acked)
+		}
+		s.acked++
+	}
+	return ev.typ, ev.payload, nil
+}
+
+// next returns the child's next frame other than PROGRESS.
+func (s *parentSession) next() (byte, []byte, error) {
+	for {
+		typ, p, err := s.nextEvent()
+		if err != nil || typ != frameProgress {
+			return typ, p, err
+		}
+	}
+}
+
+// waitAcked waits until at most window of sent frames are unacknowledged.
+func (s *parentSession) waitAcked(sent, window uint32) error {
+	for sent-s.acked > window {
+		typ, _, err := s.nextEvent()
+		if err != nil {
+			return err
+		}
+		if typ != frameProgress {
+			return protoErr("unexpected %s while sending connections", frameName(typ))
+		}
+	}
+	return nil
+}
+
+func (s *parentSession) sendConns(parked []parkedConn) error {
+	start := time.Now()
+	var seq uint32
+	for len(parked) > 0 {
+		n, size := 0, 0
+		for n < len(parked) && n < maxFdsPerMsg && (n == 0 || size+parked[n].size() <= maxBatchBytes) {
+			size += parked[n].size()
+			n++
+		}
+		if err := s.waitAcked(seq, sendWindow-1); err != nil {
+			return err
+		}
+		if err := s.sendBatch(seq, parked[:n]); err != nil {
+			return err
+		}
+		seq++
+		parked = parked[n:]
+	}
+	err := s.waitAcked(seq, 0)
+	s.stats.Fds = time.Since(start)
+	return err
+}
+
+func (p parkedConn) size() int { return p.record().size() }
+
+func (p parkedConn) record() record {
+	return record{id: p.c.id, kind: p.c.kind, unread: p.unread, state: p.state}
+}
+
+func (s *parentSession) sendBatch(seq uint32, batch []parkedConn) error {
+	recs := make([]record, len(batch))
+	fds := make([]int, len(batch))
+	for i, p := range batch {
+		fd, err := connFd(p.c.Conn)
+		if err != nil {
+			return err
+		}
+		recs[i], fds[i] = p.record(), fd
+	}
+	return s.ch.send(frameConns, encodeConns(seq, recs), fds)
+}
+
+func (s *parentSession) sendState() error {
+	start := time.Now()
+	w := newStateWriter(s.ch)
+	if save := s.u.opts.SaveState; save != nil {
+		if err := callSafely("save state", func() error { return save(w) }); err != nil {
+			return err
+		}
+	}
+	if err := w.close(); err != nil {
+		return err
+	}
+	s.stats.State = time.Since(start)
+	return nil
+}
+
+func (s *parentSession) awaitReady() error {
+	start := time.Now()
+	typ, p, err := s.next()
+	if err != nil {
+		return fmt.Errorf("handoff: waiting for READY: %w", err)
+	}
+	if typ != frameReady || len(p) != 12 {
+		return protoErr("expected READY, got %s of %d bytes", frameName(typ), len(p))
+	}
+	if got := binary.BigEndian.Uint32(p); int(got) != s.stats.Conns {
+		return protoErr("new process adopted %d connections, %d were sent", got, s.stats.Conns)
+	}
+	s.stats.Ready = time.Since(start)
+	return nil
+}
+
+// abort tells the child why the upgrade ends, and makes sure it exits.
+func (s *parentSession) abort(cause error) {
+	s.ch.setDeadline(time.Now().Add(100 * time.Millisecond))
+	_ = s.ch.send(frameAbort, abortPayload(cause), nil)
+	s.ch.close()
+	killProcess(s.pid)
+}
+
+// recvNoFds receives a frame that must carry no fds, and turns ABORT into
+// an error wrapping ErrRejected.
+func recvNoFds(ch *channel) (byte, []byte, error) {
+	typ, p, fds, err := ch.recv()
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(fds) > 0 {
+		closeFds(fds)
+		return 0, nil, protoErr("%d unexpected fds on %s", len(fds), frameName(typ))
+	}
+	if typ == frameAbort {
+		d := decoder{b: p}
+		return 0, nil, fmt.Errorf("%w: %s", ErrRejected, d.str())
+	}
+	return typ, p, nil
+}
+
+func abortPayload(cause error) []byte {
+	msg := cause.Error()
+	if len(msg) > maxString {
+		msg = msg[:maxString]
+	}
+	return appendString(nil, msg)
+}
+
+// callSafely runs an application callback, turning a panic into an error.
+func callSafely(what string, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handoff: %s panicked: %v", what, r)
+		}
+	}()
+	if err := f(); err != nil {
+		return fmt.Errorf("handoff: %s: %w", what, err)
+	}
+	return nil
+}

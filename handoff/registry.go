@@ -1,0 +1,209 @@
+package handoff
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+)
+
+// registry knows every live Conn and Listener of the process, and drives them
+// through park, resume and handover.
+type registry struct {
+	maxBuffered int
+
+	mu        sync.Mutex
+	conns     map[uint64]*Conn
+	nextID    uint64
+	listeners []*Listener
+	paused    bool          // listeners must not accept
+	resumed   chan struct{} // closed when paused ends
+	gone      bool          // handed over: listeners are closed for good
+	inAccept  int           // goroutines inside an underlying Accept
+	parking   bool          // new connections are asked to park at once
+	changed   chan struct{} // a park-relevant count changed
+}
+
+// parkedConn is a connection ready to travel: its handler is blocked in Park.
+type parkedConn struct {
+	c      *Conn
+	unread []byte
+	state  []byte
+}
+
+func newRegistry(maxBuffered int) *registry {
+	return &registry{
+		maxBuffered: maxBuffered,
+		conns:       make(map[uint64]*Conn),
+		resumed:     make(chan struct{}),
+		changed:     make(chan struct{}, 1),
+	}
+}
+
+// track registers nc, taking ownership of it. A connection that arrives while
+// the process is parking is asked to park at once.
+func (r *registry) track(nc net.Conn, kind string, unread []byte) *Conn {
+	c := &Conn{Conn: nc, kind: kind, max: r.maxBuffered, reg: r, buf: unread}
+	r.mu.Lock()
+	r.nextID++
+	c.id = r.nextID
+	r.conns[c.id] = c
+	parking := r.parking
+	r.mu.Unlock()
+	if parking {
+		c.ask()
+	}
+	r.notify()
+	return c
+}
+
+func (r *registry) remove(c *Conn) {
+	r.mu.Lock()
+	delete(r.conns, c.id)
+	r.mu.Unlock()
+	r.notify()
+}
+
+// parkedOne is called by a Conn whose handler has just parked.
+func (r *registry) parkedOne(c *Conn, unread []byte) {
+	c.mu.Lock()
+	c.unreadAtPark = unread
+	c.mu.Unlock()
+	r.notify()
+}
+
+func (r *registry) notify() {
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+// parkAll stops the listeners, asks every connection to park and waits until
+// all have, or until ctx ends. On error the caller must call resumeAll.
+func (r *registry) parkAll(ctx context.Context) ([]parkedConn, error) {
+	r.mu.Lock()
+	r.parking = true
+	r.pauseLocked()
+	conns := r.snapshotLocked()
+	r.mu.Unlock()
+	for _, c := range conns {
+		c.ask()
+	}
+	for {
+		ready, waiting := r.parkedLocked()
+		if waiting == 0 {
+			return ready, nil
+		}
+		select {
+		case <-r.changed:
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%d connections did not reach a message boundary: %w", waiting, ctx.Err())
+		}
+	}
+}
+
+// parkedLocked lists the parked connections and counts those (and the
+// accepts in flight) still to come. It takes r.mu itself.
+func (r *registry) parkedLocked() ([]parkedConn, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	waiting := r.inAccept
+	var ready []parkedConn
+	for _, c := range r.conns {
+		c.mu.Lock()
+		switch {
+		case c.state == parked:
+			ready = append(ready, parkedConn{c: c, unread: c.unreadAtPark, state: c.saved})
+		case c.state == parkAsked && !c.closed:
+			waiting++
+		}
+		c.mu.Unlock()
+	}
+	return ready, waiting
+}
+
+func (r *registry) snapshotLocked() []*Conn {
+	conns := make([]*Conn, 0, len(r.conns))
+	for _, c := range r.conns {
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+// resumeAll ends a failed upgrade: every connection carries on where it
+// stopped and the listeners accept again.
+func (r *registry) resumeAll() {
+	r.mu.Lock()
+	r.parking = false
+	conns := r.snapshotLocked()
+	for _, l := range r.listeners {
+		l.setDeadline(time.Time{})
+	}
+	r.paused = false
+	close(r.resumed)
+	r.resumed = make(chan struct{})
+	r.mu.Unlock()
+	for _, c := range conns {
+		c.finish(nil)
+	}
+}
+
+// handover ends a successful upgrade: every parked connection now belongs
+// to the new process. This process closes its copies with close(2) only,
+// never shutdown(2), so no FIN reaches a client.
+func (r *registry) handover() {
+	r.mu.Lock()
+	r.gone = true
+	conns := r.snapshotLocked()
+	r.conns = make(map[uint64]*Conn)
+	lns := r.listeners
+	r.listeners = nil
+	close(r.resumed)
+	r.mu.Unlock()
+	for _, l := range lns {
+		_ = l.Listener.Close()
+	}
+	for _, c := range conns {
+		c.finish(ErrHandedOver)
+		_ = c.Conn.Close()
+	}
+}
+
+// pauseLocked makes listeners stop accepting and wakes blocked accepts.
+func (r *registry) pauseLocked() {
+	r.paused = true
+	for _, l := range r.listeners {
+		l.setDeadline(aLongTimeAgo)
+	}
+}
+
+// enterAccept waits while accepting is paused and counts the caller in.
+func (r *registry) enterAccept() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.paused && !r.gone {
+		ch := r.resumed
+		r.mu.Unlock()
+		<-ch
+		r.mu.Lock()
+	}
+	if r.gone {
+		return ErrHandedOver
+	}
+	r.inAccept++
+	return nil
+}
+
+// leaveAccept counts the caller out and tells it whether to accept again:
+// an accept woken by a pause retries once the pause ends.
+func (r *registry) leaveAccept(err error) (retry bool) {
+	r.mu.Lock()
+	r.inAccept--
+	retry = err != nil && isTimeout(err) && (r.paused || r.gone)
+	r.mu.Unlock()
+	r.notify()
+	return retry
+}

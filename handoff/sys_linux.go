@@ -1,0 +1,246 @@
+package handoff
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+func oobSpace(nfds int) int { return unix.CmsgSpace(nfds * 4) }
+
+func rightsOOB(fds []int) []byte {
+	if len(fds) == 0 {
+		return nil
+	}
+	return unix.UnixRights(fds...)
+}
+
+// parseRights returns the fds in a control message buffer. Anything but
+// SCM_RIGHTS is an error; fds found are returned even then, to be closed.
+func parseRights(oob []byte) ([]int, error) {
+	if len(oob) == 0 {
+		return nil, nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, os.NewSyscallError("parse control message", err)
+	}
+	var fds []int
+	var bad error
+	for _, m := range msgs {
+		if m.Header.Level != unix.SOL_SOCKET || m.Header.Type != unix.SCM_RIGHTS {
+			bad = protoErr("unexpected control message level %d type %d", m.Header.Level, m.Header.Type)
+			continue
+		}
+		got, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			bad = os.NewSyscallError("parse SCM_RIGHTS", err)
+			continue
+		}
+		fds = append(fds, got...)
+	}
+	return fds, bad
+}
+
+// checkRecvFlags turns truncation into errors. MSG_CTRUNC means the kernel
+// dropped fds that did not fit (the receiver's fd table was full, see
+// shared/LIMITS.md): those connections would be lost, so the upgrade fails.
+func checkRecvFlags(flags int) error {
+	if flags&unix.MSG_CTRUNC != 0 {
+		return fmt.Errorf("handoff: receive: fds truncated (MSG_CTRUNC): the receiving process could not hold them")
+	}
+	if flags&unix.MSG_TRUNC != 0 {
+		return protoErr("packet longer than %d bytes", headerLen+maxPacketData)
+	}
+	return nil
+}
+
+func closeFds(fds []int) {
+	for _, fd := range fds {
+		_ = unix.Close(fd)
+	}
+}
+
+// peerCred returns the kernel's record of who is at the other end of c:
+// for a connected socket, the process that called connect or listen.
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	if cerr != nil {
+		return nil, os.NewSyscallError("getsockopt SO_PEERCRED", cerr)
+	}
+	return cred, nil
+}
+
+// parentPID reads the parent of pid from /proc.
+func parentPID(pid int32) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, in parentheses, may hold spaces: fields start after its last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	f := strings.Fields(s[i+1:])
+	if i < 0 || len(f) < 2 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	return strconv.Atoi(f[1])
+}
+
+// fdUsage returns how many fds this process has open, the highest of
+// them, and RLIMIT_NOFILE's soft limit.
+func fdUsage() (open, highest int, limit uint64, err error) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, 0, 0, os.NewSyscallError("getrlimit", err)
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	for _, e := range ents {
+		if n, err := strconv.Atoi(e.Name()); err == nil && n > highest {
+			highest = n
+		}
+	}
+	return len(ents), highest, rl.Cur, nil
+}
+
+// fdHeadroom is kept free in the receiver for the runtime and the application.
+const fdHeadroom = 64
+
+// growFdTable makes the fd table big enough for n more fds now, once:
+// a multi-threaded process pays an RCU wait each time the kernel doubles it
+// (shared/LIMITS.md), which would otherwise land inside the handoff.
+func growFdTable(n int) error {
+	open, highest, limit, err := fdUsage()
+	if err != nil {
+		return err
+	}
+	if uint64(open+n+fdHeadroom) > limit {
+		return fmt.Errorf("handoff: %d connections do not fit: %d fds open, limit %d", n, open, limit)
+	}
+	target := min(uint64(highest+n+fdHeadroom), limit-1)
+	devnull, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return os.NewSyscallError("open /dev/null", err)
+	}
+	defer unix.Close(devnull)
+	if err := unix.Dup3(devnull, int(target), unix.O_CLOEXEC); err != nil {
+		return os.NewSyscallError("dup3", err)
+	}
+	return unix.Close(int(target))
+}
+
+// connFd returns the fd of c without changing its mode (never Fd(): that
+// makes the socket blocking, for this process and the peer sharing it). The
+// number stays valid while c is not closed; parked connections are not.
+func connFd(c net.Conn) (int, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("handoff: %T has no file descriptor", c)
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := raw.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+// fdConn turns a received fd into a net.Conn and closes the fd (net.FileConn
+// keeps a close-on-exec duplicate).
+func fdConn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "handoff-conn")
+	defer f.Close()
+	return net.FileConn(f)
+}
+
+// listenChannel creates the parent's end: a SOCK_SEQPACKET socket in a fresh
+// directory only this user can enter.
+func listenChannel(dir string) (*net.UnixListener, func(), error) {
+	d, err := os.MkdirTemp(dir, "handoff-")
+	if err != nil {
+		return nil, nil, fmt.Errorf("handoff: socket directory: %w", err)
+	}
+	cleanup := func() { _ = os.RemoveAll(d) }
+	path := filepath.Join(d, "s")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		cleanup()
+		return nil, nil, fmt.Errorf("handoff: listen: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		cleanup()
+		return nil, nil, fmt.Errorf("handoff: chmod socket: %w", err)
+	}
+	return ln, func() { ln.Close(); cleanup() }, nil
+}
+
+func dialChannel(path string) (*net.UnixConn, error) {
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		return nil, fmt.Errorf("handoff: connect to the old process: %w", err)
+	}
+	return c, nil
+}
+
+// checkChild verifies that the peer of c is a child of this process running
+// as this user.
+func checkChild(c *net.UnixConn) (int, error) {
+	cred, err := peerCred(c)
+	if err != nil {
+		return 0, err
+	}
+	if int(cred.Uid) != os.Getuid() {
+		return int(cred.Pid), fmt.Errorf("handoff: peer pid %d runs as uid %d, not %d: %w", cred.Pid, cred.Uid, os.Getuid(), ErrNotChild)
+	}
+	ppid, err := parentPID(cred.Pid)
+	if err != nil {
+		return int(cred.Pid), fmt.Errorf("handoff: peer pid %d: %w", cred.Pid, err)
+	}
+	if ppid != os.Getpid() {
+		return int(cred.Pid), fmt.Errorf("handoff: peer pid %d is the child of %d, not of this process: %w", cred.Pid, ppid, ErrNotChild)
+	}
+	return int(cred.Pid), nil
+}
+
+// checkParent verifies that the peer of c is this process's parent.
+func checkParent(c *net.UnixConn) error {
+	cred, err := peerCred(c)
+	if err != nil {
+		return err
+	}
+	if int(cred.Pid) != os.Getppid() || int(cred.Uid) != os.Getuid() {
+		return fmt.Errorf("handoff: socket belongs to pid %d uid %d, not to the parent %d: %w", cred.Pid, cred.Uid, os.Getppid(), ErrNotChild)
+	}
+	return nil
+}
+
+// killProcess ends a child that hangs after an abort.
+func killProcess(pid int) {
+	if pid > 0 {
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
+}
+

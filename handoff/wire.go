@@ -1,0 +1,241 @@
+package handoff
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// ProtocolVersion is the version of the handoff wire protocol (PROTOCOL.md).
+// Both ends must speak the same one.
+const ProtocolVersion = 1
+
+// protocolVersion is what this process says in HELLO; a variable so that
+// tests can play a peer of another version.
+var protocolVersion uint16 = ProtocolVersion
+
+// Frame types, one byte on the wire.
+const (
+	frameHello    = 1
+	framePlan     = 2
+	frameConns    = 3
+	frameProgress = 4
+	frameState    = 5
+	frameStateEnd = 6
+	frameReady    = 7
+	frameCommit   = 8
+	frameAbort    = 9
+)
+
+var frameNames = map[byte]string{
+	frameHello: "HELLO", framePlan: "PLAN", frameConns: "CONNS", frameProgress: "PROGRESS",
+	frameState: "STATE", frameStateEnd: "STATE_END", frameReady: "READY",
+	frameCommit: "COMMIT", frameAbort: "ABORT",
+}
+
+func frameName(t byte) string {
+	if n, ok := frameNames[t]; ok {
+		return n
+	}
+	return fmt.Sprintf("unknown(%d)", t)
+}
+
+const (
+	headerLen     = 8
+	flagMore      = 1                  // more packets of this frame follow
+	maxPacketData = 60 << 10           // payload bytes per packet, under the default socket buffer
+	maxFrame      = 64 << 20           // the largest frame a receiver accepts
+	maxFdsPerMsg  = 253                // SCM_MAX_FD
+	helloMagic    = "HOFF"             // first bytes of a HELLO payload
+	maxString     = 4096               // longest version or reason string
+	maxBatchBytes = 1 << 20            // a CONNS frame is cut near this size
+	maxRecordHead = 8 + 2 + 4 + 4 + 16 // a record's fixed part, with slack
+)
+
+// ErrProtocol is wrapped by every error about a malformed or unexpected frame
+// from the peer.
+var ErrProtocol = errors.New("handoff: protocol error")
+
+func protoErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
+}
+
+// header is the fixed start of every packet.
+type header struct {
+	typ   byte
+	flags byte
+	size  uint32
+}
+
+func putHeader(b []byte, h header) {
+	b[0], b[1], b[2], b[3] = h.typ, h.flags, 0, 0
+	binary.BigEndian.PutUint32(b[4:], h.size)
+}
+
+func parseHeader(pkt []byte) (header, error) {
+	if len(pkt) < headerLen {
+		return header{}, protoErr("packet of %d bytes is shorter than a header", len(pkt))
+	}
+	h := header{typ: pkt[0], flags: pkt[1], size: binary.BigEndian.Uint32(pkt[4:])}
+	if pkt[2] != 0 || pkt[3] != 0 || h.flags&^flagMore != 0 {
+		return h, protoErr("reserved header bits set in %s packet", frameName(h.typ))
+	}
+	if int(h.size) != len(pkt)-headerLen {
+		return h, protoErr("%s packet says %d payload bytes, carries %d", frameName(h.typ), h.size, len(pkt)-headerLen)
+	}
+	return h, nil
+}
+
+// hello is the first frame each side sends.
+type hello struct {
+	version    uint16
+	pid        uint32
+	fdLimit    uint32 // RLIMIT_NOFILE of the sender
+	fdOpen     uint32 // fds the sender has open
+	appVersion string
+}
+
+func (h hello) encode() []byte {
+	b := append([]byte(helloMagic), 0, 0)
+	binary.BigEndian.PutUint16(b[4:], h.version)
+	b = binary.BigEndian.AppendUint32(b, h.pid)
+	b = binary.BigEndian.AppendUint32(b, h.fdLimit)
+	b = binary.BigEndian.AppendUint32(b, h.fdOpen)
+	return appendString(b, h.appVersion)
+}
+
+func decodeHello(p []byte) (hello, error) {
+	var h hello
+	if len(p) < 4 || string(p[:4]) != helloMagic {
+		return h, protoErr("HELLO without the %q magic", helloMagic)
+	}
+	d := decoder{b: p[4:]}
+	h.version = d.u16()
+	h.pid, h.fdLimit, h.fdOpen = d.u32(), d.u32(), d.u32()
+	h.appVersion = d.str()
+	return h, d.finish("HELLO")
+}
+
+// record is one connection in a CONNS frame; its fd travels in SCM_RIGHTS
+// at the same index.
+type record struct {
+	id     uint64
+	kind   string
+	unread []byte
+	state  []byte
+}
+
+func (r record) size() int { return maxRecordHead + len(r.kind) + len(r.unread) + len(r.state) }
+
+func encodeConns(seq uint32, recs []record) []byte {
+	b := binary.BigEndian.AppendUint32(nil, seq)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(recs)))
+	for _, r := range recs {
+		b = binary.BigEndian.AppendUint64(b, r.id)
+		b = appendString(b, r.kind)
+		b = appendBytes(b, r.unread)
+		b = appendBytes(b, r.state)
+	}
+	return b
+}
+
+func decodeConns(p []byte) (seq uint32, recs []record, err error) {
+	d := decoder{b: p}
+	seq = d.u32()
+	n := int(d.u16())
+	if n > maxFdsPerMsg {
+		return 0, nil, protoErr("CONNS frame claims %d connections, at most %d fit", n, maxFdsPerMsg)
+	}
+	recs = make([]record, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		recs = append(recs, record{id: d.u64(), kind: d.str(), unread: d.bytes(), state: d.bytes()})
+	}
+	return seq, recs, d.finish("CONNS")
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
+	return append(b, s...)
+}
+
+func appendBytes(b, p []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(p)))
+	return append(b, p...)
+}
+
+// decoder reads big-endian fields and remembers the first shortfall, so a
+// truncated frame is an error, never a panic or an allocation its bytes do
+// not back.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) take(n int) []byte {
+	if d.err != nil {
+		return nil
+	}
+	if n < 0 || n > len(d.b) {
+		d.err = protoErr("field of %d bytes where %d remain", n, len(d.b))
+		return nil
+	}
+	p := d.b[:n]
+	d.b = d.b[n:]
+	return p
+}
+
+func (d *decoder) u16() uint16 {
+	if p := d.take(2); p != nil {
+		return binary.BigEndian.Uint16(p)
+	}
+	return 0
+}
+
+func (d *decoder) u32() uint32 {
+	if p := d.take(4); p != nil {
+		return binary.BigEndian.Uint32(p)
+	}
+	return 0
+}
+
+func (d *decoder) u64() uint64 {
+	if p := d.take(8); p != nil {
+		return binary.BigEndian.Uint64(p)
+	}
+	return 0
+}
+
+func (d *decoder) str() string {
+	n := int(d.u16())
+	if n > maxString && d.err == nil {
+		d.err = protoErr("string of %d bytes, at most %d allowed", n, maxString)
+	}
+	return string(d.take(n))
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.u32()
+	if p := d.take(int(n)); p != nil {
+		return append([]byte(nil), p...)
+	}
+	return nil
+}
+
+// finish reports a shortfall or bytes left over after the last field.
+func (d *decoder) finish(what string) error {
+	if d.err != nil {
+		return fmt.Errorf("%s: %w", what, d.err)
+	}
+	if len(d.b) != 0 {
+		return protoErr("%s has %d bytes after its last field", what, len(d.b))
+	}
+	return nil
+}
+
+func u32Frame(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+
+func decodeU32(p []byte, what string) (uint32, error) {
+	d := decoder{b: p}
+	v := d.u32()
+	return v, d.finish(what)
+}
