@@ -11,11 +11,11 @@ import (
 
 // testHook, when set by a test, is called at each step of a takeover, so
 // that the test can make the new process fail exactly there.
-var testHook func(step string)
+var testHook func(step string, ch *channel)
 
-func hook(step string) {
+func hook(step string, ch *channel) {
 	if testHook != nil {
-		testHook(step)
+		testHook(step, ch)
 	}
 }
 
@@ -38,6 +38,7 @@ type childSession struct {
 func (u *Upgrader) takeOver(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, u.opts.UpgradeTimeout)
 	defer cancel()
+	hook("start", nil)
 	c, err := dialChannel(u.parentSock)
 	if err != nil {
 		return err
@@ -52,7 +53,7 @@ func (u *Upgrader) takeOver(ctx context.Context) error {
 		s.ch.setDeadline(dl)
 	}
 	defer context.AfterFunc(ctx, func() { s.ch.setDeadline(aLongTimeAgo) })()
-	hook("connected")
+	hook("connected", s.ch)
 	if err := s.receive(); err != nil {
 		s.closeConns()
 		if !errors.Is(err, ErrRejected) {
@@ -72,7 +73,7 @@ func (s *childSession) receive() error {
 	if err := s.hello(); err != nil {
 		return err
 	}
-	hook("hello")
+	hook("hello", s.ch)
 	n, err := s.plan()
 	if err != nil {
 		return err
@@ -80,12 +81,12 @@ func (s *childSession) receive() error {
 	if err := s.receiveConns(n); err != nil {
 		return err
 	}
-	hook("conns")
+	hook("conns", s.ch)
 	stateBytes, err := s.loadState()
 	if err != nil {
 		return err
 	}
-	hook("state")
+	hook("state", s.ch)
 	ready := binary.BigEndian.AppendUint32(nil, uint32(len(s.conns)))
 	ready = binary.BigEndian.AppendUint64(ready, stateBytes)
 	return s.ch.send(frameReady, ready, nil)
@@ -139,7 +140,7 @@ func (s *childSession) receiveConns(n int) error {
 			return err
 		}
 		if seq == 0 {
-			hook("first-batch")
+			hook("first-batch", s.ch)
 		}
 		progress := binary.BigEndian.AppendUint32(nil, seq)
 		progress = binary.BigEndian.AppendUint32(progress, uint32(len(s.conns)))
@@ -203,7 +204,7 @@ func (s *childSession) commit() error {
 		s.closeConns()
 		return fmt.Errorf("handoff: waiting for COMMIT: %w", err)
 	}
-	hook("commit")
+	hook("commit", s.ch)
 	if err := s.u.tf.Ready(); err != nil {
 		s.closeConns()
 		return fmt.Errorf("handoff: tell the old process: %w", err)

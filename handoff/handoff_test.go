@@ -4,18 +4,23 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
 
-// client is one connection of a test: it sends numbered requests and
-// checks that each is answered exactly once, in order, with the
-// connection's request count continuing across upgrades.
-type client struct {
-	t    *testing.T
+// conn is one client connection of a load: it pipelines numbered requests,
+// often leaving the last one half-sent for a moment, and checks that each
+// is answered exactly once, in order, with the connection's request count
+// continuing across upgrades.
+type conn struct {
 	c    net.Conn
 	r    *bufio.Reader
 	sent int
@@ -23,41 +28,33 @@ type client struct {
 	pids map[string]bool
 }
 
-func dialClient(t *testing.T, addr string) *client {
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &client{t: t, c: c, r: bufio.NewReader(c), pids: map[string]bool{}}
-}
-
-// send pipelines k requests; if half is set the last one is sent only in
-// part, to be completed by finish.
-func (cl *client) send(k int, half bool) {
+func (cl *conn) round(k int, half bool) error {
 	var b strings.Builder
 	for i := 0; i < k; i++ {
-		fmt.Fprintf(&b, "req-%d\n", cl.sent)
-		cl.sent++
+		fmt.Fprintf(&b, "req-%d\n", cl.sent+i)
 	}
+	tail := ""
 	if half {
-		fmt.Fprintf(&b, "req-%d", cl.sent)
+		tail = fmt.Sprintf("req-%d\n", cl.sent+k)
+		cut := len(tail) / 2
+		b.WriteString(tail[:cut])
+		tail = tail[cut:]
+		k++
 	}
 	if _, err := cl.c.Write([]byte(b.String())); err != nil {
-		cl.t.Errorf("write: %v", err)
+		return err
 	}
+	if half {
+		time.Sleep(time.Millisecond)
+		if _, err := cl.c.Write([]byte(tail)); err != nil {
+			return err
+		}
+	}
+	cl.sent += k
+	return cl.receive()
 }
 
-// finish completes a half-sent request.
-func (cl *client) finish() {
-	if _, err := cl.c.Write([]byte("\n")); err != nil {
-		cl.t.Errorf("write: %v", err)
-	}
-	cl.sent++
-}
-
-// receive reads every outstanding reply and checks it.
-func (cl *client) receive() error {
+func (cl *conn) receive() error {
 	cl.c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	for cl.got < cl.sent {
 		line, err := cl.r.ReadString('\n')
@@ -75,36 +72,287 @@ func (cl *client) receive() error {
 	return nil
 }
 
-func TestUpgradeKeepsConnections(t *testing.T) {
-	h := startServer(t)
-	var clients []*client
-	for i := 0; i < 20; i++ {
-		cl := dialClient(t, h.addr)
-		cl.send(5, true)
-		clients = append(clients, cl)
+// load keeps n connections busy and a stream of new connections coming
+// until stop.
+type load struct {
+	t       *testing.T
+	addr    string
+	conns   []*conn
+	stopC   chan struct{}
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	errs    []error
+	dialed  atomic.Int64
+	refused atomic.Int64
+	rounds  atomic.Int64
+}
+
+func startLoad(t *testing.T, addr string, n int) *load {
+	l := &load{t: t, addr: addr, stopC: make(chan struct{})}
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		cl := &conn{c: c, r: bufio.NewReader(c), pids: map[string]bool{}}
+		l.conns = append(l.conns, cl)
+		l.wg.Add(1)
+		go l.drive(cl, i)
 	}
-	// Wait until the first five of each are answered, so the half request
-	// is surely buffered in the server when it parks.
-	for _, cl := range clients {
-		if err := cl.receive(); err != nil {
-			t.Fatal(err)
+	l.wg.Add(1)
+	go l.churn()
+	return l
+}
+
+func (l *load) fail(err error) {
+	l.mu.Lock()
+	l.errs = append(l.errs, err)
+	l.mu.Unlock()
+}
+
+func (l *load) drive(cl *conn, i int) {
+	defer l.wg.Done()
+	for r := 0; ; r++ {
+		select {
+		case <-l.stopC:
+			return
+		default:
+		}
+		if err := cl.round(1+(i+r)%8, (i+r)%3 == 0); err != nil {
+			l.fail(fmt.Errorf("conn %d: %w", i, err))
+			return
+		}
+		l.rounds.Add(1)
+	}
+}
+
+// churn opens short connections one after another: none may be refused.
+func (l *load) churn() {
+	defer l.wg.Done()
+	for {
+		select {
+		case <-l.stopC:
+			return
+		default:
+		}
+		l.dialed.Add(1)
+		c, err := net.Dial("tcp", l.addr)
+		if err != nil {
+			l.refused.Add(1)
+			l.fail(fmt.Errorf("new connection: %w", err))
+			continue
+		}
+		cl := &conn{c: c, r: bufio.NewReader(c), pids: map[string]bool{}}
+		if err := cl.round(2, true); err != nil {
+			l.fail(fmt.Errorf("new connection: %w", err))
+		}
+		c.Close()
+	}
+}
+
+// waitRounds lets the load make progress, so that upgrades meet traffic.
+func (l *load) waitRounds(n int64) {
+	target := l.rounds.Load() + n
+	for l.rounds.Load() < target {
+		select {
+		case <-l.stopC:
+			return
+		case <-time.After(time.Millisecond):
+		}
+		if len(l.errors()) > 0 {
+			return
 		}
 	}
+}
+
+func (l *load) errors() []error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]error(nil), l.errs...)
+}
+
+// stop ends the load and fails the test on any lost, repeated, reordered
+// or refused request.
+func (l *load) stop() {
+	close(l.stopC)
+	l.wg.Wait()
+	for i, err := range l.errors() {
+		if i < 10 {
+			l.t.Error(err)
+		}
+	}
+	if l.dialed.Load() == 0 {
+		l.t.Error("no new connections were made")
+	}
+}
+
+// pidsSeen returns how many connections saw each server pid.
+func (l *load) pidsSeen() map[string]int {
+	seen := map[string]int{}
+	for _, cl := range l.conns {
+		for p := range cl.pids {
+			seen[p]++
+		}
+	}
+	return seen
+}
+
+func TestUpgradeKeepsConnections(t *testing.T) {
+	h := startServer(t)
+	l := startLoad(t, h.addr, 50)
+	l.waitRounds(200)
 	old := h.pid
 	newPid, fail := h.upgrade()
 	if newPid == 0 {
 		t.Fatalf("upgrade failed: %s", fail)
 	}
-	for _, cl := range clients {
-		cl.finish()
-		cl.send(3, false)
-		if err := cl.receive(); err != nil {
-			t.Fatal(err)
+	l.waitRounds(200)
+	l.stop()
+	seen := l.pidsSeen()
+	if seen[strconv.Itoa(old)] != 50 || seen[strconv.Itoa(newPid)] != 50 {
+		t.Fatalf("connections per server pid: %v, want all 50 on both %d and %d", seen, old, newPid)
+	}
+}
+
+func TestTwoUpgradesUnderLoad(t *testing.T) {
+	h := startServer(t)
+	// More than one CONNS frame (253 fds each) per upgrade.
+	l := startLoad(t, h.addr, 300)
+	pids := []int{h.pid}
+	for i := 0; i < 2; i++ {
+		l.waitRounds(500)
+		p, fail := h.upgrade()
+		if p == 0 {
+			t.Fatalf("upgrade %d failed: %s", i+1, fail)
 		}
-		if !cl.pids[strconv.Itoa(newPid)] || !cl.pids[strconv.Itoa(old)] {
-			t.Fatalf("replies came from %v, want both %d and %d", cl.pids, old, newPid)
+		pids = append(pids, p)
+	}
+	l.waitRounds(500)
+	l.stop()
+	seen := l.pidsSeen()
+	for _, p := range pids {
+		if seen[strconv.Itoa(p)] != 300 {
+			t.Fatalf("connections per server pid: %v, want all 300 on each of %v", seen, pids)
 		}
 	}
 }
 
-var _ = sync.Mutex{}
+// TestRollback makes the new process fail at every step of the handoff and
+// checks that the old one resumes every connection where it stopped, then
+// that a good upgrade still works.
+func TestRollback(t *testing.T) {
+	faults := []struct{ fault, why string }{
+		{"exit:start", "exited before connecting"},
+		{"exit:connected", "exited before HELLO"},
+		{"exit:first-batch", "exited during fd transfer"},
+		{"exit:load", "exited during state transfer"},
+		{"exit:state", "exited before READY"},
+		{"exit:commit", "exited after COMMIT, before it was ready"},
+		{"hang:conns", "hung past the timeout"},
+		{"reject-state", "rejected the state"},
+		{"panic:load", "panicked loading the state"},
+		{"proto-version", "speaks another protocol version"},
+		{"garbage:connected", "sent garbage"},
+		{"truncated:connected", "sent a truncated frame"},
+	}
+	for _, f := range faults {
+		t.Run(strings.ReplaceAll(f.fault, ":", "-"), func(t *testing.T) {
+			t.Parallel()
+			h := startServer(t)
+			l := startLoad(t, h.addr, 260)
+			l.waitRounds(300)
+			old := h.pid
+			h.setFault(f.fault)
+			if p, _ := h.upgrade(); p != 0 {
+				t.Fatalf("new process %d took over although it %s", p, f.why)
+			}
+			l.waitRounds(300)
+			h.setFault("")
+			p, fail := h.upgrade()
+			if p == 0 {
+				t.Fatalf("upgrade after the rollback failed: %s", fail)
+			}
+			l.waitRounds(300)
+			l.stop()
+			seen := l.pidsSeen()
+			if seen[strconv.Itoa(old)] != 260 || seen[strconv.Itoa(p)] != 260 {
+				t.Fatalf("connections per server pid: %v, want all 260 on %d and %d", seen, old, p)
+			}
+		})
+	}
+}
+
+// TestBadBinaries: a missing binary and one that exits at once fail the
+// upgrade; the old process carries on, and switching the symlink back to a
+// good binary upgrades.
+func TestBadBinaries(t *testing.T) {
+	h := startServer(t)
+	l := startLoad(t, h.addr, 20)
+	good, _ := filepath.EvalSymlinks(h.dir + "/current")
+	quitter := filepath.Join(h.dir, "quitter")
+	if err := os.WriteFile(quitter, []byte("#!/bin/sh\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{filepath.Join(h.dir, "missing"), quitter} {
+		h.deploy(bad)
+		l.waitRounds(50)
+		if p, _ := h.upgrade(); p != 0 {
+			t.Fatalf("upgrade to %s succeeded", bad)
+		}
+	}
+	h.deploy(good)
+	if p, fail := h.upgrade(); p == 0 {
+		t.Fatalf("upgrade back to a good binary failed: %s", fail)
+	}
+	l.waitRounds(50)
+	l.stop()
+}
+
+// TestIntruderRefused: while an upgrade waits for its new process, a
+// process that is not the server's child connects to the handoff socket.
+// It is refused and gets nothing; the server carries on.
+func TestIntruderRefused(t *testing.T) {
+	h := startServer(t)
+	l := startLoad(t, h.addr, 10)
+	h.setFault("hang:start") // the real new process never connects
+	if err := syscallHUP(h.pid); err != nil {
+		t.Fatal(err)
+	}
+	sock := waitForSocket(t, h.dir)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envRole+"=intruder", envSocket+"="+sock)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "refused:") {
+		t.Fatalf("intruder: %v: %s", err, out)
+	}
+	if f := h.next(); f[0] != "failed" {
+		t.Fatalf("event %v, want the upgrade to fail", f)
+	}
+	if !strings.Contains(h.logs.String(), "not of this process") {
+		t.Fatalf("no log of the refused peer")
+	}
+	l.waitRounds(50)
+	l.stop()
+}
+
+func syscallHUP(pid int) error {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return err
+	}
+	return p.Signal(syscall.SIGHUP)
+}
+
+// waitForSocket finds the handoff socket of the upgrade in progress.
+func waitForSocket(t *testing.T, dir string) string {
+	for i := 0; i < 5000; i++ {
+		m, _ := filepath.Glob(filepath.Join(dir, "handoff-*", "s"))
+		if len(m) == 1 {
+			return m[0]
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatal("no handoff socket appeared")
+	return ""
+}

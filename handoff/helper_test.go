@@ -100,8 +100,13 @@ func (s *lineServer) load(r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	if fault() == "reject-state" {
+	switch fault() {
+	case "reject-state":
 		return errors.New("state rejected on purpose")
+	case "exit:load":
+		os.Exit(7)
+	case "panic:load":
+		panic("load state panics on purpose")
 	}
 	_, err = fmt.Sscanf(string(b), "total %d\n", &s.total)
 	return err
@@ -113,24 +118,31 @@ func fault() string {
 	return strings.TrimSpace(string(b))
 }
 
-// applyFault arms the takeover steps with the fault the test asked for:
-// "exit:<step>" exits there, "hang:<step>" stops there.
+// applyFault arms the takeover steps with the fault the test asked for,
+// "<what>:<step>": exit there, hang there, or send garbage or a truncated
+// packet there instead of the next frame.
 func applyFault(f string) {
 	if f == "proto-version" {
 		protocolVersion = ProtocolVersion + 1
 	}
-	kind, step, ok := strings.Cut(f, ":")
+	what, step, ok := strings.Cut(f, ":")
 	if !ok {
 		return
 	}
-	testHook = func(s string) {
+	testHook = func(s string, ch *channel) {
 		if s != step {
 			return
 		}
-		if kind == "exit" {
+		switch what {
+		case "exit":
 			os.Exit(7)
+		case "hang":
+			select {}
+		case "garbage":
+			ch.c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+		case "truncated":
+			ch.c.Write([]byte{frameHello, 0, 0, 0, 0, 0, 1, 0, 'H', 'O'})
 		}
-		select {}
 	}
 }
 
@@ -142,8 +154,8 @@ func serverMain() {
 	srv := &lineServer{}
 	up, err := New(Options{
 		Version:        "test",
-		UpgradeTimeout: 10 * time.Second,
-		ParkTimeout:    3 * time.Second,
+		UpgradeTimeout: 5 * time.Second,
+		ParkTimeout:    2 * time.Second,
 		SaveState:      srv.save,
 		LoadState:      srv.load,
 		Resume:         srv.serve,
@@ -197,8 +209,11 @@ func intruderMain() {
 	}
 	ch := newChannel(c)
 	_ = ch.send(frameHello, ownHello("intruder").encode(), nil)
-	_, _, _, err = ch.recv()
-	fmt.Println("recv:", err)
+	if typ, _, fds, err := ch.recv(); err != nil {
+		fmt.Println("refused:", err)
+	} else {
+		fmt.Printf("served: %s with %d fds\n", frameName(typ), len(fds))
+	}
 }
 
 // harness runs a chain of server processes for one test.
@@ -249,6 +264,9 @@ func startServer(t *testing.T) *harness {
 			h.events <- string(buf[:n])
 		}
 	}()
+	if err := os.Symlink(os.Args[0], h.dir+"/current"); err != nil {
+		t.Fatal(err)
+	}
 	cmd := testCommand(h, "server")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -291,6 +309,18 @@ func (h *harness) expect(kind string) []string {
 		h.t.Fatalf("event %q, want %q", strings.Join(f, " "), kind)
 	}
 	return f
+}
+
+// deploy points the "current" symlink at target, as a deployment does.
+func (h *harness) deploy(target string) {
+	tmp := h.dir + "/current.new"
+	os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, h.dir+"/current"); err != nil {
+		h.t.Fatal(err)
+	}
 }
 
 func (h *harness) setFault(f string) {
@@ -339,7 +369,7 @@ func (h *harness) killAll() {
 }
 
 func testCommand(h *harness, role string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := exec.Command(h.dir+"/current", "-test.run=^$")
 	cmd.Env = append(os.Environ(), envRole+"="+role, envEvents+"="+h.dir+"/events",
 		envFault+"="+h.dir+"/fault", envAddr+"=127.0.0.1:0", "TMPDIR="+h.dir)
 	cmd.Stderr = &h.logs

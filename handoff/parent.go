@@ -27,34 +27,49 @@ func (u *Upgrader) upgrade(ctx context.Context) error {
 	}
 	defer cleanup()
 	os.Setenv(envSocket, ln.Addr().String())
-	tfDone := make(chan error, 1)
-	go func() { tfDone <- u.tf.Upgrade() }()
+	f := startFlip(u.tf)
 
-	s, err := u.acceptChild(ctx, ln, tfDone)
+	s, err := u.acceptChild(ctx, ln, f)
 	os.Unsetenv(envSocket)
 	if err != nil {
-		u.releaseAfter(tfDone)
+		u.endFailed(f)
 		return err
 	}
 	if err := s.run(ctx); err != nil {
 		s.abort(err)
 		u.reg.resumeAll()
-		u.releaseAfter(tfDone)
+		u.endFailed(f)
 		return err
 	}
-	return u.finishUpgrade(s, tfDone)
+	return u.finishUpgrade(s, f)
+}
+
+// flip is tableflip's part of an upgrade: it starts the new process and
+// ends when that process is ready, has exited, or was killed on timeout.
+type flip struct {
+	done chan struct{}
+	err  error
+}
+
+func startFlip(tf interface{ Upgrade() error }) *flip {
+	f := &flip{done: make(chan struct{})}
+	go func() {
+		f.err = tf.Upgrade()
+		close(f.done)
+	}()
+	return f
 }
 
 // finishUpgrade waits for the new process's tableflip readiness, the
 // point of no return, then gives every connection away.
-func (u *Upgrader) finishUpgrade(s *parentSession, tfDone <-chan error) error {
-	err := <-tfDone // bounded by tableflip's own UpgradeTimeout
-	if err != nil {
+func (u *Upgrader) finishUpgrade(s *parentSession, f *flip) error {
+	<-f.done // bounded by tableflip's own UpgradeTimeout
+	if f.err != nil {
 		s.ch.close()
 		killProcess(s.pid)
 		u.reg.resumeAll()
 		u.busy.Unlock()
-		return fmt.Errorf("handoff: new process %d failed after commit, before it served: %w", s.pid, err)
+		return fmt.Errorf("handoff: new process %d failed after commit, before it served: %w", s.pid, f.err)
 	}
 	u.reg.handover()
 	s.ch.close()
@@ -64,20 +79,19 @@ func (u *Upgrader) finishUpgrade(s *parentSession, tfDone <-chan error) error {
 	return nil
 }
 
-// releaseAfter frees the Upgrader for another upgrade once tableflip has
-// seen the failed child go.
-func (u *Upgrader) releaseAfter(tfDone <-chan error) {
-	go func() {
-		if err := <-tfDone; err == nil {
-			u.log.Error("handoff: the new process reported ready without taking over; it was not built with this library?")
-		}
-		u.busy.Unlock()
-	}()
+// endFailed waits until tableflip has seen the failed new process go (the
+// connections already carry on), so that the next upgrade can start.
+func (u *Upgrader) endFailed(f *flip) {
+	<-f.done
+	if f.err == nil {
+		u.log.Error("handoff: the new process reported ready without taking over; was it built with this library?")
+	}
+	u.busy.Unlock()
 }
 
 // acceptChild waits for the new process to connect. Connections from any
 // other process are refused and logged; the wait goes on.
-func (u *Upgrader) acceptChild(ctx context.Context, ln *net.UnixListener, tfDone <-chan error) (*parentSession, error) {
+func (u *Upgrader) acceptChild(ctx context.Context, ln *net.UnixListener, f *flip) (*parentSession, error) {
 	got := make(chan *parentSession, 1)
 	go func() {
 		for {
@@ -98,8 +112,9 @@ func (u *Upgrader) acceptChild(ctx context.Context, ln *net.UnixListener, tfDone
 	select {
 	case s := <-got:
 		return s, nil
-	case err := <-tfDone:
+	case <-f.done:
 		ln.Close()
+		err := f.err
 		if err == nil {
 			err = errors.New("it reported ready without connecting")
 		}

@@ -149,6 +149,11 @@ func (c *conn) die(record func(outstanding []pending)) {
 
 func (c *conn) stall(format string, args ...any) {
 	c.die(func(q []pending) {
+		if len(q) > 0 {
+			// The oldest request never got its reply: its wait is a stall
+			// at least this long.
+			storeMax(&c.st.maxStall, int64(time.Since(q[0].sent)))
+		}
 		c.st.fail(&c.st.stalled, "%s: stalled with %d outstanding: "+format, append([]any{c.gw, len(q)}, args...)...)
 		c.st.missing.Add(uint64(len(q)))
 	})

@@ -1,0 +1,15 @@
+// Command pdf-v2 is version 2 of the PDF charging server. It keeps one map of
+// accounts (ledger schema 2) and answers STATS. It takes over from pdf-v1 and
+// hands back to it, migrating the ledger either way.
+package main
+
+import (
+	"os"
+
+	"github.com/handoff-dev/handoff/examples/pdf/internal/app"
+	"github.com/handoff-dev/handoff/examples/pdf/internal/ledger"
+)
+
+func main() {
+	os.Exit(app.Run("v2.0.0", ledger.NewV2(), os.Args[1:]))
+}

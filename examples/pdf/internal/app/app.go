@@ -1,0 +1,136 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/handoff-dev/handoff/examples/pdf/internal/ledger"
+	"github.com/handoff-dev/handoff/examples/pdf/internal/server"
+	"github.com/handoff-dev/handoff/handoff"
+)
+
+// config is what the flags say.
+type config struct {
+	listen         string
+	pidfile        string
+	state          string
+	upgradeTimeout time.Duration
+}
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet(os.Args[0], flag.ContinueOnError)
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:7070", "`address` to serve on")
+	fs.StringVar(&c.pidfile, "pidfile", "", "`file` to write the ready process's pid to")
+	fs.StringVar(&c.state, "state", "", "`file` for the ledger across a cold restart")
+	fs.DurationVar(&c.upgradeTimeout, "upgrade-timeout", 0, "bound on an upgrade (0: the library default)")
+	return c, fs.Parse(args)
+}
+
+// Run runs a PDF server process to its end and returns its exit code.
+// version answers VERSION; led is the empty ledger of that version.
+func Run(version string, led server.Ledger, args []string) int {
+	cfg, err := parseFlags(args)
+	if err != nil {
+		return 2
+	}
+	// The handoff library adds the pid to its own lines.
+	base := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log := base.With("pid", os.Getpid())
+	srv := server.New(version, led, log)
+	if err := run(cfg, version, srv, base, log); err != nil {
+		log.Error("exiting", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func run(cfg config, version string, srv *server.Server, base, log *slog.Logger) error {
+	// Before anything can take long, so that a stop request is never lost.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+
+	up, err := handoff.New(handoff.Options{
+		Version:        version,
+		PIDFile:        cfg.pidfile,
+		UpgradeTimeout: cfg.upgradeTimeout,
+		SaveState:      srv.SaveState,
+		LoadState:      srv.LoadState,
+		Resume:         srv.Resume,
+		Logger:         base,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := up.Listen("tcp", cfg.listen)
+	if err != nil {
+		return err
+	}
+	// An upgraded process gets the ledger from its parent instead.
+	if !up.HasParent() && cfg.state != "" {
+		if err := restore(cfg.state, srv, log); err != nil {
+			return err
+		}
+	}
+	if err := up.Ready(context.Background()); err != nil {
+		return fmt.Errorf("ready: %w", err)
+	}
+	log.Info("serving", "version", version, "addr", ln.Addr().String(), "upgraded", up.HasParent())
+	go srv.Serve(ln)
+
+	select {
+	case <-up.Exit():
+		// The successor owns the connections now; closing them here would
+		// close them for the clients.
+		log.Info("handed over; exiting")
+		return nil
+	case sig := <-stop:
+		log.Info("stopping", "signal", sig.String())
+		return shutdown(cfg.state, srv, up, log)
+	}
+}
+
+// shutdown saves the ledger for the next cold start. The ledger stays
+// locked afterwards, so no client is told of a change the file misses.
+func shutdown(path string, srv *server.Server, up *handoff.Upgrader, log *slog.Logger) error {
+	up.Stop()
+	if path == "" {
+		return nil
+	}
+	if err := writeFile(path, srv.FinalSave); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	log.Info("state saved", "path", path)
+	return nil
+}
+
+// restore loads the state file at path, if there is one. A corrupt file is
+// moved aside and the server starts empty; a file that cannot be read stops
+// the start, since moving it would not fix what is wrong.
+func restore(path string, srv *server.Server, log *slog.Logger) error {
+	err := readFile(path, srv.LoadState)
+	switch {
+	case err == nil:
+		log.Info("state restored", "path", path)
+		return nil
+	case errors.Is(err, os.ErrNotExist):
+		log.Info("no state file; starting empty", "path", path)
+		return nil
+	case !errors.Is(err, ledger.ErrCorrupt):
+		return err
+	}
+	aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().Unix())
+	log.Error("state file is corrupt; moved aside, starting empty",
+		"path", path, "moved_to", aside, "err", err)
+	if rerr := os.Rename(path, aside); rerr != nil {
+		return fmt.Errorf("move corrupt state file aside: %w", rerr)
+	}
+	return nil
+}

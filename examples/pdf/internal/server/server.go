@@ -1,0 +1,196 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+
+	"github.com/handoff-dev/handoff/examples/pdf/internal/ledger"
+	"github.com/handoff-dev/handoff/examples/pdf/internal/proto"
+	"github.com/handoff-dev/handoff/handoff"
+)
+
+// Ledger is the account state a server keeps. *ledger.V1 and *ledger.V2
+// implement it. Its methods are called with the server's lock held.
+type Ledger interface {
+	TopUp(acct string, amount int64) (int64, error)
+	Charge(acct string, amount int64) (balance int64, ok bool)
+	Balance(acct string) int64
+	// Save writes a snapshot in the ledger's own schema.
+	Save(w io.Writer) error
+	// Load replaces the ledger with a snapshot of any known schema and
+	// returns the schema it was written in.
+	Load(r io.Reader) (from uint16, err error)
+	// Schema is the schema Save writes.
+	Schema() uint16
+}
+
+// StatsLedger is a Ledger that counts charges. A server over one answers
+// STATS; over a plain Ledger, STATS is an unknown command.
+type StatsLedger interface {
+	Ledger
+	Stats(acct string) (balance int64, charges uint64)
+}
+
+// Server serves one ledger to many connections.
+type Server struct {
+	version string
+	pid     int
+	log     *slog.Logger
+
+	mu    sync.Mutex // guards the ledger
+	led   Ledger
+	stats StatsLedger // led, if it counts charges; else nil
+}
+
+// New returns a server over led, answering VERSION with version.
+func New(version string, led Ledger, log *slog.Logger) *Server {
+	s := &Server{version: version, pid: os.Getpid(), log: log, led: led}
+	s.stats, _ = led.(StatsLedger)
+	return s
+}
+
+var (
+	_ Ledger      = (*ledger.V1)(nil)
+	_ StatsLedger = (*ledger.V2)(nil)
+)
+
+// Serve accepts connections from ln until it fails, and serves each on its
+// own goroutine. It returns the Accept error; after a handover that error
+// wraps handoff.ErrHandedOver.
+func (s *Server) Serve(ln *handoff.Listener) error {
+	for {
+		c, err := ln.AcceptConn()
+		if err != nil {
+			return err
+		}
+		go s.serve(c, &session{})
+	}
+}
+
+// Resume serves a connection handed over by the previous process, with the
+// session its handler parked. It is handoff.Options.Resume.
+func (s *Server) Resume(c *handoff.Conn, state []byte) {
+	sess, err := decodeSession(state)
+	if err != nil {
+		// Answering with a wrong request count would be worse than a
+		// disconnect the client can see.
+		s.log.Error("closing handed-over connection", "err", err)
+		c.Close()
+		return
+	}
+	s.serve(c, sess)
+}
+
+// serve answers requests on c until the peer goes, a line is too long, or
+// the connection is handed over.
+func (s *Server) serve(c *handoff.Conn, sess *session) {
+	for {
+		line, err := c.Next(proto.SplitLine)
+		switch {
+		case errors.Is(err, handoff.ErrPark):
+			if err := c.Park(sess.encode()); err != nil {
+				if !errors.Is(err, handoff.ErrHandedOver) {
+					c.Close()
+				}
+				return
+			}
+			continue
+		case errors.Is(err, proto.ErrTooLong):
+			c.Write(proto.TooLong())
+			c.Close()
+			return
+		case err != nil:
+			c.Close() // a no-op after a handover
+			return
+		}
+		if _, err := c.Write(s.handle(sess, line)); err != nil {
+			c.Close()
+			return
+		}
+	}
+}
+
+// handle answers one request line and counts it in sess.
+func (s *Server) handle(sess *session, line []byte) []byte {
+	before := sess.n
+	sess.n++
+	req, reason := proto.Parse(line, s.stats != nil)
+	if reason != "" {
+		return proto.Err(req.RID, reason)
+	}
+	switch req.Kind {
+	case proto.Hello:
+		sess.gw = req.GW
+		return proto.Welcome(req.GW)
+	case proto.WhoAmI:
+		return proto.You(req.RID, sess.gw, before)
+	case proto.Version:
+		return proto.VersionReply(req.RID, s.version, s.pid)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.applyLocked(req)
+}
+
+// applyLocked runs a request that reads or changes the ledger.
+func (s *Server) applyLocked(req proto.Request) []byte {
+	switch req.Kind {
+	case proto.TopUp:
+		bal, err := s.led.TopUp(req.Acct, req.Amount)
+		if err != nil {
+			return proto.Err(req.RID, proto.ReasonOverflow)
+		}
+		return proto.OK(req.RID, bal)
+	case proto.Charge:
+		bal, ok := s.led.Charge(req.Acct, req.Amount)
+		if !ok {
+			return proto.Deny(req.RID, bal)
+		}
+		return proto.OK(req.RID, bal)
+	case proto.Balance:
+		return proto.Bal(req.RID, s.led.Balance(req.Acct))
+	case proto.Stats:
+		bal, n := s.stats.Stats(req.Acct)
+		return proto.StatsReply(req.RID, bal, n)
+	}
+	// Parse returned a kind this switch forgot: a bug, but not the
+	// client's fault and not worth a crash.
+	s.log.Error("unhandled request kind", "kind", req.Kind)
+	return proto.Err(req.RID, proto.ReasonUnknown)
+}
+
+// SaveState writes the ledger in this version's schema. It is
+// handoff.Options.SaveState.
+func (s *Server) SaveState(w io.Writer) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.led.Save(w)
+}
+
+// LoadState replaces the ledger with a snapshot of either schema, migrating
+// it to this version's. It is handoff.Options.LoadState, and also restores a
+// cold-start state file.
+func (s *Server) LoadState(r io.Reader) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	from, err := s.led.Load(r)
+	if err != nil {
+		return fmt.Errorf("load ledger: %w", err)
+	}
+	if to := s.led.Schema(); from != to {
+		s.log.Info(fmt.Sprintf("state migrated from schema %d to %d", from, to))
+	}
+	return nil
+}
+
+// FinalSave writes the ledger like SaveState and leaves it locked for good,
+// so that no request is acknowledged after the snapshot it would be missing
+// from. Call it only on the way out of the process.
+func (s *Server) FinalSave(w io.Writer) error {
+	s.mu.Lock()
+	return s.led.Save(w)
+}
