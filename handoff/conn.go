@@ -30,10 +30,10 @@ var (
 type parkState int
 
 const (
-	running   parkState = iota
-	parkAsked           // an upgrade asked; the handler has not parked yet
-	parked              // the handler called Park and waits for the outcome
-	handedOver          // the new process owns the connection
+	running    parkState = iota
+	parkAsked            // an upgrade asked; the handler has not parked yet
+	parked               // the handler called Park and waits for the outcome
+	handedOver           // the new process owns the connection
 )
 
 // Conn is a connection whose unconsumed bytes and handler state can move to
@@ -57,14 +57,14 @@ type Conn struct {
 
 	wmu sync.Mutex // held across a Write so that parking never tears one
 
-	mu       sync.Mutex // guards what follows
-	state    parkState
-	outcome  chan error // closed with the result of a park; made by ask
-	result   error
-	deadline time.Time // the application's read deadline, restored on resume
-	saved        []byte // the handler's state given to Park
-	unreadAtPark []byte // the buffered bytes when the handler parked
-	closed   bool
+	mu           sync.Mutex // guards what follows
+	state        parkState
+	outcome      chan error // closed with the result of a park; made by ask
+	result       error
+	deadline     time.Time // the application's read deadline, restored on resume
+	saved        []byte    // the handler's state given to Park
+	unreadAtPark []byte    // the buffered bytes when the handler parked
+	closed       bool
 }
 
 var _ net.Conn = (*Conn)(nil)

@@ -20,6 +20,10 @@ const sendWindow = 8
 func (u *Upgrader) upgrade(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, u.opts.UpgradeTimeout)
 	defer cancel()
+	if err := u.waitForParent(ctx); err != nil {
+		u.busy.Unlock()
+		return err
+	}
 	ln, cleanup, err := listenChannel(u.opts.SocketDir)
 	if err != nil {
 		u.busy.Unlock()
@@ -54,10 +58,34 @@ type flip struct {
 func startFlip(tf interface{ Upgrade() error }) *flip {
 	f := &flip{done: make(chan struct{})}
 	go func() {
-		f.err = tf.Upgrade()
-		close(f.done)
+		defer close(f.done)
+		for range 100 {
+			f.err = tf.Upgrade()
+			// tableflip notes its parent's exit in its own goroutine, a
+			// moment after WaitForParent returns.
+			if f.err == nil || f.err.Error() != "parent hasn't exited" {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
 	}()
 	return f
+}
+
+// waitForParent lets an upgrade that follows another closely wait until
+// the previous process is gone: tableflip refuses to upgrade before that.
+func (u *Upgrader) waitForParent(ctx context.Context) error {
+	if !u.tf.HasParent() {
+		return nil
+	}
+	err := u.tf.WaitForParent(ctx)
+	if ctx.Err() != nil {
+		return fmt.Errorf("handoff: previous process has not exited: %w", ctx.Err())
+	}
+	if err != nil {
+		u.log.Warn("handoff: previous process exited uncleanly", "err", err)
+	}
+	return nil
 }
 
 // finishUpgrade waits for the new process's tableflip readiness, the

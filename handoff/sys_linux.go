@@ -243,4 +243,3 @@ func killProcess(pid int) {
 		_ = unix.Kill(pid, unix.SIGKILL)
 	}
 }
-

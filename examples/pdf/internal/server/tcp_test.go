@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,9 +17,28 @@ import (
 	"github.com/handoff-dev/handoff/handoff"
 )
 
-// TestOverTCP runs the real handler behind a handoff listener on loopback.
-// handoff.New works once per process, so this is the only test that uses it.
-func TestOverTCP(t *testing.T) {
+// tcpServer is one server behind a handoff listener on loopback, shared by
+// every run of TestOverTCP: handoff.New works once per process, so -count=N
+// must reuse it.
+var tcpServer struct {
+	once sync.Once
+	addr string
+	err  error
+}
+
+func startTCP(t *testing.T) string {
+	t.Helper()
+	tcpServer.once.Do(func() {
+		tcpServer.addr, tcpServer.err = listenTCP()
+	})
+	if tcpServer.err != nil {
+		t.Fatal(tcpServer.err)
+	}
+	return tcpServer.addr
+}
+
+// listenTCP starts the server; it lives until the test binary exits.
+func listenTCP() (string, error) {
 	s := New("v2.0.0", ledger.NewV2(), quiet())
 	up, err := handoff.New(handoff.Options{
 		Version:   s.version,
@@ -25,23 +46,28 @@ func TestOverTCP(t *testing.T) {
 		LoadState: s.LoadState,
 		Resume:    s.Resume,
 		NoSignal:  true,
-		SocketDir: t.TempDir(),
 		Logger:    quiet(),
 	})
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	defer up.Stop()
 	ln, err := up.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	defer ln.Close()
 	if err := up.Ready(context.Background()); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	go s.Serve(ln)
-	addr := ln.Addr().String()
+	return ln.Addr().String(), nil
+}
+
+// TestOverTCP runs the real handler behind a handoff listener on loopback.
+// Account names are unique per run because the ledger outlives a run.
+func TestOverTCP(t *testing.T) {
+	addr := startTCP(t)
+	run := fmt.Sprint(time.Now().UnixNano())
+	alice, bob := "alice"+run, "bob"+run
 
 	t.Run("pipelined", func(t *testing.T) {
 		c := dial(t, addr)
@@ -53,14 +79,14 @@ func TestOverTCP(t *testing.T) {
 	})
 	t.Run("ledger is shared", func(t *testing.T) {
 		a, b := dial(t, addr), dial(t, addr)
-		send(t, a, "TOPUP x bob 10\n")
+		send(t, a, "TOPUP x "+bob+" 10\n")
 		expect(t, a, "OK x 10")
-		send(t, b, "CHARGE y bob 4\nWHOAMI z\n")
+		send(t, b, "CHARGE y "+bob+" 4\nWHOAMI z\n")
 		expect(t, b, "OK y 6", "YOU z - 1")
 	})
 	t.Run("too long", func(t *testing.T) {
 		c := dial(t, addr)
-		send(t, c, "BALANCE r1 alice\n"+strings.Repeat("x", proto.MaxLine+1)+"\nBALANCE r2 alice\n")
+		send(t, c, "BALANCE r1 "+alice+"\n"+strings.Repeat("x", proto.MaxLine+1)+"\nBALANCE r2 "+alice+"\n")
 		expect(t, c, "BAL r1 100", "ERR - too-long")
 		if line, err := c.r.ReadString('\n'); !errors.Is(err, io.EOF) {
 			t.Fatalf("after too-long: read %q, %v; want EOF", line, err)
