@@ -38,13 +38,14 @@ func (l *Listener) AcceptConn() (*Conn, error) {
 			return nil, fmt.Errorf("handoff: accept: %w (%w)", err, net.ErrClosed)
 		}
 		nc, err := l.Listener.Accept()
-		if l.reg.leaveAccept(err) {
+		c, retry := l.reg.leaveAccept(nc, err, l.kind)
+		if retry {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		return l.reg.track(nc, l.kind, nil), nil
+		return c, nil
 	}
 }
 

@@ -44,17 +44,23 @@ func newRegistry(maxBuffered int) *registry {
 // track registers nc, taking ownership of it. A connection that arrives while
 // the process is parking is asked to park at once.
 func (r *registry) track(nc net.Conn, kind string, unread []byte) *Conn {
-	c := &Conn{Conn: nc, kind: kind, max: r.maxBuffered, reg: r, buf: unread}
 	r.mu.Lock()
+	c := r.trackLocked(nc, kind, unread)
+	r.mu.Unlock()
+	r.notify()
+	return c
+}
+
+// trackLocked registers nc. While parking, the connection is published
+// already asked to park, so that parkAll cannot finish without it.
+func (r *registry) trackLocked(nc net.Conn, kind string, unread []byte) *Conn {
+	c := &Conn{Conn: nc, kind: kind, max: r.maxBuffered, reg: r, buf: unread}
 	r.nextID++
 	c.id = r.nextID
-	r.conns[c.id] = c
-	parking := r.parking
-	r.mu.Unlock()
-	if parking {
+	if r.parking {
 		c.ask()
 	}
-	r.notify()
+	r.conns[c.id] = c
 	return c
 }
 
@@ -197,13 +203,17 @@ func (r *registry) enterAccept() error {
 	return nil
 }
 
-// leaveAccept counts the caller out and tells it whether to accept again:
+// leaveAccept counts the caller out, registering the accepted connection in
+// the same step (so parkAll never sees neither), or tells it to accept again:
 // an accept woken by a pause retries once the pause ends.
-func (r *registry) leaveAccept(err error) (retry bool) {
+func (r *registry) leaveAccept(nc net.Conn, err error, kind string) (c *Conn, retry bool) {
 	r.mu.Lock()
 	r.inAccept--
+	if err == nil {
+		c = r.trackLocked(nc, kind, nil)
+	}
 	retry = err != nil && isTimeout(err) && (r.paused || r.gone)
 	r.mu.Unlock()
 	r.notify()
-	return retry
+	return c, retry
 }

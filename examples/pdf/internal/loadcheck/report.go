@@ -91,8 +91,10 @@ func (s *stats) report(conns []*conn) Report {
 	}
 	s.mu.Lock()
 	r.Versions = maps.Clone(s.versions)
-	r.Pids = slices.Sorted(maps.Keys(s.pids))
-	r.Errors = slices.Clone(s.details)
+	// Appending to empty slices makes JSON say [] rather than null.
+	r.Pids = slices.AppendSeq([]int{}, maps.Keys(s.pids))
+	slices.Sort(r.Pids)
+	r.Errors = append([]string{}, s.details...)
 	s.mu.Unlock()
 	r.ConnPidsMin, r.ConnPidsMax = pidSpread(conns)
 	r.Pass = r.OK()

@@ -72,7 +72,7 @@ func TestOverTCP(t *testing.T) {
 	t.Run("pipelined", func(t *testing.T) {
 		c := dial(t, addr)
 		// All requests in one write, the last split across two.
-		send(t, c, "HELLO gw1\r\nTOPUP r1 alice 100\nCHARGE r2 alice 150\n\nSTATS r3 alice\nWHOA")
+		send(t, c, "HELLO gw1\r\nTOPUP r1 "+alice+" 100\nCHARGE r2 "+alice+" 150\n\nSTATS r3 "+alice+"\nWHOA")
 		send(t, c, "MI r4\n")
 		expect(t, c, "WELCOME gw1", "OK r1 100", "DENY r2 100", "ERR - empty-line",
 			"STATS r3 100 0", "YOU r4 gw1 5")
