@@ -42,14 +42,18 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// reporter is this process's one connection to the test's event socket,
+// kept open so that the test's fd counts are steady.
+var reporter = sync.OnceValue(func() net.Conn {
+	c, _ := net.Dial("unixgram", os.Getenv(envEvents))
+	return c
+})
+
 // report sends one event line to the test.
 func report(format string, args ...any) {
-	c, err := net.Dial("unixgram", os.Getenv(envEvents))
-	if err != nil {
-		return
+	if c := reporter(); c != nil {
+		fmt.Fprintf(c, format, args...)
 	}
-	defer c.Close()
-	fmt.Fprintf(c, format, args...)
 }
 
 // lineServer is the application of the test server: each request line
@@ -147,6 +151,7 @@ func applyFault(f string) {
 }
 
 func serverMain() {
+	reporter()
 	isChild := os.Getenv("TABLEFLIP_HAS_PARENT_7DIU3") != ""
 	if isChild {
 		applyFault(fault())

@@ -1,0 +1,74 @@
+package handoff
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"testing"
+)
+
+// sockets counts the socket fds of a process and lists its other fds.
+func sockets(t *testing.T, pid int) (int, []string) {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	var other []string
+	for _, e := range ents {
+		target, _ := os.Readlink(dir + "/" + e.Name())
+		if strings.HasPrefix(target, "socket:") {
+			n++
+		} else {
+			other = append(other, target)
+		}
+	}
+	return n, other
+}
+
+// TestNoFdLeaks: a failed upgrade leaves the old process with exactly the
+// sockets it had, and a successful one gives the new process exactly as
+// many: the handoff channel and every spare copy are closed, in both.
+func TestNoFdLeaks(t *testing.T) {
+	h := startServer(t)
+	var conns []*conn
+	for i := 0; i < 20; i++ {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		cl := &conn{c: c, r: bufio.NewReader(c), pids: map[string]bool{}}
+		if err := cl.round(2, true); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, cl)
+	}
+	before, _ := sockets(t, h.pid)
+	for _, f := range []string{"exit:first-batch", "reject-state", "exit:commit"} {
+		h.setFault(f)
+		if p, _ := h.upgrade(); p != 0 {
+			t.Fatalf("upgrade with fault %s succeeded", f)
+		}
+		if after, _ := sockets(t, h.pid); after != before {
+			t.Fatalf("after a failed upgrade (%s): %d sockets, before %d", f, after, before)
+		}
+	}
+	h.setFault("")
+	p, fail := h.upgrade()
+	if p == 0 {
+		t.Fatal(fail)
+	}
+	for _, cl := range conns {
+		if err := cl.round(1, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, other := sockets(t, p); got != before {
+		t.Fatalf("new process has %d sockets, the old one had %d (other fds: %v)", got, before, other)
+	}
+}
