@@ -356,3 +356,33 @@ func waitForSocket(t *testing.T, dir string) string {
 	t.Fatal("no handoff socket appeared")
 	return ""
 }
+
+// TestSecondTriggerRefused: a trigger while an upgrade runs is refused at
+// once, with a log line; the running upgrade goes on to its own end.
+func TestSecondTriggerRefused(t *testing.T) {
+	h := startServer(t)
+	l := startLoad(t, h.addr, 10)
+	h.setFault("hang:conns") // keeps the first upgrade running until its timeout
+	if err := syscallHUP(h.pid); err != nil {
+		t.Fatal(err)
+	}
+	waitForSocket(t, h.dir)
+	if err := syscallHUP(h.pid); err != nil {
+		t.Fatal(err)
+	}
+	if f := h.next(); f[0] != "failed" || !strings.Contains(strings.Join(f, " "), "already in progress") {
+		t.Fatalf("second trigger: event %v, want it refused", f)
+	}
+	if f := h.next(); f[0] != "failed" {
+		t.Fatalf("first upgrade: event %v, want it to time out", f)
+	}
+	if !strings.Contains(h.logs.String(), "upgrade refused: another upgrade is in progress") {
+		t.Fatal("no log line for the refused trigger")
+	}
+	h.setFault("")
+	if p, fail := h.upgrade(); p == 0 {
+		t.Fatalf("upgrade after the refusal failed: %s", fail)
+	}
+	l.waitRounds(50)
+	l.stop()
+}

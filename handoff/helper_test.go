@@ -192,9 +192,11 @@ func serverMain() {
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		for range hup {
-			if err := up.Upgrade(context.Background()); err != nil {
-				report("failed %d %v", os.Getpid(), err)
-			}
+			go func() {
+				if err := up.Upgrade(context.Background()); err != nil {
+					report("failed %d %v", os.Getpid(), err)
+				}
+			}()
 		}
 	}()
 	srv.mu.Lock()
