@@ -187,15 +187,21 @@ func (l *load) stop() {
 	}
 }
 
-// pidsSeen returns how many connections saw each server pid.
-func (l *load) pidsSeen() map[string]int {
+// requireAllOn fails the test unless every connection of the load was
+// served by every one of pids: none was lost along the chain.
+func (l *load) requireAllOn(pids ...int) {
+	l.t.Helper()
 	seen := map[string]int{}
 	for _, cl := range l.conns {
 		for p := range cl.pids {
 			seen[p]++
 		}
 	}
-	return seen
+	for _, p := range pids {
+		if seen[strconv.Itoa(p)] != len(l.conns) {
+			l.t.Fatalf("connections per server pid: %v, want all %d on each of %v", seen, len(l.conns), pids)
+		}
+	}
 }
 
 func TestUpgradeKeepsConnections(t *testing.T) {
@@ -209,10 +215,7 @@ func TestUpgradeKeepsConnections(t *testing.T) {
 	}
 	l.waitRounds(200)
 	l.stop()
-	seen := l.pidsSeen()
-	if seen[strconv.Itoa(old)] != 50 || seen[strconv.Itoa(newPid)] != 50 {
-		t.Fatalf("connections per server pid: %v, want all 50 on both %d and %d", seen, old, newPid)
-	}
+	l.requireAllOn(old, newPid)
 }
 
 func TestTwoUpgradesUnderLoad(t *testing.T) {
@@ -230,12 +233,7 @@ func TestTwoUpgradesUnderLoad(t *testing.T) {
 	}
 	l.waitRounds(500)
 	l.stop()
-	seen := l.pidsSeen()
-	for _, p := range pids {
-		if seen[strconv.Itoa(p)] != 300 {
-			t.Fatalf("connections per server pid: %v, want all 300 on each of %v", seen, pids)
-		}
-	}
+	l.requireAllOn(pids...)
 }
 
 // TestRollback makes the new process fail at every step of the handoff and
@@ -275,10 +273,7 @@ func TestRollback(t *testing.T) {
 			}
 			l.waitRounds(300)
 			l.stop()
-			seen := l.pidsSeen()
-			if seen[strconv.Itoa(old)] != 260 || seen[strconv.Itoa(p)] != 260 {
-				t.Fatalf("connections per server pid: %v, want all 260 on %d and %d", seen, old, p)
-			}
+			l.requireAllOn(old, p)
 		})
 	}
 }
