@@ -251,6 +251,8 @@ func TestRollback(t *testing.T) {
 		{"reject-state", "rejected the state"},
 		{"panic:load", "panicked loading the state"},
 		{"proto-version", "speaks another protocol version"},
+		{"fdlimit", "cannot hold that many fds"},
+		{"fdlimit:first-batch", "ran out of fds mid-transfer (MSG_CTRUNC)"},
 		{"garbage:connected", "sent garbage"},
 		{"truncated:connected", "sent a truncated frame"},
 	}
@@ -262,12 +264,14 @@ func TestRollback(t *testing.T) {
 			l.waitRounds(300)
 			old := h.pid
 			h.setFault(f.fault)
-			if p, _ := h.upgrade(); p != 0 {
+			p, fail := h.upgrade()
+			if p != 0 {
 				t.Fatalf("new process %d took over although it %s", p, f.why)
 			}
+			t.Logf("rolled back: %s", fail)
 			l.waitRounds(300)
 			h.setFault("")
-			p, fail := h.upgrade()
+			p, fail = h.upgrade()
 			if p == 0 {
 				t.Fatalf("upgrade after the rollback failed: %s", fail)
 			}

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The test binary doubles as the server under test: TestMain runs
@@ -126,8 +128,11 @@ func fault() string {
 // "<what>:<step>": exit there, hang there, or send garbage or a truncated
 // packet there instead of the next frame.
 func applyFault(f string) {
-	if f == "proto-version" {
+	switch f {
+	case "proto-version":
 		protocolVersion = ProtocolVersion + 1
+	case "fdlimit":
+		lowerFdLimit(0)
 	}
 	what, step, ok := strings.Cut(f, ":")
 	if !ok {
@@ -146,8 +151,22 @@ func applyFault(f string) {
 			ch.c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 		case "truncated":
 			ch.c.Write([]byte{frameHello, 0, 0, 0, 0, 0, 1, 0, 'H', 'O'})
+		case "fdlimit":
+			lowerFdLimit(3)
 		}
 	}
+}
+
+// lowerFdLimit leaves room for only room more fds (0: for a few dozen,
+// whatever is open now). Below the fds already open, the kernel drops the
+// fds of SCM_RIGHTS that do not fit and flags MSG_CTRUNC.
+func lowerFdLimit(room uint64) {
+	open, _, _, _ := fdUsage()
+	lim := uint64(open) + room
+	if room == 0 {
+		lim = uint64(open) + 100
+	}
+	unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: lim, Max: lim})
 }
 
 func serverMain() {
