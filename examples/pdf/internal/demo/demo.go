@@ -1,0 +1,295 @@
+package demo
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Version labels: the binary BinDir/pdf-<label> answers VERSION <label>.x.y.
+const (
+	labelV1     = "v1"
+	labelV2     = "v2"
+	labelBroken = "broken" // brokenBinary; an upgrade to it must fail
+)
+
+// plan is the scenario after the v1 start: each step deploys a binary and
+// sends SIGHUP.
+var plan = []string{labelV2, labelV2, labelBroken, labelV1}
+
+// servers is how many processes the plan runs, the first one included.
+func servers() int {
+	n := 1
+	for _, label := range plan {
+		if label != labelBroken {
+			n++
+		}
+	}
+	return n
+}
+
+// The demo's own account: charged under v1, so that STATS under v2 shows
+// whether the charge counts crossed the migration.
+const (
+	demoAcct    = "demo-acct"
+	wantStats   = "STATS 800 2"
+	wantBalance = "BAL 800"
+)
+
+// demo is one run of the scenario.
+type demo struct {
+	cfg     Config
+	out     io.Writer
+	srv     *server
+	witness *probe // one connection held across every step
+	pid     int    // the serving process
+	version string // its label
+	res     Result
+}
+
+// Run runs the scenario described in the package doc, printing progress
+// and then a summary to out.
+//
+// A nil error with res.OK() true is a pass; with res.OK() false, some
+// check failed and res says which. A non-nil error means the scenario
+// could not be carried out (missing binaries, a server that never became
+// ready, ctx ended); res then holds what was done and res.OK() is false.
+// Either way no server process is left running.
+func Run(ctx context.Context, cfg Config, out io.Writer) (res Result, err error) {
+	if err := checkBinaries(cfg.BinDir); err != nil {
+		return Result{Problems: []string{err.Error()}}, err
+	}
+	cfg, made, err := cfg.withDefaults(servers())
+	if err != nil {
+		return Result{Problems: []string{err.Error()}}, err
+	}
+	d := &demo{cfg: cfg, out: out, srv: newServer(cfg.Dir, cfg.Addr), version: labelV1}
+	d.res = Result{Dir: cfg.Dir, Conns: cfg.Conns, Planned: len(plan), Settle: cfg.Settle}
+	if err = d.run(ctx); err != nil {
+		d.res.Problems = append(d.res.Problems, err.Error())
+	}
+	fmt.Fprint(out, d.res.Summary())
+	if made && d.res.OK() {
+		os.RemoveAll(cfg.Dir)
+	}
+	return d.res, err
+}
+
+func checkBinaries(dir string) error {
+	if dir == "" {
+		dir = DefaultBinDir
+	}
+	for _, label := range []string{labelV1, labelV2} {
+		if _, err := os.Stat(filepath.Join(dir, "pdf-"+label)); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+	}
+	return nil
+}
+
+func (d *demo) run(ctx context.Context) error {
+	defer d.stopServer()
+	defer func() {
+		if d.witness != nil {
+			d.witness.close()
+		}
+	}()
+	if err := d.start(ctx); err != nil {
+		return err
+	}
+	l, err := startLoad(ctx, d.cfg)
+	if err != nil {
+		return err
+	}
+	d.logf("load running: %d persistent connections, %.0f requests/s, %.0f new connections/s; %v between upgrades",
+		d.cfg.Conns, d.cfg.Rate, d.cfg.Churn, d.cfg.Settle)
+	err = d.steps(ctx)
+	if err == nil {
+		d.finalCheck()
+	}
+	d.logf("stopping the load")
+	d.res.Load = l.stop()
+	return err
+}
+
+// start deploys v1, starts it and makes the charges v2 must count.
+func (d *demo) start(ctx context.Context) error {
+	if err := installVersion(d.srv.bin, d.cfg.BinDir, labelV1); err != nil {
+		return err
+	}
+	pid, err := d.srv.start(ctx, d.cfg.StepTimeout)
+	if err != nil {
+		return err
+	}
+	d.pid = pid
+	d.logf("server %s started: pid %d on %s, work dir %s", labelV1, pid, d.cfg.Addr, d.cfg.Dir)
+	if d.witness, err = dialProbe(d.cfg.Addr, "demo-witness"); err != nil {
+		return err
+	}
+	for _, r := range [][]string{
+		{"OK 1000", "TOPUP", demoAcct, "1000"},
+		{"OK 900", "CHARGE", demoAcct, "100"},
+		{"OK 800", "CHARGE", demoAcct, "100"},
+	} {
+		if err := d.witness.expect(r[0], r[1], r[2:]...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *demo) stopServer() {
+	// After a step that went wrong the pid file may name a process d.pid
+	// does not know.
+	pid, err := d.srv.readPID()
+	if err != nil {
+		pid = d.pid
+	}
+	d.res.StoppedCleanly = d.srv.stop(pid)
+	d.logf("server stopped (pid %d, on SIGTERM: %v)", pid, d.res.StoppedCleanly)
+}
+
+// steps runs the plan, letting the load run Settle before, between and
+// after the upgrades. A step that goes wrong ends the plan: the ones after
+// it would test nothing.
+func (d *demo) steps(ctx context.Context) error {
+	if err := sleep(ctx, d.cfg.Settle); err != nil {
+		return err
+	}
+	for _, label := range plan {
+		st, err := d.upgrade(ctx, label)
+		d.res.Steps = append(d.res.Steps, st)
+		d.logf("upgrade %d: %s", len(d.res.Steps), st)
+		if err != nil || !st.OK() {
+			return err
+		}
+		if d.version == labelV2 {
+			d.checkStats()
+		}
+		if err := sleep(ctx, d.cfg.Settle); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// upgrade deploys the binary labelled to and sends SIGHUP. It returns an
+// error only if the demo itself could not go on; what the server did wrong
+// is in Step.Err.
+func (d *demo) upgrade(ctx context.Context, to string) (Step, error) {
+	st := Step{From: d.version, To: to, WantFail: to == labelBroken, OldPID: d.pid}
+	if err := installVersion(d.srv.bin, d.cfg.BinDir, to); err != nil {
+		return st, err
+	}
+	err := d.signal(ctx, &st)
+	if ctx.Err() != nil {
+		return st, ctx.Err()
+	}
+	if err == nil {
+		err = d.checkServing(st)
+	}
+	if err != nil {
+		st.Err = err.Error()
+		return st, nil
+	}
+	if !st.WantFail {
+		d.pid, d.version = st.NewPID, to
+	}
+	return st, nil
+}
+
+// signal sends SIGHUP and waits for the outcome the step expects: a new
+// process and the old one gone, or the old one logging the failure.
+func (d *demo) signal(ctx context.Context, st *Step) error {
+	logFrom := d.srv.logSize()
+	start := time.Now()
+	defer func() { st.Took = time.Since(start) }()
+	if err := syscall.Kill(st.OldPID, syscall.SIGHUP); err != nil {
+		return fmt.Errorf("SIGHUP pid %d: %w", st.OldPID, err)
+	}
+	if st.WantFail {
+		st.NewPID = st.OldPID
+		return d.srv.awaitFailure(ctx, st.OldPID, logFrom, d.cfg.StepTimeout)
+	}
+	var err error
+	st.NewPID, err = d.srv.awaitHandover(ctx, st.OldPID, d.cfg.StepTimeout)
+	return err
+}
+
+// checkServing asks, on the connection held since the start, who serves
+// it now: the new process, or after a failed step still the old one.
+func (d *demo) checkServing(st Step) error {
+	want := st.To
+	if st.WantFail {
+		want = st.From
+		if pid, err := d.srv.readPID(); err != nil || pid != st.OldPID || !alive(st.OldPID) {
+			return fmt.Errorf("after the failure pid %d is not the one serving (pid file: %d, %v; alive: %v)",
+				st.OldPID, pid, err, alive(st.OldPID))
+		}
+	}
+	ver, pid, err := d.witness.version()
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(ver, want+".") || pid != st.NewPID {
+		return fmt.Errorf("held connection served by %s pid %d, want %s pid %d", ver, pid, want, st.NewPID)
+	}
+	return nil
+}
+
+// checkStats asks on a fresh connection whether v2 counts the charges
+// made under v1.
+func (d *demo) checkStats() {
+	d.res.StatsChecks++
+	err := d.fresh("demo-stats", func(p *probe) error {
+		return p.expect(wantStats, "STATS", demoAcct)
+	})
+	if err != nil {
+		d.res.StatsWrong++
+		d.res.Problems = append(d.res.Problems, err.Error())
+	}
+}
+
+// finalCheck asks on a fresh connection which version serves at the end,
+// and whether the balance came back from v2 intact.
+func (d *demo) finalCheck() {
+	err := d.fresh("demo-final", func(p *probe) error {
+		var err error
+		if d.res.FinalVersion, _, err = p.version(); err != nil {
+			return err
+		}
+		return p.expect(wantBalance, "BALANCE", demoAcct)
+	})
+	if err != nil {
+		d.res.Problems = append(d.res.Problems, err.Error())
+	}
+}
+
+func (d *demo) fresh(gw string, f func(*probe) error) error {
+	p, err := dialProbe(d.cfg.Addr, gw)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	return f(p)
+}
+
+func (d *demo) logf(format string, args ...any) {
+	fmt.Fprintf(d.out, "pdfdemo: "+format+"\n", args...)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
