@@ -10,6 +10,7 @@ build:
 	$(GO) build -o $(BIN)/pdf-v2 ./examples/pdf/cmd/pdf-v2
 	$(GO) build -o $(BIN)/pdfload ./examples/pdf/cmd/pdfload
 	$(GO) build -o $(BIN)/pdfdemo ./examples/pdf/cmd/pdfdemo
+	$(GO) build -o $(BIN)/handoffctl ./cmd/handoffctl
 
 # gofmt, vet, and every test (multi-process ones included) under the race detector.
 test: build

@@ -5,15 +5,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
-	"github.com/handoff-dev/handoff/examples/pdf/internal/ledger"
 	"github.com/handoff-dev/handoff/examples/pdf/internal/server"
 	"github.com/handoff-dev/handoff/handoff"
+	"github.com/handoff-dev/handoff/statefile"
 )
 
 // config is what the flags say.
@@ -104,33 +105,33 @@ func shutdown(path string, srv *server.Server, up *handoff.Upgrader, log *slog.L
 	if path == "" {
 		return nil
 	}
-	if err := writeFile(path, srv.FinalSave); err != nil {
+	if err := statefile.WriteFile(path, srv.FinalSave); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
 	log.Info("state saved", "path", path)
 	return nil
 }
 
-// restore loads the state file at path, if there is one. A corrupt file is
-// moved aside and the server starts empty; a file that cannot be read stops
-// the start, since moving it would not fix what is wrong.
+// restore loads the state file at path, if there is one. A corrupt file
+// has been moved aside by statefile.ReadFile and the server starts empty:
+// the file is kept for inspection and the next snapshot cannot overwrite
+// it. Any other failure (a file of another application, a schema this
+// version cannot reach, a file that cannot be read) stops the start, since
+// starting empty would lose state that is still there.
 func restore(path string, srv *server.Server, log *slog.Logger) error {
-	err := readFile(path, srv.LoadState)
+	err := statefile.ReadFile(path, srv.LoadState)
+	var corrupt *statefile.CorruptFileError
 	switch {
 	case err == nil:
 		log.Info("state restored", "path", path)
 		return nil
-	case errors.Is(err, os.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist):
 		log.Info("no state file; starting empty", "path", path)
 		return nil
-	case !errors.Is(err, ledger.ErrCorrupt):
-		return err
+	case errors.As(err, &corrupt) && corrupt.MovedTo != "":
+		log.Error("state file is corrupt; moved aside, starting empty",
+			"path", path, "moved_to", corrupt.MovedTo, "err", corrupt.Err)
+		return nil
 	}
-	aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().Unix())
-	log.Error("state file is corrupt; moved aside, starting empty",
-		"path", path, "moved_to", aside, "err", err)
-	if rerr := os.Rename(path, aside); rerr != nil {
-		return fmt.Errorf("move corrupt state file aside: %w", rerr)
-	}
-	return nil
+	return fmt.Errorf("restore state: %w", err)
 }

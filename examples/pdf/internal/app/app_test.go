@@ -11,45 +11,10 @@ import (
 
 	"github.com/handoff-dev/handoff/examples/pdf/internal/ledger"
 	"github.com/handoff-dev/handoff/examples/pdf/internal/server"
+	"github.com/handoff-dev/handoff/statefile"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-func TestWriteFileReplaces(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state")
-	for _, want := range []string{"first", "second"} {
-		err := writeFile(path, func(w io.Writer) error {
-			_, err := io.WriteString(w, want)
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got, _ := os.ReadFile(path); string(got) != want {
-			t.Fatalf("file = %q, want %q", got, want)
-		}
-	}
-}
-
-func TestWriteFileFailureKeepsOld(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "state")
-	os.WriteFile(path, []byte("old"), 0o600)
-	boom := errors.New("boom")
-	err := writeFile(path, func(w io.Writer) error {
-		io.WriteString(w, "half")
-		return boom
-	})
-	if !errors.Is(err, boom) {
-		t.Fatalf("err = %v, want boom", err)
-	}
-	if got, _ := os.ReadFile(path); string(got) != "old" {
-		t.Fatalf("file = %q after a failed save", got)
-	}
-	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
-		t.Fatalf("temp file left behind: %v", ents)
-	}
-}
 
 func TestRestore(t *testing.T) {
 	dir := t.TempDir()
@@ -64,7 +29,7 @@ func TestRestore(t *testing.T) {
 	// A v1 file loads into v2.
 	v1 := ledger.NewV1()
 	v1.TopUp("alice", 42)
-	if err := writeFile(path, v1.Save); err != nil {
+	if err := ledger.States.WriteFile(path, v1, 3); err != nil {
 		t.Fatal(err)
 	}
 	if err := restore(path, srv, quiet()); err != nil {
@@ -72,23 +37,44 @@ func TestRestore(t *testing.T) {
 	}
 	var snap bytes.Buffer
 	srv.SaveState(&snap)
-	v2 := ledger.NewV2()
-	v2.Load(&snap)
-	if v2.Balance("alice") != 42 {
-		t.Fatalf("restored balance %d, want 42", v2.Balance("alice"))
+	v2, h, err := ledger.States.Load(&snap, ledger.Schema2)
+	if err != nil || v2.(*ledger.V2).Balance("alice") != 42 || h.Generation != 4 {
+		t.Fatalf("restored %+v, generation %d, %v; want alice 42, generation 4", v2, h.Generation, err)
 	}
 
-	// A corrupt file is moved aside and the start goes on.
-	os.WriteFile(path, []byte("PDFS\x00\x01garbage"), 0o600)
-	if err := restore(path, server.New("v1.0.0", ledger.NewV1(), quiet()), quiet()); err != nil {
+	// A corrupt file is moved aside and the start goes on, empty.
+	file, _ := os.ReadFile(path)
+	file[len(file)/2] ^= 1
+	os.WriteFile(path, file, 0o600)
+	empty := server.New("v1.0.0", ledger.NewV1(), quiet())
+	if err := restore(path, empty, quiet()); err != nil {
 		t.Fatalf("corrupt file: %v", err)
 	}
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("corrupt file still in place: %v", err)
 	}
-	aside, _ := filepath.Glob(path + ".corrupt-*")
-	if len(aside) != 1 {
+	if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 1 {
 		t.Fatalf("corrupt file not moved aside: %v", aside)
+	}
+}
+
+// A whole file the server cannot use is not corrupt: starting empty would
+// lose it at the next snapshot, so the start stops and the file stays.
+func TestRestoreRefusesForeignState(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state")
+	other := statefile.NewSet("not-pdf", nil)
+	statefile.Register(other, 1,
+		func(*statefile.Out, int) error { return nil },
+		func(*statefile.In) (int, error) { return 0, nil })
+	if err := other.WriteFile(path, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	srv := server.New("v1.0.0", ledger.NewV1(), quiet())
+	if err := restore(path, srv, quiet()); !errors.Is(err, statefile.ErrWrongApp) {
+		t.Fatalf("err = %v, want ErrWrongApp", err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("file moved: %v", err)
 	}
 }
 

@@ -142,8 +142,8 @@ func Down2to1(l *V2) *V1 {
 	return v1
 }
 
-// Schema returns the schema V1.Save writes, Schema1.
-func (l *V1) Schema() uint16 { return Schema1 }
+// Schema returns the schema that holds a V1, Schema1.
+func (l *V1) Schema() uint32 { return Schema1 }
 
-// Schema returns the schema V2.Save writes, Schema2.
-func (l *V2) Schema() uint16 { return Schema2 }
+// Schema returns the schema that holds a V2, Schema2.
+func (l *V2) Schema() uint32 { return Schema2 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/handoff-dev/handoff/examples/pdf/internal/ledger"
 	"github.com/handoff-dev/handoff/examples/pdf/internal/proto"
@@ -19,13 +20,8 @@ type Ledger interface {
 	TopUp(acct string, amount int64) (int64, error)
 	Charge(acct string, amount int64) (balance int64, ok bool)
 	Balance(acct string) int64
-	// Save writes a snapshot in the ledger's own schema.
-	Save(w io.Writer) error
-	// Load replaces the ledger with a snapshot of any known schema and
-	// returns the schema it was written in.
-	Load(r io.Reader) (from uint16, err error)
-	// Schema is the schema Save writes.
-	Schema() uint16
+	// Schema is the ledger's schema in ledger.States.
+	Schema() uint32
 }
 
 // StatsLedger is a Ledger that counts charges. A server over one answers
@@ -44,6 +40,7 @@ type Server struct {
 	mu    sync.Mutex // guards the ledger
 	led   Ledger
 	stats StatsLedger // led, if it counts charges; else nil
+	gen   uint64      // the loaded state's generation; 0 if it started empty
 }
 
 // New returns a server over led, answering VERSION with version.
@@ -163,28 +160,37 @@ func (s *Server) applyLocked(req proto.Request) []byte {
 	return proto.Err(req.RID, proto.ReasonUnknown)
 }
 
-// SaveState writes the ledger in this version's schema. It is
-// handoff.Options.SaveState.
+// SaveState writes the ledger as a state file in this version's schema.
+// It is handoff.Options.SaveState.
 func (s *Server) SaveState(w io.Writer) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.led.Save(w)
+	return ledger.States.Save(w, s.led, s.gen+1)
 }
 
-// LoadState replaces the ledger with a snapshot of either schema, migrating
-// it to this version's. It is handoff.Options.LoadState, and also restores a
-// cold-start state file.
+// LoadState replaces the ledger with a state file of either schema,
+// migrating it to this version's. It is handoff.Options.LoadState, and
+// also restores a cold-start state file. On error the ledger is unchanged.
 func (s *Server) LoadState(r io.Reader) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	from, err := s.led.Load(r)
+	want := s.schema()
+	state, h, err := ledger.States.Load(r, want)
 	if err != nil {
 		return fmt.Errorf("load ledger: %w", err)
 	}
-	if to := s.led.Schema(); from != to {
-		s.log.Info(fmt.Sprintf("state migrated from schema %d to %d", from, to))
-	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.led = state.(Ledger)
+	s.stats, _ = s.led.(StatsLedger)
+	s.gen = h.Generation
+	s.log.Info("state loaded", "schema", h.Schema, "migrated_to", want,
+		"generation", h.Generation, "written", h.Created.UTC().Format(time.RFC3339Nano))
 	return nil
+}
+
+func (s *Server) schema() uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.led.Schema()
 }
 
 // FinalSave writes the ledger like SaveState and leaves it locked for good,
@@ -192,5 +198,5 @@ func (s *Server) LoadState(r io.Reader) error {
 // from. Call it only on the way out of the process.
 func (s *Server) FinalSave(w io.Writer) error {
 	s.mu.Lock()
-	return s.led.Save(w)
+	return ledger.States.Save(w, s.led, s.gen+1)
 }

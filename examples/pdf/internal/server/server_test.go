@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/handoff-dev/handoff/examples/pdf/internal/ledger"
+	"github.com/handoff-dev/handoff/statefile"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -99,7 +100,7 @@ func TestStateAcrossVersions(t *testing.T) {
 	if err := v2.LoadState(&snap); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(logs.String(), "state migrated from schema 1 to 2") {
+	if !strings.Contains(logs.String(), "schema=1 migrated_to=2 generation=1") {
 		t.Errorf("no migration logged: %s", logs.String())
 	}
 	exchange(t, v2, &session{}, [][2]string{
@@ -114,7 +115,7 @@ func TestStateAcrossVersions(t *testing.T) {
 	if err := back.LoadState(&snap); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(logs.String(), "state migrated from schema 2 to 1") {
+	if !strings.Contains(logs.String(), "schema=2 migrated_to=1 generation=2") {
 		t.Errorf("no migration logged: %s", logs.String())
 	}
 	exchange(t, back, &session{}, [][2]string{{"BALANCE r6 alice", "BAL r6 90"}})
@@ -128,7 +129,7 @@ func TestStateAcrossVersions(t *testing.T) {
 func TestLoadStateRefusesGarbage(t *testing.T) {
 	s := New("v2.0.0", ledger.NewV2(), quiet())
 	s.handle(&session{}, []byte("TOPUP r a 5"))
-	if err := s.LoadState(strings.NewReader("PDFS garbage")); err == nil {
+	if err := s.LoadState(strings.NewReader(statefile.Magic + "garbage")); err == nil {
 		t.Fatal("LoadState accepted garbage")
 	}
 	exchange(t, s, &session{}, [][2]string{{"BALANCE r a", "BAL r 5"}})

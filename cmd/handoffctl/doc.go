@@ -1,0 +1,29 @@
+// Command handoffctl is the operator's tool for the files the statefile
+// package writes: the state a process hands to its successor, or leaves on
+// disk for the next start.
+//
+// Usage:
+//
+//	handoffctl inspect FILE
+//
+// inspect prints the file's header and one line per section with its
+// length, reading the file as a stream and checking every checksum on the
+// way, and ends with "checksum: ok" when the whole file verifies. It is
+// the first thing to run on a file that a start refused, such as one that
+// statefile.ReadFile moved aside as FILE.corrupt-TIME:
+//
+//	$ handoffctl inspect state.bin.corrupt-20250301T120000.000000000Z
+//	app:        "ledger"
+//	schema:     2
+//	...
+//	section 0: "accounts", 1500 bytes
+//	section 1: "pending", 0 bytes
+//	section 2: "journal", unreadable after 65536 bytes
+//	handoffctl: state.bin.corrupt-...: statefile: corrupt: checksum mismatch: chunk of 65536 bytes in section "journal" at offset 67144
+//
+// What was read before the error is printed, so the output shows where the
+// file broke; the error goes to standard error.
+//
+// Exit status: 0 when the file verifies, 1 when it does not or cannot be
+// read, 2 for a usage error.
+package main
