@@ -250,6 +250,7 @@ func TestRollback(t *testing.T) {
 		{"hang:conns", "hung past the timeout"},
 		{"reject-state", "rejected the state"},
 		{"panic:load", "panicked loading the state"},
+		{"panic:migrate", "panicked migrating the state"},
 		{"proto-version", "speaks another protocol version"},
 		{"fdlimit", "cannot hold that many fds"},
 		{"fdlimit:first-batch", "ran out of fds mid-transfer (MSG_CTRUNC)"},

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/statefile"
 )
 
 // The test binary doubles as the server under test: TestMain runs
@@ -94,18 +96,47 @@ func (s *lineServer) serve(c *Conn, state []byte) {
 	}
 }
 
-func (s *lineServer) save(w io.Writer) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, err := fmt.Fprintf(w, "total %d\n", s.total)
-	return err
+// lineStates is the test server's state as a statefile: schema 1 is what
+// it saves; a new process that is told to "panic:migrate" asks for schema
+// 2, whose migration step panics.
+var lineStates = statefile.NewSet("linetest", nil)
+
+type lineV1 struct{ Total uint64 }
+type lineV2 struct{ Total uint64 }
+
+func init() {
+	statefile.Register(lineStates, 1, saveLine[lineV1], loadLine[lineV1])
+	statefile.Register(lineStates, 2, saveLine[lineV2], loadLine[lineV2])
+	statefile.AddStep(lineStates, 1, 2, func(v lineV1) (lineV2, error) {
+		panic("migration panics on purpose")
+	})
 }
 
-func (s *lineServer) load(r io.Reader) error {
-	b, err := io.ReadAll(r)
+func saveLine[T any](out *statefile.Out, v T) error {
+	enc, err := out.Section("total")
 	if err != nil {
 		return err
 	}
+	return enc.Encode(v)
+}
+
+func loadLine[T any](in *statefile.In) (T, error) {
+	var v T
+	dec, err := in.Section("total")
+	if err == nil {
+		err = dec.Decode(&v)
+	}
+	return v, err
+}
+
+func (s *lineServer) save(w io.Writer) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return lineStates.Save(w, lineV1{s.total}, 0)
+}
+
+func (s *lineServer) load(r io.Reader) error {
+	want := uint32(1)
 	switch fault() {
 	case "reject-state":
 		return errors.New("state rejected on purpose")
@@ -113,9 +144,17 @@ func (s *lineServer) load(r io.Reader) error {
 		os.Exit(7)
 	case "panic:load":
 		panic("load state panics on purpose")
+	case "panic:migrate":
+		want = 2
 	}
-	_, err = fmt.Sscanf(string(b), "total %d\n", &s.total)
-	return err
+	state, _, err := lineStates.Load(r, want)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.total = state.(lineV1).Total
+	s.mu.Unlock()
+	return nil
 }
 
 // fault reads what the test wants this new process to get wrong.

@@ -65,10 +65,14 @@ type Options struct {
 	SocketDir string
 	// SaveState writes the application's global state to the new process.
 	// It runs in the old process while every connection is parked. Nil: no
-	// state.
+	// state. Write a state file (statefile.Set.Save): the new binary may
+	// hold its state in another schema, and the file says which one this is.
 	SaveState func(w io.Writer) error
 	// LoadState reads what SaveState wrote, in the new process. An error
 	// rejects the upgrade: the old process resumes and the new one exits.
+	// With statefile.Set.Load, a damaged stream, an unknown schema, a
+	// missing migration step and a failing or panicking migration are all
+	// such errors, and the state is installed only once it is whole.
 	LoadState func(r io.Reader) error
 	// Resume serves a connection handed over from the old process, with the
 	// state its handler gave to Park. It runs in the new process after commit,
