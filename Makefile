@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: build test demo fuzz clean
+.PHONY: build test demo fuzz bench-statefile clean
 
 build:
 	mkdir -p $(BIN)
@@ -23,9 +23,17 @@ test: build
 demo: build
 	./$(BIN)/pdfdemo -bin $(BIN)
 
-# A longer run of the handoff frame decoder fuzzer.
+# Longer runs of the decoder fuzzers: handoff frames, state file container,
+# state file payloads, pdf ledger files. The seed corpora are in testdata/.
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzDecodeFrames -fuzztime 60s ./handoff/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrames$$' -fuzztime 60s ./handoff/
+	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime 60s ./statefile/
+	$(GO) test -run '^$$' -fuzz '^FuzzPayload$$' -fuzztime 60s ./statefile/
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 60s ./examples/pdf/internal/ledger/
+
+# The state file benchmark reported in bench/README.md.
+bench-statefile:
+	$(GO) test -run '^$$' -bench BenchmarkStateFile -benchtime 3x -benchmem ./examples/pdf/internal/ledger/
 
 clean:
 	rm -rf $(BIN)

@@ -69,8 +69,12 @@ func saveV2(out *statefile.Out, l *V2) error {
 	return encodeMap(enc, l.accounts, func(k string, a *Account) accountRec { return accountRec{k, a.Balance, a.Charges} })
 }
 
-// encodeMap writes m as batches of records.
+// encodeMap writes the number of records, so that the reader can size its
+// map once instead of growing it, then m as batches of records.
 func encodeMap[V, R any](enc statefile.Encoder, m map[string]V, rec func(string, V) R) error {
+	if err := enc.Encode(uint64(len(m))); err != nil {
+		return err
+	}
 	recs := make([]R, 0, batch)
 	for k, v := range m {
 		recs = append(recs, rec(k, v))
@@ -88,55 +92,66 @@ func encodeMap[V, R any](enc statefile.Encoder, m map[string]V, rec func(string,
 }
 
 func loadV1(in *statefile.In) (*V1, error) {
-	l := NewV1()
-	dec, err := in.Section("balances")
-	if err != nil {
-		return nil, err
-	}
-	err = decodeRecs(dec, func(r balanceRec) error {
-		return putNew(l.balances, r.Acct, r.Balance, r.Balance >= 0)
+	l := &V1{}
+	var err error
+	l.balances, err = decodeMap(in, "balances", func(r balanceRec) (string, int64, bool) {
+		return r.Acct, r.Balance, r.Balance >= 0
 	})
 	if err != nil {
 		return nil, err
 	}
-	if dec, err = in.Section("charges"); err != nil {
-		return nil, err
-	}
-	err = decodeRecs(dec, func(r chargeRec) error { return putNew(l.charges, r.Acct, r.Charges, true) })
+	l.charges, err = decodeMap(in, "charges", func(r chargeRec) (string, uint64, bool) {
+		return r.Acct, r.Charges, true
+	})
 	return l, err
 }
 
 func loadV2(in *statefile.In) (*V2, error) {
-	l := NewV2()
-	dec, err := in.Section("accounts")
+	accounts, err := decodeMap(in, "accounts", func(r accountRec) (string, *Account, bool) {
+		return r.Acct, &Account{r.Balance, r.Charges}, r.Balance >= 0
+	})
+	return &V2{accounts: accounts}, err
+}
+
+// maxSizeHint bounds the map size taken from a file's record count: a
+// count is only a hint, and a wrong one must not allocate gigabytes.
+const maxSizeHint = 1 << 20
+
+// decodeMap reads the section name as written by encodeMap: the record
+// count, then batches of records to the section's end. valid says whether
+// a record may be loaded. Each batch goes into a fresh slice: gob leaves
+// out zero fields, so decoding into a used one would keep the previous
+// batch's values where this one has zeros.
+func decodeMap[R, V any](in *statefile.In, name string, kv func(R) (string, V, bool)) (map[string]V, error) {
+	dec, err := in.Section(name)
 	if err != nil {
 		return nil, err
 	}
-	err = decodeRecs(dec, func(r accountRec) error {
-		return putNew(l.accounts, r.Acct, &Account{r.Balance, r.Charges}, r.Balance >= 0)
-	})
-	return l, err
-}
-
-// decodeRecs reads batches of records to the section's end. Each batch
-// goes into a fresh slice: gob leaves out zero fields, so decoding into a
-// used one would keep the previous batch's values where this one has zeros.
-func decodeRecs[R any](dec statefile.Decoder, put func(R) error) error {
+	var count uint64
+	if err := dec.Decode(&count); err != nil {
+		return nil, fmt.Errorf("section %q: record count: %w", name, err)
+	}
+	m := make(map[string]V, min(count, maxSizeHint))
 	for {
 		var recs []R
 		err := dec.Decode(&recs)
 		if errors.Is(err, io.EOF) {
-			return nil
+			break
 		}
 		if err != nil {
-			return err
+			return nil, fmt.Errorf("section %q: %w", name, err)
 		}
 		for _, r := range recs {
-			if err := put(r); err != nil {
-				return err
+			k, v, valid := kv(r)
+			if err := putNew(m, k, v, valid); err != nil {
+				return nil, err
 			}
 		}
 	}
+	if uint64(len(m)) != count {
+		return nil, fmt.Errorf("%w: section %q says %d records and holds %d", statefile.ErrCorrupt, name, count, len(m))
+	}
+	return m, nil
 }
 
 // putNew adds k to m. A checksum cannot vouch for what the writer meant,

@@ -5,6 +5,7 @@ import (
 	"encoding/gob"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"testing"
 
@@ -68,16 +69,20 @@ func TestMigrationsKeepTheirInput(t *testing.T) {
 	}
 }
 
-// sealed writes a schema 2 file whose one section holds recs, with valid
-// checksums, so that the test reaches the ledger's own checks.
-func sealed(t *testing.T, recs []accountRec) []byte {
+// sealed writes a schema 2 file whose one section holds count and recs,
+// with valid checksums, so that the test reaches the ledger's own checks.
+func sealed(t *testing.T, count uint64, recs []accountRec) []byte {
 	var b bytes.Buffer
 	w, err := statefile.NewWriter(&b, statefile.Header{App: "pdf", Schema: Schema2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.Section("accounts")
-	if err := gob.NewEncoder(w).Encode(recs); err != nil {
+	enc := gob.NewEncoder(w)
+	if err := enc.Encode(count); err != nil {
+		t.Fatal(err)
+	}
+	if err := enc.Encode(recs); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Close(); err != nil {
@@ -89,18 +94,21 @@ func sealed(t *testing.T, recs []accountRec) []byte {
 // A checksum proves the bytes are what was written, not that the writer
 // was right: an account twice or a negative balance is refused too.
 func TestLoadRefusesBadContent(t *testing.T) {
-	for name, recs := range map[string][]accountRec{
-		"duplicate": {{"a", 1, 0}, {"a", 2, 0}},
-		"negative":  {{"a", -1, 0}},
+	for name, file := range map[string][]byte{
+		"duplicate":       sealed(t, 2, []accountRec{{"a", 1, 0}, {"a", 2, 0}}),
+		"negative":        sealed(t, 1, []accountRec{{"a", -1, 0}}),
+		"count too small": sealed(t, 1, []accountRec{{"a", 1, 0}, {"b", 2, 0}}),
+		"count too large": sealed(t, 3, []accountRec{{"a", 1, 0}, {"b", 2, 0}}),
+		"count of 2^64-1": sealed(t, math.MaxUint64, []accountRec{{"a", 1, 0}}),
 	} {
 		for _, want := range []uint32{Schema1, Schema2} {
-			_, _, err := States.Load(bytes.NewReader(sealed(t, recs)), want)
+			_, _, err := States.Load(bytes.NewReader(file), want)
 			if !errors.Is(err, statefile.ErrCorrupt) {
 				t.Errorf("%s as schema %d: err = %v, want ErrCorrupt", name, want, err)
 			}
 		}
 	}
-	if _, _, err := States.Load(bytes.NewReader(sealed(t, []accountRec{{"a", 1, 2}})), Schema1); err != nil {
+	if _, _, err := States.Load(bytes.NewReader(sealed(t, 1, []accountRec{{"a", 1, 2}})), Schema1); err != nil {
 		t.Fatalf("a good file is refused: %v", err)
 	}
 }

@@ -1,0 +1,219 @@
+package ledger
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// BenchmarkStateFile times writing and reading the pdf ledger as a state
+// file at the sizes an operator might run, and reports what the time alone
+// hides: file bytes per account, and how much memory the operation takes
+// on top of the state itself. The statefile Writer and Reader stream; the
+// question this answers is whether the codec, the batching and the
+// migration around them keep memory near one copy of the state.
+//
+//	go test -run '^$' -bench BenchmarkStateFile -benchtime 3x -benchmem ./examples/pdf/internal/ledger/
+//
+// Sub-benchmarks, per size:
+//
+//	encode/v2      States.Save of a *V2 to io.Discard: codec, framing, CRC
+//	save/v2        States.WriteFile: the above, plus the disk write, fsync
+//	               and rename the server pays on every snapshot
+//	load/v2        States.ReadFile of a schema 2 file as schema 2
+//	load/v1-as-v2  States.ReadFile of a schema 1 file as schema 2: decode
+//	               into a *V1, then Up1to2, with both alive at the end
+//
+// Metrics besides time: MB/s over the file's bytes; B/acct, the file size
+// per account; file-B, the file size; state-MB, the Go heap held by the
+// *V2 ledger (v1state-MB for the *V1 the migration case decodes first);
+// peakRSS-MB, how far the process's resident set rose above where it stood
+// before the operation, the worst of the iterations (Linux only). MB is
+// 10^6 bytes, as in MB/s.
+func BenchmarkStateFile(b *testing.B) {
+	for _, size := range []struct {
+		name string
+		n    int
+	}{{"10k", 10_000}, {"100k", 100_000}, {"1M", 1_000_000}} {
+		b.Run(size.name, func(b *testing.B) { benchStateFile(b, size.n) })
+	}
+}
+
+func benchStateFile(b *testing.B, n int) {
+	dir := b.TempDir()
+	v2Path, v1Path := filepath.Join(dir, "v2.state"), filepath.Join(dir, "v1.state")
+
+	v2, v2Heap := heapOf(func() any { return benchLedger(n) })
+	v1, v1Heap := heapOf(func() any { return Down2to1(v2.(*V2)) })
+	if err := States.WriteFile(v2Path, v2, 1); err != nil {
+		b.Fatal(err)
+	}
+	if err := States.WriteFile(v1Path, v1, 1); err != nil {
+		b.Fatal(err)
+	}
+	v2Size, v1Size := fileSize(b, v2Path), fileSize(b, v1Path)
+
+	// report comes after measure: b.Loop's first call resets the timer,
+	// which drops metrics reported before it.
+	report := func(b *testing.B, fileBytes int64) {
+		b.SetBytes(fileBytes)
+		b.ReportMetric(float64(fileBytes), "file-B")
+		b.ReportMetric(float64(fileBytes)/float64(n), "B/acct")
+		b.ReportMetric(float64(v2Heap)/1e6, "state-MB")
+	}
+
+	b.Run("encode/v2", func(b *testing.B) {
+		measure(b, func() error { return States.Save(io.Discard, v2, 2) })
+		report(b, v2Size)
+	})
+	b.Run("save/v2", func(b *testing.B) {
+		path := filepath.Join(b.TempDir(), "pdf.state")
+		measure(b, func() error { return States.WriteFile(path, v2, 2) })
+		report(b, v2Size)
+	})
+
+	// A process that loads its state does not hold another copy of it.
+	// Keeping the source ledger alive would both misstate the baseline the
+	// loads start from and give the garbage collector, which paces itself
+	// on the live heap, twice the room it has in the server.
+	v2 = nil
+
+	b.Run("load/v2", func(b *testing.B) {
+		measure(b, func() error { return loadCount(v2Path, n) })
+		report(b, v2Size)
+	})
+	b.Run("load/v1-as-v2", func(b *testing.B) {
+		measure(b, func() error { return loadCount(v1Path, n) })
+		report(b, v1Size)
+		b.ReportMetric(float64(v1Heap)/1e6, "v1state-MB")
+	})
+}
+
+// benchLedger returns a ledger of n accounts named like the server's
+// ("acct-000123"), with zero and non-zero balances and charge counts
+// mixed: gob leaves zero fields out, so an all-non-zero ledger would
+// overstate the file and an all-zero one understate it.
+func benchLedger(n int) *V2 {
+	l := NewV2()
+	for i := range n {
+		acct := fmt.Sprintf("acct-%06d", i)
+		if _, err := l.TopUp(acct, int64(i%1000+1)*100); err != nil {
+			panic(err)
+		}
+		for range i % 3 { // charge counts 0, 1 or 2
+			l.Charge(acct, 50)
+		}
+		if i%5 == 0 { // and one account in five is emptied: balance 0
+			l.Charge(acct, l.Balance(acct))
+		}
+	}
+	return l
+}
+
+// heapOf returns what build builds and the Go heap it holds: live heap
+// after a full collection with it, minus before.
+func heapOf(build func() any) (any, uint64) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	x := build()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(x)
+	return x, after.HeapAlloc - before.HeapAlloc
+}
+
+// loadCount reads the state file at path as schema 2, the way the server
+// starts, and checks that it holds n accounts, so that a benchmark of a
+// load that quietly failed cannot look fast.
+func loadCount(path string, n int) error {
+	state, _, err := States.ReadFile(path, Schema2)
+	if err != nil {
+		return err
+	}
+	if got := len(state.(*V2).accounts); got != n {
+		return fmt.Errorf("loaded %d accounts, want %d", got, n)
+	}
+	return nil
+}
+
+func fileSize(b *testing.B, path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// measure runs op once per iteration under the timer and reports
+// peakRSS-MB: the largest rise, over the iterations, of the resident set's
+// high-water mark above the resident set just before op. Between
+// iterations, off the timer, the previous iteration's garbage is returned
+// to the kernel (debug.FreeOSMemory, not just runtime.GC: memory the Go
+// heap freed but kept would let op grow the heap without touching new
+// pages, hiding its cost) and the kernel's high-water mark is reset to the
+// current RSS (writing 5 to /proc/self/clear_refs, Linux 4.0+). Where that
+// is not possible the metric is left out rather than guessed.
+func measure(b *testing.B, op func() error) {
+	var peak int64
+	measured := true
+	for b.Loop() {
+		b.StopTimer()
+		base, ok := resetPeakRSS()
+		measured = measured && ok
+		b.StartTimer()
+
+		if err := op(); err != nil {
+			b.Fatal(err)
+		}
+
+		b.StopTimer()
+		hwm, ok := procStatusBytes("VmHWM")
+		measured = measured && ok
+		peak = max(peak, hwm-base)
+		b.StartTimer()
+	}
+	if measured {
+		b.ReportMetric(float64(peak)/1e6, "peakRSS-MB")
+	}
+}
+
+// resetPeakRSS frees what the Go heap no longer uses, resets the kernel's
+// resident-set high-water mark (VmHWM) to the current resident set and
+// returns that resident set (VmRSS) in bytes.
+func resetPeakRSS() (int64, bool) {
+	debug.FreeOSMemory()
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		return 0, false
+	}
+	return procStatusBytes("VmRSS")
+}
+
+// procStatusBytes returns a "kB" field of /proc/self/status in bytes.
+func procStatusBytes(field string) (int64, bool) {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		rest, found := strings.CutPrefix(sc.Text(), field+":")
+		if !found {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		return kb << 10, true
+	}
+	return 0, false
+}
