@@ -1,0 +1,195 @@
+// Package harness runs the upgrade benchmark: the pdf server under paced
+// load from separate client processes, upgraded by SIGHUP a few times,
+// every request recorded, and the records turned into a result.Run.
+package harness
+
+import (
+	"fmt"
+	"maps"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/handoff-dev/handoff/bench/internal/load"
+	"github.com/handoff-dev/handoff/bench/internal/result"
+)
+
+// Config is one run: a mode at a scale.
+type Config struct {
+	Self     string // this executable, started again as the client processes
+	Server   string // the pdf server binary
+	Mode     string
+	Conns    int
+	Rate     float64 // requests per second, all clients together
+	Churn    float64 // new connections per second, all clients together
+	Duration time.Duration
+	Upgrades int
+	Dir      string // work directory
+}
+
+// perClient bounds one client process's connections, well under the
+// 20000 fds a process may hold here.
+const perClient = 5000
+
+// Run runs one mode at one scale.
+func Run(cfg Config, logf func(string, ...any)) (result.Run, error) {
+	out := result.Run{Mode: cfg.Mode, Conns: cfg.Conns}
+	srv, err := startServer(cfg.Dir, cfg.Server, cfg.Mode)
+	if err != nil {
+		return out, err
+	}
+	defer srv.kill()
+	clients, err := startClients(cfg, srv.addr)
+	if err != nil {
+		return out, err
+	}
+	logf("%s, %d conns: %d client processes connected", cfg.Mode, cfg.Conns, len(clients))
+	out.RSSBefore, out.FdsBefore = usage(srv.pid())
+	epoch := time.Now()
+	for _, c := range clients {
+		c.start(epoch)
+	}
+	gap := cfg.Duration / time.Duration(cfg.Upgrades+1)
+	for i := range cfg.Upgrades {
+		time.Sleep(time.Until(epoch.Add(time.Duration(i+1) * gap)))
+		up := upgrade(srv, cfg.Mode, epoch)
+		logf("  upgrade %d: ok %v, %v", i+1, up.OK, up.Duration.Round(time.Millisecond))
+		out.Upgrades = append(out.Upgrades, up)
+	}
+	time.Sleep(time.Until(epoch.Add(cfg.Duration)))
+	out.RSSAfter, out.FdsAfter = usage(srv.pid())
+	var recs []load.Record
+	for _, c := range clients {
+		t, r, err := c.wait()
+		if err != nil {
+			return out, err
+		}
+		addTotals(&out, t)
+		recs = append(recs, r...)
+	}
+	summarise(&out, recs)
+	return out, nil
+}
+
+func startClients(cfg Config, addr string) ([]*client, error) {
+	n := (cfg.Conns + perClient - 1) / perClient
+	var clients []*client
+	for i := range n {
+		conns := cfg.Conns / n
+		if i < cfg.Conns%n {
+			conns++
+		}
+		c, err := startClient(cfg.Self, i, addr, conns, cfg.Rate/float64(n), cfg.Churn/float64(n),
+			cfg.Duration, filepath.Join(cfg.Dir, fmt.Sprintf("client-%d.rec", i)))
+		if err != nil {
+			for _, c := range clients {
+				c.cmd.Process.Kill()
+			}
+			return nil, err
+		}
+		clients = append(clients, c)
+	}
+	return clients, nil
+}
+
+var handedOver = regexp.MustCompile(`msg="handoff: handed over".* park=(\S+) fds=(\S+) state=(\S+) ready=(\S+) commit=(\S+)`)
+
+// upgrade sends SIGHUP and waits for the upgrade to end: the old process
+// gone (full, listeners) or the process serving again (restart).
+func upgrade(srv *server, mode string, epoch time.Time) result.Upgrade {
+	old := srv.pid()
+	serving := srv.servingCount()
+	t0 := time.Now()
+	up := result.Upgrade{At: t0.Sub(epoch)}
+	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+		return up
+	}
+	done := func() bool { return !alive(old) }
+	if mode == result.ModeRestart {
+		done = func() bool { return srv.servingCount() > serving }
+	}
+	up.OK = waitFor(60*time.Second, done) == nil
+	up.Duration = time.Since(t0)
+	if m := lastMatch(srv.tail(), handedOver); m != nil {
+		up.Phases = map[string]time.Duration{}
+		for i, name := range []string{"park", "fds", "state", "ready", "commit"} {
+			up.Phases[name], _ = time.ParseDuration(m[i+1])
+		}
+	}
+	return up
+}
+
+func lastMatch(s string, re *regexp.Regexp) []string {
+	all := re.FindAllStringSubmatch(s, -1)
+	if len(all) == 0 {
+		return nil
+	}
+	return all[len(all)-1]
+}
+
+func addTotals(out *result.Run, t clientTotals) {
+	out.ConnsDropped += t.Totals.DroppedConns
+	out.Duplicated += uint64(t.Duplicated)
+	out.Refused += uint64(t.Totals.ChurnRefused)
+	out.Reset += uint64(t.Totals.ChurnReset)
+}
+
+// summarise turns the records into the run's figures.
+func summarise(out *result.Run, recs []load.Record) {
+	out.ConnsSurvived = out.Conns - out.ConnsDropped
+	var in, outside []time.Duration
+	buckets := map[int64][]time.Duration{}
+	const bucket = int64(100 * time.Millisecond)
+	for _, r := range recs {
+		out.Requests++
+		switch r.Outcome {
+		case load.Lost:
+			out.Lost++
+			continue
+		case load.Failed:
+			out.Failed++
+		}
+		lat := time.Duration(r.Replied - r.Due)
+		out.MaxStall = max(out.MaxStall, lat)
+		if inWindow(out.Upgrades, r.Due) {
+			in = append(in, lat)
+		} else {
+			outside = append(outside, lat)
+		}
+		buckets[r.Due/bucket] = append(buckets[r.Due/bucket], lat)
+	}
+	out.InWindow, out.OutWindow = summary(in), summary(outside)
+	for _, k := range slices.Sorted(maps.Keys(buckets)) {
+		l := summary(buckets[k])
+		out.Timeline = append(out.Timeline, result.Point{At: time.Duration(k * bucket), Worst: l.Max, P99: l.P99})
+	}
+	for _, u := range out.Upgrades {
+		var pause time.Duration
+		for _, d := range u.Phases {
+			pause += d
+		}
+		out.Pause = max(out.Pause, pause)
+	}
+}
+
+// inWindow reports whether a request due at t was due during an upgrade
+// (from its SIGHUP to its end, plus 100 ms for the replies to drain).
+func inWindow(ups []result.Upgrade, t int64) bool {
+	for _, u := range ups {
+		if t >= int64(u.At) && t <= int64(u.At+u.Duration+100*time.Millisecond) {
+			return true
+		}
+	}
+	return false
+}
+
+func summary(l []time.Duration) result.Latency {
+	if len(l) == 0 {
+		return result.Latency{}
+	}
+	slices.Sort(l)
+	q := func(p float64) time.Duration { return l[min(len(l)-1, int(p*float64(len(l))))] }
+	return result.Latency{Count: uint64(len(l)), P50: q(0.5), P99: q(0.99), P999: q(0.999), Max: l[len(l)-1]}
+}

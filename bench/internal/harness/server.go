@@ -1,0 +1,153 @@
+package harness
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/handoff-dev/handoff/bench/internal/result"
+)
+
+// server is the pdf server under test and whatever processes its upgrades
+// started, all in one process group.
+type server struct {
+	dir, bin, pidfile, logPath string
+	cmd                        *exec.Cmd
+	addr                       string
+}
+
+// startServer deploys src as the server binary in dir and starts it.
+func startServer(dir, src, mode string) (*server, error) {
+	s := &server{dir: dir, bin: filepath.Join(dir, "pdf"), pidfile: filepath.Join(dir, "pdf.pid"),
+		logPath: filepath.Join(dir, "server.log")}
+	if err := copyFile(s.bin, src); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(s.logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	args := []string{"-listen", "127.0.0.1:0", "-pidfile", s.pidfile, "-state", filepath.Join(dir, "state")}
+	if mode != result.ModeFull {
+		args = append(args, "-upgrade-mode", mode)
+	}
+	s.cmd = exec.Command(s.bin, args...)
+	s.cmd.Stderr = logf
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go s.cmd.Wait()
+	if err := waitFor(30*time.Second, func() bool { s.addr = s.servingAddr(0); return s.addr != "" }); err != nil {
+		s.kill()
+		return nil, fmt.Errorf("harness: server did not start: %s", s.tail())
+	}
+	return s, nil
+}
+
+// servingAddr returns the address of the "serving" log line after the
+// first skip ones, or "".
+func (s *server) servingAddr(skip int) string {
+	b, _ := os.ReadFile(s.logPath)
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if !bytes.Contains(line, []byte("msg=serving")) {
+			continue
+		}
+		if skip--; skip >= 0 {
+			continue
+		}
+		if _, a, ok := strings.Cut(string(line), " addr="); ok {
+			return strings.Fields(a)[0]
+		}
+	}
+	return ""
+}
+
+func (s *server) servingCount() int {
+	b, _ := os.ReadFile(s.logPath)
+	return bytes.Count(b, []byte("msg=serving"))
+}
+
+func (s *server) pid() int {
+	b, _ := os.ReadFile(s.pidfile)
+	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return n
+}
+
+func (s *server) tail() string {
+	b, _ := os.ReadFile(s.logPath)
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+func (s *server) kill() {
+	if p := s.pid(); p > 0 {
+		syscall.Kill(p, syscall.SIGTERM)
+		waitFor(10*time.Second, func() bool { return !alive(p) })
+	}
+	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+}
+
+// alive reports whether pid runs; a zombie does not.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
+// usage returns the RSS (bytes) and open fds of pid.
+func usage(pid int) (rss int64, fds int) {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			rss = kb << 10
+		}
+	}
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	return rss, len(ents)
+}
+
+func waitFor(timeout time.Duration, ok func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %v", timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+func copyFile(dst, src string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst+".new", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(dst+".new", dst)
+}

@@ -1,0 +1,98 @@
+// Package result holds what one benchmark run measured, in the form the
+// JSON file under bench/results keeps, and renders it: a markdown table
+// and a latency chart.
+package result
+
+import "time"
+
+// Modes of upgrade compared by the benchmark, as the pdf server's
+// -upgrade-mode flag names them.
+const (
+	ModeFull      = "full"      // listeners, connections and state handed over
+	ModeListeners = "listeners" // listeners inherited; old conns drained and closed; state from the snapshot
+	ModeRestart   = "restart"   // stop, snapshot, start again
+)
+
+// Suite is one invocation of the benchmark: every mode at every scale.
+type Suite struct {
+	Started time.Time `json:"started"`
+	Machine Machine   `json:"machine"`
+	Command string    `json:"command"`
+	Rate    float64   `json:"rate_per_s"` // paced requests per second, all clients together
+	Runs    []Run     `json:"runs"`
+}
+
+// Machine says where the figures come from.
+type Machine struct {
+	CPU    string `json:"cpu"`
+	Cores  int    `json:"cores"`
+	Kernel string `json:"kernel"`
+	Go     string `json:"go"`
+}
+
+// Run is one mode at one scale.
+type Run struct {
+	Mode  string `json:"mode"`
+	Conns int    `json:"conns"`
+
+	Upgrades []Upgrade `json:"upgrades"`
+
+	// Connection survival, summed over the upgrades.
+	ConnsSurvived int `json:"conns_survived"` // persistent conns that saw every upgrade without a drop
+	ConnsDropped  int `json:"conns_dropped"`  // closed or reset by the server
+
+	Requests   uint64 `json:"requests"`   // sent
+	Lost       uint64 `json:"lost"`       // never answered
+	Duplicated uint64 `json:"duplicated"` // answered twice
+	Failed     uint64 `json:"failed"`     // answered wrong (state lost) or with an error
+	Refused    uint64 `json:"refused"`    // new connections refused
+	Reset      uint64 `json:"reset"`      // new connections reset
+
+	// Latency of the replies, inside upgrade windows and outside them.
+	InWindow  Latency `json:"in_window"`
+	OutWindow Latency `json:"out_window"`
+	// MaxStall is the longest any one connection waited with a request
+	// outstanding and no reply.
+	MaxStall time.Duration `json:"max_stall_ns"`
+
+	// Floor is this machine's time, measured in the same run, to interrupt
+	// Conns readers, pass Conns fds and turn them into connections.
+	Floor time.Duration `json:"floor_ns"`
+	// Pause is the longest park-to-resume pause of an upgrade.
+	Pause time.Duration `json:"pause_ns"`
+
+	RSSBefore int64 `json:"rss_before"` // server resident set, bytes
+	RSSAfter  int64 `json:"rss_after"`
+	FdsBefore int   `json:"fds_before"` // server open fds
+	FdsAfter  int   `json:"fds_after"`
+
+	// Timeline is the request latency over time for the chart: one point
+	// per time bucket, the worst reply latency that bucket saw.
+	Timeline []Point `json:"timeline"`
+}
+
+// Upgrade is one SIGHUP.
+type Upgrade struct {
+	At       time.Duration `json:"at_ns"`       // since the start of the run
+	Duration time.Duration `json:"duration_ns"` // SIGHUP to the old process's exit
+	OK       bool          `json:"ok"`
+	// Phases as the handoff logs them (full mode only): start, park, fds,
+	// state, adopt, commit.
+	Phases map[string]time.Duration `json:"phases_ns,omitempty"`
+}
+
+// Latency summarises reply latencies.
+type Latency struct {
+	Count uint64        `json:"count"`
+	P50   time.Duration `json:"p50_ns"`
+	P99   time.Duration `json:"p99_ns"`
+	P999  time.Duration `json:"p999_ns"`
+	Max   time.Duration `json:"max_ns"`
+}
+
+// Point is one bucket of the timeline.
+type Point struct {
+	At    time.Duration `json:"at_ns"`    // bucket start, since the start of the run
+	Worst time.Duration `json:"worst_ns"` // worst latency of a reply sent in the bucket
+	P99   time.Duration `json:"p99_ns"`
+}

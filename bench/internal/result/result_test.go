@@ -1,0 +1,262 @@
+package result
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+const ms = time.Millisecond
+
+// testSuite is made-up data, not a measurement: three modes at 1k and 15k
+// connections, where full mode meets every goal at 1k and misses each at
+// 15k, so both verdicts show.
+func testSuite() *Suite {
+	s := &Suite{
+		Started: time.Date(2025, 11, 23, 10, 0, 0, 0, time.UTC),
+		Machine: Machine{CPU: "synthetic test CPU", Cores: 2, Kernel: "6.18", Go: "go1.26.8"},
+		Command: "go run ./bench/cmd/upgradebench -rate 2000",
+		Rate:    2000,
+	}
+	for _, conns := range []int{1000, 15000} {
+		for _, mode := range []string{ModeRestart, ModeListeners, ModeFull} {
+			s.Runs = append(s.Runs, testRun(mode, conns))
+		}
+	}
+	return s
+}
+
+func testRun(mode string, conns int) Run {
+	r := Run{
+		Mode: mode, Conns: conns, ConnsSurvived: conns, Requests: 20000,
+		InWindow:  Latency{Count: 900, P50: 850 * time.Microsecond, P99: 12300 * time.Microsecond, P999: 30 * ms, Max: 45 * ms},
+		OutWindow: Latency{Count: 19100, P50: 400 * time.Microsecond, P99: 2 * ms, P999: 3 * ms, Max: 5 * ms},
+		MaxStall:  4 * ms,
+		Upgrades: []Upgrade{
+			{At: 3 * time.Second, Duration: 300 * ms, OK: true},
+			{At: 7 * time.Second, Duration: 350 * ms, OK: true},
+		},
+		Timeline: testTimeline(map[string]time.Duration{ModeFull: 40 * ms, ModeListeners: 90 * ms, ModeRestart: 800 * ms}[mode]),
+	}
+	switch {
+	case mode == ModeFull && conns == 15000:
+		r.ConnsSurvived, r.ConnsDropped, r.Lost = 14990, 10, 3
+		r.MaxStall = 57300 * time.Microsecond
+		r.Upgrades[1].Duration = 1200 * ms
+		r.Pause, r.Floor = 42*ms, 10*ms
+		r.RSSBefore, r.RSSAfter = 45_200_000, 47_800_000
+		r.FdsBefore, r.FdsAfter = 15012, 15013
+	case mode == ModeFull:
+		r.Pause, r.Floor = 2*ms, 1*ms
+	case mode == ModeRestart:
+		r.ConnsSurvived, r.ConnsDropped, r.Refused = 0, conns, 17
+	}
+	if mode == ModeFull {
+		r.Upgrades[0].Phases = map[string]time.Duration{"start": 100 * ms, "park": 1 * ms, "fds": 2 * ms, "commit": 5 * ms}
+		r.Upgrades[1].Phases = map[string]time.Duration{"start": 120 * ms, "park": 3 * ms, "fds": 4 * ms, "commit": 7 * ms}
+	}
+	return r
+}
+
+// testTimeline is 10 s in 100 ms buckets, with a spike to spike at each
+// upgrade and one empty bucket, which the chart must clamp to draw on a
+// log axis.
+func testTimeline(spike time.Duration) []Point {
+	var pts []Point
+	for i := range 100 {
+		at := time.Duration(i) * 100 * ms
+		worst := 2 * ms
+		switch {
+		case i == 30 || i == 70:
+			worst = spike
+		case i == 50:
+			worst = 0
+		}
+		pts = append(pts, Point{At: at, Worst: worst, P99: worst / 2})
+	}
+	return pts
+}
+
+func markdown(t *testing.T, s *Suite) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := s.Markdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func TestMarkdown(t *testing.T) {
+	md := markdown(t, testSuite())
+	for _, want := range []string{
+		"Machine: synthetic test CPU, 2 cores, Linux 6.18, go1.26.8; rate 2000 req/s; started 2025-11-23T10:00:00Z; command: `go run ./bench/cmd/upgradebench -rate 2000`",
+		"| mode | conns | survived | lost | dup | failed | refused | reset | p50 in | p99 in | p99.9 in | max in | p99 out | longest stall | upgrades ok | SIGHUP→exit | pause | floor | pause/floor | RSS MB | fds |",
+		"| full | 1000 | 1000/1000 (100%) | 0 | 0 | 0 | 0 | 0 | 850µs | 12.3ms | 30ms | 45ms | 2ms | 4ms | 2/2 | 350ms | 2ms | 1ms | 2.0x | — | — |",
+		"| full | 15000 | 14990/15000 (99.9%) | 3 | 0 | 0 | 0 | 0 | 850µs | 12.3ms | 30ms | 45ms | 2ms | 57.3ms | 2/2 | 1.2s | 42ms | 10ms | 4.2x | 45.2→47.8 | 15012→15013 |",
+		"| restart | 15000 | 0/15000 (0%) | 0 | 0 | 0 | 17 | 0 |",
+		"| 2/2 | 350ms | — | — | — | — | — |",
+		"| mode | conns | upgrades | start | park | fds | commit |",
+		"| full | 1000 | 2 | 110ms | 2ms | 3ms | 6ms |",
+		"- (a) all connections survive, no request lost, duplicated or failed, none refused, at 1000 conns: met — 1000/1000 (100%) survived, 0 lost, 0 dup, 0 failed, 0 refused",
+		"at 15000 conns: missed by 10 conns, 3 lost — 14990/15000 (99.9%) survived, 3 lost",
+		"- (b) longest stall under 10ms at 1000 conns (goal stated for 1k): met — 4ms",
+		"- (b) longest stall under 50ms at 15000 conns (goal stated for 10k): missed by 7.3ms — 57.3ms",
+		"- (c) SIGHUP to old process exit under 1s at 15000 conns: missed by 200ms — longest of 2 upgrades 1.2s",
+		"- (d) pause within 3x the floor at 1000 conns: met — pause 2ms, 2.0x floor 1ms",
+		"- (d) pause within 3x the floor at 15000 conns: missed by 12ms — pause 42ms, 4.2x floor 10ms",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks\n%s\nin\n%s", want, md)
+		}
+	}
+	checkRowOrder(t, md)
+	checkTableWidths(t, md)
+}
+
+// checkRowOrder wants rows grouped by scale, full first within a scale,
+// though testSuite lists the modes the other way round.
+func checkRowOrder(t *testing.T, md string) {
+	var got []string
+	for _, line := range strings.Split(md, "\n") {
+		if f := strings.Split(line, " | "); len(f) > 20 {
+			got = append(got, strings.TrimPrefix(f[0], "| ")+"/"+f[1])
+		}
+	}
+	want := []string{"mode/conns", "full/1000", "listeners/1000", "restart/1000", "full/15000", "listeners/15000", "restart/15000"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("rows %v, want %v", got, want)
+	}
+}
+
+// checkTableWidths wants every row of a table to have as many cells as
+// its header, or markdown renderers drop or shift cells.
+func checkTableWidths(t *testing.T, md string) {
+	width := 0
+	for _, line := range strings.Split(md, "\n") {
+		if !strings.HasPrefix(line, "|") {
+			width = 0
+			continue
+		}
+		n := strings.Count(line, "|")
+		if width == 0 {
+			width = n
+		} else if n != width {
+			t.Errorf("row has %d bars, header %d: %s", n, width, line)
+		}
+	}
+}
+
+func TestMarkdownMissingModes(t *testing.T) {
+	s := testSuite()
+	s.Runs = s.Runs[:1] // restart at 1000 only
+	md := markdown(t, s)
+	for _, absent := range []string{"full", "listeners", "Goals", "phases"} {
+		if strings.Contains(md, absent) {
+			t.Errorf("markdown mentions %q with only a restart run:\n%s", absent, md)
+		}
+	}
+}
+
+func TestFmtDur(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "0"},
+		{999, "999ns"},
+		{850 * time.Microsecond, "850µs"},
+		{12345 * time.Microsecond, "12.3ms"},
+		{1020 * ms, "1.02s"},
+		{1500 * time.Microsecond, "1.5ms"},
+		{999960 * time.Nanosecond, "1ms"},
+		{90 * time.Second, "90s"},
+		{-2 * ms, "-2ms"},
+	} {
+		if got := fmtDur(tc.d); got != tc.want {
+			t.Errorf("fmtDur(%d) = %q, want %q", tc.d, got, tc.want)
+		}
+	}
+}
+
+func TestJSONRoundTrip(t *testing.T) {
+	s := testSuite()
+	path := filepath.Join(t.TempDir(), "suite.json")
+	if err := s.WriteJSON(path); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadJSON(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, s) {
+		t.Errorf("read back\n%+v\nwrote\n%+v", got, s)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	if len(entries) != 1 {
+		t.Errorf("directory holds %d files, want only the result: %v", len(entries), entries)
+	}
+}
+
+func TestReadJSONErrors(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := ReadJSON(filepath.Join(dir, "absent.json")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: %v, want a not-exist error", err)
+	}
+	bad := filepath.Join(dir, "bad.json")
+	if err := os.WriteFile(bad, []byte("{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadJSON(bad); err == nil {
+		t.Error("truncated JSON read without error")
+	}
+}
+
+func TestChart(t *testing.T) {
+	s := testSuite()
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name  string
+		check func([]byte) bool
+	}{
+		{"c.png", func(b []byte) bool { return bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) }},
+		{"c.svg", func(b []byte) bool { return bytes.Contains(b, []byte("<svg")) }},
+	} {
+		path := filepath.Join(dir, tc.name)
+		if err := s.Chart(path, 15000); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !tc.check(b) {
+			t.Errorf("%s: not the expected format, starts %q", tc.name, b[:min(len(b), 16)])
+		}
+	}
+	if err := s.Chart(filepath.Join(dir, "none.svg"), 5000); err == nil {
+		t.Error("chart of a scale with no run drew without error")
+	}
+}
+
+func TestCharts(t *testing.T) {
+	dir := t.TempDir()
+	paths, err := testSuite().Charts(dir, "latency")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{filepath.Join(dir, "latency-1000.svg"), filepath.Join(dir, "latency-15000.svg")}
+	if !reflect.DeepEqual(paths, want) {
+		t.Fatalf("paths %v, want %v", paths, want)
+	}
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err != nil || fi.Size() == 0 {
+			t.Errorf("%s: %v, size %v", p, err, fi)
+		}
+	}
+}
