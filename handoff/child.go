@@ -124,6 +124,9 @@ func (s *childSession) plan() (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	if n > 0 && s.u.opts.ListenersOnly {
+		return 0, fmt.Errorf("handoff: %d connections offered but Options.ListenersOnly is set", n)
+	}
 	if n > 0 && s.u.opts.Resume == nil {
 		return 0, fmt.Errorf("handoff: %d connections offered but Options.Resume is not set", n)
 	}
@@ -180,15 +183,19 @@ func (s *childSession) adoptBatch(seq uint32, typ byte, p []byte, fds []int) err
 }
 
 // loadState hands the state stream to the application and checks it whole.
+// With ListenersOnly the stream must be empty.
 func (s *childSession) loadState() (uint64, error) {
 	r := newStateReader(s.ch)
-	if load := s.u.opts.LoadState; load != nil {
+	if load := s.u.opts.LoadState; load != nil && !s.u.opts.ListenersOnly {
 		if err := callSafely("load state", func() error { return load(r) }); err != nil {
 			return 0, err
 		}
 	}
 	if err := r.drain(); err != nil {
 		return 0, err
+	}
+	if s.u.opts.ListenersOnly && r.total > 0 {
+		return 0, fmt.Errorf("handoff: %d bytes of state offered but Options.ListenersOnly is set", r.total)
 	}
 	return r.total, nil
 }

@@ -43,7 +43,9 @@ const (
 //
 // Ownership: the Conn owns the underlying net.Conn. After a successful
 // upgrade the old process closes its copy without shutdown(2), so the peer sees
-// nothing; the new process receives a Conn of its own.
+// nothing; the new process receives a Conn of its own. With
+// Options.ListenersOnly the Conn is never handed over: it keeps running in
+// the old process, whose application closes it.
 type Conn struct {
 	net.Conn
 	kind string

@@ -52,6 +52,17 @@
 // the commit the old process closes its copies with close(2), never
 // shutdown(2), so no FIN reaches a client, and exits.
 //
+// # Listeners only
+//
+// With Options.ListenersOnly an upgrade does what tableflip alone does: the
+// new process inherits the listeners and nothing else. The old process
+// parks nothing and calls neither SaveState nor LoadState; once the new
+// process is ready it closes its listeners, Exit is closed, and the
+// connections it had are still its own, running. The application drains
+// them and closes them (Upgrader.Conns lists them) before it exits; their
+// clients reconnect to the new process. State reaches the new process only
+// through the application's own means, such as a snapshot file.
+//
 // # Triggers
 //
 // SIGHUP (unless Options.NoSignal) and Upgrader.Upgrade. A second trigger

@@ -386,3 +386,76 @@ func TestSecondTriggerRefused(t *testing.T) {
 	l.waitRounds(50)
 	l.stop()
 }
+
+// TestListenersOnly: with Options.ListenersOnly the new process inherits
+// the listener and nothing else. The old process's connection stays with it
+// and keeps its request count, no state travels, new connections reach
+// the new process only, and the old one serves its connection until the
+// client goes.
+func TestListenersOnly(t *testing.T) {
+	h := startServer(t, envListenersOnly+"=1")
+	old := h.pid
+	nc, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	kept := &conn{c: nc, r: bufio.NewReader(nc), pids: map[string]bool{}}
+	if err := kept.round(3, true); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := syscallHUP(old); err != nil {
+		t.Fatal(err)
+	}
+	var ready, exit []string
+	for ready == nil || exit == nil {
+		switch f := h.next(); f[0] {
+		case "ready":
+			ready = f
+		case "exit":
+			exit = f
+		default:
+			t.Fatalf("event %v during the upgrade", f)
+		}
+	}
+	newPid, _ := strconv.Atoi(ready[1])
+	if exit[1] != strconv.Itoa(old) || newPid == old {
+		t.Fatalf("ready %v, exit %v; want a new process ready and pid %d told to exit", ready, exit, old)
+	}
+	if exit[2] != "1" {
+		t.Fatalf("old process kept %s connections after Exit, want 1", exit[2])
+	}
+	if ready[3] != "0" {
+		t.Fatalf("new process started with total %s, want 0: no state travels", ready[3])
+	}
+
+	// The old connection is still the old process's, its count going on.
+	if err := kept.round(3, true); err != nil {
+		t.Fatalf("old connection after the upgrade: %v", err)
+	}
+	if len(kept.pids) != 1 || !kept.pids[strconv.Itoa(old)] {
+		t.Fatalf("old connection served by %v, want only pid %d", kept.pids, old)
+	}
+	// Every new connection reaches the new process: the old one stopped accepting.
+	for i := 0; i < 5; i++ {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh := &conn{c: c, r: bufio.NewReader(c), pids: map[string]bool{}}
+		err = fresh.round(1, false)
+		c.Close()
+		if err != nil {
+			t.Fatalf("new connection %d: %v", i, err)
+		}
+		if len(fresh.pids) != 1 || !fresh.pids[ready[1]] {
+			t.Fatalf("new connection %d served by %v, want pid %d", i, fresh.pids, newPid)
+		}
+	}
+
+	nc.Close()
+	if f := h.expect("drained"); f[1] != strconv.Itoa(old) {
+		t.Fatalf("drained %v, want pid %d", f, old)
+	}
+}

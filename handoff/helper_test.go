@@ -32,6 +32,9 @@ const (
 	envEvents = "HANDOFF_TEST_EVENTS" // unixgram socket of the test
 	envFault  = "HANDOFF_TEST_FAULT"  // file naming the fault of the next new process
 	envAddr   = "HANDOFF_TEST_ADDR"
+	// envListenersOnly makes every server of the chain hand over its
+	// listeners only, and drain its connections after the upgrade.
+	envListenersOnly = "HANDOFF_TEST_LISTENERS_ONLY"
 )
 
 func TestMain(m *testing.M) {
@@ -215,7 +218,9 @@ func serverMain() {
 		applyFault(fault())
 	}
 	srv := &lineServer{}
+	listenersOnly := os.Getenv(envListenersOnly) != ""
 	up, err := New(Options{
+		ListenersOnly:  listenersOnly,
 		Version:        "test",
 		UpgradeTimeout: 5 * time.Second,
 		ParkTimeout:    2 * time.Second,
@@ -262,7 +267,14 @@ func serverMain() {
 	srv.mu.Unlock()
 	report("ready %d %s %d", os.Getpid(), ln.Addr(), total)
 	<-up.Exit()
-	report("exit %d", os.Getpid())
+	report("exit %d %d", os.Getpid(), len(up.Conns()))
+	if listenersOnly {
+		// The connections stayed here: serve them until their clients go.
+		for len(up.Conns()) > 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		report("drained %d", os.Getpid())
+	}
 }
 
 // intruderMain connects to a handoff socket it was not meant for.
@@ -289,6 +301,7 @@ type harness struct {
 	addr   string
 	pid    int
 	pgid   int
+	env    []string
 	logs   syncBuffer
 }
 
@@ -310,9 +323,11 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func startServer(t *testing.T) *harness {
+// startServer starts the first server of a chain; env adds to the
+// environment of every process of it.
+func startServer(t *testing.T, env ...string) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: t.TempDir(), events: make(chan string, 64)}
+	h := &harness{t: t, dir: t.TempDir(), events: make(chan string, 64), env: env}
 	evPath := h.dir + "/events"
 	pc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: evPath, Net: "unixgram"})
 	if err != nil {
@@ -437,6 +452,7 @@ func testCommand(h *harness, role string) *exec.Cmd {
 	cmd := exec.Command(h.dir+"/current", "-test.run=^$")
 	cmd.Env = append(os.Environ(), envRole+"="+role, envEvents+"="+h.dir+"/events",
 		envFault+"="+h.dir+"/fault", envAddr+"=127.0.0.1:0", "TMPDIR="+h.dir)
+	cmd.Env = append(cmd.Env, h.env...)
 	cmd.Stderr = &h.logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd

@@ -89,7 +89,8 @@ func (u *Upgrader) waitForParent(ctx context.Context) error {
 }
 
 // finishUpgrade waits for the new process's tableflip readiness, the
-// point of no return, then gives every connection away.
+// point of no return, then gives every connection away, or with
+// ListenersOnly stops accepting and keeps the connections.
 func (u *Upgrader) finishUpgrade(s *parentSession, f *flip) error {
 	<-f.done // bounded by tableflip's own UpgradeTimeout
 	if f.err != nil {
@@ -98,6 +99,14 @@ func (u *Upgrader) finishUpgrade(s *parentSession, f *flip) error {
 		u.reg.resumeAll()
 		u.busy.Unlock()
 		return fmt.Errorf("handoff: new process %d failed after commit, before it served: %w", s.pid, f.err)
+	}
+	if u.opts.ListenersOnly {
+		kept := u.reg.releaseListeners()
+		s.ch.close()
+		u.log.Info("handoff: handed over the listeners; connections stay", "to", s.pid, "conns_kept", kept,
+			"ready", s.stats.Ready, "commit", time.Since(s.committed))
+		u.busy.Unlock() // lets watchExit close Exit
+		return nil
 	}
 	u.reg.handover()
 	s.ch.close()
@@ -233,7 +242,12 @@ func ownHello(appVersion string) hello {
 }
 
 // park parks every connection and checks that the child can hold them.
+// With ListenersOnly, the connections stay here, running: none is parked
+// and the plan is 0.
 func (s *parentSession) park(ctx context.Context) ([]parkedConn, error) {
+	if s.u.opts.ListenersOnly {
+		return nil, s.ch.send(framePlan, u32Frame(0), nil)
+	}
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, s.u.opts.ParkTimeout)
 	defer cancel()
@@ -345,7 +359,7 @@ func (s *parentSession) sendBatch(seq uint32, batch []parkedConn) error {
 func (s *parentSession) sendState() error {
 	start := time.Now()
 	w := newStateWriter(s.ch)
-	if save := s.u.opts.SaveState; save != nil {
+	if save := s.u.opts.SaveState; save != nil && !s.u.opts.ListenersOnly {
 		if err := callSafely("save state", func() error { return save(w) }); err != nil {
 			return err
 		}

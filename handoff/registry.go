@@ -162,19 +162,44 @@ func (r *registry) resumeAll() {
 // never shutdown(2), so no FIN reaches a client.
 func (r *registry) handover() {
 	r.mu.Lock()
-	r.gone = true
 	conns := r.snapshotLocked()
 	r.conns = make(map[uint64]*Conn)
-	lns := r.listeners
-	r.listeners = nil
-	close(r.resumed)
+	lns := r.goneLocked()
 	r.mu.Unlock()
-	for _, l := range lns {
-		_ = l.Listener.Close()
-	}
+	closeListeners(lns)
 	for _, c := range conns {
 		c.finish(ErrHandedOver)
 		_ = c.Conn.Close()
+	}
+}
+
+// releaseListeners ends a listeners-only upgrade: the listeners now belong
+// to the new process and this process stops accepting, while its
+// connections stay tracked and running. It returns how many there are.
+func (r *registry) releaseListeners() int {
+	r.mu.Lock()
+	lns := r.goneLocked()
+	n := len(r.conns)
+	r.mu.Unlock()
+	closeListeners(lns)
+	return n
+}
+
+// goneLocked marks the listeners handed over for good, wakes accepts
+// waiting for a pause to end, and returns the listeners for the caller to
+// close.
+func (r *registry) goneLocked() []*Listener {
+	r.gone = true
+	lns := r.listeners
+	r.listeners = nil
+	close(r.resumed)
+	return lns
+}
+
+// closeListeners closes this process's copies; the new process has its own.
+func closeListeners(lns []*Listener) {
+	for _, l := range lns {
+		_ = l.Listener.Close()
 	}
 }
 
@@ -212,7 +237,9 @@ func (r *registry) leaveAccept(nc net.Conn, err error, kind string) (c *Conn, re
 	if err == nil {
 		c = r.trackLocked(nc, kind, nil)
 	}
-	retry = err != nil && isTimeout(err) && (r.paused || r.gone)
+	// A listener closed under a blocked accept by a listeners-only
+	// handover retries too, to learn that it is gone.
+	retry = err != nil && (isTimeout(err) && r.paused || r.gone)
 	r.mu.Unlock()
 	r.notify()
 	return c, retry

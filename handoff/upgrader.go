@@ -78,6 +78,17 @@ type Options struct {
 	// state its handler gave to Park. It runs in the new process after commit,
 	// one goroutine per connection.
 	Resume func(c *Conn, state []byte)
+	// ListenersOnly hands over the listeners alone, as tableflip does. The
+	// old process parks nothing and keeps accepting until the new process
+	// is ready; then it closes its listeners and Exit is closed, but its
+	// connections stay with it, running: they are never handed over, and
+	// the application owns them (Upgrader.Conns lists them) and must close
+	// them itself, typically after letting them drain. SaveState and
+	// LoadState are not called: the new process gets no state from the old
+	// one. Both processes must set it: a new process that sets it refuses
+	// connections or state, and one that does not set it gets an empty
+	// state stream to load.
+	ListenersOnly bool
 	// NoSignal disables the SIGHUP trigger.
 	NoSignal bool
 	// Logger receives the upgrade's log lines. Default slog.Default().
@@ -217,8 +228,24 @@ func (u *Upgrader) Ready(ctx context.Context) error {
 	return nil
 }
 
+// Binary is the executable an upgrade starts: Options.Binary, or the
+// absolute path this process was started from.
+func (u *Upgrader) Binary() string { return u.opts.Binary }
+
+// Conns returns the connections this process serves now: accepted through
+// its Listeners, wrapped or resumed, and neither closed nor handed over. The
+// Upgrader still owns them: closing one closes it for its peer. With
+// Options.ListenersOnly, these are what the application has to close after
+// Exit is closed.
+func (u *Upgrader) Conns() []*Conn {
+	u.reg.mu.Lock()
+	defer u.reg.mu.Unlock()
+	return u.reg.snapshotLocked()
+}
+
 // Exit is closed when this process should exit: it has handed everything to
-// its successor, or Stop was called.
+// its successor (with Options.ListenersOnly, its listeners; its connections
+// are still its own), or Stop was called.
 func (u *Upgrader) Exit() <-chan struct{} { return u.exitC }
 
 // Stop ends the Upgrader: no more upgrades, and Exit is closed. Safe to call
@@ -249,8 +276,10 @@ func (u *Upgrader) onSignal() {
 }
 
 // Upgrade starts the binary and hands it this process's listeners,
-// connections and state. It returns nil once the new process has committed;
-// this process should then exit (Exit is closed). On error, nothing was
+// connections and state (with Options.ListenersOnly, its listeners only).
+// It returns nil once the new process has committed; this process should
+// then exit (Exit is closed), with Options.ListenersOnly once it has closed
+// the connections it still serves. On error, nothing was
 // handed over and every connection carries on here. A call made while an
 // upgrade runs returns ErrUpgradeInProgress.
 func (u *Upgrader) Upgrade(ctx context.Context) error {

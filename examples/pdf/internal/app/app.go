@@ -17,12 +17,28 @@ import (
 	"github.com/handoff-dev/handoff/statefile"
 )
 
+// Upgrade modes, as -upgrade-mode names them. A benchmark compares them on
+// otherwise identical servers.
+const (
+	// modeFull hands listeners, connections and state to the new process.
+	modeFull = "full"
+	// modeListeners hands over the listeners only, as tableflip-style
+	// libraries do: the state travels through the -state file, and the old
+	// process drains its connections, then closes them.
+	modeListeners = "listeners"
+	// modeRestart stops, writes the state file and executes the binary
+	// again in the same process.
+	modeRestart = "restart"
+)
+
 // config is what the flags say.
 type config struct {
 	listen         string
 	pidfile        string
 	state          string
 	upgradeTimeout time.Duration
+	upgradeMode    string
+	drainTimeout   time.Duration
 }
 
 func parseFlags(args []string) (config, error) {
@@ -32,7 +48,27 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.pidfile, "pidfile", "", "`file` to write the ready process's pid to")
 	fs.StringVar(&c.state, "state", "", "`file` for the ledger across a cold restart")
 	fs.DurationVar(&c.upgradeTimeout, "upgrade-timeout", 0, "bound on an upgrade (0: the library default)")
+	fs.StringVar(&c.upgradeMode, "upgrade-mode", modeFull,
+		"what SIGHUP does: `mode` full (hand over listeners, connections and state), "+
+			"listeners (hand over listeners; state through -state; drain, then close the old connections) "+
+			"or restart (stop, save -state, execute the binary again)")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 5*time.Second,
+		"in listeners mode, how long the old process serves its connections after an upgrade")
 	return c, fs.Parse(args)
+}
+
+// check refuses flag combinations that cannot work.
+func (c config) check() error {
+	switch c.upgradeMode {
+	case modeFull:
+		return nil
+	case modeListeners, modeRestart:
+		if c.state == "" {
+			return fmt.Errorf("-upgrade-mode %s needs -state: the ledger reaches the next process only through that file", c.upgradeMode)
+		}
+		return nil
+	}
+	return fmt.Errorf("-upgrade-mode %q: want %s, %s or %s", c.upgradeMode, modeFull, modeListeners, modeRestart)
 }
 
 // Run runs a PDF server process to its end and returns its exit code.
@@ -45,6 +81,10 @@ func Run(version string, led server.Ledger, args []string) int {
 	// The handoff library adds the pid to its own lines.
 	base := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	log := base.With("pid", os.Getpid())
+	if err := cfg.check(); err != nil {
+		log.Error("refusing to start", "err", err)
+		return 2
+	}
 	srv := server.New(version, led, log)
 	if err := run(cfg, version, srv, base, log); err != nil {
 		log.Error("exiting", "err", err)
@@ -57,6 +97,10 @@ func run(cfg config, version string, srv *server.Server, base, log *slog.Logger)
 	// Before anything can take long, so that a stop request is never lost.
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	// The application triggers the upgrade in every mode, so that every
+	// mode logs its start and end alike.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 
 	up, err := handoff.New(handoff.Options{
 		Version:        version,
@@ -65,6 +109,8 @@ func run(cfg config, version string, srv *server.Server, base, log *slog.Logger)
 		SaveState:      srv.SaveState,
 		LoadState:      srv.LoadState,
 		Resume:         srv.Resume,
+		ListenersOnly:  cfg.upgradeMode == modeListeners,
+		NoSignal:       true,
 		Logger:         base,
 	})
 	if err != nil {
@@ -74,8 +120,9 @@ func run(cfg config, version string, srv *server.Server, base, log *slog.Logger)
 	if err != nil {
 		return err
 	}
-	// An upgraded process gets the ledger from its parent instead.
-	if !up.HasParent() && cfg.state != "" {
+	// A process upgraded in full mode gets the ledger from its parent
+	// instead; in the other modes the file is the only way.
+	if cfg.state != "" && (!up.HasParent() || cfg.upgradeMode != modeFull) {
 		if err := restore(cfg.state, srv, log); err != nil {
 			return err
 		}
@@ -83,18 +130,37 @@ func run(cfg config, version string, srv *server.Server, base, log *slog.Logger)
 	if err := up.Ready(context.Background()); err != nil {
 		return fmt.Errorf("ready: %w", err)
 	}
-	log.Info("serving", "version", version, "addr", ln.Addr().String(), "upgraded", up.HasParent())
+	log.Info("serving", "version", version, "addr", ln.Addr().String(), "upgraded", up.HasParent(),
+		"upgrade_mode", cfg.upgradeMode)
+	logRestarted(log)
 	go srv.Serve(ln)
 
-	select {
-	case <-up.Exit():
-		// The successor owns the connections now; closing them here would
-		// close them for the clients.
-		log.Info("handed over; exiting")
-		return nil
-	case sig := <-stop:
-		log.Info("stopping", "signal", sig.String())
-		return shutdown(cfg.state, srv, up, log)
+	p := &process{cfg: cfg, srv: srv, up: up, ln: ln, log: log}
+	for {
+		select {
+		case <-up.Exit():
+			p.upgrades.Wait() // its last log line first
+			if cfg.upgradeMode == modeListeners {
+				p.drain(stop)
+				return nil
+			}
+			// The successor owns the connections now; closing them here
+			// would close them for the clients.
+			log.Info("handed over; exiting")
+			return nil
+		case sig := <-stop:
+			log.Info("stopping", "signal", sig.String())
+			return shutdown(cfg.state, srv, up, log)
+		case <-hup:
+			if cfg.upgradeMode == modeRestart {
+				if err := p.restart(); err != nil {
+					return err
+				}
+				continue // it did not start: this process carries on
+			}
+			p.upgrades.Add(1)
+			go p.upgrade()
+		}
 	}
 }
 

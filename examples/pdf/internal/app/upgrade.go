@@ -1,0 +1,183 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/examples/pdf/internal/server"
+	"github.com/handoff-dev/handoff/handoff"
+	"github.com/handoff-dev/handoff/statefile"
+)
+
+// envRestartedAt tells the image a restart executes when the restart
+// started (Unix nanoseconds), so that it can log how long it took.
+const envRestartedAt = "PDF_RESTARTED_AT"
+
+// tableflipParent is the variable by which tableflip tells a process that
+// it has a parent to take fds from. An image that a restart executes has
+// none, whatever started the process first.
+const tableflipParent = "TABLEFLIP_HAS_PARENT_"
+
+// process is what an upgrade works on.
+type process struct {
+	cfg config
+	srv *server.Server
+	up  *handoff.Upgrader
+	ln  *handoff.Listener
+	log *slog.Logger
+
+	busy     atomic.Bool    // an upgrade runs
+	upgrades sync.WaitGroup // upgrade goroutines
+}
+
+// upgrade runs a full or a listeners-only upgrade. In listeners mode it
+// first writes the state file, which the new process restores as a cold
+// start would: what this process changes after the snapshot is lost.
+func (p *process) upgrade() {
+	defer p.upgrades.Done()
+	mode := p.cfg.upgradeMode
+	if !p.busy.CompareAndSwap(false, true) {
+		p.log.Warn("upgrade refused: another upgrade is in progress", "mode", mode)
+		return
+	}
+	defer p.busy.Store(false)
+	start := time.Now()
+	p.log.Info("upgrade starting", "mode", mode, "binary", p.up.Binary())
+	if mode == modeListeners {
+		if err := statefile.WriteFile(p.cfg.state, p.srv.SaveState); err != nil {
+			p.log.Error("upgrade failed; this process carries on", "mode", mode,
+				"err", fmt.Errorf("save state: %w", err), "took", time.Since(start))
+			return
+		}
+	}
+	if err := p.up.Upgrade(context.Background()); err != nil {
+		p.log.Error("upgrade failed; this process carries on", "mode", mode, "err", err, "took", time.Since(start))
+		return
+	}
+	p.log.Info("upgrade complete", "mode", mode, "took", time.Since(start))
+}
+
+// drain serves the connections that stayed with this process after a
+// listeners-only upgrade until their clients leave, the drain timeout ends
+// or a stop signal comes, then closes the rest. Their clients reconnect to
+// the new process.
+func (p *process) drain(stop <-chan os.Signal) {
+	start := time.Now()
+	left := len(p.up.Conns())
+	p.log.Info("draining", "conns", left, "timeout", p.cfg.drainTimeout)
+	timeout := time.NewTimer(p.cfg.drainTimeout)
+	defer timeout.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+wait:
+	for left > 0 {
+		select {
+		case <-tick.C:
+			left = len(p.up.Conns())
+		case <-timeout.C:
+			break wait
+		case sig := <-stop:
+			p.log.Info("drain cut short", "signal", sig.String())
+			break wait
+		}
+	}
+	closed := closeConns(p.up)
+	p.log.Info("drain done", "closed", closed, "took", time.Since(start))
+}
+
+// closeConns closes every connection this process still serves and says
+// how many there were. Their handlers see the error and return.
+func closeConns(up *handoff.Upgrader) int {
+	conns := up.Conns()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	return len(conns)
+}
+
+// restart stops serving, writes the state file and executes the binary in
+// this process, which keeps its pid; the new image restores the file as a
+// cold start does. It returns nil, having changed nothing, if the binary
+// cannot be executed; any later error leaves nothing to carry on with.
+func (p *process) restart() error {
+	start := time.Now()
+	bin := p.up.Binary()
+	p.log.Info("upgrade starting", "mode", modeRestart, "binary", bin)
+	if err := unix.Access(bin, unix.X_OK); err != nil {
+		p.log.Error("upgrade failed; this process carries on", "mode", modeRestart,
+			"err", fmt.Errorf("binary %s: %w", bin, os.NewSyscallError("access", err)))
+		return nil
+	}
+	// Stop tableflip, which closes its copy of the listening socket, then
+	// close ours: new clients are refused from here on, not queued.
+	p.up.Stop()
+	_ = p.ln.Close()
+	<-p.up.Exit()
+	closed := closeConns(p.up)
+	if err := statefile.WriteFile(p.cfg.state, p.srv.FinalSave); err != nil {
+		return fmt.Errorf("restart: save state: %w", err)
+	}
+	p.log.Info("state saved; executing", "path", p.cfg.state, "closed", closed, "binary", bin)
+	return execSelf(bin, start)
+}
+
+// execSelf replaces the process's image with bin, with the same arguments.
+// Only stdin, stdout and stderr survive: every other fd is marked
+// close-on-exec first, whoever opened it.
+func execSelf(bin string, start time.Time) error {
+	if err := closeOnExecAbove2(); err != nil {
+		return fmt.Errorf("restart: %w", err)
+	}
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, tableflipParent) || strings.HasPrefix(kv, envRestartedAt+"=")
+	})
+	env = append(env, envRestartedAt+"="+strconv.FormatInt(start.UnixNano(), 10))
+	err := syscall.Exec(bin, os.Args, env)
+	return fmt.Errorf("restart: execute %s: %w", bin, os.NewSyscallError("execve", err))
+}
+
+// closeOnExecAbove2 marks every open fd above 2 close-on-exec. Go opens its
+// own fds so; this catches those a parent passed down.
+func closeOnExecAbove2() error {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("list fds: %w", err)
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= 2 {
+			continue
+		}
+		// The fd that listed the directory is closed by now: EBADF.
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil && !errors.Is(err, unix.EBADF) {
+			return os.NewSyscallError("fcntl", err)
+		}
+	}
+	return nil
+}
+
+// logRestarted ends a restart's log: the image it executed is serving.
+func logRestarted(log *slog.Logger) {
+	at := os.Getenv(envRestartedAt)
+	if at == "" {
+		return
+	}
+	os.Unsetenv(envRestartedAt)
+	ns, err := strconv.ParseInt(at, 10, 64)
+	if err != nil {
+		return
+	}
+	log.Info("upgrade complete", "mode", modeRestart, "took", time.Since(time.Unix(0, ns)))
+}
