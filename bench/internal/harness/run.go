@@ -14,6 +14,7 @@ import (
 
 	"github.com/handoff-dev/handoff/bench/internal/load"
 	"github.com/handoff-dev/handoff/bench/internal/result"
+	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 // Config is one run: a mode at a scale.
@@ -106,7 +107,7 @@ func upgrade(srv *server, mode string, epoch time.Time) result.Upgrade {
 	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
 		return up
 	}
-	done := func() bool { return !alive(old) }
+	done := func() bool { return !proc.Alive(old) }
 	if mode == result.ModeRestart {
 		done = func() bool { return srv.servingCount() > serving }
 	}

@@ -2,8 +2,8 @@ package harness
 
 import (
 	"bytes"
+	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/bench/internal/result"
+	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 // server is the pdf server under test and whatever processes its upgrades
@@ -27,7 +28,7 @@ type server struct {
 func startServer(dir, src, mode string) (*server, error) {
 	s := &server{dir: dir, bin: filepath.Join(dir, "pdf"), pidfile: filepath.Join(dir, "pdf.pid"),
 		logPath: filepath.Join(dir, "server.log")}
-	if err := copyFile(s.bin, src); err != nil {
+	if err := install(s.bin, src); err != nil {
 		return nil, err
 	}
 	logf, err := os.Create(s.logPath)
@@ -93,19 +94,9 @@ func (s *server) tail() string {
 func (s *server) kill() {
 	if p := s.pid(); p > 0 {
 		syscall.Kill(p, syscall.SIGTERM)
-		waitFor(10*time.Second, func() bool { return !alive(p) })
+		waitFor(10*time.Second, func() bool { return !proc.Alive(p) })
 	}
 	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-}
-
-// alive reports whether pid runs; a zombie does not.
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
 }
 
 // usage returns the RSS (bytes) and open fds of pid.
@@ -122,32 +113,15 @@ func usage(pid int) (rss int64, fds int) {
 }
 
 func waitFor(timeout time.Duration, ok func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for !ok() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out after %v", timeout)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return nil
+	return proc.Poll(context.Background(), time.Millisecond, timeout, func() (bool, error) { return ok(), nil })
 }
 
-func copyFile(dst, src string) error {
+// install deploys the binary at src as dst.
+func install(dst, src string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst+".new", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Rename(dst+".new", dst)
+	return proc.Install(dst, in)
 }

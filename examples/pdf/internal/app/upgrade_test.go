@@ -2,7 +2,6 @@ package app
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/examples/pdf/internal/ledger"
+	"github.com/handoff-dev/handoff/examples/pdf/internal/pdftest"
 )
 
 // The test binary doubles as the pdf server: with envServer set, TestMain
@@ -205,49 +205,6 @@ func field(line, key string) string {
 	return v
 }
 
-// client is one persistent connection to the servers.
-type client struct {
-	c net.Conn
-	r *bufio.Reader
-}
-
-func dial(t *testing.T, addr string) *client {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &client{c: c, r: bufio.NewReader(c)}
-}
-
-// ask sends req and requires the reply want.
-func (cl *client) ask(t *testing.T, req, want string) {
-	t.Helper()
-	cl.c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := fmt.Fprintf(cl.c, "%s\n", req); err != nil {
-		t.Fatalf("%s: %v", req, err)
-	}
-	got, err := cl.r.ReadString('\n')
-	if got = strings.TrimSpace(got); got != want || err != nil {
-		t.Fatalf("%s: got %q (%v), want %q", req, got, err, want)
-	}
-}
-
-// closedByServer requires the server to close the connection: a read ends
-// with EOF (or a reset) without a byte.
-func (cl *client) closedByServer(t *testing.T) {
-	t.Helper()
-	cl.c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	b, err := cl.r.ReadByte()
-	if err == nil {
-		t.Fatalf("read %q, want the connection closed", b)
-	}
-	if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatalf("read: %v, want the connection closed by the server", err)
-	}
-}
-
 // fds lists the open fds of pid above stderr, with what they point at.
 func fds(t *testing.T, pid int) []string {
 	t.Helper()
@@ -281,9 +238,9 @@ func TestUpgradeModeListeners(t *testing.T) {
 	const drain = time.Second
 	p := startPDF(t, modeListeners, "-drain-timeout", drain.String())
 	old := p.pid
-	c := dial(t, p.addr)
-	c.ask(t, "TOPUP 1 alice 100", "OK 1 100")
-	c.ask(t, "CHARGE 2 alice 30", "OK 2 70")
+	c := pdftest.Dial(t, p.addr)
+	c.Ask(t, "TOPUP 1 alice 100", "OK 1 100")
+	c.Ask(t, "CHARGE 2 alice 30", "OK 2 70")
 
 	p.setVersion(t, "v2")
 	mark := p.logs.len()
@@ -303,16 +260,16 @@ func TestUpgradeModeListeners(t *testing.T) {
 	// Draining: the old process still answers on its connection, from its
 	// own ledger. This top-up misses the snapshot and is lost with the old
 	// process: the weakness of this mode, not a fault of the test.
-	c.ask(t, "VERSION 3", fmt.Sprintf("VERSION 3 v1.0.0 %d", old))
-	c.ask(t, "TOPUP 4 alice 5", "OK 4 75")
+	c.Ask(t, "VERSION 3", fmt.Sprintf("VERSION 3 v1.0.0 %d", old))
+	c.Ask(t, "TOPUP 4 alice 5", "OK 4 75")
 
 	// A new connection reaches the new process, which has the snapshot.
-	n := dial(t, p.addr)
-	n.ask(t, "VERSION 1", fmt.Sprintf("VERSION 1 v2.0.0 %d", newPid))
-	n.ask(t, "BALANCE 2 alice", "BAL 2 70")
+	n := pdftest.Dial(t, p.addr)
+	n.Ask(t, "VERSION 1", fmt.Sprintf("VERSION 1 v2.0.0 %d", newPid))
+	n.Ask(t, "BALANCE 2 alice", "BAL 2 70")
 
 	// At the end of the drain the old process closes the connection.
-	c.closedByServer(t)
+	c.ClosedByServer(t)
 	line := p.logs.await(t, mark, "drain done", old)
 	if field(line, "closed") != "1" {
 		t.Fatalf("drain done: %q, want 1 connection closed", line)
@@ -323,7 +280,7 @@ func TestUpgradeModeListeners(t *testing.T) {
 	if err := <-p.done; err != nil {
 		t.Fatalf("old process: %v", err)
 	}
-	n.ask(t, "BALANCE 3 alice", "BAL 3 70")
+	n.Ask(t, "BALANCE 3 alice", "BAL 3 70")
 }
 
 // TestUpgradeModeRestart: on SIGHUP the process closes its listener and
@@ -333,16 +290,16 @@ func TestUpgradeModeRestart(t *testing.T) {
 	p := startPDF(t, modeRestart)
 	pid := p.pid
 	before := fds(t, pid)
-	c := dial(t, p.addr)
-	c.ask(t, "TOPUP 1 alice 100", "OK 1 100")
-	c.ask(t, "CHARGE 2 alice 30", "OK 2 70")
+	c := pdftest.Dial(t, p.addr)
+	c.Ask(t, "TOPUP 1 alice 100", "OK 1 100")
+	c.Ask(t, "CHARGE 2 alice 30", "OK 2 70")
 
 	p.setVersion(t, "v2")
 	mark := p.logs.len()
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	c.closedByServer(t)
+	c.ClosedByServer(t)
 	done := p.logs.await(t, mark, "upgrade complete", pid)
 	if field(done, "mode") != modeRestart {
 		t.Fatalf("upgrade complete in mode %q, want %q", field(done, "mode"), modeRestart)
@@ -373,9 +330,9 @@ func TestUpgradeModeRestart(t *testing.T) {
 		t.Fatalf("left behind: %v", left)
 	}
 
-	n := dial(t, p.addr)
-	n.ask(t, "VERSION 1", fmt.Sprintf("VERSION 1 v2.0.0 %d", pid))
-	n.ask(t, "BALANCE 2 alice", "BAL 2 70")
+	n := pdftest.Dial(t, p.addr)
+	n.Ask(t, "VERSION 1", fmt.Sprintf("VERSION 1 v2.0.0 %d", pid))
+	n.Ask(t, "BALANCE 2 alice", "BAL 2 70")
 	select {
 	case err := <-p.done:
 		t.Fatalf("the process exited: %v", err)

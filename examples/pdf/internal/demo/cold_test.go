@@ -3,8 +3,6 @@ package demo_test
 import (
 	"bufio"
 	"errors"
-	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/handoff-dev/handoff/examples/pdf/internal/pdftest"
 )
 
 // coldServer is one pdf server process started with a state file.
@@ -58,23 +58,14 @@ func startCold(t *testing.T, binary, state string) *coldServer {
 	return s
 }
 
-// ask sends each request and checks its reply.
+// ask sends each request on a new connection and checks its reply.
 func (s *coldServer) ask(t *testing.T, pairs ...string) {
 	t.Helper()
-	c, err := net.Dial("tcp", s.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReader(c)
+	c := pdftest.Dial(t, s.addr)
 	for i := 0; i < len(pairs); i += 2 {
-		fmt.Fprintf(c, "%s\n", pairs[i])
-		got, err := r.ReadString('\n')
-		if got = strings.TrimSpace(got); got != pairs[i+1] || err != nil {
-			t.Fatalf("%q got %q (%v), want %q", pairs[i], got, err, pairs[i+1])
-		}
+		c.Ask(t, pairs[i], pairs[i+1])
 	}
+	c.Close()
 }
 
 // term stops the server the way an operator does and requires a clean exit.

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 // Version labels: the binary BinDir/pdf-<label> answers VERSION <label>.x.y.
@@ -227,9 +229,9 @@ func (d *demo) checkServing(st Step) error {
 	want := st.To
 	if st.WantFail {
 		want = st.From
-		if pid, err := d.srv.readPID(); err != nil || pid != st.OldPID || !alive(st.OldPID) {
+		if pid, err := d.srv.readPID(); err != nil || pid != st.OldPID || !proc.Alive(st.OldPID) {
 			return fmt.Errorf("after the failure pid %d is not the one serving (pid file: %d, %v; alive: %v)",
-				st.OldPID, pid, err, alive(st.OldPID))
+				st.OldPID, pid, err, proc.Alive(st.OldPID))
 		}
 	}
 	ver, pid, err := d.witness.version()

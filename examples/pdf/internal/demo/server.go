@@ -3,7 +3,6 @@ package demo
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 // pollEvery is how often the demo looks at the pid file, /proc and the log.
@@ -84,7 +85,7 @@ func (s *server) awaitReady(ctx context.Context, timeout time.Duration) error {
 		pid, _ := s.readPID()
 		return pid == s.pgid && accepts(s.addr), nil
 	}
-	if err := poll(ctx, timeout, ready); err != nil {
+	if err := proc.Poll(ctx, pollEvery, timeout, ready); err != nil {
 		return fmt.Errorf("demo: server not ready: %w; log:\n%s", err, s.logTail(20))
 	}
 	return nil
@@ -113,13 +114,13 @@ func (s *server) readPID() (int, error) {
 // and old is gone, and returns the new pid.
 func (s *server) awaitHandover(ctx context.Context, old int, timeout time.Duration) (int, error) {
 	var pid int
-	err := poll(ctx, timeout, func() (bool, error) {
+	err := proc.Poll(ctx, pollEvery, timeout, func() (bool, error) {
 		pid, _ = s.readPID()
-		return pid != 0 && pid != old && !alive(old), nil
+		return pid != 0 && pid != old && !proc.Alive(old), nil
 	})
 	if err != nil {
 		return pid, fmt.Errorf("no handover from pid %d (pid file says %d, old alive: %v): %w",
-			old, pid, alive(old), err)
+			old, pid, proc.Alive(old), err)
 	}
 	return pid, nil
 }
@@ -127,7 +128,7 @@ func (s *server) awaitHandover(ctx context.Context, old int, timeout time.Durati
 // awaitFailure waits until old logs, after byte offset from of the log,
 // that its upgrade failed.
 func (s *server) awaitFailure(ctx context.Context, old int, from int64, timeout time.Duration) error {
-	err := poll(ctx, timeout, func() (bool, error) {
+	err := proc.Poll(ctx, pollEvery, timeout, func() (bool, error) {
 		return s.loggedFailure(old, from), nil
 	})
 	if err != nil {
@@ -190,51 +191,12 @@ func (s *server) stop(pid int) (clean bool) {
 		return false
 	}
 	if pid > 0 && syscall.Kill(pid, syscall.SIGTERM) == nil {
-		clean = poll(context.Background(), stopTimeout, func() (bool, error) {
-			return !alive(pid), nil
+		clean = proc.Poll(context.Background(), pollEvery, stopTimeout, func() (bool, error) {
+			return !proc.Alive(pid), nil
 		}) == nil
 	}
 	// Also catches a process an upgrade started and nobody waited for.
 	syscall.Kill(-s.pgid, syscall.SIGKILL)
 	<-s.reaped
 	return clean
-}
-
-// alive reports whether pid runs: a zombie is gone for our purpose, since
-// a process reparented to an init that is slow to reap stays one a while.
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// The command name, in parentheses, may hold spaces; the state
-	// follows the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
-}
-
-var errTimeout = errors.New("timed out")
-
-// poll calls done every pollEvery until it reports true or fails, ctx
-// ends or timeout passes.
-func poll(ctx context.Context, timeout time.Duration, done func() (bool, error)) error {
-	deadline := time.Now().Add(timeout)
-	t := time.NewTicker(pollEvery)
-	defer t.Stop()
-	for {
-		ok, err := done()
-		switch {
-		case err != nil:
-			return err
-		case ok:
-			return nil
-		case time.Now().After(deadline):
-			return fmt.Errorf("%w after %v", errTimeout, timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
 }

@@ -1,34 +1,9 @@
 package demo
 
 import (
-	"os"
-	"os/exec"
 	"testing"
 	"time"
 )
-
-func TestAlive(t *testing.T) {
-	if !alive(os.Getpid()) {
-		t.Fatal("this process is not alive")
-	}
-	cmd := exec.Command("true")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	// Not waited for yet, so it lingers as a zombie: exited, hence gone.
-	deadline := time.Now().Add(10 * time.Second)
-	for alive(pid) && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if alive(pid) {
-		t.Errorf("exited child %d still alive", pid)
-	}
-	cmd.Wait()
-	if alive(pid) {
-		t.Errorf("reaped child %d alive", pid)
-	}
-}
 
 func TestContainsField(t *testing.T) {
 	line := `level=ERROR msg="handoff: upgrade failed; this process carries on" pid=123 err="child exited"`

@@ -1,18 +1,17 @@
 package server
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/handoff-dev/handoff/examples/pdf/internal/ledger"
+	"github.com/handoff-dev/handoff/examples/pdf/internal/pdftest"
 	"github.com/handoff-dev/handoff/examples/pdf/internal/proto"
 	"github.com/handoff-dev/handoff/handoff"
 )
@@ -70,68 +69,31 @@ func TestOverTCP(t *testing.T) {
 	alice, bob := "alice"+run, "bob"+run
 
 	t.Run("pipelined", func(t *testing.T) {
-		c := dial(t, addr)
+		c := pdftest.Dial(t, addr)
 		// All requests in one write, the last split across two.
-		send(t, c, "HELLO gw1\r\nTOPUP r1 "+alice+" 100\nCHARGE r2 "+alice+" 150\n\nSTATS r3 "+alice+"\nWHOA")
-		send(t, c, "MI r4\n")
-		expect(t, c, "WELCOME gw1", "OK r1 100", "DENY r2 100", "ERR - empty-line",
+		c.Send(t, "HELLO gw1\r\nTOPUP r1 "+alice+" 100\nCHARGE r2 "+alice+" 150\n\nSTATS r3 "+alice+"\nWHOA")
+		c.Send(t, "MI r4\n")
+		c.Expect(t, "WELCOME gw1", "OK r1 100", "DENY r2 100", "ERR - empty-line",
 			"STATS r3 100 0", "YOU r4 gw1 5")
 	})
 	t.Run("ledger is shared", func(t *testing.T) {
-		a, b := dial(t, addr), dial(t, addr)
-		send(t, a, "TOPUP x "+bob+" 10\n")
-		expect(t, a, "OK x 10")
-		send(t, b, "CHARGE y "+bob+" 4\nWHOAMI z\n")
-		expect(t, b, "OK y 6", "YOU z - 1")
+		a, b := pdftest.Dial(t, addr), pdftest.Dial(t, addr)
+		a.Send(t, "TOPUP x "+bob+" 10\n")
+		a.Expect(t, "OK x 10")
+		b.Send(t, "CHARGE y "+bob+" 4\nWHOAMI z\n")
+		b.Expect(t, "OK y 6", "YOU z - 1")
 	})
 	t.Run("too long", func(t *testing.T) {
-		c := dial(t, addr)
-		send(t, c, "BALANCE r1 "+alice+"\n"+strings.Repeat("x", proto.MaxLine+1)+"\nBALANCE r2 "+alice+"\n")
-		expect(t, c, "BAL r1 100", "ERR - too-long")
-		if line, err := c.r.ReadString('\n'); !errors.Is(err, io.EOF) {
+		c := pdftest.Dial(t, addr)
+		c.Send(t, "BALANCE r1 "+alice+"\n"+strings.Repeat("x", proto.MaxLine+1)+"\nBALANCE r2 "+alice+"\n")
+		c.Expect(t, "BAL r1 100", "ERR - too-long")
+		if line, err := c.ReadLine(); !errors.Is(err, io.EOF) {
 			t.Fatalf("after too-long: read %q, %v; want EOF", line, err)
 		}
 	})
 	t.Run("too long without newline", func(t *testing.T) {
-		c := dial(t, addr)
-		send(t, c, strings.Repeat("y", proto.MaxLine+2))
-		expect(t, c, "ERR - too-long")
+		c := pdftest.Dial(t, addr)
+		c.Send(t, strings.Repeat("y", proto.MaxLine+2))
+		c.Expect(t, "ERR - too-long")
 	})
-}
-
-type client struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func dial(t *testing.T, addr string) *client {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	// A hung server fails the test instead of hanging it.
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	return &client{c, bufio.NewReader(c)}
-}
-
-func send(t *testing.T, c *client, s string) {
-	t.Helper()
-	if _, err := io.WriteString(c, s); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func expect(t *testing.T, c *client, want ...string) {
-	t.Helper()
-	for _, w := range want {
-		line, err := c.r.ReadString('\n')
-		if err != nil {
-			t.Fatalf("reading reply for %q: %v", w, err)
-		}
-		if line != w+"\n" {
-			t.Fatalf("got %q, want %q", line, w)
-		}
-	}
 }
