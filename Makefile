@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: build test demo fuzz bench-statefile clean
+.PHONY: build test demo fuzz bench bench-quick bench-statefile clean
 
 build:
 	mkdir -p $(BIN)
@@ -11,6 +11,7 @@ build:
 	$(GO) build -o $(BIN)/pdfload ./examples/pdf/cmd/pdfload
 	$(GO) build -o $(BIN)/pdfdemo ./examples/pdf/cmd/pdfdemo
 	$(GO) build -o $(BIN)/handoffctl ./cmd/handoffctl
+	$(GO) build -o $(BIN)/upgradebench ./bench/cmd/upgradebench
 
 # gofmt, vet, and every test (multi-process ones included) under the race detector.
 test: build
@@ -30,6 +31,18 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime 60s ./statefile/
 	$(GO) test -run '^$$' -fuzz '^FuzzPayload$$' -fuzztime 60s ./statefile/
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 60s ./examples/pdf/internal/ledger/
+
+# The upgrade benchmark reported in bench/README.md: every upgrade mode at
+# 1k, 5k, 10k and 15k connections under 10k req/s, 3 upgrades each (~9 min).
+# Table on stdout; JSON and charts in bench/results/.
+bench: build
+	./$(BIN)/upgradebench -bin $(BIN) -modes full,listeners,restart -conns 1000,5000,10000,15000 \
+		-rate 10000 -churn 50 -duration 20s -upgrades 3 -out bench/results | tee bench/results/upgrade.md
+
+# The same, small and short (under a minute), to try a change.
+bench-quick: build
+	./$(BIN)/upgradebench -bin $(BIN) -modes full,listeners,restart -conns 500 \
+		-rate 5000 -churn 50 -duration 6s -upgrades 2 -out bench/results/quick
 
 # The state file benchmark reported in bench/README.md.
 bench-statefile:

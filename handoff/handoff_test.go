@@ -216,6 +216,10 @@ func TestUpgradeKeepsConnections(t *testing.T) {
 	l.waitRounds(200)
 	l.stop()
 	l.requireAllOn(old, newPid)
+	// The old process timed every phase, and counted what it handed over.
+	if handed, _ := strconv.Atoi(h.exit[3]); handed < 50 || h.exit[4] != "true" {
+		t.Fatalf("old process's exit %v: want >= 50 connections handed over and every phase timed", h.exit)
+	}
 }
 
 func TestTwoUpgradesUnderLoad(t *testing.T) {

@@ -267,7 +267,10 @@ func serverMain() {
 	srv.mu.Unlock()
 	report("ready %d %s %d", os.Getpid(), ln.Addr(), total)
 	<-up.Exit()
-	report("exit %d %d", os.Getpid(), len(up.Conns()))
+	st := up.LastUpgrade()
+	timed := st.Start > 0 && st.Park > 0 && st.Fds > 0 && st.State > 0 && st.Adopt > 0 && st.Commit > 0 &&
+		st.Pause() == st.Park+st.Fds+st.State+st.Adopt+st.Commit
+	report("exit %d %d %d %t", os.Getpid(), len(up.Conns()), st.Conns, timed)
 	if listenersOnly {
 		// The connections stayed here: serve them until their clients go.
 		for len(up.Conns()) > 0 {
@@ -303,6 +306,7 @@ type harness struct {
 	pgid   int
 	env    []string
 	logs   syncBuffer
+	exit   []string // the old process's last "exit" event: pid, kept, handed over, phases timed
 }
 
 // syncBuffer collects the servers' logs for failure messages.
@@ -430,6 +434,7 @@ func (h *harness) upgrade() (int, string) {
 				h.t.Fatalf("pid %d exited, expected old pid %d", pid, h.pid)
 			}
 			exited = pid
+			h.exit = ev
 		case "error":
 			continue // the failed new process said why; the old one says "failed"
 		}

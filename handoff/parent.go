@@ -18,6 +18,7 @@ const sendWindow = 8
 // upgrade runs the old process's side of an upgrade. The caller holds
 // u.busy; upgrade releases it once tableflip's part has ended too.
 func (u *Upgrader) upgrade(ctx context.Context) error {
+	began := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, u.opts.UpgradeTimeout)
 	defer cancel()
 	if err := u.waitForParent(ctx); err != nil {
@@ -33,7 +34,7 @@ func (u *Upgrader) upgrade(ctx context.Context) error {
 	os.Setenv(envSocket, ln.Addr().String())
 	f := startFlip(u.tf)
 
-	s, err := u.acceptChild(ctx, ln, f)
+	s, err := u.acceptChild(ctx, ln, f, began)
 	os.Unsetenv(envSocket)
 	if err != nil {
 		u.endFailed(f)
@@ -93,6 +94,7 @@ func (u *Upgrader) waitForParent(ctx context.Context) error {
 // ListenersOnly stops accepting and keeps the connections.
 func (u *Upgrader) finishUpgrade(s *parentSession, f *flip) error {
 	<-f.done // bounded by tableflip's own UpgradeTimeout
+	s.stats.Commit = time.Since(s.committed)
 	if f.err != nil {
 		s.ch.close()
 		killProcess(s.pid)
@@ -104,14 +106,19 @@ func (u *Upgrader) finishUpgrade(s *parentSession, f *flip) error {
 		kept := u.reg.releaseListeners()
 		s.ch.close()
 		u.log.Info("handoff: handed over the listeners; connections stay", "to", s.pid, "conns_kept", kept,
-			"ready", s.stats.Ready, "commit", time.Since(s.committed))
+			"start", s.stats.Start, "adopt", s.stats.Adopt, "commit", s.stats.Commit)
+		u.setStats(s.stats)
 		u.busy.Unlock() // lets watchExit close Exit
 		return nil
 	}
+	released := time.Now()
 	u.reg.handover()
 	s.ch.close()
-	u.log.Info("handoff: handed over", "to", s.pid, "conns", s.stats.Conns,
-		"park", s.stats.Park, "fds", s.stats.Fds, "state", s.stats.State, "ready", s.stats.Ready, "commit", time.Since(s.committed))
+	s.stats.Release = time.Since(released)
+	u.log.Info("handoff: handed over", "to", s.pid, "conns", s.stats.Conns, "start", s.stats.Start,
+		"park", s.stats.Park, "fds", s.stats.Fds, "state", s.stats.State, "adopt", s.stats.Adopt,
+		"commit", s.stats.Commit, "pause", s.stats.Pause(), "release", s.stats.Release)
+	u.setStats(s.stats)
 	u.busy.Unlock() // lets watchExit close Exit
 	return nil
 }
@@ -128,7 +135,7 @@ func (u *Upgrader) endFailed(f *flip) {
 
 // acceptChild waits for the new process to connect. Connections from any
 // other process are refused and logged; the wait goes on.
-func (u *Upgrader) acceptChild(ctx context.Context, ln *net.UnixListener, f *flip) (*parentSession, error) {
+func (u *Upgrader) acceptChild(ctx context.Context, ln *net.UnixListener, f *flip, began time.Time) (*parentSession, error) {
 	got := make(chan *parentSession, 1)
 	go func() {
 		for {
@@ -142,7 +149,7 @@ func (u *Upgrader) acceptChild(ctx context.Context, ln *net.UnixListener, f *fli
 				c.Close()
 				continue
 			}
-			got <- &parentSession{u: u, ch: newChannel(c), pid: pid}
+			got <- &parentSession{u: u, ch: newChannel(c), pid: pid, began: began}
 			return
 		}
 	}()
@@ -162,13 +169,23 @@ func (u *Upgrader) acceptChild(ctx context.Context, ln *net.UnixListener, f *fli
 	}
 }
 
-// UpgradeStats times the phases of the last upgrade, as the old process saw them.
+// UpgradeStats times the phases of the last upgrade, as the old process saw
+// them. The connections are paused from the start of Park to the end of
+// Commit: the new process resumes them as it reports ready.
 type UpgradeStats struct {
-	Conns int           // connections handed over
-	Park  time.Duration // from asking to park to all parked
-	Fds   time.Duration // sending every connection
-	State time.Duration // sending the global state
-	Ready time.Duration // from the last byte sent to the child's READY
+	Conns   int           // connections handed over
+	Start   time.Duration // from the upgrade's start to the new process's HELLO
+	Park    time.Duration // from asking to park to all parked
+	Fds     time.Duration // sending every connection until the new process had adopted it
+	State   time.Duration // sending the global state
+	Adopt   time.Duration // from the last byte sent to the new process's READY
+	Commit  time.Duration // from COMMIT to the new process's readiness
+	Release time.Duration // closing this process's copies of the connections
+}
+
+// Pause is how long the connections were not served.
+func (s UpgradeStats) Pause() time.Duration {
+	return s.Park + s.Fds + s.State + s.Adopt + s.Commit
 }
 
 // parentSession is the old process's end of one handoff.
@@ -180,6 +197,7 @@ type parentSession struct {
 	events    chan event
 	acked     uint32
 	stats     UpgradeStats
+	began     time.Time // the upgrade's start
 	committed time.Time
 }
 
@@ -198,6 +216,7 @@ func (s *parentSession) run(ctx context.Context) error {
 	if err := s.hello(); err != nil {
 		return err
 	}
+	s.stats.Start = time.Since(s.began)
 	parked, err := s.park(ctx)
 	if err != nil {
 		return err
@@ -383,7 +402,7 @@ func (s *parentSession) awaitReady() error {
 	if got := binary.BigEndian.Uint32(p); int(got) != s.stats.Conns {
 		return protoErr("new process adopted %d connections, %d were sent", got, s.stats.Conns)
 	}
-	s.stats.Ready = time.Since(start)
+	s.stats.Adopt = time.Since(start)
 	return nil
 }
 

@@ -109,6 +109,8 @@ type Upgrader struct {
 	parentSock string // set in a process started by an upgrade
 
 	busy     sync.Mutex // held for the whole of an upgrade
+	statsMu  sync.Mutex
+	stats    UpgradeStats // of the last upgrade that handed over
 	exitC    chan struct{}
 	exitOnce sync.Once
 	stopOnce sync.Once
@@ -184,6 +186,20 @@ func applyDefaults(o *Options) error {
 		o.Logger = slog.Default()
 	}
 	return nil
+}
+
+// LastUpgrade returns the phases of the last upgrade this process handed
+// over, for an application's metrics; zero before one.
+func (u *Upgrader) LastUpgrade() UpgradeStats {
+	u.statsMu.Lock()
+	defer u.statsMu.Unlock()
+	return u.stats
+}
+
+func (u *Upgrader) setStats(s UpgradeStats) {
+	u.statsMu.Lock()
+	u.stats = s
+	u.statsMu.Unlock()
 }
 
 // HasParent reports whether this process was started by an upgrade.

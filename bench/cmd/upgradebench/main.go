@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/handoff-dev/handoff/bench/internal/floor"
 	"github.com/handoff-dev/handoff/bench/internal/harness"
 	"github.com/handoff-dev/handoff/bench/internal/result"
 )
@@ -24,6 +25,9 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "client" {
 		os.Exit(harness.ClientMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && floor.IsRole(os.Args[1]) {
+		os.Exit(floor.Main(os.Args[1:]))
 	}
 	os.Exit(run())
 }
@@ -48,6 +52,13 @@ func run() int {
 		Command: "upgradebench " + strings.Join(os.Args[1:], " "), Machine: machine()}
 	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
 	for _, n := range ints(*scales) {
+		fl, err := floor.Measure(self, n, 3)
+		if err != nil {
+			logf("floor at %d conns: %v", n, err)
+			return 1
+		}
+		logf("floor at %d conns: %v (interrupt %v, pass %v)", n, fl.Floor(), fl.Interrupt, fl.Pass)
+		suite.Floors = append(suite.Floors, result.Floor{Conns: n, Interrupt: fl.Interrupt, Pass: fl.Pass, Convert: fl.Convert})
 		for _, mode := range strings.Split(*modes, ",") {
 			dir, _ := os.MkdirTemp("", "upgradebench-")
 			r, err := harness.Run(harness.Config{Self: self, Server: filepath.Join(*bin, "pdf-v2"),
@@ -57,6 +68,7 @@ func run() int {
 				return 1
 			}
 			os.RemoveAll(dir)
+			r.Floor = fl.Floor()
 			suite.Runs = append(suite.Runs, r)
 		}
 	}

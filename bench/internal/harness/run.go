@@ -95,7 +95,12 @@ func startClients(cfg Config, addr string) ([]*client, error) {
 	return clients, nil
 }
 
-var handedOver = regexp.MustCompile(`msg="handoff: handed over".* park=(\S+) fds=(\S+) state=(\S+) ready=(\S+) commit=(\S+)`)
+// handedOver matches the old process's log line of a handoff, full or of
+// the listeners alone; phases are its key=duration pairs.
+var (
+	handedOver = regexp.MustCompile(`msg="handoff: handed over[^"]*"(.*)`)
+	phase      = regexp.MustCompile(` (start|park|fds|state|adopt|commit)=(\S+)`)
+)
 
 // upgrade sends SIGHUP and waits for the upgrade to end: the old process
 // gone (full, listeners) or the process serving again (restart).
@@ -115,8 +120,8 @@ func upgrade(srv *server, mode string, epoch time.Time) result.Upgrade {
 	up.Duration = time.Since(t0)
 	if m := lastMatch(srv.tail(), handedOver); m != nil {
 		up.Phases = map[string]time.Duration{}
-		for i, name := range []string{"park", "fds", "state", "ready", "commit"} {
-			up.Phases[name], _ = time.ParseDuration(m[i+1])
+		for _, kv := range phase.FindAllStringSubmatch(m[1], -1) {
+			up.Phases[kv[1]], _ = time.ParseDuration(kv[2])
 		}
 	}
 	return up
@@ -167,11 +172,9 @@ func summarise(out *result.Run, recs []load.Record) {
 		out.Timeline = append(out.Timeline, result.Point{At: time.Duration(k * bucket), Worst: l.Max, P99: l.P99})
 	}
 	for _, u := range out.Upgrades {
-		var pause time.Duration
-		for _, d := range u.Phases {
-			pause += d
+		if _, ok := u.Phases["park"]; ok {
+			out.Pause = max(out.Pause, pausePhases(u.Phases))
 		}
-		out.Pause = max(out.Pause, pause)
 	}
 }
 
@@ -193,4 +196,10 @@ func summary(l []time.Duration) result.Latency {
 	slices.Sort(l)
 	q := func(p float64) time.Duration { return l[min(len(l)-1, int(p*float64(len(l))))] }
 	return result.Latency{Count: uint64(len(l)), P50: q(0.5), P99: q(0.99), P999: q(0.999), Max: l[len(l)-1]}
+}
+
+// pausePhases adds up the phases during which connections are not served:
+// from park to commit (handoff.UpgradeStats.Pause).
+func pausePhases(p map[string]time.Duration) time.Duration {
+	return p["park"] + p["fds"] + p["state"] + p["adopt"] + p["commit"]
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,7 +37,13 @@ func startServer(dir, src, mode string) (*server, error) {
 		return nil, err
 	}
 	defer logf.Close()
-	args := []string{"-listen", "127.0.0.1:0", "-pidfile", s.pidfile, "-state", filepath.Join(dir, "state")}
+	// A fixed port, not :0: restart mode starts the server again with the
+	// same arguments, and its clients must find it where it was.
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"-listen", port, "-drain-timeout", drainTimeout.String(), "-pidfile", s.pidfile, "-state", filepath.Join(dir, "state")}
 	if mode != result.ModeFull {
 		args = append(args, "-upgrade-mode", mode)
 	}
@@ -52,6 +59,20 @@ func startServer(dir, src, mode string) (*server, error) {
 		return nil, fmt.Errorf("harness: server did not start: %s", s.tail())
 	}
 	return s, nil
+}
+
+// drainTimeout is how long the old process of a listeners upgrade serves
+// its connections before it closes them. The pdf default is 5 s; the
+// clients see the same drop whatever it is, only later.
+const drainTimeout = 2 * time.Second
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 // servingAddr returns the address of the "serving" log line after the
@@ -85,8 +106,8 @@ func (s *server) pid() int {
 
 func (s *server) tail() string {
 	b, _ := os.ReadFile(s.logPath)
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
+	if len(b) > 8000 {
+		b = b[len(b)-8000:]
 	}
 	return string(b)
 }

@@ -20,7 +20,20 @@ type Suite struct {
 	Command string    `json:"command"`
 	Rate    float64   `json:"rate_per_s"` // paced requests per second, all clients together
 	Runs    []Run     `json:"runs"`
+	Floors  []Floor   `json:"floors"` // one per scale
 }
+
+// Floor is the least this machine needs to move Conns connections from
+// one process to another, measured on its own with no load running.
+type Floor struct {
+	Conns     int           `json:"conns"`
+	Interrupt time.Duration `json:"interrupt_ns"` // wake every reader blocked in Read
+	Pass      time.Duration `json:"pass_ns"`      // pass every fd and turn it into a net.Conn
+	Convert   time.Duration `json:"convert_ns"`   // of Pass, the receiver's time in net.FileConn
+}
+
+// Total is the floor: interrupt, then pass.
+func (f Floor) Total() time.Duration { return f.Interrupt + f.Pass }
 
 // Machine says where the figures come from.
 type Machine struct {

@@ -22,6 +22,7 @@ func (s *Suite) Markdown(w io.Writer) error {
 	runs := sortedRuns(s.Runs)
 	writeRunTable(&b, runs)
 	writePhaseTable(&b, runs)
+	writeFloorTable(&b, s.Floors)
 	writeGoals(&b, runs)
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("result: write markdown: %w", err)
@@ -69,6 +70,21 @@ func writeRunTable(b *strings.Builder, runs []*Run) {
 	writeRule(b, len(runColumns), 2)
 	for _, r := range runs {
 		writeRow(b, runCells(r))
+	}
+	b.WriteString("\n")
+}
+
+func writeFloorTable(b *strings.Builder, floors []Floor) {
+	if len(floors) == 0 {
+		return
+	}
+	b.WriteString("Floor, measured alone before the runs of each scale (median of 3):\n\n")
+	cols := []string{"conns", "interrupt readers", "pass + convert fds", "of which net.FileConn", "floor", "per conn"}
+	writeRow(b, cols)
+	writeRule(b, len(cols), 1)
+	for _, f := range floors {
+		writeRow(b, []string{strconv.Itoa(f.Conns), fmtDur(f.Interrupt), fmtDur(f.Pass), fmtDur(f.Convert),
+			fmtDur(f.Total()), fmtDur(f.Total() / time.Duration(max(f.Conns, 1)))})
 	}
 	b.WriteString("\n")
 }
