@@ -13,15 +13,19 @@ import (
 //
 // Ownership: the channel owns its socket. fds returned by recv belong to the
 // caller, who must close every one it does not keep.
+//
+// One goroutine may send while another receives: each has its own buffer.
 type channel struct {
 	c    *net.UnixConn
-	pkt  []byte
+	out  []byte // the packet being sent
+	pkt  []byte // the packet last received
 	oob  []byte
 	sent uint64 // bytes sent, for progress logs
 }
 
 func newChannel(c *net.UnixConn) *channel {
-	return &channel{c: c, pkt: make([]byte, headerLen+maxPacketData), oob: make([]byte, oobSpace(maxFdsPerMsg))}
+	return &channel{c: c, out: make([]byte, headerLen+maxPacketData), pkt: make([]byte, headerLen+maxPacketData),
+		oob: make([]byte, oobSpace(maxFdsPerMsg))}
 }
 
 func (ch *channel) close() error { return ch.c.Close() }
@@ -40,7 +44,7 @@ func (ch *channel) send(typ byte, payload []byte, fds []int) error {
 		if n < len(payload) {
 			h.flags = flagMore
 		}
-		pkt := ch.pkt[:headerLen+n]
+		pkt := ch.out[:headerLen+n]
 		putHeader(pkt, h)
 		copy(pkt[headerLen:], payload[:n])
 		if _, _, err := ch.c.WriteMsgUnix(pkt, oob, nil); err != nil {

@@ -9,8 +9,9 @@ import (
 	"time"
 )
 
-// testHook, when set by a test, is called at each step of a takeover, so
-// that the test can make the new process fail exactly there.
+// testHook, when set by a test, is called at each step of a takeover (and,
+// in the old process, once the early fds are sent: "early"), so that the
+// test can make a process fail or wait exactly there.
 var testHook func(step string, ch *channel)
 
 func hook(step string, ch *channel) {
@@ -20,16 +21,23 @@ func hook(step string, ch *channel) {
 }
 
 // adopted is a connection received from the old process, not yet served.
+// Its goroutine is started as it arrives and waits at the session's gate:
+// a goroutine's first stack costs page faults (tens of µs each on some
+// VMs) that would otherwise fall into the pause, after COMMIT.
 type adopted struct {
-	nc  net.Conn
-	rec record
+	nc    net.Conn
+	rec   record // unread bytes and state are filled in by PARKED for early ones
+	serve bool   // set before the gate opens: commit happened and FINAL named it
 }
 
 // childSession is the new process's end of one handoff.
 type childSession struct {
 	u     *Upgrader
 	ch    *channel
-	conns []adopted
+	seq   uint32              // CONNS and PARKED frames received
+	early map[uint64]*adopted // fds sent before the park, by id, until claimed
+	conns []*adopted          // parked connections, to serve after COMMIT
+	gate  chan struct{}       // closed once the outcome is known; see adopted
 }
 
 // takeOver runs the new process's side. Until COMMIT it never reads or
@@ -47,8 +55,9 @@ func (u *Upgrader) takeOver(ctx context.Context) error {
 		c.Close()
 		return err
 	}
-	s := &childSession{u: u, ch: newChannel(c)}
+	s := &childSession{u: u, ch: newChannel(c), gate: make(chan struct{})}
 	defer s.ch.close()
+	defer s.openGate()
 	if dl, ok := ctx.Deadline(); ok {
 		s.ch.setDeadline(dl)
 	}
@@ -78,7 +87,11 @@ func (s *childSession) receive() error {
 	if err != nil {
 		return err
 	}
-	if err := s.receiveConns(n); err != nil {
+	f, err := s.receiveEarly(n)
+	if err != nil {
+		return err
+	}
+	if err := s.receiveParked(f); err != nil {
 		return err
 	}
 	hook("conns", s.ch)
@@ -111,7 +124,7 @@ func (s *childSession) hello() error {
 	return nil
 }
 
-// plan reads how many connections come and makes room for them.
+// plan reads how many connections may come early and makes room for them.
 func (s *childSession) plan() (int, error) {
 	typ, p, err := recvNoFds(s.ch)
 	if err != nil {
@@ -124,62 +137,165 @@ func (s *childSession) plan() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if n > 0 && s.u.opts.ListenersOnly {
-		return 0, fmt.Errorf("handoff: %d connections offered but Options.ListenersOnly is set", n)
-	}
-	if n > 0 && s.u.opts.Resume == nil {
-		return 0, fmt.Errorf("handoff: %d connections offered but Options.Resume is not set", n)
+	if err := s.canServe(n); err != nil {
+		return 0, err
 	}
 	return int(n), growFdTable(int(n))
 }
 
-func (s *childSession) receiveConns(n int) error {
-	for seq := uint32(0); len(s.conns) < n; seq++ {
-		typ, p, fds, err := s.ch.recv()
-		if err != nil {
-			return err
-		}
-		if err := s.adoptBatch(seq, typ, p, fds); err != nil {
-			return err
-		}
-		if seq == 0 {
-			hook("first-batch", s.ch)
-		}
-		progress := binary.BigEndian.AppendUint32(nil, seq)
-		progress = binary.BigEndian.AppendUint32(progress, uint32(len(s.conns)))
-		if err := s.ch.send(frameProgress, progress, nil); err != nil {
-			return err
-		}
+// canServe refuses n connections if this process cannot serve them.
+func (s *childSession) canServe(n uint32) error {
+	if n > 0 && s.u.opts.ListenersOnly {
+		return fmt.Errorf("handoff: %d connections offered but Options.ListenersOnly is set", n)
 	}
-	if len(s.conns) != n {
-		return protoErr("%d connections received, PLAN said %d", len(s.conns), n)
+	if n > 0 && s.u.opts.Resume == nil {
+		return fmt.Errorf("handoff: %d connections offered but Options.Resume is not set", n)
 	}
 	return nil
 }
 
-// adoptBatch turns one CONNS frame into connections; it owns fds.
-func (s *childSession) adoptBatch(seq uint32, typ byte, p []byte, fds []int) error {
+// receiveEarly adopts the connections sent while the old process still
+// served them, at most n, until FINAL, which it returns.
+func (s *childSession) receiveEarly(n int) (final, error) {
+	s.early = make(map[uint64]*adopted, n)
+	for {
+		typ, p, fds, err := s.ch.recv()
+		if err != nil {
+			return final{}, err
+		}
+		if typ == frameFinal && len(fds) == 0 {
+			return s.final(p)
+		}
+		got, err := s.adoptBatch(typ, p, fds)
+		for _, a := range got {
+			if _, dup := s.early[a.rec.id]; (dup || len(s.early) == n) && err == nil {
+				err = protoErr("early connection %d sent twice, or more than PLAN's %d", a.rec.id, n)
+			}
+			if _, dup := s.early[a.rec.id]; dup {
+				_ = a.nc.Close()
+				continue
+			}
+			s.early[a.rec.id] = a // closed with the rest on error
+		}
+		if err != nil {
+			return final{}, err
+		}
+		if s.seq == 1 {
+			hook("first-batch", s.ch)
+		}
+		if err := s.progress(); err != nil {
+			return final{}, err
+		}
+	}
+}
+
+func (s *childSession) final(p []byte) (final, error) {
+	f, err := decodeFinal(p)
+	if err != nil {
+		return f, err
+	}
+	if err := s.canServe(f.conns); err != nil {
+		return f, err
+	}
+	if f.late > 0 {
+		return f, growFdTable(int(f.late))
+	}
+	return f, nil
+}
+
+// receiveParked takes the parked connections' unread bytes and state: by
+// id for the early ones (PARKED), with their fds for the late ones
+// (CONNS). Early connections FINAL does not name were closed by the old
+// process since: this process's copy goes too.
+func (s *childSession) receiveParked(f final) error {
+	late := 0
+	for len(s.conns) < int(f.conns) {
+		typ, p, fds, err := s.ch.recv()
+		if err != nil {
+			return err
+		}
+		var got []*adopted
+		if typ == frameParked && len(fds) == 0 {
+			got, err = s.claim(p)
+		} else {
+			got, err = s.adoptBatch(typ, p, fds)
+			late += len(got)
+		}
+		s.conns = append(s.conns, got...)
+		if err == nil && (late > int(f.late) || len(s.conns) > int(f.conns)) {
+			err = protoErr("%d connections (%d late) received, FINAL said %d (%d late)", len(s.conns), late, f.conns, f.late)
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.progress(); err != nil {
+			return err
+		}
+	}
+	for id, a := range s.early {
+		_ = a.nc.Close()
+		delete(s.early, id)
+	}
+	return nil
+}
+
+// claim matches a PARKED frame's records to early connections.
+func (s *childSession) claim(p []byte) ([]*adopted, error) {
+	got, recs, err := decodeConns(frameParked, p)
+	if err == nil && (got != s.seq || len(recs) == 0) {
+		err = protoErr("PARKED %d with %d records, expected frame %d", got, len(recs), s.seq)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.seq++
+	out := make([]*adopted, 0, len(recs))
+	for _, r := range recs {
+		a, ok := s.early[r.id]
+		if !ok {
+			return out, protoErr("PARKED names connection %d, which was not sent early", r.id)
+		}
+		delete(s.early, r.id)
+		a.rec = r
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+func (s *childSession) progress() error {
+	adopted := len(s.early) + len(s.conns)
+	p := binary.BigEndian.AppendUint32(nil, s.seq-1)
+	return s.ch.send(frameProgress, binary.BigEndian.AppendUint32(p, uint32(adopted)), nil)
+}
+
+// adoptBatch turns one CONNS frame into connections; it owns fds. On
+// error, the connections already made are returned for closing with the rest.
+func (s *childSession) adoptBatch(typ byte, p []byte, fds []int) ([]*adopted, error) {
 	if typ != frameConns {
 		closeFds(fds)
-		return protoErr("expected CONNS, got %s", frameName(typ))
+		return nil, protoErr("expected CONNS, got %s", frameName(typ))
 	}
-	got, recs, err := decodeConns(p)
-	if err == nil && (got != seq || len(recs) != len(fds) || len(recs) == 0) {
-		err = protoErr("CONNS %d with %d records and %d fds, expected frame %d", got, len(recs), len(fds), seq)
+	got, recs, err := decodeConns(frameConns, p)
+	if err == nil && (got != s.seq || len(recs) != len(fds) || len(recs) == 0) {
+		err = protoErr("CONNS %d with %d records and %d fds, expected frame %d", got, len(recs), len(fds), s.seq)
 	}
 	if err != nil {
 		closeFds(fds)
-		return err
+		return nil, err
 	}
+	s.seq++
+	out := make([]*adopted, 0, len(fds))
 	for i, fd := range fds {
 		nc, err := fdConn(fd)
 		if err != nil {
 			closeFds(fds[i+1:])
-			return fmt.Errorf("handoff: adopt connection %d: %w", recs[i].id, err)
+			return out, fmt.Errorf("handoff: adopt connection %d: %w", recs[i].id, err)
 		}
-		s.conns = append(s.conns, adopted{nc: nc, rec: recs[i]})
+		a := &adopted{nc: nc, rec: recs[i]}
+		s.wait(a)
+		out = append(out, a)
 	}
-	return nil
+	return out, nil
 }
 
 // loadState hands the state stream to the application and checks it whole.
@@ -217,11 +333,36 @@ func (s *childSession) commit() error {
 		return fmt.Errorf("handoff: tell the old process: %w", err)
 	}
 	for _, a := range s.conns {
-		c := s.u.reg.track(a.nc, a.rec.kind, a.rec.unread)
-		go s.u.opts.Resume(c, a.rec.state)
+		a.serve = true
 	}
+	s.openGate()
 	s.u.log.Info("handoff: took over", "conns", len(s.conns))
 	return nil
+}
+
+// wait starts a's goroutine, which serves it once the gate opens, if it
+// is to be served.
+func (s *childSession) wait(a *adopted) {
+	go func() {
+		// The read buffer too is made now, not after COMMIT: fresh memory
+		// costs page faults. Its size is what Conn.fill would allocate.
+		buf := make([]byte, 0, readBufSize)
+		<-s.gate
+		if a.serve {
+			c := s.u.reg.track(a.nc, a.rec.kind, append(buf, a.rec.unread...))
+			s.u.opts.Resume(c, a.rec.state)
+		}
+	}()
+}
+
+// openGate lets every adopted connection's goroutine go on: to serve it,
+// or to end. Only the session's goroutine calls it.
+func (s *childSession) openGate() {
+	select {
+	case <-s.gate:
+	default:
+		close(s.gate)
+	}
 }
 
 // closeConns drops this process's copies of connections it will not serve;
@@ -230,5 +371,8 @@ func (s *childSession) closeConns() {
 	for _, a := range s.conns {
 		_ = a.nc.Close()
 	}
-	s.conns = nil
+	for _, a := range s.early {
+		_ = a.nc.Close()
+	}
+	s.conns, s.early = nil, nil
 }

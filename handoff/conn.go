@@ -158,7 +158,7 @@ func (c *Conn) fill() error {
 		c.buf, c.off = c.buf[:0], 0
 	}
 	if cap(c.buf)-len(c.buf) < 2048 {
-		nb := make([]byte, len(c.buf)-c.off, 2*cap(c.buf)+4096)
+		nb := make([]byte, len(c.buf)-c.off, 2*cap(c.buf)+readBufSize)
 		copy(nb, c.buf[c.off:])
 		c.buf, c.off = nb, 0
 	}
@@ -309,6 +309,9 @@ func (c *Conn) finish(result error) {
 	c.result = result
 	close(c.outcome)
 }
+
+// readBufSize is the size of a Conn's first read buffer.
+const readBufSize = 4096
 
 // aLongTimeAgo is a deadline that has passed, to wake a blocked read at once.
 var aLongTimeAgo = time.Unix(1, 0)

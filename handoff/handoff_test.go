@@ -3,6 +3,8 @@ package handoff
 import (
 	"bufio"
 	"fmt"
+	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -462,4 +464,66 @@ func TestListenersOnly(t *testing.T) {
 	if f := h.expect("drained"); f[1] != strconv.Itoa(old) {
 		t.Fatalf("drained %v, want pid %d", f, old)
 	}
+}
+
+// TestChangesAfterEarlyFds changes the connections between the early fds
+// and the park: one closes (its early copy in the new process must go, so
+// that its client sees the close), one arrives (it travels late, with its
+// fd). Every connection ends up served exactly once, by the right process.
+func TestChangesAfterEarlyFds(t *testing.T) {
+	h := startServer(t, envEarlyPause+"=300ms")
+	old := h.pid
+	kept, quitting := dialConn(t, h.addr), dialConn(t, h.addr)
+	for _, c := range []*conn{kept, quitting} {
+		if err := c.round(2, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for ev := h.next(); ev[0] != "early"; ev = h.next() {
+	}
+	// Between the early fds and the park: the old process still serves.
+	if _, err := quitting.c.Write([]byte("quit\n")); err != nil {
+		t.Fatal(err)
+	}
+	late := dialConn(t, h.addr)
+	if err := late.round(2, false); err != nil {
+		t.Fatalf("connection made after the early fds: %v", err)
+	}
+	newPid, fail := h.awaitUpgrade()
+	if newPid == 0 {
+		t.Fatalf("upgrade failed: %s", fail)
+	}
+
+	// The quitting connection is closed for its client, though the new
+	// process had a copy of it.
+	quitting.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	rest, err := io.ReadAll(quitting.r)
+	if err != nil || string(rest) != "bye\n" {
+		t.Fatalf("quitting connection: read %q, %v; want bye, then the close", rest, err)
+	}
+	for name, c := range map[string]*conn{"kept": kept, "late": late} {
+		if err := c.round(2, true); err != nil {
+			t.Fatalf("%s connection after the upgrade: %v", name, err)
+		}
+		if want := map[string]bool{strconv.Itoa(old): true, strconv.Itoa(newPid): true}; !maps.Equal(c.pids, want) {
+			t.Fatalf("%s connection served by %v, want %v", name, c.pids, want)
+		}
+	}
+	// Two went early (one closed since), one late; two handed over.
+	if h.exit[3] != "2" || h.exit[5] != "2" {
+		t.Fatalf("old process's exit %v: want 2 handed over, 2 sent early", h.exit)
+	}
+}
+
+func dialConn(t *testing.T, addr string) *conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &conn{c: nc, r: bufio.NewReader(nc), pids: map[string]bool{}}
 }

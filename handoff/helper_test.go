@@ -35,6 +35,9 @@ const (
 	// envListenersOnly makes every server of the chain hand over its
 	// listeners only, and drain its connections after the upgrade.
 	envListenersOnly = "HANDOFF_TEST_LISTENERS_ONLY"
+	// envEarlyPause makes an old process wait this long between sending
+	// the early fds and parking, and say "early" when it starts to wait.
+	envEarlyPause = "HANDOFF_TEST_EARLY_PAUSE"
 )
 
 func TestMain(m *testing.M) {
@@ -91,6 +94,11 @@ func (s *lineServer) serve(c *Conn, state []byte) {
 		s.mu.Lock()
 		s.total++
 		s.mu.Unlock()
+		if string(line) == "quit" {
+			fmt.Fprintf(c, "bye\n")
+			c.Close()
+			return
+		}
 		if _, err := fmt.Fprintf(c, "%s %d %d\n", line, n, os.Getpid()); err != nil {
 			c.Close()
 			return
@@ -199,6 +207,21 @@ func applyFault(f string) {
 	}
 }
 
+// pauseAfterEarly makes the upgrades this process starts wait for d after
+// the early fds, so that a test can change connections in between.
+func pauseAfterEarly(d time.Duration) {
+	prev := testHook
+	testHook = func(step string, ch *channel) {
+		if step == "early" {
+			report("early %d", os.Getpid())
+			time.Sleep(d)
+		}
+		if prev != nil {
+			prev(step, ch)
+		}
+	}
+}
+
 // lowerFdLimit leaves room for only room more fds (0: for a few dozen,
 // whatever is open now). Below the fds already open, the kernel drops the
 // fds of SCM_RIGHTS that do not fit and flags MSG_CTRUNC.
@@ -216,6 +239,9 @@ func serverMain() {
 	isChild := os.Getenv("TABLEFLIP_HAS_PARENT_7DIU3") != ""
 	if isChild {
 		applyFault(fault())
+	}
+	if d, err := time.ParseDuration(os.Getenv(envEarlyPause)); err == nil {
+		pauseAfterEarly(d)
 	}
 	srv := &lineServer{}
 	listenersOnly := os.Getenv(envListenersOnly) != ""
@@ -268,9 +294,9 @@ func serverMain() {
 	report("ready %d %s %d", os.Getpid(), ln.Addr(), total)
 	<-up.Exit()
 	st := up.LastUpgrade()
-	timed := st.Start > 0 && st.Park > 0 && st.Fds > 0 && st.State > 0 && st.Adopt > 0 && st.Commit > 0 &&
-		st.Pause() == st.Park+st.Fds+st.State+st.Adopt+st.Commit
-	report("exit %d %d %d %t", os.Getpid(), len(up.Conns()), st.Conns, timed)
+	timed := st.Start > 0 && st.Fds > 0 && st.Park > 0 && st.Parked > 0 && st.State > 0 && st.Adopt > 0 &&
+		st.Commit > 0 && st.Pause() == st.Park+st.Parked+st.State+st.Adopt+st.Commit
+	report("exit %d %d %d %t %d", os.Getpid(), len(up.Conns()), st.Conns, timed, st.Early)
 	if listenersOnly {
 		// The connections stayed here: serve them until their clients go.
 		for len(up.Conns()) > 0 {
@@ -306,7 +332,7 @@ type harness struct {
 	pgid   int
 	env    []string
 	logs   syncBuffer
-	exit   []string // the old process's last "exit" event: pid, kept, handed over, phases timed
+	exit   []string // the old process's last "exit" event: pid, kept, handed over, phases timed, early
 }
 
 // syncBuffer collects the servers' logs for failure messages.
@@ -420,6 +446,12 @@ func (h *harness) upgrade() (int, string) {
 	if err := syscall.Kill(h.pid, syscall.SIGHUP); err != nil {
 		h.t.Fatal(err)
 	}
+	return h.awaitUpgrade()
+}
+
+// awaitUpgrade waits for the end of an upgrade already triggered.
+func (h *harness) awaitUpgrade() (int, string) {
+	h.t.Helper()
 	var ready, exited int
 	for {
 		ev := h.next()

@@ -115,8 +115,9 @@ func (u *Upgrader) finishUpgrade(s *parentSession, f *flip) error {
 	u.reg.handover()
 	s.ch.close()
 	s.stats.Release = time.Since(released)
-	u.log.Info("handoff: handed over", "to", s.pid, "conns", s.stats.Conns, "start", s.stats.Start,
-		"park", s.stats.Park, "fds", s.stats.Fds, "state", s.stats.State, "adopt", s.stats.Adopt,
+	u.log.Info("handoff: handed over", "to", s.pid, "conns", s.stats.Conns, "early", s.stats.Early,
+		"start", s.stats.Start, "fds", s.stats.Fds, "park", s.stats.Park, "parked", s.stats.Parked,
+		"state", s.stats.State, "adopt", s.stats.Adopt,
 		"commit", s.stats.Commit, "pause", s.stats.Pause(), "release", s.stats.Release)
 	u.setStats(s.stats)
 	u.busy.Unlock() // lets watchExit close Exit
@@ -171,12 +172,15 @@ func (u *Upgrader) acceptChild(ctx context.Context, ln *net.UnixListener, f *fli
 
 // UpgradeStats times the phases of the last upgrade, as the old process saw
 // them. The connections are paused from the start of Park to the end of
-// Commit: the new process resumes them as it reports ready.
+// Commit: the new process resumes them as it reports ready. Fds, before
+// the park, costs the clients nothing.
 type UpgradeStats struct {
 	Conns   int           // connections handed over
+	Early   int           // of them, sent before the park (the others were accepted since)
 	Start   time.Duration // from the upgrade's start to the new process's HELLO
+	Fds     time.Duration // sending every running connection's fd until the new process had adopted it
 	Park    time.Duration // from asking to park to all parked
-	Fds     time.Duration // sending every connection until the new process had adopted it
+	Parked  time.Duration // sending the parked connections' unread bytes and state (and late fds)
 	State   time.Duration // sending the global state
 	Adopt   time.Duration // from the last byte sent to the new process's READY
 	Commit  time.Duration // from COMMIT to the new process's readiness
@@ -185,7 +189,7 @@ type UpgradeStats struct {
 
 // Pause is how long the connections were not served.
 func (s UpgradeStats) Pause() time.Duration {
-	return s.Park + s.Fds + s.State + s.Adopt + s.Commit
+	return s.Park + s.Parked + s.State + s.Adopt + s.Commit
 }
 
 // parentSession is the old process's end of one handoff.
@@ -195,7 +199,8 @@ type parentSession struct {
 	pid       int
 	peer      hello
 	events    chan event
-	acked     uint32
+	seq       uint32 // CONNS and PARKED frames sent
+	acked     uint32 // of them, acknowledged by PROGRESS
 	stats     UpgradeStats
 	began     time.Time // the upgrade's start
 	committed time.Time
@@ -217,14 +222,19 @@ func (s *parentSession) run(ctx context.Context) error {
 		return err
 	}
 	s.stats.Start = time.Since(s.began)
-	parked, err := s.park(ctx)
+	s.events = make(chan event, sendWindow+4)
+	go s.readEvents()
+	early, err := s.sendEarly()
 	if err != nil {
 		return err
 	}
-	s.events = make(chan event, sendWindow+4)
-	go s.readEvents()
+	hook("early", s.ch)
+	parked, err := s.park(ctx, early)
+	if err != nil {
+		return err
+	}
 	steps := []func() error{
-		func() error { return s.sendConns(parked) },
+		func() error { return s.sendParked(parked, early) },
 		s.sendState,
 		s.awaitReady,
 	}
@@ -260,12 +270,84 @@ func ownHello(appVersion string) hello {
 	return hello{version: protocolVersion, pid: uint32(os.Getpid()), fdLimit: uint32(min(limit, 1<<31)), fdOpen: uint32(open), appVersion: appVersion}
 }
 
-// park parks every connection and checks that the child can hold them.
-// With ListenersOnly, the connections stay here, running: none is parked
-// and the plan is 0.
-func (s *parentSession) park(ctx context.Context) ([]parkedConn, error) {
+// sendEarly sends the fd of every live connection while this process
+// still serves them all: the new process turns each into a connection (the
+// slow part, shared/LIMITS.md) outside the pause. Which bytes are unread
+// and the handlers' state wait for the park. It returns the ids sent. With
+// ListenersOnly it sends PLAN 0 and nothing else.
+func (s *parentSession) sendEarly() (map[uint64]bool, error) {
 	if s.u.opts.ListenersOnly {
 		return nil, s.ch.send(framePlan, u32Frame(0), nil)
+	}
+	start := time.Now()
+	conns := s.u.reg.live()
+	if err := s.checkRoom(len(conns)); err != nil {
+		return nil, err
+	}
+	if err := s.ch.send(framePlan, u32Frame(uint32(len(conns))), nil); err != nil {
+		return nil, err
+	}
+	sent := make(map[uint64]bool, len(conns))
+	for len(conns) > 0 {
+		n := min(len(conns), maxFdsPerMsg)
+		if err := s.sendEarlyBatch(conns[:n], sent); err != nil {
+			return nil, err
+		}
+		conns = conns[n:]
+	}
+	// Every early connection adopted before parking: none of that work
+	// may fall into the pause.
+	err := s.waitAcked(s.seq, 0)
+	s.stats.Fds, s.stats.Early = time.Since(start), len(sent)
+	return sent, err
+}
+
+// sendEarlyBatch sends one CONNS frame of running connections. Each fd is
+// a duplicate, made while the connection cannot be closed under it: its
+// handler still runs and may close it, and a bare fd number could by then
+// name another socket. A connection already closed is left out.
+func (s *parentSession) sendEarlyBatch(conns []*Conn, sent map[uint64]bool) error {
+	recs := make([]record, 0, len(conns))
+	fds := make([]int, 0, len(conns))
+	defer func() { closeFds(fds) }()
+	for _, c := range conns {
+		fd, err := dupConnFd(c.Conn)
+		if err != nil {
+			continue
+		}
+		recs, fds = append(recs, record{id: c.id, kind: c.kind}), append(fds, fd)
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	if err := s.waitAcked(s.seq, sendWindow-1); err != nil {
+		return err
+	}
+	if err := s.ch.send(frameConns, encodeConns(s.seq, recs), fds); err != nil {
+		return err
+	}
+	s.seq++
+	for _, r := range recs {
+		sent[r.id] = true
+	}
+	return nil
+}
+
+// checkRoom checks that the child can hold n more fds than it has now.
+func (s *parentSession) checkRoom(n int) error {
+	if need := n + int(s.peer.fdOpen) + fdHeadroom; need > int(s.peer.fdLimit) {
+		return fmt.Errorf("handoff: new process can hold %d fds, needs %d for %d connections",
+			s.peer.fdLimit, need, n)
+	}
+	return nil
+}
+
+// park parks every connection and sends FINAL: how many parked
+// connections follow, and how many of them bring their fd now (accepted
+// after the early fds went). With ListenersOnly nothing is parked: FINAL 0.
+func (s *parentSession) park(ctx context.Context, early map[uint64]bool) ([]parkedConn, error) {
+	if s.u.opts.ListenersOnly {
+		return nil, s.ch.send(frameFinal, final{}.encode(), nil)
 	}
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, s.u.opts.ParkTimeout)
@@ -275,11 +357,16 @@ func (s *parentSession) park(ctx context.Context) ([]parkedConn, error) {
 		return nil, fmt.Errorf("handoff: park: %w", err)
 	}
 	s.stats.Park, s.stats.Conns = time.Since(start), len(parked)
-	if need := len(parked) + int(s.peer.fdOpen) + fdHeadroom; need > int(s.peer.fdLimit) {
-		return nil, fmt.Errorf("handoff: new process can hold %d fds, needs %d for %d connections",
-			s.peer.fdLimit, need, len(parked))
+	late := 0
+	for _, p := range parked {
+		if !early[p.c.id] {
+			late++
+		}
 	}
-	return parked, s.ch.send(framePlan, u32Frame(uint32(len(parked))), nil)
+	if err := s.checkRoom(len(early) + late); err != nil {
+		return nil, err
+	}
+	return parked, s.ch.send(frameFinal, final{conns: uint32(len(parked)), late: uint32(late)}.encode(), nil)
 }
 
 // readEvents forwards the child's frames until the channel fails.
@@ -333,27 +420,49 @@ func (s *parentSession) waitAcked(sent, window uint32) error {
 	return nil
 }
 
-func (s *parentSession) sendConns(parked []parkedConn) error {
+// sendParked sends every parked connection's unread bytes and state: in
+// PARKED frames, by id, for those whose fd went early; in CONNS frames,
+// fds attached, for the late ones.
+func (s *parentSession) sendParked(parked []parkedConn, early map[uint64]bool) error {
 	start := time.Now()
-	var seq uint32
+	var known, late []parkedConn
+	for _, p := range parked {
+		if early[p.c.id] {
+			known = append(known, p)
+		} else {
+			late = append(late, p)
+		}
+	}
+	if err := s.sendRecords(frameParked, known); err != nil {
+		return err
+	}
+	if err := s.sendRecords(frameConns, late); err != nil {
+		return err
+	}
+	err := s.waitAcked(s.seq, 0)
+	s.stats.Parked = time.Since(start)
+	return err
+}
+
+// sendRecords sends parked connections in frames of typ, at most 253 and
+// about maxBatchBytes each; CONNS frames carry the fds.
+func (s *parentSession) sendRecords(typ byte, parked []parkedConn) error {
 	for len(parked) > 0 {
 		n, size := 0, 0
 		for n < len(parked) && n < maxFdsPerMsg && (n == 0 || size+parked[n].size() <= maxBatchBytes) {
 			size += parked[n].size()
 			n++
 		}
-		if err := s.waitAcked(seq, sendWindow-1); err != nil {
+		if err := s.waitAcked(s.seq, sendWindow-1); err != nil {
 			return err
 		}
-		if err := s.sendBatch(seq, parked[:n]); err != nil {
+		if err := s.sendBatch(typ, parked[:n]); err != nil {
 			return err
 		}
-		seq++
+		s.seq++
 		parked = parked[n:]
 	}
-	err := s.waitAcked(seq, 0)
-	s.stats.Fds = time.Since(start)
-	return err
+	return nil
 }
 
 func (p parkedConn) size() int { return p.record().size() }
@@ -362,17 +471,23 @@ func (p parkedConn) record() record {
 	return record{id: p.c.id, kind: p.c.kind, unread: p.unread, state: p.state}
 }
 
-func (s *parentSession) sendBatch(seq uint32, batch []parkedConn) error {
+// sendBatch sends one frame of parked connections. Their handlers are
+// blocked in Park, so nothing closes them and their fd numbers hold.
+func (s *parentSession) sendBatch(typ byte, batch []parkedConn) error {
 	recs := make([]record, len(batch))
-	fds := make([]int, len(batch))
+	var fds []int
 	for i, p := range batch {
+		recs[i] = p.record()
+		if typ != frameConns {
+			continue
+		}
 		fd, err := connFd(p.c.Conn)
 		if err != nil {
 			return err
 		}
-		recs[i], fds[i] = p.record(), fd
+		fds = append(fds, fd)
 	}
-	return s.ch.send(frameConns, encodeConns(seq, recs), fds)
+	return s.ch.send(typ, encodeConns(s.seq, recs), fds)
 }
 
 func (s *parentSession) sendState() error {

@@ -131,6 +131,13 @@ func (r *registry) parkedLocked() ([]parkedConn, int) {
 	return ready, waiting
 }
 
+// live returns every connection not closed, for the early fds.
+func (r *registry) live() []*Conn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.snapshotLocked()
+}
+
 func (r *registry) snapshotLocked() []*Conn {
 	conns := make([]*Conn, 0, len(r.conns))
 	for _, c := range r.conns {

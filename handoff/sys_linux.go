@@ -167,6 +167,25 @@ func connFd(c net.Conn) (int, error) {
 	return fd, nil
 }
 
+// dupConnFd returns a close-on-exec duplicate of c's fd, made while c
+// cannot be closed, for a connection whose handler is still running. The
+// caller closes it.
+func dupConnFd(c net.Conn) (int, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("handoff: %T has no file descriptor", c)
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	dup, derr := -1, error(nil)
+	if err := raw.Control(func(f uintptr) { dup, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	return dup, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", derr)
+}
+
 // fdConn turns a received fd into a net.Conn and closes the fd (net.FileConn
 // keeps a close-on-exec duplicate).
 func fdConn(fd int) (net.Conn, error) {

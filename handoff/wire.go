@@ -8,7 +8,7 @@ import (
 
 // ProtocolVersion is the version of the handoff wire protocol (PROTOCOL.md).
 // Both ends must speak the same one.
-const ProtocolVersion = 1
+const ProtocolVersion = 2
 
 // protocolVersion is what this process says in HELLO; a variable so that
 // tests can play a peer of another version.
@@ -25,12 +25,14 @@ const (
 	frameReady    = 7
 	frameCommit   = 8
 	frameAbort    = 9
+	frameFinal    = 10
+	frameParked   = 11
 )
 
 var frameNames = map[byte]string{
 	frameHello: "HELLO", framePlan: "PLAN", frameConns: "CONNS", frameProgress: "PROGRESS",
 	frameState: "STATE", frameStateEnd: "STATE_END", frameReady: "READY",
-	frameCommit: "COMMIT", frameAbort: "ABORT",
+	frameCommit: "COMMIT", frameAbort: "ABORT", frameFinal: "FINAL", frameParked: "PARKED",
 }
 
 func frameName(t byte) string {
@@ -139,18 +141,36 @@ func encodeConns(seq uint32, recs []record) []byte {
 	return b
 }
 
-func decodeConns(p []byte) (seq uint32, recs []record, err error) {
+// decodeConns decodes a CONNS or PARKED frame (typ): both carry records.
+func decodeConns(typ byte, p []byte) (seq uint32, recs []record, err error) {
 	d := decoder{b: p}
 	seq = d.u32()
 	n := int(d.u16())
 	if n > maxFdsPerMsg {
-		return 0, nil, protoErr("CONNS frame claims %d connections, at most %d fit", n, maxFdsPerMsg)
+		return 0, nil, protoErr("%s frame claims %d connections, at most %d fit", frameName(typ), n, maxFdsPerMsg)
 	}
 	recs = make([]record, 0, n)
 	for i := 0; i < n && d.err == nil; i++ {
 		recs = append(recs, record{id: d.u64(), kind: d.str(), unread: d.bytes(), state: d.bytes()})
 	}
-	return seq, recs, d.finish("CONNS")
+	return seq, recs, d.finish(frameName(typ))
+}
+
+// final is the FINAL frame: how many parked connections follow, and how
+// many of them were not sent early and so bring their fds now.
+type final struct{ conns, late uint32 }
+
+func (f final) encode() []byte {
+	return binary.BigEndian.AppendUint32(u32Frame(f.conns), f.late)
+}
+
+func decodeFinal(p []byte) (final, error) {
+	d := decoder{b: p}
+	f := final{conns: d.u32(), late: d.u32()}
+	if d.err == nil && f.late > f.conns {
+		return f, protoErr("FINAL says %d late connections of %d", f.late, f.conns)
+	}
+	return f, d.finish("FINAL")
 }
 
 func appendString(b []byte, s string) []byte {

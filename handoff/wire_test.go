@@ -13,7 +13,7 @@ func TestFramesRoundTrip(t *testing.T) {
 		t.Fatalf("hello: %+v, %v", got, err)
 	}
 	recs := []record{{id: 1, kind: "tcp:127.0.0.1:7070", unread: []byte("CHAR"), state: []byte{1, 2}}, {id: 9}}
-	seq, back, err := decodeConns(encodeConns(7, recs))
+	seq, back, err := decodeConns(frameConns, encodeConns(7, recs))
 	if err != nil || seq != 7 || len(back) != 2 || back[0].kind != recs[0].kind ||
 		!bytes.Equal(back[0].unread, recs[0].unread) || !bytes.Equal(back[0].state, recs[0].state) || back[1].id != 9 {
 		t.Fatalf("conns: %d %+v %v", seq, back, err)
@@ -31,17 +31,17 @@ func TestBadFramesRefused(t *testing.T) {
 		}
 	}
 	for i := 0; i < len(cb); i++ {
-		if _, _, err := decodeConns(cb[:i]); !errors.Is(err, ErrProtocol) {
+		if _, _, err := decodeConns(frameConns, cb[:i]); !errors.Is(err, ErrProtocol) {
 			t.Errorf("conns cut at %d: %v", i, err)
 		}
 	}
 	huge := append([]byte(nil), cb...)
 	huge[6+8+2+1] = 0xff // unread length's high byte: ~4 GiB claimed
-	if _, _, err := decodeConns(huge); !errors.Is(err, ErrProtocol) {
+	if _, _, err := decodeConns(frameConns, huge); !errors.Is(err, ErrProtocol) {
 		t.Errorf("huge length: %v", err)
 	}
 	tooMany := []byte{0, 0, 0, 0, 1, 0}
-	if _, _, err := decodeConns(tooMany); !errors.Is(err, ErrProtocol) {
+	if _, _, err := decodeConns(frameConns, tooMany); !errors.Is(err, ErrProtocol) {
 		t.Errorf("256 records: %v", err)
 	}
 	if _, err := decodeHello(append(hb, 0)); !errors.Is(err, ErrProtocol) {
@@ -57,6 +57,7 @@ func TestBadFramesRefused(t *testing.T) {
 
 func FuzzDecodeFrames(f *testing.F) {
 	f.Add(hello{version: 1, appVersion: "v1"}.encode())
+	f.Add(final{conns: 9, late: 2}.encode())
 	f.Add(encodeConns(3, []record{{id: 1, kind: "tcp", unread: []byte("x"), state: []byte("y")}}))
 	f.Fuzz(func(t *testing.T, p []byte) {
 		if h, err := decodeHello(p); err == nil {
@@ -64,9 +65,14 @@ func FuzzDecodeFrames(f *testing.F) {
 				t.Fatalf("hello does not round-trip: %+v", h)
 			}
 		}
-		if seq, recs, err := decodeConns(p); err == nil {
+		if seq, recs, err := decodeConns(frameConns, p); err == nil {
 			if !bytes.Equal(encodeConns(seq, recs), p) {
 				t.Fatal("conns does not round-trip")
+			}
+		}
+		if f, err := decodeFinal(p); err == nil {
+			if !bytes.Equal(f.encode(), p) || f.late > f.conns {
+				t.Fatalf("final does not round-trip or is inconsistent: %+v", f)
 			}
 		}
 		_, _ = parseHeader(p)

@@ -41,6 +41,7 @@ func run() int {
 	dur := flag.Duration("duration", 20*time.Second, "length of each run")
 	ups := flag.Int("upgrades", 3, "upgrades per run")
 	out := flag.String("out", "bench/results", "directory for the JSON and the charts")
+	keep := flag.Bool("keep", false, "keep each run's work directory (server log, client records)")
 	flag.Parse()
 
 	self, err := os.Executable()
@@ -67,7 +68,11 @@ func run() int {
 				logf("%s at %d conns: %v (work dir %s kept)", mode, n, err, dir)
 				return 1
 			}
-			os.RemoveAll(dir)
+			if *keep {
+				logf("  work directory %s kept", dir)
+			} else {
+				os.RemoveAll(dir)
+			}
 			r.Floor = fl.Floor()
 			suite.Runs = append(suite.Runs, r)
 		}

@@ -199,7 +199,8 @@ func summary(l []time.Duration) result.Latency {
 }
 
 // pausePhases adds up the phases during which connections are not served:
-// from park to commit (handoff.UpgradeStats.Pause).
+// from park to commit (handoff.UpgradeStats.Pause). The early fds, before
+// the park, are not part of it.
 func pausePhases(p map[string]time.Duration) time.Duration {
-	return p["park"] + p["fds"] + p["state"] + p["adopt"] + p["commit"]
+	return p["park"] + p["parked"] + p["state"] + p["adopt"] + p["commit"]
 }

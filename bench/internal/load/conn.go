@@ -82,6 +82,7 @@ func (p *pconn) send(rid int) {
 
 func (p *pconn) sendLocked(rid int) {
 	p.outstanding = append(p.outstanding, rid)
+	p.run.sent(rid)
 	var b [64]byte
 	msg := append(b[:0], "TOPUP "...)
 	msg = strconv.AppendInt(msg, int64(rid), 10)

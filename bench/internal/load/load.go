@@ -29,6 +29,7 @@ const (
 // Record is one request. Times are nanoseconds since the run's epoch.
 type Record struct {
 	Due     int64 // when the pacing schedule said to send it
+	Sent    int64 // when it was written (later than Due if this client fell behind, or the connection was down)
 	Replied int64 // 0 if never
 	Conn    uint32
 	Outcome Outcome

@@ -35,6 +35,13 @@ func (r *runner) dropped(first bool) {
 }
 func (r *runner) count(f func(*Totals)) { r.mu.Lock(); f(&r.totals); r.mu.Unlock() }
 
+func (r *runner) sent(rid int) {
+	now := r.now()
+	r.mu.Lock()
+	r.records[rid].Sent = now
+	r.mu.Unlock()
+}
+
 func (r *runner) finish(rid int, o Outcome, at int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

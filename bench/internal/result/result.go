@@ -89,8 +89,9 @@ type Upgrade struct {
 	At       time.Duration `json:"at_ns"`       // since the start of the run
 	Duration time.Duration `json:"duration_ns"` // SIGHUP to the old process's exit
 	OK       bool          `json:"ok"`
-	// Phases as the handoff logs them (full mode only): start, park, fds,
-	// state, adopt, commit.
+	// Phases as the handoff logs them: start (to the new process's HELLO),
+	// fds (early, before the pause), then the pause: park, parked, state,
+	// adopt, commit. Listeners mode logs start, adopt and commit.
 	Phases map[string]time.Duration `json:"phases_ns,omitempty"`
 }
 

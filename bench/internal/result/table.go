@@ -91,7 +91,7 @@ func writeFloorTable(b *strings.Builder, floors []Floor) {
 
 // phaseOrder is the order the handoff goes through its phases. A phase
 // not listed here (a newer handoff's) follows them, by name.
-var phaseOrder = []string{"start", "park", "fds", "state", "adopt", "commit"}
+var phaseOrder = []string{"start", "fds", "park", "parked", "state", "adopt", "commit"}
 
 // writePhaseTable writes the median of each phase over a run's upgrades:
 // the median, not the worst, because this table says where an upgrade
