@@ -152,38 +152,33 @@ func growFdTable(n int) error {
 // makes the socket blocking, for this process and the peer sharing it). The
 // number stays valid while c is not closed; parked connections are not.
 func connFd(c net.Conn) (int, error) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return -1, fmt.Errorf("handoff: %T has no file descriptor", c)
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
 	fd := -1
-	if err := raw.Control(func(f uintptr) { fd = int(f) }); err != nil {
-		return -1, err
-	}
-	return fd, nil
+	err := controlConn(c, func(f uintptr) { fd = int(f) })
+	return fd, err
 }
 
 // dupConnFd returns a close-on-exec duplicate of c's fd, made while c
 // cannot be closed, for a connection whose handler is still running. The
 // caller closes it.
 func dupConnFd(c net.Conn) (int, error) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return -1, fmt.Errorf("handoff: %T has no file descriptor", c)
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
 	dup, derr := -1, error(nil)
-	if err := raw.Control(func(f uintptr) { dup, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+	if err := controlConn(c, func(f uintptr) { dup, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
 		return -1, err
 	}
 	return dup, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", derr)
+}
+
+// controlConn runs fn with c's fd, which c cannot close meanwhile.
+func controlConn(c net.Conn, fn func(fd uintptr)) error {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return fmt.Errorf("handoff: %T has no file descriptor", c)
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return raw.Control(fn)
 }
 
 // fdConn turns a received fd into a net.Conn and closes the fd (net.FileConn
