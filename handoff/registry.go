@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,6 +24,7 @@ type registry struct {
 	inAccept  int           // goroutines inside an underlying Accept
 	parking   bool          // new connections are asked to park at once
 	changed   chan struct{} // a park-relevant count changed
+	parkedN   atomic.Int64  // handlers parked since parkAll began: tells when a full scan may succeed
 }
 
 // parkedConn is a connection ready to travel: its handler is blocked in Park.
@@ -76,6 +78,7 @@ func (r *registry) parkedOne(c *Conn, unread []byte) {
 	c.mu.Lock()
 	c.unreadAtPark = unread
 	c.mu.Unlock()
+	r.parkedN.Add(1)
 	r.notify()
 }
 
@@ -91,24 +94,43 @@ func (r *registry) notify() {
 func (r *registry) parkAll(ctx context.Context) ([]parkedConn, error) {
 	r.mu.Lock()
 	r.parking = true
+	r.parkedN.Store(0)
 	r.pauseLocked()
 	conns := r.snapshotLocked()
 	r.mu.Unlock()
 	for _, c := range conns {
 		c.ask()
 	}
-	for {
-		ready, waiting := r.parkedLocked()
-		if waiting == 0 {
-			return ready, nil
+	// A full scan locks every connection: with 10k of them, one after
+	// each parked handler made parking quadratic. Scan when the count
+	// says every connection may have parked, and every 50 ms regardless.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for scan := true; ; scan = r.mayAllBeParked() {
+		if scan {
+			if ready, waiting := r.parkedLocked(); waiting == 0 {
+				return ready, nil
+			}
 		}
 		select {
 		case <-r.changed:
-		case <-time.After(50 * time.Millisecond):
+		case <-tick.C:
+			if ready, waiting := r.parkedLocked(); waiting == 0 {
+				return ready, nil
+			}
 		case <-ctx.Done():
+			_, waiting := r.parkedLocked()
 			return nil, fmt.Errorf("%d connections did not reach a message boundary: %w", waiting, ctx.Err())
 		}
 	}
+}
+
+// mayAllBeParked reports whether as many handlers have parked as there are
+// connections, with no accept in flight.
+func (r *registry) mayAllBeParked() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.inAccept == 0 && r.parkedN.Load() >= int64(len(r.conns))
 }
 
 // parkedLocked lists the parked connections and counts those (and the

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"time"
 )
 
@@ -73,6 +74,17 @@ func Install(dst string, src io.Reader) error {
 	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("install %s: %w", dst, err)
+	}
+	return nil
+}
+
+// Build compiles the package with import path pkg (of this module, so the
+// caller's directory does not matter) into the executable out, for tests
+// that run real binaries.
+func Build(pkg, out string) error {
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
 	}
 	return nil
 }

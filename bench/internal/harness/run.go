@@ -53,14 +53,23 @@ func Run(cfg Config, logf func(string, ...any)) (result.Run, error) {
 		c.start(epoch)
 	}
 	gap := cfg.Duration / time.Duration(cfg.Upgrades+1)
+	cpu0 := cpuTime(srv.pid())
 	for i := range cfg.Upgrades {
 		time.Sleep(time.Until(epoch.Add(time.Duration(i+1) * gap)))
+		if i == 0 {
+			// The server's CPU per request, before any upgrade: what
+			// bounds how fast a backlog drains after a pause.
+			out.ServerCPUPerReq = (cpuTime(srv.pid()) - cpu0) / time.Duration(max(1, cfg.Rate*gap.Seconds()))
+		}
 		up := upgrade(srv, cfg.Mode, epoch)
 		logf("  upgrade %d: ok %v, %v", i+1, up.OK, up.Duration.Round(time.Millisecond))
 		out.Upgrades = append(out.Upgrades, up)
 	}
-	time.Sleep(time.Until(epoch.Add(cfg.Duration)))
+	// Half a second before the end: once their schedule ends, the clients
+	// close their connections.
+	time.Sleep(time.Until(epoch.Add(cfg.Duration - 500*time.Millisecond)))
 	out.RSSAfter, out.FdsAfter = usage(srv.pid())
+	time.Sleep(time.Until(epoch.Add(cfg.Duration)))
 	var recs []load.Record
 	for _, c := range clients {
 		t, r, err := c.wait()
@@ -99,7 +108,7 @@ func startClients(cfg Config, addr string) ([]*client, error) {
 // the listeners alone; phases are its key=duration pairs.
 var (
 	handedOver = regexp.MustCompile(`msg="handoff: handed over[^"]*"(.*)`)
-	phase      = regexp.MustCompile(` (start|park|fds|state|adopt|commit)=(\S+)`)
+	phase      = regexp.MustCompile(` (start|fds|park|parked|state|adopt|commit)=(\S+)`)
 )
 
 // upgrade sends SIGHUP and waits for the upgrade to end: the old process

@@ -133,6 +133,23 @@ func usage(pid int) (rss int64, fds int) {
 	return rss, len(ents)
 }
 
+// cpuTime returns the CPU time pid has used, user and system.
+func cpuTime(pid int) time.Duration {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	// Fields after the command name, which is in parentheses.
+	_, rest, _ := bytes.Cut(b, []byte(") "))
+	f := strings.Fields(string(rest))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on Linux.
+const clockTicks = 100
+
 func waitFor(timeout time.Duration, ok func() bool) error {
 	return proc.Poll(context.Background(), time.Millisecond, timeout, func() (bool, error) { return ok(), nil })
 }

@@ -52,6 +52,13 @@ func (p *pconn) connect(first bool) error {
 		c, br, err := p.run.dialHello(p.acct)
 		if err == nil {
 			p.mu.Lock()
+			if p.run.finished() {
+				// Run has stopped and returned the records: a connection
+				// made now would outlive it and send into them.
+				p.mu.Unlock()
+				c.Close()
+				return nil
+			}
 			p.c = c
 			queued := p.queue
 			p.queue = nil
@@ -155,14 +162,17 @@ func (p *pconn) down(c net.Conn) {
 		p.run.finish(rid, Lost, 0)
 	}
 	p.outstanding = nil
-	p.mu.Unlock()
-	if p.run.finished() {
-		return
+	// Count the drop before unlocking: once nothing is outstanding, Run
+	// may stop and take the totals at any moment.
+	stopped := p.run.finished()
+	if !stopped {
+		p.run.dropped(!p.wasDropped)
+		p.wasDropped = true
 	}
-	first := !p.wasDropped
-	p.wasDropped = true
-	p.run.dropped(first)
-	go p.connect(false)
+	p.mu.Unlock()
+	if !stopped {
+		go p.connect(false)
+	}
 }
 
 func index(s []int, v int) int {

@@ -74,6 +74,11 @@ type Run struct {
 	// Pause is the longest park-to-resume pause of an upgrade.
 	Pause time.Duration `json:"pause_ns"`
 
+	// ServerCPUPerReq is the server's CPU time per request before the
+	// first upgrade: after a pause, every connection's waiting requests are
+	// served at about this cost each.
+	ServerCPUPerReq time.Duration `json:"server_cpu_per_req_ns"`
+
 	RSSBefore int64 `json:"rss_before"` // server resident set, bytes
 	RSSAfter  int64 `json:"rss_after"`
 	FdsBefore int   `json:"fds_before"` // server open fds

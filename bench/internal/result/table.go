@@ -46,7 +46,7 @@ var runColumns = []string{
 	"mode", "conns", "survived", "lost", "dup", "failed", "refused", "reset",
 	"p50 in", "p99 in", "p99.9 in", "max in", "p99 out", "longest stall",
 	"upgrades ok", "SIGHUP→exit", "pause", "floor", "pause/floor",
-	"RSS MB", "fds",
+	"RSS MB", "fds", "server CPU/req",
 }
 
 func runCells(r *Run) []string {
@@ -59,6 +59,7 @@ func runCells(r *Run) []string {
 		fmtOptDur(r.Pause), fmtOptDur(r.Floor), fmtRatio(r.Pause, r.Floor),
 		fmtChange(r.RSSBefore, r.RSSAfter, fmtMB),
 		fmtChange(int64(r.FdsBefore), int64(r.FdsAfter), fmtInt),
+		fmtOptDur(r.ServerCPUPerReq),
 	}
 }
 

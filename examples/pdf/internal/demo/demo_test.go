@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/handoff-dev/handoff/examples/pdf/internal/demo"
+	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 // buildServers builds pdf-v1 and pdf-v2 into a fresh directory.
@@ -17,10 +17,8 @@ func buildServers(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	for _, v := range []string{"pdf-v1", "pdf-v2"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, v),
-			"github.com/handoff-dev/handoff/examples/pdf/cmd/"+v)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", v, err, out)
+		if err := proc.Build("github.com/handoff-dev/handoff/examples/pdf/cmd/"+v, filepath.Join(dir, v)); err != nil {
+			t.Fatal(err)
 		}
 	}
 	return dir

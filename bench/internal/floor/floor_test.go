@@ -1,0 +1,41 @@
+package floor
+
+import (
+	"os"
+	"testing"
+)
+
+// TestMain lets the test binary play the three roles, as upgradebench does.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && IsRole(os.Args[1]) {
+		os.Exit(Main(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+// TestMeasure runs the three processes for real with a few hundred
+// connections (more than one SCM_RIGHTS batch) and checks that every part
+// was measured and adds up.
+func TestMeasure(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Measure(self, 600, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Conns != 600 || r.Interrupt <= 0 || r.Pass <= 0 || r.Convert <= 0 || r.Convert > r.Pass {
+		t.Fatalf("%+v: want 600 conns, every part measured, convert within pass", r)
+	}
+	if r.Floor() != r.Interrupt+r.Pass {
+		t.Fatalf("floor %v, want interrupt + pass", r.Floor())
+	}
+}
+
+// TestBadRole refuses what is not a role.
+func TestBadRole(t *testing.T) {
+	if IsRole("client") || Main([]string{"nonsense"}) != 1 || Main([]string{RoleSender, "-n", "0"}) != 1 {
+		t.Fatal("a bad role or count was accepted")
+	}
+}
