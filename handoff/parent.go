@@ -444,12 +444,12 @@ func (s *parentSession) sendParked(parked []parkedConn, early map[uint64]bool) e
 	return err
 }
 
-// sendRecords sends parked connections in frames of typ, at most 253 and
-// about maxBatchBytes each; CONNS frames carry the fds.
+// sendRecords sends parked connections in frames of typ, at most
+// maxRecords(typ) and about maxBatchBytes each; CONNS frames carry the fds.
 func (s *parentSession) sendRecords(typ byte, parked []parkedConn) error {
 	for len(parked) > 0 {
 		n, size := 0, 0
-		for n < len(parked) && n < maxFdsPerMsg && (n == 0 || size+parked[n].size() <= maxBatchBytes) {
+		for n < len(parked) && n < maxRecords(typ) && (n == 0 || size+parked[n].size() <= maxBatchBytes) {
 			size += parked[n].size()
 			n++
 		}

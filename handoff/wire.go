@@ -48,6 +48,7 @@ const (
 	maxPacketData = 60 << 10           // payload bytes per packet, under the default socket buffer
 	maxFrame      = 64 << 20           // the largest frame a receiver accepts
 	maxFdsPerMsg  = 253                // SCM_MAX_FD
+	maxParkedRecs = 4096               // records in a PARKED frame, which carries no fds
 	helloMagic    = "HOFF"             // first bytes of a HELLO payload
 	maxString     = 4096               // longest version or reason string
 	maxBatchBytes = 1 << 20            // a CONNS frame is cut near this size
@@ -146,14 +147,23 @@ func decodeConns(typ byte, p []byte) (seq uint32, recs []record, err error) {
 	d := decoder{b: p}
 	seq = d.u32()
 	n := int(d.u16())
-	if n > maxFdsPerMsg {
-		return 0, nil, protoErr("%s frame claims %d connections, at most %d fit", frameName(typ), n, maxFdsPerMsg)
+	if most := maxRecords(typ); n > most {
+		return 0, nil, protoErr("%s frame claims %d connections, at most %d fit", frameName(typ), n, most)
 	}
 	recs = make([]record, 0, n)
 	for i := 0; i < n && d.err == nil; i++ {
 		recs = append(recs, record{id: d.u64(), kind: d.str(), unread: d.bytes(), state: d.bytes()})
 	}
 	return seq, recs, d.finish(frameName(typ))
+}
+
+// maxRecords is how many records a frame of typ may carry: one per fd in
+// CONNS, more in PARKED.
+func maxRecords(typ byte) int {
+	if typ == frameParked {
+		return maxParkedRecs
+	}
+	return maxFdsPerMsg
 }
 
 // final is the FINAL frame: how many parked connections follow, and how

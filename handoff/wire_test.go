@@ -3,6 +3,7 @@ package handoff
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -43,6 +44,13 @@ func TestBadFramesRefused(t *testing.T) {
 	tooMany := []byte{0, 0, 0, 0, 1, 0}
 	if _, _, err := decodeConns(frameConns, tooMany); !errors.Is(err, ErrProtocol) {
 		t.Errorf("256 records: %v", err)
+	}
+	// PARKED frames carry no fds, so more records, but not without bound.
+	if _, _, err := decodeConns(frameParked, tooMany); errors.Is(err, ErrProtocol) && strings.Contains(err.Error(), "at most") {
+		t.Errorf("256 PARKED records refused for their number: %v", err)
+	}
+	if _, _, err := decodeConns(frameParked, []byte{0, 0, 0, 0, 0x10, 1}); err == nil || !strings.Contains(err.Error(), "at most 4096") {
+		t.Errorf("4097 PARKED records: %v", err)
 	}
 	if _, err := decodeHello(append(hb, 0)); !errors.Is(err, ErrProtocol) {
 		t.Errorf("trailing byte: %v", err)
