@@ -8,7 +8,11 @@
 // file, readiness) is github.com/cloudflare/tableflip. On top of it, a
 // SOCK_SEQPACKET Unix socket between the two processes carries established
 // connections as fds (SCM_RIGHTS, up to 253 per message, in acknowledged
-// windows) and the state, as described in PROTOCOL.md.
+// windows) and the state, as described in PROTOCOL.md. The fds go first,
+// while the old process still serves every connection, because turning them
+// into connections is the slow part; only then are the connections parked
+// and their unread bytes, their handler state and the global state sent.
+// Upgrader.LastUpgrade times each phase.
 //
 // A server embeds it like this:
 //
