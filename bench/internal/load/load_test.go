@@ -588,3 +588,17 @@ func (l *serverLog) String() string {
 	defer l.mu.Unlock()
 	return l.buf.String()
 }
+
+// TestBadConfig refuses a load that cannot run, instead of dividing by zero.
+func TestBadConfig(t *testing.T) {
+	for _, cfg := range []Config{
+		{Addr: "127.0.0.1:1", Conns: 0, Rate: 10, Duration: time.Second},
+		{Addr: "127.0.0.1:1", Conns: 1, Rate: 0, Duration: time.Second},
+		{Addr: "127.0.0.1:1", Conns: 1, Rate: 10, Duration: 0},
+		{Addr: "127.0.0.1:1", Conns: 1, Rate: 10, Duration: time.Second, Churn: -1},
+	} {
+		if _, err := Connect(cfg); err == nil || !strings.Contains(err.Error(), "above 0") {
+			t.Errorf("%+v: %v, want refused", cfg, err)
+		}
+	}
+}

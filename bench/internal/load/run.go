@@ -63,6 +63,10 @@ type Result struct {
 // Connect opens every connection of cfg; Start then runs the load. The
 // split lets a caller with several client processes start them together.
 func Connect(cfg Config) (*Client, error) {
+	if cfg.Conns <= 0 || cfg.Rate <= 0 || cfg.Duration <= 0 || cfg.Churn < 0 {
+		return nil, fmt.Errorf("load: need connections, a rate and a duration above 0 (got %d, %g/s, %v) and churn >= 0",
+			cfg.Conns, cfg.Rate, cfg.Duration)
+	}
 	r := &runner{cfg: cfg}
 	r.records = make([]Record, 0, int(cfg.Rate*cfg.Duration.Seconds()*1.05)+16)
 	sem := make(chan struct{}, 64)
@@ -167,16 +171,21 @@ func (r *runner) stop() {
 // churn opens short-lived connections: HELLO, WELCOME, close. A refused
 // or reset one is what a client sees of an upgrade that drops the
 // listening socket even for a moment.
+// It returns once every dial it started has ended, so that they all count.
 func (r *runner) churn(stop <-chan struct{}) {
 	t := time.NewTicker(time.Duration(float64(time.Second) / r.cfg.Churn))
 	defer t.Stop()
+	var dials sync.WaitGroup
+	defer dials.Wait()
 	for i := 0; ; i++ {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
 		}
+		dials.Add(1)
 		go func() {
+			defer dials.Done()
 			c, _, err := r.dialHello(fmt.Sprintf("%s-churn-%d", r.cfg.Tag, i))
 			r.count(func(tt *Totals) {
 				switch {
