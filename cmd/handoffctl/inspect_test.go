@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/proc"
 	"github.com/handoff-dev/handoff/statefile"
 )
 
@@ -191,13 +192,9 @@ func TestCommand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the command")
 	}
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go command in PATH")
-	}
 	bin := filepath.Join(t.TempDir(), "handoffctl")
-	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	if err := proc.Build("github.com/handoff-dev/handoff/cmd/handoffctl", bin); err != nil {
+		t.Fatal(err)
 	}
 
 	good, data := writeStateFile(t)
