@@ -53,13 +53,13 @@ func Run(cfg Config, logf func(string, ...any)) (result.Run, error) {
 		c.start(epoch)
 	}
 	gap := cfg.Duration / time.Duration(cfg.Upgrades+1)
-	cpu0 := cpuTime(srv.pid())
+	cpu0 := proc.CPUTime(srv.pid())
 	for i := range cfg.Upgrades {
 		time.Sleep(time.Until(epoch.Add(time.Duration(i+1) * gap)))
 		if i == 0 {
 			// The server's CPU per request, before any upgrade: what
 			// bounds how fast a backlog drains after a pause.
-			out.ServerCPUPerReq = (cpuTime(srv.pid()) - cpu0) / time.Duration(max(1, cfg.Rate*gap.Seconds()))
+			out.ServerCPUPerReq = (proc.CPUTime(srv.pid()) - cpu0) / time.Duration(max(1, cfg.Rate*gap.Seconds()))
 		}
 		up := upgrade(srv, cfg.Mode, epoch)
 		logf("  upgrade %d: ok %v, %v", i+1, up.OK, up.Duration.Round(time.Millisecond))
@@ -127,7 +127,7 @@ func upgrade(srv *server, mode string, epoch time.Time) result.Upgrade {
 	}
 	up.OK = waitFor(60*time.Second, done) == nil
 	up.Duration = time.Since(t0)
-	if m := lastMatch(srv.tail(), handedOver); m != nil {
+	if m := lastMatch(srv.log(), handedOver); m != nil {
 		up.Phases = map[string]time.Duration{}
 		for _, kv := range phase.FindAllStringSubmatch(m[1], -1) {
 			up.Phases[kv[1]], _ = time.ParseDuration(kv[2])

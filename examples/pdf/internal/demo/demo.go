@@ -146,9 +146,12 @@ func (d *demo) start(ctx context.Context) error {
 }
 
 func (d *demo) stopServer() {
+	if d.srv.Group == nil {
+		return // never started
+	}
 	// After a step that went wrong the pid file may name a process d.pid
 	// does not know.
-	pid, err := d.srv.readPID()
+	pid, err := d.srv.PID()
 	if err != nil {
 		pid = d.pid
 	}
@@ -208,7 +211,7 @@ func (d *demo) upgrade(ctx context.Context, to string) (Step, error) {
 // signal sends SIGHUP and waits for the outcome the step expects: a new
 // process and the old one gone, or the old one logging the failure.
 func (d *demo) signal(ctx context.Context, st *Step) error {
-	logFrom := d.srv.logSize()
+	logFrom := d.srv.LogSize()
 	start := time.Now()
 	defer func() { st.Took = time.Since(start) }()
 	if err := syscall.Kill(st.OldPID, syscall.SIGHUP); err != nil {
@@ -229,7 +232,7 @@ func (d *demo) checkServing(st Step) error {
 	want := st.To
 	if st.WantFail {
 		want = st.From
-		if pid, err := d.srv.readPID(); err != nil || pid != st.OldPID || !proc.Alive(st.OldPID) {
+		if pid, err := d.srv.PID(); err != nil || pid != st.OldPID || !proc.Alive(st.OldPID) {
 			return fmt.Errorf("after the failure pid %d is not the one serving (pid file: %d, %v; alive: %v)",
 				st.OldPID, pid, err, proc.Alive(st.OldPID))
 		}

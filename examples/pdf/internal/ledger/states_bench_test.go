@@ -1,17 +1,15 @@
 package ledger
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"testing"
+
+	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 // BenchmarkStateFile times writing and reading the pdf ledger as a state
@@ -197,23 +195,8 @@ func resetPeakRSS() (int64, bool) {
 	return procStatusBytes("VmRSS")
 }
 
-// procStatusBytes returns a "kB" field of /proc/self/status in bytes.
+// procStatusBytes returns a "kB" field of this process's /proc status in bytes.
 func procStatusBytes(field string) (int64, bool) {
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, false
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		rest, found := strings.CutPrefix(sc.Text(), field+":")
-		if !found {
-			continue
-		}
-		kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-		if err != nil {
-			return 0, false
-		}
-		return kb << 10, true
-	}
-	return 0, false
+	n, err := proc.StatusBytes(os.Getpid(), field)
+	return n, err == nil
 }
