@@ -264,15 +264,21 @@ func (u *Upgrader) Conns() []*Conn {
 // are still its own), or Stop was called.
 func (u *Upgrader) Exit() <-chan struct{} { return u.exitC }
 
-// Stop ends the Upgrader: no more upgrades, and Exit is closed. Safe to call
-// more than once.
-func (u *Upgrader) Stop() {
+// Stop ends the Upgrader for a stop of the service: no more upgrades, and
+// Exit is closed. Safe to call more than once.
+//
+// It returns nil if this process owns its state and connections: the
+// application saves what it must and exits. It returns ErrHandedOver if a
+// successor owns them (an upgrade committed): the application must not
+// save its state, which is stale.
+func (u *Upgrader) Stop() error {
 	u.stopOnce.Do(func() {
 		if u.sigC != nil {
 			signal.Stop(u.sigC)
 		}
 		u.tf.Stop()
 	})
+	return nil
 }
 
 func (u *Upgrader) watchExit() {
