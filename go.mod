@@ -3,7 +3,6 @@ module github.com/handoff-dev/handoff
 go 1.26.8
 
 require (
-	github.com/cloudflare/tableflip v1.2.3
 	golang.org/x/sys v0.49.0
 	gonum.org/v1/plot v0.17.0
 )

@@ -1,6 +1,9 @@
+//go:build linux
+
 package handoff
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -31,6 +34,16 @@ func newChannel(c *net.UnixConn) *channel {
 func (ch *channel) close() error { return ch.c.Close() }
 
 func (ch *channel) setDeadline(t time.Time) { _ = ch.c.SetDeadline(t) }
+
+// bindDeadline makes ctx's deadline the channel's and wakes a blocked send
+// or receive when ctx ends. The returned func unbinds the wake-up (the
+// deadline stays).
+func (ch *channel) bindDeadline(ctx context.Context) (unbind func() bool) {
+	if dl, ok := ctx.Deadline(); ok {
+		ch.setDeadline(dl)
+	}
+	return context.AfterFunc(ctx, func() { ch.setDeadline(aLongTimeAgo) })
+}
 
 // send writes one frame with fds attached to its first packet.
 func (ch *channel) send(typ byte, payload []byte, fds []int) error {

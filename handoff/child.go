@@ -1,3 +1,5 @@
+//go:build linux
+
 package handoff
 
 import (
@@ -35,6 +37,7 @@ type adopted struct {
 type childSession struct {
 	u     *Upgrader
 	ch    *channel
+	ppid  int                 // the old process
 	seq   uint32              // CONNS and PARKED frames received
 	early map[uint64]*adopted // fds sent before the park, by id, until claimed
 	conns []*adopted          // parked connections, to serve after COMMIT
@@ -45,38 +48,98 @@ type childSession struct {
 // writes a received connection, so that the old process can resume every
 // one of them exactly where it stopped.
 func (u *Upgrader) takeOver(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, u.opts.UpgradeTimeout)
-	defer cancel()
-	hook("start", nil)
-	c, err := dialChannel(u.parentSock)
+	ctx, run, err := u.beginTakeover(ctx)
 	if err != nil {
 		return err
 	}
-	if err := checkParent(c); err != nil {
-		c.Close()
+	next := phaseStopped // a failed takeover: the process must exit
+	defer func() { u.end(run, next) }()
+	ctx, cancel := context.WithTimeoutCause(ctx, u.opts.UpgradeTimeout,
+		fmt.Errorf("handoff: takeover timed out after %s", u.opts.UpgradeTimeout))
+	defer cancel()
+	hook("start", nil)
+	ch, err := u.openChannel()
+	if err != nil {
 		return err
 	}
-	s := &childSession{u: u, ch: newChannel(c), gate: make(chan struct{})}
+	s := &childSession{u: u, ch: ch, gate: make(chan struct{}), ppid: os.Getppid()}
 	defer s.ch.close()
 	defer s.openGate()
-	if dl, ok := ctx.Deadline(); ok {
-		s.ch.setDeadline(dl)
-	}
-	defer context.AfterFunc(ctx, func() { s.ch.setDeadline(aLongTimeAgo) })()
+	unbind := s.ch.bindDeadline(ctx)
 	hook("connected", s.ch)
-	if err := s.receive(); err != nil {
+	if err := s.receive(ctx, run); err != nil {
+		unbind()
+		err = withCause(ctx, err)
 		s.closeConns()
-		if !errors.Is(err, ErrRejected) {
+		if !errors.Is(err, ErrRejected) && !s.parentGone() {
 			s.ch.setDeadline(time.Now().Add(100 * time.Millisecond))
 			_ = s.ch.send(frameAbort, abortPayload(err), nil)
 		}
-		return err
+		return s.explain(err)
 	}
-	return s.commit()
+	// READY is sent: the old process decides now, and this one waits for
+	// its word whatever its own clock or a stop says.
+	unbind()
+	s.ch.setDeadline(time.Time{})
+	if err := s.commit(); err != nil {
+		return s.explain(err)
+	}
+	next = phaseServing
+	return nil
 }
 
-// receive runs the handoff up to READY.
-func (s *childSession) receive() error {
+// beginTakeover registers the takeover as the process's attempt, so that
+// Stop can cancel it until READY.
+func (u *Upgrader) beginTakeover(ctx context.Context) (context.Context, *attempt, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.phase != phaseStarting {
+		return nil, nil, errors.New("handoff: Ready called twice")
+	}
+	u.phase = phaseUpgrading
+	return u.startAttemptLocked(ctx)
+}
+
+// openChannel takes the handoff channel the old process passed and checks
+// that its other end is the parent.
+func (u *Upgrader) openChannel() (*channel, error) {
+	f := u.parent.takeChannel()
+	if f == nil {
+		return nil, errors.New("handoff: no handoff channel was passed")
+	}
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("handoff: handoff channel: %w", err)
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("handoff: handoff channel is a %T, not a Unix socket", c)
+	}
+	if err := checkParent(uc); err != nil {
+		uc.Close()
+		return nil, err
+	}
+	return newChannel(uc), nil
+}
+
+// parentGone reports whether the old process has died: this process has
+// been re-parented.
+func (s *childSession) parentGone() bool { return os.Getppid() != s.ppid }
+
+// explain says what is true when the takeover failed: if the old process
+// died, nobody serves the connections any more.
+func (s *childSession) explain(err error) error {
+	if s.parentGone() {
+		return fmt.Errorf("handoff: the old process (pid %d) died during the handoff; nothing was taken over: %w", s.ppid, err)
+	}
+	return fmt.Errorf("%w; the old process (pid %d) carries on", err, s.ppid)
+}
+
+// receive runs the handoff up to READY. Before READY it makes the
+// takeover's commit: past it, Stop no longer aborts the takeover.
+func (s *childSession) receive(ctx context.Context, run *attempt) error {
 	if err := s.ch.send(frameHello, ownHello(s.u.opts.Version).encode(), nil); err != nil {
 		return err
 	}
@@ -101,6 +164,9 @@ func (s *childSession) receive() error {
 		return err
 	}
 	hook("state", s.ch)
+	if err := s.u.commit(ctx, run); err != nil {
+		return err
+	}
 	ready := binary.BigEndian.AppendUint32(nil, uint32(len(s.conns)))
 	ready = binary.BigEndian.AppendUint64(ready, stateBytes)
 	return s.ch.send(frameReady, ready, nil)
@@ -317,8 +383,10 @@ func (s *childSession) loadState() (uint64, error) {
 	return r.total, nil
 }
 
-// commit waits for the old process's word, tells tableflip (the point of no
-// return: the old process now exits) and starts serving.
+// commit waits for the old process's word. COMMIT makes this process the
+// owner of everything: it writes the PID file, joins the old process's
+// process group and starts serving. ABORT, or the old process's death,
+// means it never will.
 func (s *childSession) commit() error {
 	typ, _, err := recvNoFds(s.ch)
 	if err == nil && typ != frameCommit {
@@ -329,15 +397,17 @@ func (s *childSession) commit() error {
 		return fmt.Errorf("handoff: waiting for COMMIT: %w", err)
 	}
 	hook("commit", s.ch)
-	if err := s.u.tf.Ready(); err != nil {
-		s.closeConns()
-		return fmt.Errorf("handoff: tell the old process: %w", err)
-	}
 	for _, a := range s.conns {
 		a.serve = true
 	}
 	s.openGate()
-	s.u.log.Info("handoff: took over", "conns", len(s.conns))
+	s.u.log.Info("handoff: took over", "from", s.ppid, "conns", len(s.conns))
+	if err := s.u.writePIDFile(); err != nil {
+		s.u.log.Error("handoff: took over, but", "err", err)
+	}
+	if err := rejoinParentGroup(s.ppid); err != nil {
+		s.u.log.Warn("handoff: could not join the old process's process group", "err", err)
+	}
 	return nil
 }
 

@@ -51,7 +51,7 @@ func TestNoFdLeaks(t *testing.T) {
 		conns = append(conns, cl)
 	}
 	before, _ := sockets(t, h.pid)
-	for _, f := range []string{"exit:first-batch", "reject-state", "exit:commit"} {
+	for _, f := range []string{"exit:first-batch", "reject-state", "hang:state"} {
 		h.setFault(f)
 		if p, _ := h.upgrade(); p != 0 {
 			t.Fatalf("upgrade with fault %s succeeded", f)

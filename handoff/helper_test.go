@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,9 +36,15 @@ const (
 	// envListenersOnly makes every server of the chain hand over its
 	// listeners only, and drain its connections after the upgrade.
 	envListenersOnly = "HANDOFF_TEST_LISTENERS_ONLY"
-	// envEarlyPause makes an old process wait this long between sending
-	// the early fds and parking, and say "early" when it starts to wait.
-	envEarlyPause = "HANDOFF_TEST_EARLY_PAUSE"
+	// envPause lists steps (hook names, and "linger" after Exit) at which
+	// a process says "paused" and waits for the test; see barrier.
+	envPause = "HANDOFF_TEST_PAUSE"
+	// envProbe lists steps at which a process starts a probe; see runProbe.
+	envProbe          = "HANDOFF_TEST_PROBE"
+	envUpgradeTimeout = "HANDOFF_TEST_UPGRADE_TIMEOUT"
+	envPauseTimeout   = "HANDOFF_TEST_PAUSE_TIMEOUT"
+	envPIDFile        = "HANDOFF_TEST_PIDFILE"
+	envState          = "HANDOFF_TEST_STATE" // the state file a stopped server saves to
 )
 
 func TestMain(m *testing.M) {
@@ -45,8 +52,8 @@ func TestMain(m *testing.M) {
 	case "server":
 		serverMain()
 		return
-	case "intruder":
-		intruderMain()
+	case "probe":
+		probeMain()
 		return
 	}
 	os.Exit(m.Run())
@@ -207,21 +214,6 @@ func applyFault(f string) {
 	}
 }
 
-// pauseAfterEarly makes the upgrades this process starts wait for d after
-// the early fds, so that a test can change connections in between.
-func pauseAfterEarly(d time.Duration) {
-	prev := testHook
-	testHook = func(step string, ch *channel) {
-		if step == "early" {
-			report("early %d", os.Getpid())
-			time.Sleep(d)
-		}
-		if prev != nil {
-			prev(step, ch)
-		}
-	}
-}
-
 // lowerFdLimit leaves room for only room more fds (0: for a few dozen,
 // whatever is open now). Below the fds already open, the kernel drops the
 // fds of SCM_RIGHTS that do not fit and flags MSG_CTRUNC.
@@ -236,19 +228,19 @@ func lowerFdLimit(room uint64) {
 
 func serverMain() {
 	reporter()
-	isChild := os.Getenv("TABLEFLIP_HAS_PARENT_7DIU3") != ""
-	if isChild {
-		applyFault(fault())
-	}
-	if d, err := time.ParseDuration(os.Getenv(envEarlyPause)); err == nil {
-		pauseAfterEarly(d)
-	}
+	// Before anything can take long, as a real server does, so that a
+	// stop is never lost.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM)
+	installHooks()
 	srv := &lineServer{}
 	listenersOnly := os.Getenv(envListenersOnly) != ""
 	up, err := New(Options{
 		ListenersOnly:  listenersOnly,
 		Version:        "test",
-		UpgradeTimeout: 5 * time.Second,
+		PIDFile:        os.Getenv(envPIDFile),
+		UpgradeTimeout: envDuration(envUpgradeTimeout, 5*time.Second),
+		PauseTimeout:   envDuration(envPauseTimeout, 3*time.Second),
 		ParkTimeout:    2 * time.Second,
 		SaveState:      srv.save,
 		LoadState:      srv.load,
@@ -292,10 +284,15 @@ func serverMain() {
 	total := srv.total
 	srv.mu.Unlock()
 	report("ready %d %s %d", os.Getpid(), ln.Addr(), total)
-	<-up.Exit()
+	select {
+	case <-up.Exit():
+	case <-stop:
+		srv.stop(up)
+		return
+	}
 	st := up.LastUpgrade()
 	timed := st.Start > 0 && st.Fds > 0 && st.Park > 0 && st.Parked > 0 && st.State > 0 && st.Adopt > 0 &&
-		st.Commit > 0 && st.Pause() == st.Park+st.Parked+st.State+st.Adopt+st.Commit
+		st.Commit > 0
 	report("exit %d %d %d %t %d", os.Getpid(), len(up.Conns()), st.Conns, timed, st.Early)
 	if listenersOnly {
 		// The connections stayed here: serve them until their clients go.
@@ -304,22 +301,114 @@ func serverMain() {
 		}
 		report("drained %d", os.Getpid())
 	}
+	barrier("linger")
 }
 
-// intruderMain connects to a handoff socket it was not meant for.
-func intruderMain() {
-	c, err := dialChannel(os.Getenv(envSocket))
+// stop is what the server does on SIGTERM: if it owns the state, it
+// saves it to the state file and says "saved <pid> <total>"; if a
+// successor does, it says "stopped <pid> handed-over" and saves nothing.
+func (s *lineServer) stop(up *Upgrader) {
+	if err := up.Stop(); err != nil {
+		report("stopped %d handed-over %v", os.Getpid(), err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock() // nothing changes after the snapshot
+	err := statefile.WriteFile(os.Getenv(envState), func(w io.Writer) error {
+		return lineStates.Save(w, lineV1{s.total}, 0)
+	})
 	if err != nil {
-		fmt.Println("dial:", err)
-		os.Exit(2)
+		report("error %d save: %v", os.Getpid(), err)
+		return
 	}
-	ch := newChannel(c)
-	_ = ch.send(frameHello, ownHello("intruder").encode(), nil)
-	if typ, _, fds, err := ch.recv(); err != nil {
-		fmt.Println("refused:", err)
-	} else {
-		fmt.Printf("served: %s with %d fds\n", frameName(typ), len(fds))
+	report("saved %d %d", os.Getpid(), s.total)
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return d
 	}
+	return def
+}
+
+// installHooks arms the steps of a handoff with what the test asked for:
+// the new process's fault, the old process's fault, pauses at barriers
+// and probes.
+func installHooks() {
+	if inherited != nil { // started by an upgrade
+		applyFault(fault())
+	}
+	prev := testHook
+	testHook = func(step string, ch *channel) {
+		if strings.Contains(","+os.Getenv(envProbe)+",", ","+step+",") {
+			runProbe(step)
+		}
+		if strings.Contains(","+os.Getenv(envPause)+",", ","+step+",") {
+			barrier(step)
+		}
+		oldFault(step)
+		if prev != nil {
+			prev(step, ch)
+		}
+	}
+}
+
+// barrier says "paused <pid> <step>" and waits until the test creates
+// the file go-<step>, if the test asked for a pause there.
+func barrier(step string) {
+	if !strings.Contains(","+os.Getenv(envPause)+",", ","+step+",") {
+		return
+	}
+	report("paused %d %s", os.Getpid(), step)
+	path := filepath.Join(os.Getenv("TMPDIR"), "go-"+step)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// oldFault applies the old process's fault, read from the file oldfault
+// when the step comes: "late:decide" makes the old process reach its
+// commit point only once its upgrade has timed out.
+func oldFault(step string) {
+	b, _ := os.ReadFile(filepath.Join(os.Getenv("TMPDIR"), "oldfault"))
+	what, at, _ := strings.Cut(strings.TrimSpace(string(b)), ":")
+	if at != step {
+		return
+	}
+	switch what {
+	case "late":
+		time.Sleep(envDuration(envUpgradeTimeout, 5*time.Second) + 100*time.Millisecond)
+	}
+}
+
+// probeMain is a program a server starts during an upgrade: it prints
+// what it inherited of the handoff, which must be nothing: any socket fd,
+// and the variable that names the fds.
+func probeMain() {
+	n := 0
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		target, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		if strings.HasPrefix(target, "socket:") {
+			n++
+		}
+	}
+	_, env := os.LookupEnv(envFds)
+	fmt.Printf("sockets=%d env=%t", n, env)
+}
+
+// runProbe starts a probe and reports what it saw, as "probe <pid> <where> <what>".
+func runProbe(where string) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envRole+"=probe")
+	out, err := cmd.Output()
+	if err != nil {
+		out = []byte("error=" + strings.ReplaceAll(err.Error(), " ", "_"))
+	}
+	report("probe %d %s %s", os.Getpid(), where, out)
 }
 
 // harness runs a chain of server processes for one test.
@@ -433,6 +522,46 @@ func (h *harness) deploy(target string) {
 	}
 }
 
+// pidFile reads the servers' PID file.
+func (h *harness) pidFile() int {
+	h.t.Helper()
+	b, err := os.ReadFile(filepath.Join(h.dir, "pid"))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		h.t.Fatalf("PID file: %v", err)
+	}
+	return pid
+}
+
+// awaitPaused waits for a process to say it is paused at step (other
+// events are skipped) and returns its pid.
+func (h *harness) awaitPaused(step string) int {
+	h.t.Helper()
+	for {
+		ev := h.next()
+		if ev[0] == "paused" && ev[2] == step {
+			pid, _ := strconv.Atoi(ev[1])
+			return pid
+		}
+	}
+}
+
+// release lets every process paused at step go on.
+func (h *harness) release(step string) {
+	if err := os.WriteFile(filepath.Join(h.dir, "go-"+step), nil, 0o600); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) setOldFault(f string) {
+	if err := os.WriteFile(filepath.Join(h.dir, "oldfault"), []byte(f), 0o600); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
 func (h *harness) setFault(f string) {
 	if err := os.WriteFile(h.dir+"/fault", []byte(f), 0o600); err != nil {
 		h.t.Fatal(err)
@@ -488,7 +617,8 @@ func (h *harness) killAll() {
 func testCommand(h *harness, role string) *exec.Cmd {
 	cmd := exec.Command(h.dir+"/current", "-test.run=^$")
 	cmd.Env = append(os.Environ(), envRole+"="+role, envEvents+"="+h.dir+"/events",
-		envFault+"="+h.dir+"/fault", envAddr+"=127.0.0.1:0", "TMPDIR="+h.dir)
+		envFault+"="+h.dir+"/fault", envAddr+"=127.0.0.1:0", "TMPDIR="+h.dir,
+		envPIDFile+"="+h.dir+"/pid", envState+"="+h.dir+"/state")
 	cmd.Env = append(cmd.Env, h.env...)
 	cmd.Stderr = &h.logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

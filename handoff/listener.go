@@ -15,8 +15,10 @@ import (
 // tableflip. Closing the Listener closes this process's copy only.
 type Listener struct {
 	net.Listener
-	reg  *registry
-	kind string
+	reg     *registry
+	kind    string
+	network string // as given to Listen: the name the new process asks for it by
+	addr    string
 }
 
 var _ net.Listener = (*Listener)(nil)
@@ -55,5 +57,23 @@ type deadliner interface{ SetDeadline(time.Time) error }
 func (l *Listener) setDeadline(t time.Time) {
 	if d, ok := l.Listener.(deadliner); ok {
 		_ = d.SetDeadline(t)
+	}
+}
+
+// listenerList returns the listeners made through Listen and not yet
+// handed over.
+func (r *registry) listenerList() []*Listener {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*Listener(nil), r.listeners...)
+}
+
+// keepSocketFiles stops the listeners from removing their Unix socket
+// files on close: the new process serves on them.
+func keepSocketFiles(lns []*Listener) {
+	for _, l := range lns {
+		if ul, ok := l.Listener.(*net.UnixListener); ok {
+			ul.SetUnlinkOnClose(false)
+		}
 	}
 }

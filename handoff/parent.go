@@ -1,3 +1,5 @@
+//go:build linux
+
 package handoff
 
 import (
@@ -5,8 +7,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
+	"io"
 	"os"
+	"strings"
+	"syscall"
 	"time"
 )
 
@@ -15,164 +19,145 @@ import (
 // 8 frames hold at most 2024.
 const sendWindow = 8
 
-// upgrade runs the old process's side of an upgrade. The caller holds
-// u.busy; upgrade releases it once tableflip's part has ended too.
-func (u *Upgrader) upgrade(ctx context.Context) error {
+// upgrade runs the old process's side of an upgrade: start the new
+// process, hand it everything, and commit or roll back. Until it commits,
+// nothing this process holds changes hands: on any failure the new process
+// is killed (and reaped) before a single connection resumes here.
+func (u *Upgrader) upgrade(ctx context.Context, run *attempt) error {
 	began := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, u.opts.UpgradeTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, u.opts.UpgradeTimeout,
+		fmt.Errorf("handoff: upgrade timed out after %s", u.opts.UpgradeTimeout))
 	defer cancel()
-	if err := u.waitForParent(ctx); err != nil {
-		u.busy.Unlock()
-		return err
-	}
-	ln, cleanup, err := listenChannel(u.opts.SocketDir)
+	p, conn, err := u.startProcess()
 	if err != nil {
-		u.busy.Unlock()
 		return err
 	}
-	defer cleanup()
-	os.Setenv(envSocket, ln.Addr().String())
-	f := startFlip(u.tf)
-
-	s, err := u.acceptChild(ctx, ln, f, began)
-	os.Unsetenv(envSocket)
+	s := &parentSession{u: u, ch: newChannel(conn), pid: p.pid, began: began}
+	// The new process's exit ends the wait at once, even if something it
+	// started still holds its end of the channel.
+	ctx, exitCancel := context.WithCancelCause(ctx)
+	defer exitCancel(nil)
+	stopWatch := context.AfterFunc(contextOf(p.exited), func() { exitCancel(p.describe()) })
+	defer stopWatch()
+	parked, err := s.run(ctx)
+	if err == nil {
+		err = u.commitTo(ctx, run, p.pid)
+	}
 	if err != nil {
-		u.endFailed(f)
-		return err
+		return u.rollBack(ctx, s, p, err)
 	}
-	if err := s.run(ctx); err != nil {
-		s.abort(err)
-		u.reg.resumeAll()
-		u.endFailed(f)
-		return err
-	}
-	return u.finishUpgrade(s, f)
+	hook("committed", nil)
+	s.sendCommit()
+	u.handOver(s, parked)
+	return nil
 }
 
-// flip is tableflip's part of an upgrade: it starts the new process and
-// ends when that process is ready, has exited, or was killed on timeout.
-type flip struct {
-	done chan struct{}
-	err  error
-}
-
-func startFlip(tf interface{ Upgrade() error }) *flip {
-	f := &flip{done: make(chan struct{})}
+// contextOf returns a context that ends when done is closed.
+func contextOf(done <-chan struct{}) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		defer close(f.done)
-		for range 100 {
-			f.err = tf.Upgrade()
-			// tableflip notes its parent's exit in its own goroutine, a
-			// moment after WaitForParent returns.
-			if f.err == nil || f.err.Error() != "parent hasn't exited" {
-				return
-			}
-			time.Sleep(time.Millisecond)
-		}
+		<-done
+		cancel()
 	}()
-	return f
+	return ctx
 }
 
-// waitForParent lets an upgrade that follows another closely wait until
-// the previous process is gone: tableflip refuses to upgrade before that.
-func (u *Upgrader) waitForParent(ctx context.Context) error {
-	if !u.tf.HasParent() {
-		return nil
+// commitTo is the single commit point of an upgrade, after the new
+// process's READY: from here on this process never resumes a connection,
+// and a stop signal is passed on to the new process.
+func (u *Upgrader) commitTo(ctx context.Context, run *attempt, pid int) error {
+	hook("decide", nil)
+	if err := u.commit(ctx, run); err != nil {
+		return err
 	}
-	err := u.tf.WaitForParent(ctx)
-	if ctx.Err() != nil {
-		return fmt.Errorf("handoff: previous process has not exited: %w", ctx.Err())
-	}
-	if err != nil {
-		u.log.Warn("handoff: previous process exited uncleanly", "err", err)
+	u.mu.Lock()
+	u.successor = pid
+	u.mu.Unlock()
+	if !u.opts.ListenersOnly {
+		u.watchStops()
 	}
 	return nil
 }
 
-// finishUpgrade waits for the new process's tableflip readiness, the
-// point of no return, then gives every connection away, or with
-// ListenersOnly stops accepting and keeps the connections.
-func (u *Upgrader) finishUpgrade(s *parentSession, f *flip) error {
-	<-f.done // bounded by tableflip's own UpgradeTimeout
-	s.stats.Commit = time.Since(s.committed)
-	if f.err != nil {
-		s.ch.close()
-		killProcess(s.pid)
-		u.reg.resumeAll()
-		u.busy.Unlock()
-		return fmt.Errorf("handoff: new process %d failed after commit, before it served: %w", s.pid, f.err)
+// rollBack ends a failed upgrade: the new process is told why, killed with
+// its process group and reaped, then every connection resumes here. It
+// returns the reason, see failure.
+func (u *Upgrader) rollBack(ctx context.Context, s *parentSession, p *newProcess, err error) error {
+	err = withCause(ctx, err)
+	if !errors.Is(err, ErrRejected) {
+		if rej := s.rejection(100 * time.Millisecond); rej != nil {
+			err = fmt.Errorf("%w (%v)", rej, err)
+		}
 	}
+	s.abort(err)
+	if errors.Is(err, io.EOF) { // the child closed the channel: exiting?
+		select {
+		case <-p.exited:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	ended := p.describe() // before the kill: did it end on its own?
+	if kerr := p.kill(); kerr != nil {
+		u.log.Error("handoff: rollback", "err", kerr)
+	}
+	u.reg.resumeAll()
+	if ended != nil && !strings.Contains(err.Error(), ended.Error()) {
+		err = fmt.Errorf("%w (%v)", err, ended)
+	}
+	return err
+}
+
+// withCause puts ctx's cause (a stop, a timeout, the new process's exit)
+// in front of err, the symptom it caused on the channel. A deadline that
+// has passed is the context's even if the channel noticed first.
+func withCause(ctx context.Context, err error) error {
+	if dl, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(dl) {
+		<-ctx.Done()
+	}
+	cause := context.Cause(ctx)
+	if cause == nil || errors.Is(err, cause) {
+		return err
+	}
+	return fmt.Errorf("%w (%v)", cause, err)
+}
+
+// handOver ends a committed upgrade: every parked connection now belongs
+// to the new process, which this process closes its copies for (close(2)
+// only, never shutdown(2), so no FIN reaches a client); or with
+// ListenersOnly, this process stops accepting and keeps its connections.
+func (u *Upgrader) handOver(s *parentSession, parked []parkedConn) {
+	keepSocketFiles(u.reg.listenerList())
 	if u.opts.ListenersOnly {
 		kept := u.reg.releaseListeners()
 		s.ch.close()
 		u.log.Info("handoff: handed over the listeners; connections stay", "to", s.pid, "conns_kept", kept,
 			"start", s.stats.Start, "adopt", s.stats.Adopt, "commit", s.stats.Commit)
 		u.setStats(s.stats)
-		u.busy.Unlock() // lets watchExit close Exit
-		return nil
+		return
 	}
 	released := time.Now()
-	u.reg.handover()
+	kept := u.reg.handover(parked)
 	s.ch.close()
 	s.stats.Release = time.Since(released)
+	if kept > 0 {
+		u.log.Warn("handoff: connections made after the park stay with this process", "conns", kept)
+	}
 	u.log.Info("handoff: handed over", "to", s.pid, "conns", s.stats.Conns, "early", s.stats.Early,
 		"start", s.stats.Start, "fds", s.stats.Fds, "park", s.stats.Park, "parked", s.stats.Parked,
 		"state", s.stats.State, "adopt", s.stats.Adopt,
 		"commit", s.stats.Commit, "pause", s.stats.Pause(), "release", s.stats.Release)
 	u.setStats(s.stats)
-	u.busy.Unlock() // lets watchExit close Exit
-	return nil
 }
 
-// endFailed waits until tableflip has seen the failed new process go (the
-// connections already carry on), so that the next upgrade can start.
-func (u *Upgrader) endFailed(f *flip) {
-	<-f.done
-	if f.err == nil {
-		u.log.Error("handoff: the new process reported ready without taking over; was it built with this library?")
-	}
-	u.busy.Unlock()
-}
-
-// acceptChild waits for the new process to connect. Connections from any
-// other process are refused and logged; the wait goes on.
-func (u *Upgrader) acceptChild(ctx context.Context, ln *net.UnixListener, f *flip, began time.Time) (*parentSession, error) {
-	got := make(chan *parentSession, 1)
-	go func() {
-		for {
-			c, err := ln.AcceptUnix()
-			if err != nil {
-				return
-			}
-			pid, err := checkChild(c)
-			if err != nil {
-				u.log.Warn("handoff: refused a connection to the handoff socket", "err", err)
-				c.Close()
-				continue
-			}
-			got <- &parentSession{u: u, ch: newChannel(c), pid: pid, began: began}
-			return
-		}
-	}()
-	select {
-	case s := <-got:
-		return s, nil
-	case <-f.done:
-		ln.Close()
-		err := f.err
-		if err == nil {
-			err = errors.New("it reported ready without connecting")
-		}
-		return nil, fmt.Errorf("handoff: new process: %w", err)
-	case <-ctx.Done():
-		ln.Close()
-		return nil, fmt.Errorf("handoff: new process did not connect: %w", ctx.Err())
-	}
+func (u *Upgrader) setStats(st UpgradeStats) {
+	u.mu.Lock()
+	u.stats = st
+	u.mu.Unlock()
 }
 
 // UpgradeStats times the phases of the last upgrade, as the old process saw
 // them. The connections are paused from the start of Park to the end of
-// Commit: the new process resumes them as it reports ready. Fds, before
+// Commit: the new process resumes them as COMMIT arrives. Fds, before
 // the park, costs the clients nothing.
 type UpgradeStats struct {
 	Conns   int           // connections handed over
@@ -183,7 +168,7 @@ type UpgradeStats struct {
 	Parked  time.Duration // sending the parked connections' unread bytes and state (and late fds)
 	State   time.Duration // sending the global state
 	Adopt   time.Duration // from the last byte sent to the new process's READY
-	Commit  time.Duration // from COMMIT to the new process's readiness
+	Commit  time.Duration // from READY to COMMIT sent: the decision
 	Release time.Duration // closing this process's copies of the connections
 }
 
@@ -199,11 +184,12 @@ type parentSession struct {
 	pid       int
 	peer      hello
 	events    chan event
+	readDone  chan struct{} // closed when readEvents has returned
 	seq       uint32 // CONNS and PARKED frames sent
 	acked     uint32 // of them, acknowledged by PROGRESS
 	stats     UpgradeStats
 	began     time.Time // the upgrade's start
-	committed time.Time
+	ready     time.Time // READY arrived
 }
 
 // event is a frame from the child, or the error that ended reading.
@@ -213,25 +199,31 @@ type event struct {
 	err     error
 }
 
-func (s *parentSession) run(ctx context.Context) error {
-	if dl, ok := ctx.Deadline(); ok {
-		s.ch.setDeadline(dl)
-	}
-	defer context.AfterFunc(ctx, func() { s.ch.setDeadline(aLongTimeAgo) })()
+// run takes the handoff up to the new process's READY and returns the
+// connections it parked. The connections are paused from the park on,
+// which PauseTimeout bounds.
+func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error) {
+	defer s.ch.bindDeadline(ctx)()
 	if err := s.hello(); err != nil {
-		return err
+		return nil, err
 	}
 	s.stats.Start = time.Since(s.began)
-	s.events = make(chan event, sendWindow+4)
+	s.events, s.readDone = make(chan event, sendWindow+4), make(chan struct{})
 	go s.readEvents()
 	early, err := s.sendEarly()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	hook("early", s.ch)
-	parked, err := s.park(ctx, early)
+	pause := s.u.opts.PauseTimeout
+	ctx, cancel := context.WithTimeoutCause(ctx, pause,
+		fmt.Errorf("handoff: connections paused for longer than the pause timeout (%s)", pause))
+	defer cancel()
+	defer s.ch.bindDeadline(ctx)()
+	defer func() { err = withCause(ctx, err) }()
+	parked, err = s.park(ctx, early)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	steps := []func() error{
 		func() error { return s.sendParked(parked, early) },
@@ -240,11 +232,21 @@ func (s *parentSession) run(ctx context.Context) error {
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	s.committed = time.Now()
-	return s.ch.send(frameCommit, nil, nil)
+	return parked, nil
+}
+
+// sendCommit tells the new process that it owns everything now. The
+// decision is made already: if the new process cannot hear it, it has
+// died, as it could have a moment later.
+func (s *parentSession) sendCommit() {
+	s.ch.setDeadline(time.Now().Add(5 * time.Second))
+	if err := s.ch.send(frameCommit, nil, nil); err != nil {
+		s.u.log.Error("handoff: COMMIT not delivered; the new process owns the connections", "to", s.pid, "err", err)
+	}
+	s.stats.Commit = time.Since(s.ready)
 }
 
 func (s *parentSession) hello() error {
@@ -371,11 +373,69 @@ func (s *parentSession) park(ctx context.Context, early map[uint64]bool) ([]park
 
 // readEvents forwards the child's frames until the channel fails.
 func (s *parentSession) readEvents() {
+	defer close(s.readDone)
 	for {
 		typ, p, err := recvNoFds(s.ch)
+		if errors.Is(err, syscall.ECONNRESET) {
+			// The child closed with frames of ours unread; what it sent
+			// before (an ABORT and its reason) is still queued behind
+			// the error.
+			continue
+		}
 		s.events <- event{typ, p, err}
 		if err != nil {
 			return
+		}
+	}
+}
+
+// rejection returns the child's ABORT, if it sent one before the upgrade
+// failed here for another reason (a send that timed out, or the child's
+// exit noticed first), looking for up to d at what it sent.
+func (s *parentSession) rejection(d time.Duration) error {
+	until := time.Now().Add(d)
+	if s.events != nil {
+		if rej, done := s.rejectionRead(until); rej != nil || !done {
+			return rej
+		}
+	}
+	// Nobody reads the channel now: read what is left on it.
+	s.ch.setDeadline(until)
+	for {
+		_, _, err := recvNoFds(s.ch)
+		switch {
+		case errors.Is(err, ErrRejected):
+			return err
+		case err != nil && !errors.Is(err, syscall.ECONNRESET):
+			return nil
+		}
+	}
+}
+
+// rejectionRead looks for an ABORT among the frames readEvents read, and
+// reports whether readEvents has ended.
+func (s *parentSession) rejectionRead(until time.Time) (rej error, done bool) {
+	t := time.NewTimer(time.Until(until))
+	defer t.Stop()
+	for {
+		select {
+		case ev := <-s.events:
+			if errors.Is(ev.err, ErrRejected) {
+				return ev.err, true
+			}
+		case <-s.readDone:
+			for {
+				select {
+				case ev := <-s.events:
+					if errors.Is(ev.err, ErrRejected) {
+						return ev.err, true
+					}
+				default:
+					return nil, true
+				}
+			}
+		case <-t.C:
+			return nil, false
 		}
 	}
 }
@@ -472,19 +532,22 @@ func (p parkedConn) record() record {
 	return record{id: p.c.id, kind: p.c.kind, unread: p.unread, state: p.state}
 }
 
-// sendBatch sends one frame of parked connections. Their handlers are
-// blocked in Park, so nothing closes them and their fd numbers hold.
+// sendBatch sends one frame of parked connections. A late connection's fd
+// travels as a duplicate made under the connection's lock, as an early
+// one's does: even parked, a bare fd number is only as safe as every
+// caller of Close.
 func (s *parentSession) sendBatch(typ byte, batch []parkedConn) error {
 	recs := make([]record, len(batch))
 	var fds []int
+	defer func() { closeFds(fds) }()
 	for i, p := range batch {
 		recs[i] = p.record()
 		if typ != frameConns {
 			continue
 		}
-		fd, err := connFd(p.c.Conn)
+		fd, err := dupConnFd(p.c.Conn)
 		if err != nil {
-			return err
+			return fmt.Errorf("handoff: parked connection %d: %w", p.c.id, err)
 		}
 		fds = append(fds, fd)
 	}
@@ -518,16 +581,17 @@ func (s *parentSession) awaitReady() error {
 	if got := binary.BigEndian.Uint32(p); int(got) != s.stats.Conns {
 		return protoErr("new process adopted %d connections, %d were sent", got, s.stats.Conns)
 	}
-	s.stats.Adopt = time.Since(start)
+	s.ready = time.Now()
+	s.stats.Adopt = s.ready.Sub(start)
 	return nil
 }
 
-// abort tells the child why the upgrade ends, and makes sure it exits.
+// abort tells the child why the upgrade ends, for its log; the caller
+// kills it.
 func (s *parentSession) abort(cause error) {
 	s.ch.setDeadline(time.Now().Add(100 * time.Millisecond))
 	_ = s.ch.send(frameAbort, abortPayload(cause), nil)
 	s.ch.close()
-	killProcess(s.pid)
 }
 
 // recvNoFds receives a frame that must carry no fds, and turns ABORT into

@@ -186,20 +186,24 @@ func (r *registry) resumeAll() {
 	}
 }
 
-// handover ends a successful upgrade: every parked connection now belongs
+// handover ends a successful upgrade: every connection sent now belongs
 // to the new process. This process closes its copies with close(2) only,
-// never shutdown(2), so no FIN reaches a client.
-func (r *registry) handover() {
+// never shutdown(2), so no FIN reaches a client. It returns how many
+// connections stay tracked here, unsent.
+func (r *registry) handover(sent []parkedConn) (kept int) {
 	r.mu.Lock()
-	conns := r.snapshotLocked()
-	r.conns = make(map[uint64]*Conn)
+	for _, p := range sent {
+		delete(r.conns, p.c.id)
+	}
+	kept = len(r.conns)
 	lns := r.goneLocked()
 	r.mu.Unlock()
 	closeListeners(lns)
-	for _, c := range conns {
-		c.finish(ErrHandedOver)
-		_ = c.Conn.Close()
+	for _, p := range sent {
+		p.c.finish(ErrHandedOver)
+		_ = p.c.Conn.Close()
 	}
+	return kept
 }
 
 // releaseListeners ends a listeners-only upgrade: the listeners now belong

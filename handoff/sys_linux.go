@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -151,7 +150,7 @@ func growFdTable(n int) error {
 // connFd returns the fd of c without changing its mode (never Fd(): that
 // makes the socket blocking, for this process and the peer sharing it). The
 // number stays valid while c is not closed; parked connections are not.
-func connFd(c net.Conn) (int, error) {
+func connFd(c any) (int, error) {
 	fd := -1
 	err := controlConn(c, func(f uintptr) { fd = int(f) })
 	return fd, err
@@ -160,7 +159,7 @@ func connFd(c net.Conn) (int, error) {
 // dupConnFd returns a close-on-exec duplicate of c's fd, made while c
 // cannot be closed, for a connection whose handler is still running. The
 // caller closes it.
-func dupConnFd(c net.Conn) (int, error) {
+func dupConnFd(c any) (int, error) {
 	dup, derr := -1, error(nil)
 	if err := controlConn(c, func(f uintptr) { dup, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
 		return -1, err
@@ -169,7 +168,7 @@ func dupConnFd(c net.Conn) (int, error) {
 }
 
 // controlConn runs fn with c's fd, which c cannot close meanwhile.
-func controlConn(c net.Conn, fn func(fd uintptr)) error {
+func controlConn(c any, fn func(fd uintptr)) error {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return fmt.Errorf("handoff: %T has no file descriptor", c)
@@ -189,55 +188,8 @@ func fdConn(fd int) (net.Conn, error) {
 	return net.FileConn(f)
 }
 
-// listenChannel creates the parent's end: a SOCK_SEQPACKET socket in a fresh
-// directory only this user can enter.
-func listenChannel(dir string) (*net.UnixListener, func(), error) {
-	d, err := os.MkdirTemp(dir, "handoff-")
-	if err != nil {
-		return nil, nil, fmt.Errorf("handoff: socket directory: %w", err)
-	}
-	cleanup := func() { _ = os.RemoveAll(d) }
-	path := filepath.Join(d, "s")
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
-	if err != nil {
-		cleanup()
-		return nil, nil, fmt.Errorf("handoff: listen: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		cleanup()
-		return nil, nil, fmt.Errorf("handoff: chmod socket: %w", err)
-	}
-	return ln, func() { ln.Close(); cleanup() }, nil
-}
 
-func dialChannel(path string) (*net.UnixConn, error) {
-	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
-	if err != nil {
-		return nil, fmt.Errorf("handoff: connect to the old process: %w", err)
-	}
-	return c, nil
-}
 
-// checkChild verifies that the peer of c is a child of this process running
-// as this user.
-func checkChild(c *net.UnixConn) (int, error) {
-	cred, err := peerCred(c)
-	if err != nil {
-		return 0, err
-	}
-	if int(cred.Uid) != os.Getuid() {
-		return int(cred.Pid), fmt.Errorf("handoff: peer pid %d runs as uid %d, not %d: %w", cred.Pid, cred.Uid, os.Getuid(), ErrNotChild)
-	}
-	ppid, err := parentPID(cred.Pid)
-	if err != nil {
-		return int(cred.Pid), fmt.Errorf("handoff: peer pid %d: %w", cred.Pid, err)
-	}
-	if ppid != os.Getpid() {
-		return int(cred.Pid), fmt.Errorf("handoff: peer pid %d is the child of %d, not of this process: %w", cred.Pid, ppid, ErrNotChild)
-	}
-	return int(cred.Pid), nil
-}
 
 // checkParent verifies that the peer of c is this process's parent.
 func checkParent(c *net.UnixConn) error {
@@ -251,9 +203,3 @@ func checkParent(c *net.UnixConn) error {
 	return nil
 }
 
-// killProcess ends a child that hangs after an abort.
-func killProcess(pid int) {
-	if pid > 0 {
-		_ = unix.Kill(pid, unix.SIGKILL)
-	}
-}

@@ -15,54 +15,61 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/cloudflare/tableflip"
 )
 
 // Defaults for zero Options fields.
 const (
 	DefaultUpgradeTimeout = 30 * time.Second
-	DefaultParkTimeout    = 5 * time.Second
+	DefaultPauseTimeout   = 5 * time.Second
+	DefaultParkTimeout    = 2 * time.Second
 	DefaultMaxBuffered    = 64 << 10
 )
-
-// envSocket tells the new process where the old one waits for it.
-const envSocket = "HANDOFF_SOCKET"
 
 // Sentinel errors, each a decision a caller can make.
 var (
 	// ErrUpgradeInProgress: an upgrade was triggered while another runs.
 	ErrUpgradeInProgress = errors.New("handoff: an upgrade is already in progress")
-	// ErrNotChild: the handoff peer is not this process's child (or parent).
+	// ErrNotReady: an upgrade was triggered before Ready returned.
+	ErrNotReady = errors.New("handoff: this process is not ready yet")
+	// ErrStopped: the Upgrader was stopped; it starts no more upgrades.
+	ErrStopped = errors.New("handoff: stopped")
+	// ErrNotChild: the handoff peer is not this process's parent.
 	ErrNotChild = errors.New("handoff: peer is not the expected process")
 	// ErrRejected: the other process refused the handoff and said why.
 	ErrRejected = errors.New("handoff: rejected by peer")
+	// ErrNotSupported: upgrades need Linux. Everything else works.
+	ErrNotSupported = errors.New("handoff: upgrades are not supported on this platform")
 )
 
 // Options configure an Upgrader. Zero values mean the documented default.
 type Options struct {
-	// Binary is the executable an upgrade starts. Default: the path this
-	// process was started from (os.Args[0], made absolute), looked up again
-	// at each upgrade, so both replacing the file in place and switching a
+	// Binary is the executable an upgrade starts, with this process's
+	// arguments (os.Args[1:]) and in the working directory New saw.
+	// Default: the path this process was started from (os.Args[0], made
+	// absolute), so that both replacing the file in place and switching a
 	// "current" symlink deploy the new version.
 	Binary string
 	// Version names the application's version; it is exchanged in HELLO and
 	// logged.
 	Version string
-	// PIDFile, if set, receives the pid of the process that is ready.
+	// PIDFile, if set, receives the pid of the process that serves: the
+	// first process once Ready returns, a new one once it has committed.
+	// A failed upgrade never changes it.
 	PIDFile string
-	// UpgradeTimeout bounds an upgrade from the start of the new process to
-	// commit. Default DefaultUpgradeTimeout.
+	// UpgradeTimeout bounds an upgrade from its start to the moment the
+	// old process commits it. Default DefaultUpgradeTimeout.
 	UpgradeTimeout time.Duration
+	// PauseTimeout bounds the part of an upgrade during which connections
+	// are not served: from asking them to park until the new process is
+	// ready. Past it, the upgrade is rolled back. Default
+	// DefaultPauseTimeout.
+	PauseTimeout time.Duration
 	// ParkTimeout bounds how long connections may take to reach a message
-	// boundary and park. Default DefaultParkTimeout.
+	// boundary and park, inside PauseTimeout. Default DefaultParkTimeout.
 	ParkTimeout time.Duration
 	// MaxBuffered bounds the bytes a Conn buffers without a complete message.
 	// Default DefaultMaxBuffered.
 	MaxBuffered int
-	// SocketDir holds the handoff socket, in a fresh directory only this
-	// user can enter. Default os.TempDir().
-	SocketDir string
 	// SaveState writes the application's global state to the new process.
 	// It runs in the old process while every connection is parked. Nil: no
 	// state. Write a state file (statefile.Set.Save): the new binary may
@@ -97,55 +104,77 @@ type Options struct {
 	ListenConfig *net.ListenConfig
 }
 
+// phase is where the Upgrader is in the process's life.
+type phase int
+
+const (
+	phaseStarting   phase = iota // before Ready: no upgrade may start
+	phaseServing                 // ready; an upgrade may start
+	phaseUpgrading               // an upgrade (or, in a new process, a takeover) runs
+	phaseHandedOver              // a successor owns the connections and the state
+	phaseStopped                 // Stop was called, or the takeover failed
+)
+
 // Upgrader runs one process's part in the chain of upgrades: it hands
 // listeners, connections and state to the next process, or takes them over
 // from the previous one. There is one per process.
 type Upgrader struct {
-	opts Options
-	log  *slog.Logger
-	tf   *tableflip.Upgrader
-	reg  *registry
+	opts   Options
+	log    *slog.Logger
+	reg    *registry
+	dir    string       // working directory at New: upgrades start the binary there
+	parent *inheritance // what the previous process passed; nil in a first process
 
-	parentSock string // set in a process started by an upgrade
-
-	busy     sync.Mutex // held for the whole of an upgrade
-	statsMu  sync.Mutex
-	stats    UpgradeStats // of the last upgrade that handed over
-	exitC    chan struct{}
-	exitOnce sync.Once
-	stopOnce sync.Once
-	sigC     chan os.Signal
+	mu        sync.Mutex
+	phase     phase    // guarded by mu
+	run       *attempt // the upgrade or takeover in progress, guarded by mu
+	successor int      // pid of the process that took over, guarded by mu
+	stats     UpgradeStats
+	exitOnce  sync.Once
+	exitC     chan struct{}
+	sigC      chan os.Signal
+	passOnce  sync.Once // a stop is passed on to the successor once
 }
 
+// attempt is one upgrade (in the old process) or takeover (in the new
+// one). Its decision is made once, under Upgrader.mu: committed, or
+// cancelled by Stop. Whichever comes first wins.
+type attempt struct {
+	cancel    context.CancelCauseFunc
+	committed bool          // guarded by Upgrader.mu
+	stopping  bool          // Stop was called; guarded by Upgrader.mu
+	done      chan struct{} // closed when the attempt has ended
+}
+
+// errStopping is the cause of an attempt cancelled by Stop.
+var errStopping = errors.New("handoff: the process is stopping")
+
+var created sync.Once
+
 // New creates the process's Upgrader. Only the first call in a process
-// succeeds (a tableflip rule).
+// succeeds: the process has one chain of upgrades. New changes nothing
+// global but SIGHUP's handling (unless Options.NoSignal).
 func New(opts Options) (*Upgrader, error) {
+	first := false
+	created.Do(func() { first = true })
+	if !first {
+		return nil, errors.New("handoff: New called twice; a process has one Upgrader")
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return nil, fmt.Errorf("handoff: working directory: %w", err)
+	}
 	if err := applyDefaults(&opts); err != nil {
 		return nil, err
 	}
-	// tableflip starts os.Args[0]; this is how the binary is chosen.
-	os.Args[0] = opts.Binary
-	tf, err := tableflip.New(tableflip.Options{
-		UpgradeTimeout: opts.UpgradeTimeout,
-		PIDFile:        opts.PIDFile,
-		ListenConfig:   opts.ListenConfig,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("handoff: %w", err)
-	}
 	u := &Upgrader{
-		opts:  opts,
-		log:   opts.Logger.With("pid", os.Getpid()),
-		tf:    tf,
-		reg:   newRegistry(opts.MaxBuffered),
-		exitC: make(chan struct{}),
+		opts:   opts,
+		log:    opts.Logger.With("pid", os.Getpid()),
+		reg:    newRegistry(opts.MaxBuffered),
+		dir:    dir,
+		parent: inherited,
+		exitC:  make(chan struct{}),
 	}
-	if tf.HasParent() {
-		u.parentSock = os.Getenv(envSocket)
-	}
-	// Our own children must not find the socket.
-	os.Unsetenv(envSocket)
-	go u.watchExit()
 	if !opts.NoSignal {
 		u.sigC = make(chan os.Signal, 1)
 		signal.Notify(u.sigC, syscall.SIGHUP)
@@ -157,7 +186,7 @@ func New(opts Options) (*Upgrader, error) {
 func applyDefaults(o *Options) error {
 	if o.Binary == "" {
 		o.Binary = os.Args[0]
-		if !strings.Contains(o.Binary, "/") {
+		if !strings.Contains(o.Binary, string(filepath.Separator)) {
 			p, err := exec.LookPath(o.Binary)
 			if err != nil {
 				return fmt.Errorf("handoff: find own binary: %w", err)
@@ -173,14 +202,14 @@ func applyDefaults(o *Options) error {
 	if o.UpgradeTimeout <= 0 {
 		o.UpgradeTimeout = DefaultUpgradeTimeout
 	}
+	if o.PauseTimeout <= 0 {
+		o.PauseTimeout = DefaultPauseTimeout
+	}
 	if o.ParkTimeout <= 0 {
 		o.ParkTimeout = DefaultParkTimeout
 	}
 	if o.MaxBuffered <= 0 {
 		o.MaxBuffered = DefaultMaxBuffered
-	}
-	if o.SocketDir == "" {
-		o.SocketDir = os.TempDir()
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -191,32 +220,47 @@ func applyDefaults(o *Options) error {
 // LastUpgrade returns the phases of the last upgrade this process handed
 // over, for an application's metrics; zero before one.
 func (u *Upgrader) LastUpgrade() UpgradeStats {
-	u.statsMu.Lock()
-	defer u.statsMu.Unlock()
+	u.mu.Lock()
+	defer u.mu.Unlock()
 	return u.stats
 }
 
-func (u *Upgrader) setStats(s UpgradeStats) {
-	u.statsMu.Lock()
-	u.stats = s
-	u.statsMu.Unlock()
-}
-
 // HasParent reports whether this process was started by an upgrade.
-func (u *Upgrader) HasParent() bool { return u.tf.HasParent() }
+func (u *Upgrader) HasParent() bool { return u.parent != nil }
+
+// Binary is the executable an upgrade starts: Options.Binary, or the
+// absolute path this process was started from.
+func (u *Upgrader) Binary() string { return u.opts.Binary }
 
 // Listen returns a listener inherited from the previous process, or a new
-// one. Closing it closes this process's copy only.
+// one made with Options.ListenConfig. Closing it closes this process's
+// copy only: the process it is handed to has its own.
 func (u *Upgrader) Listen(network, addr string) (*Listener, error) {
-	ln, err := u.tf.Listen(network, addr)
+	ln, err := u.listen(network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("handoff: listen %s %s: %w", network, addr, err)
 	}
-	l := &Listener{Listener: ln, reg: u.reg, kind: network + ":" + addr}
+	l := &Listener{Listener: ln, reg: u.reg, kind: network + ":" + addr, network: network, addr: addr}
 	u.reg.mu.Lock()
 	u.reg.listeners = append(u.reg.listeners, l)
 	u.reg.mu.Unlock()
 	return l, nil
+}
+
+func (u *Upgrader) listen(network, addr string) (net.Listener, error) {
+	if f := u.parent.takeListener(network, addr); f != nil {
+		defer f.Close()
+		ln, err := net.FileListener(f)
+		if ul, ok := ln.(*net.UnixListener); ok {
+			ul.SetUnlinkOnClose(true) // this process is the socket file's owner now
+		}
+		return ln, err
+	}
+	lc := u.opts.ListenConfig
+	if lc == nil {
+		lc = &net.ListenConfig{}
+	}
+	return lc.Listen(context.Background(), network, addr)
 }
 
 // Wrap tracks a connection this process made or accepted itself, so that it
@@ -225,28 +269,46 @@ func (u *Upgrader) Wrap(nc net.Conn, kind string) *Conn {
 	return u.reg.track(nc, kind, nil)
 }
 
-// Ready finishes starting this process. In a process started by an upgrade,
-// it takes over the old process's connections and state: it receives them,
-// calls LoadState, commits, and starts Resume for every connection; on error
-// the old process carries on, and this one must exit. In a first process it
-// only writes the PID file.
+// Ready finishes starting this process. In a first process it writes the
+// PID file. In a process started by an upgrade, it takes over the old
+// process's connections and state: it receives them, calls LoadState and
+// waits for the old process to commit; then it writes the PID file and
+// starts Resume for every connection. On error nothing was taken over (the
+// old process carries on, unless it died) and this process must exit
+// without saving any state. Cancelling ctx, or calling Stop, before the
+// new process has said it is ready aborts the takeover; after that, the
+// old process decides and Ready waits for its word.
 func (u *Upgrader) Ready(ctx context.Context) error {
-	if u.parentSock != "" {
-		if err := u.takeOver(ctx); err != nil {
-			u.log.Error("handoff: takeover failed; the old process carries on", "err", err)
-			return err
-		}
+	if u.parent == nil {
+		return u.becomeReady()
+	}
+	err := u.takeOver(ctx)
+	u.parent.closeUnused()
+	if err != nil {
+		u.log.Error("handoff: takeover failed; exit without saving state", "err", err)
+	}
+	return err
+}
+
+// becomeReady marks a first process ready and writes its pid.
+func (u *Upgrader) becomeReady() error {
+	u.mu.Lock()
+	if u.phase == phaseStarting {
+		u.phase = phaseServing
+	}
+	u.mu.Unlock()
+	return u.writePIDFile()
+}
+
+func (u *Upgrader) writePIDFile() error {
+	if u.opts.PIDFile == "" {
 		return nil
 	}
-	if err := u.tf.Ready(); err != nil {
-		return fmt.Errorf("handoff: ready: %w", err)
+	if err := writePIDFile(u.opts.PIDFile, u.dir); err != nil {
+		return fmt.Errorf("handoff: PID file: %w", err)
 	}
 	return nil
 }
-
-// Binary is the executable an upgrade starts: Options.Binary, or the
-// absolute path this process was started from.
-func (u *Upgrader) Binary() string { return u.opts.Binary }
 
 // Conns returns the connections this process serves now: accepted through
 // its Listeners, wrapped or resumed, and neither closed nor handed over. The
@@ -261,33 +323,54 @@ func (u *Upgrader) Conns() []*Conn {
 
 // Exit is closed when this process should exit: it has handed everything to
 // its successor (with Options.ListenersOnly, its listeners; its connections
-// are still its own), or Stop was called.
+// are still its own), its takeover failed, or Stop was called.
 func (u *Upgrader) Exit() <-chan struct{} { return u.exitC }
 
-// Stop ends the Upgrader for a stop of the service: no more upgrades, and
-// Exit is closed. Safe to call more than once.
-//
-// It returns nil if this process owns its state and connections: the
-// application saves what it must and exits. It returns ErrHandedOver if a
-// successor owns them (an upgrade committed): the application must not
-// save its state, which is stale.
-func (u *Upgrader) Stop() error {
-	u.stopOnce.Do(func() {
-		if u.sigC != nil {
-			signal.Stop(u.sigC)
-		}
-		u.tf.Stop()
-	})
-	return nil
-}
+func (u *Upgrader) closeExit() { u.exitOnce.Do(func() { close(u.exitC) }) }
 
-func (u *Upgrader) watchExit() {
-	<-u.tf.Exit()
-	// After a successful upgrade, Exit closes only once the handover is
-	// done; see finishUpgrade.
-	u.busy.Lock()
-	defer u.busy.Unlock()
-	u.exitOnce.Do(func() { close(u.exitC) })
+// Stop ends the Upgrader for a stop of the service: no more upgrades, and
+// Exit is closed. Safe to call more than once, from any goroutine.
+//
+// An upgrade in progress is resolved first. If the old process has not
+// committed it yet, it is rolled back: the new process is killed and this
+// process keeps everything. If it has committed, it completes.
+//
+// Stop returns nil if this process owns its state and connections: the
+// application saves what it must and exits. It returns ErrHandedOver if a
+// successor owns them (an upgrade committed, now or before): the
+// application must not save its state, which is stale, and Stop has passed
+// the stop on to the successor as SIGTERM, so that the service stops and
+// the successor saves. With Options.ListenersOnly nothing is passed on:
+// the successor owns the listeners only.
+func (u *Upgrader) Stop() error {
+	u.mu.Lock()
+	run := u.run
+	if run != nil {
+		run.stopping = true
+		if !run.committed {
+			run.cancel(errStopping)
+		}
+	} else if u.phase != phaseHandedOver {
+		u.phase = phaseStopped
+	}
+	u.mu.Unlock()
+	if run != nil {
+		<-run.done // end() has set the phase: stopped or handed over
+	}
+	if u.sigC != nil {
+		signal.Stop(u.sigC)
+	}
+	u.closeExit()
+	u.mu.Lock()
+	handed := u.phase == phaseHandedOver
+	u.mu.Unlock()
+	if !handed {
+		return nil
+	}
+	if !u.opts.ListenersOnly {
+		u.passStop(syscall.SIGTERM)
+	}
+	return ErrHandedOver
 }
 
 func (u *Upgrader) onSignal() {
@@ -299,22 +382,85 @@ func (u *Upgrader) onSignal() {
 
 // Upgrade starts the binary and hands it this process's listeners,
 // connections and state (with Options.ListenersOnly, its listeners only).
-// It returns nil once the new process has committed; this process should
-// then exit (Exit is closed), with Options.ListenersOnly once it has closed
-// the connections it still serves. On error, nothing was
-// handed over and every connection carries on here. A call made while an
-// upgrade runs returns ErrUpgradeInProgress.
+// It returns nil once the upgrade has committed; this process should then
+// exit (Exit is closed), with Options.ListenersOnly once it has closed
+// the connections it still serves. On error, nothing was handed over and
+// every connection carries on here. A call made while an upgrade runs
+// returns ErrUpgradeInProgress; before Ready, ErrNotReady; after Stop,
+// ErrStopped; after an upgrade committed, ErrHandedOver. Cancelling ctx
+// rolls the upgrade back, unless it has committed.
 func (u *Upgrader) Upgrade(ctx context.Context) error {
-	if !u.busy.TryLock() {
-		u.log.Warn("handoff: upgrade refused: another upgrade is in progress")
-		return ErrUpgradeInProgress
+	ctx, run, err := u.begin(ctx)
+	if err != nil {
+		u.log.Warn("handoff: upgrade refused", "err", err)
+		return err
 	}
 	start := time.Now()
-	err := u.upgrade(ctx)
+	err = u.upgrade(ctx, run)
+	next := phaseServing
+	if err == nil {
+		next = phaseHandedOver
+	}
+	u.end(run, next)
 	if err != nil {
 		u.log.Error("handoff: upgrade failed; this process carries on", "err", err, "took", time.Since(start))
 		return err
 	}
 	u.log.Info("handoff: upgrade committed; exiting", "took", time.Since(start))
 	return nil
+}
+
+// begin starts an attempt if the process is in a phase that allows it.
+func (u *Upgrader) begin(ctx context.Context) (context.Context, *attempt, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	switch u.phase {
+	case phaseStarting:
+		return nil, nil, ErrNotReady
+	case phaseUpgrading:
+		return nil, nil, ErrUpgradeInProgress
+	case phaseHandedOver:
+		return nil, nil, ErrHandedOver
+	case phaseStopped:
+		return nil, nil, ErrStopped
+	}
+	u.phase = phaseUpgrading
+	return u.startAttemptLocked(ctx)
+}
+
+func (u *Upgrader) startAttemptLocked(ctx context.Context) (context.Context, *attempt, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	u.run = &attempt{cancel: cancel, done: make(chan struct{})}
+	return ctx, u.run, nil
+}
+
+// commit is the attempt's point of no return: it fails if Stop or the
+// context got there first. In the old process, it is made before COMMIT is
+// sent; in the new one, before READY.
+func (u *Upgrader) commit(ctx context.Context, run *attempt) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	run.committed = true
+	return nil
+}
+
+// end records an attempt's outcome, the phase the process is in now, and
+// wakes Stop. An attempt that Stop saw ends in phaseStopped unless it
+// handed over: no other upgrade may start in between.
+func (u *Upgrader) end(run *attempt, next phase) {
+	u.mu.Lock()
+	if run.stopping && next != phaseHandedOver {
+		next = phaseStopped
+	}
+	u.phase = next
+	u.run = nil
+	u.mu.Unlock()
+	run.cancel(nil)
+	close(run.done)
+	if next != phaseServing {
+		u.closeExit()
+	}
 }

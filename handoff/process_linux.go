@@ -1,0 +1,170 @@
+package handoff
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// newProcess is a process started by an upgrade, in a process group of
+// its own until it commits, so that a failed one can be killed with
+// everything it started (a shell script's children, say), none of which
+// may keep this process's sockets.
+type newProcess struct {
+	pid    int
+	exited chan struct{} // closed once it has exited and been reaped
+	err    error         // how it exited; read after exited
+}
+
+// startProcess starts the binary with this process's arguments and
+// environment, the handoff channel at fd 3 and the listeners after it.
+// It returns the process and this process's end of the channel.
+func (u *Upgrader) startProcess() (*newProcess, *net.UnixConn, error) {
+	ours, theirs, err := socketpair()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer theirs.Close()
+	files, keys := u.listenerFiles()
+	defer closeFiles(files)
+	cmd := &exec.Cmd{
+		Path:        u.opts.Binary,
+		Args:        append([]string{u.opts.Binary}, os.Args[1:]...),
+		Env:         append(os.Environ(), envFds+"="+encodeFds(keys)),
+		Dir:         u.dir,
+		Stdin:       os.Stdin,
+		Stdout:      os.Stdout,
+		Stderr:      os.Stderr,
+		ExtraFiles:  append([]*os.File{theirs}, files...),
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	if err := cmd.Start(); err != nil {
+		ours.Close()
+		return nil, nil, fmt.Errorf("handoff: start %s: %w", u.opts.Binary, err)
+	}
+	p := &newProcess{pid: cmd.Process.Pid, exited: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	return p, ours, nil
+}
+
+// socketpair makes the handoff channel: a connected pair that nobody else
+// can reach, unlike a path in the file system.
+func socketpair() (*net.UnixConn, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("handoff: %w", os.NewSyscallError("socketpair", err))
+	}
+	f := os.NewFile(uintptr(fds[0]), "handoff-channel")
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		unix.Close(fds[1])
+		return nil, nil, fmt.Errorf("handoff: channel: %w", err)
+	}
+	return c.(*net.UnixConn), os.NewFile(uintptr(fds[1]), "handoff-channel"), nil
+}
+
+// listenerFiles returns a duplicate of every listening socket, for the new
+// process, and their names. A listener the application closed is left out.
+func (u *Upgrader) listenerFiles() ([]*os.File, []string) {
+	var files []*os.File
+	var keys []string
+	for _, l := range u.reg.listenerList() {
+		fd, err := dupConnFd(l.Listener)
+		if err != nil {
+			continue
+		}
+		key := listenerKey(l.network, l.addr)
+		files, keys = append(files, os.NewFile(uintptr(fd), key)), append(keys, key)
+	}
+	return files, keys
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		_ = f.Close()
+	}
+}
+
+// kill ends the new process and its process group, and waits until it
+// has exited: only then can nothing it did race with this process
+// resuming the connections. SIGKILL cannot be refused; the bound is for a
+// process stuck in the kernel.
+func (p *newProcess) kill() error {
+	_ = unix.Kill(-p.pid, unix.SIGKILL)
+	_ = unix.Kill(p.pid, unix.SIGKILL)
+	select {
+	case <-p.exited:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("handoff: new process %d did not die of SIGKILL in 10s", p.pid)
+	}
+}
+
+// describe says how the new process ended, if it has.
+func (p *newProcess) describe() error {
+	select {
+	case <-p.exited:
+	default:
+		return nil
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		return fmt.Errorf("new process %d %s", p.pid, ee.ProcessState)
+	}
+	if p.err != nil {
+		return fmt.Errorf("new process %d: %w", p.pid, p.err)
+	}
+	return fmt.Errorf("new process %d exited with status 0", p.pid)
+}
+
+// rejoinParentGroup moves a committed new process into its old process's
+// process group, where a shell's or a supervisor's group signals reach it.
+func rejoinParentGroup(ppid int) error {
+	if unix.Getpgrp() != os.Getpid() {
+		return nil // not started in a group of its own
+	}
+	pgid, err := unix.Getpgid(ppid)
+	if err != nil {
+		return os.NewSyscallError("getpgid", err)
+	}
+	return os.NewSyscallError("setpgid", unix.Setpgid(0, pgid))
+}
+
+// watchStops passes SIGTERM and SIGINT on to the successor from the commit
+// until this process exits: a stop signal to the old pid stops the service.
+func (u *Upgrader) watchStops() {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		for sig := range c {
+			u.passStop(sig.(syscall.Signal))
+		}
+	}()
+}
+
+// passStop sends sig to the successor, once.
+func (u *Upgrader) passStop(sig syscall.Signal) {
+	u.passOnce.Do(func() {
+		u.mu.Lock()
+		pid := u.successor
+		u.mu.Unlock()
+		if pid <= 0 {
+			return
+		}
+		u.log.Info("handoff: stop passed on to the process that took over", "to", pid, "signal", sig.String())
+		if err := unix.Kill(pid, sig); err != nil {
+			u.log.Warn("handoff: could not pass the stop on", "to", pid, "err", os.NewSyscallError("kill", err))
+		}
+	})
+}
