@@ -2,6 +2,7 @@ package handoff
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -22,12 +23,17 @@ import (
 // is answered exactly once, in order, with the connection's request count
 // continuing across upgrades.
 type conn struct {
-	c    net.Conn
-	r    *bufio.Reader
-	sent int
-	got  int
-	pids map[string]bool
+	c     net.Conn
+	r     *bufio.Reader
+	sent  int
+	got   int
+	pids  map[string]bool
+	acked *atomic.Int64 // the load's count of replies received, if any
 }
+
+// errMismatch marks a reply that is wrong: lost, repeated or reordered
+// requests, or a count that did not continue.
+var errMismatch = errors.New("wrong reply")
 
 func (cl *conn) round(k int, half bool) error {
 	var b strings.Builder
@@ -65,10 +71,13 @@ func (cl *conn) receive() error {
 		f := strings.Fields(line)
 		want := fmt.Sprintf("req-%d", cl.got)
 		if len(f) != 3 || f[0] != want || f[1] != strconv.Itoa(cl.got) {
-			return fmt.Errorf("reply %q, want %q with count %d", strings.TrimSpace(line), want, cl.got)
+			return fmt.Errorf("%w: %q, want %q with count %d", errMismatch, strings.TrimSpace(line), want, cl.got)
 		}
 		cl.pids[f[2]] = true
 		cl.got++
+		if cl.acked != nil {
+			cl.acked.Add(1)
+		}
 	}
 	return nil
 }
@@ -86,6 +95,8 @@ type load struct {
 	dialed  atomic.Int64
 	refused atomic.Int64
 	rounds  atomic.Int64
+	acked   atomic.Int64 // replies received, over every connection
+	sent    atomic.Int64 // requests sent, over every connection
 }
 
 func startLoad(t *testing.T, addr string, n int) *load {
@@ -96,7 +107,7 @@ func startLoad(t *testing.T, addr string, n int) *load {
 			t.Fatalf("dial %d: %v", i, err)
 		}
 		t.Cleanup(func() { c.Close() })
-		cl := &conn{c: c, r: bufio.NewReader(c), pids: map[string]bool{}}
+		cl := &conn{c: c, r: bufio.NewReader(c), pids: map[string]bool{}, acked: &l.acked}
 		l.conns = append(l.conns, cl)
 		l.wg.Add(1)
 		go l.drive(cl, i)
@@ -120,7 +131,12 @@ func (l *load) drive(cl *conn, i int) {
 			return
 		default:
 		}
-		if err := cl.round(1+(i+r)%8, (i+r)%3 == 0); err != nil {
+		k, half := 1+(i+r)%8, (i+r)%3 == 0
+		l.sent.Add(int64(k))
+		if half {
+			l.sent.Add(1)
+		}
+		if err := cl.round(k, half); err != nil {
 			l.fail(fmt.Errorf("conn %d: %w", i, err))
 			return
 		}
@@ -144,7 +160,8 @@ func (l *load) churn() {
 			l.fail(fmt.Errorf("new connection: %w", err))
 			continue
 		}
-		cl := &conn{c: c, r: bufio.NewReader(c), pids: map[string]bool{}}
+		cl := &conn{c: c, r: bufio.NewReader(c), pids: map[string]bool{}, acked: &l.acked}
+		l.sent.Add(3)
 		if err := cl.round(2, true); err != nil {
 			l.fail(fmt.Errorf("new connection: %w", err))
 		}
@@ -163,6 +180,18 @@ func (l *load) waitRounds(n int64) {
 		}
 		if len(l.errors()) > 0 {
 			return
+		}
+	}
+}
+
+// halt ends a load whose server is being stopped: connections that end
+// are expected, but no reply may have been wrong.
+func (l *load) halt() {
+	close(l.stopC)
+	l.wg.Wait()
+	for _, err := range l.errors() {
+		if errors.Is(err, errMismatch) {
+			l.t.Error(err)
 		}
 	}
 }

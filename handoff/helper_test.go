@@ -422,6 +422,8 @@ type harness struct {
 	env    []string
 	logs   syncBuffer
 	exit   []string // the old process's last "exit" event: pid, kept, handed over, phases timed, early
+	seen   sync.Map // pids that sent events: a new process may be in a group of its own
+	paused map[string]int // "paused" events read and not yet awaited: step -> pid
 }
 
 // syncBuffer collects the servers' logs for failure messages.
@@ -446,7 +448,7 @@ func (s *syncBuffer) String() string {
 // environment of every process of it.
 func startServer(t *testing.T, env ...string) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: t.TempDir(), events: make(chan string, 64), env: env}
+	h := &harness{t: t, dir: t.TempDir(), events: make(chan string, 64), env: env, paused: map[string]int{}}
 	evPath := h.dir + "/events"
 	pc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: evPath, Net: "unixgram"})
 	if err != nil {
@@ -493,7 +495,16 @@ func (h *harness) next() []string {
 		if !ok {
 			h.t.Fatal("event socket closed")
 		}
-		return strings.Fields(ev)
+		f := strings.Fields(ev)
+		if len(f) > 1 {
+			if pid, err := strconv.Atoi(f[1]); err == nil {
+				h.seen.Store(pid, true)
+				if f[0] == "paused" && len(f) > 2 {
+					h.paused[f[2]] = pid
+				}
+			}
+		}
+		return f
 	case <-time.After(60 * time.Second):
 		h.t.Fatal("no event in 60s")
 	}
@@ -541,11 +552,11 @@ func (h *harness) pidFile() int {
 func (h *harness) awaitPaused(step string) int {
 	h.t.Helper()
 	for {
-		ev := h.next()
-		if ev[0] == "paused" && ev[2] == step {
-			pid, _ := strconv.Atoi(ev[1])
+		if pid, ok := h.paused[step]; ok {
+			delete(h.paused, step)
 			return pid
 		}
+		h.next()
 	}
 }
 
@@ -612,6 +623,10 @@ func (h *harness) killAll() {
 	if h.pgid > 0 {
 		syscall.Kill(-h.pgid, syscall.SIGKILL)
 	}
+	h.seen.Range(func(pid, _ any) bool {
+		syscall.Kill(pid.(int), syscall.SIGKILL)
+		return true
+	})
 }
 
 func testCommand(h *harness, role string) *exec.Cmd {

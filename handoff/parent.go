@@ -179,17 +179,17 @@ func (s UpgradeStats) Pause() time.Duration {
 
 // parentSession is the old process's end of one handoff.
 type parentSession struct {
-	u         *Upgrader
-	ch        *channel
-	pid       int
-	peer      hello
-	events    chan event
-	readDone  chan struct{} // closed when readEvents has returned
-	seq       uint32 // CONNS and PARKED frames sent
-	acked     uint32 // of them, acknowledged by PROGRESS
-	stats     UpgradeStats
-	began     time.Time // the upgrade's start
-	ready     time.Time // READY arrived
+	u        *Upgrader
+	ch       *channel
+	pid      int
+	peer     hello
+	events   chan event
+	readDone chan struct{} // closed when readEvents has returned
+	seq      uint32        // CONNS and PARKED frames sent
+	acked    uint32        // of them, acknowledged by PROGRESS
+	stats    UpgradeStats
+	began    time.Time // the upgrade's start
+	ready    time.Time // READY arrived
 }
 
 // event is a frame from the child, or the error that ended reading.

@@ -188,9 +188,6 @@ func fdConn(fd int) (net.Conn, error) {
 	return net.FileConn(f)
 }
 
-
-
-
 // checkParent verifies that the peer of c is this process's parent.
 func checkParent(c *net.UnixConn) error {
 	cred, err := peerCred(c)
@@ -202,4 +199,3 @@ func checkParent(c *net.UnixConn) error {
 	}
 	return nil
 }
-

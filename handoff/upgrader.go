@@ -348,7 +348,10 @@ func (u *Upgrader) Stop() error {
 	if run != nil {
 		run.stopping = true
 		if !run.committed {
+			u.log.Info("handoff: stop during an upgrade: rolling it back")
 			run.cancel(errStopping)
+		} else {
+			u.log.Info("handoff: stop during an upgrade that has committed: completing it")
 		}
 	} else if u.phase != phaseHandedOver {
 		u.phase = phaseStopped
