@@ -421,8 +421,8 @@ type harness struct {
 	pgid   int
 	env    []string
 	logs   syncBuffer
-	exit   []string // the old process's last "exit" event: pid, kept, handed over, phases timed, early
-	seen   sync.Map // pids that sent events: a new process may be in a group of its own
+	exit   []string       // the old process's last "exit" event: pid, kept, handed over, phases timed, early
+	seen   sync.Map       // pids that sent events: a new process may be in a group of its own
 	paused map[string]int // "paused" events read and not yet awaited: step -> pid
 }
 
