@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -31,12 +32,13 @@ func sockets(t *testing.T, pid int) (int, []string) {
 }
 
 // TestNoFdLeaks: a failed upgrade leaves the old process with exactly the
-// sockets it had, and a successful one gives the new process exactly as
-// many: the handoff channel and every spare copy are closed, in both. 600
-// connections take three early CONNS frames and more than one frame's
-// worth of PARKED records at 253.
+// fds it had (sockets, pipes, anything), whatever failed: the new process
+// or its binary; and a successful one gives the new process exactly as
+// many sockets: the handoff channel and every spare copy are closed, in
+// both. 600 connections take three early CONNS frames and more than one
+// frame's worth of PARKED records at 253.
 func TestNoFdLeaks(t *testing.T) {
-	h := startServer(t)
+	h := startServer(t, envPauseTimeout+"=1s")
 	var conns []*conn
 	for i := 0; i < 600; i++ {
 		c, err := net.Dial("tcp", h.addr)
@@ -50,17 +52,34 @@ func TestNoFdLeaks(t *testing.T) {
 		}
 		conns = append(conns, cl)
 	}
-	before, _ := sockets(t, h.pid)
+	before, beforeOther := sockets(t, h.pid)
+	check := func(what string) {
+		t.Helper()
+		if after, other := sockets(t, h.pid); after != before || len(other) != len(beforeOther) {
+			t.Fatalf("after a failed upgrade (%s): %d sockets and %v, before %d and %v", what, after, other, before, beforeOther)
+		}
+	}
 	for _, f := range []string{"exit:first-batch", "reject-state", "hang:state"} {
 		h.setFault(f)
 		if p, _ := h.upgrade(); p != 0 {
 			t.Fatalf("upgrade with fault %s succeeded", f)
 		}
-		if after, _ := sockets(t, h.pid); after != before {
-			t.Fatalf("after a failed upgrade (%s): %d sockets, before %d", f, after, before)
-		}
+		check(f)
 	}
 	h.setFault("")
+	good, _ := filepath.EvalSymlinks(h.dir + "/current")
+	quitter := filepath.Join(h.dir, "quitter")
+	if err := os.WriteFile(quitter, []byte("#!/bin/sh\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{filepath.Join(h.dir, "missing"), quitter, quitter, quitter} {
+		h.deploy(bad)
+		if p, _ := h.upgrade(); p != 0 {
+			t.Fatalf("upgrade to %s succeeded", bad)
+		}
+		check(bad)
+	}
+	h.deploy(good)
 	p, fail := h.upgrade()
 	if p == 0 {
 		t.Fatal(fail)

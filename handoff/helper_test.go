@@ -232,6 +232,9 @@ func serverMain() {
 	// stop is never lost.
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM)
+	if inherited != nil {
+		barrier("main") // before New: only the library's init guards SIGHUP here
+	}
 	installHooks()
 	srv := &lineServer{}
 	listenersOnly := os.Getenv(envListenersOnly) != ""
@@ -312,8 +315,9 @@ func (s *lineServer) stop(up *Upgrader) {
 		report("stopped %d handed-over %v", os.Getpid(), err)
 		return
 	}
+	// Locked for good: no client may be told of a request the snapshot
+	// misses, in the moment before the process exits.
 	s.mu.Lock()
-	defer s.mu.Unlock() // nothing changes after the snapshot
 	err := statefile.WriteFile(os.Getenv(envState), func(w io.Writer) error {
 		return lineStates.Save(w, lineV1{s.total}, 0)
 	})

@@ -1,0 +1,200 @@
+package handoff
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestNewLeavesTheProcessAlone: New changes nothing global (os.Args
+// stays as it was), and the Upgrader's phases refuse what they must. The
+// one Upgrader of the test process; no fork.
+func TestNewLeavesTheProcessAlone(t *testing.T) {
+	args := append([]string(nil), os.Args...)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	up, err := New(Options{NoSignal: true, PIDFile: pidFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(os.Args, "\x00") != strings.Join(args, "\x00") {
+		t.Fatalf("os.Args is %q after New, was %q", os.Args, args)
+	}
+	if !filepath.IsAbs(up.Binary()) {
+		t.Fatalf("Binary() = %q, want an absolute path", up.Binary())
+	}
+	if _, err := New(Options{NoSignal: true}); err == nil {
+		t.Fatal("a second New succeeded")
+	}
+	if err := up.Upgrade(context.Background()); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("Upgrade before Ready: %v, want ErrNotReady", err)
+	}
+	ln, err := up.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Ready(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(pidFile); strings.TrimSpace(string(b)) != strconv.Itoa(os.Getpid()) {
+		t.Fatalf("PID file holds %q, want %d", b, os.Getpid())
+	}
+	echoOnce(t, up, ln)
+	if err := up.Stop(); err != nil {
+		t.Fatalf("Stop: %v, want nil: this process owns its state", err)
+	}
+	select {
+	case <-up.Exit():
+	default:
+		t.Fatal("Exit is not closed after Stop")
+	}
+	if err := up.Upgrade(context.Background()); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Upgrade after Stop: %v, want ErrStopped", err)
+	}
+	if err := up.Stop(); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+	ln.Close()
+}
+
+// echoOnce checks that the listener accepts and its Conn reads and writes.
+func echoOnce(t *testing.T, up *Upgrader, ln *Listener) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.AcceptConn()
+		if err == nil {
+			var msg []byte
+			if msg, err = c.Next(scanLine); err == nil {
+				_, err = c.Write(append(msg, '\n'))
+			}
+			c.Close()
+		}
+		done <- err
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.Write([]byte("hello\n"))
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 16)
+	n, _ := nc.Read(buf)
+	if err := <-done; err != nil || string(buf[:n]) != "hello\n" {
+		t.Fatalf("echo: %q, %v", buf[:n], err)
+	}
+	if len(up.Conns()) != 0 {
+		t.Fatalf("%d connections tracked after close", len(up.Conns()))
+	}
+}
+
+func scanLine(data []byte, atEOF bool) (int, []byte, error) {
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		return i + 1, data[:i], nil
+	}
+	return 0, nil, nil
+}
+
+// TestChannelReachesOnlyTheNewProcess: a program that either process
+// starts during an upgrade inherits no socket and no handoff variable.
+func TestChannelReachesOnlyTheNewProcess(t *testing.T) {
+	h := startServer(t, envProbe+"=early,conns")
+	syscall.Kill(h.pid, syscall.SIGHUP)
+	probes := map[string]string{}
+	var ready, exited bool
+	for !ready || !exited {
+		ev := h.next()
+		switch ev[0] {
+		case "probe":
+			probes[ev[2]] = strings.Join(ev[3:], " ")
+		case "ready":
+			ready = true
+		case "exit":
+			exited = true
+		case "failed", "error":
+			t.Fatalf("upgrade: %v", ev)
+		}
+	}
+	for _, where := range []string{"early", "conns"} {
+		if probes[where] != "sockets=0 env=false" {
+			t.Errorf("a program started at %s saw %q, want no socket and no variable", where, probes[where])
+		}
+	}
+}
+
+// TestHungBinaryLeavesNothing: a new binary that is a shell script
+// running a long sleep is rolled back on the timeout, and nothing it
+// started survives holding the listening socket: once the server is gone,
+// its port is free.
+func TestHungBinaryLeavesNothing(t *testing.T) {
+	h := startServer(t, envUpgradeTimeout+"=1s")
+	script := filepath.Join(h.dir, "hang.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nsleep 987654\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.deploy(script)
+	old := h.pid
+	if p, fail := h.upgrade(); p != 0 || !strings.Contains(fail, "timed out") {
+		t.Fatalf("upgrade to a hanging script: pid %d, %q; want it rolled back on the timeout", p, fail)
+	}
+	for i := 0; sleeperRuns(); i++ {
+		if i == 10000 {
+			t.Fatal("the script's sleep survived the rollback")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	h.killAll()
+	requireGone(t, old)
+	var ln net.Listener
+	var err error
+	for i := 0; i < 1000; i++ {
+		if ln, err = net.Listen("tcp", h.addr); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("the server's port is still held: %v", err)
+	}
+	ln.Close()
+}
+
+// sleeperRuns reports whether any process runs "sleep 987654".
+func sleeperRuns() bool {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, _ := os.ReadFile(p)
+		if string(b) == "sleep\x00987654\x00" {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			if processAlive(pid) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestSIGHUPEarlyInNewProcess: a second reload that reaches the new
+// process before its application installed a SIGHUP handler (here: in
+// main, before New) does not kill it; the upgrade completes.
+func TestSIGHUPEarlyInNewProcess(t *testing.T) {
+	h := startServer(t, envPause+"=main")
+	syscall.Kill(h.pid, syscall.SIGHUP)
+	child := h.awaitPaused("main")
+	if err := syscall.Kill(child, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	h.release("main")
+	p, fail := h.awaitUpgrade()
+	if p != child {
+		t.Fatalf("upgrade: new pid %d (%s), want %d to take over", p, fail, child)
+	}
+}
