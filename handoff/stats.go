@@ -1,0 +1,25 @@
+package handoff
+
+import "time"
+
+// UpgradeStats times the phases of the last upgrade, as the old process saw
+// them. The connections are paused from the start of Park to the end of
+// Commit: the new process resumes them as COMMIT arrives. Fds, before
+// the park, costs the clients nothing.
+type UpgradeStats struct {
+	Conns   int           // connections handed over
+	Early   int           // of them, sent before the park (the others were accepted since)
+	Start   time.Duration // from the upgrade's start to the new process's HELLO
+	Fds     time.Duration // sending every running connection's fd until the new process had adopted it
+	Park    time.Duration // from asking to park to all parked
+	Parked  time.Duration // sending the parked connections' unread bytes and state (and late fds)
+	State   time.Duration // sending the global state
+	Adopt   time.Duration // from the last byte sent to the new process's READY
+	Commit  time.Duration // from READY to COMMIT sent: the decision
+	Release time.Duration // closing this process's copies of the connections
+}
+
+// Pause is how long the connections were not served.
+func (s UpgradeStats) Pause() time.Duration {
+	return s.Park + s.Parked + s.State + s.Adopt + s.Commit
+}
