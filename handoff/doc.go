@@ -4,36 +4,18 @@
 // each connection's handler state and its global state to the new binary;
 // the new binary carries on.
 //
-// Process lifecycle (starting the new binary, inheriting listeners, PID
-// file, readiness) is github.com/cloudflare/tableflip. On top of it, a
-// SOCK_SEQPACKET Unix socket between the two processes carries established
-// connections as fds (SCM_RIGHTS, up to 253 per message, in acknowledged
-// windows) and the state, as described in PROTOCOL.md. The fds go first,
-// while the old process still serves every connection, because turning them
-// into connections is the slow part; only then are the connections parked
-// and their unread bytes, their handler state and the global state sent.
-// Upgrader.LastUpgrade times each phase.
+// The old process starts the new binary itself, with its own arguments, and
+// gives it a SOCK_SEQPACKET socketpair and its listening sockets. Over the
+// socketpair go established connections as fds (SCM_RIGHTS, up to 253 per
+// message, in acknowledged windows) and the state, as described in
+// PROTOCOL.md. The fds go first, while the old process still serves every
+// connection, because turning them into connections is the slow part; only
+// then are the connections parked and their unread bytes, their handler
+// state and the global state sent. Upgrader.LastUpgrade times each phase.
 //
-// A server embeds it like this:
-//
-//	up, err := handoff.New(handoff.Options{
-//		SaveState: srv.Save,   // old process, all connections parked
-//		LoadState: srv.Load,   // new process; an error rolls the upgrade back
-//		Resume:    srv.Serve,  // new process, one goroutine per connection
-//	})
-//	ln, err := up.Listen("tcp", "127.0.0.1:7070")
-//	if err := up.Ready(ctx); err != nil { os.Exit(1) }
-//	go func() {
-//		for {
-//			c, err := ln.AcceptConn()
-//			if err != nil { return }
-//			go srv.Serve(c, nil)
-//		}
-//	}()
-//	<-up.Exit()
-//
-// and its connection handler reads messages with Conn.Next and parks when
-// asked:
+// A server embeds it as Example shows: New, Listen, Ready, an accept loop,
+// and a stop signal handled with Stop. Its connection handler reads
+// messages with Conn.Next and parks when asked:
 //
 //	for {
 //		msg, err := c.Next(bufio.ScanLines)
@@ -48,20 +30,43 @@
 //
 // # Transactions
 //
-// An upgrade commits only when the new process has received every
-// connection, loaded the state and told tableflip it is ready. Until then
-// the old process keeps everything; if the new binary is missing, crashes,
-// hangs past Options.UpgradeTimeout, speaks another protocol version or
-// rejects the state, every parked connection resumes where it stopped. After
-// the commit the old process closes its copies with close(2), never
+// An upgrade has one commit point: the old process's decision once the new
+// process has received every connection, loaded the state and said READY.
+// Until then the old process keeps everything; if the new binary is
+// missing, crashes, hangs past Options.UpgradeTimeout (or, with the
+// connections parked, past Options.PauseTimeout), speaks another protocol
+// version or rejects the state, the new process is killed with everything
+// it started and every parked connection resumes where it stopped. The new
+// process serves nothing before the old one has committed. After the
+// commit the old process closes its copies with close(2), never
 // shutdown(2), so no FIN reaches a client, and exits.
+//
+// # Stopping
+//
+// A stop signal (what an application does with it: call Stop) means "stop
+// the service", at any moment of an upgrade, and exactly one process saves
+// the state:
+//
+//   - In the old process before the commit point, the upgrade rolls back and
+//     Stop returns nil: the old process owns the state and saves it.
+//   - In the old process at or after the commit point, the upgrade completes
+//     and Stop returns ErrHandedOver: the old process must not save (its
+//     state is stale); Stop passes SIGTERM on to the new process, which
+//     stops and saves. From the commit until it exits, the old process also
+//     passes on every SIGTERM and SIGINT it receives itself.
+//   - In the new process, Stop (or ctx's end) before it has said READY aborts
+//     the takeover: Ready fails and the old process carries on. After READY
+//     the takeover completes first; then the new process owns the state.
+//
+// If the old process dies during an upgrade (SIGKILL), the new one exits
+// without serving and says so; its connections were the old process's.
 //
 // # Listeners only
 //
-// With Options.ListenersOnly an upgrade does what tableflip alone does: the
-// new process inherits the listeners and nothing else. The old process
-// parks nothing and calls neither SaveState nor LoadState; once the new
-// process is ready it closes its listeners, Exit is closed, and the
+// With Options.ListenersOnly an upgrade does what tableflip-style libraries
+// do: the new process inherits the listeners and nothing else. The old
+// process parks nothing and calls neither SaveState nor LoadState; once the
+// new process is ready it closes its listeners, Exit is closed, and the
 // connections it had are still its own, running. The application drains
 // them and closes them (Upgrader.Conns lists them) before it exits; their
 // clients reconnect to the new process. State reaches the new process only
@@ -70,16 +75,30 @@
 // # Triggers
 //
 // SIGHUP (unless Options.NoSignal) and Upgrader.Upgrade. A second trigger
-// while one runs is refused with ErrUpgradeInProgress and a log line. The
-// binary started is Options.Binary, by default the path this process was
-// started from, looked up again each time: replacing the file in place and
-// switching a "current" symlink both work.
+// while one runs is refused with ErrUpgradeInProgress and a log line; one
+// before Ready with ErrNotReady. The binary started is Options.Binary, by
+// default the path this process was started from, looked up again each
+// time: replacing the file in place and switching a "current" symlink both
+// work. It runs with this process's arguments, environment and working
+// directory (the one New saw).
+//
+// A process started by an upgrade catches SIGHUP from its package
+// initialization on, so that a second reload in its first moments does not
+// kill it (SIGHUP's default action). What remains is the Go runtime's own
+// start, before any package's init; reloads are best sent to the pid in
+// the PID file, which names the new process only once it has committed.
 //
 // # Operations
 //
-// Under systemd, use Type=notify-reload or Type=simple with
-// ExecReload=/bin/kill -HUP $MAINPID, PIDFile= pointing at Options.PIDFile,
-// and NotifyAccess=all if the new process notifies, since its pid changes.
+// The serving process's pid changes at every upgrade: send reloads and
+// stops to the pid in Options.PIDFile, which changes only when an upgrade
+// commits. Running under systemd (systemctl reload as an upgrade whose
+// failure systemd sees) is not settled yet: ../systemd/pdf.service is an
+// example that no test runs under a real systemd so far.
 //
-// The handoff channel uses Linux interfaces (SO_PEERCRED, /proc).
+// # Platforms
+//
+// Upgrades need Linux (SOCK_SEQPACKET, SO_PEERCRED, process groups). On
+// other systems New, Listen, Wrap, Ready, Conns and Stop work as in a first
+// process, and Upgrade returns ErrNotSupported.
 package handoff

@@ -288,7 +288,7 @@ func TestRollback(t *testing.T) {
 		{"reject-state", "rejected the state", "state rejected on purpose"},
 		{"panic:load", "panicked loading the state", "load state panicked"},
 		{"panic:migrate", "panicked migrating the state", "migration panics on purpose"},
-		{"proto-version", "speaks another protocol version", "protocol version 3"},
+		{"proto-version", "speaks another protocol version", "protocol version 4"},
 		{"fdlimit", "cannot hold that many fds", "new process can hold"},
 		{"fdlimit:first-batch", "ran out of fds mid-transfer", "MSG_CTRUNC"},
 		{"garbage:connected", "sent garbage", "protocol error"},
