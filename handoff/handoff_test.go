@@ -29,6 +29,7 @@ type conn struct {
 	r     *bufio.Reader
 	sent  int
 	got   int
+	mu    sync.Mutex // guards pids, read by waitServedBy while the load runs
 	pids  map[string]bool
 	acked *atomic.Int64 // the load's count of replies received, if any
 }
@@ -75,7 +76,9 @@ func (cl *conn) receive() error {
 		if len(f) != 3 || f[0] != want || f[1] != strconv.Itoa(cl.got) {
 			return fmt.Errorf("%w: %q, want %q with count %d", errMismatch, strings.TrimSpace(line), want, cl.got)
 		}
+		cl.mu.Lock()
 		cl.pids[f[2]] = true
+		cl.mu.Unlock()
 		cl.got++
 		if cl.acked != nil {
 			cl.acked.Add(1)
@@ -221,6 +224,30 @@ func (l *load) stop() {
 
 // requireAllOn fails the test unless every connection of the load was
 // served by every one of pids: none was lost along the chain.
+// waitServedBy lets the load run until every connection has had a reply
+// from pid (bounded: requireAllOn then says which did not).
+func (l *load) waitServedBy(pid int) {
+	p := strconv.Itoa(pid)
+	for i := 0; i < 30000 && len(l.errors()) == 0; i++ {
+		if l.allServedBy(p) {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (l *load) allServedBy(pid string) bool {
+	for _, cl := range l.conns {
+		cl.mu.Lock()
+		ok := cl.pids[pid]
+		cl.mu.Unlock()
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
 func (l *load) requireAllOn(pids ...int) {
 	l.t.Helper()
 	seen := map[string]int{}
@@ -245,7 +272,7 @@ func TestUpgradeKeepsConnections(t *testing.T) {
 	if newPid == 0 {
 		t.Fatalf("upgrade failed: %s", fail)
 	}
-	l.waitRounds(200)
+	l.waitServedBy(newPid)
 	l.stop()
 	l.requireAllOn(old, newPid)
 	// The old process timed every phase, and counted what it handed over.
@@ -266,6 +293,7 @@ func TestTwoUpgradesUnderLoad(t *testing.T) {
 			t.Fatalf("upgrade %d failed: %s", i+1, fail)
 		}
 		pids = append(pids, p)
+		l.waitServedBy(p)
 	}
 	l.waitRounds(500)
 	l.stop()
@@ -321,7 +349,7 @@ func TestRollback(t *testing.T) {
 			if got := h.pidFile(); got != p {
 				t.Fatalf("PID file names %d after the upgrade, want the new process %d", got, p)
 			}
-			l.waitRounds(300)
+			l.waitServedBy(p)
 			l.stop()
 			l.requireAllOn(old, p)
 		})
