@@ -142,11 +142,12 @@ func (e *CorruptFileError) Unwrap() error { return e.Err }
 
 // ReadFile opens the file at path and gives it to read. If read fails with
 // an error that wraps ErrCorrupt, the file is renamed aside (to
-// path.corrupt-TIME; see CorruptPattern) and the error is a
-// *CorruptFileError. A file that does not exist gives an error that wraps
+// path.corrupt-TIME; see MoveAside) and the error is a *CorruptFileError. A file that does not exist gives an error that wraps
 // fs.ErrNotExist. Whether to start empty or to refuse to start is the
 // caller's choice; either way read must not have applied anything, which
-// Set.Load guarantees. Errors name path once.
+// Set.Load guarantees. A caller that refuses must also refuse a later start
+// that finds no file at path but one moved aside (AsidePattern(path,
+// "corrupt")), or that start would go on empty. Errors name path once.
 func ReadFile(path string, read func(io.Reader) error) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -160,16 +161,27 @@ func ReadFile(path string, read func(io.Reader) error) error {
 	if !errors.Is(err, ErrCorrupt) {
 		return wrap(err, "read %s", path)
 	}
-	aside := fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405.000000000Z"))
-	if rerr := os.Rename(path, aside); rerr != nil {
+	aside, rerr := MoveAside(path, "corrupt")
+	if rerr != nil {
 		aside = ""
 	}
 	return &CorruptFileError{Path: path, MovedTo: aside, Err: err}
 }
 
-// CorruptPattern is the filepath.Glob pattern of the files ReadFile moved
-// aside from path.
-func CorruptPattern(path string) string { return path + ".corrupt-*" }
+// MoveAside renames the file at path to path.TAG-TIME (UTC, to the
+// nanosecond) beside it, for inspection, and returns the new name. ReadFile
+// moves corrupt files aside with the tag "corrupt".
+func MoveAside(path, tag string) (string, error) {
+	aside := fmt.Sprintf("%s.%s-%s", path, tag, time.Now().UTC().Format("20060102T150405.000000000Z"))
+	if err := os.Rename(path, aside); err != nil {
+		return "", wrap(bare(err), "move %s aside to %s", path, aside)
+	}
+	return aside, nil
+}
+
+// AsidePattern is the filepath.Glob pattern of the files MoveAside moved
+// from path with tag.
+func AsidePattern(path, tag string) string { return path + "." + tag + "-*" }
 
 // WriteFile writes state durably to path in its own schema; see the
 // WriteFile function and Set.Save.

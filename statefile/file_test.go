@@ -222,3 +222,23 @@ func TestRemove(t *testing.T) {
 		checkMessage(t, "remove", err, dir)
 	}
 }
+
+func TestMoveAside(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state")
+	os.WriteFile(path, []byte("kept"), 0o600)
+	aside, err := MoveAside(path, "reset")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := filepath.Match(AsidePattern(path, "reset"), aside); !ok {
+		t.Fatalf("moved to %s, which %s does not match", aside, AsidePattern(path, "reset"))
+	}
+	if b, _ := os.ReadFile(aside); string(b) != "kept" {
+		t.Fatalf("%s holds %q", aside, b)
+	}
+	_, err = MoveAside(path, "reset") // nothing there any more
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("err = %v, want ErrNotExist", err)
+	}
+	checkMessage(t, "move aside", err, path)
+}
