@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -39,11 +40,51 @@ type config struct {
 	upgradeTimeout   time.Duration
 	upgradeMode      string
 	drainTimeout     time.Duration
+	args             []string // after the flags: there must be none
 }
+
+// usage is what -h prints before the flags.
+const usage = `Usage: %[1]s [flags]
+
+%[1]s is the PDF charging server, the example application of the handoff
+library: it keeps account balances (in cents) in memory and serves them
+over TCP, one request per line and one reply line per request, in order:
+HELLO, TOPUP, CHARGE, BALANCE, WHOAMI, VERSION and, from v2 on, STATS (for
+example "TOPUP r1 alice 100" is answered "OK r1 100"). examples/pdf/README.md
+describes every command and reply, the state file and the upgrade modes.
+
+Signals:
+  SIGHUP           upgrade to the binary now at the path this one was
+                   started from, in the -upgrade-mode.
+  SIGTERM, SIGINT  stop: save the ledger to -state, if set, and exit 0. If
+                   the save fails (a full or read-only disk), the server
+                   keeps serving and logs "state not saved; still serving":
+                   fix the cause and send SIGTERM again (SIGKILL loses the
+                   changes since the last save). A stop during or after an
+                   upgrade is saved by the process that owns the ledger: once
+                   the upgrade has committed, that is the successor, and the
+                   old process exits without saving.
+
+State: a cold start restores -state FILE. While a server runs, FILE.running
+says that the ledger is not saved yet; a cold start that finds it (the last
+server was killed, crashed or could not save) refuses, since FILE is older
+than what clients were told, unless -state-accept-stale. A corrupt FILE is
+moved aside to FILE.corrupt-TIME and the start refuses, unless -state-reset.
+Neither flag acts in the new process of an upgrade or a restart.
+
+Exit status: 0 after a stop that saved the ledger or found it handed over;
+1 if the server refused to start or failed; 2 for a usage error.
+
+Flags:
+`
 
 func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet(os.Args[0], flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), usage, filepath.Base(os.Args[0]))
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:7070", "`address` to serve on")
 	fs.StringVar(&c.pidfile, "pidfile", "", "`file` to write the ready process's pid to")
 	fs.StringVar(&c.state, "state", "", "`file` for the ledger across a cold restart (and FILE.running beside it)")
@@ -59,11 +100,16 @@ func parseFlags(args []string) (config, error) {
 			"or restart (save -state, stop, execute the binary again)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 5*time.Second,
 		"in listeners mode, how long the old process serves its connections after an upgrade")
-	return c, fs.Parse(args)
+	err := fs.Parse(args)
+	c.args = fs.Args()
+	return c, err
 }
 
 // check refuses flag combinations that cannot work.
 func (c config) check() error {
+	if len(c.args) > 0 {
+		return fmt.Errorf("unexpected argument %q: the server takes flags only (see -h)", c.args[0])
+	}
 	if c.state == "" && (c.stateReset || c.stateAcceptStale) {
 		return errors.New("-state-reset and -state-accept-stale need -state")
 	}
@@ -83,13 +129,16 @@ func (c config) check() error {
 }
 
 // Run runs a PDF server process to its end and returns its exit code: 0
-// after a stop that saved the ledger or found it handed over; 1
+// after a stop that saved the ledger or found it handed over, or for -h; 1
 // if the server refused to start or failed; 2 for a usage error.
 // version answers VERSION; led is the empty ledger of that version.
 func Run(version string, led server.Ledger, args []string) int {
 	cfg, err := parseFlags(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
 	if err != nil {
-		return 2
+		return 2 // the flag package has said why
 	}
 	// The handoff library adds the pid to its own lines.
 	base := slog.New(slog.NewTextHandler(os.Stderr, nil))

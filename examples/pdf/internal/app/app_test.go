@@ -100,3 +100,26 @@ func TestFlags(t *testing.T) {
 		t.Fatalf("default listen %q", c.listen)
 	}
 }
+
+func TestCheck(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"-state", "s", "-state-reset"}, true},
+		{[]string{"-state", "s", "-state-accept-stale"}, true},
+		{[]string{"-state-reset"}, false},
+		{[]string{"-state-accept-stale"}, false},
+		{[]string{"-state", "s", "-state-reset", "-state-accept-stale"}, false},
+		{[]string{"-state", "s", "stray"}, false},
+		{[]string{"-state", "s", "--", "-listen"}, false},
+	} {
+		c, err := parseFlags(tt.args)
+		if err != nil {
+			t.Fatalf("parseFlags(%q): %v", tt.args, err)
+		}
+		if err := c.check(); (err == nil) != tt.ok {
+			t.Errorf("check(%q) = %v, want ok %v", tt.args, err, tt.ok)
+		}
+	}
+}

@@ -7,7 +7,8 @@
 //
 // Flags: -listen ADDR, -pidfile PATH, -state PATH, -state-reset,
 // -state-accept-stale, -upgrade-timeout DUR, -upgrade-mode
-// full|listeners|restart, -drain-timeout DUR.
+// full|listeners|restart, -drain-timeout DUR. pdf -h says what the program
+// is and what its signals do; examples/pdf/README.md says all of it.
 //
 // SIGHUP upgrades to whatever binary is now at the path this one was started
 // from, in one of three ways, so that a benchmark can compare them on
@@ -57,7 +58,7 @@
 // Both flags act on a cold start only: the new process of an upgrade and
 // the image a restart executes take over the ledger as it was.
 //
-// Exit codes: 0 after a stop that saved the ledger or found it handed
-// over, 1 if the server refused to start or failed, 2 for a usage error (a
-// bad flag, flags that exclude each other).
+// Exit codes: 0 after a stop that saved the ledger or found it handed over
+// (and for -h), 1 if the server refused to start or failed, 2 for a usage
+// error (a bad flag, a stray argument, flags that exclude each other).
 package app

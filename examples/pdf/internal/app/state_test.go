@@ -355,3 +355,28 @@ func TestCorruptStateRefused(t *testing.T) {
 	r := startIn(t, p.dir, modeFull)
 	pdftest.Dial(t, r.addr).Ask(t, "BALANCE 1 bob", "BAL 1 7")
 }
+
+// TestUsage: -h says what the program is and what its signals do; a stray
+// argument is a usage error.
+func TestUsage(t *testing.T) {
+	p := launch(t, t.TempDir(), "-h")
+	if code := p.exitCode(t); code != 0 {
+		t.Fatalf("-h: exit code %d, want 0", code)
+	}
+	p.logs.awaitEOF(t)
+	usage := p.logs.String()
+	for _, want := range []string{"charging server", "TOPUP", "README", "SIGHUP", "SIGTERM", "SIGINT",
+		"successor", "-state-reset", "-state-accept-stale", "-upgrade-mode", "exit"} {
+		if !strings.Contains(usage, want) {
+			t.Errorf("usage does not mention %q:\n%s", want, usage)
+		}
+	}
+
+	p = launch(t, t.TempDir(), "stray")
+	if code := p.exitCode(t); code != 2 {
+		t.Fatalf("a stray argument: exit code %d, want 2", code)
+	}
+	if line := p.logs.await(t, 0, "refusing to start", p.pid); !strings.Contains(field(line, "err"), `"stray"`) {
+		t.Fatalf("no word of the stray argument: %s", line)
+	}
+}
