@@ -380,3 +380,24 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("no word of the stray argument: %s", line)
 	}
 }
+
+// TestRestartSaveFailureCarriesOn: a restart saves before it closes
+// anything, so one that cannot save leaves the process serving.
+func TestRestartSaveFailureCarriesOn(t *testing.T) {
+	p := startPDF(t, modeRestart)
+	c := pdftest.Dial(t, p.addr)
+	c.Ask(t, "TOPUP 1 alice 100", "OK 1 100")
+	if err := os.Mkdir(p.state, 0o700); err != nil { // in the way of the rename
+		t.Fatal(err)
+	}
+	mark := p.logs.len()
+	syscall.Kill(p.pid, syscall.SIGHUP)
+	checkErr(t, p.logs.await(t, mark, "upgrade failed; this process carries on", p.pid), p.state)
+	c.Ask(t, "TOPUP 2 alice 5", "OK 2 105")
+
+	os.Remove(p.state)
+	mark = p.logs.len()
+	syscall.Kill(p.pid, syscall.SIGHUP)
+	p.logs.await(t, mark, "upgrade complete", p.pid)
+	pdftest.Dial(t, p.addr).Ask(t, "BALANCE 1 alice", "BAL 1 105")
+}
