@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -83,6 +84,7 @@ func TestWriteFileDiskFull(t *testing.T) {
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("err = %v, want ENOSPC", err)
 	}
+	checkMessage(t, "full disk", err, path)
 	assertOnly(t, dir, path, string(old))
 	if _, _, err := s.ReadFile(path, 1); err != nil {
 		t.Fatalf("the old state no longer loads: %v", err)
@@ -138,4 +140,105 @@ func TestReadFileLeavesForeignFiles(t *testing.T) {
 			t.Errorf("%s: file moved or changed", name)
 		}
 	}
+}
+
+// An error of WriteFile or ReadFile is read by an operator: it names the
+// file they chose, never the temporary one beside it, and says "statefile"
+// once, however many layers it went through.
+func TestFileErrorsNameThePath(t *testing.T) {
+	s := counters()
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	if err := s.WriteFile(good, cv1{1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	file, _ := os.ReadFile(good)
+	corrupt := filepath.Join(dir, "corrupt")
+	bad := bytes.Clone(file)
+	bad[len(bad)/2] ^= 0x10
+	os.WriteFile(corrupt, bad, 0o600)
+	foreign := filepath.Join(dir, "foreign")
+	other := NewSet("other", nil)
+	save, load := one[cv1]("v1")
+	Register(other, 1, save, load)
+	other.WriteFile(foreign, cv1{1}, 0)
+	inTheWay := filepath.Join(dir, "in-the-way")
+	os.Mkdir(inTheWay, 0o700)
+
+	for _, tc := range []struct {
+		name, path string
+		op         func(path string) error
+		is         error
+	}{
+		{"write into a missing directory", filepath.Join(dir, "missing", "state"),
+			func(p string) error { return s.WriteFile(p, cv1{1}, 0) }, fs.ErrNotExist},
+		{"write over a directory", inTheWay,
+			func(p string) error { return s.WriteFile(p, cv1{1}, 0) }, syscall.EEXIST},
+		{"read a missing file", filepath.Join(dir, "none"),
+			func(p string) error { _, _, err := s.ReadFile(p, 1); return err }, fs.ErrNotExist},
+		{"read a directory", inTheWay,
+			func(p string) error { _, _, err := s.ReadFile(p, 1); return err }, syscall.EISDIR},
+		{"read a corrupt file", corrupt,
+			func(p string) error { _, _, err := s.ReadFile(p, 1); return err }, ErrChecksum},
+		{"read another application's file", foreign,
+			func(p string) error { _, _, err := s.ReadFile(p, 1); return err }, ErrWrongApp},
+	} {
+		err := tc.op(tc.path)
+		if !errors.Is(err, tc.is) {
+			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.is)
+			continue
+		}
+		checkMessage(t, tc.name, err, tc.path)
+	}
+	if ents, _ := os.ReadDir(inTheWay); len(ents) != 0 {
+		t.Errorf("a failed write left %v behind", ents)
+	}
+}
+
+func checkMessage(t *testing.T, what string, err error, path string) {
+	t.Helper()
+	msg := err.Error()
+	if !strings.Contains(msg, path) || strings.Contains(msg, ".tmp-") || strings.Count(msg, "statefile:") != 1 {
+		t.Errorf("%s: %q: want the path %s, no temporary file, and \"statefile:\" once", what, msg, path)
+	}
+}
+
+func TestRemove(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "marker")
+	os.WriteFile(path, nil, 0o600)
+	for range 2 { // the second time, there is nothing to remove
+		if err := Remove(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("still there: %v", err)
+	}
+	dir := filepath.Join(t.TempDir(), "full")
+	os.MkdirAll(filepath.Join(dir, "x"), 0o700)
+	if err := Remove(dir); err == nil {
+		t.Fatal("removed a directory that is not empty")
+	} else {
+		checkMessage(t, "remove", err, dir)
+	}
+}
+
+func TestMoveAside(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state")
+	os.WriteFile(path, []byte("kept"), 0o600)
+	aside, err := MoveAside(path, "reset")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := filepath.Match(AsidePattern(path, "reset"), aside); !ok {
+		t.Fatalf("moved to %s, which %s does not match", aside, AsidePattern(path, "reset"))
+	}
+	if b, _ := os.ReadFile(aside); string(b) != "kept" {
+		t.Fatalf("%s holds %q", aside, b)
+	}
+	_, err = MoveAside(path, "reset") // nothing there any more
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("err = %v, want ErrNotExist", err)
+	}
+	checkMessage(t, "move aside", err, path)
 }

@@ -244,7 +244,12 @@ func (s *Set) write(w io.Writer, state any, v uint32, generation uint64) error {
 	}
 	_, err = protect(func() (any, error) { return nil, s.schemas[v].save(&Out{w: sw, codec: s.codec}, state) })
 	if err != nil {
-		return fmt.Errorf("statefile: save schema %d of %s: %w", v, s.app, err)
+		// The output failing (a full disk) shows up here as the saver's
+		// error, wrapped or not; the Writer's own says what failed.
+		if sw.err != nil {
+			return sw.err
+		}
+		return wrap(err, "save schema %d of %s", v, s.app)
 	}
 	return sw.Close()
 }
@@ -285,7 +290,7 @@ func (s *Set) decode(sr *Reader, v uint32) (any, error) {
 		if sr.err != nil {
 			return nil, sr.err
 		}
-		return nil, fmt.Errorf("statefile: load schema %d of %s: %w", v, s.app, err)
+		return nil, wrap(err, "load schema %d of %s", v, s.app)
 	}
 	name, err := sr.Next()
 	switch {

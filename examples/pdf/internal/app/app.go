@@ -5,16 +5,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/handoff-dev/handoff/examples/pdf/internal/server"
 	"github.com/handoff-dev/handoff/handoff"
-	"github.com/handoff-dev/handoff/statefile"
 )
 
 // Upgrade modes, as -upgrade-mode names them. A benchmark compares them on
@@ -33,32 +32,90 @@ const (
 
 // config is what the flags say.
 type config struct {
-	listen         string
-	pidfile        string
-	state          string
-	upgradeTimeout time.Duration
-	upgradeMode    string
-	drainTimeout   time.Duration
+	listen           string
+	pidfile          string
+	state            string
+	stateReset       bool
+	stateAcceptStale bool
+	upgradeTimeout   time.Duration
+	upgradeMode      string
+	drainTimeout     time.Duration
+	args             []string // after the flags: there must be none
 }
+
+// usage is what -h prints before the flags.
+const usage = `Usage: %[1]s [flags]
+
+%[1]s is the PDF charging server, the example application of the handoff
+library: it keeps account balances (in cents) in memory and serves them
+over TCP, one request per line and one reply line per request, in order:
+HELLO, TOPUP, CHARGE, BALANCE, WHOAMI, VERSION and, from v2 on, STATS (for
+example "TOPUP r1 alice 100" is answered "OK r1 100"). examples/pdf/README.md
+describes every command and reply, the state file and the upgrade modes.
+
+Signals:
+  SIGHUP           upgrade to the binary now at the path this one was
+                   started from, in the -upgrade-mode.
+  SIGTERM, SIGINT  stop: save the ledger to -state, if set, and exit 0. If
+                   the save fails (a full or read-only disk), the server
+                   keeps serving and logs "state not saved; still serving":
+                   fix the cause and send SIGTERM again (SIGKILL loses the
+                   changes since the last save). A stop during or after an
+                   upgrade is saved by the process that owns the ledger: once
+                   the upgrade has committed, that is the successor, and the
+                   old process exits without saving.
+
+State: a cold start restores -state FILE. While a server runs, FILE.running
+says that the ledger is not saved yet; a cold start that finds it (the last
+server was killed, crashed or could not save) refuses, since FILE is older
+than what clients were told, unless -state-accept-stale. A corrupt FILE is
+moved aside to FILE.corrupt-TIME and the start refuses, unless -state-reset.
+Neither flag acts in the new process of an upgrade or a restart.
+
+Exit status: 0 after a stop that saved the ledger or found it handed over;
+1 if the server refused to start or failed; 2 for a usage error.
+
+Flags:
+`
 
 func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet(os.Args[0], flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), usage, filepath.Base(os.Args[0]))
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:7070", "`address` to serve on")
 	fs.StringVar(&c.pidfile, "pidfile", "", "`file` to write the ready process's pid to")
-	fs.StringVar(&c.state, "state", "", "`file` for the ledger across a cold restart")
+	fs.StringVar(&c.state, "state", "", "`file` for the ledger across a cold restart (and FILE.running beside it)")
+	fs.BoolVar(&c.stateReset, "state-reset", false,
+		"start with an empty ledger on purpose: a file at -state is moved aside to FILE.reset-TIME, not read")
+	fs.BoolVar(&c.stateAcceptStale, "state-accept-stale", false,
+		"serve the -state file even though FILE.running says the last server did not save at its end "+
+			"(balances may be below what clients were told); with no file, start empty")
 	fs.DurationVar(&c.upgradeTimeout, "upgrade-timeout", 0, "bound on an upgrade (0: the library default)")
 	fs.StringVar(&c.upgradeMode, "upgrade-mode", modeFull,
 		"what SIGHUP does: `mode` full (hand over listeners, connections and state), "+
 			"listeners (hand over listeners; state through -state; drain, then close the old connections) "+
-			"or restart (stop, save -state, execute the binary again)")
+			"or restart (save -state, stop, execute the binary again)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 5*time.Second,
 		"in listeners mode, how long the old process serves its connections after an upgrade")
-	return c, fs.Parse(args)
+	err := fs.Parse(args)
+	c.args = fs.Args()
+	return c, err
 }
 
 // check refuses flag combinations that cannot work.
 func (c config) check() error {
+	if len(c.args) > 0 {
+		return fmt.Errorf("unexpected argument %q: the server takes flags only (see -h)", c.args[0])
+	}
+	if c.state == "" && (c.stateReset || c.stateAcceptStale) {
+		return errors.New("-state-reset and -state-accept-stale need -state")
+	}
+	if c.stateReset && c.stateAcceptStale {
+		return errors.New("-state-reset and -state-accept-stale exclude each other: start empty, or serve the stale file")
+	}
 	switch c.upgradeMode {
 	case modeFull:
 		return nil
@@ -71,12 +128,17 @@ func (c config) check() error {
 	return fmt.Errorf("-upgrade-mode %q: want %s, %s or %s", c.upgradeMode, modeFull, modeListeners, modeRestart)
 }
 
-// Run runs a PDF server process to its end and returns its exit code.
+// Run runs a PDF server process to its end and returns its exit code: 0
+// after a stop that saved the ledger or found it handed over, or for -h; 1
+// if the server refused to start or failed; 2 for a usage error.
 // version answers VERSION; led is the empty ledger of that version.
 func Run(version string, led server.Ledger, args []string) int {
 	cfg, err := parseFlags(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
 	if err != nil {
-		return 2
+		return 2 // the flag package has said why
 	}
 	// The handoff library adds the pid to its own lines.
 	base := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -86,14 +148,22 @@ func Run(version string, led server.Ledger, args []string) int {
 		return 2
 	}
 	srv := server.New(version, led, log)
-	if err := run(cfg, version, srv, base, log); err != nil {
+	p, err := start(cfg, version, srv, base, log)
+	if err != nil {
+		log.Error("refusing to start", "err", err)
+		return 1
+	}
+	if err := p.run(); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func run(cfg config, version string, srv *server.Server, base, log *slog.Logger) error {
+// start makes the process ready to serve: signals, the upgrader, the
+// ledger, the listener. An error means that it must exit without having
+// served; in a process started by an upgrade, the old process carries on.
+func start(cfg config, version string, srv *server.Server, base, log *slog.Logger) (*process, error) {
 	// Before anything can take long, so that a stop request is never lost.
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
@@ -101,6 +171,10 @@ func run(cfg config, version string, srv *server.Server, base, log *slog.Logger)
 	// mode logs its start and end alike.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	// The image a restart executes has the same flags but, like the new
+	// process of an upgrade, takes over a ledger saved a moment ago: the
+	// operator's -state-reset or -state-accept-stale was for a cold start.
+	restarted := os.Getenv(envRestartedAt) != ""
 
 	up, err := handoff.New(handoff.Options{
 		Version:        version,
@@ -114,45 +188,84 @@ func run(cfg config, version string, srv *server.Server, base, log *slog.Logger)
 		Logger:         base,
 	})
 	if err != nil {
-		return err
+		return nil, err
+	}
+	st := stateFile{path: cfg.state}
+	if st.path != "" {
+		if err := st.probe(); err != nil {
+			return nil, err
+		}
+		if up.HasParent() {
+			// A process upgraded in full mode gets the ledger from its
+			// parent; in the other modes the file is the only way.
+			err = st.openUpgraded(srv, cfg.upgradeMode != modeFull, log)
+		} else {
+			opts := coldStart{reset: cfg.stateReset, acceptStale: cfg.stateAcceptStale}
+			if restarted {
+				opts = coldStart{}
+			}
+			err = st.openCold(srv, opts, log)
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	ln, err := up.Listen("tcp", cfg.listen)
 	if err != nil {
-		return err
-	}
-	// A process upgraded in full mode gets the ledger from its parent
-	// instead; in the other modes the file is the only way.
-	if cfg.state != "" && (!up.HasParent() || cfg.upgradeMode != modeFull) {
-		if err := restore(cfg.state, srv, log); err != nil {
-			return err
-		}
+		return nil, err
 	}
 	if err := up.Ready(context.Background()); err != nil {
-		return fmt.Errorf("ready: %w", err)
+		return nil, fmt.Errorf("ready: %w", err)
+	}
+	if st.path != "" {
+		if err := st.claim(version); err != nil {
+			if !up.HasParent() {
+				return nil, fmt.Errorf("state file %s: %w", st.path, err)
+			}
+			// Too late to refuse: the old process has handed over and
+			// exits. Its marker stays, which is all a cold start needs.
+			log.Error("marker not rewritten; it still names the old process", "err", err)
+		}
 	}
 	log.Info("serving", "version", version, "addr", ln.Addr().String(), "upgraded", up.HasParent(),
 		"upgrade_mode", cfg.upgradeMode)
 	logRestarted(log)
 	go srv.Serve(ln)
+	return &process{cfg: cfg, state: st, srv: srv, up: up, ln: ln, log: log, stop: stop, hup: hup}, nil
+}
 
-	p := &process{cfg: cfg, srv: srv, up: up, ln: ln, log: log}
+// run serves until the process hands over or stops.
+func (p *process) run() error {
+	exit := p.up.Exit()
+	stopping := false // a stop's final save failed: the process serves on
 	for {
 		select {
-		case <-up.Exit():
+		case <-exit:
 			p.upgrades.Wait() // its last log line first
-			if cfg.upgradeMode == modeListeners {
-				p.drain(stop)
+			if p.cfg.upgradeMode == modeListeners {
+				p.drain(p.stop)
 				return nil
 			}
 			// The successor owns the connections now; closing them here
 			// would close them for the clients.
-			log.Info("handed over; exiting")
+			p.log.Info("handed over; exiting")
 			return nil
-		case sig := <-stop:
-			log.Info("stopping", "signal", sig.String())
-			return shutdown(cfg.state, srv, up, log)
-		case <-hup:
-			if cfg.upgradeMode == modeRestart {
+		case sig := <-p.stop:
+			p.log.Info("stopping", "signal", sig.String())
+			done, err := shutdown(p.state, p.srv, p.up.Stop, p.log)
+			if done {
+				return err
+			}
+			// Stop has closed Exit, but this process still owns the
+			// ledger and serves it until a save succeeds.
+			exit, stopping = nil, true
+		case <-p.hup:
+			if stopping {
+				p.log.Warn("upgrade refused: the state is not saved", "mode", p.cfg.upgradeMode,
+					"todo", "fix the cause, then send SIGTERM again")
+				continue
+			}
+			if p.cfg.upgradeMode == modeRestart {
 				if err := p.restart(); err != nil {
 					return err
 				}
@@ -162,42 +275,4 @@ func run(cfg config, version string, srv *server.Server, base, log *slog.Logger)
 			go p.upgrade()
 		}
 	}
-}
-
-// shutdown saves the ledger for the next cold start. The ledger stays
-// locked afterwards, so no client is told of a change the file misses.
-func shutdown(path string, srv *server.Server, up *handoff.Upgrader, log *slog.Logger) error {
-	up.Stop()
-	if path == "" {
-		return nil
-	}
-	if err := statefile.WriteFile(path, srv.FinalSave); err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	log.Info("state saved", "path", path)
-	return nil
-}
-
-// restore loads the state file at path, if there is one. A corrupt file
-// has been moved aside by statefile.ReadFile and the server starts empty:
-// the file is kept for inspection and the next snapshot cannot overwrite
-// it. Any other failure (a file of another application, a schema this
-// version cannot reach, a file that cannot be read) stops the start, since
-// starting empty would lose state that is still there.
-func restore(path string, srv *server.Server, log *slog.Logger) error {
-	err := statefile.ReadFile(path, srv.LoadState)
-	var corrupt *statefile.CorruptFileError
-	switch {
-	case err == nil:
-		log.Info("state restored", "path", path)
-		return nil
-	case errors.Is(err, fs.ErrNotExist):
-		log.Info("no state file; starting empty", "path", path)
-		return nil
-	case errors.As(err, &corrupt) && corrupt.MovedTo != "":
-		log.Error("state file is corrupt; moved aside, starting empty",
-			"path", path, "moved_to", corrupt.MovedTo, "err", corrupt.Err)
-		return nil
-	}
-	return fmt.Errorf("restore state: %w", err)
 }

@@ -32,11 +32,14 @@ const tableflipParent = "TABLEFLIP_HAS_PARENT_"
 
 // process is what an upgrade works on.
 type process struct {
-	cfg config
-	srv *server.Server
-	up  *handoff.Upgrader
-	ln  *handoff.Listener
-	log *slog.Logger
+	cfg   config
+	state stateFile
+	srv   *server.Server
+	up    *handoff.Upgrader
+	ln    *handoff.Listener
+	log   *slog.Logger
+	stop  <-chan os.Signal // SIGTERM, SIGINT
+	hup   <-chan os.Signal // SIGHUP
 
 	busy     atomic.Bool    // an upgrade runs
 	upgrades sync.WaitGroup // upgrade goroutines
@@ -107,10 +110,11 @@ func closeConns(up *handoff.Upgrader) int {
 	return len(conns)
 }
 
-// restart stops serving, writes the state file and executes the binary in
+// restart writes the state file, stops serving and executes the binary in
 // this process, which keeps its pid; the new image restores the file as a
 // cold start does. It returns nil, having changed nothing, if the binary
-// cannot be executed; any later error leaves nothing to carry on with.
+// cannot be executed or the state cannot be saved; any later error leaves
+// nothing to carry on with.
 func (p *process) restart() error {
 	start := time.Now()
 	bin := p.up.Binary()
@@ -120,15 +124,25 @@ func (p *process) restart() error {
 			"err", fmt.Errorf("binary %s: %w", bin, os.NewSyscallError("access", err)))
 		return nil
 	}
+	// Save before closing anything, so that a save that fails (a full
+	// disk) leaves the process serving. From a save that succeeds on, the
+	// ledger is locked: no client is told of a change the file misses.
+	saved, err := p.state.finalSave(p.srv)
+	if !saved {
+		p.log.Error("upgrade failed; this process carries on", "mode", modeRestart, "err", err)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("restart: %w", err)
+	}
 	// Stop tableflip, which closes its copy of the listening socket, then
-	// close ours: new clients are refused from here on, not queued.
-	p.up.Stop()
+	// close ours: new clients are refused from here on, not queued. No
+	// upgrade hands anything over in this mode, so Stop has nothing to
+	// report.
+	_ = p.up.Stop()
 	_ = p.ln.Close()
 	<-p.up.Exit()
 	closed := closeConns(p.up)
-	if err := statefile.WriteFile(p.cfg.state, p.srv.FinalSave); err != nil {
-		return fmt.Errorf("restart: save state: %w", err)
-	}
 	p.log.Info("state saved; executing", "path", p.cfg.state, "closed", closed, "binary", bin)
 	return execSelf(bin, start)
 }

@@ -21,11 +21,11 @@ type coldServer struct {
 	done chan error
 }
 
-// startCold starts binary on a free port with the state file and waits
-// for its "serving" log line, which names the address.
-func startCold(t *testing.T, binary, state string) *coldServer {
+// startCold starts binary on a free port with the state file and flags,
+// and waits for its "serving" log line, which names the address.
+func startCold(t *testing.T, binary, state string, flags ...string) *coldServer {
 	t.Helper()
-	cmd := exec.Command(binary, "-listen", "127.0.0.1:0", "-state", state)
+	cmd := exec.Command(binary, append([]string{"-listen", "127.0.0.1:0", "-state", state}, flags...)...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -84,7 +84,8 @@ func (s *coldServer) term(t *testing.T) {
 
 // TestColdRestart: kill -TERM, then a fresh start of either version
 // restores every balance and charge count from the state file; a
-// corrupted state file is moved aside and the server starts empty.
+// corrupted state file is moved aside and the start refuses, until
+// -state-reset starts the server empty on purpose.
 func TestColdRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the servers")
@@ -118,11 +119,16 @@ func TestColdRestart(t *testing.T) {
 	}
 	file[len(file)/2] ^= 0x01
 	os.WriteFile(state, file, 0o600)
-	s = startCold(t, v2, state)
-	s.ask(t, "BALANCE 1 alice", "BAL 1 0")
+	out, err := exec.Command(v2, "-listen", "127.0.0.1:0", "-state", state).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "-state-reset") {
+		t.Fatalf("start over a corrupt file: %v, want exit code 1 and -state-reset named\n%s", err, out)
+	}
 	aside, _ := filepath.Glob(state + ".corrupt-*")
 	if _, err := os.Stat(state); len(aside) != 1 || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("corrupt file not moved aside: %v, %v", aside, err)
 	}
+	s = startCold(t, v2, state, "-state-reset")
+	s.ask(t, "BALANCE 1 alice", "BAL 1 0")
 	s.term(t)
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -175,7 +174,7 @@ func (s *Server) LoadState(r io.Reader) error {
 	want := s.schema()
 	state, h, err := ledger.States.Load(r, want)
 	if err != nil {
-		return fmt.Errorf("load ledger: %w", err)
+		return err // statefile's errors say what they are about
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -193,10 +192,17 @@ func (s *Server) schema() uint32 {
 	return s.led.Schema()
 }
 
-// FinalSave writes the ledger like SaveState and leaves it locked for good,
-// so that no request is acknowledged after the snapshot it would be missing
-// from. Call it only on the way out of the process.
-func (s *Server) FinalSave(w io.Writer) error {
+// FinalSave locks the ledger and calls save with a function that writes
+// it as SaveState does (save is typically statefile.WriteFile). If save
+// succeeds, the ledger stays locked for good, so that no request is
+// acknowledged after the snapshot it would be missing from: call it only on
+// the way out of the process. If save fails, the ledger is unlocked and the
+// server carries on, since the ledger now exists only in memory.
+func (s *Server) FinalSave(save func(write func(io.Writer) error) error) error {
 	s.mu.Lock()
-	return ledger.States.Save(w, s.led, s.gen+1)
+	err := save(func(w io.Writer) error { return ledger.States.Save(w, s.led, s.gen+1) })
+	if err != nil {
+		s.mu.Unlock()
+	}
+	return err
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -149,5 +150,33 @@ func TestSession(t *testing.T) {
 		if _, err := decodeSession(bad); err == nil {
 			t.Errorf("decodeSession(%v) accepted", bad)
 		}
+	}
+}
+
+// A final save that fails leaves the server serving; one that succeeds
+// leaves the ledger locked, so nothing changes after the snapshot.
+func TestFinalSave(t *testing.T) {
+	s := New("v2.0.0", ledger.NewV2(), quiet())
+	exchange(t, s, &session{}, [][2]string{{"TOPUP r1 a 5", "OK r1 5"}})
+	full := errors.New("no space left on device")
+	err := s.FinalSave(func(write func(io.Writer) error) error {
+		write(io.Discard)
+		return full
+	})
+	if err != full {
+		t.Fatalf("FinalSave = %v, want the save's error", err)
+	}
+	exchange(t, s, &session{}, [][2]string{{"TOPUP r2 a 1", "OK r2 6"}})
+
+	var snap bytes.Buffer
+	if err := s.FinalSave(func(write func(io.Writer) error) error { return write(&snap) }); err != nil {
+		t.Fatal(err)
+	}
+	if s.mu.TryLock() {
+		t.Fatal("the ledger is not locked after a final save")
+	}
+	v, _, err := ledger.States.Load(&snap, ledger.Schema2)
+	if err != nil || v.(*ledger.V2).Balance("a") != 6 {
+		t.Fatalf("saved %+v, %v; want a at 6", v, err)
 	}
 }
