@@ -25,11 +25,6 @@ import (
 // started (Unix nanoseconds), so that it can log how long it took.
 const envRestartedAt = "PDF_RESTARTED_AT"
 
-// tableflipParent is the variable by which tableflip tells a process that
-// it has a parent to take fds from. An image that a restart executes has
-// none, whatever started the process first.
-const tableflipParent = "TABLEFLIP_HAS_PARENT_"
-
 // process is what an upgrade works on.
 type process struct {
 	cfg   config
@@ -135,10 +130,11 @@ func (p *process) restart() error {
 	if err != nil {
 		return fmt.Errorf("restart: %w", err)
 	}
-	// Stop tableflip, which closes its copy of the listening socket, then
-	// close ours: new clients are refused from here on, not queued. No
-	// upgrade hands anything over in this mode, so Stop has nothing to
-	// report.
+	// Stop the Upgrader and close the listener: new clients are refused
+	// from here on, not queued. No upgrade hands anything over in this
+	// mode, so Stop has nothing to report. (The image executed next is a
+	// first process: the handoff library removed what a parent passed,
+	// variable and fds, when this process started.)
 	_ = p.up.Stop()
 	_ = p.ln.Close()
 	<-p.up.Exit()
@@ -155,7 +151,7 @@ func execSelf(bin string, start time.Time) error {
 		return fmt.Errorf("restart: %w", err)
 	}
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
-		return strings.HasPrefix(kv, tableflipParent) || strings.HasPrefix(kv, envRestartedAt+"=")
+		return strings.HasPrefix(kv, envRestartedAt+"=")
 	})
 	env = append(env, envRestartedAt+"="+strconv.FormatInt(start.UnixNano(), 10))
 	err := syscall.Exec(bin, os.Args, env)
