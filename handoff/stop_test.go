@@ -99,19 +99,38 @@ func (h *harness) stopLogged(what string) {
 	}
 }
 
+// stopDuringUpgrade starts an upgrade under load, holds it at step,
+// sends SIGTERM to the processes named by to ("old", "new" or both), waits
+// until the old process's Stop has logged logged, and lets the upgrade go on.
+func stopDuringUpgrade(t *testing.T, step, logged string, to ...string) (h *harness, l *load, old, newPid int) {
+	h = startServer(t, envPause+"="+step)
+	l = startLoad(t, h.addr, 50)
+	l.waitRounds(100)
+	old = h.pid
+	syscall.Kill(old, syscall.SIGHUP)
+	paused := h.awaitPaused(step)
+	if paused != old {
+		newPid = paused
+	}
+	for _, who := range to {
+		pid := old
+		if who == "new" {
+			pid = newPid
+		}
+		syscall.Kill(pid, syscall.SIGTERM)
+	}
+	if logged != "" {
+		h.stopLogged(logged)
+	}
+	h.release(step)
+	return h, l, old, newPid
+}
+
 // TestStopBeforeCommit: SIGTERM to the old process when the new one is
 // ready and the old one is about to commit. The stop wins: the upgrade
 // rolls back, the new process is killed, and the old one saves.
 func TestStopBeforeCommit(t *testing.T) {
-	h := startServer(t, envPause+"=decide")
-	l := startLoad(t, h.addr, 50)
-	l.waitRounds(100)
-	old := h.pid
-	syscall.Kill(old, syscall.SIGHUP)
-	h.awaitPaused("decide")
-	syscall.Kill(old, syscall.SIGTERM)
-	h.stopLogged("stop during an upgrade: rolling it back")
-	h.release("decide")
+	h, l, old, _ := stopDuringUpgrade(t, "decide", "stop during an upgrade: rolling it back", "old")
 	out := h.awaitStop(1)
 	l.halt()
 	if len(out.failed) != 1 || !strings.Contains(out.failed[0], "stopping") {
@@ -129,15 +148,7 @@ func TestStopBeforeCommit(t *testing.T) {
 // committed. The upgrade completes, the old process saves nothing and
 // passes the stop on; the new one stops and saves.
 func TestStopAfterCommit(t *testing.T) {
-	h := startServer(t, envPause+"=committed")
-	l := startLoad(t, h.addr, 50)
-	l.waitRounds(100)
-	old := h.pid
-	syscall.Kill(old, syscall.SIGHUP)
-	h.awaitPaused("committed")
-	syscall.Kill(old, syscall.SIGTERM)
-	h.stopLogged("stop during an upgrade that has committed")
-	h.release("committed")
+	h, l, old, _ := stopDuringUpgrade(t, "committed", "stop during an upgrade that has committed", "old")
 	out := h.awaitStop(2)
 	l.halt()
 	if len(out.handed) != 1 || out.handed[0] != old {
@@ -171,16 +182,7 @@ func TestStopJustAfterHandover(t *testing.T) {
 // both processes while the new one receives the connections. The old
 // one rolls back and saves; the new one is killed before it could.
 func TestStopBothDuringUpgrade(t *testing.T) {
-	h := startServer(t, envPause+"=conns")
-	l := startLoad(t, h.addr, 50)
-	l.waitRounds(100)
-	old := h.pid
-	syscall.Kill(old, syscall.SIGHUP)
-	newPid := h.awaitPaused("conns")
-	syscall.Kill(newPid, syscall.SIGTERM)
-	syscall.Kill(old, syscall.SIGTERM)
-	h.stopLogged("stop during an upgrade: rolling it back")
-	h.release("conns")
+	h, l, old, newPid := stopDuringUpgrade(t, "conns", "stop during an upgrade: rolling it back", "new", "old")
 	out := h.awaitStop(1)
 	l.halt()
 	h.requireOneSnapshot(out, old, l)
@@ -191,13 +193,7 @@ func TestStopBothDuringUpgrade(t *testing.T) {
 // takes over. It finishes the takeover, then stops as the owner and
 // saves; the old one exits as handed over, saving nothing.
 func TestStopNewBeforeCommit(t *testing.T) {
-	h := startServer(t, envPause+"=conns")
-	l := startLoad(t, h.addr, 50)
-	l.waitRounds(100)
-	syscall.Kill(h.pid, syscall.SIGHUP)
-	newPid := h.awaitPaused("conns")
-	syscall.Kill(newPid, syscall.SIGTERM)
-	h.release("conns")
+	h, l, _, newPid := stopDuringUpgrade(t, "conns", "", "new")
 	out := h.awaitStop(1)
 	l.halt()
 	h.requireOneSnapshot(out, newPid, l)
