@@ -3,6 +3,7 @@ package handoff
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -77,7 +78,13 @@ func (c *Conn) Kind() string { return c.kind }
 
 // Next returns the next message from the connection as split finds it,
 // reading from the network as needed. The message is valid until the next
-// call to Next or Read. A partial message stays buffered.
+// call to Next or Read. A partial message stays buffered. Bytes that split
+// consumes without returning a message (the spaces bufio.ScanWords skips)
+// are dropped and Next goes on: it never returns a nil message with a nil
+// error. Once the peer has finished sending, split is called with atEOF set
+// and may return a last, unterminated message, then Next returns io.EOF;
+// any other read error, such as a deadline, leaves the partial message
+// buffered.
 //
 // Next returns ErrPark when an upgrade asks the connection to park, once no
 // complete message is buffered; messages already buffered are returned
@@ -87,31 +94,43 @@ func (c *Conn) Next(split bufio.SplitFunc) ([]byte, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	for {
-		data := c.buf[c.off:]
-		if len(data) > 0 {
-			adv, tok, err := split(data, false)
-			if err != nil {
-				return nil, err
-			}
-			if adv > 0 || tok != nil {
-				c.off += adv
-				return tok, nil
-			}
-			if len(data) >= c.max {
-				return nil, ErrBufferFull
-			}
+		if tok, err := c.scan(split, false); tok != nil || err != nil {
+			return tok, err
+		}
+		if rest := len(c.buf) - c.off; rest > 0 && rest >= c.max {
+			return nil, ErrBufferFull
 		}
 		if err := c.fill(); err != nil {
-			if len(c.buf) > c.off && !errors.Is(err, ErrPark) && !errors.Is(err, ErrHandedOver) {
-				// Let the split function take a final unterminated message.
-				if adv, tok, serr := split(c.buf[c.off:], true); serr == nil && tok != nil {
-					c.off += adv
-					return tok, nil
+			if errors.Is(err, io.EOF) {
+				if tok, serr := c.scan(split, true); tok != nil || serr != nil {
+					return tok, serr
 				}
 			}
 			return nil, err
 		}
 	}
+}
+
+// scan runs split over the buffered bytes until it returns a message or
+// wants more bytes, consuming what it skips. Called with rmu held.
+func (c *Conn) scan(split bufio.SplitFunc, atEOF bool) ([]byte, error) {
+	for c.off < len(c.buf) {
+		data := c.buf[c.off:]
+		adv, tok, err := split(data, atEOF)
+		switch {
+		case err != nil:
+			return nil, err
+		case adv < 0:
+			return nil, bufio.ErrNegativeAdvance
+		case adv > len(data):
+			return nil, bufio.ErrAdvanceTooFar
+		}
+		c.off += adv
+		if tok != nil || adv == 0 {
+			return tok, nil
+		}
+	}
+	return nil, nil
 }
 
 // Read reads buffered bytes first, then from the network. It returns ErrPark
