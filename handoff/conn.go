@@ -46,13 +46,15 @@ const (
 // upgrade the old process closes its copy without shutdown(2), so the peer sees
 // nothing; the new process receives a Conn of its own. With
 // Options.ListenersOnly the Conn is never handed over: it keeps running in
-// the old process, whose application closes it.
+// the old process, whose application closes it. Neither is a Conn wrapped
+// during an upgrade that then hands over: it was not sent, and it is no
+// longer tracked (see Upgrader.Wrap).
 type Conn struct {
 	net.Conn
 	kind string
 	id   uint64
-	max  int // the most bytes buffered without a complete message
-	reg  *registry
+	max  int       // the most bytes buffered without a complete message
+	reg  *registry // nil if untracked
 
 	rmu sync.Mutex // serializes readers: buffer and read deadline
 	buf []byte     // read from the kernel, not yet consumed
@@ -296,7 +298,9 @@ func (c *Conn) Close() error {
 	}
 	c.closed = true
 	c.mu.Unlock()
-	c.reg.remove(c)
+	if c.reg != nil {
+		c.reg.remove(c)
+	}
 	return c.Conn.Close()
 }
 

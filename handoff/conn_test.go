@@ -42,6 +42,10 @@ func tcpPair(t *testing.T) (net.Conn, *peer) {
 		server.Close()
 		client.Close()
 	})
+	// A hang fails the test, as in await.
+	if err := client.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	return server, &peer{Conn: client, r: bufio.NewReader(client)}
 }
 

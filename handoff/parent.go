@@ -112,7 +112,7 @@ func (u *Upgrader) finishUpgrade(s *parentSession, f *flip) error {
 		return nil
 	}
 	released := time.Now()
-	u.reg.handover()
+	u.reg.handover(s.parked)
 	s.ch.close()
 	s.stats.Release = time.Since(released)
 	u.log.Info("handoff: handed over", "to", s.pid, "conns", s.stats.Conns, "early", s.stats.Early,
@@ -204,6 +204,7 @@ type parentSession struct {
 	stats     UpgradeStats
 	began     time.Time // the upgrade's start
 	committed time.Time
+	parked    []parkedConn // sent; handed over at the commit
 }
 
 // event is a frame from the child, or the error that ended reading.
@@ -233,6 +234,7 @@ func (s *parentSession) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.parked = parked
 	steps := []func() error{
 		func() error { return s.sendParked(parked, early) },
 		s.sendState,
