@@ -243,3 +243,181 @@ func TestConnNextDeadlineKeepsPartial(t *testing.T) {
 		t.Fatalf("Next: %q, %v; want \"partial\"", tok, err)
 	}
 }
+
+// While the handler is parked, other goroutines neither take the bytes
+// that travel with the connection nor write past the park: they wait for
+// the outcome. After a handover nothing of the Conn works here any more,
+// and the new process's copy carries on with the peer.
+func TestConnParked(t *testing.T) {
+	for _, outcome := range outcomes {
+		t.Run(outcome, func(t *testing.T) {
+			r := newRegistry(DefaultMaxBuffered)
+			nc, p := tcpPair(t)
+			c := r.track(nc, "test", []byte("pre"))
+			e := serveEcho(c, "s", false)
+			parked := parkAll(t, r)
+			var buf [8]byte
+			if n, err := c.Read(buf[:]); !errors.Is(err, ErrPark) {
+				t.Fatalf("Read while parked: %q, %v; want ErrPark", buf[:n], err)
+			}
+			if tok, err := c.Next(bufio.ScanLines); !errors.Is(err, ErrPark) {
+				t.Fatalf("Next while parked: %q, %v; want ErrPark", tok, err)
+			}
+			wrote, again := make(chan error, 1), make(chan error, 1)
+			go func() {
+				_, err := io.WriteString(c, "w\n")
+				wrote <- err
+			}()
+			go func() { again <- c.Park(nil) }()
+			awaitBlocked(t, "(*Conn).Write", 1)
+			awaitBlocked(t, "(*Conn).Park", 2) // and the handler's
+			var want error
+			var np net.Conn
+			if outcome == "handover" {
+				np, want = adopt(t, c), ErrHandedOver
+			}
+			endUpgrade(r, outcome, parked)
+			for _, ch := range []chan error{e.parks, wrote, again} {
+				if err := await(t, ch, "Park or Write"); !errors.Is(err, want) {
+					t.Fatalf("after %s: %v, want %v", outcome, err, want)
+				}
+			}
+			if outcome == "rollback" {
+				p.send(t, "fix\n")
+				got := []string{p.line(t), p.line(t)}
+				slices.Sort(got)
+				if !slices.Equal(got, []string{"prefix", "w"}) {
+					t.Fatalf("peer got %q, want the parked Write and the echo", got)
+				}
+				return
+			}
+			await(t, e.done, "handler")
+			expectHandedOver(t, c)
+			if _, err := io.WriteString(np, "new\n"); err != nil {
+				t.Fatal(err)
+			}
+			if got := p.line(t); got != "new" {
+				t.Fatalf("peer got %q from the new process", got)
+			}
+		})
+	}
+}
+
+// expectHandedOver checks that c does nothing once handed over, buffered
+// bytes or not.
+func expectHandedOver(t *testing.T, c *Conn) {
+	t.Helper()
+	var buf [8]byte
+	if n, err := c.Read(buf[:]); !errors.Is(err, ErrHandedOver) {
+		t.Errorf("Read: %q, %v", buf[:n], err)
+	}
+	if tok, err := c.Next(bufio.ScanLines); !errors.Is(err, ErrHandedOver) {
+		t.Errorf("Next: %q, %v", tok, err)
+	}
+	if _, err := c.Write([]byte("x\n")); !errors.Is(err, ErrHandedOver) {
+		t.Errorf("Write: %v", err)
+	}
+	if err := c.Park(nil); !errors.Is(err, ErrHandedOver) {
+		t.Errorf("Park: %v", err)
+	}
+	if err := c.SetReadDeadline(time.Now()); err != nil {
+		t.Errorf("SetReadDeadline: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
+
+// Close of a parked connection from another goroutine (an idle reaper)
+// waits for the outcome: the fd stays this connection's while it may be
+// sent, and the handler is woken.
+func TestConnCloseWhileParked(t *testing.T) {
+	for _, outcome := range outcomes {
+		t.Run(outcome, func(t *testing.T) {
+			r := newRegistry(DefaultMaxBuffered)
+			nc, p := tcpPair(t)
+			c := r.track(nc, "test", nil)
+			e := serveEcho(c, "s", false)
+			parked := parkAll(t, r)
+			closed := make(chan error, 1)
+			go func() { closed <- c.Close() }()
+			awaitBlocked(t, "(*Conn).Close", 1)
+			if _, err := connFd(c.Conn); err != nil {
+				t.Fatalf("the parked connection's fd, as the upgrade sends it: %v", err)
+			}
+			var np net.Conn
+			if outcome == "handover" {
+				np = adopt(t, c)
+			}
+			endUpgrade(r, outcome, parked)
+			park := await(t, e.parks, "Park")
+			if err := await(t, closed, "Close"); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			await(t, e.done, "handler")
+			if outcome == "rollback" {
+				if park != nil {
+					t.Fatalf("Park after rollback: %v", park)
+				}
+				p.expectEOF(t)
+				return
+			}
+			if !errors.Is(park, ErrHandedOver) {
+				t.Fatalf("Park after handover: %v", park)
+			}
+			if _, err := io.WriteString(np, "new\n"); err != nil {
+				t.Fatal(err)
+			}
+			if got := p.line(t); got != "new" {
+				t.Fatalf("peer got %q from the new process", got)
+			}
+		})
+	}
+}
+
+// Close of a connection asked to park but not parked yet closes it, and
+// neither parkAll nor the handler's Park waits for it any more.
+func TestConnCloseWhileAsked(t *testing.T) {
+	r := newRegistry(DefaultMaxBuffered)
+	nc, p := tcpPair(t)
+	c := r.track(nc, "test", nil)
+	e := serveEcho(c, "s", true)
+	res := goParkAll(r)
+	await(t, e.asked, "ErrPark")
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	p.expectEOF(t)
+	if pr := await(t, res, "parkAll"); pr.err != nil || len(pr.parked) != 0 {
+		t.Fatalf("parkAll: %d parked, %v; want none", len(pr.parked), pr.err)
+	}
+	close(e.hold)
+	if err := await(t, e.parks, "Park"); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Park of a closed connection: %v, want net.ErrClosed", err)
+	}
+	await(t, e.done, "handler")
+	r.resumeAll()
+}
+
+// Close races Park, and the upgrade ends either way: no handler and no
+// Close may hang.
+func TestConnCloseParkRace(t *testing.T) {
+	for i := range 200 {
+		r := newRegistry(DefaultMaxBuffered)
+		nc, _ := tcpPair(t)
+		c := r.track(nc, "test", nil)
+		e := serveEcho(c, "s", false)
+		res := goParkAll(r)
+		closed := make(chan error, 1)
+		go func() { closed <- c.Close() }()
+		pr := await(t, res, "parkAll")
+		if pr.err != nil {
+			t.Fatal(pr.err)
+		}
+		endUpgrade(r, outcomes[i%2], pr.parked)
+		if err := await(t, closed, "Close"); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		await(t, e.done, "handler")
+	}
+}

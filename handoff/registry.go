@@ -90,10 +90,7 @@ func (r *registry) remove(c *Conn) {
 }
 
 // parkedOne is called by a Conn whose handler has just parked.
-func (r *registry) parkedOne(c *Conn, unread []byte) {
-	c.mu.Lock()
-	c.unreadAtPark = unread
-	c.mu.Unlock()
+func (r *registry) parkedOne() {
 	r.parkedN.Add(1)
 	r.notify()
 }
