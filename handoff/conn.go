@@ -3,6 +3,7 @@ package handoff
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -45,13 +46,15 @@ const (
 // upgrade the old process closes its copy without shutdown(2), so the peer sees
 // nothing; the new process receives a Conn of its own. With
 // Options.ListenersOnly the Conn is never handed over: it keeps running in
-// the old process, whose application closes it.
+// the old process, whose application closes it. Neither is a Conn wrapped
+// during an upgrade that then hands over: it was not sent, and it is no
+// longer tracked (see Upgrader.Wrap).
 type Conn struct {
 	net.Conn
 	kind string
 	id   uint64
-	max  int // the most bytes buffered without a complete message
-	reg  *registry
+	max  int       // the most bytes buffered without a complete message
+	reg  *registry // nil if untracked
 
 	rmu sync.Mutex // serializes readers: buffer and read deadline
 	buf []byte     // read from the kernel, not yet consumed
@@ -77,36 +80,37 @@ func (c *Conn) Kind() string { return c.kind }
 
 // Next returns the next message from the connection as split finds it,
 // reading from the network as needed. The message is valid until the next
-// call to Next or Read. A partial message stays buffered.
+// call to Next or Read. A partial message stays buffered. Bytes that split
+// consumes without returning a message (the spaces bufio.ScanWords skips)
+// are dropped and Next goes on: it never returns a nil message with a nil
+// error. Once the peer has finished sending, split is called with atEOF set
+// and may return a last, unterminated message, then Next returns io.EOF;
+// any other read error, such as a deadline, leaves the partial message
+// buffered.
 //
 // Next returns ErrPark when an upgrade asks the connection to park, once no
 // complete message is buffered; messages already buffered are returned
 // first, so a pipelining client's requests are answered in order whichever
-// process answers them.
+// process answers them. Once the handler has parked, Next returns ErrPark
+// whatever is buffered (those bytes travel with the connection), and after
+// a handover ErrHandedOver.
 func (c *Conn) Next(split bufio.SplitFunc) ([]byte, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
+	if err := c.parkCheck(false); err != nil {
+		return nil, err
+	}
 	for {
-		data := c.buf[c.off:]
-		if len(data) > 0 {
-			adv, tok, err := split(data, false)
-			if err != nil {
-				return nil, err
-			}
-			if adv > 0 || tok != nil {
-				c.off += adv
-				return tok, nil
-			}
-			if len(data) >= c.max {
-				return nil, ErrBufferFull
-			}
+		if tok, err := c.scan(split, false); tok != nil || err != nil {
+			return tok, err
+		}
+		if rest := len(c.buf) - c.off; rest > 0 && rest >= c.max {
+			return nil, ErrBufferFull
 		}
 		if err := c.fill(); err != nil {
-			if len(c.buf) > c.off && !errors.Is(err, ErrPark) && !errors.Is(err, ErrHandedOver) {
-				// Let the split function take a final unterminated message.
-				if adv, tok, serr := split(c.buf[c.off:], true); serr == nil && tok != nil {
-					c.off += adv
-					return tok, nil
+			if errors.Is(err, io.EOF) {
+				if tok, serr := c.scan(split, true); tok != nil || serr != nil {
+					return tok, serr
 				}
 			}
 			return nil, err
@@ -114,13 +118,39 @@ func (c *Conn) Next(split bufio.SplitFunc) ([]byte, error) {
 	}
 }
 
+// scan runs split over the buffered bytes until it returns a message or
+// wants more bytes, consuming what it skips. Called with rmu held.
+func (c *Conn) scan(split bufio.SplitFunc, atEOF bool) ([]byte, error) {
+	for c.off < len(c.buf) {
+		data := c.buf[c.off:]
+		adv, tok, err := split(data, atEOF)
+		switch {
+		case err != nil:
+			return nil, err
+		case adv < 0:
+			return nil, bufio.ErrNegativeAdvance
+		case adv > len(data):
+			return nil, bufio.ErrAdvanceTooFar
+		}
+		c.off += adv
+		if tok != nil || adv == 0 {
+			return tok, nil
+		}
+	}
+	return nil, nil
+}
+
 // Read reads buffered bytes first, then from the network. It returns ErrPark
-// when an upgrade asks the connection to park and nothing is buffered. An
+// when an upgrade asks the connection to park and nothing is buffered, or
+// once the handler has parked; ErrHandedOver after a handover. An
 // application that keeps bytes of its own gives them back with Unread before
 // it parks.
 func (c *Conn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
+	if err := c.parkCheck(false); err != nil {
+		return 0, err
+	}
 	if c.off == len(c.buf) {
 		if err := c.fill(); err != nil {
 			return 0, err
@@ -151,7 +181,7 @@ func (c *Conn) Buffered() int {
 
 // fill reads once from the network into the buffer. Called with rmu held.
 func (c *Conn) fill() error {
-	if err := c.parkCheck(); err != nil {
+	if err := c.parkCheck(true); err != nil {
 		return err
 	}
 	if c.off > 0 && c.off == len(c.buf) {
@@ -169,22 +199,27 @@ func (c *Conn) fill() error {
 	}
 	if err != nil && isTimeout(err) {
 		// The deadline may be ours, set to interrupt the read for parking.
-		if perr := c.parkCheck(); perr != nil {
+		if perr := c.parkCheck(true); perr != nil {
 			return perr
 		}
 	}
 	return err
 }
 
-// parkCheck reports ErrPark or ErrHandedOver if the connection must stop reading.
-func (c *Conn) parkCheck() error {
+// parkCheck reports ErrHandedOver once the new process owns the
+// connection, and ErrPark while its handler is parked or, if asked counts,
+// while an upgrade waits for it to park. A closed connection gets neither:
+// its reads fail by themselves, and a Park would not be waited for.
+func (c *Conn) parkCheck(asked bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch c.state {
-	case parkAsked, parked:
-		return ErrPark
-	case handedOver:
+	switch {
+	case c.closed:
+		return nil
+	case c.state == handedOver:
 		return ErrHandedOver
+	case c.state == parked, c.state == parkAsked && asked:
+		return ErrPark
 	}
 	return nil
 }
@@ -219,31 +254,48 @@ func (c *Conn) Write(p []byte) (int, error) {
 // handler carries on exactly where it stopped, with its buffered bytes. It
 // returns ErrHandedOver if the new process now owns the connection: the
 // handler must return without using the connection again. Park returns nil at
-// once if no upgrade asked for the connection.
+// once if no upgrade asked for the connection, and net.ErrClosed at once if
+// the connection was closed (by another goroutine, while an upgrade asked it
+// to park): the upgrade leaves it out, and the handler returns. Called again
+// while parked, from another goroutine, Park waits for the same outcome.
 func (c *Conn) Park(state []byte) error {
 	c.rmu.Lock()
 	unread := append([]byte(nil), c.buf[c.off:]...)
 	c.rmu.Unlock()
 	c.wmu.Lock() // wait for a Write in progress on another goroutine
-	c.mu.Lock()
-	if c.state != parkAsked {
-		st := c.state
-		c.mu.Unlock()
-		c.wmu.Unlock()
-		if st == handedOver {
-			return ErrHandedOver
-		}
-		return nil
-	}
-	c.state, c.saved = parked, state
-	out := c.outcome
-	c.mu.Unlock()
+	out, first, err := c.enterPark(state, unread)
 	c.wmu.Unlock()
-	c.reg.parkedOne(c, unread)
+	if out == nil {
+		return err
+	}
+	if first {
+		c.reg.parkedOne()
+	}
 	<-out
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.result
+}
+
+// enterPark parks a connection asked to park, with what the upgrade sends
+// for it, in one step: a scan by parkAll never sees it parked without them.
+// It returns the channel the outcome closes, and whether this call parked
+// it; or no channel and Park's result when there is nothing to wait for.
+func (c *Conn) enterPark(state, unread []byte) (out chan error, first bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.closed:
+		return nil, false, net.ErrClosed
+	case c.state == handedOver:
+		return nil, false, ErrHandedOver
+	case c.state == running:
+		return nil, false, nil
+	case c.state == parkAsked:
+		c.state, c.saved, c.unreadAtPark = parked, state, unread
+		return c.outcome, true, nil
+	}
+	return c.outcome, false, nil
 }
 
 // SetReadDeadline sets the application's read deadline. The library
@@ -268,16 +320,30 @@ func (c *Conn) SetDeadline(t time.Time) error {
 }
 
 // Close closes the connection in this process and forgets it. After a
-// handover it does nothing: the new process owns the connection.
+// handover it does nothing and returns nil: the new process owns the
+// connection. While the handler is parked, Close (from another goroutine:
+// an idle reaper, a loop over Upgrader.Conns) waits for the upgrade's
+// outcome, since the connection may be on its way to the new process;
+// SaveState, which runs while every handler is parked, must not close a
+// Conn. A connection asked to park but not parked yet is closed at once
+// and left out of the upgrade; its handler's Park returns net.ErrClosed.
 func (c *Conn) Close() error {
 	c.mu.Lock()
+	for c.state == parked {
+		out := c.outcome
+		c.mu.Unlock()
+		<-out
+		c.mu.Lock()
+	}
 	if c.closed || c.state == handedOver {
 		c.mu.Unlock()
 		return nil
 	}
 	c.closed = true
 	c.mu.Unlock()
-	c.reg.remove(c)
+	if c.reg != nil {
+		c.reg.remove(c)
+	}
 	return c.Conn.Close()
 }
 
@@ -297,7 +363,7 @@ func (c *Conn) ask() {
 func (c *Conn) finish(result error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state == running {
+	if c.state == running || c.state == handedOver {
 		return
 	}
 	if result == nil {

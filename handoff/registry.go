@@ -19,8 +19,10 @@ type registry struct {
 	nextID    uint64
 	listeners []*Listener
 	paused    bool          // listeners must not accept
-	resumed   chan struct{} // closed when paused ends
+	frozen    bool          // parkAll has listed the parked connections: none joins until the outcome
+	resumed   chan struct{} // closed when paused and frozen end
 	gone      bool          // handed over: listeners are closed for good
+	committed bool          // the connections were handed over: new ones are not tracked
 	inAccept  int           // goroutines inside an underlying Accept
 	parking   bool          // new connections are asked to park at once
 	changed   chan struct{} // a park-relevant count changed
@@ -43,10 +45,19 @@ func newRegistry(maxBuffered int) *registry {
 	}
 }
 
-// track registers nc, taking ownership of it. A connection that arrives while
-// the process is parking is asked to park at once.
+// track registers nc, taking ownership of it. A connection that arrives
+// while the process is parking is asked to park at once, so that parkAll
+// waits for it. Once parkAll has listed the parked connections, track waits
+// for the upgrade's outcome (so SaveState must not call it): after a
+// rollback it registers nc as usual; after a handover nc was not sent, and
+// it returns an untracked Conn that serves nc in this process. An untracked
+// Conn is never parked nor listed by Upgrader.Conns, and the application
+// owns it: it closes it itself.
 func (r *registry) track(nc net.Conn, kind string, unread []byte) *Conn {
 	r.mu.Lock()
+	for r.frozen {
+		r.waitLocked(r.resumed)
+	}
 	c := r.trackLocked(nc, kind, unread)
 	r.mu.Unlock()
 	r.notify()
@@ -54,9 +65,14 @@ func (r *registry) track(nc net.Conn, kind string, unread []byte) *Conn {
 }
 
 // trackLocked registers nc. While parking, the connection is published
-// already asked to park, so that parkAll cannot finish without it.
+// already asked to park, so that parkAll cannot finish without it. After
+// a handover it is left untracked (see track).
 func (r *registry) trackLocked(nc net.Conn, kind string, unread []byte) *Conn {
-	c := &Conn{Conn: nc, kind: kind, max: r.maxBuffered, reg: r, buf: unread}
+	c := &Conn{Conn: nc, kind: kind, max: r.maxBuffered, buf: unread}
+	if r.committed {
+		return c
+	}
+	c.reg = r
 	r.nextID++
 	c.id = r.nextID
 	if r.parking {
@@ -74,10 +90,7 @@ func (r *registry) remove(c *Conn) {
 }
 
 // parkedOne is called by a Conn whose handler has just parked.
-func (r *registry) parkedOne(c *Conn, unread []byte) {
-	c.mu.Lock()
-	c.unreadAtPark = unread
-	c.mu.Unlock()
+func (r *registry) parkedOne() {
 	r.parkedN.Add(1)
 	r.notify()
 }
@@ -90,7 +103,9 @@ func (r *registry) notify() {
 }
 
 // parkAll stops the listeners, asks every connection to park and waits until
-// all have, or until ctx ends. On error the caller must call resumeAll.
+// all have, or until ctx ends. On success the registry stays frozen until
+// the caller calls resumeAll or handover; on error the caller must call
+// resumeAll.
 func (r *registry) parkAll(ctx context.Context) ([]parkedConn, error) {
 	r.mu.Lock()
 	r.parking = true
@@ -106,21 +121,23 @@ func (r *registry) parkAll(ctx context.Context) ([]parkedConn, error) {
 	// says every connection may have parked, and every 50 ms regardless.
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	for scan := true; ; scan = r.mayAllBeParked() {
+	for scan := true; ; {
 		if scan {
-			if ready, waiting := r.parkedLocked(); waiting == 0 {
+			ready, waiting := r.freeze()
+			if waiting == 0 {
 				return ready, nil
+			}
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("%d connections did not reach a message boundary: %w", waiting, ctx.Err())
 			}
 		}
 		select {
 		case <-r.changed:
+			scan = r.mayAllBeParked()
 		case <-tick.C:
-			if ready, waiting := r.parkedLocked(); waiting == 0 {
-				return ready, nil
-			}
+			scan = true
 		case <-ctx.Done():
-			_, waiting := r.parkedLocked()
-			return nil, fmt.Errorf("%d connections did not reach a message boundary: %w", waiting, ctx.Err())
+			scan = true
 		}
 	}
 }
@@ -133,9 +150,11 @@ func (r *registry) mayAllBeParked() bool {
 	return r.inAccept == 0 && r.parkedN.Load() >= int64(len(r.conns))
 }
 
-// parkedLocked lists the parked connections and counts those (and the
-// accepts in flight) still to come. It takes r.mu itself.
-func (r *registry) parkedLocked() ([]parkedConn, int) {
+// freeze lists the parked connections and counts those (and the accepts
+// in flight) still to come. When none is to come it freezes the registry
+// in the same step: a connection tracked after the list is made waits for
+// the outcome, instead of being asked to park and left behind.
+func (r *registry) freeze() ([]parkedConn, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	waiting := r.inAccept
@@ -150,6 +169,7 @@ func (r *registry) parkedLocked() ([]parkedConn, int) {
 		}
 		c.mu.Unlock()
 	}
+	r.frozen = waiting == 0
 	return ready, waiting
 }
 
@@ -172,7 +192,7 @@ func (r *registry) snapshotLocked() []*Conn {
 // stopped and the listeners accept again.
 func (r *registry) resumeAll() {
 	r.mu.Lock()
-	r.parking = false
+	r.parking, r.frozen = false, false
 	conns := r.snapshotLocked()
 	for _, l := range r.listeners {
 		l.setDeadline(time.Time{})
@@ -186,16 +206,19 @@ func (r *registry) resumeAll() {
 	}
 }
 
-// handover ends a successful upgrade: every connection sent now belongs
-// to the new process. This process closes its copies with close(2) only,
-// never shutdown(2), so no FIN reaches a client. It returns how many
-// connections stay tracked here, unsent.
+// handover ends a successful upgrade: the connections sent now belong to
+// the new process, and their handlers' Park returns ErrHandedOver. This
+// process closes its copies with close(2) only, never shutdown(2), so no
+// FIN reaches a client. Any other connection was not sent: it stays
+// tracked and running here, and kept counts them. The listeners are
+// closed, and connections tracked from now on are not (see track).
 func (r *registry) handover(sent []parkedConn) (kept int) {
 	r.mu.Lock()
 	for _, p := range sent {
 		delete(r.conns, p.c.id)
 	}
-	kept = len(r.conns)
+	others := r.snapshotLocked()
+	r.parking, r.frozen, r.committed = false, false, true
 	lns := r.goneLocked()
 	r.mu.Unlock()
 	closeListeners(lns)
@@ -203,7 +226,10 @@ func (r *registry) handover(sent []parkedConn) (kept int) {
 		p.c.finish(ErrHandedOver)
 		_ = p.c.Conn.Close()
 	}
-	return kept
+	for _, c := range others {
+		c.finish(nil)
+	}
+	return len(others)
 }
 
 // releaseListeners ends a listeners-only upgrade: the listeners now belong
@@ -219,8 +245,8 @@ func (r *registry) releaseListeners() int {
 }
 
 // goneLocked marks the listeners handed over for good, wakes accepts
-// waiting for a pause to end, and returns the listeners for the caller to
-// close.
+// waiting for a pause to end and tracks waiting for a freeze, and returns
+// the listeners for the caller to close.
 func (r *registry) goneLocked() []*Listener {
 	r.gone = true
 	lns := r.listeners
@@ -249,16 +275,20 @@ func (r *registry) enterAccept() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for r.paused && !r.gone {
-		ch := r.resumed
-		r.mu.Unlock()
-		<-ch
-		r.mu.Lock()
+		r.waitLocked(r.resumed)
 	}
 	if r.gone {
 		return ErrHandedOver
 	}
 	r.inAccept++
 	return nil
+}
+
+// waitLocked waits for ch to close, releasing r.mu meanwhile.
+func (r *registry) waitLocked(ch <-chan struct{}) {
+	r.mu.Unlock()
+	<-ch
+	r.mu.Lock()
 }
 
 // leaveAccept counts the caller out, registering the accepted connection in

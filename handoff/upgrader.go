@@ -265,6 +265,13 @@ func (u *Upgrader) listen(network, addr string) (net.Listener, error) {
 
 // Wrap tracks a connection this process made or accepted itself, so that it
 // is handed over too. The Conn takes ownership of nc. kind travels with it.
+//
+// During an upgrade, once every connection has parked, Wrap waits for the
+// upgrade's outcome (so SaveState must not call it). If the upgrade rolls
+// back, the Conn is tracked as usual. If it hands over, nc was not sent:
+// the Conn serves it in this process but is untracked: it is never
+// parked, Conns does not list it, and the application owns it and must
+// close it. The same holds for Wrap after a handover.
 func (u *Upgrader) Wrap(nc net.Conn, kind string) *Conn {
 	return u.reg.track(nc, kind, nil)
 }
@@ -311,7 +318,8 @@ func (u *Upgrader) writePIDFile() error {
 }
 
 // Conns returns the connections this process serves now: accepted through
-// its Listeners, wrapped or resumed, and neither closed nor handed over. The
+// its Listeners, wrapped or resumed, and neither closed nor handed over
+// (nor wrapped after a handover, see Wrap). The
 // Upgrader still owns them: closing one closes it for its peer. With
 // Options.ListenersOnly, these are what the application has to close after
 // Exit is closed.
