@@ -35,13 +35,14 @@ type adopted struct {
 
 // childSession is the new process's end of one handoff.
 type childSession struct {
-	u     *Upgrader
-	ch    *channel
-	ppid  int                 // the old process
-	seq   uint32              // CONNS and PARKED frames received
-	early map[uint64]*adopted // fds sent before the park, by id, until claimed
-	conns []*adopted          // parked connections, to serve after COMMIT
-	gate  chan struct{}       // closed once the outcome is known; see adopted
+	u       *Upgrader
+	ch      *channel
+	ppid    int // the old process
+	carried carried
+	seq     uint32              // CONNS and PARKED frames received
+	early   map[uint64]*adopted // fds sent before the park, by id, until claimed
+	conns   []*adopted          // parked connections, to serve after COMMIT
+	gate    chan struct{}       // closed once the outcome is known; see adopted
 }
 
 // takeOver runs the new process's side. Until COMMIT it never reads or
@@ -164,6 +165,11 @@ func (s *childSession) receive(ctx context.Context, run *attempt) error {
 		return err
 	}
 	hook("state", s.ch)
+	if err := s.receiveCarry(); err != nil {
+		return err
+	}
+	s.u.log.Info("handoff: received everything", "from", s.ppid, "conns", len(s.conns), "state_bytes", stateBytes,
+		"generation", s.carried.generation+1)
 	if err := s.u.commit(ctx, run); err != nil {
 		return err
 	}
@@ -383,6 +389,19 @@ func (s *childSession) loadState() (uint64, error) {
 	return r.total, nil
 }
 
+// receiveCarry reads where the chain stands and the carried values; they
+// count once COMMIT comes.
+func (s *childSession) receiveCarry() error {
+	typ, p, err := recvNoFds(s.ch)
+	if err == nil && typ != frameCarry {
+		err = protoErr("expected CARRY, got %s", frameName(typ))
+	}
+	if err == nil {
+		s.carried, err = decodeCarried(p)
+	}
+	return err
+}
+
 // commit waits for the old process's word. COMMIT makes this process the
 // owner of everything: it writes the PID file, joins the old process's
 // process group and starts serving. ABORT, or the old process's death,
@@ -397,11 +416,12 @@ func (s *childSession) commit() error {
 		return fmt.Errorf("handoff: waiting for COMMIT: %w", err)
 	}
 	hook("commit", s.ch)
+	s.u.chain.adopt(s.carried, len(s.conns))
 	for _, a := range s.conns {
 		a.serve = true
 	}
 	s.openGate()
-	s.u.log.Info("handoff: took over", "from", s.ppid, "conns", len(s.conns))
+	s.u.log.Info("handoff: took over", "from", s.ppid, "conns", len(s.conns), "generation", s.u.generation())
 	if err := s.u.writePIDFile(); err != nil {
 		s.u.log.Error("handoff: took over, but", "err", err)
 	}

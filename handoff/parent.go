@@ -23,16 +23,19 @@ const sendWindow = 8
 // process, hand it everything, and commit or roll back. Until it commits,
 // nothing this process holds changes hands: on any failure the new process
 // is killed (and reaped) before a single connection resumes here.
-func (u *Upgrader) upgrade(ctx context.Context, run *attempt) error {
+func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest, res *UpgradeResult) error {
 	began := time.Now()
-	ctx, cancel := context.WithTimeoutCause(ctx, u.opts.UpgradeTimeout,
-		fmt.Errorf("handoff: upgrade timed out after %s", u.opts.UpgradeTimeout))
+	ctx, cancel := context.WithTimeoutCause(ctx, req.Timeout,
+		fmt.Errorf("handoff: upgrade %w after %s", errTimeout, req.Timeout))
 	defer cancel()
-	p, conn, err := u.startProcess()
+	p, conn, err := u.startProcess(req.Binary)
 	if err != nil {
 		return err
 	}
-	s := &parentSession{u: u, ch: newChannel(conn), pid: p.pid, began: began}
+	res.To = p.pid
+	u.event(req, Event{Phase: "started", PID: p.pid, Took: time.Since(began)})
+	s := &parentSession{u: u, ch: newChannel(conn), pid: p.pid, began: began, req: req}
+	defer func() { res.Stats, res.StateBytes = s.stats, s.stateBytes }()
 	// The new process's exit ends the wait at once, even if something it
 	// started still holds its end of the channel.
 	ctx, exitCancel := context.WithCancelCause(ctx)
@@ -157,17 +160,19 @@ func (u *Upgrader) setStats(st UpgradeStats) {
 
 // parentSession is the old process's end of one handoff.
 type parentSession struct {
-	u        *Upgrader
-	ch       *channel
-	pid      int
-	peer     hello
-	events   chan event
-	readDone chan struct{} // closed when readEvents has returned
-	seq      uint32        // CONNS and PARKED frames sent
-	acked    uint32        // of them, acknowledged by PROGRESS
-	stats    UpgradeStats
-	began    time.Time // the upgrade's start
-	ready    time.Time // READY arrived
+	u          *Upgrader
+	ch         *channel
+	pid        int
+	peer       hello
+	events     chan event
+	readDone   chan struct{} // closed when readEvents has returned
+	seq        uint32        // CONNS and PARKED frames sent
+	acked      uint32        // of them, acknowledged by PROGRESS
+	stats      UpgradeStats
+	began      time.Time // the upgrade's start
+	ready      time.Time // READY arrived
+	req        UpgradeRequest
+	stateBytes uint64 // state received, as READY says
 }
 
 // event is a frame from the child, or the error that ended reading.
@@ -186,16 +191,18 @@ func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error
 		return nil, err
 	}
 	s.stats.Start = time.Since(s.began)
+	s.emit(Event{Phase: "connected", Took: s.stats.Start})
 	s.events, s.readDone = make(chan event, sendWindow+4), make(chan struct{})
 	go s.readEvents()
 	early, err := s.sendEarly()
 	if err != nil {
 		return nil, err
 	}
+	s.emit(Event{Phase: "fds", Took: s.stats.Fds, Conns: s.stats.Early})
 	hook("early", s.ch)
 	pause := s.u.opts.PauseTimeout
 	ctx, cancel := context.WithTimeoutCause(ctx, pause,
-		fmt.Errorf("handoff: connections paused for longer than the pause timeout (%s)", pause))
+		fmt.Errorf("handoff: %w: longer than the pause timeout (%s)", errPauseTimeout, pause))
 	defer cancel()
 	defer s.ch.bindDeadline(ctx)()
 	defer func() { err = withCause(ctx, err) }()
@@ -203,9 +210,11 @@ func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error
 	if err != nil {
 		return nil, err
 	}
+	s.emit(Event{Phase: "park", Took: s.stats.Park, Conns: s.stats.Conns})
 	steps := []func() error{
 		func() error { return s.sendParked(parked, early) },
 		s.sendState,
+		s.sendCarry,
 		s.awaitReady,
 	}
 	for _, step := range steps {
@@ -480,6 +489,7 @@ func (s *parentSession) sendParked(parked []parkedConn, early map[uint64]bool) e
 	// No wait for their PROGRESS: the state follows at once, and READY
 	// says the child has them all.
 	s.stats.Parked = time.Since(start)
+	s.emit(Event{Phase: "parked", Took: s.stats.Parked, Conns: len(parked)})
 	return nil
 }
 
@@ -547,6 +557,18 @@ func (s *parentSession) sendState() error {
 	return nil
 }
 
+// sendCarry sends where the chain stands, its totals and the
+// application's carried values, read now that every connection is parked.
+func (s *parentSession) sendCarry() error {
+	return s.ch.send(frameCarry, s.u.chain.snapshot().encode(), nil)
+}
+
+// emit reports a phase of the upgrade.
+func (s *parentSession) emit(e Event) {
+	e.PID = s.pid
+	s.u.event(s.req, e)
+}
+
 func (s *parentSession) awaitReady() error {
 	start := time.Now()
 	typ, p, err := s.next()
@@ -561,6 +583,9 @@ func (s *parentSession) awaitReady() error {
 	}
 	s.ready = time.Now()
 	s.stats.Adopt = s.ready.Sub(start)
+	s.stateBytes = binary.BigEndian.Uint64(p[4:])
+	s.emit(Event{Phase: "state", Took: s.stats.State, Bytes: s.stateBytes})
+	s.emit(Event{Phase: "ready", Took: s.stats.Adopt, Conns: int(binary.BigEndian.Uint32(p))})
 	return nil
 }
 

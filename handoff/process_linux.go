@@ -26,7 +26,7 @@ type newProcess struct {
 // startProcess starts the binary with this process's arguments and
 // environment, the handoff channel at fd 3 and the listeners after it.
 // It returns the process and this process's end of the channel.
-func (u *Upgrader) startProcess() (*newProcess, *net.UnixConn, error) {
+func (u *Upgrader) startProcess(binary string) (*newProcess, *net.UnixConn, error) {
 	ours, theirs, err := socketpair()
 	if err != nil {
 		return nil, nil, err
@@ -35,8 +35,8 @@ func (u *Upgrader) startProcess() (*newProcess, *net.UnixConn, error) {
 	files, keys := u.listenerFiles()
 	defer closeFiles(files)
 	cmd := &exec.Cmd{
-		Path:        u.opts.Binary,
-		Args:        append([]string{u.opts.Binary}, os.Args[1:]...),
+		Path:        binary,
+		Args:        append([]string{binary}, os.Args[1:]...),
 		Env:         append(os.Environ(), envFds+"="+encodeFds(keys)),
 		Dir:         u.dir,
 		Stdin:       os.Stdin,
@@ -47,7 +47,7 @@ func (u *Upgrader) startProcess() (*newProcess, *net.UnixConn, error) {
 	}
 	if err := cmd.Start(); err != nil {
 		ours.Close()
-		return nil, nil, fmt.Errorf("handoff: start %s: %w", u.opts.Binary, err)
+		return nil, nil, fmt.Errorf("handoff: %w: %w", errStart, err)
 	}
 	p := &newProcess{pid: cmd.Process.Pid, exited: make(chan struct{})}
 	go func() {
@@ -120,12 +120,12 @@ func (p *newProcess) describe() error {
 	}
 	var ee *exec.ExitError
 	if errors.As(p.err, &ee) {
-		return fmt.Errorf("new process %d %s", p.pid, ee.ProcessState)
+		return fmt.Errorf("%w: pid %d, %s", errExited, p.pid, ee.ProcessState)
 	}
 	if p.err != nil {
-		return fmt.Errorf("new process %d: %w", p.pid, p.err)
+		return fmt.Errorf("%w: pid %d: %w", errExited, p.pid, p.err)
 	}
-	return fmt.Errorf("new process %d exited with status 0", p.pid)
+	return fmt.Errorf("%w: pid %d, exit status 0", errExited, p.pid)
 }
 
 // rejoinParentGroup moves a committed new process into its old process's

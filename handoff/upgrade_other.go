@@ -13,7 +13,9 @@ import (
 // ErrNotSupported, so that a server builds and runs where its developers
 // work.
 
-func (u *Upgrader) upgrade(ctx context.Context, run *attempt) error { return ErrNotSupported }
+func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest, res *UpgradeResult) error {
+	return ErrNotSupported
+}
 
 // takeOver is never reached: no process here is started by an upgrade.
 func (u *Upgrader) takeOver(ctx context.Context) error { return ErrNotSupported }

@@ -125,10 +125,14 @@ type Upgrader struct {
 	dir    string       // working directory at New: upgrades start the binary there
 	parent *inheritance // what the previous process passed; nil in a first process
 
+	chain   *chain    // generation, totals and carried values
+	started time.Time // New
+
 	mu        sync.Mutex
-	phase     phase    // guarded by mu
-	run       *attempt // the upgrade or takeover in progress, guarded by mu
-	successor int      // pid of the process that took over, guarded by mu
+	phase     phase          // guarded by mu
+	run       *attempt       // the upgrade or takeover in progress, guarded by mu
+	successor int            // pid of the process that took over, guarded by mu
+	last      *UpgradeResult // guarded by mu
 	stats     UpgradeStats
 	exitOnce  sync.Once
 	exitC     chan struct{}
@@ -168,12 +172,14 @@ func New(opts Options) (*Upgrader, error) {
 		return nil, err
 	}
 	u := &Upgrader{
-		opts:   opts,
-		log:    opts.Logger.With("pid", os.Getpid()),
-		reg:    newRegistry(opts.MaxBuffered),
-		dir:    dir,
-		parent: inherited,
-		exitC:  make(chan struct{}),
+		opts:    opts,
+		log:     opts.Logger.With("pid", os.Getpid()),
+		reg:     newRegistry(opts.MaxBuffered),
+		dir:     dir,
+		parent:  inherited,
+		exitC:   make(chan struct{}),
+		chain:   newChain(),
+		started: time.Now(),
 	}
 	if !opts.NoSignal {
 		u.sigC = make(chan os.Signal, 1)
@@ -401,24 +407,86 @@ func (u *Upgrader) onSignal() {
 // ErrStopped; after an upgrade committed, ErrHandedOver. Cancelling ctx
 // rolls the upgrade back, unless it has committed.
 func (u *Upgrader) Upgrade(ctx context.Context) error {
+	_, err := u.UpgradeWith(ctx, UpgradeRequest{})
+	return err
+}
+
+// UpgradeRequest sets one upgrade apart from Options; zero fields mean
+// Options'.
+type UpgradeRequest struct {
+	Binary   string        // the executable to start, made absolute
+	Timeout  time.Duration // bounds the upgrade up to its commit
+	Progress func(Event)   // called as each phase ends, on the upgrade's goroutine
+}
+
+// UpgradeWith is Upgrade with per-call settings, reporting each phase to
+// req.Progress as it ends. It returns how the upgrade ended, and the same
+// error Upgrade would.
+func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (UpgradeResult, error) {
+	req = u.fillRequest(req)
+	res := UpgradeResult{Binary: req.Binary, Began: time.Now()}
 	ctx, run, err := u.begin(ctx)
 	if err != nil {
+		res.Err, res.Cause = err, CauseRefused
 		u.log.Warn("handoff: upgrade refused", "err", err)
-		return err
+		return res, err
 	}
-	start := time.Now()
-	err = u.upgrade(ctx, run)
+	err = u.upgrade(ctx, run, req, &res)
+	res.Took = time.Since(res.Began)
+	res.Committed, res.Err = err == nil, err
+	if err != nil {
+		res.Cause = causeOf(err)
+	}
+	u.chain.count(res)
+	u.mu.Lock()
+	u.last = &res
+	u.mu.Unlock()
 	next := phaseServing
 	if err == nil {
 		next = phaseHandedOver
 	}
 	u.end(run, next)
 	if err != nil {
-		u.log.Error("handoff: upgrade failed; this process carries on", "err", err, "took", time.Since(start))
-		return err
+		u.event(req, Event{Phase: "rolled_back", PID: res.To, Took: res.Took, Err: err})
+		u.log.Error("handoff: upgrade failed; this process carries on", "err", err, "cause", res.Cause,
+			"generation", u.generation(), "to", res.To, "took", res.Took)
+		return res, err
 	}
-	u.log.Info("handoff: upgrade committed; exiting", "took", time.Since(start))
-	return nil
+	u.event(req, Event{Phase: "committed", PID: res.To, Took: res.Took, Conns: res.Stats.Conns})
+	u.log.Info("handoff: upgrade committed; exiting", "generation", u.generation(), "to", res.To, "took", res.Took)
+	return res, nil
+}
+
+func (u *Upgrader) fillRequest(req UpgradeRequest) UpgradeRequest {
+	if req.Binary == "" {
+		req.Binary = u.opts.Binary
+	} else if abs, err := filepath.Abs(req.Binary); err == nil {
+		req.Binary = abs
+	}
+	if req.Timeout <= 0 {
+		req.Timeout = u.opts.UpgradeTimeout
+	}
+	return req
+}
+
+// event reports a phase of an upgrade to the caller's Progress, and logs it.
+func (u *Upgrader) event(req UpgradeRequest, e Event) {
+	if req.Progress != nil {
+		req.Progress(e)
+	}
+	if e.Phase == "committed" || e.Phase == "rolled_back" {
+		return // logged by UpgradeWith with the reason
+	}
+	u.log.Info("handoff: upgrade phase", "phase", e.Phase, "generation", u.generation(), "to", e.PID,
+		"took", e.Took, "conns", e.Conns, "bytes", e.Bytes)
+}
+
+// generation is the chain's count of committed upgrades before this
+// process served.
+func (u *Upgrader) generation() uint64 {
+	u.chain.mu.Lock()
+	defer u.chain.mu.Unlock()
+	return u.chain.generation
 }
 
 // begin starts an attempt if the process is in a phase that allows it.

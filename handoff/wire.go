@@ -27,12 +27,14 @@ const (
 	frameAbort    = 9
 	frameFinal    = 10
 	frameParked   = 11
+	frameCarry    = 12
 )
 
 var frameNames = map[byte]string{
 	frameHello: "HELLO", framePlan: "PLAN", frameConns: "CONNS", frameProgress: "PROGRESS",
 	frameState: "STATE", frameStateEnd: "STATE_END", frameReady: "READY",
 	frameCommit: "COMMIT", frameAbort: "ABORT", frameFinal: "FINAL", frameParked: "PARKED",
+	frameCarry: "CARRY",
 }
 
 func frameName(t byte) string {

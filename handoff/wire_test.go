@@ -3,8 +3,10 @@ package handoff
 import (
 	"bytes"
 	"errors"
+	"maps"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestFramesRoundTrip(t *testing.T) {
@@ -18,6 +20,23 @@ func TestFramesRoundTrip(t *testing.T) {
 	if err != nil || seq != 7 || len(back) != 2 || back[0].kind != recs[0].kind ||
 		!bytes.Equal(back[0].unread, recs[0].unread) || !bytes.Equal(back[0].state, recs[0].state) || back[1].id != 9 {
 		t.Fatalf("conns: %d %+v %v", seq, back, err)
+	}
+}
+
+// TestCarryRoundTrip: a CARRY frame comes back whole, and every
+// truncation of it is a protocol error.
+func TestCarryRoundTrip(t *testing.T) {
+	v := carried{generation: 7, start: time.Unix(1700000000, 5), values: map[string]float64{
+		"handoff.committed": 7, "app.requests": 12345.5, "handoff.rolled_back.timeout": 1}}
+	b := v.encode()
+	back, err := decodeCarried(b)
+	if err != nil || back.generation != 7 || !back.start.Equal(v.start) || !maps.Equal(back.values, v.values) {
+		t.Fatalf("carry: %+v, %v", back, err)
+	}
+	for i := 0; i < len(b); i++ {
+		if _, err := decodeCarried(b[:i]); !errors.Is(err, ErrProtocol) {
+			t.Errorf("carry cut at %d: %v", i, err)
+		}
 	}
 }
 
@@ -67,6 +86,7 @@ func FuzzDecodeFrames(f *testing.F) {
 	f.Add(hello{version: 1, appVersion: "v1"}.encode())
 	f.Add(final{conns: 9, late: 2}.encode())
 	f.Add(encodeConns(3, []record{{id: 1, kind: "tcp", unread: []byte("x"), state: []byte("y")}}))
+	f.Add(carried{generation: 2, values: map[string]float64{"app.x": 1}}.encode())
 	f.Fuzz(func(t *testing.T, p []byte) {
 		if h, err := decodeHello(p); err == nil {
 			if back, err := decodeHello(h.encode()); err != nil || back != h {
@@ -81,6 +101,11 @@ func FuzzDecodeFrames(f *testing.F) {
 		if f, err := decodeFinal(p); err == nil {
 			if !bytes.Equal(f.encode(), p) || f.late > f.conns {
 				t.Fatalf("final does not round-trip or is inconsistent: %+v", f)
+			}
+		}
+		if v, err := decodeCarried(p); err == nil {
+			if back, err := decodeCarried(v.encode()); err != nil || back.generation != v.generation || len(back.values) != len(v.values) {
+				t.Fatalf("carry does not round-trip: %+v", v)
 			}
 		}
 		_, _ = parseHeader(p)
