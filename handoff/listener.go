@@ -68,12 +68,64 @@ func (r *registry) listenerList() []*Listener {
 	return append([]*Listener(nil), r.listeners...)
 }
 
+// passed is a listening socket a new process inherits, by name.
+type passed struct {
+	ln  net.Listener
+	key string
+}
+
+// passedListeners returns every listener the next process inherits: those
+// of Listen and of ListenPlain.
+func (u *Upgrader) passedListeners() []passed {
+	var out []passed
+	for _, l := range u.reg.listenerList() {
+		out = append(out, passed{l.Listener, listenerKey(l.network, l.addr)})
+	}
+	u.plainMu.Lock()
+	defer u.plainMu.Unlock()
+	return append(out, u.plain...)
+}
+
+// ListenPlain returns a listener inherited across upgrades as Listen's
+// are, whose connections are the application's alone: never tracked,
+// parked or handed over. It suits an HTTP endpoint (metrics, health
+// checks) or a control socket, whose open connections end with the
+// process while the listening socket goes on. After this process hands
+// over, its copy is closed; the new process has its own.
+func (u *Upgrader) ListenPlain(network, addr string) (net.Listener, error) {
+	ln, err := u.listen(network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("handoff: listen %s %s: %w", network, addr, err)
+	}
+	u.plainMu.Lock()
+	u.plain = append(u.plain, passed{ln, listenerKey(network, addr)})
+	u.plainMu.Unlock()
+	return ln, nil
+}
+
+// releasePlain closes this process's copies of the plain listeners, at a
+// handover: the new process serves them.
+func (u *Upgrader) releasePlain() {
+	u.plainMu.Lock()
+	plain := u.plain
+	u.plain = nil
+	u.plainMu.Unlock()
+	for _, p := range plain {
+		keepSocketFile(p.ln)
+		_ = p.ln.Close()
+	}
+}
+
 // keepSocketFiles stops the listeners from removing their Unix socket
 // files on close: the new process serves on them.
 func keepSocketFiles(lns []*Listener) {
 	for _, l := range lns {
-		if ul, ok := l.Listener.(*net.UnixListener); ok {
-			ul.SetUnlinkOnClose(false)
-		}
+		keepSocketFile(l.Listener)
+	}
+}
+
+func keepSocketFile(ln net.Listener) {
+	if ul, ok := ln.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(false)
 	}
 }

@@ -130,6 +130,7 @@ func withCause(ctx context.Context, err error) error {
 // ListenersOnly, this process stops accepting and keeps its connections.
 func (u *Upgrader) handOver(s *parentSession, parked []parkedConn) {
 	keepSocketFiles(u.reg.listenerList())
+	defer u.releasePlain()
 	if u.opts.ListenersOnly {
 		kept := u.reg.releaseListeners()
 		s.ch.close()

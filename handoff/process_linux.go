@@ -79,13 +79,12 @@ func socketpair() (*net.UnixConn, *os.File, error) {
 func (u *Upgrader) listenerFiles() ([]*os.File, []string) {
 	var files []*os.File
 	var keys []string
-	for _, l := range u.reg.listenerList() {
-		fd, err := dupConnFd(l.Listener)
+	for _, p := range u.passedListeners() {
+		fd, err := dupConnFd(p.ln)
 		if err != nil {
 			continue
 		}
-		key := listenerKey(l.network, l.addr)
-		files, keys = append(files, os.NewFile(uintptr(fd), key)), append(keys, key)
+		files, keys = append(files, os.NewFile(uintptr(fd), p.key)), append(keys, p.key)
 	}
 	return files, keys
 }

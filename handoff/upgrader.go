@@ -128,6 +128,9 @@ type Upgrader struct {
 	chain   *chain    // generation, totals and carried values
 	started time.Time // New
 
+	plainMu sync.Mutex
+	plain   []passed // ListenPlain's listeners
+
 	mu        sync.Mutex
 	phase     phase          // guarded by mu
 	run       *attempt       // the upgrade or takeover in progress, guarded by mu
