@@ -39,6 +39,7 @@ type childSession struct {
 	ch      *channel
 	ppid    int // the old process
 	carried carried
+	ready   time.Time           // READY sent
 	seq     uint32              // CONNS and PARKED frames received
 	early   map[uint64]*adopted // fds sent before the park, by id, until claimed
 	conns   []*adopted          // parked connections, to serve after COMMIT
@@ -148,6 +149,7 @@ func (s *childSession) receive(ctx context.Context, run *attempt) error {
 		return err
 	}
 	hook("hello", s.ch)
+	start := time.Now()
 	n, err := s.plan()
 	if err != nil {
 		return err
@@ -156,10 +158,14 @@ func (s *childSession) receive(ctx context.Context, run *attempt) error {
 	if err != nil {
 		return err
 	}
+	s.phase("fds", start, "conns", len(s.early))
+	start = time.Now()
 	if err := s.receiveParked(f); err != nil {
 		return err
 	}
+	s.phase("parked", start, "conns", len(s.conns), "late", f.late)
 	hook("conns", s.ch)
+	start = time.Now()
 	stateBytes, err := s.loadState()
 	if err != nil {
 		return err
@@ -168,14 +174,20 @@ func (s *childSession) receive(ctx context.Context, run *attempt) error {
 	if err := s.receiveCarry(); err != nil {
 		return err
 	}
-	s.u.log.Info("handoff: received everything", "from", s.ppid, "conns", len(s.conns), "state_bytes", stateBytes,
-		"generation", s.carried.generation+1)
+	s.phase("state", start, "bytes", stateBytes, "generation", s.carried.generation+1)
 	if err := s.u.commit(ctx, run); err != nil {
 		return err
 	}
 	ready := binary.BigEndian.AppendUint32(nil, uint32(len(s.conns)))
 	ready = binary.BigEndian.AppendUint64(ready, stateBytes)
+	s.ready = time.Now()
 	return s.ch.send(frameReady, ready, nil)
+}
+
+// phase logs a step of the takeover as it ends.
+func (s *childSession) phase(name string, start time.Time, args ...any) {
+	args = append([]any{"phase", name, "from", s.ppid, "took", time.Since(start)}, args...)
+	s.u.log.Info("handoff: takeover phase", args...)
 }
 
 func (s *childSession) hello() error {
@@ -421,7 +433,8 @@ func (s *childSession) commit() error {
 		a.serve = true
 	}
 	s.openGate()
-	s.u.log.Info("handoff: took over", "from", s.ppid, "conns", len(s.conns), "generation", s.u.generation())
+	s.u.log.Info("handoff: took over", "from", s.ppid, "conns", len(s.conns), "generation", s.u.generation(),
+		"waited", time.Since(s.ready))
 	if err := s.u.writePIDFile(); err != nil {
 		s.u.log.Error("handoff: took over, but", "err", err)
 	}

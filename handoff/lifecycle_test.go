@@ -200,3 +200,62 @@ func TestSIGHUPEarlyInNewProcess(t *testing.T) {
 		t.Fatalf("upgrade: new pid %d (%s), want %d to take over", p, fail, child)
 	}
 }
+
+// TestLogsTellTheUpgrade: an upgrade, and a rollback, can be reconstructed
+// from the log lines of both processes: a line per phase with the
+// generation, pids, counts and times, and the reason of the rollback.
+func TestLogsTellTheUpgrade(t *testing.T) {
+	h := startServer(t)
+	l := startLoad(t, h.addr, 20)
+	l.waitRounds(50)
+	old := h.pid
+	h.setFault("reject-state")
+	if p, _ := h.upgrade(); p != 0 {
+		t.Fatal("upgrade with a rejected state committed")
+	}
+	h.setFault("")
+	newPid, fail := h.upgrade()
+	if newPid == 0 {
+		t.Fatal(fail)
+	}
+	l.waitServedBy(newPid)
+	l.stop()
+	h.stopLogged("handoff: took over")
+	h.stopLogged("handoff: upgrade committed")
+	from, to := "pid="+strconv.Itoa(old), "to="+strconv.Itoa(newPid)
+	want := [][]string{
+		{"handoff: upgrade failed", "cause=rejected", "state rejected on purpose", from},
+		{"handoff: upgrade phase", "phase=started", to, from},
+		{"handoff: upgrade phase", "phase=connected", to},
+		{"handoff: upgrade phase", "phase=fds", to, "conns="},
+		{"handoff: upgrade phase", "phase=park", to},
+		{"handoff: upgrade phase", "phase=parked", to},
+		{"handoff: upgrade phase", "phase=state", to, "bytes="},
+		{"handoff: upgrade phase", "phase=ready", to},
+		{"handoff: handed over", to, "pause="},
+		{"handoff: upgrade committed", "generation=0", to},
+		{"handoff: takeover phase", "phase=fds", "pid=" + strconv.Itoa(newPid), "from=" + strconv.Itoa(old)},
+		{"handoff: takeover phase", "phase=parked", "pid=" + strconv.Itoa(newPid)},
+		{"handoff: takeover phase", "phase=state", "generation=1"},
+		{"handoff: took over", "generation=1", "pid=" + strconv.Itoa(newPid)},
+	}
+	lines := strings.Split(h.logs.String(), "\n")
+	for _, w := range want {
+		if !anyLineHasAll(lines, w) {
+			t.Errorf("no log line with all of %q", w)
+		}
+	}
+}
+
+func anyLineHasAll(lines, parts []string) bool {
+	for _, line := range lines {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
