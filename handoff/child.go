@@ -95,10 +95,11 @@ func (u *Upgrader) takeOver(ctx context.Context) error {
 func (u *Upgrader) beginTakeover(ctx context.Context) (context.Context, *attempt, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.phase != phaseStarting {
+	if u.phase != phaseStarting || u.run != nil {
 		return nil, nil, errors.New("handoff: Ready called twice")
 	}
-	u.phase = phaseUpgrading
+	// The phase stays "starting": an upgrade triggered meanwhile is
+	// refused with ErrNotReady.
 	return u.startAttemptLocked(ctx)
 }
 
