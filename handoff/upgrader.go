@@ -102,6 +102,21 @@ type Options struct {
 	Logger *slog.Logger
 	// ListenConfig makes new listening sockets. Default: an empty one.
 	ListenConfig *net.ListenConfig
+	// ControlSocket, if set, is the path of a Unix socket on which an
+	// operator (handoffctl status, handoffctl upgrade) asks this process
+	// for its Status or to upgrade; CONTROL.md describes the protocol. It
+	// is inherited across upgrades like a ListenPlain listener, so it never
+	// disappears during one. A first process makes it in New: a missing
+	// directory is made 0700; an existing one must not be writable by
+	// others unless it is sticky and owned by this uid or root; a socket
+	// file nothing answers on (a crash left it) is replaced; the socket is
+	// made 0600. Only peers of this process's uid, or root, are served.
+	// A first process answers from New on (an upgrade is refused with
+	// ErrNotReady until Ready); a process started by an upgrade answers
+	// once its Ready has returned nil, so that before the commit the old
+	// process answers. Stop closes it. Linux only: elsewhere New fails
+	// with an error wrapping ErrNotSupported. Default: none.
+	ControlSocket string
 }
 
 // phase is where the Upgrader is in the process's life.
@@ -140,7 +155,8 @@ type Upgrader struct {
 	exitOnce  sync.Once
 	exitC     chan struct{}
 	sigC      chan os.Signal
-	passOnce  sync.Once // a stop is passed on to the successor once
+	passOnce  sync.Once      // a stop is passed on to the successor once
+	ctl       *controlServer // nil without Options.ControlSocket
 }
 
 // attempt is one upgrade (in the old process) or takeover (in the new
@@ -189,6 +205,12 @@ func New(opts Options) (*Upgrader, error) {
 		signal.Notify(u.sigC, syscall.SIGHUP)
 		go u.onSignal()
 	}
+	if err := u.openControl(); err != nil {
+		if u.sigC != nil {
+			signal.Stop(u.sigC)
+		}
+		return nil, err
+	}
 	return u, nil
 }
 
@@ -208,6 +230,11 @@ func applyDefaults(o *Options) error {
 		return fmt.Errorf("handoff: binary path: %w", err)
 	}
 	o.Binary = abs
+	if o.ControlSocket != "" {
+		if o.ControlSocket, err = filepath.Abs(o.ControlSocket); err != nil {
+			return fmt.Errorf("handoff: control socket path: %w", err)
+		}
+	}
 	if o.UpgradeTimeout <= 0 {
 		o.UpgradeTimeout = DefaultUpgradeTimeout
 	}
@@ -301,9 +328,12 @@ func (u *Upgrader) Ready(ctx context.Context) error {
 	err := u.takeOver(ctx)
 	u.parent.closeUnused()
 	if err != nil {
+		u.ctl.close(true) // the old process still serves the socket file
 		u.log.Error("handoff: takeover failed; exit without saving state", "err", err)
+		return err
 	}
-	return err
+	u.ctl.open()
+	return nil
 }
 
 // becomeReady marks a first process ready and writes its pid.
@@ -384,6 +414,7 @@ func (u *Upgrader) Stop() error {
 	u.mu.Lock()
 	handed := u.phase == phaseHandedOver
 	u.mu.Unlock()
+	u.ctl.close(handed)
 	if !handed {
 		return nil
 	}
