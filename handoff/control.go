@@ -213,8 +213,9 @@ func (s *controlServer) serve() {
 		select {
 		case s.slots <- struct{}{}:
 			go func() {
-				defer func() { <-s.slots }()
 				s.handle(c)
+				<-s.slots // before the peer sees the end: it may connect again at once
+				_ = c.Close()
 			}()
 		default:
 			_ = c.SetWriteDeadline(time.Now().Add(controlRefusedWait))
@@ -224,12 +225,13 @@ func (s *controlServer) serve() {
 	}
 }
 
-// handle serves one connection and closes it.
+// handle serves one connection; the caller closes it.
 func (s *controlServer) handle(c net.Conn) {
-	defer c.Close()
 	fail := func(err error) {
 		_ = c.SetWriteDeadline(time.Now().Add(controlWriteWait))
-		writeLine(c, controlError{Type: "error", Error: err.Error()})
+		if writeLine(c, controlError{Type: "error", Error: err.Error()}) {
+			drain(c)
+		}
 	}
 	if err := checkControlPeer(c); err != nil {
 		s.u.log.Warn("handoff: control socket: peer refused", "err", err)
@@ -271,15 +273,19 @@ func (s *controlServer) upgrade(c net.Conn, cmd controlCommand) {
 		default:
 		}
 	}}
-	type outcome struct {
-		res UpgradeResult
-		err error
+	final := make(chan UpgradeResult, 1)
+	written := make(chan struct{})
+	req.finish = func(r UpgradeResult) {
+		final <- r
+		// Exit waits for the answer, so that it leaves before the
+		// process does; the write deadlines bound the wait.
+		select {
+		case <-written:
+		case <-time.After(2 * controlWriteWait):
+		}
 	}
-	done := make(chan outcome, 1)
-	go func() {
-		res, err := s.u.UpgradeWith(context.Background(), req)
-		done <- outcome{res, err}
-	}()
+	go func() { _, _ = s.u.UpgradeWith(context.Background(), req) }()
+	defer close(written)
 	ok := true // the peer still reads
 	send := func(v any) {
 		if ok {
@@ -287,22 +293,32 @@ func (s *controlServer) upgrade(c net.Conn, cmd controlCommand) {
 			ok = writeLine(c, v)
 		}
 	}
+	sendPhase := func(e Event) {
+		if e.Phase != "committed" && e.Phase != "rolled_back" {
+			send(phaseMsg(e))
+		}
+	}
 	for {
 		select {
 		case e := <-events:
-			if e.Phase != "committed" && e.Phase != "rolled_back" {
-				send(phaseMsg(e))
-			}
-		case o := <-done:
+			sendPhase(e)
+		case r := <-final:
 			for len(events) > 0 {
-				if e := <-events; e.Phase != "committed" && e.Phase != "rolled_back" {
-					send(phaseMsg(e))
-				}
+				sendPhase(<-events)
 			}
-			send(resultMsg(o.res, os.Getpid()))
+			send(resultMsg(r, os.Getpid()))
 			return
 		}
 	}
+}
+
+// drain ends a refused connection so that its peer reads the answer: on
+// Linux, closing a Unix socket with unread bytes resets the peer, which
+// may then lose the answer. It reads what the peer sends for a moment,
+// within bounds.
+func drain(c net.Conn) {
+	_ = c.SetReadDeadline(time.Now().Add(controlRefusedWait))
+	_, _ = io.CopyN(io.Discard, c, 16*maxControlLine)
 }
 
 // writeLine writes v as one JSON line and reports whether it went out.

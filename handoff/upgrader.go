@@ -165,6 +165,7 @@ type Upgrader struct {
 type attempt struct {
 	cancel    context.CancelCauseFunc
 	committed bool          // guarded by Upgrader.mu
+	holdExit  bool          // end leaves Exit open: its caller closes it
 	stopping  bool          // Stop was called; guarded by Upgrader.mu
 	done      chan struct{} // closed when the attempt has ended
 }
@@ -451,6 +452,11 @@ type UpgradeRequest struct {
 	Binary   string        // the executable to start, made absolute
 	Timeout  time.Duration // bounds the upgrade up to its commit
 	Progress func(Event)   // called as each phase ends, on the upgrade's goroutine
+
+	// finish, if set, is called with the outcome before Exit is closed,
+	// so that the control socket's answer goes out before the process
+	// exits.
+	finish func(UpgradeResult)
 }
 
 // UpgradeWith is Upgrade with per-call settings, reporting each phase to
@@ -463,6 +469,9 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 	if err != nil {
 		res.Err, res.Cause = err, CauseRefused
 		u.log.Warn("handoff: upgrade refused", "err", err)
+		if req.finish != nil {
+			req.finish(res)
+		}
 		return res, err
 	}
 	err = u.upgrade(ctx, run, req, &res)
@@ -479,7 +488,16 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 	if err == nil {
 		next = phaseHandedOver
 	}
-	u.end(run, next)
+	run.holdExit = true // until the outcome is reported
+	next = u.end(run, next)
+	defer func() {
+		if req.finish != nil {
+			req.finish(res)
+		}
+		if next != phaseServing {
+			u.closeExit()
+		}
+	}()
 	if err != nil {
 		u.event(req, Event{Phase: "rolled_back", PID: res.To, Took: res.Took, Err: err})
 		u.log.Error("handoff: upgrade failed; this process carries on", "err", err, "cause", res.Cause,
@@ -562,8 +580,9 @@ func (u *Upgrader) commit(ctx context.Context, run *attempt) error {
 
 // end records an attempt's outcome, the phase the process is in now, and
 // wakes Stop. An attempt that Stop saw ends in phaseStopped unless it
-// handed over: no other upgrade may start in between.
-func (u *Upgrader) end(run *attempt, next phase) {
+// handed over: no other upgrade may start in between. It returns the phase
+// the process is in now.
+func (u *Upgrader) end(run *attempt, next phase) phase {
 	u.mu.Lock()
 	if run.stopping && next != phaseHandedOver {
 		next = phaseStopped
@@ -573,7 +592,8 @@ func (u *Upgrader) end(run *attempt, next phase) {
 	u.mu.Unlock()
 	run.cancel(nil)
 	close(run.done)
-	if next != phaseServing {
+	if next != phaseServing && !run.holdExit {
 		u.closeExit()
 	}
+	return next
 }
