@@ -461,7 +461,9 @@ type UpgradeRequest struct {
 
 // UpgradeWith is Upgrade with per-call settings, reporting each phase to
 // req.Progress as it ends. It returns how the upgrade ended, and the same
-// error Upgrade would.
+// error Upgrade would. Exit is closed only after Progress has returned for
+// the final event (committed or rolled_back), so that what Progress reports
+// can leave the process before it exits.
 func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (UpgradeResult, error) {
 	req = u.fillRequest(req)
 	res := UpgradeResult{Binary: req.Binary, Began: time.Now()}
