@@ -76,6 +76,17 @@ func (in *inheritance) takeListener(network, addr string) *os.File {
 	return f
 }
 
+// has reports whether the previous process passed a listener for network
+// and addr that nobody has taken yet.
+func (in *inheritance) has(network, addr string) bool {
+	if in == nil {
+		return false
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.listeners[listenerKey(network, addr)] != nil
+}
+
 // takeChannel returns the handoff channel's file, once. The caller owns it.
 func (in *inheritance) takeChannel() *os.File {
 	in.mu.Lock()

@@ -102,6 +102,21 @@ type Options struct {
 	Logger *slog.Logger
 	// ListenConfig makes new listening sockets. Default: an empty one.
 	ListenConfig *net.ListenConfig
+	// ControlSocket, if set, is the path of a Unix socket on which an
+	// operator (handoffctl status, handoffctl upgrade) asks this process
+	// for its Status or to upgrade; CONTROL.md describes the protocol. It
+	// is inherited across upgrades like a ListenPlain listener, so it never
+	// disappears during one. A first process makes it in New: a missing
+	// directory is made 0700; an existing one must not be writable by
+	// others unless it is sticky and owned by this uid or root; a socket
+	// file nothing answers on (a crash left it) is replaced; the socket is
+	// made 0600. Only peers of this process's uid, or root, are served.
+	// A first process answers from New on (an upgrade is refused with
+	// ErrNotReady until Ready); a process started by an upgrade answers
+	// once its Ready has returned nil, so that before the commit the old
+	// process answers. Stop closes it. Linux only: elsewhere New fails
+	// with an error wrapping ErrNotSupported. Default: none.
+	ControlSocket string
 }
 
 // phase is where the Upgrader is in the process's life.
@@ -140,7 +155,8 @@ type Upgrader struct {
 	exitOnce  sync.Once
 	exitC     chan struct{}
 	sigC      chan os.Signal
-	passOnce  sync.Once // a stop is passed on to the successor once
+	passOnce  sync.Once      // a stop is passed on to the successor once
+	ctl       *controlServer // nil without Options.ControlSocket
 }
 
 // attempt is one upgrade (in the old process) or takeover (in the new
@@ -149,6 +165,7 @@ type Upgrader struct {
 type attempt struct {
 	cancel    context.CancelCauseFunc
 	committed bool          // guarded by Upgrader.mu
+	holdExit  bool          // end leaves Exit open: its caller closes it
 	stopping  bool          // Stop was called; guarded by Upgrader.mu
 	done      chan struct{} // closed when the attempt has ended
 }
@@ -189,6 +206,12 @@ func New(opts Options) (*Upgrader, error) {
 		signal.Notify(u.sigC, syscall.SIGHUP)
 		go u.onSignal()
 	}
+	if err := u.openControl(); err != nil {
+		if u.sigC != nil {
+			signal.Stop(u.sigC)
+		}
+		return nil, err
+	}
 	return u, nil
 }
 
@@ -208,6 +231,11 @@ func applyDefaults(o *Options) error {
 		return fmt.Errorf("handoff: binary path: %w", err)
 	}
 	o.Binary = abs
+	if o.ControlSocket != "" {
+		if o.ControlSocket, err = filepath.Abs(o.ControlSocket); err != nil {
+			return fmt.Errorf("handoff: control socket path: %w", err)
+		}
+	}
 	if o.UpgradeTimeout <= 0 {
 		o.UpgradeTimeout = DefaultUpgradeTimeout
 	}
@@ -301,9 +329,12 @@ func (u *Upgrader) Ready(ctx context.Context) error {
 	err := u.takeOver(ctx)
 	u.parent.closeUnused()
 	if err != nil {
+		u.ctl.close(true) // the old process still serves the socket file
 		u.log.Error("handoff: takeover failed; exit without saving state", "err", err)
+		return err
 	}
-	return err
+	u.ctl.open()
+	return nil
 }
 
 // becomeReady marks a first process ready and writes its pid.
@@ -384,6 +415,7 @@ func (u *Upgrader) Stop() error {
 	u.mu.Lock()
 	handed := u.phase == phaseHandedOver
 	u.mu.Unlock()
+	u.ctl.close(handed)
 	if !handed {
 		return nil
 	}
@@ -420,11 +452,18 @@ type UpgradeRequest struct {
 	Binary   string        // the executable to start, made absolute
 	Timeout  time.Duration // bounds the upgrade up to its commit
 	Progress func(Event)   // called as each phase ends, on the upgrade's goroutine
+
+	// finish, if set, is called with the outcome before Exit is closed,
+	// so that the control socket's answer goes out before the process
+	// exits.
+	finish func(UpgradeResult)
 }
 
 // UpgradeWith is Upgrade with per-call settings, reporting each phase to
 // req.Progress as it ends. It returns how the upgrade ended, and the same
-// error Upgrade would.
+// error Upgrade would. Exit is closed only after Progress has returned for
+// the final event (committed or rolled_back), so that what Progress reports
+// can leave the process before it exits.
 func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (UpgradeResult, error) {
 	req = u.fillRequest(req)
 	res := UpgradeResult{Binary: req.Binary, Began: time.Now()}
@@ -432,6 +471,9 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 	if err != nil {
 		res.Err, res.Cause = err, CauseRefused
 		u.log.Warn("handoff: upgrade refused", "err", err)
+		if req.finish != nil {
+			req.finish(res)
+		}
 		return res, err
 	}
 	err = u.upgrade(ctx, run, req, &res)
@@ -448,7 +490,16 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 	if err == nil {
 		next = phaseHandedOver
 	}
-	u.end(run, next)
+	run.holdExit = true // until the outcome is reported
+	next = u.end(run, next)
+	defer func() {
+		if req.finish != nil {
+			req.finish(res)
+		}
+		if next != phaseServing {
+			u.closeExit()
+		}
+	}()
 	if err != nil {
 		u.event(req, Event{Phase: "rolled_back", PID: res.To, Took: res.Took, Err: err})
 		u.log.Error("handoff: upgrade failed; this process carries on", "err", err, "cause", res.Cause,
@@ -531,8 +582,9 @@ func (u *Upgrader) commit(ctx context.Context, run *attempt) error {
 
 // end records an attempt's outcome, the phase the process is in now, and
 // wakes Stop. An attempt that Stop saw ends in phaseStopped unless it
-// handed over: no other upgrade may start in between.
-func (u *Upgrader) end(run *attempt, next phase) {
+// handed over: no other upgrade may start in between. It returns the phase
+// the process is in now.
+func (u *Upgrader) end(run *attempt, next phase) phase {
 	u.mu.Lock()
 	if run.stopping && next != phaseHandedOver {
 		next = phaseStopped
@@ -542,7 +594,8 @@ func (u *Upgrader) end(run *attempt, next phase) {
 	u.mu.Unlock()
 	run.cancel(nil)
 	close(run.done)
-	if next != phaseServing {
+	if next != phaseServing && !run.holdExit {
 		u.closeExit()
 	}
+	return next
 }

@@ -1,10 +1,22 @@
 // Command handoffctl is the operator's tool for the files the statefile
-// package writes: the state a process hands to its successor, or leaves on
-// disk for the next start.
+// package writes (the state a process hands to its successor, or leaves on
+// disk for the next start) and for a running server's control socket
+// (handoff.Options.ControlSocket, see handoff/CONTROL.md).
 //
 // Usage:
 //
 //	handoffctl inspect FILE
+//	handoffctl status  (-socket PATH | -pidfile PATH) [-json]
+//	handoffctl upgrade (-socket PATH | -pidfile PATH) [-binary PATH] [-timeout D] [-json]
+//
+// status prints the server's pid, version, generation, uptimes, connections,
+// upgrade totals and last upgrade. upgrade starts an upgrade and prints each
+// phase as it ends (one progress line on a terminal, a line each otherwise),
+// then the outcome; it exits 0 only if the new process committed. With
+// -pidfile the socket is the one listening Unix socket among the fds of the
+// pid in the file (/proc/PID/fd matched against /proc/net/unix). -json
+// prints the server's JSON lines as they are. handoffctl -h lists the exit
+// statuses: 0 done, 1 rolled back, 2 usage, 3 unreachable, 4 refused.
 //
 // inspect prints the file's header and one line per section with its
 // length, reading the file as a stream and checking every checksum on the
@@ -24,6 +36,6 @@
 // What was read before the error is printed, so the output shows where the
 // file broke; the error goes to standard error.
 //
-// Exit status: 0 when the file verifies, 1 when it does not or cannot be
-// read, 2 for a usage error.
+// inspect's exit status: 0 when the file verifies, 1 when it does not or
+// cannot be read, 2 for a usage error.
 package main

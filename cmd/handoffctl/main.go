@@ -9,16 +9,42 @@ import (
 )
 
 const usage = `usage: handoffctl inspect FILE
+       handoffctl status  (-socket PATH | -pidfile PATH) [-json]
+       handoffctl upgrade (-socket PATH | -pidfile PATH) [-binary PATH] [-timeout DURATION] [-json]
 
 Commands:
   inspect   print a state file's header and sections and verify its checksums
+  status    print a server's status: pid, version, generation, uptimes,
+            connections, upgrade totals and its last upgrade
+  upgrade   upgrade a server now and show each phase as it ends; the answer
+            comes from the process that started the upgrade
+
+Flags of status and upgrade:
+  -socket PATH     the server's control socket (its Options.ControlSocket)
+  -pidfile PATH    find it instead as the one listening Unix socket of the
+                   process whose pid PATH holds (from /proc/PID/fd and
+                   /proc/net/unix)
+  -json            print the server's JSON lines as they come
+  -binary PATH     upgrade: the binary to start (default: the server's own)
+  -timeout D       upgrade: bound up to the commit (default: the server's)
+
+Exit status:
+  0  done: the file verifies, the status was read, the upgrade committed
+  1  inspect: the file does not verify; upgrade: it rolled back (the reason
+     is printed on one line)
+  2  usage error
+  3  the server could not be reached, or went away without an answer
+  4  the server refused: another upgrade was running, it was not ready or
+     stopping, or it refused the request (bad command, wrong user, busy)
 `
 
 // Exit statuses, as the flag package uses them: 2 is a usage error.
 const (
-	exitOK      = 0
-	exitFailure = 1
-	exitUsage   = 2
+	exitOK          = 0
+	exitFailure     = 1 // inspect: not verified; upgrade: rolled back
+	exitUsage       = 2
+	exitUnreachable = 3
+	exitRefused     = 4
 )
 
 func main() {
@@ -39,6 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd := fs.Arg(0); cmd {
 	case "inspect":
 		return runInspect(fs.Args()[1:], stdout, stderr)
+	case "status", "upgrade":
+		return runControl(cmd, fs.Args()[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "handoffctl: unknown command %q\n", cmd)
 		fs.Usage()

@@ -40,6 +40,7 @@ type config struct {
 	upgradeTimeout   time.Duration
 	upgradeMode      string
 	drainTimeout     time.Duration
+	control          string
 	args             []string // after the flags: there must be none
 }
 
@@ -100,6 +101,7 @@ func parseFlags(args []string) (config, error) {
 			"or restart (save -state, stop, execute the binary again)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 5*time.Second,
 		"in listeners mode, how long the old process serves its connections after an upgrade")
+	fs.StringVar(&c.control, "control", "", "control socket `path` for handoffctl status and upgrade")
 	err := fs.Parse(args)
 	c.args = fs.Args()
 	return c, err
@@ -186,6 +188,7 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 		ListenersOnly:  cfg.upgradeMode == modeListeners,
 		NoSignal:       true,
 		Logger:         base,
+		ControlSocket:  cfg.control,
 	})
 	if err != nil {
 		return nil, err

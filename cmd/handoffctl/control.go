@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// errUnreachable: the server could not be reached, or went away before it
+// answered.
+var errUnreachable = errors.New("server unreachable")
+
+// answer is one JSON line of the server's (handoff/CONTROL.md), with the
+// fields handoffctl prints. raw is the line as it came.
+type answer struct {
+	Type  string `json:"type"`
+	Error string `json:"error"`
+
+	// phase
+	Phase  string `json:"phase"`
+	TookNS int64  `json:"took_ns"`
+	PID    int    `json:"pid"`
+	Conns  any    `json:"conns"` // a count in a phase, a map in a status
+	Bytes  uint64 `json:"bytes"`
+
+	// result
+	Committed  bool   `json:"committed"`
+	Refused    bool   `json:"refused"`
+	Cause      string `json:"cause"`
+	Reason     string `json:"reason"`
+	From       int    `json:"from"`
+	To         int    `json:"to"`
+	StateBytes uint64 `json:"state_bytes"`
+
+	// status
+	Version       string `json:"version"`
+	Generation    uint64 `json:"generation"`
+	ChainUptimeNS int64  `json:"chain_uptime_ns"`
+	UptimeNS      int64  `json:"uptime_ns"`
+	Totals        struct {
+		Committed       uint64            `json:"committed"`
+		RolledBack      map[string]uint64 `json:"rolled_back"`
+		ConnsHandedOver uint64            `json:"conns_handed_over"`
+	} `json:"totals"`
+	Last *answer `json:"last"`
+
+	raw []byte
+}
+
+// request sends one command line to the control socket at path and calls
+// fn with each answer line until the server closes the connection.
+// Errors reaching the server, or losing it before it said anything, wrap
+// errUnreachable.
+func request(path, line string, fn func(answer) error) error {
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUnreachable, err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, line+"\n"); err != nil {
+		return fmt.Errorf("%w: send: %w", errUnreachable, err)
+	}
+	sc := bufio.NewScanner(c)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	n := 0
+	for sc.Scan() {
+		var a answer
+		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
+			return fmt.Errorf("unreadable answer %q: %w", sc.Text(), err)
+		}
+		a.raw = append([]byte(nil), sc.Bytes()...)
+		n++
+		if err := fn(a); err != nil {
+			return err
+		}
+	}
+	// A server that refuses a request answers and closes at once, which
+	// may reset the connection after its answer: what came is the answer.
+	if err := sc.Err(); err != nil && n == 0 {
+		return fmt.Errorf("%w: no answer: %w", errUnreachable, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: no answer", errUnreachable)
+	}
+	return nil
+}
+
+// socketOf finds the control socket of the process whose pid the file at
+// pidfile holds: the listening Unix socket with a path among its open fds
+// (from /proc/PID/fd and /proc/net/unix). It fails unless there is
+// exactly one.
+func socketOf(pidfile string) (string, error) {
+	b, err := os.ReadFile(pidfile)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", errUnreachable, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return "", fmt.Errorf("%w: pid file %s: %q is not a pid", errUnreachable, pidfile, b)
+	}
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "", fmt.Errorf("%w: process %d: %w", errUnreachable, pid, err)
+	}
+	inodes := map[string]bool{}
+	for _, e := range ents {
+		target, _ := os.Readlink(filepath.Join(dir, e.Name()))
+		if in, ok := strings.CutPrefix(target, "socket:["); ok {
+			inodes[strings.TrimSuffix(in, "]")] = true
+		}
+	}
+	f, err := os.Open("/proc/net/unix")
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", errUnreachable, err)
+	}
+	defer f.Close()
+	var found []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// Num RefCount Protocol Flags Type St Inode Path
+		fl := strings.Fields(sc.Text())
+		if len(fl) < 8 || !inodes[fl[6]] || !strings.HasPrefix(fl[7], "/") {
+			continue
+		}
+		flags, _ := strconv.ParseUint(fl[3], 16, 32)
+		if flags&(1<<16) != 0 && fl[4] == "0001" { // __SO_ACCEPTCON, SOCK_STREAM: listening
+			found = append(found, fl[7])
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return "", fmt.Errorf("%w: process %d has no listening Unix socket: is it started with a control socket?", errUnreachable, pid)
+	}
+	return "", fmt.Errorf("%w: process %d listens on several Unix sockets (%s): use -socket", errUnreachable, pid, strings.Join(found, ", "))
+}
+
+// isTerminal reports whether f is a terminal.
+func isTerminal(f *os.File) bool {
+	if f == nil {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func ns(n int64) time.Duration { return time.Duration(n).Round(time.Microsecond) }
