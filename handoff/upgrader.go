@@ -287,11 +287,9 @@ func (u *Upgrader) Listen(network, addr string) (*Listener, error) {
 func (u *Upgrader) listen(network, addr string) (net.Listener, error) {
 	if f := u.parent.takeListener(network, addr); f != nil {
 		defer f.Close()
-		ln, err := net.FileListener(f)
-		if ul, ok := ln.(*net.UnixListener); ok {
-			ul.SetUnlinkOnClose(true) // this process is the socket file's owner now
-		}
-		return ln, err
+		// An inherited Unix listener leaves its file alone on close (the
+		// old process serves it) until this process has taken over.
+		return net.FileListener(f)
 	}
 	lc := u.opts.ListenConfig
 	if lc == nil {
@@ -333,8 +331,19 @@ func (u *Upgrader) Ready(ctx context.Context) error {
 		u.log.Error("handoff: takeover failed; exit without saving state", "err", err)
 		return err
 	}
+	u.ownSocketFiles()
 	u.ctl.open()
 	return nil
+}
+
+// ownSocketFiles makes this process, which has taken over, the owner of
+// its Unix sockets' files: its last close removes them.
+func (u *Upgrader) ownSocketFiles() {
+	for _, p := range u.passedListeners() {
+		if ul, ok := p.ln.(*net.UnixListener); ok {
+			ul.SetUnlinkOnClose(true)
+		}
+	}
 }
 
 // becomeReady marks a first process ready and writes its pid.
