@@ -105,7 +105,7 @@ func (u *Upgrader) rollBack(ctx context.Context, s *parentSession, p *newProcess
 	}
 	u.reg.resumeAll()
 	if ended != nil && !strings.Contains(err.Error(), ended.Error()) {
-		err = fmt.Errorf("%w (%v)", err, ended)
+		err = fmt.Errorf("%w (%w)", ended, err) // the cause first, then what it did here
 	}
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -140,7 +141,7 @@ func (p *printer) print(a answer) error {
 			p.phases = append(p.phases, step)
 			fmt.Fprintf(p.w, "\r\033[Kupgrading to pid %d: %s", a.PID, strings.Join(p.phases, ", "))
 		} else {
-			fmt.Fprintf(p.w, "phase %s: %s, pid %d, conns %v, bytes %d\n", a.Phase, ns(a.TookNS), a.PID, a.Conns, a.Bytes)
+			fmt.Fprintf(p.w, "phase %s: %s, pid %d, conns %s, bytes %d\n", a.Phase, ns(a.TookNS), a.PID, count(a.Conns), a.Bytes)
 		}
 	case "result":
 		r := a
@@ -150,11 +151,19 @@ func (p *printer) print(a answer) error {
 		}
 		p.endProgress()
 		if a.Committed {
-			fmt.Fprintf(p.w, "committed: pid %d -> %d in %s, %v connections, %d state bytes\n",
-				a.From, a.To, ns(a.TookNS), a.Conns, a.StateBytes)
+			fmt.Fprintf(p.w, "committed: pid %d -> %d in %s, %s connections, %d state bytes\n",
+				a.From, a.To, ns(a.TookNS), count(a.Conns), a.StateBytes)
 		}
 	}
 	return nil
+}
+
+// count prints a JSON count that the server leaves out when it is 0.
+func count(v any) string {
+	if n, ok := v.(float64); ok {
+		return strconv.FormatFloat(n, 'f', -1, 64)
+	}
+	return "0"
 }
 
 func (p *printer) endProgress() {
