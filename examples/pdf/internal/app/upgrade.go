@@ -35,6 +35,7 @@ type process struct {
 	log   *slog.Logger
 	stop  <-chan os.Signal // SIGTERM, SIGINT
 	hup   <-chan os.Signal // SIGHUP
+	obs   *observer
 
 	busy     atomic.Bool    // an upgrade runs
 	upgrades sync.WaitGroup // upgrade goroutines
@@ -60,7 +61,9 @@ func (p *process) upgrade() {
 			return
 		}
 	}
-	if err := p.up.Upgrade(context.Background()); err != nil {
+	// Progress lets the phase histogram reach the new process.
+	req := handoff.UpgradeRequest{Progress: p.obs.col.Progress}
+	if _, err := p.up.UpgradeWith(context.Background(), req); err != nil {
 		p.log.Error("upgrade failed; this process carries on", "mode", mode, "err", err, "took", time.Since(start))
 		return
 	}
