@@ -18,9 +18,13 @@ const PIDHeader = "Handoff-Pid"
 // servingPhase is Status.Phase when Upgrader.Serving is true.
 const servingPhase = "serving"
 
-// Handler serves /metrics from g, and /alive and /ready for up, as the
-// package documentation describes.
+// Handler serves /metrics from g (prometheus.DefaultGatherer if nil), and
+// /alive and /ready for up, as the package documentation describes. Every
+// response names the answering process in the PIDHeader header.
 func Handler(up *handoff.Upgrader, g prometheus.Gatherer) http.Handler {
+	if g == nil {
+		g = prometheus.DefaultGatherer
+	}
 	pid := strconv.Itoa(os.Getpid())
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))

@@ -82,19 +82,32 @@ func TestMetricsAcrossUpgrades(t *testing.T) {
 
 // TestReadyDuringUpgrade: /ready says 503 "upgrading" while an upgrade
 // runs, 200 from the same process after it rolled back, and 200 from the
-// new process after one committed.
+// new process after one committed. The upgrade is held open by a new
+// binary that waits for the test's word on a FIFO, so the scrape in the
+// middle of it depends on no timing.
 func TestReadyDuringUpgrade(t *testing.T) {
 	dir := t.TempDir()
 	bin := deploy(t, dir, "")
 	maddr := freeAddr(t)
-	p := launchBin(t, dir, bin, "-upgrade-mode", modeFull, "-metrics", maddr, "-upgrade-timeout", "3s")
+	p := launchBin(t, dir, bin, "-upgrade-mode", modeFull, "-metrics", maddr)
 	p.logs.await(t, 0, "serving", p.pid)
 	web := newScraper(maddr)
 	web.expectReady(t, p.pid)
 
-	// A new binary that never answers holds the upgrade open until the
-	// upgrade timeout rolls it back.
-	deploy(t, dir, "#!/bin/sh\nsleep 1000\n")
+	fifo := filepath.Join(dir, "release")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	release := func() {
+		// Non-blocking: with no reader (it has exited) there is nothing to release.
+		f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+		if err == nil {
+			f.Write([]byte("go\n"))
+			f.Close()
+		}
+	}
+	t.Cleanup(release)
+	deploy(t, dir, "#!/bin/sh\nread line < "+fifo+"\nexit 3\n")
 	mark := p.logs.len()
 	hup(t, p.pid)
 	started := p.logs.await(t, mark, "handoff: upgrade phase", p.pid)
@@ -105,16 +118,28 @@ func TestReadyDuringUpgrade(t *testing.T) {
 	if code != http.StatusServiceUnavailable || body != "upgrading" || pid != p.pid {
 		t.Fatalf("/ready during an upgrade: %d %q from pid %d, want 503 \"upgrading\" from %d", code, body, pid, p.pid)
 	}
-	if m := web.metrics(t, p.pid); m["handoff_serving"] != 0 {
-		t.Errorf("handoff_serving during an upgrade: %v", m["handoff_serving"])
+	if code, _, _ := web.get(t, "/alive"); code != http.StatusOK {
+		t.Errorf("/alive during an upgrade: %d", code)
 	}
+	expectSeries(t, web.metrics(t, p.pid), "handoff_serving", 0)
+
+	// The new binary reads, exits 3, and the upgrade rolls back.
+	f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("go\n"))
+	f.Close()
 	p.logs.await(t, mark, "upgrade failed; this process carries on", p.pid)
 	web.expectReady(t, p.pid)
-	expectSeries(t, web.metrics(t, p.pid), `handoff_rollbacks_total{cause="timeout"}`, 1)
+	m := web.metrics(t, p.pid)
+	expectSeries(t, m, `handoff_rollbacks_total{cause="exited"}`, 1)
+	expectSeries(t, m, "handoff_serving", 1)
 
 	deploy(t, dir, "")
 	next := upgradeOnce(t, p, p.pid)
 	web.expectReady(t, next)
+	expectSeries(t, web.metrics(t, next), `handoff_rollbacks_total{cause="exited"}`, 1)
 	p.stop(t, next)
 }
 
