@@ -420,13 +420,22 @@ func (s *childSession) receiveCarry() error {
 // process group and starts serving. ABORT, or the old process's death,
 // means it never will.
 func (s *childSession) commit() error {
-	typ, _, err := recvNoFds(s.ch)
+	typ, p, err := recvNoFds(s.ch)
 	if err == nil && typ != frameCommit {
 		err = protoErr("expected COMMIT, got %s", frameName(typ))
 	}
 	if err != nil {
 		s.closeConns()
 		return fmt.Errorf("handoff: waiting for COMMIT: %w", err)
+	}
+	// COMMIT is the decision: a payload this process cannot read costs
+	// it the record of how it started, nothing more.
+	if info, err := decodeCommitInfo(p); err == nil {
+		s.u.mu.Lock()
+		s.u.takenOver = info.result(s.u.opts.Binary, os.Getpid())
+		s.u.mu.Unlock()
+	} else {
+		s.u.log.Warn("handoff: COMMIT's upgrade record unreadable", "err", err)
 	}
 	hook("commit", s.ch)
 	s.u.chain.adopt(s.carried, len(s.conns))

@@ -23,6 +23,7 @@ type Status struct {
 	Conns      map[string]int
 	Totals     Totals
 	Last       *UpgradeResult // this process's last upgrade; nil before one
+	TakenOver  *UpgradeResult // the upgrade that started this process, as the old one timed it; nil in a first process
 }
 
 // Totals count the upgrades of the whole chain: a new process starts from
@@ -254,6 +255,10 @@ func (u *Upgrader) Status() Status {
 		last := *u.last
 		st.Last = &last
 	}
+	if u.takenOver != nil {
+		t := *u.takenOver
+		st.TakenOver = &t
+	}
 	u.mu.Unlock()
 	u.chain.mu.Lock()
 	st.Generation, st.ChainStart = u.chain.generation, u.chain.start
@@ -291,4 +296,45 @@ func (u *Upgrader) Serving() bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.phase == phaseServing
+}
+
+// commitInfo is COMMIT's payload: the committed upgrade's phases as the
+// old process timed them.
+type commitInfo struct {
+	began      time.Time
+	stats      UpgradeStats
+	stateBytes uint64
+}
+
+func (c commitInfo) durations() []*time.Duration {
+	st := &c.stats
+	return []*time.Duration{&st.Start, &st.Fds, &st.Park, &st.Parked, &st.State, &st.Adopt, &st.Commit}
+}
+
+func (c commitInfo) encode() []byte {
+	b := binary.BigEndian.AppendUint64(nil, uint64(c.began.UnixNano()))
+	for _, d := range c.durations() {
+		b = binary.BigEndian.AppendUint64(b, uint64(*d))
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(c.stats.Conns))
+	b = binary.BigEndian.AppendUint32(b, uint32(c.stats.Early))
+	return binary.BigEndian.AppendUint64(b, c.stateBytes)
+}
+
+func decodeCommitInfo(p []byte) (commitInfo, error) {
+	d := decoder{b: p}
+	c := commitInfo{began: time.Unix(0, int64(d.u64()))}
+	st := &c.stats
+	for _, dur := range []*time.Duration{&st.Start, &st.Fds, &st.Park, &st.Parked, &st.State, &st.Adopt, &st.Commit} {
+		*dur = time.Duration(d.u64())
+	}
+	st.Conns, st.Early = int(d.u32()), int(d.u32())
+	c.stateBytes = d.u64()
+	return c, d.finish("COMMIT")
+}
+
+// result is the committed upgrade as the new process records it.
+func (c commitInfo) result(binary string, to int) *UpgradeResult {
+	return &UpgradeResult{Committed: true, To: to, Binary: binary, Began: c.began,
+		Took: time.Since(c.began), StateBytes: c.stateBytes, Stats: c.stats}
 }

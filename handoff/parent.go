@@ -229,12 +229,16 @@ func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error
 // sendCommit tells the new process that it owns everything now. The
 // decision is made already: if the new process cannot hear it, it has
 // died, as it could have a moment later.
+//
+// COMMIT carries the upgrade's phases as this process timed them, so that
+// the process that goes on serving knows how it started.
 func (s *parentSession) sendCommit() {
 	s.ch.setDeadline(time.Now().Add(5 * time.Second))
-	if err := s.ch.send(frameCommit, nil, nil); err != nil {
+	s.stats.Commit = time.Since(s.ready)
+	p := commitInfo{began: s.began, stats: s.stats, stateBytes: s.stateBytes}.encode()
+	if err := s.ch.send(frameCommit, p, nil); err != nil {
 		s.u.log.Error("handoff: COMMIT not delivered; the new process owns the connections", "to", s.pid, "err", err)
 	}
-	s.stats.Commit = time.Since(s.ready)
 }
 
 func (s *parentSession) hello() error {

@@ -151,6 +151,7 @@ type Upgrader struct {
 	run       *attempt       // the upgrade or takeover in progress, guarded by mu
 	successor int            // pid of the process that took over, guarded by mu
 	last      *UpgradeResult // guarded by mu
+	takenOver *UpgradeResult // guarded by mu
 	stats     UpgradeStats
 	exitOnce  sync.Once
 	exitC     chan struct{}

@@ -41,6 +41,7 @@ type config struct {
 	upgradeMode      string
 	drainTimeout     time.Duration
 	control          string
+	metrics          string
 	args             []string // after the flags: there must be none
 }
 
@@ -102,6 +103,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 5*time.Second,
 		"in listeners mode, how long the old process serves its connections after an upgrade")
 	fs.StringVar(&c.control, "control", "", "control socket `path` for handoffctl status and upgrade")
+	fs.StringVar(&c.metrics, "metrics", "", "`address` to serve /metrics, /alive and /ready on (HTTP; none if empty)")
 	err := fs.Parse(args)
 	c.args = fs.Args()
 	return c, err
@@ -217,9 +219,14 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 	if err != nil {
 		return nil, err
 	}
+	obs, err := newObserver(up, cfg.metrics, srv)
+	if err != nil {
+		return nil, err
+	}
 	if err := up.Ready(context.Background()); err != nil {
 		return nil, fmt.Errorf("ready: %w", err)
 	}
+	obs.serve(log)
 	if st.path != "" {
 		if err := st.claim(version); err != nil {
 			if !up.HasParent() {
@@ -234,7 +241,7 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 		"upgrade_mode", cfg.upgradeMode)
 	logRestarted(log)
 	go srv.Serve(ln)
-	return &process{cfg: cfg, state: st, srv: srv, up: up, ln: ln, log: log, stop: stop, hup: hup}, nil
+	return &process{cfg: cfg, state: st, srv: srv, up: up, ln: ln, log: log, stop: stop, hup: hup, obs: obs}, nil
 }
 
 // run serves until the process hands over or stops.

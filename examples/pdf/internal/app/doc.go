@@ -7,8 +7,13 @@
 //
 // Flags: -listen ADDR, -pidfile PATH, -state PATH, -state-reset,
 // -state-accept-stale, -upgrade-timeout DUR, -upgrade-mode
-// full|listeners|restart, -drain-timeout DUR. pdf -h says what the program
+// full|listeners|restart, -drain-timeout DUR, -metrics ADDR. pdf -h says what the program
 // is and what its signals do; examples/pdf/README.md says all of it.
+//
+// -metrics ADDR serves /metrics, /alive and /ready (package
+// github.com/handoff-dev/handoff/metrics) on a listener inherited across
+// upgrades, from Ready on; pdf_requests_total{command} and the handoff_*
+// counters continue from process to process.
 //
 // SIGHUP upgrades to whatever binary is now at the path this one was started
 // from, in one of three ways, so that a benchmark can compare them on

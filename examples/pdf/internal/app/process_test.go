@@ -71,10 +71,17 @@ func startIn(t *testing.T, dir, mode string, flags ...string) *pdf {
 // args after them, and returns at once: the process may refuse to start.
 func launch(t *testing.T, dir string, args ...string) *pdf {
 	t.Helper()
+	return launchBin(t, dir, os.Args[0], args...)
+}
+
+// launchBin is launch with the server started from bin, the path its
+// upgrades start again: a test can deploy another binary there.
+func launchBin(t *testing.T, dir, bin string, args ...string) *pdf {
+	t.Helper()
 	p := &pdf{dir: dir, addr: freeAddr(t), pidfile: filepath.Join(dir, "pid"), state: filepath.Join(dir, "state"),
 		done: make(chan struct{})}
 	args = append([]string{"-listen", p.addr, "-pidfile", p.pidfile, "-state", p.state}, args...)
-	cmd := exec.Command(os.Args[0], args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), envServer+"=1", envVersion+"="+filepath.Join(dir, "version"), "TMPDIR="+dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	r, w, err := os.Pipe()

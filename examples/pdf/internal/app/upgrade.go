@@ -35,6 +35,7 @@ type process struct {
 	log   *slog.Logger
 	stop  <-chan os.Signal // SIGTERM, SIGINT
 	hup   <-chan os.Signal // SIGHUP
+	obs   *observer
 
 	busy     atomic.Bool    // an upgrade runs
 	upgrades sync.WaitGroup // upgrade goroutines

@@ -118,3 +118,13 @@ func parseAmount(s string) (int64, bool) {
 	}
 	return n, true
 }
+
+// String returns the command's name as a request spells it, or "UNKNOWN".
+func (k Kind) String() string {
+	for name, c := range commands {
+		if c.kind == k {
+			return name
+		}
+	}
+	return "UNKNOWN"
+}

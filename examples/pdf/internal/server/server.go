@@ -40,7 +40,15 @@ type Server struct {
 	led   Ledger
 	stats StatsLedger // led, if it counts charges; else nil
 	gen   uint64      // the loaded state's generation; 0 if it started empty
+
+	counted func(command string) // see CountRequests; nil: none
 }
+
+// CountRequests makes the server call f with each request's command name
+// (proto.Kind.String, or "INVALID" for a line that does not parse) as it
+// answers it, on the connection's goroutine. Call it before Serve and
+// before the Upgrader's Ready, which may start Resume.
+func (s *Server) CountRequests(f func(command string)) { s.counted = f }
 
 // New returns a server over led, answering VERSION with version.
 func New(version string, led Ledger, log *slog.Logger) *Server {
@@ -115,6 +123,13 @@ func (s *Server) handle(sess *session, line []byte) []byte {
 	before := sess.n
 	sess.n++
 	req, reason := proto.Parse(line, s.stats != nil)
+	if s.counted != nil {
+		if reason != "" {
+			s.counted("INVALID")
+		} else {
+			s.counted(req.Kind.String())
+		}
+	}
 	if reason != "" {
 		return proto.Err(req.RID, reason)
 	}
