@@ -1,14 +1,16 @@
 // Command pdfdemo shows a live upgrade of the PDF charging server under
 // load: it starts pdf-v1 from a work directory, drives it with persistent
-// pipelining connections and new ones, upgrades it by SIGHUP to v2, to v2
-// again, to a binary that dies at once (which must roll back) and back to
-// v1, and checks that no connection, request or balance was lost.
+// pipelining connections and new ones, upgrades it by SIGHUP to v2, with
+// handoffctl to v2 again and to a binary that dies at once (which must roll
+// back, and handoffctl exit 1), and by SIGHUP back to v1, and checks that no
+// connection, request, balance or /metrics counter was lost.
 //
 // It exits 0 only if every check passed, 1 if one failed and 2 if the
 // demo could not run.
 //
 //	go build -o bin/pdf-v1 ./examples/pdf/cmd/pdf-v1
 //	go build -o bin/pdf-v2 ./examples/pdf/cmd/pdf-v2
+//	go build -o bin/handoffctl ./cmd/handoffctl
 //	go run ./examples/pdf/cmd/pdfdemo -bin bin
 package main
 
@@ -29,7 +31,7 @@ func main() {
 
 func run() int {
 	var cfg demo.Config
-	flag.StringVar(&cfg.BinDir, "bin", demo.DefaultBinDir, "`dir`ectory holding pdf-v1 and pdf-v2")
+	flag.StringVar(&cfg.BinDir, "bin", demo.DefaultBinDir, "`dir`ectory holding pdf-v1, pdf-v2 and handoffctl")
 	flag.StringVar(&cfg.Addr, "addr", "", "`address` for the server (default: a free port on 127.0.0.1)")
 	flag.IntVar(&cfg.Conns, "conns", demo.DefaultConns, "persistent pipelining connections")
 	flag.Float64Var(&cfg.Rate, "rate", demo.DefaultRate, "total requests per second on the persistent connections")

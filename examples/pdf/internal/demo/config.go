@@ -21,7 +21,8 @@ const (
 // Config describes one run of the scenario. Zero fields mean the
 // documented default.
 type Config struct {
-	// BinDir holds the pdf-v1 and pdf-v2 binaries. Default DefaultBinDir.
+	// BinDir holds the pdf-v1, pdf-v2 and handoffctl binaries. Default
+	// DefaultBinDir.
 	BinDir string
 
 	// Dir is the work directory: the deployed binary, pid file, state file
@@ -52,9 +53,9 @@ type Config struct {
 	// to fail though nothing went wrong.
 	Settle time.Duration
 
-	// StepTimeout bounds each upgrade, from SIGHUP to the old process
-	// gone (or the failure logged), and the first start. Default
-	// DefaultStepTimeout.
+	// StepTimeout bounds each upgrade, from SIGHUP or handoffctl to the
+	// old process gone (or the failure logged), handoffctl's own run, and
+	// the first start. Default DefaultStepTimeout.
 	StepTimeout time.Duration
 }
 

@@ -2,9 +2,11 @@ package demo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -20,15 +22,26 @@ const (
 	labelBroken = "broken" // brokenBinary; an upgrade to it must fail
 )
 
-// plan is the scenario after the v1 start: each step deploys a binary and
-// sends SIGHUP.
-var plan = []string{labelV2, labelV2, labelBroken, labelV1}
+// How a step asks for the upgrade: both ways an operator has.
+const (
+	viaSIGHUP = "SIGHUP"
+	viaCtl    = "handoffctl" // handoffctl upgrade -socket, which says how it ended
+)
+
+// planStep is one upgrade of the scenario: deploy the binary labelled to,
+// then ask for the upgrade via.
+type planStep struct{ to, via string }
+
+// plan is the scenario after the v1 start. The middle steps go through
+// handoffctl, so that the demo shows the operator's path, including a
+// rollback reported by an exit status; the outer ones keep SIGHUP.
+var plan = []planStep{{labelV2, viaSIGHUP}, {labelV2, viaCtl}, {labelBroken, viaCtl}, {labelV1, viaSIGHUP}}
 
 // servers is how many processes the plan runs, the first one included.
 func servers() int {
 	n := 1
-	for _, label := range plan {
-		if label != labelBroken {
+	for _, ps := range plan {
+		if ps.to != labelBroken {
 			n++
 		}
 	}
@@ -90,6 +103,9 @@ func checkBinaries(dir string) error {
 		if _, err := os.Stat(filepath.Join(dir, "pdf-"+label)); err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "handoffctl")); err != nil {
+		return fmt.Errorf("demo: handoffctl is not in %s; the demo upgrades through it (make build builds it): %w", dir, err)
 	}
 	return nil
 }
@@ -166,10 +182,13 @@ func (d *demo) steps(ctx context.Context) error {
 	if err := sleep(ctx, d.cfg.Settle); err != nil {
 		return err
 	}
-	for _, label := range plan {
-		st, err := d.upgrade(ctx, label)
+	for _, ps := range plan {
+		st, err := d.upgrade(ctx, ps)
 		d.res.Steps = append(d.res.Steps, st)
 		d.logf("upgrade %d: %s", len(d.res.Steps), st)
+		if c := st.CountersLine(); c != "" {
+			d.logf("upgrade %d: %s", len(d.res.Steps), c)
+		}
 		if err != nil || !st.OK() {
 			return err
 		}
@@ -183,20 +202,33 @@ func (d *demo) steps(ctx context.Context) error {
 	return nil
 }
 
-// upgrade deploys the binary labelled to and sends SIGHUP. It returns an
-// error only if the demo itself could not go on; what the server did wrong
-// is in Step.Err.
-func (d *demo) upgrade(ctx context.Context, to string) (Step, error) {
-	st := Step{From: d.version, To: to, WantFail: to == labelBroken, OldPID: d.pid}
+// upgrade deploys the binary ps.to and asks for the upgrade ps.via. It
+// returns an error only if the demo itself could not go on; what the
+// server did wrong is in Step.Err.
+func (d *demo) upgrade(ctx context.Context, ps planStep) (Step, error) {
+	to := ps.to
+	st := Step{From: d.version, To: to, Via: ps.via, WantFail: to == labelBroken, OldPID: d.pid}
 	if err := installVersion(d.srv.bin, d.cfg.BinDir, to); err != nil {
 		return st, err
 	}
-	err := d.signal(ctx, &st)
+	var err error
+	if ps.via == viaCtl {
+		err = d.control(ctx, &st)
+	} else {
+		err = d.signal(ctx, &st)
+	}
 	if ctx.Err() != nil {
 		return st, ctx.Err()
 	}
 	if err == nil {
 		err = d.checkServing(st)
+	}
+	if err == nil && ps.via == viaCtl {
+		// Scraped only now, when the old process is gone or the upgrade
+		// has failed, so that the one serving answers.
+		if st.After, err = scrape(ctx, d.srv.metricsAddr); err == nil {
+			err = st.countersErr()
+		}
 	}
 	if err != nil {
 		st.Err = err.Error()
@@ -224,6 +256,62 @@ func (d *demo) signal(ctx context.Context, st *Step) error {
 	var err error
 	st.NewPID, err = d.srv.awaitHandover(ctx, st.OldPID, d.cfg.StepTimeout)
 	return err
+}
+
+// control runs handoffctl upgrade on the control socket and waits for the
+// outcome the step expects, as signal does; handoffctl's exit status must
+// say the same: 0 for a commit, 1 for a rollback. st.Before is scraped
+// just before.
+func (d *demo) control(ctx context.Context, st *Step) error {
+	var err error
+	if st.Before, err = scrape(ctx, d.srv.metricsAddr); err != nil {
+		return err
+	}
+	logFrom := d.srv.LogSize()
+	start := time.Now()
+	defer func() { st.Took = time.Since(start) }()
+	st.CtlOutput, st.CtlExit, err = d.handoffctl(ctx, "upgrade", "-socket", d.srv.control)
+	for _, line := range st.CtlOutput {
+		d.logf("  [handoffctl] %s", line)
+	}
+	if err != nil {
+		return err
+	}
+	d.logf("  [handoffctl] exit status %d", st.CtlExit)
+	if st.WantFail {
+		st.NewPID = st.OldPID
+		if st.CtlExit != 1 {
+			return fmt.Errorf("handoffctl upgrade to a broken binary: exit status %d, want 1", st.CtlExit)
+		}
+		return d.srv.awaitFailure(ctx, st.OldPID, logFrom, d.cfg.StepTimeout)
+	}
+	if st.CtlExit != 0 {
+		return fmt.Errorf("handoffctl upgrade: exit status %d, want 0", st.CtlExit)
+	}
+	st.NewPID, err = d.srv.awaitHandover(ctx, st.OldPID, d.cfg.StepTimeout)
+	return err
+}
+
+// handoffctl runs BinDir/handoffctl with args, bounded by StepTimeout,
+// and returns its output lines (stdout and stderr as they came) and exit
+// status. err is set only if it could not run or did not exit by itself.
+func (d *demo) handoffctl(ctx context.Context, args ...string) (lines []string, status int, err error) {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.StepTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, filepath.Join(d.cfg.BinDir, "handoffctl"), args...).CombinedOutput()
+	for line := range strings.Lines(string(out)) {
+		lines = append(lines, strings.TrimRight(line, "\n"))
+	}
+	var exit *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		return lines, -1, fmt.Errorf("handoffctl %s: %w", args[0], ctx.Err())
+	case errors.As(err, &exit):
+		return lines, exit.ExitCode(), nil
+	case err != nil:
+		return lines, -1, fmt.Errorf("handoffctl %s: %w", args[0], err)
+	}
+	return lines, 0, nil
 }
 
 // checkServing asks, on the connection held since the start, who serves

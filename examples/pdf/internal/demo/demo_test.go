@@ -12,12 +12,16 @@ import (
 	"github.com/handoff-dev/handoff/internal/proc"
 )
 
-// buildServers builds pdf-v1 and pdf-v2 into a fresh directory.
+// buildServers builds pdf-v1, pdf-v2 and handoffctl into a fresh directory.
 func buildServers(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	for _, v := range []string{"pdf-v1", "pdf-v2"} {
-		if err := proc.Build("github.com/handoff-dev/handoff/examples/pdf/cmd/"+v, filepath.Join(dir, v)); err != nil {
+	for name, pkg := range map[string]string{
+		"pdf-v1":     "github.com/handoff-dev/handoff/examples/pdf/cmd/pdf-v1",
+		"pdf-v2":     "github.com/handoff-dev/handoff/examples/pdf/cmd/pdf-v2",
+		"handoffctl": "github.com/handoff-dev/handoff/cmd/handoffctl",
+	} {
+		if err := proc.Build(pkg, filepath.Join(dir, name)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -25,7 +29,7 @@ func buildServers(t *testing.T) string {
 }
 
 // TestLiveUpgrade is the acceptance test: real server processes upgraded
-// by SIGHUP under real load, and not one connection, request or balance
+// by SIGHUP and by handoffctl under real load, and not one connection, request or balance
 // lost on the way.
 func TestLiveUpgrade(t *testing.T) {
 	if testing.Short() {
@@ -89,20 +93,68 @@ func checkLoad(t *testing.T, res demo.Result) {
 func checkSteps(t *testing.T, res demo.Result) {
 	t.Helper()
 	want := []struct {
-		from, to string
-		fail     bool
-	}{{"v1", "v2", false}, {"v2", "v2", false}, {"v2", "broken", true}, {"v2", "v1", false}}
+		from, to, via string
+		fail          bool
+	}{
+		{"v1", "v2", "SIGHUP", false},
+		{"v2", "v2", "handoffctl", false},
+		{"v2", "broken", "handoffctl", true},
+		{"v2", "v1", "SIGHUP", false},
+	}
 	if len(res.Steps) != len(want) {
 		t.Fatalf("%d steps ran, want %d", len(res.Steps), len(want))
 	}
 	for i, s := range res.Steps {
 		w := want[i]
-		if s.From != w.from || s.To != w.to || s.WantFail != w.fail || !s.OK() {
-			t.Errorf("step %d: %s, want %s → %s (fail %v)", i+1, s, w.from, w.to, w.fail)
+		if s.From != w.from || s.To != w.to || s.Via != w.via || s.WantFail != w.fail || !s.OK() {
+			t.Errorf("step %d: %s, want %s → %s via %s (fail %v)", i+1, s, w.from, w.to, w.via, w.fail)
 		}
 		if samePID := s.NewPID == s.OldPID; samePID != w.fail {
 			t.Errorf("step %d: pid %d → %d", i+1, s.OldPID, s.NewPID)
 		}
+		if s.Via == "handoffctl" {
+			checkCtlStep(t, i+1, s)
+		}
+	}
+}
+
+// checkCtlStep checks what handoffctl said and what /metrics showed
+// around a handoffctl step.
+func checkCtlStep(t *testing.T, n int, s demo.Step) {
+	t.Helper()
+	wantExit := 0
+	if s.WantFail {
+		wantExit = 1
+	}
+	if s.CtlExit != wantExit || len(s.CtlOutput) == 0 {
+		t.Errorf("step %d: handoffctl exit %d with %d lines, want exit %d with output", n, s.CtlExit, len(s.CtlOutput), wantExit)
+	}
+	if !s.CountersContinued() {
+		t.Errorf("step %d: %s", n, s.CountersLine())
+	}
+	b, a := s.Before, s.After
+	if b.Requests == 0 || a.Requests < b.Requests {
+		t.Errorf("step %d: pdf_requests_total %v → %v, want > 0 and not falling", n, b.Requests, a.Requests)
+	}
+	dc, dr := a.Committed-b.Committed, a.RolledBack-b.RolledBack
+	if s.WantFail && (dc != 0 || dr != 1) || !s.WantFail && (dc != 1 || dr != 0) {
+		t.Errorf("step %d: committed +%v, rolled_back +%v", n, dc, dr)
+	}
+}
+
+// TestMissingHandoffctl: without handoffctl in BinDir the demo says so
+// before starting anything.
+func TestMissingHandoffctl(t *testing.T) {
+	bin := t.TempDir()
+	for _, v := range []string{"pdf-v1", "pdf-v2"} {
+		if err := os.WriteFile(filepath.Join(bin, v), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out bytes.Buffer
+	res, err := demo.Run(context.Background(), demo.Config{BinDir: bin, Dir: t.TempDir()}, &out)
+	if err == nil || !strings.Contains(err.Error(), "handoffctl") || res.OK() {
+		t.Errorf("Run without handoffctl: err %v, ok %v", err, res.OK())
 	}
 }
 

@@ -27,17 +27,26 @@ type server struct {
 	dir  string
 	addr string
 	bin  string // the deployed binary, replaced at each upgrade
+	// control is the control socket handoffctl talks to; metricsAddr
+	// serves /metrics, set by start. Both are inherited across upgrades.
+	control     string
+	metricsAddr string
 }
 
 func newServer(dir, addr string) *server {
-	return &server{dir: dir, addr: addr, bin: filepath.Join(dir, "pdf")}
+	return &server{dir: dir, addr: addr, bin: filepath.Join(dir, "pdf"), control: filepath.Join(dir, "control.sock")}
 }
 
-// start starts the deployed binary and waits until it is ready: its pid
-// in the pid file and the port accepting.
+// start starts the deployed binary, with a control socket and metrics on
+// a free port, and waits until it is ready: its pid in the pid file and
+// the port accepting.
 func (s *server) start(ctx context.Context, timeout time.Duration) (pid int, err error) {
+	if s.metricsAddr, err = freeAddr(); err != nil {
+		return 0, err
+	}
 	s.Group, err = proc.StartGroup(filepath.Join(s.dir, "server.log"), filepath.Join(s.dir, "pdf.pid"),
-		s.bin, "-listen", s.addr, "-pidfile", filepath.Join(s.dir, "pdf.pid"), "-state", filepath.Join(s.dir, "state"))
+		s.bin, "-listen", s.addr, "-pidfile", filepath.Join(s.dir, "pdf.pid"), "-state", filepath.Join(s.dir, "state"),
+		"-control", s.control, "-metrics", s.metricsAddr)
 	if err != nil {
 		return 0, fmt.Errorf("demo: %w", err)
 	}

@@ -14,6 +14,9 @@ func (r Result) Summary() string {
 	p("")
 	for i, s := range r.Steps {
 		p("upgrade %d: %s", i+1, s)
+		if c := s.CountersLine(); c != "" {
+			p("           %s", c)
+		}
 	}
 	ld := r.Load
 	p("connections: %d persistent, %d survived every upgrade (processes per connection %d..%d), dropped %d, stalled %d",
