@@ -451,6 +451,10 @@ func (s *childSession) commit() error {
 	if err := rejoinParentGroup(s.ppid); err != nil {
 		s.u.log.Warn("handoff: could not join the old process's process group", "err", err)
 	}
+	// Whoever asked the old process for this upgrade hears of it once the
+	// PID file names this process.
+	s.ch.setDeadline(time.Now().Add(time.Second))
+	_ = s.ch.send(frameServing, nil, nil)
 	return nil
 }
 

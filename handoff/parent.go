@@ -52,7 +52,24 @@ func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest
 	hook("committed", nil)
 	s.sendCommit()
 	u.handOver(s, parked)
+	s.awaitServing(5 * time.Second)
+	s.ch.close()
 	return nil
+}
+
+// awaitServing waits, up to d, for the new process to say that it serves
+// and its PID file names it, so that when Upgrade returns (and handoffctl
+// exits) the PID file is already right. The upgrade has committed either
+// way.
+func (s *parentSession) awaitServing(d time.Duration) {
+	s.ch.setDeadline(time.Now().Add(d))
+	typ, _, err := s.next()
+	if err == nil && typ != frameServing {
+		err = protoErr("expected SERVING, got %s", frameName(typ))
+	}
+	if err != nil {
+		s.u.log.Warn("handoff: the new process did not say it serves", "to", s.pid, "err", err)
+	}
 }
 
 // contextOf returns a context that ends when done is closed.
@@ -133,7 +150,6 @@ func (u *Upgrader) handOver(s *parentSession, parked []parkedConn) {
 	defer u.releasePlain()
 	if u.opts.ListenersOnly {
 		kept := u.reg.releaseListeners()
-		s.ch.close()
 		u.log.Info("handoff: handed over the listeners; connections stay", "to", s.pid, "conns_kept", kept,
 			"start", s.stats.Start, "adopt", s.stats.Adopt, "commit", s.stats.Commit)
 		u.setStats(s.stats)
@@ -141,7 +157,6 @@ func (u *Upgrader) handOver(s *parentSession, parked []parkedConn) {
 	}
 	released := time.Now()
 	kept := u.reg.handover(parked)
-	s.ch.close()
 	s.stats.Release = time.Since(released)
 	if kept > 0 {
 		u.log.Warn("handoff: connections made after the park stay with this process", "conns", kept)

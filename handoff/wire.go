@@ -28,13 +28,14 @@ const (
 	frameFinal    = 10
 	frameParked   = 11
 	frameCarry    = 12
+	frameServing  = 13
 )
 
 var frameNames = map[byte]string{
 	frameHello: "HELLO", framePlan: "PLAN", frameConns: "CONNS", frameProgress: "PROGRESS",
 	frameState: "STATE", frameStateEnd: "STATE_END", frameReady: "READY",
 	frameCommit: "COMMIT", frameAbort: "ABORT", frameFinal: "FINAL", frameParked: "PARKED",
-	frameCarry: "CARRY",
+	frameCarry: "CARRY", frameServing: "SERVING",
 }
 
 func frameName(t byte) string {
