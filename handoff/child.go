@@ -55,7 +55,11 @@ func (u *Upgrader) takeOver(ctx context.Context) error {
 		return err
 	}
 	next := phaseStopped // a failed takeover: the process must exit
-	defer func() { u.end(run, next) }()
+	defer func() {
+		if u.end(run, next) != phaseServing {
+			u.closeExit()
+		}
+	}()
 	ctx, cancel := context.WithTimeoutCause(ctx, u.opts.UpgradeTimeout,
 		fmt.Errorf("handoff: takeover timed out after %s", u.opts.UpgradeTimeout))
 	defer cancel()

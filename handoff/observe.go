@@ -73,7 +73,6 @@ type Event struct {
 
 // causeOf names the kind of err for metrics.
 func causeOf(err error) string {
-	s := err.Error()
 	switch {
 	case errors.Is(err, ErrUpgradeInProgress), errors.Is(err, ErrNotReady), errors.Is(err, ErrStopped),
 		errors.Is(err, ErrHandedOver), errors.Is(err, ErrNotSupported):
@@ -92,8 +91,6 @@ func causeOf(err error) string {
 		return CauseRejected
 	case errors.Is(err, ErrProtocol):
 		return CauseProtocol
-	case strings.Contains(s, "exit status") || strings.Contains(s, "signal:"):
-		return CauseExited
 	}
 	return CauseOther
 }
@@ -306,7 +303,8 @@ type commitInfo struct {
 	stateBytes uint64
 }
 
-func (c commitInfo) durations() []*time.Duration {
+// durations are the phases COMMIT carries, in their order on the wire.
+func (c *commitInfo) durations() []*time.Duration {
 	st := &c.stats
 	return []*time.Duration{&st.Start, &st.Fds, &st.Park, &st.Parked, &st.State, &st.Adopt, &st.Commit}
 }
@@ -324,11 +322,10 @@ func (c commitInfo) encode() []byte {
 func decodeCommitInfo(p []byte) (commitInfo, error) {
 	d := decoder{b: p}
 	c := commitInfo{began: time.Unix(0, int64(d.u64()))}
-	st := &c.stats
-	for _, dur := range []*time.Duration{&st.Start, &st.Fds, &st.Park, &st.Parked, &st.State, &st.Adopt, &st.Commit} {
+	for _, dur := range c.durations() {
 		*dur = time.Duration(d.u64())
 	}
-	st.Conns, st.Early = int(d.u32()), int(d.u32())
+	c.stats.Conns, c.stats.Early = int(d.u32()), int(d.u32())
 	c.stateBytes = d.u64()
 	return c, d.finish("COMMIT")
 }

@@ -152,7 +152,6 @@ func (u *Upgrader) handOver(s *parentSession, parked []parkedConn) {
 		kept := u.reg.releaseListeners()
 		u.log.Info("handoff: handed over the listeners; connections stay", "to", s.pid, "conns_kept", kept,
 			"start", s.stats.Start, "adopt", s.stats.Adopt, "commit", s.stats.Commit)
-		u.setStats(s.stats)
 		return
 	}
 	released := time.Now()
@@ -165,13 +164,6 @@ func (u *Upgrader) handOver(s *parentSession, parked []parkedConn) {
 		"start", s.stats.Start, "fds", s.stats.Fds, "park", s.stats.Park, "parked", s.stats.Parked,
 		"state", s.stats.State, "adopt", s.stats.Adopt,
 		"commit", s.stats.Commit, "pause", s.stats.Pause(), "release", s.stats.Release)
-	u.setStats(s.stats)
-}
-
-func (u *Upgrader) setStats(st UpgradeStats) {
-	u.mu.Lock()
-	u.stats = st
-	u.mu.Unlock()
 }
 
 // parentSession is the old process's end of one handoff.

@@ -152,7 +152,6 @@ type Upgrader struct {
 	successor int            // pid of the process that took over, guarded by mu
 	last      *UpgradeResult // guarded by mu
 	takenOver *UpgradeResult // guarded by mu
-	stats     UpgradeStats
 	exitOnce  sync.Once
 	exitC     chan struct{}
 	sigC      chan os.Signal
@@ -166,7 +165,6 @@ type Upgrader struct {
 type attempt struct {
 	cancel    context.CancelCauseFunc
 	committed bool          // guarded by Upgrader.mu
-	holdExit  bool          // end leaves Exit open: its caller closes it
 	stopping  bool          // Stop was called; guarded by Upgrader.mu
 	done      chan struct{} // closed when the attempt has ended
 }
@@ -260,7 +258,10 @@ func applyDefaults(o *Options) error {
 func (u *Upgrader) LastUpgrade() UpgradeStats {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.stats
+	if u.last == nil || !u.last.Committed {
+		return UpgradeStats{}
+	}
+	return u.last.Stats
 }
 
 // HasParent reports whether this process was started by an upgrade.
@@ -500,7 +501,6 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 	if err == nil {
 		next = phaseHandedOver
 	}
-	run.holdExit = true // until the outcome is reported
 	next = u.end(run, next)
 	defer func() {
 		if req.finish != nil {
@@ -593,7 +593,8 @@ func (u *Upgrader) commit(ctx context.Context, run *attempt) error {
 // end records an attempt's outcome, the phase the process is in now, and
 // wakes Stop. An attempt that Stop saw ends in phaseStopped unless it
 // handed over: no other upgrade may start in between. It returns the phase
-// the process is in now.
+// the process is in now; the caller closes Exit unless that is serving,
+// once it has reported the outcome.
 func (u *Upgrader) end(run *attempt, next phase) phase {
 	u.mu.Lock()
 	if run.stopping && next != phaseHandedOver {
@@ -604,8 +605,5 @@ func (u *Upgrader) end(run *attempt, next phase) phase {
 	u.mu.Unlock()
 	run.cancel(nil)
 	close(run.done)
-	if next != phaseServing && !run.holdExit {
-		u.closeExit()
-	}
 	return next
 }
