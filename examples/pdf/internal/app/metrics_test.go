@@ -17,16 +17,23 @@ import (
 	"github.com/handoff-dev/handoff/metrics"
 )
 
+// startWithMetrics deploys the pdf binary in a fresh directory and starts
+// it in full mode with -metrics on a free port, ready to scrape.
+func startWithMetrics(t *testing.T) (dir string, p *pdf, web *scraper) {
+	t.Helper()
+	dir = t.TempDir()
+	bin := deploy(t, dir, "")
+	maddr := freeAddr(t)
+	p = launchBin(t, dir, bin, "-upgrade-mode", modeFull, "-metrics", maddr)
+	p.logs.await(t, 0, "serving", p.pid)
+	return dir, p, newScraper(maddr)
+}
+
 // TestMetricsAcrossUpgrades: the request counters and the chain's upgrade
 // counts continue from process to process, through a rollback and two
 // committed upgrades, as scraped from whichever process serves.
 func TestMetricsAcrossUpgrades(t *testing.T) {
-	dir := t.TempDir()
-	bin := deploy(t, dir, "")
-	maddr := freeAddr(t)
-	p := launchBin(t, dir, bin, "-upgrade-mode", modeFull, "-metrics", maddr)
-	p.logs.await(t, 0, "serving", p.pid)
-	web := newScraper(maddr)
+	dir, p, web := startWithMetrics(t)
 
 	c := pdftest.Dial(t, p.addr)
 	c.Ask(t, "TOPUP 1 alice 100", "OK 1 100")
@@ -88,12 +95,7 @@ func TestMetricsAcrossUpgrades(t *testing.T) {
 // binary that waits for the test's word on a FIFO, so the scrape in the
 // middle of it depends on no timing.
 func TestReadyDuringUpgrade(t *testing.T) {
-	dir := t.TempDir()
-	bin := deploy(t, dir, "")
-	maddr := freeAddr(t)
-	p := launchBin(t, dir, bin, "-upgrade-mode", modeFull, "-metrics", maddr)
-	p.logs.await(t, 0, "serving", p.pid)
-	web := newScraper(maddr)
+	dir, p, web := startWithMetrics(t)
 	web.expectReady(t, p.pid)
 
 	fifo := filepath.Join(dir, "release")

@@ -110,12 +110,7 @@ var faults = []fault{
 	},
 	{
 		name: "full disk",
-		dir: func(t *testing.T, dir string) string {
-			disk := filepath.Join(dir, "disk")
-			os.Mkdir(disk, 0o700)
-			mountTmpfs(t, disk, 0)
-			return disk
-		},
+		dir:  tmpfsDisk,
 		cause: func(t *testing.T, state string) {
 			f, err := os.Create(filepath.Join(filepath.Dir(state), "filler"))
 			if err != nil {
@@ -135,12 +130,7 @@ var faults = []fault{
 	},
 	{
 		name: "read-only disk",
-		dir: func(t *testing.T, dir string) string {
-			disk := filepath.Join(dir, "disk")
-			os.Mkdir(disk, 0o700)
-			mountTmpfs(t, disk, 0)
-			return disk
-		},
+		dir:  tmpfsDisk,
 		cause: func(t *testing.T, state string) {
 			if err := unix.Mount("", filepath.Dir(state), "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 				t.Fatal(err)
@@ -400,4 +390,13 @@ func TestRestartSaveFailureCarriesOn(t *testing.T) {
 	syscall.Kill(p.pid, syscall.SIGHUP)
 	p.logs.await(t, mark, "upgrade complete", p.pid)
 	pdftest.Dial(t, p.addr).Ask(t, "BALANCE 1 alice", "BAL 1 105")
+}
+
+// tmpfsDisk mounts a fresh tmpfs in dir, for a state file on a disk of
+// its own that a test can fill or remount read-only.
+func tmpfsDisk(t *testing.T, dir string) string {
+	disk := filepath.Join(dir, "disk")
+	os.Mkdir(disk, 0o700)
+	mountTmpfs(t, disk, 0)
+	return disk
 }
