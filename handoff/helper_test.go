@@ -150,6 +150,7 @@ func loadLine[T any](in *statefile.In) (T, error) {
 }
 
 func (s *lineServer) save(w io.Writer) error {
+	oldFault("save") // "panic:save": SaveState panics in the old process
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return lineStates.Save(w, lineV1{s.total}, 0)
@@ -387,6 +388,8 @@ func oldFault(step string) {
 	switch what {
 	case "late":
 		time.Sleep(envDuration(envUpgradeTimeout, 5*time.Second) + 100*time.Millisecond)
+	case "panic":
+		panic("the old process's " + step + " panics on purpose")
 	}
 }
 

@@ -266,3 +266,27 @@ func anyLineHasAll(lines, parts []string) bool {
 	}
 	return false
 }
+
+// TestPanicInOldProcessLeavesNoStuckUpgrade: the application's SaveState
+// panics in the old process in the middle of an upgrade. The upgrade rolls
+// back for that reason, every connection carries on, and the upgrade
+// bookkeeping is not left stuck: the next upgrade runs and commits.
+func TestPanicInOldProcessLeavesNoStuckUpgrade(t *testing.T) {
+	h := startServer(t)
+	l := startLoad(t, h.addr, 50)
+	l.waitRounds(100)
+	old := h.pid
+	h.setOldFault("panic:save")
+	if p, fail := h.upgrade(); p != 0 || !strings.Contains(fail, "save state panicked") {
+		t.Fatalf("upgrade with a panicking SaveState: pid %d, %q; want it rolled back for the panic", p, fail)
+	}
+	h.setOldFault("")
+	l.waitRounds(100)
+	p, fail := h.upgrade()
+	if p == 0 {
+		t.Fatalf("the upgrade after the panic: %s", fail)
+	}
+	l.waitServedBy(p)
+	l.stop()
+	l.requireAllOn(old, p)
+}
