@@ -7,8 +7,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"syscall"
 	"time"
 )
 
@@ -135,10 +137,34 @@ func (u *Upgrader) openChannel() (*channel, error) {
 // been re-parented.
 func (s *childSession) parentGone() bool { return os.Getppid() != s.ppid }
 
+// awaitParentGone reports whether the old process has died, waiting a
+// moment for it when the channel was closed under this process: the kernel
+// closes a dying process's files before it re-parents its children, so the
+// EOF can come first. A living old process closes the channel only when it
+// rolls back, and then it kills this process, so the wait costs nothing.
+func (s *childSession) awaitParentGone(err error) bool {
+	if !peerClosed(err) {
+		return s.parentGone()
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for !s.parentGone() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
+// peerClosed reports whether err says the other end of the channel is gone.
+func peerClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
 // explain says what is true when the takeover failed: if the old process
 // died, nobody serves the connections any more.
 func (s *childSession) explain(err error) error {
-	if s.parentGone() {
+	if s.awaitParentGone(err) {
 		return fmt.Errorf("handoff: the old process (pid %d) died during the handoff; nothing was taken over: %w", s.ppid, err)
 	}
 	return fmt.Errorf("%w; the old process (pid %d) carries on", err, s.ppid)
