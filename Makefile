@@ -1,8 +1,8 @@
-# Everything needs only Go: `make build`, `make test`, `make demo`.
+# Everything but e2e-systemd needs only Go: `make build`, `make test`, `make demo`.
 GO ?= go
 BIN := bin
 
-.PHONY: build test demo fuzz bench bench-quick bench-statefile clean
+.PHONY: build test e2e-systemd demo fuzz bench bench-quick bench-statefile clean
 
 build:
 	mkdir -p $(BIN)
@@ -23,6 +23,16 @@ test: build
 	GOOS=darwin $(GO) build ./handoff/... ./statefile/... ./metrics/...
 	GOOS=windows $(GO) build ./handoff/... ./statefile/... ./metrics/...
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# The pdf example under a real systemd 252 (systemd-nspawn on a Debian 12
+# root): systemctl reload under load, a reload that rolls back, socket
+# activation, SIGKILL with the fd store (systemd/e2e/README.md). Needs root;
+# systemd/e2e/setup installs the Debian packages systemd-container and
+# debootstrap when missing and debootstraps the root into .cache/ once.
+# RUN=TestName runs one scenario.
+e2e-systemd: build
+	systemd/e2e/setup
+	$(GO) test -tags e2esystemd -count=1 -v -timeout 30m $(if $(RUN),-run '$(RUN)') ./systemd/e2e/
 
 # The pdf charging server under gateway load, upgraded live v1 -> v2 -> v2 -> v1,
 # with one failed upgrade (a binary that exits at once) in between.

@@ -1,0 +1,93 @@
+//go:build e2esystemd
+
+package e2e
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// The release layout in the container: one directory per release under
+// /opt/pdf/releases, /opt/pdf/current a symlink to the deployed one, the
+// unit starting /opt/pdf/current/pdf.
+const (
+	releases = "/opt/pdf/releases"
+	current  = "/opt/pdf/current"
+	// broken is a release whose pdf exits at once: an upgrade to it must
+	// roll back.
+	broken       = "broken"
+	brokenScript = "#!/bin/sh\nexit 3\n"
+)
+
+// units are the unit files of systemd/ the tests install, if present.
+var units = []string{"pdf.service", "pdf.socket"}
+
+// install puts the releases v1, v2 and broken, handoffctl and the units
+// into the root before it boots, with v1 deployed.
+func install(t *testing.T, root string) {
+	t.Helper()
+	for _, v := range []string{"v1", "v2"} {
+		copyFile(t, filepath.Join(env.bin, "pdf-"+v), filepath.Join(root, releases, v, "pdf"), 0o755)
+	}
+	writeFile(t, filepath.Join(root, releases, broken, "pdf"), brokenScript, 0o755)
+	if err := os.Symlink("releases/v1", filepath.Join(root, current)); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, filepath.Join(env.bin, "handoffctl"), filepath.Join(root, "usr/local/bin/handoffctl"), 0o755)
+	for _, u := range units {
+		src := filepath.Join(env.units, u)
+		if _, err := os.Stat(src); err != nil {
+			continue // a scenario that needs it says so
+		}
+		copyFile(t, src, filepath.Join(root, "etc/systemd/system", u), 0o644)
+	}
+}
+
+// deploy points /opt/pdf/current at release, as an operator would.
+func (c *container) deploy(release string) {
+	c.t.Helper()
+	c.must("ln", "-sfn", "releases/"+release, current)
+}
+
+// requireUnit fails unless systemd/ has the unit, which install copied.
+func requireUnit(t *testing.T, unit string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(env.units, unit)); err != nil {
+		t.Fatalf("this scenario needs systemd/%s: %v", unit, err)
+	}
+}
+
+func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.Copy(out, in)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatalf("install %s: %v", dst, err)
+	}
+}
+
+func writeFile(t *testing.T, dst, content string, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+}
