@@ -61,11 +61,16 @@ func statusLine(n handoff.Notice) string {
 	default:
 		b.WriteString("serving")
 	}
-	fmt.Fprintf(&b, ", %d connections, generation %d", total(s.Conns), s.Generation)
+	if r := s.TakenOver; n.Event == handoff.NoticeServing && n.From != 0 && r != nil {
+		// Sent before the connections taken over are counted as this
+		// process's own.
+		fmt.Fprintf(&b, ", took over %d connections from pid %d in %s, generation %d",
+			r.Stats.Conns, n.From, round(r.Took), s.Generation)
+	} else {
+		fmt.Fprintf(&b, ", %d connections, generation %d", total(s.Conns), s.Generation)
+	}
 	if r := n.Result; r != nil && !r.Committed {
 		fmt.Fprintf(&b, "; upgrade rolled back (%s) after %s: %s", r.Cause, round(r.Took), oneLine(r.Err))
-	} else if r := s.TakenOver; n.Event == handoff.NoticeServing && r != nil {
-		fmt.Fprintf(&b, "; took over from the previous process in %s, %d connections", round(r.Took), r.Stats.Conns)
 	}
 	if rb := sum(s.Totals.RolledBack); s.Totals.Committed+rb > 0 {
 		fmt.Fprintf(&b, " (upgrades: %d committed, %d rolled back)", s.Totals.Committed, rb)

@@ -160,13 +160,14 @@ func TestServingAfterTakeover(t *testing.T) {
 	go func() {
 		defer close(done)
 		s.Notify(handoff.Notice{Event: handoff.NoticeServing, From: 1,
-			Status: handoff.Status{Version: "v2", Generation: 3, Conns: map[string]int{"tcp": 5}}})
+			Status: handoff.Status{Version: "v2", Generation: 3, TakenOver: &handoff.UpgradeResult{
+				Committed: true, Took: 15 * time.Millisecond, Stats: handoff.UpgradeStats{Conns: 5}}}})
 	}()
 	msg, _ := sd.next(t)
 	lines := strings.Split(msg, "\n")
 	pid := "MAINPID=" + itoa(os.Getpid())
 	if len(lines) != 3 || lines[0] != pid || lines[1] != "READY=1" ||
-		lines[2] != "STATUS=v2: serving, 5 connections, generation 3" {
+		lines[2] != "STATUS=v2: serving, took over 5 connections from pid 1 in 15ms, generation 3" {
 		t.Fatalf("serving sent %q", msg)
 	}
 	barrier, fds := sd.next(t)
