@@ -43,10 +43,21 @@ func (n *notifier) send(state string, fds ...int) error {
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
 	}
-	if err := unix.Sendmsg(n.fd, []byte(state), oob, n.addr, 0); err != nil {
+	for {
+		err := unix.Sendmsg(n.fd, []byte(state), oob, n.addr, 0)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, unix.EINTR):
+			// A send blocked on systemd's full queue is interrupted by any
+			// signal (the runtime's preemption among them): with
+			// SO_SNDTIMEO set, the kernel does not restart it.
+			continue
+		case errors.Is(err, unix.EAGAIN):
+			return fmt.Errorf("systemd read nothing for %s: %w", sendTimeout, os.NewSyscallError("sendmsg", err))
+		}
 		return os.NewSyscallError("sendmsg", err)
 	}
-	return nil
 }
 
 func (s *Supervisor) notifier() (*notifier, error) {

@@ -239,3 +239,64 @@ func TestEscapeRoundTrip(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestKeepWhenSystemdLags: when systemd reads slower than the server
+// accepts, a send blocks; a signal then (the Go runtime's preemption
+// signal, say) interrupts it, and the message must be sent anyway, not
+// lost with EINTR.
+func TestKeepWhenSystemdLags(t *testing.T) {
+	sd := listenNotify(t)
+	s := New(Options{KeepSockets: true})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rc := rawOf(t, ln.(*net.TCPListener))
+	const n = 3000
+	got := make(chan int)
+	go func() { // a slow systemd
+		k := 0
+		buf, oob := make([]byte, 512), make([]byte, unix.CmsgSpace(4))
+		for k < n {
+			sd.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, oobn, _, _, err := sd.conn.ReadMsgUnix(buf, oob)
+			if err != nil {
+				break
+			}
+			msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+			for _, m := range msgs {
+				fds, _ := unix.ParseUnixRights(&m)
+				for _, fd := range fds {
+					unix.Close(fd)
+				}
+			}
+			k++
+			if k%100 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		got <- k
+	}()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // signals, as the runtime sends them
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				syscall.Kill(os.Getpid(), syscall.SIGURG)
+				time.Sleep(20 * time.Microsecond)
+			}
+		}
+	}()
+	for i := 0; i < n; i++ {
+		if err := s.Keep(rc, "tcp 127.0.0.1:0", true); err != nil {
+			t.Fatalf("keep %d: %v", i, err)
+		}
+	}
+	if k := <-got; k != n {
+		t.Fatalf("systemd got %d messages, want %d", k, n)
+	}
+}
