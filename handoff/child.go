@@ -481,8 +481,10 @@ func (s *childSession) commit() error {
 	if err := rejoinParentGroup(s.ppid); err != nil {
 		s.u.log.Warn("handoff: could not join the old process's process group", "err", err)
 	}
-	// Whoever asked the old process for this upgrade hears of it once the
+	// The supervisor hears that this process serves before the old one
+	// may exit; whoever asked the old process for this upgrade, once the
 	// PID file names this process.
+	s.u.notify(Notice{Event: NoticeServing, From: s.ppid})
 	s.ch.setDeadline(time.Now().Add(time.Second))
 	_ = s.ch.send(frameServing, nil, nil)
 	return nil

@@ -343,6 +343,7 @@ func (c *Conn) Close() error {
 	c.mu.Unlock()
 	if c.reg != nil {
 		c.reg.remove(c)
+		c.reg.release(c.Conn, c.kind, false)
 	}
 	return c.Conn.Close()
 }

@@ -92,9 +92,12 @@
 //
 // The serving process's pid changes at every upgrade: send reloads and
 // stops to the pid in Options.PIDFile, which changes only when an upgrade
-// commits. Running under systemd (systemctl reload as an upgrade whose
-// failure systemd sees) is not settled yet: ../systemd/pdf.service is an
-// example that no test runs under a real systemd so far.
+// commits. Under a service manager, set Options.Supervisor: with
+// package github.com/handoff-dev/handoff/systemd, systemd follows the
+// serving process (MAINPID=, READY=1), `systemctl reload` running
+// `handoffctl upgrade` upgrades and fails when the upgrade rolls back,
+// socket-activated listeners are adopted, and the fd store can keep every
+// connection across a crash (../systemd/README.md).
 //
 // # Platforms
 //

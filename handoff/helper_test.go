@@ -47,6 +47,9 @@ const (
 	envPauseTimeout   = "HANDOFF_TEST_PAUSE_TIMEOUT"
 	envPIDFile        = "HANDOFF_TEST_PIDFILE"
 	envState          = "HANDOFF_TEST_STATE" // the state file a stopped server saves to
+	// envSupervisor names a file to which every server of the chain logs
+	// what its Supervisor is told; see logSupervisor.
+	envSupervisor = "HANDOFF_TEST_SUPERVISOR"
 )
 
 func TestMain(m *testing.M) {
@@ -253,6 +256,7 @@ func serverMain() {
 		Resume:         srv.serve,
 		NoSignal:       true,
 		Logger:         slog.New(slog.NewTextHandler(os.Stderr, nil)),
+		Supervisor:     testSupervisor(),
 	})
 	if err != nil {
 		report("error %d %v", os.Getpid(), err)
@@ -292,6 +296,7 @@ func serverMain() {
 	report("ready %d %s %d", os.Getpid(), ln.Addr(), total)
 	select {
 	case <-up.Exit():
+		supervisorLine("exit")
 	case <-stop:
 		srv.stop(up)
 		return

@@ -11,8 +11,8 @@ import (
 // the new process; the kernel queues connections meanwhile (none is refused
 // while the backlog holds). Accept returns *Conn values.
 //
-// Ownership: the listening socket is shared with later processes through
-// tableflip. Closing the Listener closes this process's copy only.
+// Ownership: the listening socket is passed to later processes at every
+// upgrade. Closing the Listener closes this process's copy only.
 type Listener struct {
 	net.Listener
 	reg     *registry
@@ -47,8 +47,24 @@ func (l *Listener) AcceptConn() (*Conn, error) {
 		if err != nil {
 			return nil, err
 		}
+		if c.reg != nil {
+			l.reg.keep(nc, c.kind, false)
+		}
 		return c, nil
 	}
+}
+
+// Close closes this process's copy of the listening socket: the process it
+// was handed to has its own. Closed by the application in a process that
+// serves, it is first taken back from the supervisor, if it kept it.
+func (l *Listener) Close() error {
+	l.reg.mu.Lock()
+	gone := l.reg.gone
+	l.reg.mu.Unlock()
+	if !gone {
+		l.reg.release(l.Listener, listenerKey(l.network, l.addr), true)
+	}
+	return l.Listener.Close()
 }
 
 type deadliner interface{ SetDeadline(time.Time) error }
@@ -93,7 +109,7 @@ func (u *Upgrader) passedListeners() []passed {
 // process while the listening socket goes on. After this process hands
 // over, its copy is closed; the new process has its own.
 func (u *Upgrader) ListenPlain(network, addr string) (net.Listener, error) {
-	ln, err := u.listen(network, addr)
+	ln, _, err := u.listen(network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("handoff: listen %s %s: %w", network, addr, err)
 	}

@@ -93,6 +93,7 @@ func (u *Upgrader) commitTo(ctx context.Context, run *attempt, pid int) error {
 	u.mu.Lock()
 	u.successor = pid
 	u.mu.Unlock()
+	u.notify(Notice{Event: NoticeCommitting, To: pid})
 	if !u.opts.ListenersOnly {
 		u.watchStops()
 	}

@@ -13,6 +13,9 @@ import (
 // through park, resume and handover.
 type registry struct {
 	maxBuffered int
+	// keep and release give the supervisor a copy of a socket and take it
+	// back (Upgrader.keep, Upgrader.release); set once by New.
+	keep, release func(v any, kind string, listening bool)
 
 	mu        sync.Mutex
 	conns     map[uint64]*Conn
@@ -39,6 +42,8 @@ type parkedConn struct {
 func newRegistry(maxBuffered int) *registry {
 	return &registry{
 		maxBuffered: maxBuffered,
+		keep:        func(any, string, bool) {},
+		release:     func(any, string, bool) {},
 		conns:       make(map[uint64]*Conn),
 		resumed:     make(chan struct{}),
 		changed:     make(chan struct{}, 1),

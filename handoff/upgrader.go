@@ -117,6 +117,14 @@ type Options struct {
 	// process answers. Stop closes it. Linux only: elsewhere New fails
 	// with an error wrapping ErrNotSupported. Default: none.
 	ControlSocket string
+	// Supervisor, if set, is the service manager this process runs under
+	// (systemd.New for systemd): it is told when the process serves,
+	// upgrades, rolls back and stops; Listen adopts the listening sockets
+	// it passed a first process (socket activation); and it may keep a
+	// copy of every listener and connection so that they outlive a crash,
+	// Ready resuming in a first process the connections it kept. Default:
+	// none.
+	Supervisor Supervisor
 }
 
 // phase is where the Upgrader is in the process's life.
@@ -139,6 +147,7 @@ type Upgrader struct {
 	reg    *registry
 	dir    string       // working directory at New: upgrades start the binary there
 	parent *inheritance // what the previous process passed; nil in a first process
+	sup    *supervised  // what the supervisor passed a first process; nil if nothing
 
 	chain   *chain    // generation, totals and carried values
 	started time.Time // New
@@ -199,6 +208,10 @@ func New(opts Options) (*Upgrader, error) {
 		exitC:   make(chan struct{}),
 		chain:   newChain(),
 		started: time.Now(),
+	}
+	u.reg.keep, u.reg.release = u.keep, u.release
+	if err := u.takeSupervised(); err != nil {
+		return nil, err
 	}
 	if !opts.NoSignal {
 		u.sigC = make(chan os.Signal, 1)
@@ -274,10 +287,19 @@ func (u *Upgrader) Binary() string { return u.opts.Binary }
 // Listen returns a listener inherited from the previous process, or a new
 // one made with Options.ListenConfig. Closing it closes this process's
 // copy only: the process it is handed to has its own.
+//
+// In a first process with a Supervisor, a listening socket the supervisor
+// passed for this address (socket activation, or kept across a crash) is
+// adopted rather than a new one made; a new one is given to the supervisor
+// to keep, if it keeps sockets.
 func (u *Upgrader) Listen(network, addr string) (*Listener, error) {
-	ln, err := u.listen(network, addr)
+	ln, fresh, err := u.listen(network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("handoff: listen %s %s: %w", network, addr, err)
+	}
+	key := listenerKey(network, addr)
+	if fresh {
+		u.keep(ln, key, true)
 	}
 	l := &Listener{Listener: ln, reg: u.reg, kind: network + ":" + addr, network: network, addr: addr}
 	u.reg.mu.Lock()
@@ -286,18 +308,25 @@ func (u *Upgrader) Listen(network, addr string) (*Listener, error) {
 	return l, nil
 }
 
-func (u *Upgrader) listen(network, addr string) (net.Listener, error) {
+// listen returns an inherited listener, one the supervisor passed, or a
+// new one (fresh).
+func (u *Upgrader) listen(network, addr string) (ln net.Listener, fresh bool, err error) {
 	if f := u.parent.takeListener(network, addr); f != nil {
 		defer f.Close()
 		// An inherited Unix listener leaves its file alone on close (the
 		// old process serves it) until this process has taken over.
-		return net.FileListener(f)
+		ln, err = net.FileListener(f)
+		return ln, false, err
+	}
+	if ln, _ := u.sup.takeListener(network, addr); ln != nil {
+		return ln, false, nil
 	}
 	lc := u.opts.ListenConfig
 	if lc == nil {
 		lc = &net.ListenConfig{}
 	}
-	return lc.Listen(context.Background(), network, addr)
+	ln, err = lc.Listen(context.Background(), network, addr)
+	return ln, true, err
 }
 
 // Wrap tracks a connection this process made or accepted itself, so that it
@@ -310,7 +339,11 @@ func (u *Upgrader) listen(network, addr string) (net.Listener, error) {
 // parked, Conns does not list it, and the application owns it and must
 // close it. The same holds for Wrap after a handover.
 func (u *Upgrader) Wrap(nc net.Conn, kind string) *Conn {
-	return u.reg.track(nc, kind, nil)
+	c := u.reg.track(nc, kind, nil)
+	if c.reg != nil {
+		u.keep(nc, kind, false)
+	}
+	return c
 }
 
 // Ready finishes starting this process. In a first process it writes the
@@ -324,7 +357,12 @@ func (u *Upgrader) Wrap(nc net.Conn, kind string) *Conn {
 // old process decides and Ready waits for its word.
 func (u *Upgrader) Ready(ctx context.Context) error {
 	if u.parent == nil {
-		return u.becomeReady()
+		if err := u.becomeReady(); err != nil {
+			return err
+		}
+		u.settleSupervised()
+		u.notify(Notice{Event: NoticeServing})
+		return nil
 	}
 	err := u.takeOver(ctx)
 	u.parent.closeUnused()
@@ -412,10 +450,15 @@ func (u *Upgrader) Stop() error {
 		} else {
 			u.log.Info("handoff: stop during an upgrade that has committed: completing it")
 		}
-	} else if u.phase != phaseHandedOver {
+	}
+	serving := u.phase != phaseHandedOver
+	if run == nil && serving {
 		u.phase = phaseStopped
 	}
 	u.mu.Unlock()
+	if serving {
+		u.notify(Notice{Event: NoticeStopping})
+	}
 	if run != nil {
 		<-run.done // end() has set the phase: stopped or handed over
 	}
@@ -487,6 +530,7 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 		}
 		return res, err
 	}
+	u.notify(Notice{Event: NoticeUpgrading})
 	err = u.upgrade(ctx, run, req, &res)
 	res.Took = time.Since(res.Began)
 	res.Committed, res.Err = err == nil, err
@@ -511,6 +555,7 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 		}
 	}()
 	if err != nil {
+		u.notify(Notice{Event: NoticeRolledBack, Result: &res})
 		u.event(req, Event{Phase: "rolled_back", PID: res.To, Took: res.Took, Err: err})
 		u.log.Error("handoff: upgrade failed; this process carries on", "err", err, "cause", res.Cause,
 			"generation", u.generation(), "to", res.To, "took", res.Took)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/handoff-dev/handoff/examples/pdf/internal/server"
 	"github.com/handoff-dev/handoff/handoff"
+	"github.com/handoff-dev/handoff/systemd"
 )
 
 // Upgrade modes, as -upgrade-mode names them. A benchmark compares them on
@@ -42,6 +43,8 @@ type config struct {
 	drainTimeout     time.Duration
 	control          string
 	metrics          string
+	snapshot         time.Duration
+	fdstore          bool
 	args             []string // after the flags: there must be none
 }
 
@@ -104,6 +107,13 @@ func parseFlags(args []string) (config, error) {
 		"in listeners mode, how long the old process serves its connections after an upgrade")
 	fs.StringVar(&c.control, "control", "", "control socket `path` for handoffctl status and upgrade")
 	fs.StringVar(&c.metrics, "metrics", "", "`address` to serve /metrics, /alive and /ready on (HTTP; none if empty)")
+	fs.DurationVar(&c.snapshot, "snapshot", 0,
+		"write the ledger to -state every `interval` while serving, so that a crash loses at most that much; "+
+			"a start after a crash then serves the last snapshot (as -state-accept-stale would) instead of refusing")
+	fs.BoolVar(&c.fdstore, "fdstore", false,
+		"under systemd, keep the listener and every connection in the service's file descriptor store "+
+			"(FileDescriptorStoreMax=), so that clients keep their connections when the process crashes "+
+			"and Restart= starts it again; needs -snapshot")
 	err := fs.Parse(args)
 	c.args = fs.Args()
 	return c, err
@@ -116,6 +126,13 @@ func (c config) check() error {
 	}
 	if c.state == "" && (c.stateReset || c.stateAcceptStale) {
 		return errors.New("-state-reset and -state-accept-stale need -state")
+	}
+	if c.snapshot != 0 && (c.state == "" || c.snapshot < 0) {
+		return errors.New("-snapshot needs -state and a positive interval")
+	}
+	if c.fdstore && c.snapshot == 0 {
+		return errors.New("-fdstore needs -snapshot: a process that takes the connections back after a crash " +
+			"must also find the ledger they were served from")
 	}
 	if c.stateReset && c.stateAcceptStale {
 		return errors.New("-state-reset and -state-accept-stale exclude each other: start empty, or serve the stale file")
@@ -191,6 +208,7 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 		NoSignal:       true,
 		Logger:         base,
 		ControlSocket:  cfg.control,
+		Supervisor:     systemd.New(systemd.Options{KeepSockets: cfg.fdstore, Logger: base}),
 	})
 	if err != nil {
 		return nil, err
@@ -205,7 +223,7 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 			// parent; in the other modes the file is the only way.
 			err = st.openUpgraded(srv, cfg.upgradeMode != modeFull, log)
 		} else {
-			opts := coldStart{reset: cfg.stateReset, acceptStale: cfg.stateAcceptStale}
+			opts := coldStart{reset: cfg.stateReset, acceptStale: cfg.stateAcceptStale, snapshots: cfg.snapshot > 0}
 			if restarted {
 				opts = coldStart{}
 			}
@@ -248,6 +266,8 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 func (p *process) run() error {
 	exit := p.up.Exit()
 	stopping := false // a stop's final save failed: the process serves on
+	endSnapshots := p.startSnapshots()
+	defer endSnapshots()
 	for {
 		select {
 		case <-exit:
@@ -262,6 +282,7 @@ func (p *process) run() error {
 			return nil
 		case sig := <-p.stop:
 			p.log.Info("stopping", "signal", sig.String())
+			endSnapshots()
 			done, err := shutdown(p.state, p.srv, p.up.Stop, p.log)
 			if done {
 				return err

@@ -103,6 +103,7 @@ func (s stateFile) probe() error {
 type coldStart struct {
 	reset       bool // -state-reset: start empty, whatever is there
 	acceptStale bool // -state-accept-stale: serve what is there, stale or missing
+	snapshots   bool // -snapshot: the operator accepts losing what came after the last snapshot
 }
 
 // openCold loads the state of a process that starts cold: no parent hands
@@ -138,13 +139,13 @@ func (s stateFile) openCold(srv *server.Server, opts coldStart, log *slog.Logger
 			log.Info("no state file; starting empty", "path", s.path)
 			return nil
 		}
-		if !opts.acceptStale {
+		if !opts.acceptStale && !opts.snapshots {
 			return fmt.Errorf("no state file %s, but %s says that %s served a ledger and did not save it at its end "+
 				"(it was killed, it crashed, its final save failed, or it still runs): its balances are lost; "+
 				"start with -state-accept-stale to start empty anyway", s.path, s.markerPath(), last)
 		}
 		log.Error("serving a stale state file", "path", s.path, "marker", s.markerPath(), "last", last.String(),
-			"written", "never: starting empty", "accepted_by", "-state-accept-stale")
+			"written", "never: starting empty", "accepted_by", acceptedBy(opts))
 		return nil
 	case err != nil:
 		return err
@@ -154,6 +155,11 @@ func (s stateFile) openCold(srv *server.Server, opts coldStart, log *slog.Logger
 		return nil
 	}
 	written := snapshotTime(s.path)
+	if opts.snapshots {
+		log.Warn("the last server did not stop cleanly; serving its last snapshot", "path", s.path,
+			"written", written, "last", last.String(), "lost", "changes after the snapshot", "accepted_by", "-snapshot")
+		return nil
+	}
 	if !opts.acceptStale {
 		return fmt.Errorf("state file %s, written %s, is older than what clients were told: %s says that %s "+
 			"served from it and did not save at its end (it was killed, it crashed, its final save failed, "+
@@ -163,6 +169,14 @@ func (s stateFile) openCold(srv *server.Server, opts coldStart, log *slog.Logger
 	log.Error("serving a stale state file", "path", s.path, "marker", s.markerPath(), "last", last.String(),
 		"written", written, "accepted_by", "-state-accept-stale")
 	return nil
+}
+
+// acceptedBy names the flag that lets a cold start serve a stale ledger.
+func acceptedBy(opts coldStart) string {
+	if opts.snapshots {
+		return "-snapshot"
+	}
+	return "-state-accept-stale"
 }
 
 // snapshotTime says when the state file at path was written, from its
