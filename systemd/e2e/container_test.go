@@ -36,8 +36,9 @@ var machines atomic.Int32
 type container struct {
 	t       *testing.T
 	name    string
-	root    string // the copy it boots from
-	console string // nspawn's output: the console and its own messages
+	root    string  // the copy it boots from
+	console string  // nspawn's output: the console and its own messages
+	cgroup  *cgroup // the container's own, nspawn's included
 	nspawn  *exec.Cmd
 	exited  chan struct{} // closed once nspawn is reaped
 	pid1    int           // the container's systemd, as the host sees it
@@ -71,12 +72,17 @@ func boot(t *testing.T) *container {
 		t.Fatal(err)
 	}
 	defer log.Close()
+	if c.cgroup, err = newCgroup(c.name); err != nil {
+		t.Fatal(err)
+	}
 	// --register=no --keep-unit: the host has no systemd as PID 1 to
 	// register with. No --private-network: 127.0.0.1 is the host's.
-	c.nspawn = exec.Command("systemd-nspawn", "--register=no", "--keep-unit", "--machine="+c.name,
+	args := c.cgroup.wrap("systemd-nspawn", "--register=no", "--keep-unit", "--machine="+c.name,
 		"-D", c.root, "-b", "--console=pipe")
+	c.nspawn = exec.Command(args[0], args[1:]...)
 	c.nspawn.Stdout, c.nspawn.Stderr = log, log
 	if err := c.nspawn.Start(); err != nil {
+		c.cgroup.remove()
 		t.Fatalf("start systemd-nspawn: %v", err)
 	}
 	go func() {
@@ -220,19 +226,28 @@ func (c *container) teardown() {
 	select {
 	case <-c.exited:
 		c.t.Logf("container %s: powered off in %v", c.name, time.Since(start).Round(time.Millisecond))
-		return
 	case <-time.After(poweroffTimeout):
+		c.t.Errorf("container %s: still running %v after poweroff; killing it", c.name, poweroffTimeout)
+		c.cgroup.kill() // the container and nspawn
+		select {
+		case <-c.exited:
+		case <-time.After(poweroffTimeout):
+			c.t.Errorf("container %s: systemd-nspawn (pid %d) survives SIGKILL", c.name, c.nspawn.Process.Pid)
+		}
 	}
-	c.t.Errorf("container %s: still running %v after poweroff; killing it", c.name, poweroffTimeout)
-	if c.pid1 != 0 {
-		// Killing a pid namespace's init kills every process in it.
-		syscall.Kill(c.pid1, syscall.SIGKILL)
+	if err := c.cgroup.remove(); err != nil {
+		c.t.Errorf("container %s: %v", c.name, err)
 	}
-	c.nspawn.Process.Kill()
-	select {
-	case <-c.exited:
-	case <-time.After(poweroffTimeout):
-		c.t.Errorf("container %s: systemd-nspawn (pid %d) survives SIGKILL", c.name, c.nspawn.Process.Pid)
+	c.removeNspawnState()
+}
+
+// removeNspawnState removes what a killed nspawn leaves in /run: the
+// directory it propagates mounts through, and its lock on the root.
+func (c *container) removeNspawnState() {
+	os.RemoveAll(filepath.Join("/run/systemd/nspawn/propagate", c.name))
+	var st syscall.Stat_t
+	if syscall.Stat(c.root, &st) == nil {
+		os.Remove(fmt.Sprintf("/run/systemd/nspawn/locks/inode-%d:%d", st.Dev, st.Ino))
 	}
 }
 

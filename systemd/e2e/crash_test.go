@@ -30,37 +30,36 @@ type account struct {
 // while its clients are quiet, after a snapshot; systemd restarts it
 // (NRestarts 1, a new MainPID) and hands it the fd store, and the same
 // client connections, never redialled, are served by the new process
-// with the balances they had before the kill.
+// with the balances they had before the kill. The process killed is one
+// that took over in a reload, and half the connections were accepted by
+// it: the store must hold what the first process put there and what the
+// second one added.
 func TestCrashFDStore(t *testing.T) {
 	c := boot(t)
-	c.deploy("v2")
 	s := c.start()
+	witness := dial(t, "e2e-witness")
 
-	accts := make([]*account, crashConns)
-	for i := range accts {
-		gw := fmt.Sprintf("e2e-crash-%d", i)
-		accts[i] = &account{c: dial(t, gw), name: gw + "-acct"}
-	}
-	// Balances change under load, then everything goes quiet.
+	// Balances change under load, across a reload, then everything goes
+	// quiet.
 	l := startLoad(t)
-	for round := range 4 {
-		for i, a := range accts {
-			a.topup(int64(100*(i+1) + round))
-			a.charge(int64(30 + i))
-		}
-	}
+	accts := dialAccounts(t, "e2e-crash-old", crashConns/2)
+	changeBalances(accts)
+	time.Sleep(settle)
+	p2 := c.upgrade("v2", witness)
+	accts = append(accts, dialAccounts(t, "e2e-crash-new", crashConns/2)...)
+	changeBalances(accts)
 	time.Sleep(settle)
 	r := l.stop()
 	l.requireExact(r)
-	l.requirePids(r, s.MainPID)
+	l.requirePids(r, s.MainPID, p2)
 
 	time.Sleep(snapshotWait)
 	for _, a := range accts {
 		a.c.expect("BAL "+strconv.FormatInt(a.bal, 10), "BALANCE", a.name)
 	}
 	before := c.mustState(service)
-	if !running(before) || before.NRestarts != 0 {
-		t.Fatalf("%s before the kill: %v, want active/running, never restarted", service, before)
+	if !running(before) || before.NRestarts != 0 || before.MainPID != p2 {
+		t.Fatalf("%s before the kill: %v, want active/running, MainPID %d, never restarted", service, before, p2)
 	}
 	begin := time.Now()
 	c.must("sh", "-c", "kill -9 "+strconv.Itoa(before.MainPID))
@@ -75,7 +74,9 @@ func TestCrashFDStore(t *testing.T) {
 		a.c.requireServedBy("v2", after.MainPID)
 		a.topup(1)
 	}
-	t.Logf("all %d connections held across the kill are served by pid %d with their balances", crashConns, after.MainPID)
+	witness.requireServedBy("v2", after.MainPID)
+	t.Logf("all %d connections held across the kill (%d accepted by pid %d, %d by pid %d) are served by pid %d with their balances",
+		len(accts)+1, crashConns/2+1, s.MainPID, crashConns/2, p2, after.MainPID)
 
 	// New connections are served too.
 	l = startLoad(t)
@@ -85,6 +86,28 @@ func TestCrashFDStore(t *testing.T) {
 	l.requirePids(r, after.MainPID)
 	if end := c.mustState(service); !running(end) || end.NRestarts != 1 || end.MainPID != after.MainPID {
 		t.Fatalf("%s at the end: %v, want still %v", service, end, after)
+	}
+}
+
+// dialAccounts dials n connections, each with an account of its own.
+func dialAccounts(t *testing.T, prefix string, n int) []*account {
+	t.Helper()
+	accts := make([]*account, n)
+	for i := range accts {
+		gw := fmt.Sprintf("%s-%d", prefix, i)
+		accts[i] = &account{c: dial(t, gw), name: gw + "-acct"}
+	}
+	return accts
+}
+
+// changeBalances tops up and charges every account a few times, each by
+// different amounts.
+func changeBalances(accts []*account) {
+	for round := range 3 {
+		for i, a := range accts {
+			a.topup(int64(100*(i+1) + round))
+			a.charge(int64(30 + i))
+		}
 	}
 }
 
