@@ -31,12 +31,14 @@ const containerPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 
 var machines atomic.Int32
 
-// container is one booted copy of the cached root, with systemd as its
-// PID 1 and the host's network.
+// container is one boot of the cached root, with systemd as its PID 1 and
+// the host's network. The root is the lower layer of an overlay whose
+// upper layer is a tmpfs (--volatile=overlay): each boot starts from the
+// root as setup left it, and nothing it writes outlives it.
 type container struct {
 	t       *testing.T
 	name    string
-	root    string  // the copy it boots from
+	opt     string  // the host directory mounted at /opt/pdf (install)
 	console string  // nspawn's output: the console and its own messages
 	cgroup  *cgroup // the container's own, nspawn's included
 	nspawn  *exec.Cmd
@@ -44,9 +46,9 @@ type container struct {
 	pid1    int           // the container's systemd, as the host sees it
 }
 
-// boot copies the cached root, installs the pdf release into the copy
-// (install), boots it and waits until systemd says running or degraded.
-// Cleanup powers it off (SIGKILL if that hangs) and removes the copy; a
+// boot installs the pdf release (install), boots the cached root with it
+// and waits until systemd says running or degraded. Cleanup powers the
+// container off (SIGKILL if that hangs) and removes what it left; a
 // failed test gets the console and the journal first.
 func boot(t *testing.T) *container {
 	t.Helper()
@@ -55,18 +57,12 @@ func boot(t *testing.T) *container {
 	c := &container{
 		t:       t,
 		name:    fmt.Sprintf("pdf-e2e-%d-%d", os.Getpid(), machines.Add(1)),
-		root:    filepath.Join(dir, "root"),
 		console: filepath.Join(dir, "console.log"),
 		exited:  make(chan struct{}),
 	}
-	start := time.Now()
-	if out, err := exec.Command("cp", "-a", "--", env.root, c.root).CombinedOutput(); err != nil {
-		t.Fatalf("copy the root %s: %v\n%s", env.root, err, out)
-	}
-	copied := time.Since(start)
-	install(t, c.root)
+	binds := install(t, dir)
 
-	start = time.Now()
+	start := time.Now()
 	log, err := os.Create(c.console)
 	if err != nil {
 		t.Fatal(err)
@@ -77,8 +73,8 @@ func boot(t *testing.T) *container {
 	}
 	// --register=no --keep-unit: the host has no systemd as PID 1 to
 	// register with. No --private-network: 127.0.0.1 is the host's.
-	args := c.cgroup.wrap("systemd-nspawn", "--register=no", "--keep-unit", "--machine="+c.name,
-		"-D", c.root, "-b", "--console=pipe")
+	args := c.cgroup.wrap(append([]string{"systemd-nspawn", "--register=no", "--keep-unit", "--machine=" + c.name,
+		"-D", env.root, "--volatile=overlay", "-b", "--console=pipe"}, binds...)...)
 	c.nspawn = exec.Command(args[0], args[1:]...)
 	c.nspawn.Stdout, c.nspawn.Stderr = log, log
 	if err := c.nspawn.Start(); err != nil {
@@ -97,8 +93,8 @@ func boot(t *testing.T) *container {
 	if err != nil {
 		t.Fatalf("container %s: systemd did not reach running or degraded within %v: %v", c.name, bootTimeout, err)
 	}
-	t.Logf("container %s: root copied in %v, booted to %q in %v (systemd is pid %d on the host)",
-		c.name, copied.Round(time.Millisecond), state, time.Since(start).Round(time.Millisecond), c.pid1)
+	t.Logf("container %s: booted to %q in %v (systemd is pid %d on the host)",
+		c.name, state, time.Since(start).Round(time.Millisecond), c.pid1)
 	if state == "degraded" {
 		out, _, _ := c.exec("systemctl", "--failed", "--no-pager")
 		t.Logf("degraded: failed units:\n%s", out)
@@ -242,13 +238,9 @@ func (c *container) teardown() {
 }
 
 // removeNspawnState removes what a killed nspawn leaves in /run: the
-// directory it propagates mounts through, and its lock on the root.
+// directory it propagates mounts through, named after the machine.
 func (c *container) removeNspawnState() {
 	os.RemoveAll(filepath.Join("/run/systemd/nspawn/propagate", c.name))
-	var st syscall.Stat_t
-	if syscall.Stat(c.root, &st) == nil {
-		os.Remove(fmt.Sprintf("/run/systemd/nspawn/locks/inode-%d:%d", st.Dev, st.Ino))
-	}
 }
 
 // poweroff asks systemd to power the container off, and reports whether

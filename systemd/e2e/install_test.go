@@ -13,8 +13,7 @@ import (
 // /opt/pdf/releases, /opt/pdf/current a symlink to the deployed one, the
 // unit starting /opt/pdf/current/pdf.
 const (
-	releases = "/opt/pdf/releases"
-	current  = "/opt/pdf/current"
+	current = "/opt/pdf/current"
 	// broken is a release whose pdf exits at once: an upgrade to it must
 	// roll back.
 	broken       = "broken"
@@ -24,25 +23,32 @@ const (
 // units are the unit files of systemd/ the tests install, if present.
 var units = []string{"pdf.service", "pdf.socket"}
 
-// install puts the releases v1, v2 and broken, handoffctl and the units
-// into the root before it boots, with v1 deployed.
-func install(t *testing.T, root string) {
+// install prepares, in dir, what the container gets on top of the cached
+// root, and returns the nspawn options that mount it: /opt/pdf with the
+// releases v1, v2 and broken and v1 deployed (writable, so that a deploy
+// in the container switches the symlink), handoffctl, and the units.
+func install(t *testing.T, dir string) (binds []string) {
 	t.Helper()
+	opt := filepath.Join(dir, "opt-pdf")
 	for _, v := range []string{"v1", "v2"} {
-		copyFile(t, filepath.Join(env.bin, "pdf-"+v), filepath.Join(root, releases, v, "pdf"), 0o755)
+		copyFile(t, filepath.Join(env.bin, "pdf-"+v), filepath.Join(opt, "releases", v, "pdf"), 0o755)
 	}
-	writeFile(t, filepath.Join(root, releases, broken, "pdf"), brokenScript, 0o755)
-	if err := os.Symlink("releases/v1", filepath.Join(root, current)); err != nil {
+	writeFile(t, filepath.Join(opt, "releases", broken, "pdf"), brokenScript, 0o755)
+	if err := os.Symlink("releases/v1", filepath.Join(opt, "current")); err != nil {
 		t.Fatal(err)
 	}
-	copyFile(t, filepath.Join(env.bin, "handoffctl"), filepath.Join(root, "usr/local/bin/handoffctl"), 0o755)
+	binds = append(binds, "--bind="+opt+":/opt/pdf",
+		"--bind-ro="+filepath.Join(env.bin, "handoffctl")+":/usr/local/bin/handoffctl")
 	for _, u := range units {
 		src := filepath.Join(env.units, u)
 		if _, err := os.Stat(src); err != nil {
 			continue // a scenario that needs it says so
 		}
-		copyFile(t, src, filepath.Join(root, "etc/systemd/system", u), 0o644)
+		dst := filepath.Join(dir, "units", u)
+		copyFile(t, src, dst, 0o644)
+		binds = append(binds, "--bind-ro="+dst+":/etc/systemd/system/"+u)
 	}
+	return binds
 }
 
 // deploy points /opt/pdf/current at release, as an operator would.

@@ -40,7 +40,7 @@ func prepare() error {
 	if os.Geteuid() != 0 {
 		return errors.New("must run as root: systemd-nspawn and nsenter need it (CI runs as root)")
 	}
-	for _, tool := range []string{"systemd-nspawn", "nsenter", "cp", "go"} {
+	for _, tool := range []string{"systemd-nspawn", "nsenter", "go"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s not found (systemd/e2e/setup installs systemd-nspawn): %w", tool, err)
 		}
