@@ -221,7 +221,9 @@ func (c *container) teardown() {
 	}
 	select {
 	case <-c.exited:
-		c.t.Logf("container %s: powered off in %v", c.name, time.Since(start).Round(time.Millisecond))
+		if c.pid1 != 0 {
+			c.t.Logf("container %s: powered off in %v", c.name, time.Since(start).Round(time.Millisecond))
+		}
 	case <-time.After(poweroffTimeout):
 		c.t.Errorf("container %s: still running %v after poweroff; killing it", c.name, poweroffTimeout)
 		c.cgroup.kill() // the container and nspawn
