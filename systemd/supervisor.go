@@ -17,6 +17,10 @@ import (
 	"github.com/handoff-dev/handoff/handoff"
 )
 
+// DefaultMaxKept is Options.MaxKept's default: adding the last one costs
+// systemd 252 about 1 ms.
+const DefaultMaxKept = 1000
+
 // ErrNotSupported: the file descriptor store needs Linux.
 var ErrNotSupported = errors.New("systemd: the file descriptor store is not supported on this platform")
 
@@ -32,6 +36,14 @@ type Options struct {
 	// it may hold, and NotifyAccess=all. systemd/README.md says what a
 	// client sees across such a crash. Default: off.
 	KeepSockets bool
+	// MaxKept bounds the connections kept in the store at once; more are
+	// served, but not kept, and a crash closes them. systemd 252 compares
+	// each fd added with every one stored (about 1 µs each, in PID 1, which
+	// answers nothing else meanwhile; README.md has the figures), so the
+	// store suits hundreds to a few thousand long-lived connections, not a
+	// stream of short ones. Set FileDescriptorStoreMax= to MaxKept plus the
+	// listeners. Default DefaultMaxKept.
+	MaxKept int
 	// Logger receives what goes wrong talking to systemd. Default
 	// slog.Default().
 	Logger *slog.Logger
@@ -49,6 +61,10 @@ type Supervisor struct {
 	dogOnce  sync.Once
 	store    *notifier // nil until the first message with fds
 	storeMu  sync.Mutex
+
+	keptMu sync.Mutex
+	kept   int  // connections in the store as far as this process knows
+	full   bool // said once that MaxKept was reached
 }
 
 var _ handoff.Supervisor = (*Supervisor)(nil)
@@ -58,6 +74,9 @@ var _ handoff.Supervisor = (*Supervisor)(nil)
 func New(opts Options) *Supervisor {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.MaxKept <= 0 {
+		opts.MaxKept = DefaultMaxKept
 	}
 	return &Supervisor{opts: opts, log: opts.Logger, socket: os.Getenv("NOTIFY_SOCKET")}
 }
@@ -83,24 +102,68 @@ func (s *Supervisor) Sockets() ([]handoff.SupervisedSocket, error) {
 			kind = ""
 		}
 		out = append(out, handoff.SupervisedSocket{File: f, Listening: listening, Kind: kind})
+		if kept && !listening {
+			s.assumeKept(1)
+		}
 	}
 	return out, nil
 }
 
-// Keep puts a copy of the socket in the store, if Options.KeepSockets.
+// Keep puts a copy of the socket in the store, if Options.KeepSockets
+// and, for a connection, fewer than Options.MaxKept are kept.
 func (s *Supervisor) Keep(rc syscall.RawConn, kind string, listening bool) error {
 	if !s.opts.KeepSockets || s.socket == "" {
 		return nil
 	}
-	return s.storeOp(rc, kind, listening, true)
+	if !listening && !s.countKept(1) {
+		return nil
+	}
+	err := s.storeOp(rc, kind, listening, true)
+	if err != nil && !listening {
+		s.countKept(-1)
+	}
+	return err
 }
 
 // Release takes the socket's copy out of the store, if Options.KeepSockets.
+// It is sent for every socket, kept or not: a process cannot tell which of
+// the connections it took over its predecessors kept, and a removal of a
+// name the store does not hold costs systemd a string comparison per fd.
 func (s *Supervisor) Release(rc syscall.RawConn, kind string, listening bool) error {
 	if !s.opts.KeepSockets || s.socket == "" {
 		return nil
 	}
+	if !listening {
+		s.countKept(-1)
+	}
 	return s.storeOp(rc, kind, listening, false)
+}
+
+// assumeKept counts n connections kept by an earlier process.
+func (s *Supervisor) assumeKept(n int) {
+	s.keptMu.Lock()
+	defer s.keptMu.Unlock()
+	s.kept = min(s.kept+n, s.opts.MaxKept)
+}
+
+// countKept adds d to the connections kept, refusing to go past MaxKept
+// (ok false) or below zero.
+func (s *Supervisor) countKept(d int) (ok bool) {
+	s.keptMu.Lock()
+	defer s.keptMu.Unlock()
+	if d > 0 && s.kept+d > s.opts.MaxKept {
+		if !s.full {
+			s.full = true
+			s.log.Warn("systemd: MaxKept connections are kept; more are served but a crash closes them",
+				"max_kept", s.opts.MaxKept)
+		}
+		return false
+	}
+	s.kept = max(s.kept+d, 0)
+	if s.kept < s.opts.MaxKept*9/10 {
+		s.full = false
+	}
+	return true
 }
 
 // Notify tells systemd what the process does, in the order systemd needs:
@@ -117,6 +180,11 @@ func (s *Supervisor) Notify(n handoff.Notice) {
 		s.log.Warn("systemd: notify", "event", n.Event.String(), "err", err)
 	}
 	if n.Event == handoff.NoticeServing {
+		if r := n.Status.TakenOver; n.From != 0 && r != nil && s.opts.KeepSockets {
+			// As far as this process can tell, its predecessor kept every
+			// connection it handed over.
+			s.assumeKept(r.Stats.Conns)
+		}
 		if n.From != 0 {
 			// The old process exits once this one says it serves: systemd
 			// must have read MAINPID= by then, or it takes the old

@@ -300,3 +300,62 @@ func TestKeepWhenSystemdLags(t *testing.T) {
 		t.Fatalf("systemd got %d messages, want %d", k, n)
 	}
 }
+
+// TestMaxKept: past MaxKept connections, Keep sends nothing (systemd's
+// cost grows with the store); a release makes room again, and a process
+// that took over counts the connections it took over as kept.
+func TestMaxKept(t *testing.T) {
+	sd := listenNotify(t)
+	s := New(Options{KeepSockets: true, MaxKept: 2})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rc := rawOf(t, ln.(*net.TCPListener)) // stands in for a connection
+	keep := func() {
+		if err := s.Keep(rc, "k", false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(prefix string) {
+		t.Helper()
+		msg, fds := sd.next(t)
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		if !strings.HasPrefix(msg, prefix) {
+			t.Fatalf("message %q, want %s...", msg, prefix)
+		}
+	}
+	keep()
+	keep()
+	keep() // the third: not sent
+	if err := s.Release(rc, "k", false); err != nil {
+		t.Fatal(err)
+	}
+	expect("FDSTORE=1")
+	expect("FDSTORE=1")
+	expect("FDSTOREREMOVE=1")
+	keep()
+	expect("FDSTORE=1")
+	// A listener is kept whatever the count.
+	if err := s.Keep(rc, "l", true); err != nil {
+		t.Fatal(err)
+	}
+	expect("FDSTORE=1")
+
+	s2 := New(Options{KeepSockets: true, MaxKept: 2})
+	go s2.Notify(handoff.Notice{Event: handoff.NoticeServing, From: 1,
+		Status: handoff.Status{TakenOver: &handoff.UpgradeResult{Stats: handoff.UpgradeStats{Conns: 5}}}})
+	expect("MAINPID=")
+	_, fds := sd.next(t) // the barrier
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	if err := s2.Keep(rc, "k", false); err != nil {
+		t.Fatal(err)
+	}
+	s2.Notify(handoff.Notice{Event: handoff.NoticeStopping})
+	expect("STOPPING=1") // not FDSTORE=1: the store is full of what it took over
+}

@@ -45,6 +45,7 @@ type config struct {
 	metrics          string
 	snapshot         time.Duration
 	fdstore          bool
+	fdstoreMax       int
 	args             []string // after the flags: there must be none
 }
 
@@ -114,6 +115,9 @@ func parseFlags(args []string) (config, error) {
 		"under systemd, keep the listener and every connection in the service's file descriptor store "+
 			"(FileDescriptorStoreMax=), so that clients keep their connections when the process crashes "+
 			"and Restart= starts it again; needs -snapshot")
+	fs.IntVar(&c.fdstoreMax, "fdstore-max", systemd.DefaultMaxKept,
+		"with -fdstore, keep at most `n` connections in the store (more are served, not kept); "+
+			"set FileDescriptorStoreMax= to n plus the listeners")
 	err := fs.Parse(args)
 	c.args = fs.Args()
 	return c, err
@@ -208,7 +212,7 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 		NoSignal:       true,
 		Logger:         base,
 		ControlSocket:  cfg.control,
-		Supervisor:     systemd.New(systemd.Options{KeepSockets: cfg.fdstore, Logger: base}),
+		Supervisor:     systemd.New(systemd.Options{KeepSockets: cfg.fdstore, MaxKept: cfg.fdstoreMax, Logger: base}),
 	})
 	if err != nil {
 		return nil, err
