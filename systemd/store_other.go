@@ -18,3 +18,5 @@ func (s *Supervisor) barrier(timeout time.Duration) error { return ErrNotSupport
 
 // isListening: socket activation passes nothing outside Linux.
 func isListening(f *os.File) (bool, error) { return false, ErrNotSupported }
+
+func (s *Supervisor) reclaimMainPID(old int) {}

@@ -192,6 +192,7 @@ func (s *Supervisor) Notify(n handoff.Notice) {
 			if err := s.barrier(2 * time.Second); err != nil {
 				s.log.Warn("systemd: barrier after MAINPID=", "err", err)
 			}
+			go s.reclaimMainPID(n.From)
 		}
 		s.startWatchdog(n.From)
 	}
