@@ -16,7 +16,9 @@ const witnessAcct = "witness-acct"
 // to v2, under load. Each reload exits 0, a new MainPID of the new release
 // serves a connection held since the start, the unit never leaves active
 // (reloading allowed), NRestarts stays, every load connection lives and
-// every reply is exact, and the journal has no failure.
+// every reply is exact. Then systemctl stop is graceful (the last process
+// saves the ledger, no SIGKILL), the next start serves the saved ledger,
+// and the journal has no failure.
 func TestReload(t *testing.T) {
 	c := boot(t)
 	s := c.start()
@@ -37,6 +39,13 @@ func TestReload(t *testing.T) {
 
 	witness.expect("STATS 900 1", "STATS", witnessAcct)
 	requireSteady(c, s)
+
+	// A stop after upgrades is a stop: the process that took over saves.
+	c.stopGracefully(p3)
+	s = c.start()
+	fresh := dial(t, "e2e-after-stop")
+	fresh.requireServedBy("v2", s.MainPID)
+	fresh.expect("STATS 900 1", "STATS", witnessAcct)
 	c.requireCleanJournal()
 }
 

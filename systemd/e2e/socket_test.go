@@ -12,8 +12,9 @@ const socketUnit = "pdf.socket"
 // TestSocketActivation is scenario C: with pdf.service stopped (its
 // ledger saved) and pdf.socket alone started, the first client connection
 // starts the service, which serves the saved ledger; then two reloads
-// under load, with no dial refused, every reply exact and no failure in
-// the journal.
+// under load, with no dial refused and every reply exact; stopped again
+// (gracefully, the last process saving), the service is started by the
+// next connection with the saved ledger; no failure in the journal.
 func TestSocketActivation(t *testing.T) {
 	requireUnit(t, socketUnit)
 	c := boot(t)
@@ -56,7 +57,19 @@ func TestSocketActivation(t *testing.T) {
 	witness.expect("STATS 900 1", "STATS", witnessAcct)
 	requireSteady(c, s)
 	if st := c.mustState(socketUnit); st.Active != "active" {
-		t.Fatalf("%s at the end: %s/%s, want active", socketUnit, st.Active, st.Sub)
+		t.Fatalf("%s after the reloads: %s/%s, want active", socketUnit, st.Active, st.Sub)
 	}
+
+	// Stopped after upgrades, the service saves; the socket stays and the
+	// next connection starts it again, with the saved ledger.
+	witness.nc.Close()
+	c.stopGracefully(p3)
+	if st := c.mustState(socketUnit); st.Active != "active" || st.Sub != "listening" {
+		t.Fatalf("%s after the service stopped: %s/%s, want active/listening", socketUnit, st.Active, st.Sub)
+	}
+	again := dial(t, "e2e-again")
+	s = c.awaitState(service, "running", running)
+	again.requireServedBy("v2", s.MainPID)
+	again.expect("STATS 900 1", "STATS", witnessAcct)
 	c.requireCleanJournal()
 }

@@ -247,6 +247,42 @@ func (c *container) awaitGone(pid int) {
 	}
 }
 
+// stopGracefully stops pdf.service and fails unless the stop was
+// graceful: the unit ends inactive with Result=success, and pid, the last
+// MainPID, saved the ledger on SIGTERM and was never sent SIGKILL (as
+// systemd does at once to a main process it does not take for its child).
+func (c *container) stopGracefully(pid int) {
+	c.t.Helper()
+	begin := time.Now()
+	c.must("systemctl", "stop", service)
+	out := c.must("systemctl", "show", "-p", "ActiveState,Result", service)
+	if !strings.Contains(out, "ActiveState=inactive\n") || !strings.Contains(out, "Result=success\n") {
+		c.t.Fatalf("after systemctl stop: %s says\n%s want ActiveState=inactive and Result=success", service, out)
+	}
+	journal := c.must("journalctl", "-b", "--no-pager", "-o", "short-monotonic", "-u", service)
+	saved := false
+	for line := range strings.Lines(journal) {
+		if strings.Contains(line, "SIGKILL") {
+			c.t.Fatalf("systemctl stop sent SIGKILL: %s", strings.TrimSpace(line))
+		}
+		saved = saved || strings.Contains(line, `msg="state saved"`) && containsField(line, "pid="+strconv.Itoa(pid))
+	}
+	if !saved {
+		c.t.Fatalf("systemctl stop: MainPID %d logged no \"state saved\"; journal:\n%s", pid, tail(journal, 20))
+	}
+	c.t.Logf("%s stopped gracefully in %v: pid %d saved the ledger", service, time.Since(begin).Round(time.Millisecond), pid)
+}
+
+// containsField matches whole words, so that pid=12 does not match pid=123.
+func containsField(line, field string) bool {
+	for _, f := range strings.Fields(line) {
+		if f == field {
+			return true
+		}
+	}
+	return false
+}
+
 // badJournal matches journal lines that say a unit failed or a process
 // dumped core.
 var badJournal = regexp.MustCompile(`Failed|(?i)core dump|dumped core`)
