@@ -4,10 +4,13 @@ package e2e
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -111,6 +114,20 @@ func (c *client) requireServedBy(release string, pid int) {
 	v, p := c.version()
 	if !strings.HasPrefix(v, release+".") || p != pid {
 		c.t.Fatalf("client %s: served by %s pid %d, want %s pid %d", c.gw, v, p, release, pid)
+	}
+}
+
+// requireClosed fails unless the server closes the connection: a read
+// ends with EOF or a reset, without a byte, within replyTimeout.
+func (c *client) requireClosed() {
+	c.t.Helper()
+	c.nc.SetReadDeadline(time.Now().Add(replyTimeout))
+	b, err := c.r.ReadByte()
+	switch {
+	case err == nil:
+		c.t.Fatalf("client %s: read %q, want the connection closed", c.gw, b)
+	case !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET):
+		c.t.Fatalf("client %s: read: %v, want the connection closed by the server", c.gw, err)
 	}
 }
 

@@ -33,7 +33,8 @@ type account struct {
 // with the balances they had before the kill. The process killed is one
 // that took over in a reload, and half the connections were accepted by
 // it: the store must hold what the first process put there and what the
-// second one added.
+// second one added. At the end a stop is graceful and every held
+// connection sees the close.
 func TestCrashFDStore(t *testing.T) {
 	c := boot(t)
 	s := c.start()
@@ -86,6 +87,13 @@ func TestCrashFDStore(t *testing.T) {
 	l.requirePids(r, after.MainPID)
 	if end := c.mustState(service); !running(end) || end.NRestarts != 1 || end.MainPID != after.MainPID {
 		t.Fatalf("%s at the end: %v, want still %v", service, end, after)
+	}
+
+	// A stop closes the store: the held connections see the close rather
+	// than hang on a copy systemd keeps.
+	c.stopGracefully(after.MainPID)
+	for _, a := range append(accts, &account{c: witness}) {
+		a.c.requireClosed()
 	}
 }
 

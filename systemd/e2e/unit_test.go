@@ -262,7 +262,7 @@ func (c *container) stopGracefully(pid int) {
 	journal := c.must("journalctl", "-b", "--no-pager", "-o", "short-monotonic", "-u", service)
 	saved := false
 	for line := range strings.Lines(journal) {
-		if strings.Contains(line, "SIGKILL") {
+		if strings.Contains(line, "with signal SIGKILL") {
 			c.t.Fatalf("systemctl stop sent SIGKILL: %s", strings.TrimSpace(line))
 		}
 		saved = saved || strings.Contains(line, `msg="state saved"`) && containsField(line, "pid="+strconv.Itoa(pid))
