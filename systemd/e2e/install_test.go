@@ -23,6 +23,12 @@ const (
 // units are the unit files of systemd/ the tests install, if present.
 var units = []string{"pdf.service", "pdf.socket"}
 
+// watchdogDropIn turns systemd's watchdog on for every scenario, short
+// enough that a process that stopped pinging after an upgrade (the
+// WATCHDOG_PID trap) would be killed and restarted within the settle time
+// that follows each reload, which the scenarios' NRestarts checks catch.
+const watchdogDropIn = "[Service]\nWatchdogSec=2s\n"
+
 // install prepares, in dir, what the container gets on top of the cached
 // root, and returns the nspawn options that mount it: /opt/pdf with the
 // releases v1, v2 and broken and v1 deployed (writable, so that a deploy
@@ -48,7 +54,9 @@ func install(t *testing.T, dir string) (binds []string) {
 		copyFile(t, src, dst, 0o644)
 		binds = append(binds, "--bind-ro="+dst+":/etc/systemd/system/"+u)
 	}
-	return binds
+	dropIn := filepath.Join(dir, "units", "e2e-watchdog.conf")
+	writeFile(t, dropIn, watchdogDropIn, 0o644)
+	return append(binds, "--bind-ro="+dropIn+":/etc/systemd/system/pdf.service.d/e2e-watchdog.conf")
 }
 
 // deploy points /opt/pdf/current at release, as an operator would.

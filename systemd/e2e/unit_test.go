@@ -259,6 +259,15 @@ func (c *container) stopGracefully(pid int) {
 	if !strings.Contains(out, "ActiveState=inactive\n") || !strings.Contains(out, "Result=success\n") {
 		c.t.Fatalf("after systemctl stop: %s says\n%s want ActiveState=inactive and Result=success", service, out)
 	}
+	c.requireSaved(pid)
+	c.t.Logf("%s stopped gracefully in %v: pid %d saved the ledger", service, time.Since(begin).Round(time.Millisecond), pid)
+}
+
+// requireSaved fails unless pid saved the ledger when it was stopped,
+// and systemd never sent SIGKILL (as it does at once to a main process it
+// does not take for its child).
+func (c *container) requireSaved(pid int) {
+	c.t.Helper()
 	journal := c.must("journalctl", "-b", "--no-pager", "-o", "short-monotonic", "-u", service)
 	saved := false
 	for line := range strings.Lines(journal) {
@@ -270,7 +279,6 @@ func (c *container) stopGracefully(pid int) {
 	if !saved {
 		c.t.Fatalf("systemctl stop: MainPID %d logged no \"state saved\"; journal:\n%s", pid, tail(journal, 20))
 	}
-	c.t.Logf("%s stopped gracefully in %v: pid %d saved the ledger", service, time.Since(begin).Round(time.Millisecond), pid)
 }
 
 // containsField matches whole words, so that pid=12 does not match pid=123.
