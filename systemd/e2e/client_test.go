@@ -27,7 +27,7 @@ const replyTimeout = 20 * time.Second
 // that must never be redialled. It is the demo's probe (the demo package
 // is internal to examples/pdf).
 type client struct {
-	t   *testing.T
+	t   testing.TB
 	nc  net.Conn
 	r   *bufio.Reader
 	gw  string
@@ -35,7 +35,7 @@ type client struct {
 }
 
 // dial connects and says HELLO as gw; the test closes it at cleanup.
-func dial(t *testing.T, gw string) *client {
+func dial(t testing.TB, gw string) *client {
 	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, replyTimeout)
 	if err != nil {

@@ -36,7 +36,7 @@ var machines atomic.Int32
 // upper layer is a tmpfs (--volatile=overlay): each boot starts from the
 // root as setup left it, and nothing it writes outlives it.
 type container struct {
-	t       *testing.T
+	t       testing.TB
 	name    string
 	opt     string  // the host directory mounted at /opt/pdf (install)
 	console string  // nspawn's output: the console and its own messages
@@ -50,7 +50,7 @@ type container struct {
 // and waits until systemd says running or degraded. Cleanup powers the
 // container off (SIGKILL if that hangs) and removes what it left; a
 // failed test gets the console and the journal first.
-func boot(t *testing.T) *container {
+func boot(t testing.TB) *container {
 	t.Helper()
 	requirePortFree(t)
 	dir := t.TempDir()
@@ -104,7 +104,7 @@ func boot(t *testing.T) *container {
 
 // requirePortFree fails if something on the host already serves the
 // unit's address: the container shares the host's network.
-func requirePortFree(t *testing.T) {
+func requirePortFree(t testing.TB) {
 	t.Helper()
 	if accepts(addr) {
 		t.Fatalf("%s already accepts connections on the host; the container shares the host's network, so the test cannot own it", addr)

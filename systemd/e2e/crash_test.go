@@ -98,7 +98,7 @@ func TestCrashFDStore(t *testing.T) {
 }
 
 // dialAccounts dials n connections, each with an account of its own.
-func dialAccounts(t *testing.T, prefix string, n int) []*account {
+func dialAccounts(t testing.TB, prefix string, n int) []*account {
 	t.Helper()
 	accts := make([]*account, n)
 	for i := range accts {

@@ -33,7 +33,7 @@ const watchdogDropIn = "[Service]\nWatchdogSec=2s\n"
 // root, and returns the nspawn options that mount it: /opt/pdf with the
 // releases v1, v2 and broken and v1 deployed (writable, so that a deploy
 // in the container switches the symlink), handoffctl, and the units.
-func install(t *testing.T, dir string) (binds []string) {
+func install(t testing.TB, dir string) (binds []string) {
 	t.Helper()
 	opt := filepath.Join(dir, "opt-pdf")
 	for _, v := range []string{"v1", "v2"} {
@@ -66,14 +66,14 @@ func (c *container) deploy(release string) {
 }
 
 // requireUnit fails unless systemd/ has the unit, which install copied.
-func requireUnit(t *testing.T, unit string) {
+func requireUnit(t testing.TB, unit string) {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(env.units, unit)); err != nil {
 		t.Fatalf("this scenario needs systemd/%s: %v", unit, err)
 	}
 }
 
-func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
+func copyFile(t testing.TB, src, dst string, mode os.FileMode) {
 	t.Helper()
 	in, err := os.Open(src)
 	if err != nil {
@@ -96,7 +96,7 @@ func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 	}
 }
 
-func writeFile(t *testing.T, dst, content string, mode os.FileMode) {
+func writeFile(t testing.TB, dst, content string, mode os.FileMode) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		t.Fatal(err)
