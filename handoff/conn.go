@@ -70,6 +70,7 @@ type Conn struct {
 	saved        []byte    // the handler's state given to Park
 	unreadAtPark []byte    // the buffered bytes when the handler parked
 	closed       bool
+	onAsk        func() // set by ParkWhen: the application decides when to park
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -218,7 +219,7 @@ func (c *Conn) parkCheck(asked bool) error {
 		return nil
 	case c.state == handedOver:
 		return ErrHandedOver
-	case c.state == parked, c.state == parkAsked && asked:
+	case c.state == parked, c.state == parkAsked && asked && c.onAsk == nil:
 		return ErrPark
 	}
 	return nil
@@ -305,7 +306,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.deadline = t
-	if c.state != running {
+	if c.state != running && !(c.state == parkAsked && c.onAsk != nil) {
 		return nil
 	}
 	return c.Conn.SetReadDeadline(t)
@@ -348,15 +349,49 @@ func (c *Conn) Close() error {
 	return c.Conn.Close()
 }
 
-// ask moves a running connection to parkAsked and interrupts a blocked read.
+// ask moves a running connection to parkAsked and interrupts a blocked
+// read, or, for a connection whose application parks it itself
+// (ParkWhen), tells the application.
 func (c *Conn) ask() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.state != running || c.closed {
+		c.mu.Unlock()
 		return
 	}
 	c.state, c.outcome, c.result = parkAsked, make(chan error), nil
-	_ = c.Conn.SetReadDeadline(aLongTimeAgo)
+	onAsk := c.onAsk
+	if onAsk == nil {
+		_ = c.Conn.SetReadDeadline(aLongTimeAgo)
+	}
+	c.mu.Unlock()
+	if onAsk != nil {
+		onAsk()
+	}
+}
+
+// ParkWhen makes the application decide when the connection parks, for a
+// protocol whose boundaries the application knows and the Conn does not
+// (an HTTP server between requests, package httphandoff). When an upgrade
+// asks the connection to park, the Conn neither interrupts a read nor
+// returns ErrPark: reads and read deadlines go on as usual, and ask is
+// called (once per upgrade, from the upgrade's goroutine; it must return
+// quickly and must not call the Conn but for Asked). The application then
+// parks the connection at its next boundary: it makes its blocked read
+// return (through the underlying net.Conn's deadline, say), gives back
+// with Unread any bytes it read but did not use, and calls Park. A
+// connection that does not park within Options.ParkTimeout fails the
+// upgrade, as any other.
+func (c *Conn) ParkWhen(ask func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onAsk = ask
+}
+
+// Asked reports whether an upgrade waits for the connection to park.
+func (c *Conn) Asked() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state == parkAsked && !c.closed
 }
 
 // finish ends a park with result: nil resumes the connection, ErrHandedOver

@@ -1,0 +1,244 @@
+//go:build linux
+
+package httphandoff
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff/handoff"
+)
+
+// The test binary doubles as the HTTP server under test (TestMain runs
+// serverMain when envRole says so); every process of an upgrade chain is
+// one. Each says "ready <pid> <addr>" in the events file once it serves.
+const (
+	envRole   = "HTTPHANDOFF_TEST_ROLE"
+	envEvents = "HTTPHANDOFF_TEST_EVENTS"
+	envFail   = "HTTPHANDOFF_TEST_FAIL" // a file: while it exists, a new process exits at once
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envRole) == "server" {
+		serverMain()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func event(format string, args ...any) {
+	f, err := os.OpenFile(os.Getenv(envEvents), os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, format+"\n", args...)
+}
+
+// handler answers every request with its pid, so a client knows which
+// process answered: GET / at once, GET /slow?ms=N after N ms, POST /echo
+// with the body.
+func handler() http.Handler {
+	pid := strconv.Itoa(os.Getpid())
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, pid+"\n")
+	})
+	mux.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
+		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		io.WriteString(w, pid+"\n")
+	})
+	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		io.WriteString(w, pid+" "+string(b)+"\n")
+	})
+	return mux
+}
+
+func serverMain() {
+	srv := &http.Server{Handler: handler(), ErrorLog: nil}
+	hs := New(srv)
+	up, err := handoff.New(handoff.Options{
+		Resume:      hs.Resume,
+		NoSignal:    true,
+		ParkTimeout: 3 * time.Second,
+		Logger:      slog.New(slog.NewTextHandler(os.Stderr, nil)),
+	})
+	if err != nil {
+		event("error %d %v", os.Getpid(), err)
+		os.Exit(1)
+	}
+	if _, err := os.Stat(os.Getenv(envFail)); err == nil && up.HasParent() {
+		os.Exit(3) // a broken new version
+	}
+	ln, err := up.Listen("tcp", "127.0.0.1:0")
+	if err == nil {
+		err = up.Ready(context.Background())
+	}
+	if err != nil {
+		event("error %d %v", os.Getpid(), err)
+		os.Exit(1)
+	}
+	go hs.Serve(ln)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			if err := up.Upgrade(context.Background()); err != nil {
+				event("failed %d %v", os.Getpid(), err)
+			}
+		}
+	}()
+	event("ready %d %s", os.Getpid(), ln.Addr())
+	<-up.Exit()
+	event("exit %d", os.Getpid())
+}
+
+// chain is the test's view of a server and its successors.
+type chain struct {
+	t      *testing.T
+	dir    string
+	events string
+	used   map[int]bool // event lines await has returned
+	pid    int          // the process that serves now
+	addr   string
+	cmd    *exec.Cmd
+}
+
+func startChain(t *testing.T) *chain {
+	t.Helper()
+	dir := t.TempDir()
+	h := &chain{t: t, dir: dir, events: filepath.Join(dir, "events"), used: map[int]bool{}}
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.cmd = exec.Command(bin, "-test.run=^$")
+	h.cmd.Env = append(os.Environ(), envRole+"=server", envEvents+"="+h.events, envFail+"="+filepath.Join(dir, "fail"))
+	h.cmd.Stderr = os.Stderr
+	h.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := h.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(-h.cmd.Process.Pid, syscall.SIGKILL)
+		h.cmd.Wait()
+	})
+	ev := h.await("ready")
+	h.pid, _ = strconv.Atoi(ev[1])
+	h.addr = ev[2]
+	return h
+}
+
+// await returns the first event of kind not returned before (events of
+// two processes may come in either order), failing on an "error" event.
+func (h *chain) await(kind string) []string {
+	h.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile(h.events)
+		for i, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			f := strings.Fields(line)
+			if len(f) == 0 || h.used[i] {
+				continue
+			}
+			if f[0] == "error" {
+				h.t.Fatalf("server: %s", line)
+			}
+			if f[0] == kind {
+				h.used[i] = true
+				return f
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.t.Fatalf("no %q event in 20s", kind)
+	return nil
+}
+
+// upgrade sends SIGHUP to the serving process and waits until the new one
+// serves and the old one has exited; it returns the new pid.
+func (h *chain) upgrade() int {
+	h.t.Helper()
+	old := h.pid
+	syscall.Kill(old, syscall.SIGHUP)
+	ev := h.await("ready")
+	h.pid, _ = strconv.Atoi(ev[1])
+	h.await("exit")
+	return h.pid
+}
+
+// client is one keep-alive connection, never redialled.
+type client struct {
+	t  *testing.T
+	nc net.Conn
+	r  *bufio.Reader
+}
+
+func (h *chain) dial() *client {
+	h.t.Helper()
+	nc, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { nc.Close() })
+	return &client{t: h.t, nc: nc, r: bufio.NewReader(nc)}
+}
+
+func (c *client) send(raw string) {
+	c.t.Helper()
+	if _, err := io.WriteString(c.nc, raw); err != nil {
+		c.t.Fatalf("send: %v", err)
+	}
+}
+
+// response reads one response and returns its status and body.
+func (c *client) response() (int, string, error) {
+	c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(c.r, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b)), err
+}
+
+// get sends GET path and returns the pid that answered 200.
+func (c *client) get(path string) int {
+	c.t.Helper()
+	c.send("GET " + path + " HTTP/1.1\r\nHost: t\r\n\r\n")
+	return c.expectOK()
+}
+
+func (c *client) expectOK() int {
+	c.t.Helper()
+	status, body, err := c.response()
+	if err != nil || status != http.StatusOK {
+		c.t.Fatalf("response: status %d, body %q, err %v", status, body, err)
+	}
+	pid, err := strconv.Atoi(strings.Fields(body)[0])
+	if err != nil {
+		c.t.Fatalf("body %q names no pid", body)
+	}
+	return pid
+}

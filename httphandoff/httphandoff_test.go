@@ -1,0 +1,234 @@
+//go:build linux
+
+package httphandoff
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestKeepAliveSurvivesUpgrades: keep-alive connections of clients that
+// never reconnect are answered by each new process, across ten upgrades,
+// with not one error, and idle ones move too.
+func TestKeepAliveSurvivesUpgrades(t *testing.T) {
+	h := startChain(t)
+	clients := make([]*client, 20)
+	for i := range clients {
+		clients[i] = h.dial()
+		if pid := clients[i].get("/"); pid != h.pid {
+			t.Fatalf("answered by %d, want %d", pid, h.pid)
+		}
+	}
+	fresh := h.dial() // connected, never sent a byte
+	for u := 0; u < 10; u++ {
+		p := h.upgrade()
+		for i, c := range clients {
+			if pid := c.get("/"); pid != p {
+				t.Fatalf("upgrade %d, client %d: answered by %d, want the new process %d", u+1, i, pid, p)
+			}
+		}
+	}
+	if pid := fresh.get("/"); pid != h.pid {
+		t.Fatalf("a connection that sent nothing before ten upgrades was answered by %d, want %d", pid, h.pid)
+	}
+}
+
+// TestRequestInFlight: a request being served when the upgrade starts is
+// answered by the old process; the connection then moves.
+func TestRequestInFlight(t *testing.T) {
+	h := startChain(t)
+	c := h.dial()
+	old := h.pid
+	c.send("GET /slow?ms=500 HTTP/1.1\r\nHost: t\r\n\r\n")
+	time.Sleep(100 * time.Millisecond)
+	done := make(chan int)
+	go func() { done <- h.upgrade() }()
+	if pid := c.expectOK(); pid != old {
+		t.Fatalf("the request in flight was answered by %d, want the old process %d", pid, old)
+	}
+	p := <-done
+	if pid := c.get("/"); pid != p {
+		t.Fatalf("next request answered by %d, want the new process %d", pid, p)
+	}
+}
+
+// TestPipelined: two requests written at once, the first slow, an upgrade
+// in between: each is answered exactly once, in order, and the connection
+// ends up in the new process.
+func TestPipelined(t *testing.T) {
+	h := startChain(t)
+	c := h.dial()
+	c.send("GET /slow?ms=300 HTTP/1.1\r\nHost: t\r\n\r\nPOST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nsecond")
+	time.Sleep(50 * time.Millisecond)
+	done := make(chan int)
+	go func() { done <- h.upgrade() }()
+	c.expectOK()
+	status, body, err := c.response()
+	if err != nil || status != http.StatusOK || !strings.HasSuffix(body, " second") {
+		t.Fatalf("the pipelined request: %d %q %v", status, body, err)
+	}
+	p := <-done
+	if pid := c.get("/"); pid != p {
+		t.Fatalf("answered by %d, want the new process %d", pid, p)
+	}
+	c.nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, _ := c.r.Peek(1); len(n) > 0 {
+		t.Fatalf("an extra response: %q", n)
+	}
+}
+
+// TestHeadInPieces: a request whose first bytes arrived before the
+// upgrade and the rest after it is answered once, by the new process: the
+// bytes net/http had read ahead moved with the connection.
+func TestHeadInPieces(t *testing.T) {
+	for _, first := range []string{"G", "GE", "GET"} {
+		t.Run(first, func(t *testing.T) {
+			h := startChain(t)
+			c := h.dial()
+			c.get("/") // idle now
+			c.send(first)
+			time.Sleep(50 * time.Millisecond)
+			p := h.upgrade()
+			c.send(strings.TrimPrefix("GET / HTTP/1.1\r\nHost: t\r\n\r\n", first))
+			if pid := c.expectOK(); pid != p {
+				t.Fatalf("answered by %d, want the new process %d", pid, p)
+			}
+		})
+	}
+}
+
+// TestPartialHeadFinishesFirst: a request head cut in the middle of its
+// first line cannot move (net/http has parsed part of it): the upgrade
+// waits for it, it is answered once, and the connection moves after.
+func TestPartialHeadFinishesFirst(t *testing.T) {
+	h := startChain(t)
+	c := h.dial()
+	c.send("GET / HTTP/1.1\r\nHo")
+	time.Sleep(50 * time.Millisecond)
+	old := h.pid
+	done := make(chan int)
+	go func() { done <- h.upgrade() }()
+	time.Sleep(300 * time.Millisecond)
+	c.send("st: t\r\n\r\n")
+	if pid := c.expectOK(); pid != old {
+		t.Fatalf("answered by %d, want the old process %d", pid, old)
+	}
+	p := <-done
+	if pid := c.get("/"); pid != p {
+		t.Fatalf("answered by %d, want the new process %d", pid, p)
+	}
+}
+
+// TestExpectContinue: a POST that waits for 100 Continue when the upgrade
+// starts sends its body after, and is answered once, by the old process.
+func TestExpectContinue(t *testing.T) {
+	h := startChain(t)
+	c := h.dial()
+	old := h.pid
+	c.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	time.Sleep(50 * time.Millisecond)
+	done := make(chan int)
+	go func() { done <- h.upgrade() }()
+	time.Sleep(200 * time.Millisecond)
+	c.send("hello")
+	status, body, err := c.response()
+	if err == nil && status == http.StatusContinue {
+		status, body, err = c.response()
+	}
+	if err != nil || status != http.StatusOK || body != fmt.Sprintf("%d hello", old) {
+		t.Fatalf("response %d %q %v, want 200 from %d with the body", status, body, err, old)
+	}
+	p := <-done
+	if pid := c.get("/"); pid != p {
+		t.Fatalf("answered by %d, want the new process %d", pid, p)
+	}
+}
+
+// TestNewProcessDies: an upgrade into a process that exits rolls back;
+// every connection, moved or not, is served on by the old process, which
+// then upgrades fine.
+func TestNewProcessDies(t *testing.T) {
+	h := startChain(t)
+	clients := make([]*client, 10)
+	for i := range clients {
+		clients[i] = h.dial()
+		clients[i].get("/")
+	}
+	failFile := filepath.Join(h.dir, "fail")
+	os.WriteFile(failFile, nil, 0o600)
+	syscall.Kill(h.pid, syscall.SIGHUP)
+	h.await("failed")
+	for i, c := range clients {
+		if pid := c.get("/"); pid != h.pid {
+			t.Fatalf("client %d answered by %d after a rollback, want %d", i, pid, h.pid)
+		}
+	}
+	os.Remove(failFile)
+	p := h.upgrade()
+	for i, c := range clients {
+		if pid := c.get("/"); pid != p {
+			t.Fatalf("client %d answered by %d, want %d", i, pid, p)
+		}
+	}
+}
+
+// TestUnderLoad: 50 keep-alive clients send requests back to back across
+// three upgrades; every request is answered exactly once with a 200 and
+// its own body, and no connection fails.
+func TestUnderLoad(t *testing.T) {
+	h := startChain(t)
+	const n = 50
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	pids := make([]map[int]bool, n)
+	for i := 0; i < n; i++ {
+		c := h.dial()
+		pids[i] = map[int]bool{}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			for k := 0; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				want := fmt.Sprintf("c%d-r%d", i, k)
+				c.send(fmt.Sprintf("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s", len(want), want))
+				status, body, err := c.response()
+				f := strings.Fields(body)
+				if err != nil || status != http.StatusOK || len(f) != 2 || f[1] != want {
+					errs <- fmt.Errorf("client %d request %d: %d %q %v", i, k, status, body, err)
+					return
+				}
+				var pid int
+				fmt.Sscan(f[0], &pid)
+				pids[i][pid] = true
+			}
+		}(i)
+	}
+	for u := 0; u < 3; u++ {
+		time.Sleep(200 * time.Millisecond)
+		h.upgrade()
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for i := range pids {
+		if !pids[i][h.pid] {
+			t.Fatalf("client %d was never served by the last process %d: %v", i, h.pid, pids[i])
+		}
+	}
+}
