@@ -192,7 +192,9 @@ func (s *Supervisor) Notify(n handoff.Notice) {
 			if err := s.barrier(2 * time.Second); err != nil {
 				s.log.Warn("systemd: barrier after MAINPID=", "err", err)
 			}
-			go s.reclaimMainPID(n.From)
+			if os.Getppid() == n.From { // as it is at a takeover: the old process waits for this one
+				go s.reclaimMainPID(n.From)
+			}
 		}
 		s.startWatchdog(n.From)
 	}
