@@ -12,6 +12,7 @@ build:
 	$(GO) build -o $(BIN)/pdfdemo ./examples/pdf/cmd/pdfdemo
 	$(GO) build -o $(BIN)/handoffctl ./cmd/handoffctl
 	$(GO) build -o $(BIN)/upgradebench ./bench/cmd/upgradebench
+	$(GO) build -o $(BIN)/httpd ./examples/httpd/cmd/httpd
 
 # gofmt, vet, and every test (multi-process ones included) under the race detector.
 test: build
