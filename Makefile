@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: build test e2e-systemd demo fuzz bench bench-quick bench-statefile clean
+.PHONY: build test e2e-systemd demo fuzz bench bench-quick bench-statefile bench-http clean
 
 build:
 	mkdir -p $(BIN)
@@ -12,6 +12,8 @@ build:
 	$(GO) build -o $(BIN)/pdfdemo ./examples/pdf/cmd/pdfdemo
 	$(GO) build -o $(BIN)/handoffctl ./cmd/handoffctl
 	$(GO) build -o $(BIN)/upgradebench ./bench/cmd/upgradebench
+	$(GO) build -o $(BIN)/httpd ./examples/httpd/cmd/httpd
+	$(GO) build -o $(BIN)/httpbench ./bench/cmd/httpbench
 
 # gofmt, vet, and every test (multi-process ones included) under the race detector.
 test: build
@@ -64,6 +66,15 @@ bench-quick: build
 # The state file benchmark reported in bench/README.md.
 bench-statefile:
 	$(GO) test -run '^$$' -bench BenchmarkStateFile -benchtime 3x -benchmem ./examples/pdf/internal/ledger/
+
+# HTTP servers upgraded every 2 s under the same wrk load, reported in
+# bench/README.md: bin/httpd (full and listeners modes), nginx reload and
+# binary upgrade, HAProxy master-worker reload (~2.5 min). Installs
+# Debian's wrk, nginx and haproxy with apt-get when missing; loopback only.
+# Table on stdout and in bench/results/http.md.
+bench-http: build
+	./$(BIN)/httpbench -bin $(BIN) -duration 22s -every 2s -upgrades 10 -conns 200 -threads 2 \
+		-out bench/results/http.md
 
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,278 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/handoff-dev/handoff/handoff"
+)
+
+// Upgrade modes, as -upgrade-mode names them.
+const (
+	// modeFull hands the listener and every connection to the new process.
+	modeFull = "full"
+	// modeListeners hands over the listener alone, as tableflip does; the
+	// old process drains its connections with http.Server.Shutdown.
+	modeListeners = "listeners"
+)
+
+// errFullPending is what -upgrade-mode full says until serveFull is wired
+// to the net/http adapter.
+var errFullPending = errors.New("-upgrade-mode full: not yet: needs the httphandoff adapter")
+
+// config is what the flags say.
+type config struct {
+	listen         string
+	pidfile        string
+	metrics        string
+	control        string
+	version        string
+	upgradeMode    string
+	drainTimeout   time.Duration
+	upgradeTimeout time.Duration
+	args           []string // after the flags: there must be none
+}
+
+// usage is what -h prints before the flags.
+const usage = `Usage: %[1]s [flags]
+
+%[1]s is an HTTP server upgraded with the handoff library. It answers
+  GET /          "<version> <pid>"
+  GET /slow?ms=N the same after N milliseconds
+  POST /echo     the request's body
+
+Signals:
+  SIGHUP           upgrade to the binary now at the path this one was
+                   started from, in the -upgrade-mode.
+  SIGTERM, SIGINT  stop: close the listener, let requests in flight finish
+                   for at most -drain-timeout, exit 0.
+
+Exit status: 0 after a stop or a handover; 1 if the server failed; 2 for a
+usage error or a mode that is not available yet.
+
+Flags:
+`
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet(os.Args[0], flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), usage, filepath.Base(os.Args[0]))
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:8080", "`address` to serve HTTP on")
+	fs.StringVar(&c.pidfile, "pidfile", "", "`file` to write the ready process's pid to")
+	fs.StringVar(&c.metrics, "metrics", "", "`address` to serve /metrics, /alive and /ready on (none if empty)")
+	fs.StringVar(&c.control, "control", "", "control socket `path` for handoffctl status and upgrade")
+	fs.StringVar(&c.version, "version", "v1", "version `name` that GET / answers")
+	fs.StringVar(&c.upgradeMode, "upgrade-mode", modeListeners,
+		"what SIGHUP does: `mode` listeners (hand over the listener; the old process drains its connections "+
+			"and closes them) or full (hand over the connections too; needs the httphandoff adapter)")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 5*time.Second,
+		"how long requests in flight may take to finish after a listeners-mode upgrade or a stop")
+	fs.DurationVar(&c.upgradeTimeout, "upgrade-timeout", 0, "bound on an upgrade (0: the library default)")
+	err := fs.Parse(args)
+	c.args = fs.Args()
+	return c, err
+}
+
+// check refuses flags that cannot work.
+func (c config) check() error {
+	if len(c.args) > 0 {
+		return fmt.Errorf("unexpected argument %q: the server takes flags only (see -h)", c.args[0])
+	}
+	switch c.upgradeMode {
+	case modeFull, modeListeners:
+	default:
+		return fmt.Errorf("-upgrade-mode %q: want %s or %s", c.upgradeMode, modeListeners, modeFull)
+	}
+	if c.drainTimeout <= 0 {
+		return errors.New("-drain-timeout must be positive")
+	}
+	return nil
+}
+
+// Run runs an httpd process to its end and returns its exit code.
+func Run(args []string) int {
+	cfg, err := parseFlags(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return 2 // the flag package has said why
+	}
+	// The handoff library adds the pid to its own lines.
+	base := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log := base.With("pid", os.Getpid())
+	if err := cfg.check(); err != nil {
+		log.Error("refusing to start", "err", err)
+		return 2
+	}
+	p, err := start(cfg, base, log)
+	if errors.Is(err, errFullPending) {
+		log.Error("refusing to start", "err", err)
+		return 2
+	}
+	if err != nil {
+		log.Error("refusing to start", "err", err)
+		return 1
+	}
+	p.run()
+	return 0
+}
+
+// process is one httpd process: its upgrader and its HTTP server.
+type process struct {
+	cfg  config
+	up   *handoff.Upgrader
+	hs   *http.Server
+	log  *slog.Logger
+	stop <-chan os.Signal // SIGTERM, SIGINT
+	hup  <-chan os.Signal // SIGHUP
+
+	busy     atomic.Bool    // an upgrade runs
+	upgrades sync.WaitGroup // upgrade goroutines
+}
+
+// start makes the process ready and serving. An error means that it must
+// exit; in a process started by an upgrade, the old process carries on.
+func start(cfg config, base, log *slog.Logger) (*process, error) {
+	// Before anything can take long, so that no signal is lost.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+
+	up, err := handoff.New(handoff.Options{
+		Version:        cfg.version,
+		PIDFile:        cfg.pidfile,
+		UpgradeTimeout: cfg.upgradeTimeout,
+		ListenersOnly:  cfg.upgradeMode == modeListeners,
+		NoSignal:       true, // SIGHUP is ours, so that every upgrade is logged alike
+		Logger:         base,
+		ControlSocket:  cfg.control,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := up.Listen("tcp", cfg.listen)
+	if err != nil {
+		return nil, err
+	}
+	obs, err := newObserver(up, cfg.metrics)
+	if err != nil {
+		return nil, err
+	}
+	hs := &http.Server{
+		Handler:           newHandler(cfg.version, obs.count),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if err := up.Ready(context.Background()); err != nil {
+		return nil, fmt.Errorf("ready: %w", err)
+	}
+	serve := serveListeners
+	if cfg.upgradeMode == modeFull {
+		serve = serveFull
+	}
+	if err := serve(up, hs, ln, log); err != nil {
+		_ = up.Stop()
+		return nil, err
+	}
+	obs.serve(log)
+	log.Info("serving", "version", cfg.version, "addr", ln.Addr().String(), "upgraded", up.HasParent(),
+		"upgrade_mode", cfg.upgradeMode)
+	return &process{cfg: cfg, up: up, hs: hs, log: log, stop: stop, hup: hup}, nil
+}
+
+// serveListeners serves hs on ln in this process. At a handover ln stops
+// accepting and Serve returns; the connections stay here, for drain.
+func serveListeners(_ *handoff.Upgrader, hs *http.Server, ln *handoff.Listener, log *slog.Logger) error {
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			log.Warn("HTTP server ended", "err", err)
+		}
+	}()
+	return nil
+}
+
+// serveFull serves hs on ln so that its connections, idle or between
+// requests, move to the new process at an upgrade. It is the one place the
+// net/http adapter (package httphandoff) is to be wired.
+func serveFull(_ *handoff.Upgrader, _ *http.Server, _ *handoff.Listener, _ *slog.Logger) error {
+	return errFullPending
+}
+
+// run serves until the process hands over or stops.
+func (p *process) run() {
+	for {
+		select {
+		case <-p.up.Exit():
+			p.upgrades.Wait() // its last log line first
+			p.log.Info("handed over; draining")
+			p.drain()
+			return
+		case sig := <-p.stop:
+			p.log.Info("stopping", "signal", sig.String())
+			if err := p.up.Stop(); errors.Is(err, handoff.ErrHandedOver) {
+				p.log.Info("a successor serves the listener")
+			}
+			p.drain()
+			return
+		case <-p.hup:
+			p.upgrades.Add(1)
+			go p.upgrade()
+		}
+	}
+}
+
+// upgrade runs one upgrade, unless one runs already.
+func (p *process) upgrade() {
+	defer p.upgrades.Done()
+	mode := p.cfg.upgradeMode
+	if !p.busy.CompareAndSwap(false, true) {
+		p.log.Warn("upgrade refused: another upgrade is in progress", "mode", mode)
+		return
+	}
+	defer p.busy.Store(false)
+	start := time.Now()
+	p.log.Info("upgrade starting", "mode", mode, "binary", p.up.Binary())
+	if err := p.up.Upgrade(context.Background()); err != nil {
+		p.log.Error("upgrade failed; this process carries on", "mode", mode, "err", err, "took", time.Since(start))
+		return
+	}
+	p.log.Info("upgrade complete", "mode", mode, "took", time.Since(start))
+}
+
+// drain stops accepting, lets the requests in flight finish for at most
+// the drain timeout (idle keep-alive connections are closed at once, busy
+// ones after their reply), then closes what is left.
+func (p *process) drain() {
+	start := time.Now()
+	conns := len(p.up.Conns())
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.drainTimeout)
+	defer cancel()
+	err := p.hs.Shutdown(ctx)
+	if err != nil {
+		_ = p.hs.Close()
+	}
+	// Hijacked or otherwise untracked by net/http: the upgrader still lists them.
+	left := p.up.Conns()
+	for _, c := range left {
+		_ = c.Close()
+	}
+	p.log.Info("drain done", "conns", conns, "timed_out", err != nil, "closed_after", len(left),
+		"took", time.Since(start))
+}

@@ -1,0 +1,32 @@
+// Package app is the httpd example: an http.Server whose listener (and,
+// in full mode, whose connections) a new binary takes over at SIGHUP.
+//
+//	os.Exit(app.Run(os.Args[1:]))
+//
+// Handlers (handlers.go): GET / answers "<version> <pid>\n"; GET
+// /slow?ms=N answers the same after N milliseconds (a request in flight
+// across an upgrade); POST /echo answers the request's body.
+//
+// Flags: -listen ADDR, -pidfile PATH, -metrics ADDR (/metrics, /alive,
+// /ready from package metrics, on a listener inherited across upgrades),
+// -control PATH (handoffctl's socket), -version NAME (default v1),
+// -upgrade-mode full|listeners, -drain-timeout DUR, -upgrade-timeout DUR.
+//
+// SIGHUP upgrades to whatever binary is now at the path this one was
+// started from:
+//
+//   - listeners: tableflip's way. The new process inherits the listener;
+//     once it is ready the old one stops accepting and runs
+//     http.Server.Shutdown for at most -drain-timeout: idle keep-alive
+//     connections are closed at once, busy ones after their reply (sent
+//     with "Connection: close"), and whatever is left at the timeout is
+//     closed. Clients reconnect to the new process.
+//   - full: the connections themselves move to the new process. It needs
+//     the net/http adapter (package httphandoff), which serveFull will
+//     call; until then the server refuses to start in this mode (exit 2).
+//
+// SIGTERM or SIGINT stops: Upgrader.Stop, then the same graceful shutdown.
+//
+// Exit codes: 0 after a stop or a handover, 1 if the server failed, 2 for
+// a usage error or a mode that is not available yet.
+package app

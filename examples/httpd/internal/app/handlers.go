@@ -1,0 +1,60 @@
+package app
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+)
+
+// maxSlow bounds /slow?ms=N.
+const maxSlow = time.Minute
+
+// routes are the httpd_requests_total label values, each continued across
+// upgrades.
+var routes = []string{"/", "/slow", "/echo", "other"}
+
+// newHandler answers GET /, GET /slow?ms=N and POST /echo, calling count
+// with the route of every request it answers.
+func newHandler(version string, count func(route string)) http.Handler {
+	id := fmt.Sprintf("%s %d", version, os.Getpid())
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		count("/")
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, id)
+	})
+	mux.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
+		count("/slow")
+		ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+		d := time.Duration(ms) * time.Millisecond
+		if err != nil || ms < 0 || d > maxSlow {
+			http.Error(w, fmt.Sprintf("ms: want 0 to %d", maxSlow.Milliseconds()), http.StatusBadRequest)
+			return
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			return // the client left
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "%s slept %d\n", id, ms)
+	})
+	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
+		count("/echo")
+		if ct := r.Header.Get("Content-Type"); ct != "" {
+			w.Header().Set("Content-Type", ct)
+		}
+		// Streams: the body is never held whole.
+		_, _ = io.Copy(w, r.Body)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		count("other")
+		http.NotFound(w, r)
+	})
+	return mux
+}
