@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/handoff"
+	"github.com/handoff-dev/handoff/httphandoff"
 )
 
 // Upgrade modes, as -upgrade-mode names them.
@@ -27,10 +28,6 @@ const (
 	// old process drains its connections with http.Server.Shutdown.
 	modeListeners = "listeners"
 )
-
-// errFullPending is what -upgrade-mode full says until serveFull is wired
-// to the net/http adapter.
-var errFullPending = errors.New("-upgrade-mode full: not yet: needs the httphandoff adapter")
 
 // config is what the flags say.
 type config struct {
@@ -77,9 +74,9 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.metrics, "metrics", "", "`address` to serve /metrics, /alive and /ready on (none if empty)")
 	fs.StringVar(&c.control, "control", "", "control socket `path` for handoffctl status and upgrade")
 	fs.StringVar(&c.version, "version", "v1", "version `name` that GET / answers")
-	fs.StringVar(&c.upgradeMode, "upgrade-mode", modeListeners,
+	fs.StringVar(&c.upgradeMode, "upgrade-mode", modeFull,
 		"what SIGHUP does: `mode` listeners (hand over the listener; the old process drains its connections "+
-			"and closes them) or full (hand over the connections too; needs the httphandoff adapter)")
+			"and closes them) or full (hand over the connections too, through the httphandoff adapter)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 5*time.Second,
 		"how long requests in flight may take to finish after a listeners-mode upgrade or a stop")
 	fs.DurationVar(&c.upgradeTimeout, "upgrade-timeout", 0, "bound on an upgrade (0: the library default)")
@@ -121,10 +118,6 @@ func Run(args []string) int {
 		return 2
 	}
 	p, err := start(cfg, base, log)
-	if errors.Is(err, errFullPending) {
-		log.Error("refusing to start", "err", err)
-		return 2
-	}
 	if err != nil {
 		log.Error("refusing to start", "err", err)
 		return 1
@@ -155,7 +148,13 @@ func start(cfg config, base, log *slog.Logger) (*process, error) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 
-	up, err := handoff.New(handoff.Options{
+	// The handler is set once the metrics exist, before Ready.
+	hs := &http.Server{
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	var adapter *httphandoff.Server
+	opts := handoff.Options{
 		Version:        cfg.version,
 		PIDFile:        cfg.pidfile,
 		UpgradeTimeout: cfg.upgradeTimeout,
@@ -163,7 +162,12 @@ func start(cfg config, base, log *slog.Logger) (*process, error) {
 		NoSignal:       true, // SIGHUP is ours, so that every upgrade is logged alike
 		Logger:         base,
 		ControlSocket:  cfg.control,
-	})
+	}
+	if cfg.upgradeMode == modeFull {
+		adapter = httphandoff.New(hs)
+		opts.Resume = adapter.Resume
+	}
+	up, err := handoff.New(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -175,21 +179,14 @@ func start(cfg config, base, log *slog.Logger) (*process, error) {
 	if err != nil {
 		return nil, err
 	}
-	hs := &http.Server{
-		Handler:           newHandler(cfg.version, obs.count),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	hs.Handler = newHandler(cfg.version, obs.count)
 	if err := up.Ready(context.Background()); err != nil {
 		return nil, fmt.Errorf("ready: %w", err)
 	}
-	serve := serveListeners
-	if cfg.upgradeMode == modeFull {
-		serve = serveFull
-	}
-	if err := serve(up, hs, ln, log); err != nil {
-		_ = up.Stop()
-		return nil, err
+	if adapter != nil {
+		serveFull(adapter, ln, log)
+	} else {
+		serveListeners(hs, ln, log)
 	}
 	obs.serve(log)
 	log.Info("serving", "version", cfg.version, "addr", ln.Addr().String(), "upgraded", up.HasParent(),
@@ -199,20 +196,24 @@ func start(cfg config, base, log *slog.Logger) (*process, error) {
 
 // serveListeners serves hs on ln in this process. At a handover ln stops
 // accepting and Serve returns; the connections stay here, for drain.
-func serveListeners(_ *handoff.Upgrader, hs *http.Server, ln *handoff.Listener, log *slog.Logger) error {
+func serveListeners(hs *http.Server, ln *handoff.Listener, log *slog.Logger) {
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			log.Warn("HTTP server ended", "err", err)
 		}
 	}()
-	return nil
 }
 
-// serveFull serves hs on ln so that its connections, idle or between
-// requests, move to the new process at an upgrade. It is the one place the
-// net/http adapter (package httphandoff) is to be wired.
-func serveFull(_ *handoff.Upgrader, _ *http.Server, _ *handoff.Listener, _ *slog.Logger) error {
-	return errFullPending
+// serveFull serves the http.Server through the net/http adapter: at an
+// upgrade its keep-alive connections move to the new process, each at its
+// next idle moment; the ones handed over from the old process are served
+// as if just accepted.
+func serveFull(adapter *httphandoff.Server, ln *handoff.Listener, log *slog.Logger) {
+	go func() {
+		if err := adapter.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+			log.Warn("HTTP server ended", "err", err)
+		}
+	}()
 }
 
 // run serves until the process hands over or stops.

@@ -21,12 +21,13 @@
 //     connections are closed at once, busy ones after their reply (sent
 //     with "Connection: close"), and whatever is left at the timeout is
 //     closed. Clients reconnect to the new process.
-//   - full: the connections themselves move to the new process. It needs
-//     the net/http adapter (package httphandoff), which serveFull will
-//     call; until then the server refuses to start in this mode (exit 2).
+//   - full: the connections themselves move to the new process, through
+//     the net/http adapter (package httphandoff): an idle keep-alive
+//     connection moves at once with what it has sent, one with a request
+//     in flight after its reply. Clients never reconnect.
 //
 // SIGTERM or SIGINT stops: Upgrader.Stop, then the same graceful shutdown.
 //
 // Exit codes: 0 after a stop or a handover, 1 if the server failed, 2 for
-// a usage error or a mode that is not available yet.
+// a usage error.
 package app

@@ -3,6 +3,7 @@ package app
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -226,15 +228,51 @@ func TestUpgradeListeners(t *testing.T) {
 	h.stop(t, next)
 }
 
-func TestFullModeNotYet(t *testing.T) {
-	h := launch(t, "-upgrade-mode", "full")
-	if code := h.exitCode(t); code != 2 {
-		t.Errorf("-upgrade-mode full exited %d, want 2 until the httphandoff adapter is wired", code)
+// TestUpgradeFull: in full mode a keep-alive client's one connection is
+// answered by the new process after the upgrade (never redialled), and a
+// request in flight at the upgrade is answered by the old one.
+func TestUpgradeFull(t *testing.T) {
+	h := startHTTPD(t, "-upgrade-mode", "full")
+	var dials atomic.Int32
+	keep := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+		MaxConnsPerHost: 1,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+	}}
+	defer keep.CloseIdleConnections()
+	if _, body := get(t, keep, h.url("/")); body != fmt.Sprintf("v1 %d\n", h.pid) {
+		t.Fatalf("GET / = %q before the upgrade", body)
 	}
-	<-h.logs.closed
-	if !strings.Contains(h.logs.String(), "not yet: needs the httphandoff adapter") {
-		t.Errorf("no reason logged:\n%s", h.logs)
+	slowClient := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{}}
+	defer slowClient.CloseIdleConnections()
+	slow := make(chan string, 1)
+	go func() {
+		_, body := get(t, slowClient, h.url("/slow?ms=500"))
+		slow <- body
+	}()
+	h.awaitMetric(t, `httpd_requests_total{route="/slow"} 1`)
+	if err := syscall.Kill(h.pid, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
 	}
+	h.logs.await(t, `msg="upgrade complete"`, fmt.Sprintf("pid=%d ", h.pid))
+	next := readPID(t, h.pidfile)
+	if next == h.pid {
+		t.Fatalf("pid file still names %d after the upgrade", h.pid)
+	}
+	if body := <-slow; body != fmt.Sprintf("v1 %d slept 500\n", h.pid) {
+		t.Errorf("the request in flight: %q, want the old process's reply", body)
+	}
+	for range 3 {
+		if code, body := get(t, keep, h.url("/")); code != 200 || body != fmt.Sprintf("v1 %d\n", next) {
+			t.Errorf("keep-alive GET / = %d %q, want the new process %d", code, body, next)
+		}
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("the keep-alive client dialled %d times, want its one connection kept across the upgrade", n)
+	}
+	h.stop(t, next)
 }
 
 func TestBadFlags(t *testing.T) {
