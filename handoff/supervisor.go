@@ -125,6 +125,20 @@ func rawConn(v any) syscall.RawConn {
 
 // keep asks the supervisor to hold a copy of a new socket.
 func (u *Upgrader) keep(v any, kind string, listening bool) {
+	u.toSupervisor(Supervisor.Keep, v, kind, listening, "handoff: the supervisor does not keep a socket")
+}
+
+// release asks the supervisor to drop its copy of a socket about to be
+// closed.
+func (u *Upgrader) release(v any, kind string, listening bool) {
+	u.toSupervisor(Supervisor.Release, v, kind, listening,
+		"handoff: the supervisor may still hold a closed socket open")
+}
+
+// toSupervisor calls op (Keep or Release) for socket v, if there is a
+// supervisor, and logs failure if it fails: the socket is served anyway.
+func (u *Upgrader) toSupervisor(op func(Supervisor, syscall.RawConn, string, bool) error,
+	v any, kind string, listening bool, failure string) {
 	sup := u.opts.Supervisor
 	if sup == nil {
 		return
@@ -133,8 +147,8 @@ func (u *Upgrader) keep(v any, kind string, listening bool) {
 	if rc == nil {
 		return
 	}
-	if err := sup.Keep(rc, kind, listening); err != nil {
-		u.log.Warn("handoff: the supervisor does not keep a socket", "kind", kind, "err", err)
+	if err := op(sup, rc, kind, listening); err != nil {
+		u.log.Warn(failure, "kind", kind, "err", err)
 	}
 }
 
@@ -149,22 +163,6 @@ type supervised struct {
 type supervisedListener struct {
 	ln   net.Listener
 	kind string // set if this library kept it: its key
-}
-
-// release asks the supervisor to drop its copy of a socket about to be
-// closed.
-func (u *Upgrader) release(v any, kind string, listening bool) {
-	sup := u.opts.Supervisor
-	if sup == nil {
-		return
-	}
-	rc := rawConn(v)
-	if rc == nil {
-		return
-	}
-	if err := sup.Release(rc, kind, listening); err != nil {
-		u.log.Warn("handoff: the supervisor may still hold a closed socket open", "kind", kind, "err", err)
-	}
 }
 
 // takeSupervised takes the sockets the supervisor passed a first process.
