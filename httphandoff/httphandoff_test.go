@@ -232,3 +232,43 @@ func TestUnderLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowRequestRollsBack: a request that outlasts ParkTimeout (3 s in
+// these servers) keeps its connection from leaving, so the upgrade rolls
+// back: the slow request is answered, and every connection that had
+// already left (idle ones, a fresh one) is served on by the old process
+// as if nothing happened. The next upgrade, with nothing slow, commits.
+func TestSlowRequestRollsBack(t *testing.T) {
+	h := startChain(t)
+	idle := make([]*client, 5)
+	for i := range idle {
+		idle[i] = h.dial()
+		idle[i].get("/")
+	}
+	fresh := h.dial()
+	slow := h.dial()
+	old := h.pid
+	slow.send("GET /slow?ms=4000 HTTP/1.1\r\nHost: t\r\n\r\n")
+	time.Sleep(100 * time.Millisecond)
+	syscall.Kill(old, syscall.SIGHUP)
+	if ev := strings.Join(h.await("failed"), " "); !strings.Contains(ev, "park") {
+		t.Fatalf("the upgrade failed for another reason than the park: %s", ev)
+	}
+	if pid := slow.expectOK(); pid != old {
+		t.Fatalf("the slow request was answered by %d, want %d", pid, old)
+	}
+	for i, c := range idle {
+		if pid := c.get("/"); pid != old {
+			t.Fatalf("idle client %d answered by %d after the rollback, want %d", i, pid, old)
+		}
+	}
+	if pid := fresh.get("/"); pid != old {
+		t.Fatalf("the fresh connection was answered by %d after the rollback, want %d", pid, old)
+	}
+	p := h.upgrade()
+	for _, c := range append(idle, fresh, slow) {
+		if pid := c.get("/"); pid != p {
+			t.Fatalf("answered by %d, want the new process %d", pid, p)
+		}
+	}
+}
