@@ -40,9 +40,14 @@
 //   - TLS and HTTP/2 connections cannot leave (the TLS record state does
 //     not move, and HTTP/2 is never idle in this sense). Serve them with
 //     handoff's Options.ListenersOnly and drain them.
-//   - A hijacked connection (a WebSocket) is the application's: park it
-//     through the library (handoff.Upgrader.Wrap it, give back bufio's
-//     bytes with Unread, and Park at a message boundary), or close it.
+//   - A hijacked connection (a WebSocket) is the application's, and from
+//     the hijack on the library asks it to park as any handoff.Conn: take
+//     it with Conn(nc), give back with Unread what the hijack's
+//     bufio.Reader holds, read messages with Next, and at handoff.ErrPark
+//     call Park with a non-empty state at a message boundary. In the new
+//     process, Options.Resume gets that state: serve the connection with
+//     your protocol when it is set, and pass it to Server.Resume when it is
+//     nil (an HTTP connection). TestHijackedConnection does exactly this.
 //   - The idle timeout starts again in the new process (as
 //     ReadHeaderTimeout for the first request).
 package httphandoff

@@ -5,6 +5,7 @@ package httphandoff
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -63,6 +64,19 @@ func handler() http.Handler {
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 		io.WriteString(w, pid+"\n")
 	})
+	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
+		nc, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		c := Conn(nc)
+		if n := brw.Reader.Buffered(); n > 0 { // what net/http read ahead is the stream's
+			b, _ := brw.Reader.Peek(n)
+			c.Unread(b)
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: lines\r\nConnection: Upgrade\r\n\r\n")
+		serveLines(c)
+	})
 	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -74,11 +88,39 @@ func handler() http.Handler {
 	return mux
 }
 
+// serveLines is a hijacked connection's protocol (a WebSocket stands for
+// it): each line is answered "<pid> <line>". At an upgrade it parks at a
+// line boundary, as any handoff.Conn handler does, with a state that tells
+// the new process's Resume it is not HTTP.
+func serveLines(c *handoff.Conn) {
+	pid := strconv.Itoa(os.Getpid())
+	for {
+		line, err := c.Next(bufio.ScanLines)
+		if errors.Is(err, handoff.ErrPark) {
+			if err := c.Park([]byte("lines")); err != nil {
+				return // handed over (or closed)
+			}
+			continue
+		}
+		if err != nil {
+			c.Close()
+			return
+		}
+		io.WriteString(c, pid+" "+string(line)+"\n")
+	}
+}
+
 func serverMain() {
 	srv := &http.Server{Handler: handler(), ErrorLog: nil}
 	hs := New(srv)
 	up, err := handoff.New(handoff.Options{
-		Resume:      hs.Resume,
+		Resume: func(c *handoff.Conn, state []byte) {
+			if string(state) == "lines" { // a hijacked connection, parked by serveLines
+				serveLines(c)
+				return
+			}
+			hs.Resume(c, state)
+		},
 		NoSignal:    true,
 		ParkTimeout: 3 * time.Second,
 		Logger:      slog.New(slog.NewTextHandler(os.Stderr, nil)),

@@ -272,3 +272,33 @@ func TestSlowRequestRollsBack(t *testing.T) {
 		}
 	}
 }
+
+// TestHijackedConnection: a connection an http.Handler hijacked (for a
+// protocol of its own, as a WebSocket does) is the application's: it
+// parks it through the library at its own message boundary, and the new
+// process's Resume serves it by the state it parked with.
+func TestHijackedConnection(t *testing.T) {
+	h := startChain(t)
+	c := h.dial()
+	c.send("GET /ws HTTP/1.1\r\nHost: t\r\n\r\n")
+	resp, err := http.ReadResponse(c.r, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade to lines: %v %v", resp, err)
+	}
+	line := func(s string) string {
+		c.send(s + "\n")
+		c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got, err := c.r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("line %q: %v", s, err)
+		}
+		return strings.TrimSpace(got)
+	}
+	if got := line("one"); got != fmt.Sprintf("%d one", h.pid) {
+		t.Fatalf("got %q", got)
+	}
+	p := h.upgrade()
+	if got := line("two"); got != fmt.Sprintf("%d two", p) {
+		t.Fatalf("after the upgrade got %q, want the new process %d", got, p)
+	}
+}

@@ -38,8 +38,10 @@ func New(srv *http.Server) *Server {
 	return s
 }
 
-// Resume is handoff.Options.Resume: a connection handed over from the old
-// process is served as if just accepted, its unread bytes first.
+// Resume is handoff.Options.Resume for the HTTP connections (parked with
+// a nil state): a connection handed over from the old process is served as
+// if just accepted, its unread bytes first. An application that also parks
+// hijacked connections dispatches on the state first (see doc.go).
 func (s *Server) Resume(c *handoff.Conn, _ []byte) {
 	s.serveAgain(newConn(s, c))
 }
