@@ -1,6 +1,7 @@
 package httphandoff
 
 import (
+	"encoding/binary"
 	"net"
 	"net/http"
 	"os"
@@ -35,14 +36,52 @@ type conn struct {
 	delivered int64   // bytes Read has returned, ever
 	last      [3]byte // the last bytes Read returned, oldest first
 	lastN     int
-	detached  bool // Read said the connection is gone; Close keeps the fd
-	resumed   bool // strip CR/LF before the first request (net/http forgot the last method)
+	detached  bool      // Read said the connection is gone; Close keeps the fd
+	resumed   bool      // strip CR/LF before the first request (net/http forgot the last method)
+	idle      time.Time // the idle deadline net/http set, to carry to the next process
+	carried   time.Time // the idle deadline carried from the last process, until the first byte
+	asked     time.Time // the read deadline net/http set last
 }
 
-func newConn(s *Server, hc *handoff.Conn) *conn {
-	c := &conn{Conn: hc, s: s, resumed: true}
+// newConn wraps a connection for net/http; idle is the idle deadline it
+// had in the process it comes from (zero for none, or a new connection).
+func newConn(s *Server, hc *handoff.Conn, idle time.Time) *conn {
+	c := &conn{Conn: hc, s: s, resumed: true, carried: idle}
 	hc.ParkWhen(c.onAsk)
+	if !idle.IsZero() {
+		// net/http sets no read deadline on a new connection unless it has
+		// a header timeout: the carried one applies from now on.
+		_ = hc.SetReadDeadline(idle)
+	}
 	return c
+}
+
+// SetReadDeadline records the idle deadline (the one net/http sets in
+// StateIdle) and, until the first byte of a connection that came from
+// another process, keeps the deadline it had there: net/http starts a
+// served connection's timers anew, and a client idle across upgrades
+// would otherwise never time out.
+func (c *conn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.asked = t
+	if c.hasState && c.state == http.StateIdle && !t.IsZero() {
+		c.idle = t
+	}
+	if !c.carried.IsZero() && (t.IsZero() || t.After(c.carried)) {
+		t = c.carried
+	}
+	c.mu.Unlock()
+	return c.Conn.SetReadDeadline(t)
+}
+
+// endCarried drops the carried idle deadline once the next request has
+// begun: from then on net/http's own deadlines apply. Called with mu held.
+func (c *conn) endCarriedLocked() {
+	if c.carried.IsZero() {
+		return
+	}
+	c.carried = time.Time{}
+	_ = c.Conn.SetReadDeadline(c.asked)
 }
 
 // onAsk: an upgrade wants the connection. If it is at a moment to leave,
@@ -104,6 +143,9 @@ func (c *conn) Read(p []byte) (int, error) {
 		return 0, c.detach(len(p), p[:n]) // bytes that raced in stay for the next process
 	}
 	c.remember(p[:n])
+	if n > 0 {
+		c.endCarriedLocked()
+	}
 	c.mu.Unlock()
 	if n == 0 && err == nil {
 		return c.Read(p) // only CR/LF came: wait for more
@@ -126,6 +168,37 @@ func (c *conn) detach(want int, raced []byte) error {
 		c.Conn.Unread(tail)
 	}
 	return &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+}
+
+// stateMagic starts the state of a connection this package parks: its
+// idle deadline follows, in Unix nanoseconds (0 for none).
+const stateMagic = "httphandoff/1 "
+
+func encodeState(idle time.Time) []byte {
+	var ns int64
+	if !idle.IsZero() {
+		ns = idle.UnixNano()
+	}
+	return binary.BigEndian.AppendUint64([]byte(stateMagic), uint64(ns))
+}
+
+// IsHTTP reports whether a connection's state, as handoff.Options.Resume
+// gets it, is that of an HTTP connection this package parked (rather
+// than a hijacked one the application parked itself).
+func IsHTTP(state []byte) bool {
+	return len(state) == len(stateMagic)+8 && string(state[:len(stateMagic)]) == stateMagic
+}
+
+// decodeState returns the idle deadline a state carries.
+func decodeState(state []byte) time.Time {
+	if !IsHTTP(state) {
+		return time.Time{}
+	}
+	ns := int64(binary.BigEndian.Uint64(state[len(stateMagic):]))
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }
 
 // remember keeps the last 3 bytes delivered.
@@ -191,9 +264,15 @@ func (c *conn) CloseWrite() error {
 // back, the connection is served again here, as a new one, its bytes
 // first.
 func (c *conn) park() {
-	switch err := c.Conn.Park(nil); err {
+	c.mu.Lock()
+	idle := c.idle
+	if c.delivered == 0 {
+		idle = c.carried
+	}
+	c.mu.Unlock()
+	switch err := c.Conn.Park(encodeState(idle)); err {
 	case nil:
-		c.s.serveAgain(newConn(c.s, c.Conn))
+		c.s.serveAgain(newConn(c.s, c.Conn, idle))
 	default:
 		// handed over (the library closed this copy) or closed
 	}

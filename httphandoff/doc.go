@@ -45,9 +45,12 @@
 //     it with Conn(nc), give back with Unread what the hijack's
 //     bufio.Reader holds, read messages with Next, and at handoff.ErrPark
 //     call Park with a non-empty state at a message boundary. In the new
-//     process, Options.Resume gets that state: serve the connection with
-//     your protocol when it is set, and pass it to Server.Resume when it is
-//     nil (an HTTP connection). TestHijackedConnection does exactly this.
-//   - The idle timeout starts again in the new process (as
-//     ReadHeaderTimeout for the first request).
+//     process, Options.Resume gets that state: pass the connection to
+//     Server.Resume when IsHTTP(state), and serve it with your protocol
+//     otherwise. TestHijackedConnection does exactly this.
+//
+// A connection's idle deadline (http.Server.IdleTimeout) moves with it:
+// until its next request begins, the new process keeps the deadline the old
+// one had set, so a client idle across upgrades times out as it would have
+// without them.
 package httphandoff

@@ -3,7 +3,9 @@
 package httphandoff
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -300,5 +302,31 @@ func TestHijackedConnection(t *testing.T) {
 	p := h.upgrade()
 	if got := line("two"); got != fmt.Sprintf("%d two", p) {
 		t.Fatalf("after the upgrade got %q, want the new process %d", got, p)
+	}
+}
+
+// TestIdleTimeoutCarried: a connection idle across upgrades times out as
+// it would without them. The server's IdleTimeout is 1 s and an upgrade
+// comes every 300 ms for 3 s: if each new process started the idle timer
+// anew, the connection would never time out. It must be closed (by the
+// process that serves it, quietly: EOF, no reply), while a connection that
+// keeps sending is served throughout.
+func TestIdleTimeoutCarried(t *testing.T) {
+	h := startChain(t, envIdle+"=1s")
+	idle, busy := h.dial(), h.dial()
+	idle.get("/")
+	for i := 0; i < 10; i++ {
+		time.Sleep(300 * time.Millisecond)
+		busy.get("/")
+		h.upgrade()
+	}
+	idle.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, err := idle.r.ReadByte(); err == nil {
+		t.Fatalf("the idle connection got %q; want it closed by its idle timeout", b)
+	} else if !errors.Is(err, io.EOF) {
+		t.Fatalf("the idle connection: %v; want EOF from its idle timeout", err)
+	}
+	if pid := busy.get("/"); pid != h.pid {
+		t.Fatalf("busy connection answered by %d, want %d", pid, h.pid)
 	}
 }

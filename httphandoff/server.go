@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/handoff-dev/handoff/handoff"
 )
@@ -38,12 +39,13 @@ func New(srv *http.Server) *Server {
 	return s
 }
 
-// Resume is handoff.Options.Resume for the HTTP connections (parked with
-// a nil state): a connection handed over from the old process is served as
-// if just accepted, its unread bytes first. An application that also parks
-// hijacked connections dispatches on the state first (see doc.go).
-func (s *Server) Resume(c *handoff.Conn, _ []byte) {
-	s.serveAgain(newConn(s, c))
+// Resume is handoff.Options.Resume for the HTTP connections: a connection
+// handed over from the old process is served as if just accepted, its
+// unread bytes first, under the idle deadline it had there until its next
+// request begins. An application that also parks hijacked connections
+// dispatches on IsHTTP(state) first (see doc.go).
+func (s *Server) Resume(c *handoff.Conn, state []byte) {
+	s.serveAgain(newConn(s, c, decodeState(state)))
 }
 
 // Serve serves the http.Server on ln until ln is handed over or closed,
@@ -149,7 +151,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		if r.err != nil {
 			return nil, r.err
 		}
-		c := newConn(l.s, r.c)
+		c := newConn(l.s, r.c, time.Time{})
 		l.s.track(c)
 		return c, nil
 	case c := <-l.s.resumed:
