@@ -20,6 +20,7 @@ type recorder struct {
 	log    []string
 	leave  bool // Reads return a timeout from now on
 	closed chan struct{}
+	once   sync.Once
 }
 
 func (r *recorder) note(s string) {
@@ -47,7 +48,7 @@ func (r *recorder) Write(p []byte) (int, error) {
 
 func (r *recorder) Close() error {
 	r.note("close")
-	close(r.closed)
+	r.once.Do(func() { close(r.closed) }) // http.Server.Close may close it again
 	return r.Conn.Close()
 }
 
