@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Supervisor is the service manager a process runs under, as the Upgrader
@@ -83,7 +84,14 @@ const (
 	NoticeRolledBack
 	// NoticeStopping: Stop was called on a process that serves.
 	NoticeStopping
+	// NoticeStatus: nothing happened, but Status has moved on (its
+	// connections, say); sent every StatusInterval while the process
+	// serves.
+	NoticeStatus
 )
+
+// StatusInterval is how often a serving process sends NoticeStatus.
+const StatusInterval = 10 * time.Second
 
 func (e NoticeEvent) String() string {
 	switch e {
@@ -97,8 +105,32 @@ func (e NoticeEvent) String() string {
 		return "rolled-back"
 	case NoticeStopping:
 		return "stopping"
+	case NoticeStatus:
+		return "status"
 	}
 	return "unknown"
+}
+
+// reportStatus sends NoticeStatus every StatusInterval while this process
+// serves, from the moment it serves until it exits or stops.
+func (u *Upgrader) reportStatus() {
+	if u.opts.Supervisor == nil {
+		return
+	}
+	go func() {
+		t := time.NewTicker(StatusInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-u.exitC:
+				return
+			case <-t.C:
+			}
+			if u.Serving() {
+				u.notify(Notice{Event: NoticeStatus})
+			}
+		}
+	}()
 }
 
 // notify sends a notice to the supervisor, if there is one.

@@ -362,6 +362,7 @@ func (u *Upgrader) Ready(ctx context.Context) error {
 		}
 		u.settleSupervised()
 		u.notify(Notice{Event: NoticeServing})
+		u.reportStatus()
 		return nil
 	}
 	err := u.takeOver(ctx)
@@ -373,6 +374,7 @@ func (u *Upgrader) Ready(ctx context.Context) error {
 	}
 	u.ownSocketFiles()
 	u.ctl.open()
+	u.reportStatus()
 	return nil
 }
 

@@ -23,6 +23,8 @@ import (
 //     still takes for the main one, before it is told to take over.
 //   - rolled back: READY=1 again: the reload is over, this process serves.
 //   - stopping: STOPPING=1.
+//   - status (every handoff.StatusInterval while serving): STATUS= alone,
+//     so that the connections systemctl status shows stay current.
 //
 // Each carries a STATUS= line for systemctl status.
 func message(n handoff.Notice, pid int) string {
@@ -38,6 +40,8 @@ func message(n handoff.Notice, pid int) string {
 		return daemon.SdNotifyReady + "\n" + st
 	case handoff.NoticeStopping:
 		return daemon.SdNotifyStopping + "\n" + st
+	case handoff.NoticeStatus:
+		return st
 	}
 	return ""
 }
@@ -69,8 +73,15 @@ func statusLine(n handoff.Notice) string {
 	} else {
 		fmt.Fprintf(&b, ", %d connections, generation %d", total(s.Conns), s.Generation)
 	}
-	if r := n.Result; r != nil && !r.Committed {
+	r := n.Result
+	if n.Event == handoff.NoticeStatus {
+		r = s.Last // a refresh keeps saying how the last upgrade went
+	}
+	switch {
+	case r != nil && !r.Committed:
 		fmt.Fprintf(&b, "; upgrade rolled back (%s) after %s: %s", r.Cause, round(r.Took), oneLine(r.Err))
+	case n.Event == handoff.NoticeStatus && s.TakenOver != nil:
+		fmt.Fprintf(&b, "; took over %d connections in %s", s.TakenOver.Stats.Conns, round(s.TakenOver.Took))
 	}
 	if rb := sum(s.Totals.RolledBack); s.Totals.Committed+rb > 0 {
 		fmt.Fprintf(&b, " (upgrades: %d committed, %d rolled back)", s.Totals.Committed, rb)

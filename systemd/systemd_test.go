@@ -359,3 +359,29 @@ func TestMaxKept(t *testing.T) {
 	s2.Notify(handoff.Notice{Event: handoff.NoticeStopping})
 	expect("STOPPING=1") // not FDSTORE=1: the store is full of what it took over
 }
+
+// TestStatusRefresh: the periodic refresh is a STATUS= line alone, with
+// the connections as they are now and how the last upgrade went.
+func TestStatusRefresh(t *testing.T) {
+	sd := listenNotify(t)
+	s := New(Options{})
+	s.Notify(handoff.Notice{Event: handoff.NoticeStatus, Status: handoff.Status{
+		Version: "v2", Generation: 4, Conns: map[string]int{"tcp:a": 7, "tcp:b": 3},
+		TakenOver: &handoff.UpgradeResult{Committed: true, Took: 20 * time.Millisecond,
+			Stats: handoff.UpgradeStats{Conns: 9}},
+		Totals: handoff.Totals{Committed: 4, RolledBack: map[string]uint64{}},
+	}})
+	msg, _ := sd.next(t)
+	want := "STATUS=v2: serving, 10 connections, generation 4; took over 9 connections in 20ms " +
+		"(upgrades: 4 committed, 0 rolled back)"
+	if msg != want {
+		t.Fatalf("refresh sent\n%q\nwant\n%q", msg, want)
+	}
+	s.Notify(handoff.Notice{Event: handoff.NoticeStatus, Status: handoff.Status{
+		Version: "v2", Last: &handoff.UpgradeResult{Cause: handoff.CauseTimeout, Took: 30 * time.Second,
+			Err: errors.New("handoff: upgrade timed out")}}})
+	if msg, _ := sd.next(t); !strings.Contains(msg, "; upgrade rolled back (timeout) after 30s: handoff: upgrade timed out") ||
+		strings.Contains(msg, "READY=1") {
+		t.Fatalf("refresh after a rollback sent %q", msg)
+	}
+}
