@@ -235,6 +235,14 @@ func (h *chain) upgrade() int {
 	return h.pid
 }
 
+// upgradeInBackground starts an upgrade and returns where its new pid
+// comes, for a test that acts on its connections meanwhile.
+func (h *chain) upgradeInBackground() <-chan int {
+	done := make(chan int, 1)
+	go func() { done <- h.upgrade() }()
+	return done
+}
+
 // client is one keep-alive connection, never redialled.
 type client struct {
 	t  *testing.T
@@ -276,6 +284,15 @@ func (c *client) get(path string) int {
 	c.t.Helper()
 	c.send("GET " + path + " HTTP/1.1\r\nHost: t\r\n\r\n")
 	return c.expectOK()
+}
+
+// requireMovedTo fails unless the connection's next request is answered
+// by pid, the process an upgrade moved it to.
+func (c *client) requireMovedTo(pid int) {
+	c.t.Helper()
+	if got := c.get("/"); got != pid {
+		c.t.Fatalf("answered by %d, want the new process %d", got, pid)
+	}
 }
 
 func (c *client) expectOK() int {

@@ -50,15 +50,11 @@ func TestRequestInFlight(t *testing.T) {
 	old := h.pid
 	c.send("GET /slow?ms=500 HTTP/1.1\r\nHost: t\r\n\r\n")
 	time.Sleep(100 * time.Millisecond)
-	done := make(chan int)
-	go func() { done <- h.upgrade() }()
+	done := h.upgradeInBackground()
 	if pid := c.expectOK(); pid != old {
 		t.Fatalf("the request in flight was answered by %d, want the old process %d", pid, old)
 	}
-	p := <-done
-	if pid := c.get("/"); pid != p {
-		t.Fatalf("next request answered by %d, want the new process %d", pid, p)
-	}
+	c.requireMovedTo(<-done)
 }
 
 // TestPipelined: two requests written at once, the first slow, an upgrade
@@ -69,17 +65,13 @@ func TestPipelined(t *testing.T) {
 	c := h.dial()
 	c.send("GET /slow?ms=300 HTTP/1.1\r\nHost: t\r\n\r\nPOST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nsecond")
 	time.Sleep(50 * time.Millisecond)
-	done := make(chan int)
-	go func() { done <- h.upgrade() }()
+	done := h.upgradeInBackground()
 	c.expectOK()
 	status, body, err := c.response()
 	if err != nil || status != http.StatusOK || !strings.HasSuffix(body, " second") {
 		t.Fatalf("the pipelined request: %d %q %v", status, body, err)
 	}
-	p := <-done
-	if pid := c.get("/"); pid != p {
-		t.Fatalf("answered by %d, want the new process %d", pid, p)
-	}
+	c.requireMovedTo(<-done)
 	c.nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if n, _ := c.r.Peek(1); len(n) > 0 {
 		t.Fatalf("an extra response: %q", n)
@@ -115,17 +107,13 @@ func TestPartialHeadFinishesFirst(t *testing.T) {
 	c.send("GET / HTTP/1.1\r\nHo")
 	time.Sleep(50 * time.Millisecond)
 	old := h.pid
-	done := make(chan int)
-	go func() { done <- h.upgrade() }()
+	done := h.upgradeInBackground()
 	time.Sleep(300 * time.Millisecond)
 	c.send("st: t\r\n\r\n")
 	if pid := c.expectOK(); pid != old {
 		t.Fatalf("answered by %d, want the old process %d", pid, old)
 	}
-	p := <-done
-	if pid := c.get("/"); pid != p {
-		t.Fatalf("answered by %d, want the new process %d", pid, p)
-	}
+	c.requireMovedTo(<-done)
 }
 
 // TestExpectContinue: a POST that waits for 100 Continue when the upgrade
@@ -136,8 +124,7 @@ func TestExpectContinue(t *testing.T) {
 	old := h.pid
 	c.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
 	time.Sleep(50 * time.Millisecond)
-	done := make(chan int)
-	go func() { done <- h.upgrade() }()
+	done := h.upgradeInBackground()
 	time.Sleep(200 * time.Millisecond)
 	c.send("hello")
 	status, body, err := c.response()
@@ -147,10 +134,7 @@ func TestExpectContinue(t *testing.T) {
 	if err != nil || status != http.StatusOK || body != fmt.Sprintf("%d hello", old) {
 		t.Fatalf("response %d %q %v, want 200 from %d with the body", status, body, err, old)
 	}
-	p := <-done
-	if pid := c.get("/"); pid != p {
-		t.Fatalf("answered by %d, want the new process %d", pid, p)
-	}
+	c.requireMovedTo(<-done)
 }
 
 // TestNewProcessDies: an upgrade into a process that exits rolls back;

@@ -68,6 +68,18 @@ func inode(t *testing.T, fd int) uint64 {
 	return st.Ino
 }
 
+// socketOf returns a listening socket that lives as long as the test,
+// for the tests to which any socket will do.
+func socketOf(t *testing.T) syscall.RawConn {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return rawOf(t, ln.(*net.TCPListener))
+}
+
 func rawOf(t *testing.T, c syscall.Conn) syscall.RawConn {
 	t.Helper()
 	rc, err := c.SyscallConn()
@@ -137,12 +149,7 @@ func TestKeepAndRelease(t *testing.T) {
 func TestKeepOff(t *testing.T) {
 	sd := listenNotify(t)
 	s := New(Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	if err := s.Keep(rawOf(t, ln.(*net.TCPListener)), "tcp 127.0.0.1:0", true); err != nil {
+	if err := s.Keep(socketOf(t), "tcp 127.0.0.1:0", true); err != nil {
 		t.Fatal(err)
 	}
 	s.Notify(handoff.Notice{Event: handoff.NoticeStopping})
@@ -212,12 +219,7 @@ func TestOutsideSystemd(t *testing.T) {
 	if s.UnderSystemd() {
 		t.Fatal("UnderSystemd without NOTIFY_SOCKET")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	if err := s.Keep(rawOf(t, ln.(*net.TCPListener)), "k", true); err != nil {
+	if err := s.Keep(socketOf(t), "k", true); err != nil {
 		t.Fatal(err)
 	}
 	s.Notify(handoff.Notice{Event: handoff.NoticeServing})
@@ -247,12 +249,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 func TestKeepWhenSystemdLags(t *testing.T) {
 	sd := listenNotify(t)
 	s := New(Options{KeepSockets: true})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	rc := rawOf(t, ln.(*net.TCPListener))
+	rc := socketOf(t)
 	const n = 3000
 	got := make(chan int)
 	go func() { // a slow systemd
@@ -307,12 +304,7 @@ func TestKeepWhenSystemdLags(t *testing.T) {
 func TestMaxKept(t *testing.T) {
 	sd := listenNotify(t)
 	s := New(Options{KeepSockets: true, MaxKept: 2})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	rc := rawOf(t, ln.(*net.TCPListener)) // stands in for a connection
+	rc := socketOf(t) // stands in for a connection
 	keep := func() {
 		if err := s.Keep(rc, "k", false); err != nil {
 			t.Fatal(err)

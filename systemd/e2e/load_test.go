@@ -35,7 +35,7 @@ const (
 // its model. (The test cannot import loadcheck: it is internal to
 // examples/pdf.)
 type load struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	stdout bytes.Buffer
@@ -78,7 +78,7 @@ func (r report) String() string {
 // startLoad starts pdfload and returns once every persistent connection
 // is dialled (pdfload writes its first progress line only then), so that
 // each meets whatever the scenario does next.
-func startLoad(t *testing.T) *load {
+func startLoad(t testing.TB) *load {
 	t.Helper()
 	l := &load{t: t, begun: make(chan struct{}), done: make(chan struct{})}
 	l.cmd = exec.Command(filepath.Join(env.bin, "pdfload"), "-addr", addr,

@@ -27,18 +27,7 @@ func TestReload(t *testing.T) {
 	witness.expect("OK 1000", "TOPUP", witnessAcct, "1000")
 	witness.expect("OK 900", "CHARGE", witnessAcct, "100")
 
-	l := startLoad(t)
-	time.Sleep(settle)
-	p2 := c.upgrade("v2", witness)
-	time.Sleep(settle)
-	p3 := c.upgrade("v2", witness)
-	time.Sleep(settle)
-	r := l.stop()
-	l.requireExact(r)
-	l.requirePids(r, s.MainPID, p2, p3)
-
-	witness.expect("STATS 900 1", "STATS", witnessAcct)
-	requireSteady(c, s)
+	p3 := c.reloadTwiceUnderLoad(s, witness)
 
 	// A stop after upgrades is a stop: the process that took over saves.
 	c.stopGracefully(p3)
@@ -47,6 +36,26 @@ func TestReload(t *testing.T) {
 	fresh.requireServedBy("v2", s.MainPID)
 	fresh.expect("STATS 900 1", "STATS", witnessAcct)
 	c.requireCleanJournal()
+}
+
+// reloadTwiceUnderLoad reloads into v2 twice under load, s being the
+// service as it ran before: both commit, every reply is exact, only the
+// three MainPIDs answered, the witness's ledger crossed the v1->v2
+// migration, and the unit never restarted. It returns the last MainPID.
+func (c *container) reloadTwiceUnderLoad(s unitState, witness *client) int {
+	c.t.Helper()
+	l := startLoad(c.t)
+	time.Sleep(settle)
+	p2 := c.upgrade("v2", witness)
+	time.Sleep(settle)
+	p3 := c.upgrade("v2", witness)
+	time.Sleep(settle)
+	r := l.stop()
+	l.requireExact(r)
+	l.requirePids(r, s.MainPID, p2, p3)
+	witness.expect("STATS 900 1", "STATS", witnessAcct)
+	requireSteady(c, s)
+	return p3
 }
 
 // TestReloadBroken is scenario B: systemctl reload into a release whose

@@ -44,18 +44,7 @@ func TestSocketActivation(t *testing.T) {
 	witness.requireServedBy("v1", s.MainPID)
 	witness.expect("BAL 900", "BALANCE", witnessAcct)
 
-	l := startLoad(t)
-	time.Sleep(settle)
-	p2 := c.upgrade("v2", witness)
-	time.Sleep(settle)
-	p3 := c.upgrade("v2", witness)
-	time.Sleep(settle)
-	r := l.stop()
-	l.requireExact(r)
-	l.requirePids(r, s.MainPID, p2, p3)
-
-	witness.expect("STATS 900 1", "STATS", witnessAcct)
-	requireSteady(c, s)
+	p3 := c.reloadTwiceUnderLoad(s, witness)
 	if st := c.mustState(socketUnit); st.Active != "active" {
 		t.Fatalf("%s after the reloads: %s/%s, want active", socketUnit, st.Active, st.Sub)
 	}
