@@ -197,29 +197,34 @@ func startChain(t *testing.T, env ...string) *chain {
 }
 
 // await returns the first event of kind not returned before (events of
-// two processes may come in either order), failing on an "error" event
-// unless it waits for an upgrade's failure.
+// two processes may come in either order). Waiting for "ready", an
+// upgrade that failed meanwhile fails the test; "error" lines (a failing
+// new process says why) only explain a timeout.
 func (h *chain) await(kind string) []string {
 	h.t.Helper()
+	var errs []string
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		b, _ := os.ReadFile(h.events)
+		errs = errs[:0]
 		for i, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 			f := strings.Fields(line)
 			if len(f) == 0 || h.used[i] {
 				continue
 			}
-			if f[0] == "error" && kind != "failed" { // a failing upgrade's new process says why
-				h.t.Fatalf("server: %s", line)
-			}
-			if f[0] == kind {
+			switch {
+			case f[0] == kind:
 				h.used[i] = true
 				return f
+			case f[0] == "failed" && kind == "ready":
+				h.t.Fatalf("waiting for a process to serve: %s", line)
+			case f[0] == "error":
+				errs = append(errs, line)
 			}
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	h.t.Fatalf("no %q event in 20s", kind)
+	h.t.Fatalf("no %q event in 20s; errors: %q", kind, errs)
 	return nil
 }
 
