@@ -39,7 +39,8 @@ type adopted struct {
 type childSession struct {
 	u       *Upgrader
 	ch      *channel
-	ppid    int // the old process
+	ppid    int  // the old process
+	plan    plan // the old process's
 	carried carried
 	ready   time.Time           // READY sent
 	seq     uint32              // CONNS and PARKED frames received
@@ -181,7 +182,7 @@ func (s *childSession) receive(ctx context.Context, run *attempt) error {
 	}
 	hook("hello", s.ch)
 	start := time.Now()
-	n, err := s.plan()
+	n, err := s.readPlan()
 	if err != nil {
 		return err
 	}
@@ -240,8 +241,9 @@ func (s *childSession) hello() error {
 	return nil
 }
 
-// plan reads how many connections may come early and makes room for them.
-func (s *childSession) plan() (int, error) {
+// readPlan reads the old process's plan: its mode, and how many
+// connections may come early; it makes room for them.
+func (s *childSession) readPlan() (int, error) {
 	typ, p, err := recvNoFds(s.ch)
 	if err != nil {
 		return 0, err
@@ -249,20 +251,20 @@ func (s *childSession) plan() (int, error) {
 	if typ != framePlan {
 		return 0, protoErr("expected PLAN, got %s", frameName(typ))
 	}
-	n, err := decodeU32(p, "PLAN")
-	if err != nil {
+	if s.plan, err = decodePlan(p); err != nil {
 		return 0, err
 	}
-	if err := s.canServe(n); err != nil {
+	if err := s.canServe(s.plan.early); err != nil {
 		return 0, err
 	}
-	return int(n), growFdTable(int(n))
+	s.u.log.Info("handoff: plan", "mode", s.plan.mode, "early", s.plan.early)
+	return int(s.plan.early), growFdTable(int(s.plan.early))
 }
 
 // canServe refuses n connections if this process cannot serve them.
 func (s *childSession) canServe(n uint32) error {
-	if n > 0 && s.u.opts.ListenersOnly {
-		return fmt.Errorf("handoff: %d connections offered but Options.ListenersOnly is set", n)
+	if n > 0 && !s.u.opts.Mode.movesConns() {
+		return fmt.Errorf("handoff: %d connections offered but this process is in %s mode", n, s.u.opts.Mode)
 	}
 	if n > 0 && s.u.opts.Resume == nil {
 		return fmt.Errorf("handoff: %d connections offered but Options.Resume is not set", n)
@@ -415,10 +417,10 @@ func (s *childSession) adoptBatch(typ byte, p []byte, fds []int) ([]*adopted, er
 }
 
 // loadState hands the state stream to the application and checks it whole.
-// With ListenersOnly the stream must be empty.
+// In ListenersOnly mode the stream must be empty.
 func (s *childSession) loadState() (uint64, error) {
 	r := newStateReader(s.ch)
-	if load := s.u.opts.LoadState; load != nil && !s.u.opts.ListenersOnly {
+	if load := s.u.opts.LoadState; load != nil && s.u.opts.Mode.sendsState() {
 		if err := callSafely("load state", func() error { return load(r) }); err != nil {
 			return 0, err
 		}
@@ -426,8 +428,8 @@ func (s *childSession) loadState() (uint64, error) {
 	if err := r.drain(); err != nil {
 		return 0, err
 	}
-	if s.u.opts.ListenersOnly && r.total > 0 {
-		return 0, fmt.Errorf("handoff: %d bytes of state offered but Options.ListenersOnly is set", r.total)
+	if !s.u.opts.Mode.sendsState() && r.total > 0 {
+		return 0, fmt.Errorf("handoff: %d bytes of state offered but this process is in %s mode", r.total, s.u.opts.Mode)
 	}
 	return r.total, nil
 }

@@ -44,8 +44,8 @@ const (
 //
 // Ownership: the Conn owns the underlying net.Conn. After a successful
 // upgrade the old process closes its copy without shutdown(2), so the peer sees
-// nothing; the new process receives a Conn of its own. With
-// Options.ListenersOnly the Conn is never handed over: it keeps running in
+// nothing; the new process receives a Conn of its own. In
+// ListenersOnly mode the Conn is never handed over: it keeps running in
 // the old process, whose application closes it. Neither is a Conn wrapped
 // during an upgrade that then hands over: it was not sent, and it is no
 // longer tracked (see Upgrader.Wrap).

@@ -63,7 +63,7 @@
 //
 // # Listeners only
 //
-// With Options.ListenersOnly an upgrade does what tableflip-style libraries
+// In ListenersOnly mode (Options.Mode) an upgrade does what tableflip-style libraries
 // do: the new process inherits the listeners and nothing else. The old
 // process parks nothing and calls neither SaveState nor LoadState; once the
 // new process is ready it closes its listeners, Exit is closed, and the

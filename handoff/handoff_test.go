@@ -316,7 +316,11 @@ func TestRollback(t *testing.T) {
 		{"reject-state", "rejected the state", "state rejected on purpose"},
 		{"panic:load", "panicked loading the state", "load state panicked"},
 		{"panic:migrate", "panicked migrating the state", "migration panics on purpose"},
-		{"proto-version", "speaks another protocol version", "protocol version 4"},
+		{"proto-version", "speaks a newer protocol version",
+			fmt.Sprintf("new process speaks protocol version %d, this one %d", ProtocolVersion+1, ProtocolVersion)},
+		// What a process of the previous version says to this one.
+		{"proto-older", "speaks an older protocol version",
+			fmt.Sprintf("new process speaks protocol version %d, this one %d", ProtocolVersion-1, ProtocolVersion)},
 		{"fdlimit", "cannot hold that many fds", "new process can hold"},
 		{"fdlimit:first-batch", "ran out of fds mid-transfer", "MSG_CTRUNC"},
 		{"garbage:connected", "sent garbage", "protocol error"},
@@ -408,7 +412,7 @@ func TestSecondTriggerRefused(t *testing.T) {
 	l.stop()
 }
 
-// TestListenersOnly: with Options.ListenersOnly the new process inherits
+// TestListenersOnly: in ListenersOnly mode the new process inherits
 // the listener and nothing else. The old process's connection stays with it
 // and keeps its request count, no state travels, new connections reach
 // the new process only, and the old one serves its connection until the

@@ -38,6 +38,9 @@ const (
 	// envListenersOnly makes every server of the chain hand over its
 	// listeners only, and drain its connections after the upgrade.
 	envListenersOnly = "HANDOFF_TEST_LISTENERS_ONLY"
+	// envRolling makes every server of the chain hand over in Rolling
+	// mode.
+	envRolling = "HANDOFF_TEST_ROLLING"
 	// envPause lists steps (hook names, and "linger" after Exit) at which
 	// a process says "paused" and waits for the test; see barrier.
 	envPause = "HANDOFF_TEST_PAUSE"
@@ -194,6 +197,8 @@ func applyFault(f string) {
 	switch f {
 	case "proto-version":
 		protocolVersion = ProtocolVersion + 1
+	case "proto-older":
+		protocolVersion = ProtocolVersion - 1
 	case "fdlimit":
 		lowerFdLimit(0)
 	}
@@ -232,6 +237,17 @@ func lowerFdLimit(room uint64) {
 	unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: lim, Max: lim})
 }
 
+// testMode is the mode of every server of the chain.
+func testMode() Mode {
+	switch {
+	case os.Getenv(envListenersOnly) != "":
+		return ListenersOnly
+	case os.Getenv(envRolling) != "":
+		return Rolling
+	}
+	return AllAtOnce
+}
+
 func serverMain() {
 	reporter()
 	// Before anything can take long, as a real server does, so that a
@@ -243,9 +259,9 @@ func serverMain() {
 	}
 	installHooks()
 	srv := &lineServer{}
-	listenersOnly := os.Getenv(envListenersOnly) != ""
+	listenersOnly := testMode() == ListenersOnly
 	up, err := New(Options{
-		ListenersOnly:  listenersOnly,
+		Mode:           testMode(),
 		Version:        "test",
 		PIDFile:        os.Getenv(envPIDFile),
 		UpgradeTimeout: envDuration(envUpgradeTimeout, 5*time.Second),

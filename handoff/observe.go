@@ -131,7 +131,7 @@ func newChain() *chain {
 // process restore is called with that value before any connection is
 // served (for a counter: its Add method). Call it before Ready, with the
 // same name in every version; a name the new process did not register is
-// dropped. One call per value. Options.ListenersOnly carries values too.
+// dropped. One call per value. ListenersOnly mode carries values too.
 func (u *Upgrader) Carry(name string, read func() float64, restore func(float64)) {
 	u.chain.mu.Lock()
 	defer u.chain.mu.Unlock()

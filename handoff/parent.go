@@ -94,7 +94,7 @@ func (u *Upgrader) commitTo(ctx context.Context, run *attempt, pid int) error {
 	u.successor = pid
 	u.mu.Unlock()
 	u.notify(Notice{Event: NoticeCommitting, To: pid})
-	if !u.opts.ListenersOnly {
+	if u.opts.Mode.passesStop() {
 		u.watchStops()
 	}
 	return nil
@@ -145,11 +145,11 @@ func withCause(ctx context.Context, err error) error {
 // handOver ends a committed upgrade: every parked connection now belongs
 // to the new process, which this process closes its copies for (close(2)
 // only, never shutdown(2), so no FIN reaches a client); or with
-// ListenersOnly, this process stops accepting and keeps its connections.
+// ListenersOnly mode, this process stops accepting and keeps its connections.
 func (u *Upgrader) handOver(s *parentSession, parked []parkedConn) {
 	keepSocketFiles(u.reg.listenerList())
 	defer u.releasePlain()
-	if u.opts.ListenersOnly {
+	if !u.opts.Mode.movesConns() {
 		kept := u.reg.releaseListeners()
 		u.log.Info("handoff: handed over the listeners; connections stay", "to", s.pid, "conns_kept", kept,
 			"start", s.stats.Start, "adopt", s.stats.Adopt, "commit", s.stats.Commit)
@@ -275,18 +275,19 @@ func ownHello(appVersion string) hello {
 // sendEarly sends the fd of every live connection while this process
 // still serves them all: the new process turns each into a connection (the
 // slow part, shared/LIMITS.md) outside the pause. Which bytes are unread
-// and the handlers' state wait for the park. It returns the ids sent. With
-// ListenersOnly it sends PLAN 0 and nothing else.
+// and the handlers' state wait for the park. It returns the ids sent. In
+// ListenersOnly mode it sends a PLAN of no connections and nothing else.
 func (s *parentSession) sendEarly() (map[uint64]bool, error) {
-	if s.u.opts.ListenersOnly {
-		return nil, s.ch.send(framePlan, u32Frame(0), nil)
+	mode := s.u.opts.Mode
+	if !mode.movesConns() {
+		return nil, s.ch.send(framePlan, plan{mode: mode}.encode(), nil)
 	}
 	start := time.Now()
 	conns := s.u.reg.live()
 	if err := s.checkRoom(len(conns)); err != nil {
 		return nil, err
 	}
-	if err := s.ch.send(framePlan, u32Frame(uint32(len(conns))), nil); err != nil {
+	if err := s.ch.send(framePlan, plan{mode: mode, early: uint32(len(conns))}.encode(), nil); err != nil {
 		return nil, err
 	}
 	sent := make(map[uint64]bool, len(conns))
@@ -346,9 +347,10 @@ func (s *parentSession) checkRoom(n int) error {
 
 // park parks every connection and sends FINAL: how many parked
 // connections follow, and how many of them bring their fd now (accepted
-// after the early fds went). With ListenersOnly nothing is parked: FINAL 0.
+// after the early fds went). Unless the mode parks every connection before
+// READY, nothing is parked: FINAL 0.
 func (s *parentSession) park(ctx context.Context, early map[uint64]bool) ([]parkedConn, error) {
-	if s.u.opts.ListenersOnly {
+	if !s.u.opts.Mode.parksAll() {
 		return nil, s.ch.send(frameFinal, final{}.encode(), nil)
 	}
 	start := time.Now()
@@ -558,7 +560,7 @@ func (s *parentSession) sendBatch(typ byte, batch []parkedConn) error {
 func (s *parentSession) sendState() error {
 	start := time.Now()
 	w := newStateWriter(s.ch)
-	if save := s.u.opts.SaveState; save != nil && !s.u.opts.ListenersOnly {
+	if save := s.u.opts.SaveState; save != nil && s.u.opts.Mode.sendsState() {
 		if err := callSafely("save state", func() error { return save(w) }); err != nil {
 			return err
 		}

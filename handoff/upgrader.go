@@ -85,17 +85,22 @@ type Options struct {
 	// state its handler gave to Park. It runs in the new process after commit,
 	// one goroutine per connection.
 	Resume func(c *Conn, state []byte)
-	// ListenersOnly hands over the listeners alone, as tableflip does. The
-	// old process parks nothing and keeps accepting until the new process
-	// is ready; then it closes its listeners and Exit is closed, but its
-	// connections stay with it, running: they are never handed over, and
-	// the application owns them (Upgrader.Conns lists them) and must close
-	// them itself, typically after letting them drain. SaveState and
-	// LoadState are not called: the new process gets no state from the old
-	// one. Both processes must set it: a new process that sets it refuses
-	// connections or state, and one that does not set it gets an empty
-	// state stream to load.
-	ListenersOnly bool
+	// Mode is how an upgrade moves the connections: AllAtOnce (the
+	// default), Rolling or ListenersOnly; see Mode. It is the old process's
+	// choice: the new process takes part if it can serve what the mode
+	// brings (a ListenersOnly process refuses connections and state, one
+	// without Resume refuses connections), so that a service can switch
+	// modes with an upgrade.
+	Mode Mode
+	// MoveTimeout bounds, in Rolling mode, the move of the connections
+	// after the commit: when it ends, the connections still in the old
+	// process are drained or closed, as Stragglers says. Default
+	// DefaultMoveTimeout.
+	MoveTimeout time.Duration
+	// Stragglers is what Rolling mode does with the connections that did
+	// not reach a message boundary within MoveTimeout. Default
+	// DrainStragglers.
+	Stragglers Stragglers
 	// NoSignal disables the SIGHUP trigger.
 	NoSignal bool
 	// Logger receives the upgrade's log lines. Default slog.Default().
@@ -257,6 +262,12 @@ func applyDefaults(o *Options) error {
 	if o.ParkTimeout <= 0 {
 		o.ParkTimeout = DefaultParkTimeout
 	}
+	if o.MoveTimeout <= 0 {
+		o.MoveTimeout = DefaultMoveTimeout
+	}
+	if o.Mode >= modes {
+		return fmt.Errorf("handoff: unknown Options.Mode %d", uint8(o.Mode))
+	}
 	if o.MaxBuffered <= 0 {
 		o.MaxBuffered = DefaultMaxBuffered
 	}
@@ -412,7 +423,7 @@ func (u *Upgrader) writePIDFile() error {
 // its Listeners, wrapped or resumed, and neither closed nor handed over
 // (nor wrapped after a handover, see Wrap). The
 // Upgrader still owns them: closing one closes it for its peer. With
-// Options.ListenersOnly, these are what the application has to close after
+// ListenersOnly mode, these are what the application has to close after
 // Exit is closed.
 func (u *Upgrader) Conns() []*Conn {
 	u.reg.mu.Lock()
@@ -421,7 +432,7 @@ func (u *Upgrader) Conns() []*Conn {
 }
 
 // Exit is closed when this process should exit: it has handed everything to
-// its successor (with Options.ListenersOnly, its listeners; its connections
+// its successor (with ListenersOnly mode, its listeners; its connections
 // are still its own), its takeover failed, or Stop was called.
 func (u *Upgrader) Exit() <-chan struct{} { return u.exitC }
 
@@ -439,7 +450,7 @@ func (u *Upgrader) closeExit() { u.exitOnce.Do(func() { close(u.exitC) }) }
 // successor owns them (an upgrade committed, now or before): the
 // application must not save its state, which is stale, and Stop has passed
 // the stop on to the successor as SIGTERM, so that the service stops and
-// the successor saves. With Options.ListenersOnly nothing is passed on:
+// the successor saves. With ListenersOnly mode nothing is passed on:
 // the successor owns the listeners only.
 func (u *Upgrader) Stop() error {
 	u.mu.Lock()
@@ -475,7 +486,7 @@ func (u *Upgrader) Stop() error {
 	if !handed {
 		return nil
 	}
-	if !u.opts.ListenersOnly {
+	if u.opts.Mode.passesStop() {
 		u.passStop(syscall.SIGTERM)
 	}
 	return ErrHandedOver
@@ -489,9 +500,9 @@ func (u *Upgrader) onSignal() {
 }
 
 // Upgrade starts the binary and hands it this process's listeners,
-// connections and state (with Options.ListenersOnly, its listeners only).
+// connections and state (with ListenersOnly mode, its listeners only).
 // It returns nil once the upgrade has committed; this process should then
-// exit (Exit is closed), with Options.ListenersOnly once it has closed
+// exit (Exit is closed), with ListenersOnly mode once it has closed
 // the connections it still serves. On error, nothing was handed over and
 // every connection carries on here. A call made while an upgrade runs
 // returns ErrUpgradeInProgress; before Ready, ErrNotReady; after Stop,

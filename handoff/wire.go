@@ -8,7 +8,7 @@ import (
 
 // ProtocolVersion is the version of the handoff wire protocol (PROTOCOL.md).
 // Both ends must speak the same one.
-const ProtocolVersion = 3
+const ProtocolVersion = 4
 
 // protocolVersion is what this process says in HELLO; a variable so that
 // tests can play a peer of another version.

@@ -39,7 +39,7 @@
 //     in-flight request.
 //   - TLS and HTTP/2 connections cannot leave (the TLS record state does
 //     not move, and HTTP/2 is never idle in this sense). Serve them with
-//     handoff's Options.ListenersOnly and drain them.
+//     handoff's ListenersOnly mode and drain them.
 //   - A hijacked connection (a WebSocket) is the application's, and from
 //     the hijack on the library asks it to park as any handoff.Conn: take
 //     it with Conn(nc), give back with Unread what the hijack's

@@ -158,7 +158,7 @@ func start(cfg config, base, log *slog.Logger) (*process, error) {
 		Version:        cfg.version,
 		PIDFile:        cfg.pidfile,
 		UpgradeTimeout: cfg.upgradeTimeout,
-		ListenersOnly:  cfg.upgradeMode == modeListeners,
+		Mode:           libraryMode(cfg.upgradeMode),
 		NoSignal:       true, // SIGHUP is ours, so that every upgrade is logged alike
 		Logger:         base,
 		ControlSocket:  cfg.control,
@@ -276,4 +276,12 @@ func (p *process) drain() {
 	}
 	p.log.Info("drain done", "conns", conns, "timed_out", err != nil, "closed_after", len(left),
 		"took", time.Since(start))
+}
+
+// libraryMode is the library's mode for an -upgrade-mode.
+func libraryMode(mode string) handoff.Mode {
+	if mode == modeListeners {
+		return handoff.ListenersOnly
+	}
+	return handoff.AllAtOnce
 }

@@ -208,7 +208,7 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 		SaveState:      srv.SaveState,
 		LoadState:      srv.LoadState,
 		Resume:         srv.Resume,
-		ListenersOnly:  cfg.upgradeMode == modeListeners,
+		Mode:           libraryMode(cfg.upgradeMode),
 		NoSignal:       true,
 		Logger:         base,
 		ControlSocket:  cfg.control,
@@ -310,4 +310,12 @@ func (p *process) run() error {
 			go p.upgrade()
 		}
 	}
+}
+
+// libraryMode is the library's mode for an -upgrade-mode.
+func libraryMode(mode string) handoff.Mode {
+	if mode == modeListeners {
+		return handoff.ListenersOnly
+	}
+	return handoff.AllAtOnce
 }

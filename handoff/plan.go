@@ -1,0 +1,134 @@
+package handoff
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+)
+
+// Mode is how an upgrade moves a process's connections. The old process's
+// mode is the plan of an upgrade: it says it in PLAN, the first frame after
+// HELLO, and the new process takes part only if it can serve what the plan
+// brings (see canServe). Every difference between the modes is a method of
+// Mode, below; the session code asks them and has no other branches.
+//
+//	                      AllAtOnce        Rolling              ListenersOnly
+//	early fds (PLAN)      every conn       every conn           none
+//	parked before READY   every conn       none                 none
+//	state (SaveState)     all parked       a snapshot, serving  none
+//	after COMMIT          nothing moves    each conn moves at   conns stay and
+//	                                       its own boundary     are drained
+//	stop after COMMIT     passed on        passed on            not passed on
+type Mode uint8
+
+const (
+	// AllAtOnce parks every connection at a message boundary, saves the
+	// state while they are all parked, and hands everything over at one
+	// commit. It is the default, and what a server whose connections share
+	// an in-memory state needs: the state moves atomically with them.
+	AllAtOnce Mode = iota
+	// Rolling hands over the listeners and a snapshot of the state (if
+	// Options.SaveState is set; it runs while every connection is served),
+	// commits, and from then on the new process takes new connections.
+	// Then each established connection parks at its own next boundary and
+	// moves on its own, and the new process resumes it at once: no
+	// connection waits for another. Until the last one has moved, the old
+	// process serves the rest. Options.MoveTimeout bounds the move, and
+	// Options.Stragglers says what happens to connections that never
+	// reached a boundary. For servers whose connections share no state that
+	// must move atomically: proxies, gateways, HTTP APIs (package
+	// httphandoff), WebSocket fan-outs.
+	//
+	// If the new process dies during the move, the old one takes the
+	// listeners back, resumes every connection it still holds and serves
+	// on, and Upgrade returns an error: the connections that had moved die
+	// with the new process, as in any crash (their clients see a reset or
+	// a close and reconnect).
+	Rolling
+	// ListenersOnly hands over the listeners alone, as tableflip does. The
+	// old process parks nothing and keeps accepting until the new process
+	// is ready; then it closes its listeners and Exit is closed, but its
+	// connections stay with it, running: they are never handed over, and
+	// the application owns them (Upgrader.Conns lists them) and must close
+	// them itself, typically after letting them drain. SaveState and
+	// LoadState are not called: the new process gets no state from the old
+	// one. A new process in this mode refuses connections or state.
+	ListenersOnly
+	modes // the number of modes
+)
+
+var modeNames = [...]string{"all-at-once", "rolling", "listeners-only"}
+
+func (m Mode) String() string {
+	if m < modes {
+		return modeNames[m]
+	}
+	return fmt.Sprintf("mode(%d)", uint8(m))
+}
+
+// movesConns: the old process's connections go to the new process.
+func (m Mode) movesConns() bool { return m != ListenersOnly }
+
+// parksAll: every connection parks before READY, and the commit hands them
+// over together.
+func (m Mode) parksAll() bool { return m == AllAtOnce }
+
+// movesAfterCommit: connections move one by one after COMMIT, while the
+// new process already serves.
+func (m Mode) movesAfterCommit() bool { return m == Rolling }
+
+// sendsState: SaveState runs in the old process, LoadState in the new one.
+func (m Mode) sendsState() bool { return m != ListenersOnly }
+
+// passesStop: after the commit the new process owns the service, so a stop
+// of the old process is passed on to it.
+func (m Mode) passesStop() bool { return m != ListenersOnly }
+
+// Stragglers is what Rolling mode does with the connections that have not
+// reached a message boundary when Options.MoveTimeout ends the move.
+type Stragglers uint8
+
+const (
+	// DrainStragglers leaves them with the old process, running, as
+	// ListenersOnly leaves every connection: they are no longer asked to
+	// park, Exit is closed, and the application lets them finish and closes
+	// them (Upgrader.Conns lists them) before it exits.
+	DrainStragglers Stragglers = iota
+	// CloseStragglers closes them at the deadline; their clients see the
+	// connection close.
+	CloseStragglers
+)
+
+// DefaultMoveTimeout is Options.MoveTimeout's default: longer than most
+// requests, shorter than a service manager's stop timeout.
+const DefaultMoveTimeout = 30 * time.Second
+
+// plan is the PLAN frame: the mode, and how many connections' fds the old
+// process sends early, while it still serves them.
+type plan struct {
+	mode  Mode
+	early uint32
+}
+
+func (p plan) encode() []byte {
+	return binary.BigEndian.AppendUint32([]byte{byte(p.mode)}, p.early)
+}
+
+func decodePlan(b []byte) (plan, error) {
+	d := decoder{b: b}
+	var p plan
+	if m := d.take(1); m != nil {
+		p.mode = Mode(m[0])
+	}
+	p.early = d.u32()
+	if err := d.finish("PLAN"); err != nil {
+		return p, err
+	}
+	if p.mode >= modes {
+		return p, protoErr("PLAN names mode %d, which this version does not know", uint8(p.mode))
+	}
+	if !p.mode.movesConns() && p.early > 0 {
+		return p, protoErr("PLAN sends %d connections early in mode %s", p.early, p.mode)
+	}
+	return p, nil
+}
