@@ -22,6 +22,11 @@ import (
 const (
 	// modeFull hands listeners, connections and state to the new process.
 	modeFull = "full"
+	// modeRolling hands over the listeners and a snapshot of the ledger
+	// taken while serving, then each connection at its own next request,
+	// carrying the accounts it changed. Exact only while each account is
+	// used by one connection at a time (server.RollingUpgrades).
+	modeRolling = "rolling"
 	// modeListeners hands over the listeners only, as tableflip-style
 	// libraries do: the state travels through the -state file, and the old
 	// process drains its connections, then closes them.
@@ -102,6 +107,9 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.upgradeTimeout, "upgrade-timeout", 0, "bound on an upgrade (0: the library default)")
 	fs.StringVar(&c.upgradeMode, "upgrade-mode", modeFull,
 		"what SIGHUP does: `mode` full (hand over listeners, connections and state), "+
+			"rolling (hand over listeners and a snapshot of the ledger taken while serving, then each connection "+
+			"at its own next request with the balances it changed; exact only if each account is used by one "+
+			"connection at a time), "+
 			"listeners (hand over listeners; state through -state; drain, then close the old connections) "+
 			"or restart (save -state, stop, execute the binary again)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 5*time.Second,
@@ -142,7 +150,7 @@ func (c config) check() error {
 		return errors.New("-state-reset and -state-accept-stale exclude each other: start empty, or serve the stale file")
 	}
 	switch c.upgradeMode {
-	case modeFull:
+	case modeFull, modeRolling:
 		return nil
 	case modeListeners, modeRestart:
 		if c.state == "" {
@@ -150,7 +158,8 @@ func (c config) check() error {
 		}
 		return nil
 	}
-	return fmt.Errorf("-upgrade-mode %q: want %s, %s or %s", c.upgradeMode, modeFull, modeListeners, modeRestart)
+	return fmt.Errorf("-upgrade-mode %q: want %s, %s, %s or %s", c.upgradeMode,
+		modeFull, modeRolling, modeListeners, modeRestart)
 }
 
 // Run runs a PDF server process to its end and returns its exit code: 0
@@ -200,6 +209,9 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 	// process of an upgrade, takes over a ledger saved a moment ago: the
 	// operator's -state-reset or -state-accept-stale was for a cold start.
 	restarted := os.Getenv(envRestartedAt) != ""
+	if cfg.upgradeMode == modeRolling {
+		srv.RollingUpgrades()
+	}
 
 	up, err := handoff.New(handoff.Options{
 		Version:        version,
@@ -209,10 +221,16 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 		LoadState:      srv.LoadState,
 		Resume:         srv.Resume,
 		Mode:           libraryMode(cfg.upgradeMode),
-		NoSignal:       true,
-		Logger:         base,
-		ControlSocket:  cfg.control,
-		Supervisor:     systemd.New(systemd.Options{KeepSockets: cfg.fdstore, MaxKept: cfg.fdstoreMax, Logger: base}),
+		// A connection that cannot move (its handler is stuck in a write
+		// to a client that does not read) cannot carry its accounts
+		// either: served on here, it would change a ledger nobody reads
+		// again. Closed, its client at least learns that something went
+		// wrong.
+		Stragglers:    handoff.CloseStragglers,
+		NoSignal:      true,
+		Logger:        base,
+		ControlSocket: cfg.control,
+		Supervisor:    systemd.New(systemd.Options{KeepSockets: cfg.fdstore, MaxKept: cfg.fdstoreMax, Logger: base}),
 	})
 	if err != nil {
 		return nil, err
@@ -223,9 +241,9 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 			return nil, err
 		}
 		if up.HasParent() {
-			// A process upgraded in full mode gets the ledger from its
-			// parent; in the other modes the file is the only way.
-			err = st.openUpgraded(srv, cfg.upgradeMode != modeFull, log)
+			// A process upgraded in full or rolling mode gets the ledger
+			// from its parent; in the other modes the file is the only way.
+			err = st.openUpgraded(srv, stateByFile(cfg.upgradeMode), log)
 		} else {
 			opts := coldStart{reset: cfg.stateReset, acceptStale: cfg.stateAcceptStale, snapshots: cfg.snapshot > 0}
 			if restarted {
@@ -312,10 +330,20 @@ func (p *process) run() error {
 	}
 }
 
-// libraryMode is the library's mode for an -upgrade-mode.
+// libraryMode is the library's mode for an -upgrade-mode. Restart mode
+// does not use the library's upgrades at all.
 func libraryMode(mode string) handoff.Mode {
-	if mode == modeListeners {
+	switch mode {
+	case modeListeners:
 		return handoff.ListenersOnly
+	case modeRolling:
+		return handoff.Rolling
 	}
 	return handoff.AllAtOnce
+}
+
+// stateByFile says whether the ledger reaches the next process through
+// the -state file in mode, rather than from the old process.
+func stateByFile(mode string) bool {
+	return mode == modeListeners || mode == modeRestart
 }

@@ -41,7 +41,7 @@ type process struct {
 	upgrades sync.WaitGroup // upgrade goroutines
 }
 
-// upgrade runs a full or a listeners-only upgrade. In listeners mode it
+// upgrade runs a full, rolling or listeners-only upgrade. In listeners mode it
 // first writes the state file, which the new process restores as a cold
 // start would: what this process changes after the snapshot is lost.
 func (p *process) upgrade() {

@@ -2,10 +2,12 @@ package app
 
 import (
 	"fmt"
+	"io"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -131,6 +133,7 @@ func TestUpgradeModeFlags(t *testing.T) {
 	}{
 		{nil, true},
 		{[]string{"-upgrade-mode", "full"}, true},
+		{[]string{"-upgrade-mode", "rolling"}, true},
 		{[]string{"-upgrade-mode", "listeners", "-state", "s"}, true},
 		{[]string{"-upgrade-mode", "restart", "-state", "s"}, true},
 		{[]string{"-upgrade-mode", "listeners"}, false},
@@ -156,5 +159,130 @@ func TestUpgradeModeFlags(t *testing.T) {
 	// Refused before anything starts.
 	if code := Run("v1.0.0", ledger.NewV1(), []string{"-upgrade-mode", "restart"}); code != 2 {
 		t.Fatalf("Run without -state in restart mode = %d, want 2", code)
+	}
+}
+
+// TestUpgradeModeRolling: two rolling upgrades, v1 to v2 then v2 to v2,
+// under clients that keep topping up (and now and then charging) an
+// account of their own, one request after another. Every connection
+// moves (the same connection is answered by the last process), no
+// request fails, and in the end every balance and charge count is what
+// its client was told: what a client changed after the snapshot reached
+// the new process with its connection.
+func TestUpgradeModeRolling(t *testing.T) {
+	p := startPDF(t, modeRolling)
+	var clients []*ownAccount
+	for i := range 4 {
+		clients = append(clients, newOwnAccount(t, p.addr, fmt.Sprintf("gw%d", i)))
+	}
+	stop := make(chan struct{})
+	for _, c := range clients {
+		go c.run(stop)
+	}
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+	}()
+	awaitRequests(t, clients, 50)
+
+	p.setVersion(t, "v2")
+	pid := upgradeOnce(t, p, p.pid)
+	if code := p.exitCode(t); code != 0 {
+		t.Fatalf("old process exit code %d", code)
+	}
+	awaitRequests(t, clients, 50)
+	old := pid
+	pid = upgradeOnce(t, p, old)
+	p.logs.await(t, 0, "handed over; exiting", old)
+	awaitRequests(t, clients, 50)
+	close(stop)
+
+	for _, c := range clients {
+		<-c.done
+		if c.err != nil {
+			t.Fatalf("%s: %v after %d requests", c.acct, c.err, c.n)
+		}
+		c.Ask(t, "VERSION v", fmt.Sprintf("VERSION v v2.0.0 %d", pid))
+		c.Ask(t, "WHOAMI w", fmt.Sprintf("YOU w %s %d", c.acct, c.n+2))
+		pdftest.Dial(t, p.addr).Ask(t, "STATS s "+c.acct, fmt.Sprintf("STATS s %d %d", c.balance, c.charges))
+	}
+}
+
+// ownAccount is a client that uses one account of its own, named as its
+// gateway, over one connection.
+type ownAccount struct {
+	*pdftest.Client
+	acct     string
+	n        int // requests sent after HELLO
+	balance  int64
+	charges  uint64
+	progress atomic.Int64 // n, for the test to read while it runs
+	err      error        // the first wrong reply or failed read
+	done     chan struct{}
+}
+
+func newOwnAccount(t *testing.T, addr, acct string) *ownAccount {
+	c := &ownAccount{Client: pdftest.Dial(t, addr), acct: acct, done: make(chan struct{})}
+	c.Ask(t, "HELLO "+acct, "WELCOME "+acct)
+	return c
+}
+
+// run tops the account up by 1, charging 1 every fifth request, until
+// stop is closed or a reply is not the one expected.
+func (c *ownAccount) run(stop <-chan struct{}) {
+	defer close(c.done)
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		c.n++
+		cmd, want := "TOPUP", c.balance+1
+		if c.n%5 == 0 {
+			cmd, want = "CHARGE", c.balance-1
+		}
+		if c.err = c.exchange(fmt.Sprintf("%s r%d %s 1\n", cmd, c.n, c.acct), fmt.Sprintf("OK r%d %d\n", c.n, want)); c.err != nil {
+			return
+		}
+		c.balance = want
+		if cmd == "CHARGE" {
+			c.charges++
+		}
+		c.progress.Store(int64(c.n))
+	}
+}
+
+func (c *ownAccount) exchange(req, want string) error {
+	if _, err := io.WriteString(c.Conn, req); err != nil {
+		return err
+	}
+	got, err := c.ReadLine()
+	if err == nil && got != want {
+		err = fmt.Errorf("%q: got %q, want %q", strings.TrimSpace(req), got, want)
+	}
+	return err
+}
+
+// awaitRequests waits until every client has sent more requests after it
+// was called, so that each phase of the test runs under load.
+func awaitRequests(t *testing.T, clients []*ownAccount, more int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, c := range clients {
+		target := c.progress.Load() + more
+		for c.progress.Load() < target {
+			select {
+			case <-c.done:
+				t.Fatalf("%s stopped: %v", c.acct, c.err)
+			case <-time.After(time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d requests, want %d within 30s", c.acct, c.progress.Load(), target)
+			}
+		}
 	}
 }

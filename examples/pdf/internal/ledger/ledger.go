@@ -46,6 +46,23 @@ func (l *V1) Charge(acct string, amount int64) (int64, bool) {
 // Balance returns the balance of acct, 0 if unknown.
 func (l *V1) Balance(acct string) int64 { return l.balances[acct] }
 
+// Account returns everything v1 keeps about acct. (Not named Stats: v1
+// does not answer STATS, and a server looks for that method.)
+func (l *V1) Account(acct string) Account {
+	return Account{Balance: l.balances[acct], Charges: l.charges[acct]}
+}
+
+// SetAccount replaces what v1 keeps about acct with a, whatever it was.
+// Like Down2to1, it keeps no zero charge count.
+func (l *V1) SetAccount(acct string, a Account) {
+	l.balances[acct] = a.Balance
+	if a.Charges > 0 {
+		l.charges[acct] = a.Charges
+	} else {
+		delete(l.charges, acct)
+	}
+}
+
 // Account is one account in the v2 layout.
 type Account struct {
 	Balance int64
@@ -100,6 +117,17 @@ func (l *V2) Stats(acct string) (balance int64, charges uint64) {
 	}
 	return 0, 0
 }
+
+// Account returns acct as v2 keeps it; the zero Account if unknown.
+func (l *V2) Account(acct string) Account {
+	if a := l.accounts[acct]; a != nil {
+		return *a
+	}
+	return Account{}
+}
+
+// SetAccount replaces acct with a, whatever it was.
+func (l *V2) SetAccount(acct string, a Account) { l.accounts[acct] = &a }
 
 func add(balance, amount int64) (int64, error) {
 	if amount > 0 && balance > math.MaxInt64-amount {

@@ -91,3 +91,35 @@ func TestUpDownPreserves(t *testing.T) {
 		t.Fatalf("Down2to1(Up1to2(v1)) = %+v, want %+v", back, v1)
 	}
 }
+
+// SetAccount replaces an account, known or not, in both layouts, and
+// Account reads back what was set: a rolling upgrade carries accounts so.
+func TestSetAccount(t *testing.T) {
+	for _, l := range []interface {
+		Charge(string, int64) (int64, bool)
+		Account(string) Account
+		SetAccount(string, Account)
+	}{sampleV1(), Up1to2(sampleV1())} {
+		if got := l.Account("alice"); got != (Account{Balance: 980, Charges: 2}) {
+			t.Fatalf("%T: alice %+v, want 980 and 2 charges", l, got)
+		}
+		for _, a := range []Account{{Balance: 7, Charges: 3}, {Balance: 5}} {
+			l.SetAccount("alice", a)
+			l.SetAccount("dave", a)
+			if l.Account("alice") != a || l.Account("dave") != a {
+				t.Fatalf("%T: after SetAccount(%+v): alice %+v, dave %+v", l, a, l.Account("alice"), l.Account("dave"))
+			}
+		}
+		if b, ok := l.Charge("dave", 5); b != 0 || !ok || l.Account("dave").Charges != 1 {
+			t.Fatalf("%T: dave after a charge: %+v", l, l.Account("dave"))
+		}
+		if got := l.Account("nobody"); got != (Account{}) {
+			t.Fatalf("%T: unknown account %+v", l, got)
+		}
+	}
+	v1 := sampleV1()
+	v1.SetAccount("alice", Account{Balance: 1})
+	if _, ok := v1.charges["alice"]; ok {
+		t.Fatal("v1 keeps a zero charge count")
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -137,19 +139,125 @@ func TestLoadStateRefusesGarbage(t *testing.T) {
 }
 
 func TestSession(t *testing.T) {
-	for _, sess := range []session{{}, {gw: "gw-1", n: 1}, {gw: "a b\x00c", n: math.MaxUint64}} {
-		got, err := decodeSession(sess.encode())
-		if err != nil || *got != sess {
+	for _, sess := range []session{
+		{}, {gw: "gw-1", n: 1}, {gw: "a b\x00c", n: math.MaxUint64},
+		{gw: "gw-2", n: 9, changed: map[string]ledger.Account{"alice": {Balance: 5, Charges: 2}, "": {Balance: -1}}},
+		{n: 3, changed: map[string]ledger.Account{"bob": {Balance: math.MaxInt64, Charges: math.MaxUint64}}},
+	} {
+		// Format 1 whenever it will do, so that an older reader takes it.
+		b := sess.encode()
+		want := byte(sessionFormat1)
+		if len(sess.changed) > 0 {
+			want = sessionFormat2
+		}
+		if b[0] != want {
+			t.Errorf("%+v encoded in format %d, want %d", sess, b[0], want)
+		}
+		got, err := decodeSession(b)
+		if err != nil || !reflect.DeepEqual(*got, sess) {
 			t.Errorf("round trip of %+v = %+v, %v", sess, got, err)
 		}
 	}
-	if got, err := decodeSession(nil); err != nil || *got != (session{}) {
+	if got, err := decodeSession(nil); err != nil || !reflect.DeepEqual(*got, session{}) {
 		t.Errorf("no state = %+v, %v; want a fresh session", got, err)
 	}
-	for _, bad := range [][]byte{{2, 0}, {sessionFormat}, {sessionFormat, 0x80}} {
-		if _, err := decodeSession(bad); err == nil {
-			t.Errorf("decodeSession(%v) accepted", bad)
+	// What the format 1 encoder of the previous versions wrote.
+	if got, err := decodeSession([]byte{1, 0x85, 0x01, 'g', 'w'}); err != nil || got.n != 133 || got.gw != "gw" {
+		t.Errorf("format 1 = %+v, %v; want n 133, gw \"gw\"", got, err)
+	}
+	full := (&session{gw: "g", n: 1, changed: map[string]ledger.Account{"a": {Balance: 1}, "b": {Balance: 2}}}).encode()
+	for _, bad := range [][]byte{
+		{3, 0}, {sessionFormat1}, {sessionFormat1, 0x80},
+		{sessionFormat2, 1, 5, 'g'},                           // a name longer than what is left
+		{sessionFormat2, 1, 0, 0xff},                          // a count cut short
+		{sessionFormat2, 1, 0, 9, 1},                          // nine accounts claimed, less than one there
+		append(slices.Clone(full), 0),                         // a byte after the last field
+		full[:len(full)-1],                                    // the last field cut short
+		{sessionFormat2, 0, 0, 2, 1, 'a', 2, 0, 1, 'a', 4, 0}, // an account twice
+	} {
+		if _, err := decodeSession(bad); !errors.Is(err, errSession) {
+			t.Errorf("decodeSession(%v) = %v, want errSession", bad, err)
 		}
+	}
+}
+
+// park is what the handler gives Park for sess, and resume what the new
+// process's Resume does with it before serving.
+func park(sess *session) []byte { return sess.encode() }
+
+func resume(t *testing.T, s *Server, state []byte) *session {
+	t.Helper()
+	sess, err := decodeSession(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.adopt(sess)
+	return sess
+}
+
+// TestRollingCarry plays a rolling upgrade with the library left out: the
+// old server's snapshot is taken while its connections are served, and
+// each connection carries to the new server what it changed, including
+// what the snapshot missed, across two upgrades (v1 to v2 to v2). A
+// connection that changed nothing carries nothing, in format 1.
+func TestRollingCarry(t *testing.T) {
+	old := New("v1.0.0", ledger.NewV1(), quiet())
+	old.RollingUpgrades()
+	a, b, idle := old.newSession(), old.newSession(), old.newSession()
+	exchange(t, old, a, [][2]string{{"TOPUP r1 alice 100", "OK r1 100"}, {"CHARGE r2 alice 10", "OK r2 90"}})
+	exchange(t, old, b, [][2]string{{"TOPUP r1 bob 5", "OK r1 5"}})
+	exchange(t, old, idle, [][2]string{{"BALANCE r1 alice", "BAL r1 90"}, {"CHARGE r2 carol 1", "DENY r2 0"}})
+	var snap bytes.Buffer
+	if err := old.SaveState(&snap); err != nil {
+		t.Fatal(err)
+	}
+	// After the snapshot, before the connections move.
+	exchange(t, old, a, [][2]string{{"CHARGE r3 alice 20", "OK r3 70"}, {"TOPUP r4 dave 3", "OK r4 3"}})
+	if state := park(idle); state[0] != sessionFormat1 {
+		t.Errorf("a session that changed nothing parks in format %d, want 1", state[0])
+	}
+
+	next := New("v2.0.0", ledger.NewV2(), quiet())
+	next.RollingUpgrades()
+	if err := next.LoadState(&snap); err != nil {
+		t.Fatal(err)
+	}
+	ra := resume(t, next, park(a))
+	exchange(t, next, ra, [][2]string{{"STATS r5 alice", "STATS r5 70 2"}, {"BALANCE r6 dave", "BAL r6 3"}})
+	// b moves late, having topped up again in the old process.
+	exchange(t, old, b, [][2]string{{"TOPUP r2 bob 1", "OK r2 6"}})
+	rb := resume(t, next, park(b))
+	exchange(t, next, rb, [][2]string{{"STATS r3 bob", "STATS r3 6 0"}, {"WHOAMI r4", "YOU r4 - 3"}})
+
+	// The second upgrade's snapshot is taken before a has charged again:
+	// what a carried in from the first stays in its session.
+	snap.Reset()
+	if err := next.SaveState(&snap); err != nil {
+		t.Fatal(err)
+	}
+	exchange(t, next, ra, [][2]string{{"CHARGE r7 alice 1", "OK r7 69"}})
+	last := New("v2.0.0", ledger.NewV2(), quiet())
+	last.RollingUpgrades()
+	if err := last.LoadState(&snap); err != nil {
+		t.Fatal(err)
+	}
+	resume(t, last, park(ra))
+	resume(t, last, park(rb))
+	exchange(t, last, last.newSession(), [][2]string{
+		{"STATS r1 alice", "STATS r1 69 3"}, {"STATS r2 bob", "STATS r2 6 0"}, {"BALANCE r3 dave", "BAL r3 3"},
+	})
+}
+
+// A server that does not carry changes applies what a connection carried
+// in, then forgets it: at its own next upgrade (all at once, with every
+// change in the snapshot) it must not send those older values again.
+func TestCarryEndsWithoutRolling(t *testing.T) {
+	s := New("v2.0.0", ledger.NewV2(), quiet())
+	carried := &session{n: 1, changed: map[string]ledger.Account{"alice": {Balance: 5}}}
+	sess := resume(t, s, carried.encode())
+	exchange(t, s, sess, [][2]string{{"TOPUP r1 alice 1", "OK r1 6"}})
+	if sess.changed != nil || park(sess)[0] != sessionFormat1 {
+		t.Fatalf("session %+v still carries accounts", sess)
 	}
 }
 
