@@ -51,16 +51,17 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzPayload$$' -fuzztime 60s ./statefile/
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 60s ./examples/pdf/internal/ledger/
 
-# The upgrade benchmark reported in bench/README.md: every upgrade mode at
-# 1k, 5k, 10k and 15k connections under 10k req/s, 3 upgrades each (~9 min).
+# The upgrade benchmark reported in bench/README.md: every upgrade mode, and
+# the same load without upgrades (none), at 1k, 5k, 10k and 15k connections
+# under 10k req/s, 3 upgrades each (~15 min).
 # Table on stdout; JSON and charts in bench/results/.
 bench: build
-	./$(BIN)/upgradebench -bin $(BIN) -modes full,listeners,restart -conns 1000,5000,10000,15000 \
+	./$(BIN)/upgradebench -bin $(BIN) -modes full,rolling,listeners,restart,none -conns 1000,5000,10000,15000 \
 		-rate 10000 -churn 50 -duration 20s -upgrades 3 -out bench/results | tee bench/results/upgrade.md
 
 # The same, small and short (under a minute), to try a change.
 bench-quick: build
-	./$(BIN)/upgradebench -bin $(BIN) -modes full,listeners,restart -conns 500 \
+	./$(BIN)/upgradebench -bin $(BIN) -modes full,rolling,listeners,restart,none -conns 500 \
 		-rate 5000 -churn 50 -duration 6s -upgrades 2 -out bench/results/quick
 
 # The state file benchmark reported in bench/README.md.

@@ -2,9 +2,10 @@
 // pdf server, in each upgrade mode, at several scales, under paced load:
 // connection survival, lost, duplicated and failed requests, refused new
 // connections, latency in and outside the upgrade windows, and how long
-// each upgrade takes. See bench/README.md.
+// each upgrade takes; mode none runs the same load without upgrades, the
+// baseline for the stalls. See bench/README.md.
 //
-//	upgradebench -bin bin -conns 1000,5000,15000 -modes full,listeners,restart
+//	upgradebench -bin bin -conns 1000,5000,15000 -modes full,rolling,listeners,restart,none
 package main
 
 import (
@@ -34,7 +35,8 @@ func main() {
 
 func run() int {
 	bin := flag.String("bin", "bin", "directory holding pdf-v2")
-	modes := flag.String("modes", "full,listeners,restart", "upgrade modes to compare")
+	modes := flag.String("modes", "full,rolling,listeners,restart,none",
+		"upgrade modes to compare (pdf's -upgrade-mode), and none: the same load without upgrades")
 	scales := flag.String("conns", "1000,5000,15000", "persistent connections, one run each")
 	rate := flag.Float64("rate", 10000, "paced requests per second over all connections")
 	churn := flag.Float64("churn", 50, "new connections per second")

@@ -22,11 +22,12 @@ func TestMain(m *testing.M) {
 }
 
 // TestRunModes runs each upgrade mode for real, small: the pdf server,
-// two client processes, one SIGHUP. Each mode must show what it is known
-// to do to its clients, and the harness must have measured it.
+// two client processes, one SIGHUP (none in the run without upgrades).
+// Each mode must show what it is known to do to its clients, and the
+// harness must have measured it.
 func TestRunModes(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs the pdf server under load in three modes, ~20 s")
+		t.Skip("runs the pdf server under load in five modes, ~30 s")
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -36,7 +37,7 @@ func TestRunModes(t *testing.T) {
 	if err := proc.Build("github.com/handoff-dev/handoff/examples/pdf/cmd/pdf-v2", server); err != nil {
 		t.Fatal(err)
 	}
-	for _, mode := range []string{result.ModeFull, result.ModeListeners, result.ModeRestart} {
+	for _, mode := range []string{result.ModeFull, result.ModeRolling, result.ModeListeners, result.ModeRestart, result.ModeNone} {
 		t.Run(mode, func(t *testing.T) {
 			// 5 s, the SIGHUP at 2.5 s: a listeners upgrade's 2 s drain
 			// ends inside the run, so its clients see the close.
@@ -50,6 +51,12 @@ func TestRunModes(t *testing.T) {
 			switch mode {
 			case result.ModeFull:
 				checkFull(t, r)
+			case result.ModeRolling:
+				// Each connection carries what it changed after the
+				// snapshot: exact, and every connection kept.
+				checkKept(t, r)
+			case result.ModeNone:
+				checkKept(t, r)
 			case result.ModeListeners:
 				// Every conn is closed after the drain; the state its old
 				// process changed since the snapshot is gone.
@@ -74,15 +81,20 @@ func checkCommon(t *testing.T, cfg Config, r result.Run) {
 	if r.Requests < want*9/10 || r.Requests > want*11/10 {
 		t.Errorf("%d requests recorded, want about %d", r.Requests, want)
 	}
-	if len(r.Upgrades) != 1 || !r.Upgrades[0].OK || r.Upgrades[0].Duration <= 0 {
-		t.Errorf("upgrades %+v: want one that ended", r.Upgrades)
-	}
 	if r.Duplicated != 0 {
 		t.Errorf("%d duplicated replies", r.Duplicated)
 	}
-	if r.InWindow.Count == 0 || r.OutWindow.Count == 0 || len(r.Timeline) == 0 {
-		t.Errorf("latency in window %+v, outside %+v, %d timeline points: want all measured",
-			r.InWindow, r.OutWindow, len(r.Timeline))
+	if r.OutWindow.Count == 0 || len(r.Timeline) == 0 || r.MaxStall <= 0 {
+		t.Errorf("latency outside windows %+v, %d timeline points, longest stall %v: want all measured",
+			r.OutWindow, len(r.Timeline), r.MaxStall)
+	}
+	if cfg.Mode == result.ModeNone {
+		if len(r.Upgrades) != 0 || r.InWindow.Count != 0 {
+			t.Errorf("without upgrades: upgrades %+v, %d replies in a window; want none", r.Upgrades, r.InWindow.Count)
+		}
+	} else if len(r.Upgrades) != 1 || !r.Upgrades[0].OK || r.Upgrades[0].Duration <= 0 || r.InWindow.Count == 0 {
+		t.Errorf("upgrades %+v, %d replies in the window: want one that ended, replies in it",
+			r.Upgrades, r.InWindow.Count)
 	}
 	if r.RSSBefore <= 0 || r.FdsBefore < cfg.Conns || r.ServerCPUPerReq <= 0 {
 		t.Errorf("server before: RSS %d, %d fds, CPU/req %v: want measured, >= %d fds",
@@ -90,12 +102,18 @@ func checkCommon(t *testing.T, cfg Config, r result.Run) {
 	}
 }
 
-func checkFull(t *testing.T, r result.Run) {
+// checkKept wants every connection kept and every request answered right.
+func checkKept(t *testing.T, r result.Run) {
 	t.Helper()
 	if r.ConnsSurvived != r.Conns || r.Lost+r.Failed+r.Refused+r.Reset != 0 {
-		t.Errorf("full: %d of %d survived, %d lost, %d failed, %d refused, %d reset: want all and none",
-			r.ConnsSurvived, r.Conns, r.Lost, r.Failed, r.Refused, r.Reset)
+		t.Errorf("%s: %d of %d survived, %d lost, %d failed, %d refused, %d reset: want all and none",
+			r.Mode, r.ConnsSurvived, r.Conns, r.Lost, r.Failed, r.Refused, r.Reset)
 	}
+}
+
+func checkFull(t *testing.T, r result.Run) {
+	t.Helper()
+	checkKept(t, r)
 	ph := r.Upgrades[0].Phases
 	for _, name := range []string{"start", "fds", "park", "parked", "state", "adopt", "commit"} {
 		if ph[name] <= 0 {

@@ -52,19 +52,7 @@ func Run(cfg Config, logf func(string, ...any)) (result.Run, error) {
 	for _, c := range clients {
 		c.start(epoch)
 	}
-	gap := cfg.Duration / time.Duration(cfg.Upgrades+1)
-	cpu0 := proc.CPUTime(srv.pid())
-	for i := range cfg.Upgrades {
-		time.Sleep(time.Until(epoch.Add(time.Duration(i+1) * gap)))
-		if i == 0 {
-			// The server's CPU per request, before any upgrade: what
-			// bounds how fast a backlog drains after a pause.
-			out.ServerCPUPerReq = (proc.CPUTime(srv.pid()) - cpu0) / time.Duration(max(1, cfg.Rate*gap.Seconds()))
-		}
-		up := upgrade(srv, cfg.Mode, epoch)
-		logf("  upgrade %d: ok %v, %v", i+1, up.OK, up.Duration.Round(time.Millisecond))
-		out.Upgrades = append(out.Upgrades, up)
-	}
+	drive(cfg, srv, epoch, &out, logf)
 	// Half a second before the end: once their schedule ends, the clients
 	// close their connections.
 	time.Sleep(time.Until(epoch.Add(cfg.Duration - 500*time.Millisecond)))
@@ -81,6 +69,32 @@ func Run(cfg Config, logf func(string, ...any)) (result.Run, error) {
 	}
 	summarise(&out, recs)
 	return out, nil
+}
+
+// drive measures the server's CPU per request until the first upgrade is
+// due, then sends the upgrades, evenly spaced over the run.
+func drive(cfg Config, srv *server, epoch time.Time, out *result.Run, logf func(string, ...any)) {
+	gap := cfg.Duration / time.Duration(cfg.Upgrades+1)
+	cpu0 := proc.CPUTime(srv.pid())
+	time.Sleep(time.Until(epoch.Add(gap)))
+	// Before any upgrade (in a run without upgrades, over the same span):
+	// what bounds how fast a backlog drains after a pause.
+	out.ServerCPUPerReq = (proc.CPUTime(srv.pid()) - cpu0) / time.Duration(max(1, cfg.Rate*gap.Seconds()))
+	for i := range sighups(cfg) {
+		time.Sleep(time.Until(epoch.Add(time.Duration(i+1) * gap)))
+		up := upgrade(srv, cfg.Mode, epoch)
+		logf("  upgrade %d: ok %v, %v", i+1, up.OK, up.Duration.Round(time.Millisecond))
+		out.Upgrades = append(out.Upgrades, up)
+	}
+}
+
+// sighups is how many upgrades the run sends: none in ModeNone, which is
+// the same load and server with the upgrades left out.
+func sighups(cfg Config) int {
+	if cfg.Mode == result.ModeNone {
+		return 0
+	}
+	return cfg.Upgrades
 }
 
 func startClients(cfg Config, addr string) ([]*client, error) {
@@ -112,7 +126,8 @@ var (
 )
 
 // upgrade sends SIGHUP and waits for the upgrade to end: the old process
-// gone (full, listeners) or the process serving again (restart).
+// gone (full, rolling: every connection has moved; listeners: drained) or
+// the process serving again (restart).
 func upgrade(srv *server, mode string, epoch time.Time) result.Upgrade {
 	old := srv.pid()
 	serving := srv.servingCount()

@@ -35,8 +35,8 @@ func startServer(dir, src, mode string) (*server, error) {
 	pidfile := filepath.Join(dir, "pdf.pid")
 	args := []string{"-listen", port, "-drain-timeout", drainTimeout.String(), "-pidfile", pidfile,
 		"-state", filepath.Join(dir, "state")}
-	if mode != result.ModeFull {
-		args = append(args, "-upgrade-mode", mode)
+	if flag := serverMode(mode); flag != result.ModeFull {
+		args = append(args, "-upgrade-mode", flag)
 	}
 	g, err := proc.StartGroup(filepath.Join(dir, "server.log"), pidfile, bin, args...)
 	if err != nil {
@@ -48,6 +48,15 @@ func startServer(dir, src, mode string) (*server, error) {
 		return nil, fmt.Errorf("harness: server did not start: %s", s.LogTail(20))
 	}
 	return s, nil
+}
+
+// serverMode is the pdf server's -upgrade-mode for a benchmark mode: a run
+// without upgrades runs the default, full, which it never uses.
+func serverMode(mode string) string {
+	if mode == result.ModeNone {
+		return result.ModeFull
+	}
+	return mode
 }
 
 // drainTimeout is how long the old process of a listeners upgrade serves

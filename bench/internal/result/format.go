@@ -121,9 +121,10 @@ func codeSpan(s string) string {
 	return fence + s + fence
 }
 
-// modeOrder is the order modes are shown in: the handoff first, then the
-// two baselines it is measured against.
-var modeOrder = []string{ModeFull, ModeListeners, ModeRestart}
+// modeOrder is the order modes are shown in: the handoff's two modes
+// first, then the two upgrade baselines they are measured against, then
+// the run without upgrades.
+var modeOrder = []string{ModeFull, ModeRolling, ModeListeners, ModeRestart, ModeNone}
 
 // modeRank places unknown modes after the known ones.
 func modeRank(mode string) int {

@@ -18,13 +18,35 @@ const (
 	exitGoal       = time.Second // SIGHUP to the old process's exit, at 15k conns
 	exitGoalConns  = 15000
 	pauseGoal      = 3 // times the floor
+	// Rolling mode's longest stall, at 10k conns, is held to this many
+	// times the longest stall of the same load without upgrades: a
+	// connection that moves alone should wait little more than the load
+	// makes it wait anyway.
+	stallVsNone = 2
 )
 
-// writeGoals evaluates the goals on the full-mode runs (in scale order)
-// and writes one line per goal and scale: "met", or "missed by" how much,
-// and the figure behind the verdict.
+// writeGoals evaluates the goals on the full-mode and rolling-mode runs
+// (in scale order) and writes one line per goal and scale: "met", or
+// "missed by" how much, and the figure behind the verdict.
 func writeGoals(b *strings.Builder, runs []*Run) {
-	full := slices.DeleteFunc(slices.Clone(runs), func(r *Run) bool { return r.Mode != ModeFull })
+	var sections []string
+	for _, write := range []func(*strings.Builder, []*Run){writeFullGoals, writeRollingGoals} {
+		var s strings.Builder
+		write(&s, runs)
+		if s.Len() > 0 {
+			sections = append(sections, s.String())
+		}
+	}
+	b.WriteString(strings.Join(sections, "\n"))
+}
+
+// modeRuns returns the runs of mode, keeping their order.
+func modeRuns(runs []*Run, mode string) []*Run {
+	return slices.DeleteFunc(slices.Clone(runs), func(r *Run) bool { return r.Mode != mode })
+}
+
+func writeFullGoals(b *strings.Builder, runs []*Run) {
+	full := modeRuns(runs, ModeFull)
 	if len(full) == 0 {
 		return
 	}
@@ -39,6 +61,47 @@ func writeGoals(b *strings.Builder, runs []*Run) {
 	for _, r := range full {
 		b.WriteString(goalPause(r))
 	}
+}
+
+// writeRollingGoals holds rolling mode to (a), as full mode, and to (e):
+// its longest stall against that of the run without upgrades at the same
+// scale.
+func writeRollingGoals(b *strings.Builder, runs []*Run) {
+	rolling := modeRuns(runs, ModeRolling)
+	if len(rolling) == 0 {
+		return
+	}
+	b.WriteString("Goals, rolling mode:\n\n")
+	for _, r := range rolling {
+		b.WriteString(goalNoLoss(r))
+	}
+	baseline := modeRuns(runs, ModeNone)
+	for _, r := range rolling {
+		i := slices.IndexFunc(baseline, func(n *Run) bool { return n.Conns == r.Conns })
+		var base *Run
+		if i >= 0 {
+			base = baseline[i]
+		}
+		b.WriteString(goalStallVsNone(r, base))
+	}
+}
+
+// goalStallVsNone compares r's longest stall with base's, the run
+// without upgrades at the same scale (nil if there is none).
+func goalStallVsNone(r, base *Run) string {
+	head := fmt.Sprintf("- (e) longest stall within %dx that of the same load without upgrades (none) "+
+		"at %d conns (goal stated for 10k): ", stallVsNone, r.Conns)
+	if base == nil || base.MaxStall == 0 {
+		return head + fmt.Sprintf("not measured — rolling %s, no run without upgrades at this scale\n",
+			fmtDur(r.MaxStall))
+	}
+	limit := stallVsNone * base.MaxStall
+	verdict := "met"
+	if r.MaxStall > limit {
+		verdict = "missed by " + fmtDur(r.MaxStall-limit)
+	}
+	return head + fmt.Sprintf("%s — rolling %s, none %s (over its whole run), %s\n",
+		verdict, fmtDur(r.MaxStall), fmtDur(base.MaxStall), fmtRatio(r.MaxStall, base.MaxStall))
 }
 
 func goalNoLoss(r *Run) string {

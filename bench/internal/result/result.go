@@ -6,11 +6,16 @@ package result
 import "time"
 
 // Modes of upgrade compared by the benchmark, as the pdf server's
-// -upgrade-mode flag names them.
+// -upgrade-mode flag names them, and none, the same load with no upgrade.
 const (
-	ModeFull      = "full"      // listeners, connections and state handed over
+	ModeFull      = "full"      // listeners, connections and state handed over, every conn parked at once
+	ModeRolling   = "rolling"   // listeners and a snapshot, then each conn moves on its own with what it changed
 	ModeListeners = "listeners" // listeners inherited; old conns drained and closed; state from the snapshot
 	ModeRestart   = "restart"   // stop, snapshot, start again
+	// ModeNone sends no SIGHUP: the baseline the stalls of the others are
+	// held against. It has no upgrade windows, so all its latencies are
+	// outside one, and its longest stall is over the whole run.
+	ModeNone = "none"
 )
 
 // Suite is one invocation of the benchmark: every mode at every scale.
@@ -48,7 +53,7 @@ type Run struct {
 	Mode  string `json:"mode"`
 	Conns int    `json:"conns"`
 
-	Upgrades []Upgrade `json:"upgrades"`
+	Upgrades []Upgrade `json:"upgrades,omitempty"` // none for ModeNone
 
 	// Connection survival, summed over the upgrades.
 	ConnsSurvived int `json:"conns_survived"` // persistent conns that saw every upgrade without a drop
@@ -62,10 +67,11 @@ type Run struct {
 	Reset      uint64 `json:"reset"`      // new connections reset
 
 	// Latency of the replies, inside upgrade windows and outside them.
-	InWindow  Latency `json:"in_window"`
+	// A run without upgrades (ModeNone) has no InWindow.
+	InWindow  Latency `json:"in_window,omitzero"`
 	OutWindow Latency `json:"out_window"`
-	// MaxStall is the longest any one connection waited with a request
-	// outstanding and no reply.
+	// MaxStall is the longest any one request waited past its due time,
+	// over the whole run, in an upgrade window or not.
 	MaxStall time.Duration `json:"max_stall_ns"`
 
 	// Floor is this machine's time, measured in the same run, to interrupt

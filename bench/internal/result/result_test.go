@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +15,9 @@ import (
 
 const ms = time.Millisecond
 
-// testSuite is made-up data, not a measurement: three modes at 1k and 15k
-// connections, where full mode meets every goal at 1k and misses each at
-// 15k, so both verdicts show.
+// testSuite is made-up data, not a measurement: every mode at 1k and 15k
+// connections, where full and rolling mode meet every goal at 1k and miss
+// each at 15k, so both verdicts show.
 func testSuite() *Suite {
 	s := &Suite{
 		Started: time.Date(2025, 11, 23, 10, 0, 0, 0, time.UTC),
@@ -25,7 +26,7 @@ func testSuite() *Suite {
 		Rate:    2000,
 	}
 	for _, conns := range []int{1000, 15000} {
-		for _, mode := range []string{ModeRestart, ModeListeners, ModeFull} {
+		for _, mode := range []string{ModeNone, ModeRestart, ModeListeners, ModeRolling, ModeFull} {
 			s.Runs = append(s.Runs, testRun(mode, conns))
 		}
 	}
@@ -42,9 +43,15 @@ func testRun(mode string, conns int) Run {
 			{At: 3 * time.Second, Duration: 300 * ms, OK: true},
 			{At: 7 * time.Second, Duration: 350 * ms, OK: true},
 		},
-		Timeline: testTimeline(map[string]time.Duration{ModeFull: 40 * ms, ModeListeners: 90 * ms, ModeRestart: 800 * ms}[mode]),
+		Timeline: testTimeline(map[string]time.Duration{ModeFull: 40 * ms, ModeRolling: 20 * ms,
+			ModeListeners: 90 * ms, ModeRestart: 800 * ms, ModeNone: 3 * ms}[mode]),
 	}
 	switch {
+	case mode == ModeNone:
+		r.Upgrades, r.InWindow = nil, Latency{}
+		r.MaxStall = map[int]time.Duration{1000: 3 * ms, 15000: 20 * ms}[conns]
+	case mode == ModeRolling && conns == 15000:
+		r.MaxStall, r.Duplicated = 50*ms, 2
 	case mode == ModeFull && conns == 15000:
 		r.ConnsSurvived, r.ConnsDropped, r.Lost = 14990, 10, 3
 		r.MaxStall = 57300 * time.Microsecond
@@ -100,6 +107,8 @@ func TestMarkdown(t *testing.T) {
 		"| full | 1000 | 1000/1000 (100%) | 0 | 0 | 0 | 0 | 0 | 850µs | 12.3ms | 30ms | 45ms | 2ms | 4ms | 2/2 | 350ms | 2ms | 1ms | 2.0x | — | — |",
 		"| full | 15000 | 14990/15000 (99.9%) | 3 | 0 | 0 | 0 | 0 | 850µs | 12.3ms | 30ms | 45ms | 2ms | 57.3ms | 2/2 | 1.2s | 42ms | 10ms | 4.2x | 45.2→47.8 | 15012→15013 |",
 		"| restart | 15000 | 0/15000 (0%) | 0 | 0 | 0 | 17 | 0 |",
+		"| none | 1000 | 1000/1000 (100%) | 0 | 0 | 0 | 0 | 0 | — | — | — | — | 2ms | 3ms | — | — | — | — | — | — | — | — |",
+		"`none` is the same load without any upgrade: it has no upgrade window, so no \"in\" figures, and its longest stall is over the whole run (as every mode's is).",
 		"| 2/2 | 350ms | — | — | — | — | — |",
 		"| mode | conns | upgrades | start | fds | park | commit |",
 		"| full | 1000 | 2 | 110ms | 3ms | 2ms | 6ms |",
@@ -109,7 +118,10 @@ func TestMarkdown(t *testing.T) {
 		"- (b) longest stall under 50ms at 15000 conns (goal stated for 10k): missed by 7.3ms — 57.3ms",
 		"- (c) SIGHUP to old process exit under 1s at 15000 conns: missed by 200ms — longest of 2 upgrades 1.2s",
 		"- (d) pause within 3x the floor at 1000 conns: met — pause 2ms, 2.0x floor 1ms",
-		"- (d) pause within 3x the floor at 15000 conns: missed by 12ms — pause 42ms, 4.2x floor 10ms",
+		"- (d) pause within 3x the floor at 15000 conns: missed by 12ms — pause 42ms, 4.2x floor 10ms\n\nGoals, rolling mode:\n\n",
+		"- (a) all connections survive, no request lost, duplicated or failed, none refused, at 15000 conns: missed by 2 dup — 15000/15000 (100%) survived, 0 lost, 2 dup, 0 failed, 0 refused",
+		"- (e) longest stall within 2x that of the same load without upgrades (none) at 1000 conns (goal stated for 10k): met — rolling 4ms, none 3ms (over its whole run), 1.3x",
+		"- (e) longest stall within 2x that of the same load without upgrades (none) at 15000 conns (goal stated for 10k): missed by 10ms — rolling 50ms, none 20ms (over its whole run), 2.5x",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks\n%s\nin\n%s", want, md)
@@ -128,7 +140,9 @@ func checkRowOrder(t *testing.T, md string) {
 			got = append(got, strings.TrimPrefix(f[0], "| ")+"/"+f[1])
 		}
 	}
-	want := []string{"mode/conns", "full/1000", "listeners/1000", "restart/1000", "full/15000", "listeners/15000", "restart/15000"}
+	want := []string{"mode/conns",
+		"full/1000", "rolling/1000", "listeners/1000", "restart/1000", "none/1000",
+		"full/15000", "rolling/15000", "listeners/15000", "restart/15000", "none/15000"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("rows %v, want %v", got, want)
 	}
@@ -154,12 +168,34 @@ func checkTableWidths(t *testing.T, md string) {
 
 func TestMarkdownMissingModes(t *testing.T) {
 	s := testSuite()
-	s.Runs = s.Runs[:1] // restart at 1000 only
+	s.Runs = s.Runs[1:2] // restart at 1000 only
 	md := markdown(t, s)
-	for _, absent := range []string{"full", "listeners", "Goals", "phases"} {
+	for _, absent := range []string{"full", "rolling", "listeners", "none", "Goals", "phases"} {
 		if strings.Contains(md, absent) {
 			t.Errorf("markdown mentions %q with only a restart run:\n%s", absent, md)
 		}
+	}
+}
+
+// Rolling mode without a run without upgrades at its scale is held to
+// (a), and (e) says why it has no verdict; with no rolling run there is
+// no rolling section.
+func TestMarkdownRollingWithoutNone(t *testing.T) {
+	s := testSuite()
+	s.Runs = slices.DeleteFunc(s.Runs, func(r Run) bool { return r.Mode == ModeNone || r.Conns == 15000 })
+	md := markdown(t, s)
+	want := "Goals, rolling mode:\n\n" +
+		"- (a) all connections survive, no request lost, duplicated or failed, none refused, at 1000 conns: met — 1000/1000 (100%) survived, 0 lost, 0 dup, 0 failed, 0 refused\n" +
+		"- (e) longest stall within 2x that of the same load without upgrades (none) at 1000 conns (goal stated for 10k): not measured — rolling 4ms, no run without upgrades at this scale\n"
+	if !strings.HasSuffix(md, want) {
+		t.Errorf("markdown does not end with\n%s\nbut:\n%s", want, md)
+	}
+	if strings.Contains(md, "`none`") {
+		t.Errorf("markdown explains none without a none run:\n%s", md)
+	}
+	s.Runs = slices.DeleteFunc(s.Runs, func(r Run) bool { return r.Mode == ModeRolling })
+	if md := markdown(t, s); strings.Contains(md, "rolling") || !strings.HasSuffix(md, "floor 1ms\n") {
+		t.Errorf("without a rolling run:\n%s", md)
 	}
 }
 
@@ -196,6 +232,15 @@ func TestJSONRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, s) {
 		t.Errorf("read back\n%+v\nwrote\n%+v", got, s)
+	}
+	// A run without upgrades has neither upgrades nor an in-window
+	// latency, rather than zeros that would read as measured.
+	b, _ := os.ReadFile(path)
+	if n, want := bytes.Count(b, []byte(`"in_window"`)), 8; n != want {
+		t.Errorf("%d runs have in_window, want %d: every run but the 2 without upgrades", n, want)
+	}
+	if n, want := bytes.Count(b, []byte(`"upgrades"`)), 8; n != want {
+		t.Errorf("%d runs list upgrades, want %d", n, want)
 	}
 	entries, _ := os.ReadDir(filepath.Dir(path))
 	if len(entries) != 1 {

@@ -53,8 +53,9 @@ func runCells(r *Run) []string {
 	return []string{
 		escapeCell(r.Mode), strconv.Itoa(r.Conns), fmtSurvived(r.ConnsSurvived, r.Conns),
 		fmtUint(r.Lost), fmtUint(r.Duplicated), fmtUint(r.Failed), fmtUint(r.Refused), fmtUint(r.Reset),
-		fmtDur(r.InWindow.P50), fmtDur(r.InWindow.P99), fmtDur(r.InWindow.P999), fmtDur(r.InWindow.Max),
-		fmtDur(r.OutWindow.P99), fmtDur(r.MaxStall),
+		fmtLatency(r.InWindow, r.InWindow.P50), fmtLatency(r.InWindow, r.InWindow.P99),
+		fmtLatency(r.InWindow, r.InWindow.P999), fmtLatency(r.InWindow, r.InWindow.Max),
+		fmtLatency(r.OutWindow, r.OutWindow.P99), fmtDur(r.MaxStall),
 		fmtUpgradesOK(r.Upgrades), fmtOptDur(r.longestUpgrade()),
 		fmtOptDur(r.Pause), fmtOptDur(r.Floor), fmtRatio(r.Pause, r.Floor),
 		fmtChange(r.RSSBefore, r.RSSAfter, fmtMB),
@@ -73,6 +74,20 @@ func writeRunTable(b *strings.Builder, runs []*Run) {
 		writeRow(b, runCells(r))
 	}
 	b.WriteString("\n")
+	if slices.ContainsFunc(runs, func(r *Run) bool { return r.Mode == ModeNone }) {
+		b.WriteString("`none` is the same load without any upgrade: it has no upgrade window, so no \"in\" " +
+			"figures, and its longest stall is over the whole run (as every mode's is).\n\n")
+	}
+}
+
+// fmtLatency writes v, a figure of l, or none when l counted no reply:
+// a run without upgrades has no reply inside an upgrade window, and a
+// zero there would read as a measurement.
+func fmtLatency(l Latency, v time.Duration) string {
+	if l.Count == 0 {
+		return none
+	}
+	return fmtDur(v)
 }
 
 func writeFloorTable(b *strings.Builder, floors []Floor) {

@@ -7,7 +7,7 @@
 //
 // Flags: -listen ADDR, -pidfile PATH, -state PATH, -state-reset,
 // -state-accept-stale, -upgrade-timeout DUR, -upgrade-mode
-// full|listeners|restart, -drain-timeout DUR, -metrics ADDR. pdf -h says what the program
+// full|rolling|listeners|restart, -drain-timeout DUR, -metrics ADDR. pdf -h says what the program
 // is and what its signals do; examples/pdf/README.md says all of it.
 //
 // -metrics ADDR serves /metrics, /alive and /ready (package
@@ -16,11 +16,17 @@
 // counters continue from process to process.
 //
 // SIGHUP upgrades to whatever binary is now at the path this one was started
-// from, in one of three ways, so that a benchmark can compare them on
+// from, in one of four ways, so that a benchmark can compare them on
 // otherwise identical servers:
 //
 //   - full (the default): the handoff library hands the listener, every
 //     connection and the ledger to the new process.
+//   - rolling: the library's Rolling mode. The listener and a snapshot of
+//     the ledger, taken while serving, go first; then each connection
+//     moves at its own next request boundary, carrying the accounts it
+//     changed, which the new process sets over the snapshot's values
+//     (server.RollingUpgrades). Exact only while each account is used by
+//     one connection at a time.
 //   - listeners: what tableflip-style libraries do. The old process writes
 //     the ledger to -state and hands over the listener alone; the new
 //     process restores the file as a cold start does. The old process stops
