@@ -288,3 +288,42 @@ func TestFinalSave(t *testing.T) {
 		t.Fatalf("saved %+v, %v; want a at 6", v, err)
 	}
 }
+
+// blockedWriter stands in for a new process slow to read the state: its
+// first Write waits until released.
+type blockedWriter struct {
+	bytes.Buffer
+	entered, release chan struct{}
+}
+
+func (w *blockedWriter) Write(p []byte) (int, error) {
+	if w.entered != nil {
+		close(w.entered)
+		w.entered = nil
+		<-w.release
+	}
+	return w.Buffer.Write(p)
+}
+
+// With RollingUpgrades, SaveState runs while connections are served: it
+// must not hold the ledger while the new process reads the snapshot, and
+// the snapshot is the ledger as it was when SaveState began.
+func TestRollingSaveStateUnlocked(t *testing.T) {
+	s := New("v2.0.0", ledger.NewV2(), quiet())
+	s.RollingUpgrades()
+	exchange(t, s, s.newSession(), [][2]string{{"TOPUP r1 a 5", "OK r1 5"}})
+	entered := make(chan struct{})
+	w := &blockedWriter{entered: entered, release: make(chan struct{})}
+	saved := make(chan error)
+	go func() { saved <- s.SaveState(w) }()
+	<-entered
+	exchange(t, s, s.newSession(), [][2]string{{"TOPUP r2 a 1", "OK r2 6"}})
+	close(w.release)
+	if err := <-saved; err != nil {
+		t.Fatal(err)
+	}
+	v, _, err := ledger.States.Load(&w.Buffer, ledger.Schema2)
+	if err != nil || v.(*ledger.V2).Balance("a") != 5 {
+		t.Fatalf("snapshot %+v, %v; want a at 5", v, err)
+	}
+}
