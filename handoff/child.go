@@ -31,8 +31,9 @@ func hook(step string, ch *channel) {
 // VMs) that would otherwise fall into the pause, after COMMIT.
 type adopted struct {
 	nc    net.Conn
-	rec   record // unread bytes and state are filled in by PARKED for early ones
-	serve bool   // set before the gate opens: commit happened and FINAL named it
+	rec   record        // unread bytes and state are filled in by PARKED for early ones
+	serve bool          // set before the gate opens: commit happened and FINAL named it
+	gate  chan struct{} // the session's gate, or in a Rolling move the connection's own
 }
 
 // childSession is the new process's end of one handoff.
@@ -72,7 +73,12 @@ func (u *Upgrader) takeOver(ctx context.Context) error {
 		return err
 	}
 	s := &childSession{u: u, ch: ch, gate: make(chan struct{}), ppid: os.Getppid()}
-	defer s.ch.close()
+	moving := false
+	defer func() {
+		if !moving {
+			s.ch.close()
+		}
+	}()
 	defer s.openGate()
 	unbind := s.ch.bindDeadline(ctx)
 	hook("connected", s.ch)
@@ -94,6 +100,13 @@ func (u *Upgrader) takeOver(ctx context.Context) error {
 		return s.explain(err)
 	}
 	next = phaseServing
+	if s.plan.mode.movesAfterCommit() {
+		moving = true
+		u.mu.Lock()
+		u.receiving = true
+		u.mu.Unlock()
+		go s.receiveMoves()
+	}
 	return nil
 }
 
@@ -290,7 +303,7 @@ func (s *childSession) receiveEarly(n int) (final, error) {
 				err = protoErr("early connection %d sent twice, or more than PLAN's %d", a.rec.id, n)
 			}
 			if _, dup := s.early[a.rec.id]; dup {
-				_ = a.nc.Close()
+				s.drop(a)
 				continue
 			}
 			s.early[a.rec.id] = a // closed with the rest on error
@@ -350,8 +363,11 @@ func (s *childSession) receiveParked(f final) error {
 			return err
 		}
 	}
+	if s.plan.mode.movesAfterCommit() {
+		return nil // the early ones move after COMMIT
+	}
 	for id, a := range s.early {
-		_ = a.nc.Close()
+		s.drop(a)
 		delete(s.early, id)
 	}
 	return nil
@@ -409,7 +425,10 @@ func (s *childSession) adoptBatch(typ byte, p []byte, fds []int) ([]*adopted, er
 			closeFds(fds[i+1:])
 			return out, fmt.Errorf("handoff: adopt connection %d: %w", recs[i].id, err)
 		}
-		a := &adopted{nc: nc, rec: recs[i]}
+		a := &adopted{nc: nc, rec: recs[i], gate: s.gate}
+		if s.plan.mode.movesAfterCommit() {
+			a.gate = make(chan struct{})
+		}
 		s.wait(a)
 		out = append(out, a)
 	}
@@ -497,7 +516,7 @@ func (s *childSession) commit() error {
 func (s *childSession) wait(a *adopted) {
 	go func() {
 		buf := touched(readBufSize)
-		waitDeep(s.gate)
+		waitDeep(a.gate)
 		if a.serve {
 			c := s.u.reg.track(a.nc, a.rec.kind, append(buf, a.rec.unread...))
 			s.u.opts.Resume(c, a.rec.state)
@@ -549,10 +568,103 @@ func (s *childSession) openGate() {
 // the old process still holds them, so no peer notices.
 func (s *childSession) closeConns() {
 	for _, a := range s.conns {
-		_ = a.nc.Close()
+		s.drop(a)
 	}
 	for _, a := range s.early {
-		_ = a.nc.Close()
+		s.drop(a)
 	}
 	s.conns, s.early = nil, nil
+}
+
+// drop closes this process's copy of a connection it will not serve, and
+// ends its goroutine.
+func (s *childSession) drop(a *adopted) {
+	_ = a.nc.Close()
+	if a.gate != s.gate {
+		close(a.gate)
+	}
+}
+
+// receiveMoves runs a Rolling move in the new process, which serves
+// already: each connection the old process sends is resumed at once. It
+// ends at END, when the early copies never claimed are closed, or when the
+// channel fails: then the old process has died (or will take its
+// connections back), and those copies are closed too.
+func (s *childSession) receiveMoves() {
+	defer s.endMoves()
+	s.ch.setDeadline(time.Time{}) // the move lasts as long as the old process says
+	start, moved := time.Now(), 0
+	for {
+		typ, p, fds, err := s.ch.recv()
+		if err != nil {
+			s.u.log.Error("handoff: the rolling move ended early; the old process keeps what it has", "from", s.ppid,
+				"moved", moved, "err", err)
+			return
+		}
+		var got []*adopted
+		switch typ {
+		case frameParked:
+			got, err = s.claim(p)
+		case frameConns:
+			got, err = s.adoptBatch(typ, p, fds)
+		case frameClosed:
+			err = s.closeEarly(p)
+		case frameEnd:
+			s.logEnd(p, start, moved)
+			return
+		default:
+			closeFds(fds)
+			err = protoErr("unexpected %s during the move", frameName(typ))
+		}
+		for _, a := range got {
+			a.serve = true
+			close(a.gate)
+		}
+		moved += len(got)
+		if got != nil {
+			hook("move", s.ch)
+		}
+		if err == nil && got != nil {
+			err = s.progress()
+		}
+		if err != nil {
+			s.u.log.Error("handoff: rolling move failed", "from", s.ppid, "moved", moved, "err", err)
+			return
+		}
+	}
+}
+
+// closeEarly closes the copies of early connections the old process has
+// closed (CLOSED), so that their clients see the close now.
+func (s *childSession) closeEarly(p []byte) error {
+	ids, err := decodeIDs(p)
+	for _, id := range ids {
+		if a, ok := s.early[id]; ok {
+			delete(s.early, id)
+			s.drop(a)
+		}
+	}
+	return err
+}
+
+func (s *childSession) logEnd(p []byte, start time.Time, moved int) {
+	e, err := decodeMoveEnd(p)
+	if err != nil {
+		s.u.log.Warn("handoff: END unreadable", "err", err)
+	}
+	s.u.log.Info("handoff: rolling move done", "from", s.ppid, "moved", moved, "took", time.Since(start),
+		"stayed_with_old", e.stayed, "closed", e.closed)
+}
+
+// endMoves closes the early copies never claimed and the channel, and
+// lets this process start upgrades of its own.
+func (s *childSession) endMoves() {
+	for id, a := range s.early {
+		s.drop(a)
+		delete(s.early, id)
+	}
+	s.ch.close()
+	s.u.mu.Lock()
+	s.u.receiving = false
+	s.u.mu.Unlock()
 }

@@ -69,6 +69,7 @@ type Conn struct {
 	deadline     time.Time // the application's read deadline, restored on resume
 	saved        []byte    // the handler's state given to Park
 	unreadAtPark []byte    // the buffered bytes when the handler parked
+	parkedAt     time.Time // when the handler parked
 	closed       bool
 	onAsk        func() // set by ParkWhen: the application decides when to park
 }
@@ -270,7 +271,7 @@ func (c *Conn) Park(state []byte) error {
 		return err
 	}
 	if first {
-		c.reg.parkedOne()
+		c.reg.parkedOne(c)
 	}
 	<-out
 	c.mu.Lock()
@@ -294,6 +295,7 @@ func (c *Conn) enterPark(state, unread []byte) (out chan error, first bool, err 
 		return nil, false, nil
 	case c.state == parkAsked:
 		c.state, c.saved, c.unreadAtPark = parked, state, unread
+		c.parkedAt = time.Now()
 		return c.outcome, true, nil
 	}
 	return c.outcome, false, nil

@@ -61,6 +61,22 @@
 // If the old process dies during an upgrade (SIGKILL), the new one exits
 // without serving and says so; its connections were the old process's.
 //
+// # Rolling
+//
+// In Rolling mode (Options.Mode) nothing is paused for everyone: the new
+// process gets the listeners and a snapshot of the state (SaveState runs
+// while the connections are served, so it must lock what it reads), and
+// serves new connections from the commit on. Then each established
+// connection parks at its own next boundary and moves alone; the new
+// process resumes it at once, while the old one serves those not moved
+// yet. A request in flight delays only its own connection. Options.
+// MoveTimeout bounds the move; Options.Stragglers drains or closes what
+// is left. Upgrade returns once the move is over. If the new process dies
+// during the move, the old one takes the listeners back and serves on
+// with what it still holds; the connections that had moved are lost, as
+// in any crash of the process serving them. Use it where connections share
+// no state that must move with them atomically (package httphandoff).
+//
 // # Listeners only
 //
 // In ListenersOnly mode (Options.Mode) an upgrade does what tableflip-style libraries

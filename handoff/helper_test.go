@@ -41,6 +41,10 @@ const (
 	// envRolling makes every server of the chain hand over in Rolling
 	// mode.
 	envRolling = "HANDOFF_TEST_ROLLING"
+	// envMoveTimeout and envCloseStragglers set Options.MoveTimeout and
+	// Options.Stragglers.
+	envMoveTimeout     = "HANDOFF_TEST_MOVE_TIMEOUT"
+	envCloseStragglers = "HANDOFF_TEST_CLOSE_STRAGGLERS"
 	// envPause lists steps (hook names, and "linger" after Exit) at which
 	// a process says "paused" and waits for the test; see barrier.
 	envPause = "HANDOFF_TEST_PAUSE"
@@ -109,6 +113,12 @@ func (s *lineServer) serve(c *Conn, state []byte) {
 		s.mu.Lock()
 		s.total++
 		s.mu.Unlock()
+		if ms, ok := strings.CutPrefix(string(line), "sleep-"); ok {
+			// A request that takes long: it keeps its connection from
+			// parking meanwhile.
+			d, _ := strconv.Atoi(ms)
+			time.Sleep(time.Duration(d) * time.Millisecond)
+		}
 		if string(line) == "quit" {
 			fmt.Fprintf(c, "bye\n")
 			c.Close()
@@ -248,6 +258,13 @@ func testMode() Mode {
 	return AllAtOnce
 }
 
+func testStragglers() Stragglers {
+	if os.Getenv(envCloseStragglers) != "" {
+		return CloseStragglers
+	}
+	return DrainStragglers
+}
+
 func serverMain() {
 	reporter()
 	// Before anything can take long, as a real server does, so that a
@@ -262,6 +279,8 @@ func serverMain() {
 	listenersOnly := testMode() == ListenersOnly
 	up, err := New(Options{
 		Mode:           testMode(),
+		MoveTimeout:    envDuration(envMoveTimeout, 0),
+		Stragglers:     testStragglers(),
 		Version:        "test",
 		PIDFile:        os.Getenv(envPIDFile),
 		UpgradeTimeout: envDuration(envUpgradeTimeout, 5*time.Second),
@@ -321,7 +340,7 @@ func serverMain() {
 	timed := st.Start > 0 && st.Fds > 0 && st.Park > 0 && st.Parked > 0 && st.State > 0 && st.Adopt > 0 &&
 		st.Commit > 0
 	report("exit %d %d %d %t %d", os.Getpid(), len(up.Conns()), st.Conns, timed, st.Early)
-	if listenersOnly {
+	if listenersOnly || len(up.Conns()) > 0 {
 		// The connections stayed here: serve them until their clients go.
 		for len(up.Conns()) > 0 {
 			time.Sleep(5 * time.Millisecond)

@@ -50,6 +50,9 @@ func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest
 		return u.rollBack(ctx, s, p, err)
 	}
 	hook("committed", nil)
+	if u.opts.Mode.movesAfterCommit() {
+		return u.roll(s, p)
+	}
 	s.sendCommit()
 	u.handOver(s, parked)
 	s.awaitServing(5 * time.Second)
@@ -62,14 +65,20 @@ func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest
 // exits) the PID file is already right. The upgrade has committed either
 // way.
 func (s *parentSession) awaitServing(d time.Duration) {
+	if err := s.serving(d); err != nil {
+		s.u.log.Warn("handoff: the new process did not say it serves", "to", s.pid, "err", err)
+	}
+}
+
+// serving waits, up to d, for the new process's SERVING.
+func (s *parentSession) serving(d time.Duration) error {
 	s.ch.setDeadline(time.Now().Add(d))
+	defer s.ch.setDeadline(time.Time{})
 	typ, _, err := s.next()
 	if err == nil && typ != frameServing {
 		err = protoErr("expected SERVING, got %s", frameName(typ))
 	}
-	if err != nil {
-		s.u.log.Warn("handoff: the new process did not say it serves", "to", s.pid, "err", err)
-	}
+	return err
 }
 
 // contextOf returns a context that ends when done is closed.
@@ -174,9 +183,10 @@ type parentSession struct {
 	pid        int
 	peer       hello
 	events     chan event
-	readDone   chan struct{} // closed when readEvents has returned
-	seq        uint32        // CONNS and PARKED frames sent
-	acked      uint32        // of them, acknowledged by PROGRESS
+	readDone   chan struct{}   // closed when readEvents has returned
+	seq        uint32          // CONNS and PARKED frames sent
+	acked      uint32          // of them, acknowledged by PROGRESS
+	early      map[uint64]bool // connections whose fds went before the park
 	stats      UpgradeStats
 	began      time.Time // the upgrade's start
 	ready      time.Time // READY arrived
@@ -207,6 +217,7 @@ func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error
 	if err != nil {
 		return nil, err
 	}
+	s.early = early
 	s.emit(Event{Phase: "fds", Took: s.stats.Fds, Conns: s.stats.Early})
 	hook("early", s.ch)
 	pause := s.u.opts.PauseTimeout
@@ -444,7 +455,11 @@ func (s *parentSession) rejectionRead(until time.Time) (rej error, done bool) {
 
 // nextEvent returns the child's next frame, counting PROGRESS frames.
 func (s *parentSession) nextEvent() (byte, []byte, error) {
-	ev := <-s.events
+	return s.take(<-s.events)
+}
+
+// take returns one of the child's frames, counting PROGRESS frames.
+func (s *parentSession) take(ev event) (byte, []byte, error) {
 	if ev.err != nil {
 		return 0, nil, ev.err
 	}
@@ -495,10 +510,10 @@ func (s *parentSession) sendParked(parked []parkedConn, early map[uint64]bool) e
 			late = append(late, p)
 		}
 	}
-	if err := s.sendRecords(frameParked, known); err != nil {
+	if err := s.sendRecords(frameParked, known, nil); err != nil {
 		return err
 	}
-	if err := s.sendRecords(frameConns, late); err != nil {
+	if err := s.sendRecords(frameConns, late, nil); err != nil {
 		return err
 	}
 	// No wait for their PROGRESS: the state follows at once, and READY
@@ -510,7 +525,8 @@ func (s *parentSession) sendParked(parked []parkedConn, early map[uint64]bool) e
 
 // sendRecords sends parked connections in frames of typ, at most
 // maxRecords(typ) and about maxBatchBytes each; CONNS frames carry the fds.
-func (s *parentSession) sendRecords(typ byte, parked []parkedConn) error {
+// sent, if set, is called with each frame's connections once it is sent.
+func (s *parentSession) sendRecords(typ byte, parked []parkedConn, sent func([]parkedConn)) error {
 	for len(parked) > 0 {
 		n, size := 0, 0
 		for n < len(parked) && n < maxRecords(typ) && (n == 0 || size+parked[n].size() <= maxBatchBytes) {
@@ -524,6 +540,9 @@ func (s *parentSession) sendRecords(typ byte, parked []parkedConn) error {
 			return err
 		}
 		s.seq++
+		if sent != nil {
+			sent(parked[:n])
+		}
 		parked = parked[n:]
 	}
 	return nil

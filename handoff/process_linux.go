@@ -144,6 +144,9 @@ func rejoinParentGroup(ppid int) error {
 // until this process exits: a stop signal to the old pid stops the service.
 func (u *Upgrader) watchStops() {
 	c := make(chan os.Signal, 1)
+	u.mu.Lock()
+	u.stopsC = c
+	u.mu.Unlock()
 	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		for sig := range c {

@@ -30,6 +30,12 @@ type registry struct {
 	parking   bool          // new connections are asked to park at once
 	changed   chan struct{} // a park-relevant count changed
 	parkedN   atomic.Int64  // handlers parked since parkAll began: tells when a full scan may succeed
+
+	// A Rolling move (move.go): connections are sent one by one as they park.
+	moving bool            // parked connections queue in ready
+	ready  []*Conn         // parked, not yet sent
+	early  map[uint64]bool // ids whose fds the new process holds already
+	closed []uint64        // of them, closed here since: the new process closes its copies
 }
 
 // parkedConn is a connection ready to travel: its handler is blocked in Park.
@@ -37,6 +43,7 @@ type parkedConn struct {
 	c      *Conn
 	unread []byte
 	state  []byte
+	at     time.Time // when it parked
 }
 
 func newRegistry(maxBuffered int) *registry {
@@ -90,13 +97,21 @@ func (r *registry) trackLocked(nc net.Conn, kind string, unread []byte) *Conn {
 func (r *registry) remove(c *Conn) {
 	r.mu.Lock()
 	delete(r.conns, c.id)
+	if r.moving && r.early[c.id] {
+		r.closed = append(r.closed, c.id)
+	}
 	r.mu.Unlock()
 	r.notify()
 }
 
 // parkedOne is called by a Conn whose handler has just parked.
-func (r *registry) parkedOne() {
+func (r *registry) parkedOne(c *Conn) {
 	r.parkedN.Add(1)
+	r.mu.Lock()
+	if r.moving {
+		r.ready = append(r.ready, c)
+	}
+	r.mu.Unlock()
 	r.notify()
 }
 
@@ -198,6 +213,7 @@ func (r *registry) snapshotLocked() []*Conn {
 func (r *registry) resumeAll() {
 	r.mu.Lock()
 	r.parking, r.frozen = false, false
+	r.moving, r.ready, r.early, r.closed = false, nil, nil, nil
 	conns := r.snapshotLocked()
 	for _, l := range r.listeners {
 		l.setDeadline(time.Time{})

@@ -17,9 +17,20 @@ type UpgradeStats struct {
 	Adopt   time.Duration // from the last byte sent to the new process's READY
 	Commit  time.Duration // from READY to COMMIT sent: the decision
 	Release time.Duration // closing this process's copies of the connections
+
+	// Rolling mode: after the commit, the connections move one by one.
+	Mode    Mode          // the upgrade's mode
+	Move    time.Duration // from COMMIT to the last connection moved (or the deadline)
+	MaxWait time.Duration // the longest a connection waited, parked, to be sent
+	Stayed  int           // connections left to drain here at the deadline
+	Closed  int           // connections closed at the deadline
 }
 
-// Pause is how long the connections were not served.
+// Pause is how long the connections were not served. In Rolling mode none
+// is paused for the others: each waits MaxWait at most.
 func (s UpgradeStats) Pause() time.Duration {
+	if s.Mode == Rolling {
+		return 0
+	}
 	return s.Park + s.Parked + s.State + s.Adopt + s.Commit
 }

@@ -170,6 +170,8 @@ type Upgrader struct {
 	exitC     chan struct{}
 	sigC      chan os.Signal
 	passOnce  sync.Once      // a stop is passed on to the successor once
+	stopsC    chan os.Signal // watchStops's, until a Rolling move takes the service back; guarded by mu
+	receiving bool           // a new process still receives a Rolling move; guarded by mu
 	ctl       *controlServer // nil without Options.ControlSocket
 }
 
@@ -620,6 +622,10 @@ func (u *Upgrader) begin(ctx context.Context) (context.Context, *attempt, error)
 		return nil, nil, ErrNotReady
 	case phaseUpgrading:
 		return nil, nil, ErrUpgradeInProgress
+	case phaseServing:
+		if u.receiving {
+			return nil, nil, ErrUpgradeInProgress
+		}
 	case phaseHandedOver:
 		return nil, nil, ErrHandedOver
 	case phaseStopped:

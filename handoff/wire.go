@@ -29,13 +29,15 @@ const (
 	frameParked   = 11
 	frameCarry    = 12
 	frameServing  = 13
+	frameClosed   = 14
+	frameEnd      = 15
 )
 
 var frameNames = map[byte]string{
 	frameHello: "HELLO", framePlan: "PLAN", frameConns: "CONNS", frameProgress: "PROGRESS",
 	frameState: "STATE", frameStateEnd: "STATE_END", frameReady: "READY",
 	frameCommit: "COMMIT", frameAbort: "ABORT", frameFinal: "FINAL", frameParked: "PARKED",
-	frameCarry: "CARRY", frameServing: "SERVING",
+	frameCarry: "CARRY", frameServing: "SERVING", frameClosed: "CLOSED", frameEnd: "END",
 }
 
 func frameName(t byte) string {
@@ -184,6 +186,46 @@ func decodeFinal(p []byte) (final, error) {
 		return f, protoErr("FINAL says %d late connections of %d", f.late, f.conns)
 	}
 	return f, d.finish("FINAL")
+}
+
+// maxClosedIDs is how many ids a CLOSED frame carries at most.
+const maxClosedIDs = 4096
+
+func encodeIDs(ids []uint64) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(ids)))
+	for _, id := range ids {
+		b = binary.BigEndian.AppendUint64(b, id)
+	}
+	return b
+}
+
+// decodeIDs reads a CLOSED frame.
+func decodeIDs(p []byte) ([]uint64, error) {
+	d := decoder{b: p}
+	n := d.u32()
+	if d.err == nil && (n == 0 || n > maxClosedIDs || int(n)*8 != len(d.b)) {
+		return nil, protoErr("CLOSED with %d ids in %d bytes", n, len(d.b))
+	}
+	ids := make([]uint64, n)
+	for i := range ids {
+		ids[i] = d.u64()
+	}
+	return ids, d.finish("CLOSED")
+}
+
+// moveEnd is the END frame of a Rolling move: how many connections moved,
+// stayed with the old process to drain, and were closed at the deadline.
+type moveEnd struct{ moved, stayed, closed uint32 }
+
+func (e moveEnd) encode() []byte {
+	b := binary.BigEndian.AppendUint32(u32Frame(e.moved), e.stayed)
+	return binary.BigEndian.AppendUint32(b, e.closed)
+}
+
+func decodeMoveEnd(p []byte) (moveEnd, error) {
+	d := decoder{b: p}
+	e := moveEnd{moved: d.u32(), stayed: d.u32(), closed: d.u32()}
+	return e, d.finish("END")
 }
 
 func appendString(b []byte, s string) []byte {

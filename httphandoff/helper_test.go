@@ -30,8 +30,9 @@ import (
 const (
 	envRole   = "HTTPHANDOFF_TEST_ROLE"
 	envEvents = "HTTPHANDOFF_TEST_EVENTS"
-	envFail   = "HTTPHANDOFF_TEST_FAIL" // a file: while it exists, a new process exits at once
-	envIdle   = "HTTPHANDOFF_TEST_IDLE" // http.Server.IdleTimeout, if set
+	envFail   = "HTTPHANDOFF_TEST_FAIL"    // a file: while it exists, a new process exits at once
+	envIdle   = "HTTPHANDOFF_TEST_IDLE"    // http.Server.IdleTimeout, if set
+	envRoll   = "HTTPHANDOFF_TEST_ROLLING" // set: every process upgrades in Rolling mode
 )
 
 func TestMain(m *testing.M) {
@@ -111,6 +112,13 @@ func serveLines(c *handoff.Conn) {
 	}
 }
 
+func testMode() handoff.Mode {
+	if os.Getenv(envRoll) != "" {
+		return handoff.Rolling
+	}
+	return handoff.AllAtOnce
+}
+
 func serverMain() {
 	srv := &http.Server{Handler: handler()}
 	if d, err := time.ParseDuration(os.Getenv(envIdle)); err == nil {
@@ -125,6 +133,7 @@ func serverMain() {
 			}
 			hs.Resume(c, state)
 		},
+		Mode:        testMode(),
 		NoSignal:    true,
 		ParkTimeout: 3 * time.Second,
 		Logger:      slog.New(slog.NewTextHandler(os.Stderr, nil)),

@@ -169,7 +169,12 @@ func TestNewProcessDies(t *testing.T) {
 // three upgrades; every request is answered exactly once with a 200 and
 // its own body, and no connection fails.
 func TestUnderLoad(t *testing.T) {
-	h := startChain(t)
+	t.Run("all-at-once", func(t *testing.T) { underLoad(t) })
+	t.Run("rolling", func(t *testing.T) { underLoad(t, envRoll+"=1") })
+}
+
+func underLoad(t *testing.T, env ...string) {
+	h := startChain(t, env...)
 	const n = 50
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -256,6 +261,45 @@ func TestSlowRequestRollsBack(t *testing.T) {
 		if pid := c.get("/"); pid != p {
 			t.Fatalf("answered by %d, want the new process %d", pid, p)
 		}
+	}
+}
+
+// TestSlowRequestRolling: in Rolling mode a request that outlasts
+// ParkTimeout holds up its own connection only. The upgrade commits; the
+// idle and fresh connections are answered by the new process while the
+// slow request runs in the old one; then the slow connection moves too.
+func TestSlowRequestRolling(t *testing.T) {
+	h := startChain(t, envRoll+"=1")
+	idle := make([]*client, 5)
+	for i := range idle {
+		idle[i] = h.dial()
+		idle[i].get("/")
+	}
+	fresh := h.dial()
+	slow := h.dial()
+	old := h.pid
+	slow.send("GET /slow?ms=4000 HTTP/1.1\r\nHost: t\r\n\r\n")
+	time.Sleep(100 * time.Millisecond)
+	syscall.Kill(old, syscall.SIGHUP)
+	var p int
+	fmt.Sscan(h.await("ready")[1], &p)
+	for i, c := range append(idle, fresh) {
+		for pid := c.get("/"); pid != p; pid = c.get("/") {
+			if pid != old {
+				t.Fatalf("client %d answered by %d, want %d or %d", i, pid, old, p)
+			}
+		}
+	}
+	// The upgrade committed with the slow request in flight (all at once,
+	// it would have rolled back at ParkTimeout), and the old process
+	// answers it.
+	if pid := slow.expectOK(); pid != old {
+		t.Fatalf("the slow request was answered by %d, want %d", pid, old)
+	}
+	h.await("exit")
+	h.pid = p
+	if pid := slow.get("/"); pid != p {
+		t.Fatalf("the slow connection answered by %d after the move, want %d", pid, p)
 	}
 }
 

@@ -27,6 +27,9 @@ const (
 	// modeListeners hands over the listener alone, as tableflip does; the
 	// old process drains its connections with http.Server.Shutdown.
 	modeListeners = "listeners"
+	// modeRolling hands the listener over first, then each connection
+	// alone as soon as it is idle: a slow request delays only its own.
+	modeRolling = "rolling"
 )
 
 // config is what the flags say.
@@ -76,7 +79,8 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.version, "version", "v1", "version `name` that GET / answers")
 	fs.StringVar(&c.upgradeMode, "upgrade-mode", modeFull,
 		"what SIGHUP does: `mode` listeners (hand over the listener; the old process drains its connections "+
-			"and closes them) or full (hand over the connections too, through the httphandoff adapter)")
+			"and closes them), full (hand over the connections too, all at once, through the httphandoff adapter) "+
+			"or rolling (the listener first, then each connection alone as soon as it is idle)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 5*time.Second,
 		"how long requests in flight may take to finish after a listeners-mode upgrade or a stop")
 	fs.DurationVar(&c.upgradeTimeout, "upgrade-timeout", 0, "bound on an upgrade (0: the library default)")
@@ -91,9 +95,9 @@ func (c config) check() error {
 		return fmt.Errorf("unexpected argument %q: the server takes flags only (see -h)", c.args[0])
 	}
 	switch c.upgradeMode {
-	case modeFull, modeListeners:
+	case modeFull, modeListeners, modeRolling:
 	default:
-		return fmt.Errorf("-upgrade-mode %q: want %s or %s", c.upgradeMode, modeListeners, modeFull)
+		return fmt.Errorf("-upgrade-mode %q: want %s, %s or %s", c.upgradeMode, modeFull, modeRolling, modeListeners)
 	}
 	if c.drainTimeout <= 0 {
 		return errors.New("-drain-timeout must be positive")
@@ -163,7 +167,7 @@ func start(cfg config, base, log *slog.Logger) (*process, error) {
 		Logger:         base,
 		ControlSocket:  cfg.control,
 	}
-	if cfg.upgradeMode == modeFull {
+	if cfg.upgradeMode != modeListeners {
 		adapter = httphandoff.New(hs)
 		opts.Resume = adapter.Resume
 	}
@@ -280,8 +284,11 @@ func (p *process) drain() {
 
 // libraryMode is the library's mode for an -upgrade-mode.
 func libraryMode(mode string) handoff.Mode {
-	if mode == modeListeners {
+	switch mode {
+	case modeListeners:
 		return handoff.ListenersOnly
+	case modeRolling:
+		return handoff.Rolling
 	}
 	return handoff.AllAtOnce
 }

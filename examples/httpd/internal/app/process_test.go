@@ -232,7 +232,14 @@ func TestUpgradeListeners(t *testing.T) {
 // answered by the new process after the upgrade (never redialled), and a
 // request in flight at the upgrade is answered by the old one.
 func TestUpgradeFull(t *testing.T) {
-	h := startHTTPD(t, "-upgrade-mode", "full")
+	for _, mode := range []string{modeFull, modeRolling} {
+		t.Run(mode, func(t *testing.T) { upgradeKeepsConnection(t, mode) })
+	}
+}
+
+// upgradeKeepsConnection: see TestUpgradeFull.
+func upgradeKeepsConnection(t *testing.T, mode string) {
+	h := startHTTPD(t, "-upgrade-mode", mode)
 	var dials atomic.Int32
 	keep := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
 		MaxConnsPerHost: 1,

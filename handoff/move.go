@@ -1,0 +1,218 @@
+//go:build linux
+
+package handoff
+
+import (
+	"errors"
+	"fmt"
+	"os/signal"
+	"time"
+)
+
+// Rolling mode's move, in the old process: after the commit, the
+// connections are asked to park a wave at a time, and each one is sent as
+// soon as it has parked, with the others parked at the same moment, while
+// the rest are served here.
+
+const (
+	// moveWave is how many connections are asked to park at a time. All
+	// at once, every idle one would park in the same instant, and the last
+	// of them would wait for all the others to be sent and resumed.
+	moveWave = 256
+	// waveEvery is the longest between two waves, so that connections
+	// busy with a request do not hold up the ones behind them.
+	waveEvery = 5 * time.Millisecond
+)
+
+// mover is one Rolling move.
+type mover struct {
+	s        *parentSession
+	reg      *registry
+	exited   <-chan struct{} // the new process has exited
+	deadline time.Time
+	moved    int
+	maxWait  time.Duration
+	lateFds  int // connections sent with their fds during the move
+}
+
+// roll ends a Rolling upgrade from its commit point: this process stops
+// accepting, tells the new process it serves now, and moves every
+// connection to it. If the new process fails before the last one has
+// moved, this process takes everything back (takeBack).
+func (u *Upgrader) roll(s *parentSession, p *newProcess) error {
+	u.reg.startMove(s.early)
+	s.sendCommit()
+	start := time.Now()
+	m := &mover{s: s, reg: u.reg, exited: p.exited, deadline: start.Add(u.opts.MoveTimeout)}
+	err := s.serving(5 * time.Second)
+	if err == nil {
+		err = m.run()
+	}
+	var stayed, closed int
+	if err == nil {
+		stayed, closed, err = m.finish(u.opts.Stragglers == CloseStragglers)
+	}
+	s.stats.Move, s.stats.MaxWait, s.stats.Conns = time.Since(start), m.maxWait, m.moved
+	s.stats.Stayed, s.stats.Closed = stayed, closed
+	if err != nil {
+		return u.takeBack(s, p, m, err)
+	}
+	u.reg.endMove()
+	u.releasePlain()
+	s.ch.close()
+	s.emit(Event{Phase: "moved", Took: s.stats.Move, Conns: m.moved})
+	u.log.Info("handoff: rolling move done", "to", s.pid, "moved", m.moved, "early", s.stats.Early,
+		"stayed", stayed, "closed", closed, "move", s.stats.Move, "max_wait", m.maxWait)
+	return nil
+}
+
+// run asks the connections to park, wave after wave, and sends each one
+// that parked, until none is left here or the deadline.
+func (m *mover) run() error {
+	pending := m.reg.live()
+	tick := time.NewTicker(waveEvery)
+	defer tick.Stop()
+	var asked time.Time
+	for {
+		if err := m.send(m.reg.takeReady()); err != nil {
+			return err
+		}
+		left, done := m.reg.remaining()
+		if done || !time.Now().Before(m.deadline) {
+			return nil
+		}
+		if len(pending) > 0 && (left-len(pending) < moveWave/2 || time.Since(asked) >= waveEvery) {
+			k := min(moveWave, len(pending))
+			for _, c := range pending[:k] {
+				c.ask()
+			}
+			pending, asked = pending[k:], time.Now()
+			continue
+		}
+		select {
+		case <-m.reg.changed:
+		case <-tick.C:
+		case ev := <-m.s.events:
+			if _, _, err := m.s.take(ev); err != nil {
+				return err
+			}
+			if ev.typ != frameProgress {
+				return protoErr("unexpected %s during the move", frameName(ev.typ))
+			}
+		case <-m.exited:
+			return errors.New("the new process exited")
+		}
+	}
+}
+
+// send sends the parked connections (by id if their fds went early, with
+// their fds otherwise) and the ids of early ones closed here since.
+func (m *mover) send(parked []parkedConn, closed []uint64) error {
+	for len(closed) > 0 {
+		k := min(len(closed), maxClosedIDs)
+		if err := m.s.ch.send(frameClosed, encodeIDs(closed[:k]), nil); err != nil {
+			return err
+		}
+		closed = closed[k:]
+	}
+	var known, late []parkedConn
+	for _, p := range parked {
+		if m.s.early[p.c.id] {
+			known = append(known, p)
+		} else {
+			late = append(late, p)
+		}
+	}
+	if err := m.s.sendRecords(frameParked, known, m.sent); err != nil {
+		return err
+	}
+	late = m.fit(late)
+	m.lateFds += len(late)
+	return m.s.sendRecords(frameConns, late, m.sent)
+}
+
+// fit keeps the late connections the new process has room for; the others
+// resume here and are left to the deadline's policy.
+func (m *mover) fit(late []parkedConn) []parkedConn {
+	room := int(m.s.peer.fdLimit) - int(m.s.peer.fdOpen) - fdHeadroom - len(m.s.early) - m.lateFds
+	if len(late) <= room {
+		return late
+	}
+	room = max(room, 0)
+	m.s.u.log.Warn("handoff: the new process has no room for more connections; they stay here",
+		"conns", len(late)-room, "fd_limit", m.s.peer.fdLimit)
+	for _, p := range late[room:] {
+		p.c.finish(nil)
+	}
+	return late[:room]
+}
+
+// sent hands over connections the new process has been sent.
+func (m *mover) sent(batch []parkedConn) {
+	now := time.Now()
+	for _, p := range batch {
+		m.maxWait = max(m.maxWait, now.Sub(p.at))
+	}
+	m.moved += len(batch)
+	m.reg.movedOut(batch)
+}
+
+// finish ends the asking, sends what parked meanwhile, applies the
+// stragglers' policy and says END.
+func (m *mover) finish(closeThem bool) (stayed, closed int, err error) {
+	parked, stayed, closed := m.reg.stopMove(closeThem)
+	_, gone := m.reg.takeReady()
+	if err := m.send(parked, gone); err != nil {
+		return 0, 0, err
+	}
+	if stayed+closed > 0 {
+		m.s.u.log.Warn("handoff: connections did not reach a message boundary before the move's deadline",
+			"stayed", stayed, "closed", closed)
+	}
+	// Every frame adopted before END, so that the new process never
+	// finds the channel closed while it still has something to say.
+	if err := m.s.waitAcked(m.s.seq, 0); err != nil {
+		return 0, 0, err
+	}
+	end := moveEnd{moved: uint32(m.moved), stayed: uint32(stayed), closed: uint32(closed)}
+	return stayed, closed, m.s.ch.send(frameEnd, end.encode(), nil)
+}
+
+// takeBack ends a Rolling move whose new process failed: it is killed,
+// and this process serves again everything it still has, accepts again
+// and names itself in the PID file. The connections that had moved are
+// lost with the new process.
+func (u *Upgrader) takeBack(s *parentSession, p *newProcess, m *mover, err error) error {
+	if ended := p.describe(); ended != nil {
+		err = fmt.Errorf("%w (%w)", ended, err)
+	}
+	s.abort(err)
+	if kerr := p.kill(); kerr != nil {
+		u.log.Error("handoff: rolling move", "err", kerr)
+	}
+	u.unwatchStops()
+	u.mu.Lock()
+	u.successor = 0
+	u.mu.Unlock()
+	u.reg.resumeAll()
+	kept, _ := u.reg.remaining()
+	if perr := u.writePIDFile(); perr != nil {
+		u.log.Error("handoff: took the service back, but", "err", perr)
+	}
+	u.notify(Notice{Event: NoticeServing})
+	return fmt.Errorf("handoff: the new process (pid %d) failed during the rolling move: %w; "+
+		"this process took the listeners back and serves the %d connections it still had; "+
+		"the %d that had moved were lost with it", p.pid, err, kept, m.moved)
+}
+
+// unwatchStops ends watchStops: this process owns the service again.
+func (u *Upgrader) unwatchStops() {
+	u.mu.Lock()
+	c := u.stopsC
+	u.stopsC = nil
+	u.mu.Unlock()
+	if c != nil {
+		signal.Stop(c)
+		close(c) // ends watchStops's goroutine: Stop has returned, nothing sends on c
+	}
+}

@@ -1,0 +1,122 @@
+package handoff
+
+// The registry's part in a Rolling move (move.go): the listeners pause,
+// the connections are asked to park a few at a time, and each one that
+// parks is queued to be sent on its own.
+
+// startMove begins a Rolling move at the commit: this process stops
+// accepting (it keeps its listeners, to take them back if the new process
+// dies), a connection tracked from now on is asked to park at once, and a
+// parked connection queues in ready. early names the connections whose
+// fds the new process holds already.
+func (r *registry) startMove(early map[uint64]bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.moving, r.parking, r.early = true, true, early
+	r.pauseLocked()
+}
+
+// takeReady returns the connections parked since the last call, with what
+// travels with them, and the early connections closed here since.
+func (r *registry) takeReady() ([]parkedConn, []uint64) {
+	r.mu.Lock()
+	ready, closed := r.ready, r.closed
+	r.ready, r.closed = nil, nil
+	r.mu.Unlock()
+	out := make([]parkedConn, len(ready))
+	for i, c := range ready {
+		out[i] = c.parkedNow()
+	}
+	return out, closed
+}
+
+// parkedNow returns c, which is parked, with its unread bytes and state.
+func (c *Conn) parkedNow() parkedConn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return parkedConn{c: c, unread: c.unreadAtPark, state: c.saved, at: c.parkedAt}
+}
+
+// isEarly reports whether the new process holds c's fd already.
+func (r *registry) isEarly(c *Conn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.early[c.id]
+}
+
+// movedOut gives sent connections to the new process: their handlers' Park
+// returns ErrHandedOver, and this process closes its copies (close(2) only:
+// no FIN reaches the client).
+func (r *registry) movedOut(sent []parkedConn) {
+	r.mu.Lock()
+	for _, p := range sent {
+		delete(r.conns, p.c.id)
+	}
+	r.mu.Unlock()
+	for _, p := range sent {
+		p.c.finish(ErrHandedOver)
+		_ = p.c.Conn.Close()
+	}
+	r.notify()
+}
+
+// remaining counts the connections still here, and reports whether the
+// move is over: none left and no accept in flight.
+func (r *registry) remaining() (n int, done bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.conns), len(r.conns) == 0 && r.inAccept == 0 && len(r.ready) == 0
+}
+
+// stopMove ends the asking, at the move's end or deadline: a connection
+// asked but not parked runs on here, and is closed too if closeThem; so is
+// one never asked. It returns the connections that had parked meanwhile,
+// which the caller still sends, and how many stay here (drained) and were
+// closed.
+func (r *registry) stopMove(closeThem bool) (parked []parkedConn, stay, closed int) {
+	r.mu.Lock()
+	r.moving, r.parking = false, false
+	conns := r.snapshotLocked() // the queued ones among them: still parked
+	r.ready = nil
+	r.mu.Unlock()
+	for _, c := range conns {
+		if c.unask() {
+			parked = append(parked, c.parkedNow())
+			continue
+		}
+		if closeThem {
+			_ = c.Close()
+			closed++
+		} else {
+			stay++
+		}
+	}
+	return parked, stay, closed
+}
+
+// endMove ends a Rolling move that completed: the listeners are closed
+// for good (the new process has its own), and connections tracked from
+// now on are not (see track). Stragglers left to drain stay tracked.
+func (r *registry) endMove() {
+	r.mu.Lock()
+	r.early, r.closed, r.committed = nil, nil, true
+	lns := r.goneLocked()
+	r.mu.Unlock()
+	closeListeners(lns)
+}
+
+// unask stops asking c to park, unless its handler has parked already:
+// then it reports true, and c waits for its outcome as any parked one.
+func (c *Conn) unask() (isParked bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case parked:
+		return true
+	case parkAsked:
+		c.state, c.result = running, nil
+		_ = c.Conn.SetReadDeadline(c.deadline)
+		close(c.outcome)
+	}
+	return false
+}
