@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -52,9 +53,7 @@ func TestRunModes(t *testing.T) {
 			case result.ModeFull:
 				checkFull(t, r)
 			case result.ModeRolling:
-				// Each connection carries what it changed after the
-				// snapshot: exact, and every connection kept.
-				checkKept(t, r)
+				checkRolling(t, r)
 			case result.ModeNone:
 				checkKept(t, r)
 			case result.ModeListeners:
@@ -111,6 +110,18 @@ func checkKept(t *testing.T, r result.Run) {
 	}
 }
 
+// checkRolling wants every connection kept and every balance exact (each
+// connection carries what it changed after the snapshot), and the move
+// timed, with no pause for all.
+func checkRolling(t *testing.T, r result.Run) {
+	t.Helper()
+	checkKept(t, r)
+	ph := r.Upgrades[0].Phases
+	if ph["move"] <= 0 || ph["max_wait"] <= 0 || r.Pause != 0 {
+		t.Errorf("rolling: phases %v, pause %v: want move and max_wait measured, no pause", ph, r.Pause)
+	}
+}
+
 func checkFull(t *testing.T, r result.Run) {
 	t.Helper()
 	checkKept(t, r)
@@ -150,6 +161,28 @@ func TestPhasesFromLog(t *testing.T) {
 	}
 	if p := pausePhases(got); p != 21900*time.Microsecond {
 		t.Errorf("pause %v, want 21.9ms (the logged one)", p)
+	}
+}
+
+// TestRollingPhasesFromLog reads a rolling move's end, as the old process
+// logs it.
+func TestRollingPhasesFromLog(t *testing.T) {
+	log := `time=2026-12-01T02:32:34.844Z level=INFO msg="handoff: rolling move done" pid=18363 to=18388 ` +
+		`moved=300 early=300 stayed=0 closed=0 move=9.23914ms max_wait=921.271µs`
+	// The new process's line comes after the old one's.
+	newer := `time=2026-12-01T02:32:34.845Z level=INFO msg="handoff: rolling move done" pid=18388 from=18363 ` +
+		`moved=300 took=9.339839ms stayed_with_old=0 closed=0`
+	m := lastMatch(log+"\n"+newer+"\n", handedOver)
+	if m == nil {
+		t.Fatal("no match")
+	}
+	got := map[string]time.Duration{}
+	for _, kv := range phase.FindAllStringSubmatch(m[1], -1) {
+		got[kv[1]], _ = time.ParseDuration(kv[2])
+	}
+	want := map[string]time.Duration{"move": 9239140 * time.Nanosecond, "max_wait": 921271 * time.Nanosecond}
+	if !maps.Equal(got, want) {
+		t.Fatalf("phases %v, want %v", got, want)
 	}
 }
 

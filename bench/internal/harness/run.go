@@ -119,10 +119,14 @@ func startClients(cfg Config, addr string) ([]*client, error) {
 }
 
 // handedOver matches the old process's log line of a handoff, full or of
-// the listeners alone; phases are its key=duration pairs.
+// the listeners alone, or of the end of a rolling move; phases are its
+// key=duration pairs. A rolling move logs only move (commit to the last
+// connection moved) and max_wait (the longest a parked connection waited
+// to be sent). The new process logs a line of the same message, which
+// says from= where the old one's says to=.
 var (
-	handedOver = regexp.MustCompile(`msg="handoff: handed over[^"]*"(.*)`)
-	phase      = regexp.MustCompile(` (start|fds|park|parked|state|adopt|commit)=(\S+)`)
+	handedOver = regexp.MustCompile(`msg="handoff: (?:handed over[^"]*|rolling move done)" pid=\d+ to=(.*)`)
+	phase      = regexp.MustCompile(` (start|fds|park|parked|state|adopt|commit|move|max_wait)=(\S+)`)
 )
 
 // upgrade sends SIGHUP and waits for the upgrade to end: the old process

@@ -77,7 +77,8 @@ type Run struct {
 	// Floor is this machine's time, measured in the same run, to interrupt
 	// Conns readers, pass Conns fds and turn them into connections.
 	Floor time.Duration `json:"floor_ns"`
-	// Pause is the longest park-to-resume pause of an upgrade.
+	// Pause is the longest park-to-resume pause of an upgrade; none in
+	// rolling mode, which pauses no connection for the others.
 	Pause time.Duration `json:"pause_ns"`
 
 	// ServerCPUPerReq is the server's CPU time per request before the
@@ -102,7 +103,9 @@ type Upgrade struct {
 	OK       bool          `json:"ok"`
 	// Phases as the handoff logs them: start (to the new process's HELLO),
 	// fds (early, before the pause), then the pause: park, parked, state,
-	// adopt, commit. Listeners mode logs start, adopt and commit.
+	// adopt, commit. Listeners mode logs start, adopt and commit; rolling
+	// mode move (from the commit to the last connection moved) and
+	// max_wait (the longest a parked connection waited to be sent).
 	Phases map[string]time.Duration `json:"phases_ns,omitempty"`
 }
 

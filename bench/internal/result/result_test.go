@@ -64,6 +64,10 @@ func testRun(mode string, conns int) Run {
 	case mode == ModeRestart:
 		r.ConnsSurvived, r.ConnsDropped, r.Refused = 0, conns, 17
 	}
+	if mode == ModeRolling {
+		r.Upgrades[0].Phases = map[string]time.Duration{"move": 30 * ms, "max_wait": 2 * ms}
+		r.Upgrades[1].Phases = map[string]time.Duration{"move": 50 * ms, "max_wait": 4 * ms}
+	}
 	if mode == ModeFull {
 		r.Upgrades[0].Phases = map[string]time.Duration{"start": 100 * ms, "park": 1 * ms, "fds": 2 * ms, "commit": 5 * ms}
 		r.Upgrades[1].Phases = map[string]time.Duration{"start": 120 * ms, "park": 3 * ms, "fds": 4 * ms, "commit": 7 * ms}
@@ -110,8 +114,9 @@ func TestMarkdown(t *testing.T) {
 		"| none | 1000 | 1000/1000 (100%) | 0 | 0 | 0 | 0 | 0 | — | — | — | — | 2ms | 3ms | — | — | — | — | — | — | — | — |",
 		"`none` is the same load without any upgrade: it has no upgrade window, so no \"in\" figures, and its longest stall is over the whole run (as every mode's is).",
 		"| 2/2 | 350ms | — | — | — | — | — |",
-		"| mode | conns | upgrades | start | fds | park | commit |",
-		"| full | 1000 | 2 | 110ms | 3ms | 2ms | 6ms |",
+		"| mode | conns | upgrades | start | fds | park | commit | move | max_wait |",
+		"| full | 1000 | 2 | 110ms | 3ms | 2ms | 6ms | — | — |",
+		"| rolling | 1000 | 2 | — | — | — | — | 40ms | 3ms |",
 		"- (a) all connections survive, no request lost, duplicated or failed, none refused, at 1000 conns: met — 1000/1000 (100%) survived, 0 lost, 0 dup, 0 failed, 0 refused",
 		"at 15000 conns: missed by 10 conns, 3 lost — 14990/15000 (99.9%) survived, 3 lost",
 		"- (b) longest stall under 10ms at 1000 conns (goal stated for 1k): met — 4ms",
