@@ -281,7 +281,8 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 		"upgrade_mode", cfg.upgradeMode)
 	logRestarted(log)
 	go srv.Serve(ln)
-	return &process{cfg: cfg, state: st, srv: srv, up: up, ln: ln, log: log, stop: stop, hup: hup, obs: obs}, nil
+	return &process{cfg: cfg, version: version, state: st, srv: srv, up: up, ln: ln, log: log,
+		stop: stop, hup: hup, obs: obs}, nil
 }
 
 // run serves until the process hands over or stops.

@@ -27,15 +27,16 @@ const envRestartedAt = "PDF_RESTARTED_AT"
 
 // process is what an upgrade works on.
 type process struct {
-	cfg   config
-	state stateFile
-	srv   *server.Server
-	up    *handoff.Upgrader
-	ln    *handoff.Listener
-	log   *slog.Logger
-	stop  <-chan os.Signal // SIGTERM, SIGINT
-	hup   <-chan os.Signal // SIGHUP
-	obs   *observer
+	cfg     config
+	version string
+	state   stateFile
+	srv     *server.Server
+	up      *handoff.Upgrader
+	ln      *handoff.Listener
+	log     *slog.Logger
+	stop    <-chan os.Signal // SIGTERM, SIGINT
+	hup     <-chan os.Signal // SIGHUP
+	obs     *observer
 
 	busy     atomic.Bool    // an upgrade runs
 	upgrades sync.WaitGroup // upgrade goroutines
@@ -62,10 +63,25 @@ func (p *process) upgrade() {
 		}
 	}
 	if err := p.up.Upgrade(context.Background()); err != nil {
+		p.reclaimMarker()
 		p.log.Error("upgrade failed; this process carries on", "mode", mode, "err", err, "took", time.Since(start))
 		return
 	}
 	p.log.Info("upgrade complete", "mode", mode, "took", time.Since(start))
+}
+
+// reclaimMarker names this process in the marker again after a rolling
+// upgrade failed. Such a failure comes after the commit, during the move:
+// the new process had claimed the marker, and may have removed it at a
+// stop; this process owns the ledger again, unsaved, and a cold start
+// after its crash must know.
+func (p *process) reclaimMarker() {
+	if p.cfg.upgradeMode != modeRolling || p.state.path == "" {
+		return
+	}
+	if err := p.state.claim(p.version); err != nil {
+		p.log.Error("marker not rewritten; a cold start may take the state file for current", "err", err)
+	}
 }
 
 // drain serves the connections that stayed with this process after a

@@ -286,3 +286,68 @@ func awaitRequests(t *testing.T, clients []*ownAccount, more int64) {
 		}
 	}
 }
+
+// TestRollingMoveFailure: the new process dies (SIGKILL) during the move,
+// held open by a connection whose handler cannot reach a boundary. The
+// old process takes the service back with its ledger, names itself in the
+// pid file and, since that ledger is again unsaved and its own, in the
+// marker, which the new process had claimed.
+func TestRollingMoveFailure(t *testing.T) {
+	p := startPDF(t, modeRolling)
+	old := p.pid
+	c := pdftest.Dial(t, p.addr)
+	c.Ask(t, "TOPUP 1 alice 100", "OK 1 100")
+	straggle(t, p.addr)
+
+	mark := p.logs.len()
+	hup(t, old)
+	serving := p.logs.await(t, mark, "serving", -old)
+	pid, _ := strconv.Atoi(field(serving, "pid"))
+	if m := mustMarker(t, p.state); m.pid != pid {
+		t.Fatalf("marker names pid %d, want the new process %d", m.pid, pid)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p.logs.await(t, mark, "upgrade failed; this process carries on", old)
+	if m := mustMarker(t, p.state); m.pid != old {
+		t.Fatalf("marker names pid %d, want the old process %d, which serves again", m.pid, old)
+	}
+	if got := p.readPidfile(t); got != old {
+		t.Fatalf("pid file says %d, want %d", got, old)
+	}
+	n := pdftest.Dial(t, p.addr)
+	n.Ask(t, "VERSION 1", fmt.Sprintf("VERSION 1 v1.0.0 %d", old))
+	n.Ask(t, "BALANCE 2 alice", "BAL 2 100")
+}
+
+// straggle opens a connection whose handler is stuck in a write: it sends
+// requests and never reads the replies, until the server has stopped
+// reading too (its replies fill both ends' socket buffers). Asked to park,
+// such a handler never reaches a message boundary.
+func straggle(t *testing.T, addr string) {
+	t.Helper()
+	s := pdftest.Dial(t, addr)
+	var sent atomic.Int64
+	go func() {
+		chunk := []byte(strings.Repeat("VERSION r\n", 8<<10))
+		for {
+			if _, err := s.Conn.Write(chunk); err != nil {
+				return
+			}
+			sent.Add(int64(len(chunk)))
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for last := int64(-1); ; {
+		time.Sleep(200 * time.Millisecond)
+		now := sent.Load()
+		if now == last {
+			return // no byte in 200 ms: the server no longer reads
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server still reads after %d bytes", now)
+		}
+		last = now
+	}
+}
