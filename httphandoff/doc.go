@@ -33,10 +33,15 @@
 //
 // Limits:
 //
-//   - The upgrade is all at once: every connection must reach its moment
-//     within Options.ParkTimeout, or the upgrade rolls back (nothing is
-//     lost); clients of connections that left first wait for the slowest
-//     in-flight request.
+//   - With handoff's default AllAtOnce mode, every connection must reach
+//     its moment within Options.ParkTimeout, or the upgrade rolls back
+//     (nothing is lost), and clients of connections that left first wait
+//     for the slowest in-flight request. With Options.Mode handoff.Rolling
+//     (an HTTP server shares no state that must move atomically), each
+//     connection moves as soon as it is idle and is served by the new
+//     process at once; a slow request delays only its own connection, and
+//     one still running at Options.MoveTimeout is drained or closed as
+//     Options.Stragglers says.
 //   - TLS and HTTP/2 connections cannot leave (the TLS record state does
 //     not move, and HTTP/2 is never idle in this sense). Serve them with
 //     handoff's ListenersOnly mode and drain them.
