@@ -103,7 +103,7 @@ func (u *Upgrader) takeOver(ctx context.Context) error {
 	if s.plan.mode.movesAfterCommit() {
 		moving = true
 		u.mu.Lock()
-		u.receiving = true
+		u.receiving, u.received = true, make(chan struct{})
 		u.mu.Unlock()
 		go s.receiveMoves()
 	}
@@ -666,5 +666,6 @@ func (s *childSession) endMoves() {
 	s.ch.close()
 	s.u.mu.Lock()
 	s.u.receiving = false
+	close(s.u.received)
 	s.u.mu.Unlock()
 }

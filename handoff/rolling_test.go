@@ -201,3 +201,39 @@ func TestRollingNewDiesMidMove(t *testing.T) {
 		}
 	}
 }
+
+// TestRollingStopNewDuringMove: a stop sent to the new process (the PID
+// file names it from the commit) while connections are still moving
+// waits for the move to end, so that one process owns the state: the old
+// one hands its last connection over and exits, then the new one stops
+// and saves. Before, the new process saved at once and the old one took
+// the service back, serving on after the stop with a state of its own.
+func TestRollingStopNewDuringMove(t *testing.T) {
+	h := startServer(t, envRolling+"=1")
+	old := h.pid
+	_, answer := slowRequest(t, h.addr, 1500)
+	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	newPid, _ := strconv.Atoi(h.expect("ready")[1])
+	if err := syscall.Kill(newPid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for len(order) < 2 {
+		f := h.next()
+		switch f[0] {
+		case "failed":
+			t.Fatalf("the old process took the service back after the new one was stopped: %v", f)
+		case "exit", "saved", "stopped":
+			order = append(order, f[0]+" "+f[1])
+		}
+	}
+	want := []string{fmt.Sprintf("exit %d", old), fmt.Sprintf("saved %d", newPid)}
+	if order[0] != want[0] || order[1] != want[1] {
+		t.Fatalf("events %v, want %v: the old process hands over, then the new one saves", order, want)
+	}
+	if pid := <-answer; pid != strconv.Itoa(old) {
+		t.Fatalf("slow request answered by %q, want the old process %d", pid, old)
+	}
+}

@@ -172,6 +172,7 @@ type Upgrader struct {
 	passOnce  sync.Once      // a stop is passed on to the successor once
 	stopsC    chan os.Signal // watchStops's, until a Rolling move takes the service back; guarded by mu
 	receiving bool           // a new process still receives a Rolling move; guarded by mu
+	received  chan struct{}  // closed when that move has ended; guarded by mu
 	ctl       *controlServer // nil without Options.ControlSocket
 }
 
@@ -455,6 +456,7 @@ func (u *Upgrader) closeExit() { u.exitOnce.Do(func() { close(u.exitC) }) }
 // the successor saves. With ListenersOnly mode nothing is passed on:
 // the successor owns the listeners only.
 func (u *Upgrader) Stop() error {
+	u.awaitMove()
 	u.mu.Lock()
 	run := u.run
 	if run != nil {
@@ -492,6 +494,21 @@ func (u *Upgrader) Stop() error {
 		u.passStop(syscall.SIGTERM)
 	}
 	return ErrHandedOver
+}
+
+// awaitMove waits, in a new process still receiving a Rolling move, for
+// the move to end: until then the old process serves some connections and
+// would take the service back if this one went, so a stop (which the PID
+// file sends here from the commit on) stops the service only once this
+// process owns all of it.
+func (u *Upgrader) awaitMove() {
+	u.mu.Lock()
+	receiving, done := u.receiving, u.received
+	u.mu.Unlock()
+	if receiving {
+		u.log.Info("handoff: stop during a rolling move: waiting for the move to end")
+		<-done
+	}
 }
 
 func (u *Upgrader) onSignal() {
