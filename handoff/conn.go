@@ -401,6 +401,11 @@ func (c *Conn) Asked() bool {
 func (c *Conn) finish(result error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.finishLocked(result)
+}
+
+// finishLocked is finish with c.mu held.
+func (c *Conn) finishLocked(result error) {
 	if c.state == running || c.state == handedOver {
 		return
 	}

@@ -37,13 +37,6 @@ func (c *Conn) parkedNow() parkedConn {
 	return parkedConn{c: c, unread: c.unreadAtPark, state: c.saved, at: c.parkedAt}
 }
 
-// isEarly reports whether the new process holds c's fd already.
-func (r *registry) isEarly(c *Conn) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.early[c.id]
-}
-
 // movedOut gives sent connections to the new process: their handlers' Park
 // returns ErrHandedOver, and this process closes its copies (close(2) only:
 // no FIN reaches the client).
@@ -110,13 +103,9 @@ func (r *registry) endMove() {
 func (c *Conn) unask() (isParked bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch c.state {
-	case parked:
+	if c.state == parked {
 		return true
-	case parkAsked:
-		c.state, c.result = running, nil
-		_ = c.Conn.SetReadDeadline(c.deadline)
-		close(c.outcome)
 	}
+	c.finishLocked(nil)
 	return false
 }
