@@ -16,72 +16,128 @@ import (
 // since bufio compacts before it reads.
 const bufioSize = 4096
 
-// conn is what net/http serves: a handoff.Conn that leaves at a moment
-// when net/http holds nothing of it but up to 3 bytes it has read ahead
-// (which conn remembers, and gives back), and writes nothing on leaving.
-// Those moments (see doc.go) are:
+// maxHead is the longest request head a connection can leave in the
+// middle of: conn keeps a copy of the head it is delivering, to give back
+// whole. A longer head is answered here first.
+const maxHead = 16 << 10
+
+// phase is where net/http is in a connection's cycle, as conn sees it from
+// the ConnState hooks and the read deadlines net/http sets (Go 1.26,
+// src/net/http/server.go: serve and readRequest):
 //
-//   - idle: after a response, net/http waits for the next request in a
-//     Read (Peek(4) under the idle deadline);
-//   - fresh: a new connection whose first Read has delivered nothing.
+//	StateNew             fresh: SetReadDeadline(header timeout)? head Reads
+//	                     SetReadDeadline(ReadTimeout) once the head is parsed
+//	StateIdle            idleHook: SetReadDeadline(idle deadline)
+//	                     peek: the Reads of Peek(4)
+//	                     SetReadDeadline(header timeout)
+//	                     head: the head's Reads
+//	                     SetReadDeadline(ReadTimeout) once the head is parsed
+//	StateActive          busy: body, handler, background read
+type phase int
+
+const (
+	phaseFresh    phase = iota // StateNew: the first request's head, if any bytes came
+	phaseIdleHook              // StateIdle reported; net/http sets the idle deadline next
+	phasePeek                  // waiting for the next request: Peek(4) under the idle deadline
+	phaseHead                  // reading a request head
+	phaseBusy                  // a request being served: its body, its handler
+)
+
+// conn is what net/http serves: a handoff.Conn that leaves at a moment
+// when net/http holds nothing of it but bytes of a request head not yet
+// answered (which conn keeps a copy of, and gives back), and writes
+// nothing on leaving. Those moments are the phases fresh, peek and head
+// (see phase): no handler has run for the bytes, so the next process can
+// read them as if they had just come.
 type conn struct {
 	*handoff.Conn
 	s *Server
 
 	mu        sync.Mutex
-	state     http.ConnState
-	hasState  bool
+	phase     phase
 	reading   bool    // a Read is in progress
 	want      int     // len(p) of that Read
 	delivered int64   // bytes Read has returned, ever
 	last      [3]byte // the last bytes Read returned, oldest first
 	lastN     int
+	head      []byte    // the bytes of the request head net/http holds, if known
+	headKnown bool      // head is all of them: the connection may leave
+	peekRead  bool      // a Read of the idle Peek(4) happened
+	gaveBack  int       // bytes of a head given back to the handoff.Conn
 	detached  bool      // Read said the connection is gone; Close keeps the fd
 	resumed   bool      // strip CR/LF before the first request (net/http forgot the last method)
-	idle      time.Time // the idle deadline net/http set, to carry to the next process
-	carried   time.Time // the idle deadline carried from the last process, until the first byte
+	idle      time.Time // the deadline in force while it waits for a request, to carry to the next process
+	hold      bool      // until the first byte, the deadline carried from the last process holds
 	asked     time.Time // the read deadline net/http set last
+	askedAt   time.Time // when it set it
 }
 
-// newConn wraps a connection for net/http; idle is the idle deadline it
-// had in the process it comes from (zero for none, or a new connection).
-func newConn(s *Server, hc *handoff.Conn, idle time.Time) *conn {
-	c := &conn{Conn: hc, s: s, resumed: true, carried: idle}
+// newConn wraps a connection for net/http. carried says whether it comes
+// from a process that served it (another one, or this one before a
+// rollback); then idle is the deadline it waited for its next request
+// under there (zero for none), which holds until its first byte comes.
+func newConn(s *Server, hc *handoff.Conn, carried bool, idle time.Time) *conn {
+	c := &conn{Conn: hc, s: s, resumed: true, headKnown: true, idle: idle, hold: carried}
 	hc.ParkWhen(c.onAsk)
-	if !idle.IsZero() {
-		// net/http sets no read deadline on a new connection unless it has
-		// a header timeout: the carried one applies from now on.
+	if carried {
+		// net/http sets no read deadline on a new connection, or its
+		// header timeout: a client merely idle is under its idle one.
 		_ = hc.SetReadDeadline(idle)
 	}
 	return c
 }
 
-// SetReadDeadline records the idle deadline (the one net/http sets in
-// StateIdle) and, until the first byte of a connection that came from
-// another process, keeps the deadline it had there: net/http starts a
-// served connection's timers anew, and a client idle across upgrades
-// would otherwise never time out.
+// SetReadDeadline follows net/http's cycle (see phase) and, until the
+// first byte of a connection that came from another process, keeps the
+// deadline it waited under there: net/http serves it as just accepted,
+// and would start its timers anew, or apply its header timeout to a
+// client that is merely idle.
 func (c *conn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
-	c.asked = t
-	if c.hasState && c.state == http.StateIdle && !t.IsZero() {
-		c.idle = t
+	defer c.mu.Unlock()
+	c.asked, c.askedAt = t, time.Now()
+	switch c.phase {
+	case phaseFresh:
+		if c.delivered > 0 {
+			c.endHeadLocked() // the head is parsed
+		} else if !c.hold {
+			c.idle = t // the header timeout, from the accept on
+		}
+	case phaseIdleHook:
+		c.phase, c.idle, c.peekRead = phasePeek, t, false
+	case phasePeek:
+		c.phase = phaseHead // Peek(4) returned
+		if !c.peekRead {
+			c.headKnown = false // the head was read ahead with a request before: unknown
+		}
+	case phaseHead:
+		c.endHeadLocked()
 	}
-	if !c.carried.IsZero() && (t.IsZero() || t.After(c.carried)) {
-		t = c.carried
+	if c.hold {
+		return nil
 	}
-	c.mu.Unlock()
 	return c.Conn.SetReadDeadline(t)
 }
 
-// endCarried drops the carried idle deadline once the next request has
-// begun: from then on net/http's own deadlines apply. Called with mu held.
-func (c *conn) endCarriedLocked() {
-	if c.carried.IsZero() {
+// endHeadLocked: net/http has parsed a request head; what follows is
+// its body and its handler.
+func (c *conn) endHeadLocked() {
+	c.phase, c.head, c.headKnown = phaseBusy, nil, false
+}
+
+// endHoldLocked drops the carried deadline once the next request has
+// begun: from then on net/http's own apply, counted from now, as net/http
+// counts its header timeout from the first bytes of a request.
+func (c *conn) endHoldLocked() {
+	if !c.hold {
 		return
 	}
-	c.carried = time.Time{}
-	_ = c.Conn.SetReadDeadline(c.asked)
+	c.hold = false
+	t := c.asked
+	if !t.IsZero() {
+		t = time.Now().Add(t.Sub(c.askedAt))
+	}
+	_ = c.Conn.SetReadDeadline(t)
 }
 
 // onAsk: an upgrade wants the connection. If it is at a moment to leave,
@@ -89,26 +145,76 @@ func (c *conn) endCarriedLocked() {
 // gets there (Read checks).
 func (c *conn) onAsk() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.reading && c.safeLocked(c.want) {
+	waits := false
+	switch {
+	case c.reading && c.safeLocked(c.want):
 		c.detached = true
 		_ = c.Conn.Conn.SetReadDeadline(time.Unix(1, 0))
+	case !c.mayLeaveLocked():
+		waits = true
+	}
+	c.mu.Unlock()
+	if waits {
+		c.s.observe(c, "waits", 0)
 	}
 }
 
-// safeLocked reports whether a Read asking for want bytes is one at which
-// the connection may leave.
-func (c *conn) safeLocked(want int) bool {
-	if !c.hasState || c.state == http.StateNew {
-		return c.delivered == 0
+// mayLeaveLocked reports whether the connection is in a phase it may
+// leave in, at its next Read.
+func (c *conn) mayLeaveLocked() bool {
+	switch c.phase {
+	case phaseFresh, phaseHead:
+		return c.headKnown
+	case phasePeek:
+		return c.headKnown || !c.peekRead
+	case phaseIdleHook:
+		return true // it reads in phasePeek next
 	}
-	return c.state == http.StateIdle && bufioSize-want <= c.lastN && bufioSize-want >= 0
+	return false
+}
+
+// safeLocked reports whether a Read asking for want bytes is one at which
+// the connection may leave: net/http holds nothing of it but the bytes of
+// a request head, no handler has run for them, and conn has them all.
+// In the idle Peek, bufio holds the bufioSize-want bytes delivered last;
+// they begin the head.
+func (c *conn) safeLocked(want int) bool {
+	switch c.phase {
+	case phasePeek:
+		return c.headKnown && bufioSize-want == len(c.head)
+	case phaseFresh, phaseHead:
+		return c.headKnown
+	}
+	return false
+}
+
+// notePeekLocked: the idle Peek's first Read tells what bufio holds,
+// bufioSize-want bytes, the last ones delivered: the next head begins
+// with them.
+func (c *conn) notePeekLocked(want int) {
+	if c.phase != phasePeek || c.peekRead {
+		return
+	}
+	held := bufioSize - want
+	c.peekRead = true
+	c.headKnown = held >= 0 && held <= c.lastN
+	c.head = nil
+	if c.headKnown {
+		c.head = append(c.head, c.last[c.lastN-held:c.lastN]...)
+	}
 }
 
 func (c *conn) setState(st http.ConnState) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.state, c.hasState = st, true
+	switch st {
+	case http.StateNew:
+		c.phase = phaseFresh
+	case http.StateIdle:
+		c.phase, c.head, c.headKnown = phaseIdleHook, nil, false
+	default:
+		c.endHeadLocked()
+	}
 }
 
 func (c *conn) isDetached() bool {
@@ -118,17 +224,20 @@ func (c *conn) isDetached() bool {
 }
 
 // Read reads for net/http, and is where a connection leaves: at a moment
-// to leave, with an upgrade waiting, it gives back what net/http read
-// ahead and returns a timeout, which net/http takes for a client gone
-// quiet: it closes the connection (Close keeps it) without writing.
+// to leave, with an upgrade waiting, it gives back the head net/http
+// holds and returns a timeout. net/http takes that for a client gone
+// quiet and closes the connection (Close keeps it) without writing: it
+// had nothing, or whole lines of a head; if it had part of a line, it
+// parses that part as a line and fails, and what it writes is dropped.
 func (c *conn) Read(p []byte) (int, error) {
 	c.mu.Lock()
-	if c.Conn.Asked() && c.safeLocked(len(p)) {
+	c.notePeekLocked(len(p))
+	if !c.detached && c.Conn.Asked() && c.safeLocked(len(p)) {
 		c.detached = true
 	}
 	if c.detached {
 		c.mu.Unlock()
-		return 0, c.detach(len(p), nil)
+		return 0, c.detach(nil)
 	}
 	c.reading, c.want = true, len(p)
 	c.mu.Unlock()
@@ -140,11 +249,11 @@ func (c *conn) Read(p []byte) (int, error) {
 	c.reading = false
 	if c.detached {
 		c.mu.Unlock()
-		return 0, c.detach(len(p), p[:n]) // bytes that raced in stay for the next process
+		return 0, c.detach(p[:n]) // bytes that raced in stay for the next process
 	}
 	c.remember(p[:n])
 	if n > 0 {
-		c.endCarriedLocked()
+		c.endHoldLocked()
 	}
 	c.mu.Unlock()
 	if n == 0 && err == nil {
@@ -153,19 +262,20 @@ func (c *conn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// detach gives back the bytes net/http holds (the last bufioSize-want
-// delivered) and any that arrived meanwhile, and returns the error that
-// makes net/http close the connection quietly.
-func (c *conn) detach(want int, raced []byte) error {
+// detach gives back the head net/http holds and any bytes that arrived
+// meanwhile, once (net/http may read again before it gives up), and
+// returns the error that makes net/http close the connection quietly.
+func (c *conn) detach(raced []byte) error {
+	c.mu.Lock()
+	head := c.head
+	c.head = nil
+	c.gaveBack += len(head)
+	c.mu.Unlock()
 	if len(raced) > 0 {
 		c.Conn.Unread(raced)
 	}
-	c.mu.Lock()
-	held := bufioSize - want
-	tail := append([]byte(nil), c.last[c.lastN-held:c.lastN]...)
-	c.mu.Unlock()
-	if len(tail) > 0 {
-		c.Conn.Unread(tail)
+	if len(head) > 0 {
+		c.Conn.Unread(head)
 	}
 	return &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
 }
@@ -201,9 +311,17 @@ func decodeState(state []byte) time.Time {
 	return time.Unix(0, ns)
 }
 
-// remember keeps the last 3 bytes delivered.
+// remember keeps the last 3 bytes delivered, and the head's bytes while
+// it may leave with them. Called with mu held.
 func (c *conn) remember(b []byte) {
 	c.delivered += int64(len(b))
+	if c.headKnown && c.phase != phaseBusy && c.phase != phaseIdleHook {
+		if len(c.head)+len(b) > maxHead {
+			c.head, c.headKnown = nil, false // answered here first
+		} else {
+			c.head = append(c.head, b...)
+		}
+	}
 	for _, x := range b {
 		if c.lastN == len(c.last) {
 			copy(c.last[:], c.last[1:])
@@ -254,6 +372,9 @@ func (c *conn) Close() error {
 // CloseWrite is what net/http calls to end a response cleanly, which the
 // embedded interface would hide.
 func (c *conn) CloseWrite() error {
+	if c.isDetached() {
+		return nil
+	}
 	if cw, ok := c.Conn.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
@@ -265,14 +386,12 @@ func (c *conn) CloseWrite() error {
 // first.
 func (c *conn) park() {
 	c.mu.Lock()
-	idle := c.idle
-	if c.delivered == 0 {
-		idle = c.carried
-	}
+	idle, gaveBack := c.idle, c.gaveBack
 	c.mu.Unlock()
+	c.s.observe(c, "parks", gaveBack)
 	switch err := c.Conn.Park(encodeState(idle)); err {
 	case nil:
-		c.s.serveAgain(newConn(c.s, c.Conn, idle))
+		c.s.serveAgain(newConn(c.s, c.Conn, true, idle))
 	default:
 		// handed over (the library closed this copy) or closed
 	}

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -33,6 +34,8 @@ const (
 	envFail   = "HTTPHANDOFF_TEST_FAIL"    // a file: while it exists, a new process exits at once
 	envIdle   = "HTTPHANDOFF_TEST_IDLE"    // http.Server.IdleTimeout, if set
 	envRoll   = "HTTPHANDOFF_TEST_ROLLING" // set: every process upgrades in Rolling mode
+	envHeader = "HTTPHANDOFF_TEST_HEADER"  // http.Server.ReadHeaderTimeout, if set
+	envPark   = "HTTPHANDOFF_TEST_PARK"    // handoff.Options.ParkTimeout; default 3s
 )
 
 func TestMain(m *testing.M) {
@@ -53,8 +56,8 @@ func event(format string, args ...any) {
 }
 
 // handler answers every request with its pid, so a client knows which
-// process answered: GET / at once, GET /slow?ms=N after N ms, POST /echo
-// with the body.
+// process answered: GET / at once, GET /slow?ms=N after N ms, GET
+// /hold?name=X once the test releases it, POST /echo with the body.
 func handler() http.Handler {
 	pid := strconv.Itoa(os.Getpid())
 	mux := http.NewServeMux()
@@ -64,6 +67,17 @@ func handler() http.Handler {
 	mux.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
 		time.Sleep(time.Duration(ms) * time.Millisecond)
+		io.WriteString(w, pid+"\n")
+	})
+	mux.HandleFunc("GET /hold", func(w http.ResponseWriter, r *http.Request) {
+		// A barrier over a pipe: the test made the FIFO, and its writer's
+		// close releases the request.
+		name := r.URL.Query().Get("name")
+		event("holding %s %s", pid, name)
+		if f, err := os.Open(filepath.Join(filepath.Dir(os.Getenv(envEvents)), name)); err == nil {
+			io.Copy(io.Discard, f)
+			f.Close()
+		}
 		io.WriteString(w, pid+"\n")
 	})
 	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
@@ -124,7 +138,18 @@ func serverMain() {
 	if d, err := time.ParseDuration(os.Getenv(envIdle)); err == nil {
 		srv.IdleTimeout = d
 	}
+	if d, err := time.ParseDuration(os.Getenv(envHeader)); err == nil {
+		srv.ReadHeaderTimeout = d
+	}
+	park := 3 * time.Second
+	if d, err := time.ParseDuration(os.Getenv(envPark)); err == nil {
+		park = d
+	}
 	hs := New(srv)
+	hs.observed = func(nc net.Conn, what string, n int) {
+		// "waits <pid> <client port> 0", "parks <pid> <client port> <bytes of a head>"
+		event("%s %d %d %d", what, os.Getpid(), nc.RemoteAddr().(*net.TCPAddr).Port, n)
+	}
 	up, err := handoff.New(handoff.Options{
 		Resume: func(c *handoff.Conn, state []byte) {
 			if string(state) == "lines" { // a hijacked connection, parked by serveLines
@@ -135,7 +160,7 @@ func serverMain() {
 		},
 		Mode:        testMode(),
 		NoSignal:    true,
-		ParkTimeout: 3 * time.Second,
+		ParkTimeout: park,
 		Logger:      slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
 	if err != nil {
@@ -211,6 +236,19 @@ func startChain(t *testing.T, env ...string) *chain {
 // new process says why) only explain a timeout.
 func (h *chain) await(kind string) []string {
 	h.t.Helper()
+	return h.awaitMatch(kind, nil)
+}
+
+// awaitConn returns the first event of kind not returned before about the
+// connection c (its third field is c's port), from any process.
+func (h *chain) awaitConn(kind string, c *client) []string {
+	h.t.Helper()
+	port := strconv.Itoa(c.nc.LocalAddr().(*net.TCPAddr).Port)
+	return h.awaitMatch(kind, func(f []string) bool { return len(f) > 2 && f[2] == port })
+}
+
+func (h *chain) awaitMatch(kind string, match func([]string) bool) []string {
+	h.t.Helper()
 	var errs []string
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
@@ -222,7 +260,7 @@ func (h *chain) await(kind string) []string {
 				continue
 			}
 			switch {
-			case f[0] == kind:
+			case f[0] == kind && (match == nil || match(f)):
 				h.used[i] = true
 				return f
 			case f[0] == "failed" && kind == "ready":
@@ -241,20 +279,86 @@ func (h *chain) await(kind string) []string {
 // serves and the old one has exited; it returns the new pid.
 func (h *chain) upgrade() int {
 	h.t.Helper()
-	old := h.pid
-	syscall.Kill(old, syscall.SIGHUP)
+	h.hup()
+	return h.upgraded()
+}
+
+// hup starts an upgrade of the serving process, for a test that acts on
+// its connections before it waits for the outcome (upgraded, or await
+// "failed").
+func (h *chain) hup() {
+	h.t.Helper()
+	if err := syscall.Kill(h.pid, syscall.SIGHUP); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// upgraded waits until a new process serves and the old one has exited
+// (the upgrade committed and, in Rolling mode, every connection moved); it
+// returns the new pid.
+func (h *chain) upgraded() int {
+	h.t.Helper()
 	ev := h.await("ready")
 	h.pid, _ = strconv.Atoi(ev[1])
 	h.await("exit")
 	return h.pid
 }
 
-// upgradeInBackground starts an upgrade and returns where its new pid
-// comes, for a test that acts on its connections meanwhile.
-func (h *chain) upgradeInBackground() <-chan int {
-	done := make(chan int, 1)
-	go func() { done <- h.upgrade() }()
-	return done
+// fifo makes a named pipe for GET /hold?name=name in the servers'
+// directory; release (closing its writer) lets the held request finish.
+func (h *chain) fifo(name string) (release func()) {
+	h.t.Helper()
+	path := filepath.Join(h.dir, name)
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		h.t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			// O_RDWR never blocks on a FIFO; the reader sees EOF once this
+			// closes (it has opened by then: the test waited for "holding").
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err == nil {
+				f.Close()
+			}
+		})
+	}
+	h.t.Cleanup(release)
+	return release
+}
+
+// awaitServerRead waits until the server side of c has read every byte c
+// sent (its receive queue in /proc/net/tcp is empty): the bytes are in the
+// server process, not in the kernel.
+func (h *chain) awaitServerRead(c *client) {
+	h.t.Helper()
+	local := procAddr(c.nc.RemoteAddr().(*net.TCPAddr))
+	remote := procAddr(c.nc.LocalAddr().(*net.TCPAddr))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, err := os.ReadFile("/proc/net/tcp")
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 4 && f[1] == local && f[2] == remote {
+				if q := strings.SplitN(f[4], ":", 2); len(q) == 2 && strings.Trim(q[1], "0") == "" {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("the server did not read what %s sent in 20s", c.nc.LocalAddr())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// procAddr is a loopback IPv4 address as /proc/net/tcp writes it.
+func procAddr(a *net.TCPAddr) string {
+	ip := a.IP.To4()
+	return fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], a.Port)
 }
 
 // client is one keep-alive connection, never redialled.

@@ -9,8 +9,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -42,19 +44,23 @@ func TestKeepAliveSurvivesUpgrades(t *testing.T) {
 	}
 }
 
-// TestRequestInFlight: a request being served when the upgrade starts is
-// answered by the old process; the connection then moves.
+// TestRequestInFlight: a request being served when the upgrade asks for
+// its connection is answered by the old process; the connection then
+// moves.
 func TestRequestInFlight(t *testing.T) {
 	h := startChain(t)
 	c := h.dial()
 	old := h.pid
-	c.send("GET /slow?ms=500 HTTP/1.1\r\nHost: t\r\n\r\n")
-	time.Sleep(100 * time.Millisecond)
-	done := h.upgradeInBackground()
+	release := h.fifo("inflight")
+	c.send("GET /hold?name=inflight HTTP/1.1\r\nHost: t\r\n\r\n")
+	h.await("holding")
+	h.hup()
+	h.awaitConn("waits", c) // asked while its handler runs: it stays
+	release()
 	if pid := c.expectOK(); pid != old {
 		t.Fatalf("the request in flight was answered by %d, want the old process %d", pid, old)
 	}
-	c.requireMovedTo(<-done)
+	c.requireMovedTo(h.upgraded())
 }
 
 // TestPipelined: two requests written at once, the first slow, an upgrade
@@ -63,15 +69,21 @@ func TestRequestInFlight(t *testing.T) {
 func TestPipelined(t *testing.T) {
 	h := startChain(t)
 	c := h.dial()
-	c.send("GET /slow?ms=300 HTTP/1.1\r\nHost: t\r\n\r\nPOST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nsecond")
-	time.Sleep(50 * time.Millisecond)
-	done := h.upgradeInBackground()
-	c.expectOK()
-	status, body, err := c.response()
-	if err != nil || status != http.StatusOK || !strings.HasSuffix(body, " second") {
-		t.Fatalf("the pipelined request: %d %q %v", status, body, err)
+	old := h.pid
+	release := h.fifo("pipelined")
+	c.send("GET /hold?name=pipelined HTTP/1.1\r\nHost: t\r\n\r\nPOST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nsecond")
+	h.await("holding")
+	h.hup()
+	h.awaitConn("waits", c)
+	release()
+	if pid := c.expectOK(); pid != old {
+		t.Fatalf("the first request was answered by %d, want the old process %d", pid, old)
 	}
-	c.requireMovedTo(<-done)
+	status, body, err := c.response()
+	if err != nil || status != http.StatusOK || body != fmt.Sprintf("%d second", old) {
+		t.Fatalf("the pipelined request: %d %q %v, want 200 from %d", status, body, err, old)
+	}
+	c.requireMovedTo(h.upgraded())
 	c.nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if n, _ := c.r.Peek(1); len(n) > 0 {
 		t.Fatalf("an extra response: %q", n)
@@ -88,8 +100,11 @@ func TestHeadInPieces(t *testing.T) {
 			c := h.dial()
 			c.get("/") // idle now
 			c.send(first)
-			time.Sleep(50 * time.Millisecond)
+			h.awaitServerRead(c)
 			p := h.upgrade()
+			if n := h.awaitConn("parks", c)[3]; n != strconv.Itoa(len(first)) {
+				t.Fatalf("the connection left with %s bytes of its head, want %d", n, len(first))
+			}
 			c.send(strings.TrimPrefix("GET / HTTP/1.1\r\nHost: t\r\n\r\n", first))
 			if pid := c.expectOK(); pid != p {
 				t.Fatalf("answered by %d, want the new process %d", pid, p)
@@ -98,43 +113,49 @@ func TestHeadInPieces(t *testing.T) {
 	}
 }
 
-// TestPartialHeadFinishesFirst: a request head cut in the middle of its
-// first line cannot move (net/http has parsed part of it): the upgrade
-// waits for it, it is answered once, and the connection moves after.
+// TestPartialHeadFinishesFirst: a request head the connection cannot
+// leave with is answered first, once, by the old process, and the
+// connection moves after. Such a head is one that came pipelined behind
+// the previous request: net/http read its first bytes ahead with that
+// request, so they are not known to be the head's. The upgrade asks while
+// net/http has consumed its first two lines and waits for the rest.
 func TestPartialHeadFinishesFirst(t *testing.T) {
 	h := startChain(t)
 	c := h.dial()
-	c.send("GET / HTTP/1.1\r\nHo")
-	time.Sleep(50 * time.Millisecond)
 	old := h.pid
-	done := h.upgradeInBackground()
-	time.Sleep(300 * time.Millisecond)
-	c.send("st: t\r\n\r\n")
+	c.send("GET / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n")
 	if pid := c.expectOK(); pid != old {
-		t.Fatalf("answered by %d, want the old process %d", pid, old)
+		t.Fatalf("answered by %d, want %d", pid, old)
 	}
-	c.requireMovedTo(<-done)
+	h.awaitServerRead(c)
+	h.hup()
+	h.awaitConn("waits", c)
+	c.send("\r\n")
+	if pid := c.expectOK(); pid != old {
+		t.Fatalf("the cut request was answered by %d, want the old process %d", pid, old)
+	}
+	c.requireMovedTo(h.upgraded())
 }
 
 // TestExpectContinue: a POST that waits for 100 Continue when the upgrade
-// starts sends its body after, and is answered once, by the old process.
+// asks for its connection sends its body after, and is answered once, by
+// the old process.
 func TestExpectContinue(t *testing.T) {
 	h := startChain(t)
 	c := h.dial()
 	old := h.pid
 	c.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
-	time.Sleep(50 * time.Millisecond)
-	done := h.upgradeInBackground()
-	time.Sleep(200 * time.Millisecond)
+	if status, body, err := c.response(); err != nil || status != http.StatusContinue {
+		t.Fatalf("response %d %q %v, want 100 Continue", status, body, err)
+	}
+	h.hup()
+	h.awaitConn("waits", c) // asked while its handler reads the body: it stays
 	c.send("hello")
 	status, body, err := c.response()
-	if err == nil && status == http.StatusContinue {
-		status, body, err = c.response()
-	}
 	if err != nil || status != http.StatusOK || body != fmt.Sprintf("%d hello", old) {
 		t.Fatalf("response %d %q %v, want 200 from %d with the body", status, body, err, old)
 	}
-	c.requireMovedTo(<-done)
+	c.requireMovedTo(h.upgraded())
 }
 
 // TestNewProcessDies: an upgrade into a process that exits rolls back;
@@ -180,6 +201,7 @@ func underLoad(t *testing.T, env ...string) {
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	pids := make([]map[int]bool, n)
+	var served [n]atomic.Int64 // requests answered, per client
 	for i := 0; i < n; i++ {
 		c := h.dial()
 		pids[i] = map[int]bool{}
@@ -203,14 +225,31 @@ func underLoad(t *testing.T, env ...string) {
 				var pid int
 				fmt.Sscan(f[0], &pid)
 				pids[i][pid] = true
+				served[i].Add(1)
 			}
 		}(i)
 	}
+	// Every client is answered between the upgrades, and after the last.
+	progress := func() {
+		var from [n]int64
+		for i := range served {
+			from[i] = served[i].Load()
+		}
+		for i := range served {
+			for served[i].Load() < from[i]+3 {
+				select {
+				case err := <-errs:
+					t.Fatal(err)
+				case <-time.After(time.Millisecond):
+				}
+			}
+		}
+	}
 	for u := 0; u < 3; u++ {
-		time.Sleep(200 * time.Millisecond)
+		progress()
 		h.upgrade()
 	}
-	time.Sleep(200 * time.Millisecond)
+	progress()
 	close(stop)
 	wg.Wait()
 	close(errs)
@@ -239,12 +278,14 @@ func TestSlowRequestRollsBack(t *testing.T) {
 	fresh := h.dial()
 	slow := h.dial()
 	old := h.pid
-	slow.send("GET /slow?ms=4000 HTTP/1.1\r\nHost: t\r\n\r\n")
-	time.Sleep(100 * time.Millisecond)
-	syscall.Kill(old, syscall.SIGHUP)
+	release := h.fifo("slow")
+	slow.send("GET /hold?name=slow HTTP/1.1\r\nHost: t\r\n\r\n")
+	h.await("holding")
+	h.hup()
 	if ev := strings.Join(h.await("failed"), " "); !strings.Contains(ev, "park") {
 		t.Fatalf("the upgrade failed for another reason than the park: %s", ev)
 	}
+	release()
 	if pid := slow.expectOK(); pid != old {
 		t.Fatalf("the slow request was answered by %d, want %d", pid, old)
 	}
@@ -278,9 +319,10 @@ func TestSlowRequestRolling(t *testing.T) {
 	fresh := h.dial()
 	slow := h.dial()
 	old := h.pid
-	slow.send("GET /slow?ms=4000 HTTP/1.1\r\nHost: t\r\n\r\n")
-	time.Sleep(100 * time.Millisecond)
-	syscall.Kill(old, syscall.SIGHUP)
+	release := h.fifo("slow")
+	slow.send("GET /hold?name=slow HTTP/1.1\r\nHost: t\r\n\r\n")
+	h.await("holding")
+	h.hup()
 	var p int
 	fmt.Sscan(h.await("ready")[1], &p)
 	for i, c := range append(idle, fresh) {
@@ -293,6 +335,7 @@ func TestSlowRequestRolling(t *testing.T) {
 	// The upgrade committed with the slow request in flight (all at once,
 	// it would have rolled back at ParkTimeout), and the old process
 	// answers it.
+	release()
 	if pid := slow.expectOK(); pid != old {
 		t.Fatalf("the slow request was answered by %d, want %d", pid, old)
 	}
@@ -356,5 +399,109 @@ func TestIdleTimeoutCarried(t *testing.T) {
 	}
 	if pid := busy.get("/"); pid != h.pid {
 		t.Fatalf("busy connection answered by %d, want %d", pid, h.pid)
+	}
+}
+
+// modes runs a test in both modes of moving connections.
+func modes(t *testing.T, test func(t *testing.T, env ...string)) {
+	t.Run("all-at-once", func(t *testing.T) { test(t) })
+	t.Run("rolling", func(t *testing.T) { test(t, envRoll+"=1") })
+}
+
+// TestSplitHead: a request head cut anywhere (at a line boundary, 1 to 3
+// bytes into a line, every header line but the final blank one, inside a
+// line) when the upgrade comes moves with its connection: the client
+// writes the rest once the upgrade has committed and gets a 200 from the
+// new process, never a 400, FIN or RST. Each cut is tried on a keep-alive
+// connection that has had a response and on a fresh one, and each
+// connection must have left with exactly the bytes it had sent.
+func TestSplitHead(t *testing.T) {
+	modes(t, func(t *testing.T, env ...string) {
+		const head = "GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+		h := startChain(t, env...)
+		type cut struct {
+			c     *client
+			at    int
+			fresh bool
+		}
+		var cuts []cut
+		for at := 1; at < len(head); at++ {
+			for _, fresh := range []bool{false, true} {
+				c := h.dial()
+				if !fresh {
+					c.get("/")
+				}
+				c.send(head[:at])
+				cuts = append(cuts, cut{c, at, fresh})
+			}
+		}
+		for _, x := range cuts {
+			h.awaitServerRead(x.c) // net/http has the bytes, not the kernel
+		}
+		p := h.upgrade()
+		for _, x := range cuts {
+			if n := h.awaitConn("parks", x.c)[3]; n != strconv.Itoa(x.at) {
+				t.Errorf("cut %q (fresh %v): left with %s bytes of its head", head[:x.at], x.fresh, n)
+			}
+		}
+		for _, x := range cuts {
+			x.c.send(head[x.at:])
+			status, body, err := x.c.response()
+			if err != nil || status != http.StatusOK || body != strconv.Itoa(p) {
+				t.Errorf("cut %q (fresh %v): %d %q %v, want 200 from the new process %d", head[:x.at], x.fresh, status, body, err, p)
+			}
+		}
+	})
+}
+
+// TestIdleNotUnderHeaderTimeout: a server with a ReadHeaderTimeout and no
+// IdleTimeout keeps an idle keep-alive connection open however long it
+// idles; one moved by an upgrade too. The new process must not take the
+// moved connection for a new one whose head is late. The wait longer than
+// the header timeout is what is tested.
+func TestIdleNotUnderHeaderTimeout(t *testing.T) {
+	modes(t, func(t *testing.T, env ...string) {
+		const header = time.Second
+		h := startChain(t, append(env, envHeader+"="+header.String())...)
+		c := h.dial()
+		c.get("/")
+		p := h.upgrade()
+		h.awaitConn("parks", c)
+		c.nc.SetReadDeadline(time.Now().Add(3 * header))
+		if b, err := c.r.ReadByte(); err == nil {
+			t.Fatalf("the idle connection got %q", b)
+		} else if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("the idle connection was closed %v after the move (ReadHeaderTimeout %v): %v", 3*header, header, err)
+		}
+		c.requireMovedTo(p)
+	})
+}
+
+// TestRequestDuringRollback: a keep-alive connection that has left for an
+// upgrade sends its next request while the upgrade waits for another
+// connection, which never parks: the upgrade rolls back at ParkTimeout,
+// and the request is answered by the old process, with no reset.
+func TestRequestDuringRollback(t *testing.T) {
+	h := startChain(t, envPark+"=1s", envHeader+"=500ms")
+	x, blocker := h.dial(), h.dial()
+	old := h.pid
+	x.get("/")
+	x.get("/")
+	release := h.fifo("blocker")
+	blocker.send("GET /hold?name=blocker HTTP/1.1\r\nHost: t\r\n\r\n")
+	h.await("holding")
+	h.hup()
+	h.awaitConn("parks", x)
+	h.awaitConn("waits", blocker)
+	x.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if ev := strings.Join(h.await("failed"), " "); !strings.Contains(ev, "park") {
+		t.Fatalf("the upgrade failed for another reason than the park: %s", ev)
+	}
+	if pid := x.expectOK(); pid != old {
+		t.Fatalf("answered by %d after the rollback, want %d", pid, old)
+	}
+	release()
+	if pid := blocker.expectOK(); pid != old {
+		t.Fatalf("the held request was answered by %d, want %d", pid, old)
 	}
 }

@@ -18,6 +18,11 @@ type Server struct {
 	srv  *http.Server
 	hook func(net.Conn, http.ConnState) // the application's ConnState, if any
 
+	// observed, if set, hears what a connection does at an upgrade
+	// ("waits": it cannot leave before its request is answered; "parks",
+	// n: it left with n bytes of a request head). For tests.
+	observed func(nc net.Conn, what string, n int)
+
 	mu      sync.Mutex
 	conns   map[net.Conn]*conn
 	resumed chan *conn // connections to serve again: resumed, or back after a rollback
@@ -45,7 +50,7 @@ func New(srv *http.Server) *Server {
 // request begins. An application that also parks hijacked connections
 // dispatches on IsHTTP(state) first (see doc.go).
 func (s *Server) Resume(c *handoff.Conn, state []byte) {
-	s.serveAgain(newConn(s, c, decodeState(state)))
+	s.serveAgain(newConn(s, c, true, decodeState(state)))
 }
 
 // Serve serves the http.Server on ln until ln is handed over or closed,
@@ -109,6 +114,12 @@ func Conn(nc net.Conn) *handoff.Conn {
 	return nil
 }
 
+func (s *Server) observe(c *conn, what string, n int) {
+	if s.observed != nil {
+		s.observed(c, what, n)
+	}
+}
+
 func (s *Server) track(c *conn) {
 	s.mu.Lock()
 	s.conns[c] = c
@@ -151,7 +162,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		if r.err != nil {
 			return nil, r.err
 		}
-		c := newConn(l.s, r.c, time.Time{})
+		c := newConn(l.s, r.c, false, time.Time{})
 		l.s.track(c)
 		return c, nil
 	case c := <-l.s.resumed:
