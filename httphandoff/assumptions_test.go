@@ -2,11 +2,14 @@ package httphandoff
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -32,6 +35,7 @@ func (r *recorder) note(s string) {
 func (r *recorder) Read(p []byte) (int, error) {
 	r.note("read " + strconv.Itoa(len(p)))
 	n, err := r.Conn.Read(p)
+	r.note("got " + strconv.Itoa(n))
 	r.mu.Lock()
 	leave := r.leave
 	r.mu.Unlock()
@@ -39,6 +43,11 @@ func (r *recorder) Read(p []byte) (int, error) {
 		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
 	}
 	return n, err
+}
+
+func (r *recorder) SetReadDeadline(t time.Time) error {
+	r.note("deadline")
+	return r.Conn.SetReadDeadline(t)
 }
 
 func (r *recorder) Write(p []byte) (int, error) {
@@ -159,4 +168,105 @@ func contains(s []string, v string) bool {
 		}
 	}
 	return false
+}
+
+// TestNetHTTPCycle pins the order of ConnState hooks, read deadlines and
+// Reads from which conn knows where net/http is (see phase), for a request
+// head that arrives in two pieces, on a fresh connection and on one after
+// a response, with and without a header timeout:
+//
+//	fresh: StateNew, a deadline if ReadHeaderTimeout, the head's Reads,
+//	       a deadline (ReadTimeout) once the head is parsed, StateActive;
+//	idle:  StateIdle, a deadline (the idle one), the Reads of Peek(4),
+//	       a deadline (the header one), the head's Reads, a deadline
+//	       (ReadTimeout) once the head is parsed, StateActive.
+func TestNetHTTPCycle(t *testing.T) {
+	for _, header := range []time.Duration{0, time.Minute} {
+		for _, fresh := range []bool{true, false} {
+			t.Run(fmt.Sprintf("fresh=%v/header=%v", fresh, header), func(t *testing.T) {
+				netHTTPCycle(t, fresh, header)
+			})
+		}
+	}
+}
+
+func netHTTPCycle(t *testing.T, fresh bool, header time.Duration) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &oneConnListener{Listener: ln, conns: make(chan *recorder, 1)}
+	srv := &http.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
+		ReadHeaderTimeout: header,
+		ConnState:         func(c net.Conn, st http.ConnState) { c.(*recorder).note("state " + st.String()) },
+	}
+	go srv.Serve(l)
+	defer srv.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	br := bufio.NewReader(client)
+	rec := <-l.conns
+	response := func() {
+		t.Helper()
+		client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if !fresh {
+		io.WriteString(client, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+		response()
+	}
+	rec.mu.Lock()
+	from := len(rec.log)
+	rec.mu.Unlock()
+	// The first line, then the rest once net/http has read it.
+	io.WriteString(client, "GET / HTTP/1.1\r\n")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		rec.mu.Lock()
+		got := contains(rec.log[from:], "got 16")
+		rec.mu.Unlock()
+		if got {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("net/http did not read the first line")
+		}
+	}
+	io.WriteString(client, "Host: t\r\n\r\n")
+	response()
+	rec.mu.Lock()
+	log := append([]string(nil), rec.log...)
+	rec.mu.Unlock()
+	// One letter per step: n(ew), i(dle), a(ctive), d(eadline), r(ead that
+	// returned bytes); reads that returned nothing, writes and other
+	// states are left out.
+	var steps strings.Builder
+	for _, e := range log {
+		switch {
+		case e == "state new":
+			steps.WriteByte('n')
+		case e == "state idle":
+			steps.WriteByte('i')
+		case e == "state active":
+			steps.WriteByte('a')
+		case e == "deadline":
+			steps.WriteByte('d')
+		case strings.HasPrefix(e, "got ") && e != "got 0":
+			steps.WriteByte('r')
+		}
+	}
+	want := "^nd?rrda" // fresh: the head in two Reads
+	if !fresh {
+		want = "^nd?rda[^i]*idrdrda" // the first request whole, then the Peek's Read, the head's
+	}
+	if !regexp.MustCompile(want).MatchString(steps.String()) {
+		t.Fatalf("net/http's steps %q do not match %q; its log: %q", steps.String(), want, log)
+	}
 }

@@ -11,25 +11,31 @@
 //	<-up.Exit() // handed over: every connection now belongs to the new process
 //
 // How a connection leaves. net/http keeps no state of a connection between
-// requests but the bytes its bufio reader read ahead, and there are two
-// moments at which that is at most 3 bytes and nothing is half-parsed:
-// while it waits for the next request of a keep-alive connection (the
-// Read behind Peek(4), in StateIdle), and before the first byte of a new
-// connection. At such a moment, with an upgrade waiting, the connection's
-// Read gives the read-ahead bytes back to the handoff.Conn (which it
-// knows: they are the last ones it returned, and bufio asks for its
-// buffer's size minus what it holds) and returns a timeout; net/http takes
-// that for a quiet client and closes the connection without writing, and
-// Close keeps the fd, which is parked and handed over. A connection with a
-// request in flight (a handler running, a body being read or discarded, a
-// request head arriving) finishes it here and leaves at its next idle
-// moment. In the new process, Resume queues the connection for the
-// http.Server's next Accept: it is served as if just accepted, its bytes
-// first. If the upgrade rolls back, it is served again here the same way.
+// requests but the bytes its bufio reader read ahead, and none of a request
+// whose head it has not finished reading but those bytes and the lines it
+// has parsed. So a connection may leave while net/http waits for the next
+// request of a keep-alive connection (the Read behind Peek(4), in
+// StateIdle), before or during the first request head of a new connection,
+// and while it reads a request head: at such a moment, net/http holds
+// nothing but bytes of a head no handler has seen. The connection follows
+// net/http's cycle from its ConnState hooks and the read deadlines net/http
+// sets, keeps a copy of the head it delivers, and, with an upgrade
+// waiting, gives the whole head back to the handoff.Conn and makes
+// net/http's Read return a timeout: net/http takes that for a quiet client
+// and closes the connection (if it held part of a line, it first parses
+// that part as a line and fails; what it writes is dropped), and Close
+// keeps the fd, which is parked and handed over. A connection with a
+// request in flight (a handler running, a body being read or discarded)
+// finishes it here and leaves at its next idle moment, and so does one
+// whose head is longer than 16 KiB or came pipelined behind the previous
+// request (net/http read its first bytes ahead with that one). In the new
+// process, Resume queues the connection for the http.Server's next Accept:
+// it is served as if just accepted, its bytes first. If the upgrade rolls
+// back, it is served again here the same way.
 //
 // This relies on the order in which net/http (Go 1.26) calls ConnState,
-// SetReadDeadline and Read; TestNetHTTPAssumptions pins it, and fails
-// loudly on a Go whose net/http behaves otherwise.
+// SetReadDeadline and Read; TestNetHTTPAssumptions and TestNetHTTPCycle pin
+// it, and fail loudly on a Go whose net/http behaves otherwise.
 //
 // Limits:
 //
@@ -54,8 +60,13 @@
 //     Server.Resume when IsHTTP(state), and serve it with your protocol
 //     otherwise. TestHijackedConnection does exactly this.
 //
-// A connection's idle deadline (http.Server.IdleTimeout) moves with it:
-// until its next request begins, the new process keeps the deadline the old
-// one had set, so a client idle across upgrades times out as it would have
-// without them.
+// A connection's idle deadline moves with it: the one net/http set for its
+// wait for the next request (IdleTimeout, else ReadTimeout, else none; for
+// a new connection, the header timeout from its accept, or none). Until
+// the connection's next byte, the new process (or this one, after a
+// rollback) keeps that deadline, or none, rather than apply its header
+// timeout to a client that is merely idle; from that byte on net/http's
+// own timeouts count. So a client idle across upgrades times out as it
+// would have without them, and not sooner. A request head that moved is
+// given the new process's ReadHeaderTimeout anew.
 package httphandoff
