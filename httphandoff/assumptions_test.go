@@ -127,7 +127,7 @@ func TestNetHTTPAssumptions(t *testing.T) {
 				want = "state new"
 			}
 			var logged []string
-			deadline := time.Now().Add(5 * time.Second)
+			deadline := time.Now().Add(20 * time.Second)
 			for {
 				rec.mu.Lock()
 				logged = append([]string(nil), rec.log...)
@@ -148,7 +148,7 @@ func TestNetHTTPAssumptions(t *testing.T) {
 			rec.Conn.SetReadDeadline(time.Unix(1, 0))
 			select {
 			case <-rec.closed:
-			case <-time.After(5 * time.Second):
+			case <-time.After(20 * time.Second):
 				t.Fatal("net/http did not close the connection after a read timeout")
 			}
 			rec.mu.Lock()
@@ -223,22 +223,31 @@ func netHTTPCycle(t *testing.T, fresh bool, header time.Duration) {
 		io.WriteString(client, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
 		response()
 	}
-	rec.mu.Lock()
-	from := len(rec.log)
-	rec.mu.Unlock()
-	// The first line, then the rest once net/http has read it.
-	io.WriteString(client, "GET / HTTP/1.1\r\n")
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		rec.mu.Lock()
-		got := contains(rec.log[from:], "got 16")
-		rec.mu.Unlock()
-		if got {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("net/http did not read the first line")
+	// waitLog waits until net/http's last step is last, after want.
+	waitLog := func(want, last string) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(time.Millisecond) {
+			rec.mu.Lock()
+			log := append([]string(nil), rec.log...)
+			rec.mu.Unlock()
+			if n := len(log); n > 0 && log[n-1] == last && contains(log, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("net/http did not reach %q after %q: %q", last, want, log)
+			}
 		}
 	}
+	// Once net/http waits for the request (its background read of the
+	// last one could take a byte sent before), the first line, then the
+	// rest once net/http has read it.
+	if fresh {
+		waitLog("state new", "read 4096")
+	} else {
+		waitLog("state idle", "read 4096")
+	}
+	io.WriteString(client, "GET / HTTP/1.1\r\n")
+	waitLog("got 16", "read 4096")
 	io.WriteString(client, "Host: t\r\n\r\n")
 	response()
 	rec.mu.Lock()

@@ -56,17 +56,12 @@ func event(format string, args ...any) {
 }
 
 // handler answers every request with its pid, so a client knows which
-// process answered: GET / at once, GET /slow?ms=N after N ms, GET
-// /hold?name=X once the test releases it, POST /echo with the body.
+// process answered: GET / at once, GET /hold?name=X once the test
+// releases it, POST /echo with the body.
 func handler() http.Handler {
 	pid := strconv.Itoa(os.Getpid())
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, pid+"\n")
-	})
-	mux.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
-		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
-		time.Sleep(time.Duration(ms) * time.Millisecond)
 		io.WriteString(w, pid+"\n")
 	})
 	mux.HandleFunc("GET /hold", func(w http.ResponseWriter, r *http.Request) {
