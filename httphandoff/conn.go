@@ -140,6 +140,17 @@ func (c *conn) endHoldLocked() {
 	_ = c.Conn.SetReadDeadline(t)
 }
 
+// mayEndHoldLocked ends the carried deadline before the first byte if it
+// has passed while the connection moved and a request waits in the
+// kernel: the client sent it before it could see a close, and the
+// deadline, already past, would make the Read fail without reading, and
+// the close reset the connection.
+func (c *conn) mayEndHoldLocked() {
+	if c.hold && !c.idle.IsZero() && !time.Now().Before(c.idle) && pending(c.Conn.Conn) {
+		c.endHoldLocked()
+	}
+}
+
 // onAsk: an upgrade wants the connection. If it is at a moment to leave,
 // its blocked Read is woken to leave now; otherwise it leaves when it next
 // gets there (Read checks).
@@ -240,6 +251,7 @@ func (c *conn) Read(p []byte) (int, error) {
 		return 0, c.detach(nil)
 	}
 	c.reading, c.want = true, len(p)
+	c.mayEndHoldLocked()
 	c.mu.Unlock()
 
 	n, err := c.Conn.Read(p)

@@ -67,6 +67,8 @@
 // rollback) keeps that deadline, or none, rather than apply its header
 // timeout to a client that is merely idle; from that byte on net/http's
 // own timeouts count. So a client idle across upgrades times out as it
-// would have without them, and not sooner. A request head that moved is
-// given the new process's ReadHeaderTimeout anew.
+// would have without them, and not sooner; a request that came while the
+// connection moved is answered even if the deadline passed meanwhile (on
+// Linux, where the receive queue can be looked at). A request head that
+// moved is given the new process's ReadHeaderTimeout anew.
 package httphandoff

@@ -505,9 +505,18 @@ func TestIdleNotUnderHeaderTimeout(t *testing.T) {
 // TestRequestDuringRollback: a keep-alive connection that has left for an
 // upgrade sends its next request while the upgrade waits for another
 // connection, which never parks: the upgrade rolls back at ParkTimeout,
-// and the request is answered by the old process, with no reset.
+// and the request is answered by the old process, with no reset, though
+// the deadline x had when it left (the header timeout of its last
+// request, or its idle timeout) has passed.
 func TestRequestDuringRollback(t *testing.T) {
-	h := startChain(t, envPark+"=1s", envHeader+"=500ms")
+	// The header timeout, then the idle one, end before the rollback,
+	// which comes a ParkTimeout after x left.
+	t.Run("header-timeout", func(t *testing.T) { requestDuringRollback(t, envHeader+"=500ms") })
+	t.Run("idle-timeout", func(t *testing.T) { requestDuringRollback(t, envIdle+"=500ms") })
+}
+
+func requestDuringRollback(t *testing.T, env string) {
+	h := startChain(t, envPark+"=1s", env)
 	x, blocker := h.dial(), h.dial()
 	old := h.pid
 	x.get("/")
