@@ -488,17 +488,27 @@ func TestIdleNotUnderHeaderTimeout(t *testing.T) {
 	modes(t, func(t *testing.T, env ...string) {
 		const header = time.Second
 		h := startChain(t, append(env, envHeader+"="+header.String())...)
-		c := h.dial()
+		// stillOpen fails unless c is open, and quiet, for d.
+		stillOpen := func(c *client, d time.Duration, when string) {
+			t.Helper()
+			c.nc.SetReadDeadline(time.Now().Add(d))
+			if b, err := c.r.ReadByte(); err == nil {
+				t.Fatalf("the idle connection got %q %s", b, when)
+			} else if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("the idle connection was closed within %v %s (ReadHeaderTimeout %v): %v", d, when, header, err)
+			}
+		}
+		c, late := h.dial(), h.dial()
 		c.get("/")
+		late.get("/")
+		// late idles longer than the header timeout before the upgrade.
+		stillOpen(late, 2*header, "before the upgrade")
 		p := h.upgrade()
 		h.awaitConn("parks", c)
-		c.nc.SetReadDeadline(time.Now().Add(3 * header))
-		if b, err := c.r.ReadByte(); err == nil {
-			t.Fatalf("the idle connection got %q", b)
-		} else if !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("the idle connection was closed %v after the move (ReadHeaderTimeout %v): %v", 3*header, header, err)
-		}
+		h.awaitConn("parks", late)
+		stillOpen(c, 3*header, "after the move")
 		c.requireMovedTo(p)
+		late.requireMovedTo(p)
 	})
 }
 
