@@ -14,18 +14,15 @@ const maxAppName = 256
 
 // defaultApp is Options.App's default: the import path of the main
 // package, which every binary built from it shares, whatever its file is
-// called or where it is deployed.
+// called or where it is deployed. (Built from files, go build main.go, a
+// binary says command-line-arguments, and nothing in its build
+// information tells it from another such binary: Options.App says to
+// set App then.)
 func defaultApp() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.Path
 	}
-	// Built from files (go build main.go), the path is
-	// command-line-arguments in every module: the module tells them apart.
-	if bi.Main.Path != "" && !strings.HasPrefix(bi.Path, bi.Main.Path) {
-		return bi.Main.Path + "/" + bi.Path
-	}
-	return bi.Path
+	return ""
 }
 
 // checkAppName refuses a name an operator could not type in a control

@@ -63,9 +63,10 @@ type Options struct {
 	// pdf-v1 and pdf-v2 say "pdf"). At most 256 bytes, without spaces or
 	// control characters, so that an operator can type it. Default: the
 	// import path of the main package (runtime/debug.ReadBuildInfo's
-	// Path, such as example.com/shop/cmd/shopd), after the main module's
-	// path for a binary built from files (command-line-arguments); empty
-	// for a binary without build information.
+	// Path, such as example.com/shop/cmd/shopd); empty for a binary
+	// without build information. A binary built from files (go build
+	// main.go) says command-line-arguments, as every such binary does:
+	// set App there.
 	App string
 	// PIDFile, if set, receives the pid of the process that serves: the
 	// first process once Ready returns, a new one once it has committed.
@@ -92,11 +93,11 @@ type Options struct {
 	SaveState func(w io.Writer) error
 	// LoadState reads what SaveState wrote, in the new process. An error
 	// rejects the upgrade: the old process resumes and the new one exits.
-	// Nil: a new process refuses an upgrade from an old one that has
-	// SaveState, at its start, rather than drop the state.
 	// With statefile.Set.Load, a damaged stream, an unknown schema, a
 	// missing migration step and a failing or panicking migration are all
-	// such errors, and the state is installed only once it is whole.
+	// such errors, and the state is installed only once it is whole. Nil:
+	// the new process refuses an upgrade from an old one that has
+	// SaveState, at its start, rather than take over and drop the state.
 	LoadState func(r io.Reader) error
 	// Resume serves a connection handed over from the old process, with the
 	// state its handler gave to Park. It runs in the new process after commit,
