@@ -187,7 +187,7 @@ func (s *childSession) explain(err error) error {
 // receive runs the handoff up to READY. Before READY it makes the
 // takeover's commit: past it, Stop no longer aborts the takeover.
 func (s *childSession) receive(ctx context.Context, run *attempt) error {
-	if err := s.ch.send(frameHello, ownHello(s.u.opts.Version).encode(), nil); err != nil {
+	if err := s.ch.send(frameHello, ownHello(s.u.opts).encode(), nil); err != nil {
 		return err
 	}
 	if err := s.hello(); err != nil {
@@ -250,7 +250,7 @@ func (s *childSession) hello() error {
 	if h.version != protocolVersion {
 		return protoErr("old process speaks protocol version %d, this one %d", h.version, protocolVersion)
 	}
-	s.u.log.Info("handoff: taking over", "from", h.pid, "from_version", h.appVersion)
+	s.u.log.Info("handoff: taking over", "from", h.pid, "from_version", h.appVersion, "from_app", h.app)
 	return nil
 }
 
@@ -270,7 +270,10 @@ func (s *childSession) readPlan() (int, error) {
 	if err := s.canServe(s.plan.early); err != nil {
 		return 0, err
 	}
-	s.u.log.Info("handoff: plan", "mode", s.plan.mode, "early", s.plan.early)
+	if err := s.canLoad(s.plan.state); err != nil {
+		return 0, err
+	}
+	s.u.log.Info("handoff: plan", "mode", s.plan.mode, "early", s.plan.early, "state", s.plan.state)
 	return int(s.plan.early), growFdTable(int(s.plan.early))
 }
 
@@ -281,6 +284,21 @@ func (s *childSession) canServe(n uint32) error {
 	}
 	if n > 0 && s.u.opts.Resume == nil {
 		return fmt.Errorf("handoff: %d connections offered but Options.Resume is not set", n)
+	}
+	return nil
+}
+
+// canLoad refuses the old process's state if this process cannot load
+// it: taken over without it, the service would go on with its state lost.
+func (s *childSession) canLoad(state bool) error {
+	if !state {
+		return nil
+	}
+	if !s.u.opts.Mode.sendsState() {
+		return fmt.Errorf("handoff: the old process sends its state but this process is in %s mode and cannot load it", s.u.opts.Mode)
+	}
+	if s.u.opts.LoadState == nil {
+		return errors.New("handoff: the old process sends its state but Options.LoadState is not set: it would be lost")
 	}
 	return nil
 }
@@ -436,7 +454,8 @@ func (s *childSession) adoptBatch(typ byte, p []byte, fds []int) ([]*adopted, er
 }
 
 // loadState hands the state stream to the application and checks it whole.
-// In ListenersOnly mode the stream must be empty.
+// A stream PLAN did not announce must be empty: one it announced has
+// passed canLoad.
 func (s *childSession) loadState() (uint64, error) {
 	r := newStateReader(s.ch)
 	if load := s.u.opts.LoadState; load != nil && s.u.opts.Mode.sendsState() {
@@ -447,8 +466,8 @@ func (s *childSession) loadState() (uint64, error) {
 	if err := r.drain(); err != nil {
 		return 0, err
 	}
-	if !s.u.opts.Mode.sendsState() && r.total > 0 {
-		return 0, fmt.Errorf("handoff: %d bytes of state offered but this process is in %s mode", r.total, s.u.opts.Mode)
+	if !s.plan.state && r.total > 0 {
+		return 0, protoErr("%d bytes of state after a PLAN that announced none", r.total)
 	}
 	return r.total, nil
 }

@@ -34,6 +34,7 @@ type controlCommand struct {
 	name    string // status or upgrade
 	binary  string // upgrade's binary=, or ""
 	timeout time.Duration
+	app     string // upgrade's app=, or ""
 }
 
 // parseCommand reads one request line (without its newline). Like the
@@ -91,6 +92,11 @@ func parseCommand(line []byte) (controlCommand, error) {
 				return cmd, fmt.Errorf("%w: timeout %.32q: want a positive duration such as 30s", errControl, v)
 			}
 			cmd.timeout = d
+		case "app":
+			if err := checkAppName(v); err != nil {
+				return cmd, fmt.Errorf("%w: app: %w", errControl, err)
+			}
+			cmd.app = v
 		default:
 			return cmd, fmt.Errorf("%w: unknown argument %.32q", errControl, k)
 		}
@@ -267,7 +273,7 @@ func (s *controlServer) run(c net.Conn, cmd controlCommand) {
 // a write deadline, and one that goes away does not stop the upgrade.
 func (s *controlServer) upgrade(c net.Conn, cmd controlCommand) {
 	events := make(chan Event, 32) // more than an upgrade has phases
-	req := UpgradeRequest{Binary: cmd.binary, Timeout: cmd.timeout, Progress: func(e Event) {
+	req := UpgradeRequest{Binary: cmd.binary, Timeout: cmd.timeout, App: cmd.app, Progress: func(e Event) {
 		select {
 		case events <- e:
 		default:

@@ -20,6 +20,9 @@ func TestParseCommand(t *testing.T) {
 		{line: "HANDOFF-CONTROL 1 upgrade", want: controlCommand{name: "upgrade"}},
 		{line: "HANDOFF-CONTROL 1 upgrade binary=/usr/bin/pdf timeout=1s",
 			want: controlCommand{name: "upgrade", binary: "/usr/bin/pdf", timeout: time.Second}},
+		{line: "HANDOFF-CONTROL 1 upgrade app=example.com/chat/cmd/chatd",
+			want: controlCommand{name: "upgrade", app: "example.com/chat/cmd/chatd"}},
+		{line: "HANDOFF-CONTROL 1 upgrade app=" + strings.Repeat("a", maxAppName+1), err: "at most 256"},
 		{line: "  HANDOFF-CONTROL  1  status  ", want: controlCommand{name: "status"}},
 		{line: "", err: "want \"HANDOFF-CONTROL 1"},
 		{line: "GET / HTTP/1.1", err: "want \"HANDOFF-CONTROL 1"},
@@ -56,6 +59,7 @@ func FuzzParseCommand(f *testing.F) {
 		"HANDOFF-CONTROL 1 status",
 		"HANDOFF-CONTROL 1 upgrade binary=/bin/true timeout=30s",
 		"HANDOFF-CONTROL 1 upgrade timeout=1h2m3.5s",
+		"HANDOFF-CONTROL 1 upgrade app=pdf binary=/opt/pdf/current/pdf",
 		"HANDOFF-CONTROL 2 status",
 		"HANDOFF-CONTROL 1 upgrade ==",
 		"HANDOFF-CONTROL 1 upgrade binary=/a binary=/b",
@@ -75,7 +79,7 @@ func FuzzParseCommand(f *testing.F) {
 		if cmd.name != "status" && cmd.name != "upgrade" {
 			t.Fatalf("accepted command %q", cmd.name)
 		}
-		if cmd.timeout < 0 || cmd.binary != "" && !strings.HasPrefix(cmd.binary, "/") {
+		if cmd.timeout < 0 || cmd.binary != "" && !strings.HasPrefix(cmd.binary, "/") || checkAppName(cmd.app) != nil {
 			t.Fatalf("accepted %+v", cmd)
 		}
 	})

@@ -35,8 +35,9 @@
 // Until then the old process keeps everything; if the new binary is
 // missing, crashes, hangs past Options.UpgradeTimeout (or, with the
 // connections parked, past Options.PauseTimeout), speaks another protocol
-// version or rejects the state, the new process is killed with everything
-// it started and every parked connection resumes where it stopped. The new
+// version, is another application or rejects the state (or cannot load
+// it: it has no LoadState), the new process is killed with everything it
+// started and every parked connection resumes where it stopped. The new
 // process serves nothing before the old one has committed. After the
 // commit the old process closes its copies with close(2), never
 // shutdown(2), so no FIN reaches a client, and exits.
@@ -103,6 +104,18 @@
 // kill it (SIGHUP's default action). What remains is the Go runtime's own
 // start, before any package's init; reloads are best sent to the pid in
 // the PID file, which names the new process only once it has committed.
+//
+// # Another application
+//
+// The new process says its Options.App in HELLO, by default the import
+// path of its main package, and the old process refuses a new binary of
+// another application: a deployment that puts the wrong program behind
+// the "current" symlink rolls back (cause CauseOtherApp) with a reason
+// naming both, rather than hand the clients and the state to a program
+// that cannot serve them. Binaries of one application built from
+// different main packages set the same App. To switch a service to
+// another application on purpose, name it for that one upgrade:
+// UpgradeRequest.App, or handoffctl upgrade -app NAME.
 //
 // # Operations
 //

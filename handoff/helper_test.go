@@ -57,6 +57,8 @@ const (
 	// envSupervisor names a file to which every server of the chain logs
 	// what its Supervisor is told; see logSupervisor.
 	envSupervisor = "HANDOFF_TEST_SUPERVISOR"
+	// envControl sets Options.ControlSocket of every server of the chain.
+	envControl = "HANDOFF_TEST_CONTROL"
 )
 
 func TestMain(m *testing.M) {
@@ -286,12 +288,14 @@ func serverMain() {
 		UpgradeTimeout: envDuration(envUpgradeTimeout, 5*time.Second),
 		PauseTimeout:   envDuration(envPauseTimeout, 3*time.Second),
 		ParkTimeout:    2 * time.Second,
+		App:            testApp(),
 		SaveState:      srv.save,
-		LoadState:      srv.load,
+		LoadState:      testLoad(srv),
 		Resume:         srv.serve,
 		NoSignal:       true,
 		Logger:         slog.New(slog.NewTextHandler(os.Stderr, nil)),
 		Supervisor:     testSupervisor(),
+		ControlSocket:  os.Getenv(envControl),
 	})
 	if err != nil {
 		report("error %d %v", os.Getpid(), err)

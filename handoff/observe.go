@@ -55,6 +55,7 @@ const (
 	CauseTimeout      = "timeout"       // Options.UpgradeTimeout, or the caller's deadline
 	CausePauseTimeout = "pause_timeout" // Options.PauseTimeout
 	CauseRejected     = "rejected"      // the new process refused (its LoadState, say)
+	CauseOtherApp     = "other_app"     // the new binary is another application (Options.App)
 	CauseProtocol     = "protocol"      // a malformed or unexpected frame
 	CauseStopped      = "stopped"       // Stop was called
 	CauseRefused      = "refused"       // not started: another runs, not ready, stopped
@@ -87,6 +88,8 @@ func causeOf(err error) string {
 		return CauseStart
 	case errors.Is(err, errExited):
 		return CauseExited
+	case errors.Is(err, errOtherApp):
+		return CauseOtherApp
 	case errors.Is(err, ErrRejected):
 		return CauseRejected
 	case errors.Is(err, ErrProtocol):
@@ -101,6 +104,7 @@ var (
 	errPauseTimeout = errors.New("connections paused for too long")
 	errStart        = errors.New("could not start the new process")
 	errExited       = errors.New("the new process exited")
+	errOtherApp     = errors.New("the new binary is another application")
 )
 
 // chain is what travels from process to process besides connections and

@@ -274,13 +274,36 @@ func (s *parentSession) hello() error {
 	if s.peer.version != protocolVersion {
 		return protoErr("new process speaks protocol version %d, this one %d", s.peer.version, protocolVersion)
 	}
-	s.u.log.Info("handoff: new process connected", "child", s.pid, "version", s.peer.appVersion)
-	return s.ch.send(frameHello, ownHello(s.u.opts.Version).encode(), nil)
+	s.u.log.Info("handoff: new process connected", "child", s.pid, "version", s.peer.appVersion, "app", s.peer.app)
+	if err := s.checkApp(); err != nil {
+		return err
+	}
+	return s.ch.send(frameHello, ownHello(s.u.opts).encode(), nil)
 }
 
-func ownHello(appVersion string) hello {
+// checkApp refuses a new process of another application than the one the
+// upgrade expects: this process's own (Options.App), unless the operator
+// named another for this upgrade (UpgradeRequest.App). The check is made
+// here, in the old process, because the operator's word reaches this
+// process and it alone decides the commit.
+func (s *parentSession) checkApp() error {
+	got, want, own := s.peer.app, s.req.App, s.u.opts.App
+	switch {
+	case got == want:
+		return nil
+	case want != own:
+		return fmt.Errorf("handoff: %w: it is %q, the upgrade expected %q (this process is %q)",
+			errOtherApp, got, want, own)
+	}
+	return fmt.Errorf("handoff: %w: it is %q, this process is %q; if the switch is intended, "+
+		"name the new application for this upgrade (handoffctl upgrade -app %s, or UpgradeRequest.App)",
+		errOtherApp, got, own, got)
+}
+
+func ownHello(opts Options) hello {
 	open, _, limit, _ := fdUsage()
-	return hello{version: protocolVersion, pid: uint32(os.Getpid()), fdLimit: uint32(min(limit, 1<<31)), fdOpen: uint32(open), appVersion: appVersion}
+	return hello{version: protocolVersion, pid: uint32(os.Getpid()), fdLimit: uint32(min(limit, 1<<31)), fdOpen: uint32(open),
+		appVersion: opts.Version, app: opts.App}
 }
 
 // sendEarly sends the fd of every live connection while this process
@@ -289,16 +312,15 @@ func ownHello(appVersion string) hello {
 // and the handlers' state wait for the park. It returns the ids sent. In
 // ListenersOnly mode it sends a PLAN of no connections and nothing else.
 func (s *parentSession) sendEarly() (map[uint64]bool, error) {
-	mode := s.u.opts.Mode
-	if !mode.movesConns() {
-		return nil, s.ch.send(framePlan, plan{mode: mode}.encode(), nil)
+	if !s.u.opts.Mode.movesConns() {
+		return nil, s.ch.send(framePlan, s.plan(0).encode(), nil)
 	}
 	start := time.Now()
 	conns := s.u.reg.live()
 	if err := s.checkRoom(len(conns)); err != nil {
 		return nil, err
 	}
-	if err := s.ch.send(framePlan, plan{mode: mode, early: uint32(len(conns))}.encode(), nil); err != nil {
+	if err := s.ch.send(framePlan, s.plan(len(conns)).encode(), nil); err != nil {
 		return nil, err
 	}
 	sent := make(map[uint64]bool, len(conns))
@@ -345,6 +367,12 @@ func (s *parentSession) sendEarlyBatch(conns []*Conn, sent map[uint64]bool) erro
 		sent[r.id] = true
 	}
 	return nil
+}
+
+// plan is this upgrade's PLAN, with early connections sent early.
+func (s *parentSession) plan(early int) plan {
+	mode := s.u.opts.Mode
+	return plan{mode: mode, early: uint32(early), state: s.u.opts.SaveState != nil && mode.sendsState()}
 }
 
 // checkRoom checks that the child can hold n more fds than it has now.

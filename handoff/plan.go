@@ -103,15 +103,25 @@ const (
 // requests, shorter than a service manager's stop timeout.
 const DefaultMoveTimeout = 30 * time.Second
 
-// plan is the PLAN frame: the mode, and how many connections' fds the old
-// process sends early, while it still serves them.
+// plan is the PLAN frame: the mode, how many connections' fds the old
+// process sends early, while it still serves them, and whether its
+// application's state follows (it has SaveState), so that a new process
+// that could not load it refuses before anything is paused.
 type plan struct {
 	mode  Mode
 	early uint32
+	state bool
 }
 
+// planState is PLAN's flag for "state follows"; the other bits are 0.
+const planState = 1
+
 func (p plan) encode() []byte {
-	return binary.BigEndian.AppendUint32([]byte{byte(p.mode)}, p.early)
+	b := binary.BigEndian.AppendUint32([]byte{byte(p.mode)}, p.early)
+	if p.state {
+		return append(b, planState)
+	}
+	return append(b, 0)
 }
 
 func decodePlan(b []byte) (plan, error) {
@@ -121,14 +131,25 @@ func decodePlan(b []byte) (plan, error) {
 		p.mode = Mode(m[0])
 	}
 	p.early = d.u32()
+	var flags byte
+	if f := d.take(1); f != nil {
+		flags = f[0]
+	}
+	p.state = flags&planState != 0
 	if err := d.finish("PLAN"); err != nil {
 		return p, err
+	}
+	if flags&^planState != 0 {
+		return p, protoErr("PLAN has unknown flags %#x", flags)
 	}
 	if p.mode >= modes {
 		return p, protoErr("PLAN names mode %d, which this version does not know", uint8(p.mode))
 	}
 	if !p.mode.movesConns() && p.early > 0 {
 		return p, protoErr("PLAN sends %d connections early in mode %s", p.early, p.mode)
+	}
+	if !p.mode.sendsState() && p.state {
+		return p, protoErr("PLAN sends state in mode %s", p.mode)
 	}
 	return p, nil
 }

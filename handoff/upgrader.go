@@ -52,6 +52,22 @@ type Options struct {
 	// Version names the application's version; it is exchanged in HELLO and
 	// logged.
 	Version string
+	// App names the application. The new process says it in HELLO, and
+	// the old one refuses a new binary whose App differs from its own: the
+	// upgrade rolls back (cause CauseOtherApp), so that another program
+	// built on this library cannot take over the connections and the
+	// state by mistake. To switch applications on purpose, name the new
+	// one for that upgrade (UpgradeRequest.App, handoffctl upgrade -app).
+	// Every binary of one application must have the same App: set it when
+	// they are built from different main packages (the pdf example's
+	// pdf-v1 and pdf-v2 say "pdf"). At most 256 bytes, without spaces or
+	// control characters, so that an operator can type it. Default: the
+	// import path of the main package (runtime/debug.ReadBuildInfo's
+	// Path, such as example.com/shop/cmd/shopd); empty for a binary
+	// without build information. A binary built from files (go build
+	// main.go) says command-line-arguments, as every such binary does:
+	// set App there.
+	App string
 	// PIDFile, if set, receives the pid of the process that serves: the
 	// first process once Ready returns, a new one once it has committed.
 	// A failed upgrade never changes it.
@@ -79,7 +95,9 @@ type Options struct {
 	// rejects the upgrade: the old process resumes and the new one exits.
 	// With statefile.Set.Load, a damaged stream, an unknown schema, a
 	// missing migration step and a failing or panicking migration are all
-	// such errors, and the state is installed only once it is whole.
+	// such errors, and the state is installed only once it is whole. Nil:
+	// the new process refuses an upgrade from an old one that has
+	// SaveState, at its start, rather than take over and drop the state.
 	LoadState func(r io.Reader) error
 	// Resume serves a connection handed over from the old process, with the
 	// state its handler gave to Park. It runs in the new process after commit,
@@ -89,8 +107,8 @@ type Options struct {
 	// default), Rolling or ListenersOnly; see Mode. It is the old process's
 	// choice: the new process takes part if it can serve what the mode
 	// brings (a ListenersOnly process refuses connections and state, one
-	// without Resume refuses connections), so that a service can switch
-	// modes with an upgrade.
+	// without Resume refuses connections, one without LoadState refuses
+	// state), so that a service can switch modes with an upgrade.
 	Mode Mode
 	// MoveTimeout bounds, in Rolling mode, the move of the connections
 	// after the commit: when it ends, the connections still in the old
@@ -251,6 +269,12 @@ func applyDefaults(o *Options) error {
 		return fmt.Errorf("handoff: binary path: %w", err)
 	}
 	o.Binary = abs
+	if o.App == "" {
+		o.App = defaultApp()
+	}
+	if err := checkAppName(o.App); err != nil {
+		return fmt.Errorf("handoff: Options.App: %w", err)
+	}
 	if o.ControlSocket != "" {
 		if o.ControlSocket, err = filepath.Abs(o.ControlSocket); err != nil {
 			return fmt.Errorf("handoff: control socket path: %w", err)
@@ -538,6 +562,10 @@ type UpgradeRequest struct {
 	Binary   string        // the executable to start, made absolute
 	Timeout  time.Duration // bounds the upgrade up to its commit
 	Progress func(Event)   // called as each phase ends, on the upgrade's goroutine
+	// App is the application the new binary must be (its Options.App):
+	// set it to switch this service to another application. Default:
+	// this process's Options.App.
+	App string
 
 	// finish, if set, is called with the outcome before Exit is closed,
 	// so that the control socket's answer goes out before the process
@@ -606,6 +634,9 @@ func (u *Upgrader) fillRequest(req UpgradeRequest) UpgradeRequest {
 	}
 	if req.Timeout <= 0 {
 		req.Timeout = u.opts.UpgradeTimeout
+	}
+	if req.App == "" {
+		req.App = u.opts.App
 	}
 	return req
 }

@@ -8,7 +8,7 @@ import (
 
 // ProtocolVersion is the version of the handoff wire protocol (PROTOCOL.md).
 // Both ends must speak the same one.
-const ProtocolVersion = 4
+const ProtocolVersion = 5
 
 // protocolVersion is what this process says in HELLO; a variable so that
 // tests can play a peer of another version.
@@ -55,7 +55,7 @@ const (
 	maxFdsPerMsg  = 253                // SCM_MAX_FD
 	maxParkedRecs = 4096               // records in a PARKED frame, which carries no fds
 	helloMagic    = "HOFF"             // first bytes of a HELLO payload
-	maxString     = 4096               // longest version or reason string
+	maxString     = 4096               // longest version, name or reason string
 	maxBatchBytes = 1 << 20            // a CONNS frame is cut near this size
 	maxRecordHead = 8 + 2 + 4 + 4 + 16 // a record's fixed part, with slack
 )
@@ -101,6 +101,7 @@ type hello struct {
 	fdLimit    uint32 // RLIMIT_NOFILE of the sender
 	fdOpen     uint32 // fds the sender has open
 	appVersion string
+	app        string // the application's name (Options.App)
 }
 
 func (h hello) encode() []byte {
@@ -109,9 +110,14 @@ func (h hello) encode() []byte {
 	b = binary.BigEndian.AppendUint32(b, h.pid)
 	b = binary.BigEndian.AppendUint32(b, h.fdLimit)
 	b = binary.BigEndian.AppendUint32(b, h.fdOpen)
-	return appendString(b, h.appVersion)
+	b = appendString(b, h.appVersion)
+	return appendString(b, h.app)
 }
 
+// decodeHello reads a HELLO. Of a HELLO of another protocol version it
+// reads the version alone, whose layout every version shares: the rest
+// may differ, and the caller refuses the peer for its version, saying so,
+// rather than for a field it cannot read.
 func decodeHello(p []byte) (hello, error) {
 	var h hello
 	if len(p) < 4 || string(p[:4]) != helloMagic {
@@ -119,8 +125,12 @@ func decodeHello(p []byte) (hello, error) {
 	}
 	d := decoder{b: p[4:]}
 	h.version = d.u16()
+	if d.err == nil && h.version != protocolVersion {
+		return h, nil
+	}
 	h.pid, h.fdLimit, h.fdOpen = d.u32(), d.u32(), d.u32()
 	h.appVersion = d.str()
+	h.app = d.str()
 	return h, d.finish("HELLO")
 }
 

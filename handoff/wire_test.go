@@ -10,10 +10,15 @@ import (
 )
 
 func TestFramesRoundTrip(t *testing.T) {
-	h := hello{version: 1, pid: 42, fdLimit: 20000, fdOpen: 17, appVersion: "v2.0.0"}
+	h := hello{version: ProtocolVersion, pid: 42, fdLimit: 20000, fdOpen: 17, appVersion: "v2.0.0", app: "example.com/shop/cmd/shopd"}
 	got, err := decodeHello(h.encode())
 	if err != nil || got != h {
 		t.Fatalf("hello: %+v, %v", got, err)
+	}
+	for _, p := range []plan{{mode: AllAtOnce, early: 3, state: true}, {mode: Rolling}, {mode: ListenersOnly}} {
+		if got, err := decodePlan(p.encode()); err != nil || got != p {
+			t.Fatalf("plan %+v: %+v, %v", p, got, err)
+		}
 	}
 	recs := []record{{id: 1, kind: "tcp:127.0.0.1:7070", unread: []byte("CHAR"), state: []byte{1, 2}}, {id: 9}}
 	seq, back, err := decodeConns(frameConns, encodeConns(7, recs))
@@ -40,10 +45,52 @@ func TestCarryRoundTrip(t *testing.T) {
 	}
 }
 
+// helloV4 is a HELLO as protocol version 4 laid it out: no application
+// name.
+func helloV4() []byte {
+	b := append([]byte(helloMagic), 0, 4)
+	b = append(b, 0, 0, 0, 42, 0, 0, 4, 0, 0, 0, 0, 9)
+	return appendString(b, "v1")
+}
+
+// TestHelloOfOtherVersions: a HELLO of another protocol version is read
+// for its version alone, whatever follows, so that the peer is refused
+// for its version (and says which), not for a field of another layout.
+func TestHelloOfOtherVersions(t *testing.T) {
+	newer := append(hello{version: ProtocolVersion + 1, app: "x"}.encode(), "a field of a later version"...)
+	for name, p := range map[string][]byte{"version 4": helloV4(), "newer": newer} {
+		h, err := decodeHello(p)
+		if err != nil || h.version == ProtocolVersion || h.app != "" {
+			t.Errorf("%s: %+v, %v; want its version alone", name, h, err)
+		}
+	}
+	// This version's number with version 4's layout is a broken HELLO.
+	p := helloV4()
+	p[5] = ProtocolVersion
+	if _, err := decodeHello(p); !errors.Is(err, ErrProtocol) {
+		t.Errorf("HELLO of version %d without the application name: %v", ProtocolVersion, err)
+	}
+}
+
+// TestBadPlansRefused: PLAN's flags say only what the mode allows.
+func TestBadPlansRefused(t *testing.T) {
+	for name, p := range map[string][]byte{
+		"state in listeners-only": {byte(ListenersOnly), 0, 0, 0, 0, planState},
+		"unknown flag":            {byte(AllAtOnce), 0, 0, 0, 0, 2},
+		"version 4's PLAN":        {byte(AllAtOnce), 0, 0, 0, 0},
+		"unknown mode":            {byte(modes), 0, 0, 0, 0, 0},
+		"trailing byte":           {byte(Rolling), 0, 0, 0, 0, 0, 0},
+	} {
+		if _, err := decodePlan(p); !errors.Is(err, ErrProtocol) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
 // TestBadFramesRefused: every truncation of a valid frame, and a few lies
 // about lengths, are protocol errors, never panics.
 func TestBadFramesRefused(t *testing.T) {
-	hb := hello{version: 1, appVersion: "v1"}.encode()
+	hb := hello{version: ProtocolVersion, appVersion: "v1", app: "pdf"}.encode()
 	cb := encodeConns(0, []record{{id: 1, kind: "k", unread: []byte("abc"), state: []byte("s")}})
 	for i := 0; i < len(hb); i++ {
 		if _, err := decodeHello(hb[:i]); !errors.Is(err, ErrProtocol) {
@@ -83,7 +130,10 @@ func TestBadFramesRefused(t *testing.T) {
 }
 
 func FuzzDecodeFrames(f *testing.F) {
-	f.Add(hello{version: 1, appVersion: "v1"}.encode())
+	f.Add(hello{version: ProtocolVersion, appVersion: "v1", app: "example.com/shop/cmd/shopd"}.encode())
+	f.Add(hello{version: ProtocolVersion, pid: 7, fdLimit: 1024, fdOpen: 9}.encode()) // empty names
+	f.Add(helloV4())
+	f.Add(plan{mode: Rolling, early: 300, state: true}.encode())
 	f.Add(final{conns: 9, late: 2}.encode())
 	f.Add(encodeConns(3, []record{{id: 1, kind: "tcp", unread: []byte("x"), state: []byte("y")}}))
 	f.Add(carried{generation: 2, values: map[string]float64{"app.x": 1}}.encode())
@@ -91,6 +141,11 @@ func FuzzDecodeFrames(f *testing.F) {
 		if h, err := decodeHello(p); err == nil {
 			if back, err := decodeHello(h.encode()); err != nil || back != h {
 				t.Fatalf("hello does not round-trip: %+v", h)
+			}
+		}
+		if pl, err := decodePlan(p); err == nil {
+			if !bytes.Equal(pl.encode(), p) || pl.state && !pl.mode.sendsState() {
+				t.Fatalf("plan does not round-trip or is inconsistent: %+v", pl)
 			}
 		}
 		if seq, recs, err := decodeConns(frameConns, p); err == nil {

@@ -15,7 +15,7 @@ import (
 // starts no upgrade and rolls nothing back.
 var Causes = []string{
 	handoff.CauseStart, handoff.CauseExited, handoff.CauseTimeout, handoff.CausePauseTimeout,
-	handoff.CauseRejected, handoff.CauseProtocol, handoff.CauseStopped, handoff.CauseOther,
+	handoff.CauseRejected, handoff.CauseOtherApp, handoff.CauseProtocol, handoff.CauseStopped, handoff.CauseOther,
 }
 
 var (

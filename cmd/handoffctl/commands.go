@@ -17,11 +17,12 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) int {
 	socket := fs.String("socket", "", "control socket `path`")
 	pidfile := fs.String("pidfile", "", "pid `file` of the server")
 	asJSON := fs.Bool("json", false, "print the server's JSON lines")
-	var binary *string
+	var binary, app *string
 	var timeout *time.Duration
 	if cmd == "upgrade" {
 		binary = fs.String("binary", "", "binary to upgrade to")
 		timeout = fs.Duration("timeout", 0, "bound on the upgrade up to its commit")
+		app = fs.String("app", "", "application the new binary must be")
 	}
 	if err := fs.Parse(args); err != nil {
 		return parseStatus(err)
@@ -55,6 +56,13 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) int {
 		}
 		if *timeout > 0 {
 			line += " timeout=" + timeout.String()
+		}
+		if strings.IndexFunc(*app, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+			fmt.Fprintln(stderr, "handoffctl: -app: an application name has no spaces or control characters")
+			return exitUsage
+		}
+		if *app != "" {
+			line += " app=" + *app
 		}
 	}
 	out := &printer{w: stdout, json: *asJSON, progress: !*asJSON && isTerminal(stdoutFile(stdout))}

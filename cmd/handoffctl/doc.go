@@ -7,7 +7,7 @@
 //
 //	handoffctl inspect FILE
 //	handoffctl status  (-socket PATH | -pidfile PATH) [-json]
-//	handoffctl upgrade (-socket PATH | -pidfile PATH) [-binary PATH] [-timeout D] [-json]
+//	handoffctl upgrade (-socket PATH | -pidfile PATH) [-binary PATH] [-timeout D] [-app NAME] [-json]
 //
 // status prints the server's pid, version, generation, uptimes, connections,
 // upgrade totals and last upgrade. upgrade starts an upgrade and prints each

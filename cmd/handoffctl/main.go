@@ -10,7 +10,7 @@ import (
 
 const usage = `usage: handoffctl inspect FILE
        handoffctl status  (-socket PATH | -pidfile PATH) [-json]
-       handoffctl upgrade (-socket PATH | -pidfile PATH) [-binary PATH] [-timeout DURATION] [-json]
+       handoffctl upgrade (-socket PATH | -pidfile PATH) [-binary PATH] [-timeout DURATION] [-app NAME] [-json]
 
 Commands:
   inspect   print a state file's header and sections and verify its checksums
@@ -27,6 +27,9 @@ Flags of status and upgrade:
   -json            print the server's JSON lines as they come
   -binary PATH     upgrade: the binary to start (default: the server's own)
   -timeout D       upgrade: bound up to the commit (default: the server's)
+  -app NAME        upgrade: switch to another application, the one the new
+                   binary must be (its Options.App); without it, a binary of
+                   another application than the server's is refused
 
 Exit status:
   0  done: the file verifies, the status was read, the upgrade committed

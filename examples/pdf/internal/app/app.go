@@ -214,6 +214,9 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 	}
 
 	up, err := handoff.New(handoff.Options{
+		// pdf-v1 and pdf-v2 are two main packages of one application:
+		// each upgrades into the other.
+		App:            "pdf",
 		Version:        version,
 		PIDFile:        cfg.pidfile,
 		UpgradeTimeout: cfg.upgradeTimeout,
