@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -34,6 +35,9 @@ type adopted struct {
 	rec   record        // unread bytes and state are filled in by PARKED for early ones
 	serve bool          // set before the gate opens: commit happened and FINAL named it
 	gate  chan struct{} // the session's gate, or in a Rolling move the connection's own
+	// takenUp, set before the gate opens for a connection that a Rolling
+	// move brought, is called once its handler has taken it up.
+	takenUp func()
 }
 
 // childSession is the new process's end of one handoff.
@@ -48,6 +52,7 @@ type childSession struct {
 	early   map[uint64]*adopted // fds sent before the park, by id, until claimed
 	conns   []*adopted          // parked connections, to serve after COMMIT
 	gate    chan struct{}       // closed once the outcome is known; see adopted
+	taking  sync.WaitGroup      // connections moved here whose handlers have not taken them up
 }
 
 // takeOver runs the new process's side. Until COMMIT it never reads or
@@ -519,7 +524,11 @@ func (s *childSession) wait(a *adopted) {
 		waitDeep(a.gate)
 		if a.serve {
 			c := s.u.reg.track(a.nc, a.rec.kind, append(buf, a.rec.unread...))
+			if a.takenUp != nil {
+				c.takingUp.Store(&a.takenUp)
+			}
 			s.u.opts.Resume(c, a.rec.state)
+			c.takeUp()
 		}
 	}()
 }
@@ -618,6 +627,8 @@ func (s *childSession) receiveMoves() {
 		}
 		for _, a := range got {
 			a.serve = true
+			s.taking.Add(1)
+			a.takenUp = s.taking.Done
 			close(a.gate)
 		}
 		moved += len(got)
@@ -656,16 +667,40 @@ func (s *childSession) logEnd(p []byte, start time.Time, moved int) {
 		"stayed_with_old", e.stayed, "closed", e.closed)
 }
 
-// endMoves closes the early copies never claimed and the channel, and
-// lets this process start upgrades of its own.
+// endMoves closes the early copies never claimed and the channel, waits
+// until the moved connections' handlers have taken them up, and lets this
+// process start upgrades of its own.
 func (s *childSession) endMoves() {
 	for id, a := range s.early {
 		s.drop(a)
 		delete(s.early, id)
 	}
 	s.ch.close()
+	s.awaitTakenUp()
 	s.u.mu.Lock()
 	s.u.receiving = false
 	close(s.u.received)
 	s.u.mu.Unlock()
+}
+
+// awaitTakenUp waits until the handler of every connection moved here has
+// taken it up (Options.Resume): before that it may not have applied what
+// the connection carried, and a stop, which waits for the move to end,
+// would save a state without it. A handler that has not done so within
+// Options.MoveTimeout is not waited for any longer, with a warning.
+func (s *childSession) awaitTakenUp() {
+	done := make(chan struct{})
+	go func() {
+		s.taking.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(s.u.opts.MoveTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.u.log.Warn("handoff: handlers of moved connections have not taken them up (Options.Resume); "+
+			"the move ends without them, and a stop now may save a state without what they carry",
+			"waited", s.u.opts.MoveTimeout)
+	}
 }

@@ -57,6 +57,10 @@
 //   - In the new process, Stop (or ctx's end) before it has said READY aborts
 //     the takeover: Ready fails and the old process carries on. After READY
 //     the takeover completes first; then the new process owns the state.
+//     In Rolling mode Stop also waits for the move to end, and for the
+//     handler of every connection moved to this process to take it up
+//     (Options.Resume), so that what the connections carried is in the
+//     state the application saves.
 //
 // If the old process dies during an upgrade (SIGKILL), the new one exits
 // without serving and says so; its connections were the old process's.

@@ -150,6 +150,7 @@ func (u *Upgrader) watchStops() {
 	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		for sig := range c {
+			hook("passing", nil)
 			u.passStop(sig.(syscall.Signal))
 		}
 	}()

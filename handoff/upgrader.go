@@ -83,7 +83,13 @@ type Options struct {
 	LoadState func(r io.Reader) error
 	// Resume serves a connection handed over from the old process, with the
 	// state its handler gave to Park. It runs in the new process after commit,
-	// one goroutine per connection.
+	// one goroutine per connection. In Rolling mode, apply what state
+	// carries to the process's global state before the handler's first
+	// Next, Read, Write or Park on c (or before Resume returns): a
+	// connection has moved, for the end of the move and for a Stop that
+	// waits for it, only once its handler has got that far (at most
+	// MoveTimeout after the last one arrived), so that the state saved at a
+	// stop holds what every moved connection carried.
 	Resume func(c *Conn, state []byte)
 	// Mode is how an upgrade moves the connections: AllAtOnce (the
 	// default), Rolling or ListenersOnly; see Mode. It is the old process's
@@ -500,7 +506,8 @@ func (u *Upgrader) Stop() error {
 // the move to end: until then the old process serves some connections and
 // would take the service back if this one went, so a stop (which the PID
 // file sends here from the commit on) stops the service only once this
-// process owns all of it.
+// process owns all of it, and every moved connection's handler has
+// applied what it carried (see Options.Resume).
 func (u *Upgrader) awaitMove() {
 	u.mu.Lock()
 	receiving, done := u.receiving, u.received
