@@ -52,6 +52,7 @@ type childSession struct {
 	early   map[uint64]*adopted // fds sent before the park, by id, until claimed
 	conns   []*adopted          // parked connections, to serve after COMMIT
 	gate    chan struct{}       // closed once the outcome is known; see adopted
+	pidTmp  string              // this process's pid, written beside the PID file before READY
 	taking  sync.WaitGroup      // connections moved here whose handlers have not taken them up
 }
 
@@ -78,6 +79,11 @@ func (u *Upgrader) takeOver(ctx context.Context) error {
 		return err
 	}
 	s := &childSession{u: u, ch: ch, gate: make(chan struct{}), ppid: os.Getppid()}
+	defer func() {
+		if next != phaseServing && s.pidTmp != "" {
+			_ = os.Remove(s.pidTmp) // never named: the old process serves on
+		}
+	}()
 	moving := false
 	defer func() {
 		if !moving {
@@ -225,6 +231,9 @@ func (s *childSession) receive(ctx context.Context, run *attempt) error {
 		return err
 	}
 	s.phase("state", start, "bytes", stateBytes, "generation", s.carried.generation+1)
+	if s.pidTmp, err = s.u.preparePIDFile(); err != nil {
+		return err
+	}
 	if err := s.u.commit(ctx, run); err != nil {
 		return err
 	}
@@ -472,7 +481,7 @@ func (s *childSession) receiveCarry() error {
 }
 
 // commit waits for the old process's word. COMMIT makes this process the
-// owner of everything: it writes the PID file, joins the old process's
+// owner of everything: it puts its PID file in place, joins the old process's
 // process group and starts serving. ABORT, or the old process's death,
 // means it never will.
 func (s *childSession) commit() error {
@@ -501,7 +510,7 @@ func (s *childSession) commit() error {
 	s.openGate()
 	s.u.log.Info("handoff: took over", "from", s.ppid, "conns", len(s.conns), "generation", s.u.generation(),
 		"waited", time.Since(s.ready))
-	if err := s.u.writePIDFile(); err != nil {
+	if err := s.u.installPIDFile(s.pidTmp); err != nil {
 		s.u.log.Error("handoff: took over, but", "err", err)
 	}
 	if err := rejoinParentGroup(s.ppid); err != nil {

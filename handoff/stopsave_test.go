@@ -154,6 +154,7 @@ func TestPIDFileFullDisk(t *testing.T) {
 	if !strings.Contains(fail, "PID file") || !strings.Contains(fail, "no space left on device") {
 		t.Fatalf("upgrade failed with %q; want the PID file's cause", fail)
 	}
+	t.Logf("rolled back: %s", fail)
 	l.waitRounds(100)
 	l.stop()
 	l.requireAllOn(old)

@@ -54,7 +54,10 @@ type Options struct {
 	Version string
 	// PIDFile, if set, receives the pid of the process that serves: the
 	// first process once Ready returns, a new one once it has committed.
-	// A failed upgrade never changes it.
+	// A failed upgrade never changes it. A new process writes its pid to
+	// a file beside it before it says READY and renames that into place
+	// at the commit: if it cannot (a full disk, a read-only directory),
+	// the upgrade rolls back with that cause.
 	PIDFile string
 	// UpgradeTimeout bounds an upgrade from its start to the moment the
 	// old process commits it. Default DefaultUpgradeTimeout.
