@@ -406,6 +406,7 @@ func serverMain() {
 		report("drained %d", os.Getpid())
 	}
 	barrier("linger")
+	up.Exiting()
 }
 
 // stop is what the server does on SIGTERM: if it owns the state, it

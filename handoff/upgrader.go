@@ -180,6 +180,7 @@ type Upgrader struct {
 	sigC      chan os.Signal
 	passOnce  sync.Once      // a stop is passed on to the successor once
 	stopsC    chan os.Signal // watchStops's, until a Rolling move takes the service back; guarded by mu
+	stopsDone chan struct{}  // closed when watchStops's goroutine has passed on what it got; guarded by mu
 	receiving bool           // a new process still receives a Rolling move; guarded by mu
 	received  chan struct{}  // closed when that move has ended; guarded by mu
 	ctl       *controlServer // nil without Options.ControlSocket
@@ -445,10 +446,24 @@ func (u *Upgrader) Conns() []*Conn {
 
 // Exit is closed when this process should exit: it has handed everything to
 // its successor (with ListenersOnly mode, its listeners; its connections
-// are still its own), its takeover failed, or Stop was called.
+// are still its own), its takeover failed, or Stop was called. Call
+// Exiting just before the process exits.
 func (u *Upgrader) Exit() <-chan struct{} { return u.exitC }
 
 func (u *Upgrader) closeExit() { u.exitOnce.Do(func() { close(u.exitC) }) }
+
+// Exiting is the last call of a process that exits because Exit was
+// closed: call it just before the process exits (returns from main, or
+// os.Exit). From the commit of an upgrade on, a stop signal (SIGTERM,
+// SIGINT) that reaches this process is passed on to the successor, which
+// stops the service and saves its state; Exiting returns once every stop
+// signal that reached this process has been passed on, so that none is
+// lost if the process exits the moment one arrives. A stop signal that
+// arrives after Exiting has returned is not passed on: send stops to the
+// pid in Options.PIDFile, which names the successor from the commit on.
+// In a process that has not handed over (or with ListenersOnly mode,
+// which passes no stop on) Exiting does nothing.
+func (u *Upgrader) Exiting() { u.passPendingStops() }
 
 // Stop ends the Upgrader for a stop of the service: no more upgrades, and
 // Exit is closed. Safe to call more than once, from any goroutine.
