@@ -225,7 +225,7 @@ func (p *process) run() {
 	for {
 		select {
 		case <-p.up.Exit():
-			p.upgrades.Wait() // its last log line first
+			p.upgrades.Wait()    // its last log line first
 			defer p.up.Exiting() // a stop that reached this process goes to the successor
 			p.log.Info("handed over; draining")
 			p.drain()
