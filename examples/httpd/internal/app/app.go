@@ -225,8 +225,9 @@ func (p *process) run() {
 	for {
 		select {
 		case <-p.up.Exit():
-			p.upgrades.Wait()    // its last log line first
-			defer p.up.Exiting() // a stop that reached this process goes to the successor
+			p.upgrades.Wait() // its last log line first
+			// A stop that reached this process goes to the successor.
+			defer p.up.Exiting()
 			p.log.Info("handed over; draining")
 			p.drain()
 			return
