@@ -141,7 +141,8 @@ func rejoinParentGroup(ppid int) error {
 }
 
 // watchStops passes SIGTERM and SIGINT on to the successor from the commit
-// until this process exits: a stop signal to the old pid stops the service.
+// until this process exits (Exiting, passPendingStops): a stop signal to
+// the old pid stops the service.
 func (u *Upgrader) watchStops() {
 	c, done := make(chan os.Signal, 1), make(chan struct{})
 	u.mu.Lock()
