@@ -97,11 +97,15 @@
 // in any crash of the process serving them. Use it where connections share
 // no state that must move with them atomically (package httphandoff).
 //
-// A stop during the move waits for the move to end (see Stopping): a
-// connection whose handler cannot reach a message boundary, such as one
-// blocked writing to a client that does not read, holds the stop up to
-// MoveTimeout. Give handlers a write deadline, and keep MoveTimeout below
-// the service manager's stop timeout (systemd's TimeoutStopSec).
+// A stop during the move waits for the move to end (see Stopping). A stop
+// that reaches the old process (as a service manager's stop of the whole
+// service does) hurries the move: every connection is asked to park at
+// once, and what has not parked a ParkTimeout later is left to
+// Stragglers. A stop that reaches the new process alone cannot hurry it:
+// a connection whose handler cannot reach a message boundary, such as one
+// blocked writing to a client that does not read, then holds the stop up
+// to MoveTimeout. Give handlers a write deadline, and keep MoveTimeout
+// below the service manager's stop timeout (systemd's TimeoutStopSec).
 //
 // # Listeners only
 //

@@ -51,7 +51,7 @@ func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest
 	}
 	hook("committed", nil)
 	if u.opts.Mode.movesAfterCommit() {
-		return u.roll(s, p)
+		return u.roll(s, p, run.stopC)
 	}
 	s.sendCommit()
 	u.handOver(s, parked)

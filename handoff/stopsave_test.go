@@ -90,6 +90,44 @@ func startSteadyLoad(t *testing.T, addr string, n int) *load {
 	return l
 }
 
+// TestStopDuringRollingMoveHeldOpen: as a service manager's stop of the
+// whole service does, SIGTERM to both processes of a Rolling upgrade
+// while a connection whose handler cannot reach a boundary (a request
+// that takes ten minutes) holds the move open, with a move timeout of ten
+// minutes. The stop does not wait for the move timeout: the move ends a
+// park timeout later, the stuck connection is left to the stragglers'
+// policy, and the new process stops and saves everything the others
+// carried.
+func TestStopDuringRollingMoveHeldOpen(t *testing.T) {
+	h := startServer(t, envRolling+"=1", envCarry+"=1", envMoveTimeout+"=10m", envCloseStragglers+"=1")
+	old := h.pid
+	slowRequest(t, h.addr, 600000)
+	l := startSteadyLoad(t, h.addr, 20)
+	l.waitRounds(50)
+	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	newPid, _ := strconv.Atoi(h.expect("ready")[1])
+	l.waitServedBy(newPid) // every connection but the slow one has moved
+	if !l.allServedBy(strconv.Itoa(newPid)) {
+		t.Fatalf("the load's connections did not all move to pid %d", newPid)
+	}
+	for _, pid := range []int{newPid, old} {
+		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := h.awaitStop(2)
+	l.halt()
+	if len(out.handed) != 1 || out.handed[0] != old {
+		t.Fatalf("stopped as handed over: %v, want the old process %d", out.handed, old)
+	}
+	h.requireOneSnapshot(out, newPid, l)
+	if !strings.Contains(h.logs.String(), "closed=1") {
+		t.Fatal("the stuck connection was not closed as a straggler")
+	}
+}
+
 // TestStopOldAsItExits: SIGTERM to the old process after it handed over,
 // received while it lingers but not passed on yet when it goes on to exit
 // (the goroutine that passes stops on is held at "passing", as a busy

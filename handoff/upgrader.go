@@ -103,8 +103,9 @@ type Options struct {
 	Mode Mode
 	// MoveTimeout bounds, in Rolling mode, the move of the connections
 	// after the commit: when it ends, the connections still in the old
-	// process are drained or closed, as Stragglers says. Default
-	// DefaultMoveTimeout.
+	// process are drained or closed, as Stragglers says. A Stop of the old
+	// process during the move ends it ParkTimeout later at the latest.
+	// Default DefaultMoveTimeout.
 	MoveTimeout time.Duration
 	// Stragglers is what Rolling mode does with the connections that did
 	// not reach a message boundary within MoveTimeout. Default
@@ -193,6 +194,7 @@ type attempt struct {
 	cancel    context.CancelCauseFunc
 	committed bool          // guarded by Upgrader.mu
 	stopping  bool          // Stop was called; guarded by Upgrader.mu
+	stopC     chan struct{} // closed when Stop is first called: a Rolling move hurries
 	done      chan struct{} // closed when the attempt has ended
 }
 
@@ -484,6 +486,9 @@ func (u *Upgrader) Stop() error {
 	u.mu.Lock()
 	run := u.run
 	if run != nil {
+		if !run.stopping {
+			close(run.stopC)
+		}
 		run.stopping = true
 		if !run.committed {
 			u.log.Info("handoff: stop during an upgrade: rolling it back")
@@ -679,7 +684,7 @@ func (u *Upgrader) begin(ctx context.Context) (context.Context, *attempt, error)
 
 func (u *Upgrader) startAttemptLocked(ctx context.Context) (context.Context, *attempt, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	u.run = &attempt{cancel: cancel, done: make(chan struct{})}
+	u.run = &attempt{cancel: cancel, done: make(chan struct{}), stopC: make(chan struct{})}
 	return ctx, u.run, nil
 }
 
