@@ -59,7 +59,11 @@ func TestStopNewJustAfterRollingMove(t *testing.T) {
 	}
 	// The stop must wait for the held handlers; a save now misses what
 	// they carry.
+	deadline := time.Now().Add(60 * time.Second) // a safety net only
 	for !strings.Contains(h.logs.String(), "stop during a rolling move") {
+		if time.Now().After(deadline) {
+			t.Fatal("the new process neither waited for the moved connections nor saved")
+		}
 		if ev := h.poll(time.Millisecond); len(ev) > 2 && ev[0] == "saved" {
 			t.Fatalf("pid %s saved a total of %s before the moved connections' handlers applied what they "+
 				"carry; clients got %d replies", ev[1], ev[2], l.acked.Load())
@@ -149,7 +153,11 @@ func TestStopOldAsItExits(t *testing.T) {
 	}
 	h.awaitPaused("passing") // received, not passed on yet
 	h.release("linger")
+	deadline := time.Now().Add(60 * time.Second) // a safety net only
 	for {
+		if time.Now().After(deadline) {
+			t.Fatalf("the old process %d neither exited nor reached Exiting", old)
+		}
 		if _, ok := h.paused["exiting"]; ok {
 			break // the old process waits for the stop to be passed on
 		}
