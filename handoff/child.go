@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -34,6 +35,9 @@ type adopted struct {
 	rec   record        // unread bytes and state are filled in by PARKED for early ones
 	serve bool          // set before the gate opens: commit happened and FINAL named it
 	gate  chan struct{} // the session's gate, or in a Rolling move the connection's own
+	// takenUp, set before the gate opens for a connection that a Rolling
+	// move brought, is called once its handler has taken it up.
+	takenUp func()
 }
 
 // childSession is the new process's end of one handoff.
@@ -48,6 +52,8 @@ type childSession struct {
 	early   map[uint64]*adopted // fds sent before the park, by id, until claimed
 	conns   []*adopted          // parked connections, to serve after COMMIT
 	gate    chan struct{}       // closed once the outcome is known; see adopted
+	pidTmp  string              // this process's pid, written beside the PID file before READY
+	taking  sync.WaitGroup      // connections moved here whose handlers have not taken them up
 }
 
 // takeOver runs the new process's side. Until COMMIT it never reads or
@@ -73,6 +79,11 @@ func (u *Upgrader) takeOver(ctx context.Context) error {
 		return err
 	}
 	s := &childSession{u: u, ch: ch, gate: make(chan struct{}), ppid: os.Getppid()}
+	defer func() {
+		if next != phaseServing && s.pidTmp != "" {
+			_ = os.Remove(s.pidTmp) // never named: the old process serves on
+		}
+	}()
 	moving := false
 	defer func() {
 		if !moving {
@@ -220,6 +231,9 @@ func (s *childSession) receive(ctx context.Context, run *attempt) error {
 		return err
 	}
 	s.phase("state", start, "bytes", stateBytes, "generation", s.carried.generation+1)
+	if s.pidTmp, err = s.u.preparePIDFile(); err != nil {
+		return err
+	}
 	if err := s.u.commit(ctx, run); err != nil {
 		return err
 	}
@@ -486,7 +500,7 @@ func (s *childSession) receiveCarry() error {
 }
 
 // commit waits for the old process's word. COMMIT makes this process the
-// owner of everything: it writes the PID file, joins the old process's
+// owner of everything: it puts its PID file in place, joins the old process's
 // process group and starts serving. ABORT, or the old process's death,
 // means it never will.
 func (s *childSession) commit() error {
@@ -515,7 +529,7 @@ func (s *childSession) commit() error {
 	s.openGate()
 	s.u.log.Info("handoff: took over", "from", s.ppid, "conns", len(s.conns), "generation", s.u.generation(),
 		"waited", time.Since(s.ready))
-	if err := s.u.writePIDFile(); err != nil {
+	if err := s.u.installPIDFile(s.pidTmp); err != nil {
 		s.u.log.Error("handoff: took over, but", "err", err)
 	}
 	if err := rejoinParentGroup(s.ppid); err != nil {
@@ -538,7 +552,11 @@ func (s *childSession) wait(a *adopted) {
 		waitDeep(a.gate)
 		if a.serve {
 			c := s.u.reg.track(a.nc, a.rec.kind, append(buf, a.rec.unread...))
+			if a.takenUp != nil {
+				c.takingUp.Store(&a.takenUp)
+			}
 			s.u.opts.Resume(c, a.rec.state)
+			c.takeUp()
 		}
 	}()
 }
@@ -637,6 +655,8 @@ func (s *childSession) receiveMoves() {
 		}
 		for _, a := range got {
 			a.serve = true
+			s.taking.Add(1)
+			a.takenUp = s.taking.Done
 			close(a.gate)
 		}
 		moved += len(got)
@@ -675,16 +695,40 @@ func (s *childSession) logEnd(p []byte, start time.Time, moved int) {
 		"stayed_with_old", e.stayed, "closed", e.closed)
 }
 
-// endMoves closes the early copies never claimed and the channel, and
-// lets this process start upgrades of its own.
+// endMoves closes the early copies never claimed and the channel, waits
+// until the moved connections' handlers have taken them up, and lets this
+// process start upgrades of its own.
 func (s *childSession) endMoves() {
 	for id, a := range s.early {
 		s.drop(a)
 		delete(s.early, id)
 	}
 	s.ch.close()
+	s.awaitTakenUp()
 	s.u.mu.Lock()
 	s.u.receiving = false
 	close(s.u.received)
 	s.u.mu.Unlock()
+}
+
+// awaitTakenUp waits until the handler of every connection moved here has
+// taken it up (Options.Resume): before that it may not have applied what
+// the connection carried, and a stop, which waits for the move to end,
+// would save a state without it. A handler that has not done so within
+// Options.MoveTimeout is not waited for any longer, with a warning.
+func (s *childSession) awaitTakenUp() {
+	done := make(chan struct{})
+	go func() {
+		s.taking.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(s.u.opts.MoveTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.u.log.Warn("handoff: handlers of moved connections have not taken them up (Options.Resume); "+
+			"the move ends without them, and a stop now may save a state without what they carry",
+			"waited", s.u.opts.MoveTimeout)
+	}
 }

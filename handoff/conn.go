@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -72,6 +73,12 @@ type Conn struct {
 	parkedAt     time.Time // when the handler parked
 	closed       bool
 	onAsk        func() // set by ParkWhen: the application decides when to park
+
+	// takingUp, in a connection that a Rolling move brought to this
+	// process, is called once its handler has taken it up: at its first
+	// Next, Read, Write or Park, or when Resume returns (see
+	// Options.Resume). Nil otherwise, and once called.
+	takingUp atomic.Pointer[func()]
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -97,6 +104,7 @@ func (c *Conn) Kind() string { return c.kind }
 // whatever is buffered (those bytes travel with the connection), and after
 // a handover ErrHandedOver.
 func (c *Conn) Next(split bufio.SplitFunc) ([]byte, error) {
+	c.takeUp()
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	if err := c.parkCheck(false); err != nil {
@@ -148,6 +156,7 @@ func (c *Conn) scan(split bufio.SplitFunc, atEOF bool) ([]byte, error) {
 // application that keeps bytes of its own gives them back with Unread before
 // it parks.
 func (c *Conn) Read(p []byte) (int, error) {
+	c.takeUp()
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	if err := c.parkCheck(false); err != nil {
@@ -230,6 +239,7 @@ func (c *Conn) parkCheck(asked bool) error {
 // outcome of the upgrade; after a handover it returns ErrHandedOver and writes
 // nothing. A park never splits a Write.
 func (c *Conn) Write(p []byte) (int, error) {
+	c.takeUp()
 	for {
 		c.wmu.Lock()
 		c.mu.Lock()
@@ -261,6 +271,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 // to park): the upgrade leaves it out, and the handler returns. Called again
 // while parked, from another goroutine, Park waits for the same outcome.
 func (c *Conn) Park(state []byte) error {
+	c.takeUp()
 	c.rmu.Lock()
 	unread := append([]byte(nil), c.buf[c.off:]...)
 	c.rmu.Unlock()
@@ -299,6 +310,16 @@ func (c *Conn) enterPark(state, unread []byte) (out chan error, first bool, err 
 		return c.outcome, true, nil
 	}
 	return c.outcome, false, nil
+}
+
+// takeUp reports, once, that the handler has taken the connection up.
+func (c *Conn) takeUp() {
+	if c.takingUp.Load() == nil {
+		return
+	}
+	if f := c.takingUp.Swap(nil); f != nil {
+		(*f)()
+	}
 }
 
 // SetReadDeadline sets the application's read deadline. The library

@@ -14,7 +14,8 @@
 // state and the global state sent. Upgrader.LastUpgrade times each phase.
 //
 // A server embeds it as Example shows: New, Listen, Ready, an accept loop,
-// and a stop signal handled with Stop. Its connection handler reads
+// a stop signal handled with Stop, and Exiting before it exits once Exit
+// is closed. Its connection handler reads
 // messages with Conn.Next and parks when asked:
 //
 //	for {
@@ -35,10 +36,23 @@
 // Until then the old process keeps everything; if the new binary is
 // missing, crashes, hangs past Options.UpgradeTimeout (or, with the
 // connections parked, past Options.PauseTimeout), speaks another protocol
-// version, is another application or rejects the state (or cannot load
-// it: it has no LoadState), the new process is killed with everything it
-// started and every parked connection resumes where it stopped. The new
-// process serves nothing before the old one has committed. After the
+// version, is another application, rejects the state (or cannot load
+// it: it has no LoadState) or cannot write its pid beside
+// Options.PIDFile, the new process is killed with everything it started
+// and every parked connection resumes where it stopped.
+//
+// "Everything it started" is its process group. A child it moved to a
+// session of its own (setsid, as a wrapper script may do before it runs
+// the server) escapes the kill and keeps what it inherited: with a
+// wrapper that passed them on, the listening sockets (a Go binary that
+// imports this package marks them close-on-exec in its init). The old
+// process serves on, but the port stays bound after the service stops,
+// and connections then queue where nobody accepts them. Under systemd the
+// unit's cgroup holds the child, and the stop's cgroup kill
+// (KillMode=control-group, the default) ends it; elsewhere find it (ss
+// -ltnp) and kill it.
+//
+// The new process serves nothing before the old one has committed. After the
 // commit the old process closes its copies with close(2), never
 // shutdown(2), so no FIN reaches a client, and exits.
 //
@@ -54,10 +68,17 @@
 //     and Stop returns ErrHandedOver: the old process must not save (its
 //     state is stale); Stop passes SIGTERM on to the new process, which
 //     stops and saves. From the commit until it exits, the old process also
-//     passes on every SIGTERM and SIGINT it receives itself.
+//     passes on every SIGTERM and SIGINT it receives itself, once: the
+//     application calls Exiting just before it exits, which returns once
+//     every stop received has been passed on, so that one arriving as the
+//     process exits is not lost with it.
 //   - In the new process, Stop (or ctx's end) before it has said READY aborts
 //     the takeover: Ready fails and the old process carries on. After READY
 //     the takeover completes first; then the new process owns the state.
+//     In Rolling mode Stop also waits for the move to end, and for the
+//     handler of every connection moved to this process to take it up
+//     (Options.Resume), so that what the connections carried is in the
+//     state the application saves.
 //
 // If the old process dies during an upgrade (SIGKILL), the new one exits
 // without serving and says so; its connections were the old process's.
@@ -77,6 +98,16 @@
 // with what it still holds; the connections that had moved are lost, as
 // in any crash of the process serving them. Use it where connections share
 // no state that must move with them atomically (package httphandoff).
+//
+// A stop during the move waits for the move to end (see Stopping). A stop
+// that reaches the old process (as a service manager's stop of the whole
+// service does) hurries the move: every connection is asked to park at
+// once, and what has not parked a ParkTimeout later is left to
+// Stragglers. A stop that reaches the new process alone cannot hurry it:
+// a connection whose handler cannot reach a message boundary, such as one
+// blocked writing to a client that does not read, then holds the stop up
+// to MoveTimeout. Give handlers a write deadline, and keep MoveTimeout
+// below the service manager's stop timeout (systemd's TimeoutStopSec).
 //
 // # Listeners only
 //

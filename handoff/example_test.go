@@ -55,7 +55,9 @@ func Example() {
 	select {
 	case <-up.Exit():
 		// Handed over: the new process owns the connections and the
-		// count. Exit without closing them.
+		// count. Exit without closing them, once a stop that reached
+		// this process meanwhile is passed on to the new one.
+		up.Exiting()
 	case <-stop:
 		if err := up.Stop(); err == nil {
 			srv.saveFile("/var/lib/echo/state") // this process owns the count

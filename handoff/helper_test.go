@@ -54,6 +54,11 @@ const (
 	envPauseTimeout   = "HANDOFF_TEST_PAUSE_TIMEOUT"
 	envPIDFile        = "HANDOFF_TEST_PIDFILE"
 	envState          = "HANDOFF_TEST_STATE" // the state file a stopped server saves to
+	// envCarry makes each connection carry the requests it served since
+	// the last SaveState, and a process that resumes it add them to its
+	// total (after the barrier "apply"), as a Rolling server whose
+	// connections change a shared state must: the snapshot misses them.
+	envCarry = "HANDOFF_TEST_CARRY"
 	// envSupervisor names a file to which every server of the chain logs
 	// what its Supervisor is told; see logSupervisor.
 	envSupervisor = "HANDOFF_TEST_SUPERVISOR"
@@ -93,17 +98,19 @@ func report(format string, args ...any) {
 type lineServer struct {
 	mu    sync.Mutex
 	total uint64
+	saves uint64 // SaveState calls, for envCarry
 }
 
 func (s *lineServer) serve(c *Conn, state []byte) {
 	var n uint64
-	if len(state) == 8 {
+	if len(state) >= 8 {
 		n = binary.BigEndian.Uint64(state)
 	}
+	carry := s.apply(state)
 	for {
 		line, err := c.Next(bufio.ScanLines)
 		if errors.Is(err, ErrPark) {
-			if c.Park(binary.BigEndian.AppendUint64(nil, n)) != nil {
+			if c.Park(carry.state(s, n)) != nil {
 				return
 			}
 			continue
@@ -114,6 +121,7 @@ func (s *lineServer) serve(c *Conn, state []byte) {
 		}
 		s.mu.Lock()
 		s.total++
+		carry.count(s)
 		s.mu.Unlock()
 		if ms, ok := strings.CutPrefix(string(line), "sleep-"); ok {
 			// A request that takes long: it keeps its connection from
@@ -132,6 +140,55 @@ func (s *lineServer) serve(c *Conn, state []byte) {
 		}
 		n++
 	}
+}
+
+// lineCarry counts, for envCarry, a connection's requests since the
+// server's SaveState number epoch.
+type lineCarry struct {
+	on           bool
+	epoch, since uint64
+}
+
+// apply adds what a resumed connection carried to the total, once the
+// barrier "apply" lets it, and returns its count from now on.
+func (s *lineServer) apply(state []byte) *lineCarry {
+	c := &lineCarry{on: os.Getenv(envCarry) != ""}
+	if !c.on {
+		return c
+	}
+	if len(state) == 16 {
+		barrier("apply")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(state) == 16 {
+		s.total += binary.BigEndian.Uint64(state[8:])
+	}
+	c.epoch = s.saves
+	return c
+}
+
+// count counts one request; called with s.mu held.
+func (c *lineCarry) count(s *lineServer) {
+	if c.epoch != s.saves {
+		c.epoch, c.since = s.saves, 0
+	}
+	c.since++
+}
+
+// state is what a connection parks with: its request count n and, for
+// envCarry, the requests the last SaveState missed.
+func (c *lineCarry) state(s *lineServer, n uint64) []byte {
+	b := binary.BigEndian.AppendUint64(nil, n)
+	if !c.on {
+		return b
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.epoch != s.saves {
+		c.epoch, c.since = s.saves, 0
+	}
+	return binary.BigEndian.AppendUint64(b, c.since)
 }
 
 // lineStates is the test server's state as a statefile: schema 1 is what
@@ -171,6 +228,7 @@ func (s *lineServer) save(w io.Writer) error {
 	oldFault("save") // "panic:save": SaveState panics in the old process
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.saves++
 	return lineStates.Save(w, lineV1{s.total}, 0)
 }
 
@@ -352,6 +410,7 @@ func serverMain() {
 		report("drained %d", os.Getpid())
 	}
 	barrier("linger")
+	up.Exiting()
 }
 
 // stop is what the server does on SIGTERM: if it owns the state, it
@@ -548,20 +607,25 @@ func (h *harness) next() []string {
 		if !ok {
 			h.t.Fatal("event socket closed")
 		}
-		f := strings.Fields(ev)
-		if len(f) > 1 {
-			if pid, err := strconv.Atoi(f[1]); err == nil {
-				h.seen.Store(pid, true)
-				if f[0] == "paused" && len(f) > 2 {
-					h.paused[f[2]] = pid
-				}
-			}
-		}
-		return f
+		return h.note(ev)
 	case <-time.After(60 * time.Second):
 		h.t.Fatal("no event in 60s")
 	}
 	return nil
+}
+
+// note splits an event and remembers its pid and, for "paused", its step.
+func (h *harness) note(ev string) []string {
+	f := strings.Fields(ev)
+	if len(f) > 1 {
+		if pid, err := strconv.Atoi(f[1]); err == nil {
+			h.seen.Store(pid, true)
+			if f[0] == "paused" && len(f) > 2 {
+				h.paused[f[2]] = pid
+			}
+		}
+	}
+	return f
 }
 
 // expect waits for the next event and checks its kind.

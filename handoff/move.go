@@ -29,6 +29,8 @@ type mover struct {
 	s        *parentSession
 	reg      *registry
 	exited   <-chan struct{} // the new process has exited
+	stop     <-chan struct{} // Stop was called: the move hurries; nil once it does
+	grace    time.Duration   // how long the move lasts after a stop
 	deadline time.Time
 	moved    int
 	maxWait  time.Duration
@@ -38,12 +40,14 @@ type mover struct {
 // roll ends a Rolling upgrade from its commit point: this process stops
 // accepting, tells the new process it serves now, and moves every
 // connection to it. If the new process fails before the last one has
-// moved, this process takes everything back (takeBack).
-func (u *Upgrader) roll(s *parentSession, p *newProcess) error {
+// moved, this process takes everything back (takeBack). A stop (stop
+// closed) hurries the move, see mover.hurry.
+func (u *Upgrader) roll(s *parentSession, p *newProcess, stop <-chan struct{}) error {
 	u.reg.startMove(s.early)
 	s.sendCommit()
 	start := time.Now()
-	m := &mover{s: s, reg: u.reg, exited: p.exited, deadline: start.Add(u.opts.MoveTimeout)}
+	m := &mover{s: s, reg: u.reg, exited: p.exited, stop: stop, grace: u.opts.ParkTimeout,
+		deadline: start.Add(u.opts.MoveTimeout)}
 	err := s.serving(5 * time.Second)
 	if err == nil {
 		err = m.run()
@@ -101,8 +105,30 @@ func (m *mover) run() error {
 			}
 		case <-m.exited:
 			return errors.New("the new process exited")
+		case <-m.stop:
+			pending = m.hurry(pending)
 		}
 	}
+}
+
+// hurry ends the move sooner for a stop, which waits for it: every
+// connection not asked yet is asked now, and the move ends ParkTimeout
+// from now at the latest, so that a connection that cannot reach a
+// boundary (its handler blocked writing to a client that does not read)
+// holds the stop up that long, not MoveTimeout. What has not parked by
+// then is left to Stragglers. It returns the connections still to ask:
+// none.
+func (m *mover) hurry(pending []*Conn) []*Conn {
+	m.stop = nil
+	for _, c := range pending {
+		c.ask()
+	}
+	if dl := time.Now().Add(m.grace); dl.Before(m.deadline) {
+		m.deadline = dl
+	}
+	m.s.u.log.Info("handoff: stop during a rolling move: every connection asked now", "asked", len(pending),
+		"ends_within", m.grace)
+	return nil
 }
 
 // send sends the parked connections (by id if their fds went early, with

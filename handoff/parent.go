@@ -51,7 +51,7 @@ func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest
 	}
 	hook("committed", nil)
 	if u.opts.Mode.movesAfterCommit() {
-		return u.roll(s, p)
+		return u.roll(s, p, run.stopC)
 	}
 	s.sendCommit()
 	u.handOver(s, parked)
@@ -130,6 +130,7 @@ func (u *Upgrader) rollBack(ctx context.Context, s *parentSession, p *newProcess
 	if kerr := p.kill(); kerr != nil {
 		u.log.Error("handoff: rollback", "err", kerr)
 	}
+	u.discardPIDFile(p.pid)
 	u.reg.resumeAll()
 	if ended != nil && !strings.Contains(err.Error(), ended.Error()) {
 		err = fmt.Errorf("%w (%w)", ended, err) // the cause first, then what it did here

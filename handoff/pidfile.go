@@ -1,6 +1,9 @@
 package handoff
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,23 +13,97 @@ import (
 // reader sees the old pid or the new one. A relative path is taken
 // relative to dir, the working directory at New.
 func writePIDFile(path, dir string) error {
-	if !filepath.IsAbs(path) {
-		path = filepath.Join(dir, path)
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	tmp, err := preparePIDFile(path, dir, os.Getpid())
 	if err != nil {
 		return err
 	}
-	defer os.Remove(f.Name()) // after the rename, a no-op
-	_, err = f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
+	return installPIDFile(tmp, path, dir)
+}
+
+// preparePIDFile writes pid to a file beside path, named after pid
+// (pidTempPath), and returns its name: the step that a full disk or a
+// read-only directory makes fail. installPIDFile puts it in place.
+func preparePIDFile(path, dir string, pid int) (string, error) {
+	tmp := pidTempPath(path, dir, pid)
+	_ = os.Remove(tmp) // left by a killed process that had this pid
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return "", err
+	}
+	_, err = f.WriteString(strconv.Itoa(pid) + "\n")
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
+		err = os.Chmod(tmp, 0o644) // whatever the umask
 	}
 	if err != nil {
+		_ = os.Remove(tmp)
+		return "", err
+	}
+	return tmp, nil
+}
+
+// installPIDFile renames tmp, made by preparePIDFile, over path.
+func installPIDFile(tmp, path, dir string) error {
+	if err := os.Rename(tmp, absIn(path, dir)); err != nil {
+		_ = os.Remove(tmp)
 		return err
 	}
-	return os.Rename(f.Name(), path)
+	return nil
+}
+
+// pidTempPath is where process pid prepares the PID file path: beside it,
+// hidden, named so that the process that started pid can remove it when
+// pid is killed before it could.
+func pidTempPath(path, dir string, pid int) string {
+	path = absIn(path, dir)
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".new-"+strconv.Itoa(pid))
+}
+
+func absIn(path, dir string) string {
+	if !filepath.IsAbs(path) {
+		return filepath.Join(dir, path)
+	}
+	return path
+}
+
+// preparePIDFile writes, in a process started by an upgrade, its pid
+// beside the PID file before it says READY: an upgrade whose new process
+// cannot be named there must not commit, or a service manager reading the
+// file would lose the service. It returns the file that installPIDFile
+// renames into place at the commit; "" without Options.PIDFile.
+func (u *Upgrader) preparePIDFile() (string, error) {
+	if u.opts.PIDFile == "" {
+		return "", nil
+	}
+	tmp, err := preparePIDFile(u.opts.PIDFile, u.dir, os.Getpid())
+	if err != nil {
+		return "", fmt.Errorf("handoff: PID file: %w", err)
+	}
+	return tmp, nil
+}
+
+// installPIDFile makes the PID file name this process, from what
+// preparePIDFile wrote.
+func (u *Upgrader) installPIDFile(tmp string) error {
+	if tmp == "" {
+		return nil
+	}
+	if err := installPIDFile(tmp, u.opts.PIDFile, u.dir); err != nil {
+		return fmt.Errorf("handoff: PID file: %w", err)
+	}
+	return nil
+}
+
+// discardPIDFile removes what the new process pid prepared, once it
+// has been killed without committing.
+func (u *Upgrader) discardPIDFile(pid int) {
+	if u.opts.PIDFile == "" {
+		return
+	}
+	err := os.Remove(pidTempPath(u.opts.PIDFile, u.dir, pid))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		u.log.Warn("handoff: rollback: the new process's PID file left behind", "err", err)
+	}
 }

@@ -141,18 +141,37 @@ func rejoinParentGroup(ppid int) error {
 }
 
 // watchStops passes SIGTERM and SIGINT on to the successor from the commit
-// until this process exits: a stop signal to the old pid stops the service.
+// until this process exits (Exiting, passPendingStops): a stop signal to
+// the old pid stops the service.
 func (u *Upgrader) watchStops() {
-	c := make(chan os.Signal, 1)
+	c, done := make(chan os.Signal, 1), make(chan struct{})
 	u.mu.Lock()
-	u.stopsC = c
+	u.stopsC, u.stopsDone = c, done
 	u.mu.Unlock()
 	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
+		defer close(done)
 		for sig := range c {
+			hook("passing", nil)
 			u.passStop(sig.(syscall.Signal))
 		}
 	}()
+}
+
+// passPendingStops ends watchStops and returns once every stop signal
+// this process received until now has been passed on: signal.Stop
+// returns only once the signals already caught are in the channel, and
+// the goroutine passes them on before it ends.
+func (u *Upgrader) passPendingStops() {
+	u.mu.Lock()
+	done := u.stopsDone
+	u.mu.Unlock()
+	if done == nil {
+		return // never handed over
+	}
+	u.unwatchStops()
+	hook("exiting", nil)
+	<-done
 }
 
 // passStop sends sig to the successor, once.

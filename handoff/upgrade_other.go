@@ -21,3 +21,5 @@ func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest
 func (u *Upgrader) takeOver(ctx context.Context) error { return ErrNotSupported }
 
 func (u *Upgrader) passStop(sig syscall.Signal) {}
+
+func (u *Upgrader) passPendingStops() {}

@@ -70,7 +70,10 @@ type Options struct {
 	App string
 	// PIDFile, if set, receives the pid of the process that serves: the
 	// first process once Ready returns, a new one once it has committed.
-	// A failed upgrade never changes it.
+	// A failed upgrade never changes it. A new process writes its pid to
+	// a file beside it before it says READY and renames that into place
+	// at the commit: if it cannot (a full disk, a read-only directory),
+	// the upgrade rolls back with that cause.
 	PIDFile string
 	// UpgradeTimeout bounds an upgrade from its start to the moment the
 	// old process commits it. Default DefaultUpgradeTimeout.
@@ -101,7 +104,13 @@ type Options struct {
 	LoadState func(r io.Reader) error
 	// Resume serves a connection handed over from the old process, with the
 	// state its handler gave to Park. It runs in the new process after commit,
-	// one goroutine per connection.
+	// one goroutine per connection. In Rolling mode, apply what state
+	// carries to the process's global state before the handler's first
+	// Next, Read, Write or Park on c (or before Resume returns): a
+	// connection has moved, for the end of the move and for a Stop that
+	// waits for it, only once its handler has got that far (at most
+	// MoveTimeout after the last one arrived), so that the state saved at a
+	// stop holds what every moved connection carried.
 	Resume func(c *Conn, state []byte)
 	// Mode is how an upgrade moves the connections: AllAtOnce (the
 	// default), Rolling or ListenersOnly; see Mode. It is the old process's
@@ -112,8 +121,9 @@ type Options struct {
 	Mode Mode
 	// MoveTimeout bounds, in Rolling mode, the move of the connections
 	// after the commit: when it ends, the connections still in the old
-	// process are drained or closed, as Stragglers says. Default
-	// DefaultMoveTimeout.
+	// process are drained or closed, as Stragglers says. A Stop of the old
+	// process during the move ends it ParkTimeout later at the latest.
+	// Default DefaultMoveTimeout.
 	MoveTimeout time.Duration
 	// Stragglers is what Rolling mode does with the connections that did
 	// not reach a message boundary within MoveTimeout. Default
@@ -189,6 +199,7 @@ type Upgrader struct {
 	sigC      chan os.Signal
 	passOnce  sync.Once      // a stop is passed on to the successor once
 	stopsC    chan os.Signal // watchStops's, until a Rolling move takes the service back; guarded by mu
+	stopsDone chan struct{}  // closed when watchStops's goroutine has passed on what it got; guarded by mu
 	receiving bool           // a new process still receives a Rolling move; guarded by mu
 	received  chan struct{}  // closed when that move has ended; guarded by mu
 	ctl       *controlServer // nil without Options.ControlSocket
@@ -201,6 +212,7 @@ type attempt struct {
 	cancel    context.CancelCauseFunc
 	committed bool          // guarded by Upgrader.mu
 	stopping  bool          // Stop was called; guarded by Upgrader.mu
+	stopC     chan struct{} // closed when Stop is first called: a Rolling move hurries
 	done      chan struct{} // closed when the attempt has ended
 }
 
@@ -460,10 +472,24 @@ func (u *Upgrader) Conns() []*Conn {
 
 // Exit is closed when this process should exit: it has handed everything to
 // its successor (with ListenersOnly mode, its listeners; its connections
-// are still its own), its takeover failed, or Stop was called.
+// are still its own), its takeover failed, or Stop was called. Call
+// Exiting just before the process exits.
 func (u *Upgrader) Exit() <-chan struct{} { return u.exitC }
 
 func (u *Upgrader) closeExit() { u.exitOnce.Do(func() { close(u.exitC) }) }
+
+// Exiting is the last call of a process that exits because Exit was
+// closed: call it just before the process exits (returns from main, or
+// os.Exit). From the commit of an upgrade on, a stop signal (SIGTERM,
+// SIGINT) that reaches this process is passed on to the successor, which
+// stops the service and saves its state; Exiting returns once every stop
+// signal that reached this process has been passed on, so that none is
+// lost if the process exits the moment one arrives. A stop signal that
+// arrives after Exiting has returned is not passed on: send stops to the
+// pid in Options.PIDFile, which names the successor from the commit on.
+// In a process that has not handed over (or with ListenersOnly mode,
+// which passes no stop on) Exiting does nothing.
+func (u *Upgrader) Exiting() { u.passPendingStops() }
 
 // Stop ends the Upgrader for a stop of the service: no more upgrades, and
 // Exit is closed. Safe to call more than once, from any goroutine.
@@ -484,6 +510,9 @@ func (u *Upgrader) Stop() error {
 	u.mu.Lock()
 	run := u.run
 	if run != nil {
+		if !run.stopping {
+			close(run.stopC)
+		}
 		run.stopping = true
 		if !run.committed {
 			u.log.Info("handoff: stop during an upgrade: rolling it back")
@@ -524,7 +553,8 @@ func (u *Upgrader) Stop() error {
 // the move to end: until then the old process serves some connections and
 // would take the service back if this one went, so a stop (which the PID
 // file sends here from the commit on) stops the service only once this
-// process owns all of it.
+// process owns all of it, and every moved connection's handler has
+// applied what it carried (see Options.Resume).
 func (u *Upgrader) awaitMove() {
 	u.mu.Lock()
 	receiving, done := u.receiving, u.received
@@ -685,7 +715,7 @@ func (u *Upgrader) begin(ctx context.Context) (context.Context, *attempt, error)
 
 func (u *Upgrader) startAttemptLocked(ctx context.Context) (context.Context, *attempt, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	u.run = &attempt{cancel: cancel, done: make(chan struct{})}
+	u.run = &attempt{cancel: cancel, done: make(chan struct{}), stopC: make(chan struct{})}
 	return ctx, u.run, nil
 }
 

@@ -9,6 +9,7 @@
 //	err = up.Ready(ctx)
 //	go hs.Serve(ln)
 //	<-up.Exit() // handed over: every connection now belongs to the new process
+//	up.Exiting() // a stop that reached this process is passed on before it exits
 //
 // How a connection leaves. net/http keeps no state of a connection between
 // requests but the bytes its bufio reader read ahead, and none of a request

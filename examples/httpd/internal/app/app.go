@@ -226,6 +226,8 @@ func (p *process) run() {
 		select {
 		case <-p.up.Exit():
 			p.upgrades.Wait() // its last log line first
+			// A stop that reached this process goes to the successor.
+			defer p.up.Exiting()
 			p.log.Info("handed over; draining")
 			p.drain()
 			return

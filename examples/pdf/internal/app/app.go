@@ -298,6 +298,9 @@ func (p *process) run() error {
 		select {
 		case <-exit:
 			p.upgrades.Wait() // its last log line first
+			// A stop that reached this process from the commit on goes
+			// to the successor, which saves: none is lost as it exits.
+			defer p.up.Exiting()
 			if p.cfg.upgradeMode == modeListeners {
 				p.drain(p.stop)
 				return nil
