@@ -24,12 +24,10 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) int {
 		timeout = fs.Duration("timeout", 0, "bound on the upgrade up to its commit")
 	}
 	if err := fs.Parse(args); err != nil {
-		return parseStatus(err)
+		return parseStatus(err, stderr)
 	}
 	if fs.NArg() != 0 || (*socket == "") == (*pidfile == "") {
-		fmt.Fprintf(stderr, "handoffctl: %s takes -socket or -pidfile, and no arguments\n", cmd)
-		fs.Usage()
-		return exitUsage
+		return usageError(stderr, cmd+" takes one of -socket and -pidfile, and no arguments")
 	}
 	path := *socket
 	if path == "" {
@@ -44,14 +42,12 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) int {
 		if *binary != "" {
 			abs, err := absPath(*binary)
 			if err != nil {
-				fmt.Fprintf(stderr, "handoffctl: -binary: %v\n", err)
-				return exitUsage
+				return usageError(stderr, fmt.Sprintf("-binary: %v", err))
 			}
 			line += " binary=" + abs
 		}
 		if *timeout < 0 {
-			fmt.Fprintln(stderr, "handoffctl: -timeout must be positive")
-			return exitUsage
+			return usageError(stderr, "-timeout must be positive")
 		}
 		if *timeout > 0 {
 			line += " timeout=" + timeout.String()
@@ -78,10 +74,10 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) int {
 		case r.Committed:
 			return exitOK
 		case r.Refused:
-			fmt.Fprintf(stderr, "handoffctl: upgrade refused: %s\n", oneLine(r.Reason))
+			fmt.Fprintf(stderr, "handoffctl: upgrade refused: %s\n", orUnknown(r.Reason))
 			return exitRefused
 		}
-		fmt.Fprintf(stderr, "handoffctl: upgrade rolled back (%s): %s\n", r.Cause, oneLine(r.Reason))
+		fmt.Fprintf(stderr, "handoffctl: upgrade rolled back (%s): %s\n", r.Cause, orUnknown(r.Reason))
 		return exitFailure
 	}
 	fmt.Fprintf(stderr, "handoffctl: %s: the server went away without an answer\n", path)
@@ -107,6 +103,14 @@ func stdoutFile(w io.Writer) *os.File {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// orUnknown is a server's reason on one line, never blank.
+func orUnknown(reason string) string {
+	if r := oneLine(reason); r != "" {
+		return r
+	}
+	return "the server gave no reason"
+}
 
 // printer prints the server's answers as they come: JSON lines as they
 // are, a progress line on a terminal, or a plain line each.
@@ -195,11 +199,14 @@ func printStatus(w io.Writer, a answer) {
 		causes = append(causes, fmt.Sprintf("%s=%d", c, n))
 	}
 	sort.Strings(causes)
+	if len(causes) == 0 {
+		causes = []string{"0"}
+	}
 	fmt.Fprintf(w, "rolled back:  %s\n", strings.Join(causes, " "))
 	if l := a.Last; l != nil {
 		outcome := "committed"
 		if !l.Committed {
-			outcome = fmt.Sprintf("rolled back (%s): %s", l.Cause, oneLine(l.Reason))
+			outcome = fmt.Sprintf("rolled back (%s): %s", l.Cause, orUnknown(l.Reason))
 		}
 		fmt.Fprintf(w, "last upgrade: %s, to pid %d in %s, %v connections, %d state bytes\n",
 			outcome, l.To, ns(l.TookNS), l.Conns, l.StateBytes)
