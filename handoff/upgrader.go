@@ -564,6 +564,7 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 	}
 	u.notify(Notice{Event: NoticeUpgrading})
 	err = u.upgrade(ctx, run, req, &res)
+	res.Stats.Mode = u.opts.Mode // Pause and the metrics tell the modes apart
 	res.Took = time.Since(res.Began)
 	res.Committed, res.Err = err == nil, err
 	if err != nil {

@@ -208,7 +208,38 @@ func printStatus(w io.Writer, a answer) {
 		if !l.Committed {
 			outcome = fmt.Sprintf("rolled back (%s): %s", l.Cause, orUnknown(l.Reason))
 		}
-		fmt.Fprintf(w, "last upgrade: %s, to pid %d in %s, %v connections, %d state bytes\n",
-			outcome, l.To, ns(l.TookNS), l.Conns, l.StateBytes)
+		fmt.Fprintf(w, "last upgrade: %s, %s, pid %d -> %d in %s, %s connections, %d state bytes\n",
+			outcome, l.Mode, l.From, l.To, ns(l.TookNS), count(l.Conns), l.StateBytes)
+		if p := phases(l.PhasesNS); p != "" {
+			fmt.Fprintf(w, "phases:       %s\n", p)
+		}
 	}
+}
+
+// phaseOrder is the order of an upgrade's phases, as the server names
+// them in phases_ns.
+var phaseOrder = []string{"start", "fds", "park", "parked", "state", "adopt", "commit", "release", "move", "pause"}
+
+// phases says each phase's time, in their order; phases a newer server
+// adds come last.
+func phases(m map[string]int64) string {
+	var out []string
+	seen := map[string]bool{}
+	for _, name := range phaseOrder {
+		if v, ok := m[name]; ok {
+			out = append(out, fmt.Sprintf("%s %s", name, ns(v)))
+			seen[name] = true
+		}
+	}
+	var rest []string
+	for name := range m {
+		if !seen[name] {
+			rest = append(rest, name)
+		}
+	}
+	sort.Strings(rest)
+	for _, name := range rest {
+		out = append(out, fmt.Sprintf("%s %s", name, ns(m[name])))
+	}
+	return strings.Join(out, ", ")
 }

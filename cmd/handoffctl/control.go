@@ -34,13 +34,15 @@ type answer struct {
 	Bytes  uint64 `json:"bytes"`
 
 	// result
-	Committed  bool   `json:"committed"`
-	Refused    bool   `json:"refused"`
-	Cause      string `json:"cause"`
-	Reason     string `json:"reason"`
-	From       int    `json:"from"`
-	To         int    `json:"to"`
-	StateBytes uint64 `json:"state_bytes"`
+	Committed  bool             `json:"committed"`
+	Refused    bool             `json:"refused"`
+	Mode       string           `json:"mode"`
+	PhasesNS   map[string]int64 `json:"phases_ns"`
+	Cause      string           `json:"cause"`
+	Reason     string           `json:"reason"`
+	From       int              `json:"from"`
+	To         int              `json:"to"`
+	StateBytes uint64           `json:"state_bytes"`
 
 	// status
 	Version       string `json:"version"`

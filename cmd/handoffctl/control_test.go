@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -366,5 +367,29 @@ func TestRolledBackReason(t *testing.T) {
 	printStatus(&b, answer{Type: "status", Last: &answer{Cause: "other"}})
 	if !strings.Contains(b.String(), "rolled back (other): the server gave no reason") {
 		t.Errorf("status with a rollback without a reason:\n%s", &b)
+	}
+}
+
+// TestStatusLastUpgrade: status prints the last upgrade's mode, pids,
+// connections and each phase's time.
+func TestStatusLastUpgrade(t *testing.T) {
+	var a answer
+	line := `{"type":"status","pid":20,"totals":{"committed":3,"rolled_back":{"exited":1},"conns_handed_over":1000},` +
+		`"last":{"type":"result","committed":true,"mode":"rolling","from":10,"to":20,"took_ns":9000000,"conns":1000,` +
+		`"state_bytes":5,"phases_ns":{"start":1000000,"commit":2000,"move":7000000,"pause":0,"future":3000}}}`
+	if err := json.Unmarshal([]byte(line), &a); err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	printStatus(&b, a)
+	for _, want := range []string{
+		"committed:    3 (1000 connections handed over)\n",
+		"rolled back:  exited=1\n",
+		"last upgrade: committed, rolling, pid 10 -> 20 in 9ms, 1000 connections, 5 state bytes\n",
+		"phases:       start 1ms, commit 2µs, move 7ms, pause 0s, future 3µs\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, &b)
+		}
 	}
 }
