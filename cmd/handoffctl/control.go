@@ -20,6 +20,13 @@ import (
 // answered.
 var errUnreachable = errors.New("server unreachable")
 
+// firstAnswerWait bounds the wait for the server's first answer line. A
+// control server answers a status at once, and an upgrade's first phase
+// as soon as the new process has started; a socket that says nothing by
+// then speaks another protocol (an HTTP server waits for the rest of a
+// request). Later lines come as the upgrade goes, which the server bounds.
+var firstAnswerWait = 30 * time.Second
+
 // answer is one JSON line of the server's (handoff/CONTROL.md), with the
 // fields handoffctl prints. raw is the line as it came.
 type answer struct {
@@ -78,6 +85,7 @@ func exchange(c net.Conn, line string, fn func(answer) error) error {
 	// once, maybe before the line is sent: the write then fails (EPIPE)
 	// while the answer waits to be read. So a failed write is only the
 	// reason when no answer follows.
+	_ = c.SetDeadline(time.Now().Add(firstAnswerWait))
 	_, sendErr := io.WriteString(c, line+"\n")
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -88,7 +96,9 @@ func exchange(c net.Conn, line string, fn func(answer) error) error {
 			return fmt.Errorf("%w: is it a handoff control socket? it answered %.80q", errUnreachable, sc.Text())
 		}
 		a.raw = append([]byte(nil), sc.Bytes()...)
-		n++
+		if n++; n == 1 {
+			_ = c.SetDeadline(time.Time{})
+		}
 		if err := fn(a); err != nil {
 			return err
 		}
@@ -102,7 +112,9 @@ func exchange(c net.Conn, line string, fn func(answer) error) error {
 	if sendErr != nil {
 		return fmt.Errorf("%w: send: %w", errUnreachable, sendErr)
 	}
-	if err := sc.Err(); err != nil {
+	if err := sc.Err(); errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w: no answer in %s: is it a handoff control socket?", errUnreachable, firstAnswerWait)
+	} else if err != nil {
 		return fmt.Errorf("%w: no answer: %w", errUnreachable, err)
 	}
 	return fmt.Errorf("%w: no answer", errUnreachable)

@@ -303,6 +303,33 @@ func TestNotAControlSocket(t *testing.T) {
 	}
 }
 
+// TestSilentSocket: a Unix socket whose server waits for more than a line
+// (an HTTP server, say) is unreachable once the first answer's wait ends,
+// rather than a hang.
+func TestSilentSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "silent.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // open until the test ends
+		}
+	}()
+	defer func(d time.Duration) { firstAnswerWait = d }(firstAnswerWait)
+	firstAnswerWait = 100 * time.Millisecond
+	code, _, stderr := runCtl("status", "-socket", path)
+	if code != exitUnreachable || !strings.Contains(stderr, "server unreachable: no answer in 100ms: is it a handoff control socket?") {
+		t.Errorf("exit %d, stderr %q, want 3 and no answer", code, stderr)
+	}
+}
+
 // TestUsageErrors: a usage error is one line with the handoffctl: prefix
 // and a pointer to -h, not the whole help, and exits 2; -h prints the help
 // and exits 0.
