@@ -6,7 +6,7 @@
 // Handlers (handlers.go): GET / answers "<version> <pid>\n"; GET
 // /slow?ms=N answers the same after N milliseconds (a request in flight
 // across an upgrade); POST /echo reads the request's body whole (at most
-// 8 MiB, else 413), then answers it.
+// 1 MiB, else 413), then answers it.
 //
 // Flags: -listen ADDR, -pidfile PATH, -metrics ADDR (/metrics, /alive,
 // /ready from package metrics, on a listener inherited across upgrades),

@@ -53,7 +53,8 @@ func TestEchoBodyInPieces(t *testing.T) {
 // held.
 func TestEchoTooLarge(t *testing.T) {
 	h := startHTTPD(t)
-	resp, err := fresh.Post(h.url("/echo"), "application/octet-stream", io.LimitReader(zeros{}, maxEcho+1))
+	c := &http.Client{Timeout: time.Minute, Transport: &http.Transport{DisableKeepAlives: true}} // a safety net
+	resp, err := c.Post(h.url("/echo"), "application/octet-stream", io.LimitReader(zeros{}, maxEcho+1))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 const maxSlow = time.Minute
 
 // maxEcho bounds the body POST /echo holds.
-const maxEcho = 8 << 20
+const maxEcho = 1 << 20
 
 // routes are the httpd_requests_total label values, each continued across
 // upgrades.
