@@ -40,7 +40,7 @@ type Totals struct {
 // UpgradeResult is how an upgrade ended.
 type UpgradeResult struct {
 	Committed  bool
-	From       int    // the old process's pid
+	From       int    // the old process's pid: this one, or in TakenOver its parent
 	Err        error  // why it rolled back; nil if it committed
 	Cause      string // a short name for Err, see Cause
 	To         int    // the new process's pid; 0 if none started

@@ -552,7 +552,7 @@ type UpgradeRequest struct {
 // can leave the process before it exits.
 func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (UpgradeResult, error) {
 	req = u.fillRequest(req)
-	res := UpgradeResult{Binary: req.Binary, Began: time.Now()}
+	res := UpgradeResult{From: os.Getpid(), Binary: req.Binary, Began: time.Now()}
 	ctx, run, err := u.begin(ctx)
 	if err != nil {
 		res.Err, res.Cause = err, CauseRefused
