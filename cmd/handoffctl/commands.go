@@ -208,8 +208,11 @@ func printStatus(w io.Writer, a answer) {
 		if !l.Committed {
 			outcome = fmt.Sprintf("rolled back (%s): %s", l.Cause, orUnknown(l.Reason))
 		}
-		fmt.Fprintf(w, "last upgrade: %s, %s, pid %d -> %d in %s, %s connections, %d state bytes\n",
-			outcome, l.Mode, l.From, l.To, ns(l.TookNS), count(l.Conns), l.StateBytes)
+		if l.Mode != "" { // older servers leave it out
+			outcome += ", " + l.Mode
+		}
+		fmt.Fprintf(w, "last upgrade: %s, pid %d -> %d in %s, %s connections, %d state bytes\n",
+			outcome, l.From, l.To, ns(l.TookNS), count(l.Conns), l.StateBytes)
 		if p := phases(l.PhasesNS); p != "" {
 			fmt.Fprintf(w, "phases:       %s\n", p)
 		}
