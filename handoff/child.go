@@ -516,7 +516,7 @@ func (s *childSession) commit() error {
 	// it the record of how it started, nothing more.
 	if info, err := decodeCommitInfo(p); err == nil {
 		s.u.mu.Lock()
-		s.u.takenOver = info.result(s.u.opts.Binary, os.Getpid())
+		s.u.takenOver = info.result(s.u.opts.Binary, s.ppid, os.Getpid(), s.plan.mode)
 		s.u.mu.Unlock()
 	} else {
 		s.u.log.Warn("handoff: COMMIT's upgrade record unreadable", "err", err)
@@ -660,6 +660,7 @@ func (s *childSession) receiveMoves() {
 			close(a.gate)
 		}
 		moved += len(got)
+		s.u.movedIn(len(got))
 		if got != nil {
 			hook("move", s.ch)
 		}
@@ -691,6 +692,7 @@ func (s *childSession) logEnd(p []byte, start time.Time, moved int) {
 	if err != nil {
 		s.u.log.Warn("handoff: END unreadable", "err", err)
 	}
+	s.u.moveDone(time.Since(start), int(e.stayed), int(e.closed))
 	s.u.log.Info("handoff: rolling move done", "from", s.ppid, "moved", moved, "took", time.Since(start),
 		"stayed_with_old", e.stayed, "closed", e.closed)
 }

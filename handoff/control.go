@@ -361,6 +361,7 @@ type controlResult struct {
 	Type       string           `json:"type"`
 	Committed  bool             `json:"committed"`
 	Refused    bool             `json:"refused"`
+	Mode       string           `json:"mode,omitempty"`
 	Cause      string           `json:"cause,omitempty"`
 	Reason     string           `json:"reason,omitempty"`
 	From       int              `json:"from"`
@@ -373,14 +374,25 @@ type controlResult struct {
 	PhasesNS   map[string]int64 `json:"phases_ns"`
 }
 
+// resultMsg is r as the control socket says it; from is the old process's
+// pid unless r names it.
 func resultMsg(r UpgradeResult, from int) controlResult {
+	if r.From != 0 {
+		from = r.From
+	}
 	m := controlResult{Type: "result", Committed: r.Committed, Refused: r.Cause == CauseRefused, Cause: r.Cause,
 		From: from, To: r.To, Binary: r.Binary, Began: r.Began, TookNS: int64(r.Took), Conns: r.Stats.Conns,
 		StateBytes: r.StateBytes, PhasesNS: map[string]int64{
 			"start": int64(r.Stats.Start), "fds": int64(r.Stats.Fds), "park": int64(r.Stats.Park),
 			"parked": int64(r.Stats.Parked), "state": int64(r.Stats.State), "adopt": int64(r.Stats.Adopt),
-			"commit": int64(r.Stats.Commit), "release": int64(r.Stats.Release),
+			"commit": int64(r.Stats.Commit), "release": int64(r.Stats.Release), "pause": int64(r.Stats.Pause()),
 		}}
+	if !m.Refused { // a refused upgrade never started: it had no mode
+		m.Mode = r.Stats.Mode.String()
+	}
+	if r.Stats.Mode.movesAfterCommit() {
+		m.PhasesNS["move"] = int64(r.Stats.Move)
+	}
 	if r.Err != nil {
 		m.Reason = r.Err.Error()
 	}
@@ -414,8 +426,14 @@ func statusMsg(st Status) controlStatus {
 		UptimeNS: int64(time.Since(st.Start)), Conns: st.Conns,
 		Totals: controlTotals{Committed: st.Totals.Committed, RolledBack: st.Totals.RolledBack,
 			ConnsHandedOver: st.Totals.ConnsHandedOver}}
-	if st.Last != nil {
-		r := resultMsg(*st.Last, st.PID)
+	// A process that has not upgraded yet says the upgrade that started
+	// it: for the operator, that is the chain's last upgrade.
+	last := st.Last
+	if last == nil {
+		last = st.TakenOver
+	}
+	if last != nil {
+		r := resultMsg(*last, st.PID)
 		m.Last = &r
 	}
 	return m

@@ -23,7 +23,10 @@ type Status struct {
 	Conns      map[string]int
 	Totals     Totals
 	Last       *UpgradeResult // this process's last upgrade; nil before one
-	TakenOver  *UpgradeResult // the upgrade that started this process, as the old one timed it; nil in a first process
+	// TakenOver is the upgrade that started this process, as the old one
+	// timed it (in Rolling mode with the moves counted here as they
+	// come); nil in a first process.
+	TakenOver *UpgradeResult
 }
 
 // Totals count the upgrades of the whole chain: a new process starts from
@@ -37,6 +40,7 @@ type Totals struct {
 // UpgradeResult is how an upgrade ended.
 type UpgradeResult struct {
 	Committed  bool
+	From       int    // the old process's pid: this one, or in TakenOver its parent
 	Err        error  // why it rolled back; nil if it committed
 	Cause      string // a short name for Err, see Cause
 	To         int    // the new process's pid; 0 if none started
@@ -334,8 +338,36 @@ func decodeCommitInfo(p []byte) (commitInfo, error) {
 	return c, d.finish("COMMIT")
 }
 
-// result is the committed upgrade as the new process records it.
-func (c commitInfo) result(binary string, to int) *UpgradeResult {
-	return &UpgradeResult{Committed: true, To: to, Binary: binary, Began: c.began,
+// result is the committed upgrade as the new process records it. COMMIT
+// does not carry the mode: the new process has it from PLAN.
+func (c commitInfo) result(binary string, from, to int, mode Mode) *UpgradeResult {
+	r := &UpgradeResult{Committed: true, From: from, To: to, Binary: binary, Began: c.began,
 		Took: time.Since(c.began), StateBytes: c.stateBytes, Stats: c.stats}
+	r.Stats.Mode = mode
+	return r
+}
+
+// movedIn counts n connections that a Rolling move brought to this new
+// process, as they arrive: the totals and the upgrade that started it,
+// whose COMMIT came before any of them moved.
+func (u *Upgrader) movedIn(n int) {
+	u.chain.mu.Lock()
+	u.chain.totals.ConnsHandedOver += uint64(n)
+	u.chain.mu.Unlock()
+	u.mu.Lock()
+	if u.takenOver != nil {
+		u.takenOver.Stats.Conns += n
+	}
+	u.mu.Unlock()
+}
+
+// moveDone records the end of the Rolling move that brought this new
+// process its connections: how long it took here (from COMMIT on), and
+// what the old process kept or closed.
+func (u *Upgrader) moveDone(took time.Duration, stayed, closed int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if t := u.takenOver; t != nil {
+		t.Stats.Move, t.Stats.Stayed, t.Stats.Closed = took, stayed, closed
+	}
 }

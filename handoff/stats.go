@@ -3,11 +3,12 @@ package handoff
 import "time"
 
 // UpgradeStats times the phases of the last upgrade, as the old process saw
-// them. The connections are paused from the start of Park to the end of
+// them. Conns counts, in Rolling mode, the connections moved after the
+// commit: in the new process (Status().TakenOver) it grows as they arrive. The connections are paused from the start of Park to the end of
 // Commit: the new process resumes them as COMMIT arrives. Fds, before
 // the park, costs the clients nothing.
 type UpgradeStats struct {
-	Conns   int           // connections handed over
+	Conns   int           // connections handed over (Rolling: moved)
 	Early   int           // of them, sent before the park (the others were accepted since)
 	Start   time.Duration // from the upgrade's start to the new process's HELLO
 	Fds     time.Duration // sending every running connection's fd until the new process had adopted it
@@ -26,10 +27,11 @@ type UpgradeStats struct {
 	Closed  int           // connections closed at the deadline
 }
 
-// Pause is how long the connections were not served. In Rolling mode none
-// is paused for the others: each waits MaxWait at most.
+// Pause is how long the connections were not served. Only AllAtOnce
+// pauses them all: in Rolling mode each waits MaxWait at most, for its own
+// move, and in ListenersOnly mode none moves; Pause is 0 for both.
 func (s UpgradeStats) Pause() time.Duration {
-	if s.Mode == Rolling {
+	if !s.Mode.parksAll() {
 		return 0
 	}
 	return s.Park + s.Parked + s.State + s.Adopt + s.Commit

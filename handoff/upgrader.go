@@ -610,7 +610,7 @@ type UpgradeRequest struct {
 // can leave the process before it exits.
 func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (UpgradeResult, error) {
 	req = u.fillRequest(req)
-	res := UpgradeResult{Binary: req.Binary, Began: time.Now()}
+	res := UpgradeResult{From: os.Getpid(), Binary: req.Binary, Began: time.Now()}
 	ctx, run, err := u.begin(ctx)
 	if err != nil {
 		res.Err, res.Cause = err, CauseRefused
@@ -622,6 +622,7 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 	}
 	u.notify(Notice{Event: NoticeUpgrading})
 	err = u.upgrade(ctx, run, req, &res)
+	res.Stats.Mode = u.opts.Mode // Pause and the metrics tell the modes apart
 	res.Took = time.Since(res.Began)
 	res.Committed, res.Err = err == nil, err
 	if err != nil {

@@ -37,7 +37,8 @@
 // Upgrader.Carry.
 //
 // The phases are start, fds, park, parked, state, adopt, commit and pause
-// (handoff.UpgradeStats). The histogram carried to a new process is read
+// (handoff.UpgradeStats). Pause is 0 for a Rolling upgrade, which pauses
+// no connection for the others (each waits for its own move only). The histogram carried to a new process is read
 // before the upgrade commits; the new process adds that upgrade's phases
 // itself, as the old process timed them (Status().TakenOver, which COMMIT
 // brings), whatever triggered it (SIGHUP, Upgrade, the control socket).

@@ -25,12 +25,10 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) int {
 		app = fs.String("app", "", "application the new binary must be")
 	}
 	if err := fs.Parse(args); err != nil {
-		return parseStatus(err)
+		return parseStatus(err, stderr)
 	}
 	if fs.NArg() != 0 || (*socket == "") == (*pidfile == "") {
-		fmt.Fprintf(stderr, "handoffctl: %s takes -socket or -pidfile, and no arguments\n", cmd)
-		fs.Usage()
-		return exitUsage
+		return usageError(stderr, cmd+" takes one of -socket and -pidfile, and no arguments")
 	}
 	path := *socket
 	if path == "" {
@@ -45,14 +43,12 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) int {
 		if *binary != "" {
 			abs, err := absPath(*binary)
 			if err != nil {
-				fmt.Fprintf(stderr, "handoffctl: -binary: %v\n", err)
-				return exitUsage
+				return usageError(stderr, fmt.Sprintf("-binary: %v", err))
 			}
 			line += " binary=" + abs
 		}
 		if *timeout < 0 {
-			fmt.Fprintln(stderr, "handoffctl: -timeout must be positive")
-			return exitUsage
+			return usageError(stderr, "-timeout must be positive")
 		}
 		if *timeout > 0 {
 			line += " timeout=" + timeout.String()
@@ -86,10 +82,10 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) int {
 		case r.Committed:
 			return exitOK
 		case r.Refused:
-			fmt.Fprintf(stderr, "handoffctl: upgrade refused: %s\n", oneLine(r.Reason))
+			fmt.Fprintf(stderr, "handoffctl: upgrade refused: %s\n", orUnknown(r.Reason))
 			return exitRefused
 		}
-		fmt.Fprintf(stderr, "handoffctl: upgrade rolled back (%s): %s\n", r.Cause, oneLine(r.Reason))
+		fmt.Fprintf(stderr, "handoffctl: upgrade rolled back (%s): %s\n", r.Cause, orUnknown(r.Reason))
 		return exitFailure
 	}
 	fmt.Fprintf(stderr, "handoffctl: %s: the server went away without an answer\n", path)
@@ -115,6 +111,14 @@ func stdoutFile(w io.Writer) *os.File {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// orUnknown is a server's reason on one line, never blank.
+func orUnknown(reason string) string {
+	if r := oneLine(reason); r != "" {
+		return r
+	}
+	return "the server gave no reason"
+}
 
 // printer prints the server's answers as they come: JSON lines as they
 // are, a progress line on a terminal, or a plain line each.
@@ -203,13 +207,50 @@ func printStatus(w io.Writer, a answer) {
 		causes = append(causes, fmt.Sprintf("%s=%d", c, n))
 	}
 	sort.Strings(causes)
+	if len(causes) == 0 {
+		causes = []string{"0"}
+	}
 	fmt.Fprintf(w, "rolled back:  %s\n", strings.Join(causes, " "))
 	if l := a.Last; l != nil {
 		outcome := "committed"
 		if !l.Committed {
-			outcome = fmt.Sprintf("rolled back (%s): %s", l.Cause, oneLine(l.Reason))
+			outcome = fmt.Sprintf("rolled back (%s): %s", l.Cause, orUnknown(l.Reason))
 		}
-		fmt.Fprintf(w, "last upgrade: %s, to pid %d in %s, %v connections, %d state bytes\n",
-			outcome, l.To, ns(l.TookNS), l.Conns, l.StateBytes)
+		if l.Mode != "" { // older servers leave it out
+			outcome += ", " + l.Mode
+		}
+		fmt.Fprintf(w, "last upgrade: %s, pid %d -> %d in %s, %s connections, %d state bytes\n",
+			outcome, l.From, l.To, ns(l.TookNS), count(l.Conns), l.StateBytes)
+		if p := phases(l.PhasesNS); p != "" {
+			fmt.Fprintf(w, "phases:       %s\n", p)
+		}
 	}
+}
+
+// phaseOrder is the order of an upgrade's phases, as the server names
+// them in phases_ns.
+var phaseOrder = []string{"start", "fds", "park", "parked", "state", "adopt", "commit", "release", "move", "pause"}
+
+// phases says each phase's time, in their order; phases a newer server
+// adds come last.
+func phases(m map[string]int64) string {
+	var out []string
+	seen := map[string]bool{}
+	for _, name := range phaseOrder {
+		if v, ok := m[name]; ok {
+			out = append(out, fmt.Sprintf("%s %s", name, ns(v)))
+			seen[name] = true
+		}
+	}
+	var rest []string
+	for name := range m {
+		if !seen[name] {
+			rest = append(rest, name)
+		}
+	}
+	sort.Strings(rest)
+	for _, name := range rest {
+		out = append(out, fmt.Sprintf("%s %s", name, ns(m[name])))
+	}
+	return strings.Join(out, ", ")
 }

@@ -20,6 +20,13 @@ import (
 // answered.
 var errUnreachable = errors.New("server unreachable")
 
+// firstAnswerWait bounds the wait for the server's first answer line. A
+// control server answers a status at once, and an upgrade's first phase
+// as soon as the new process has started; a socket that says nothing by
+// then speaks another protocol (an HTTP server waits for the rest of a
+// request). Later lines come as the upgrade goes, which the server bounds.
+var firstAnswerWait = 30 * time.Second
+
 // answer is one JSON line of the server's (handoff/CONTROL.md), with the
 // fields handoffctl prints. raw is the line as it came.
 type answer struct {
@@ -34,13 +41,15 @@ type answer struct {
 	Bytes  uint64 `json:"bytes"`
 
 	// result
-	Committed  bool   `json:"committed"`
-	Refused    bool   `json:"refused"`
-	Cause      string `json:"cause"`
-	Reason     string `json:"reason"`
-	From       int    `json:"from"`
-	To         int    `json:"to"`
-	StateBytes uint64 `json:"state_bytes"`
+	Committed  bool             `json:"committed"`
+	Refused    bool             `json:"refused"`
+	Mode       string           `json:"mode"`
+	PhasesNS   map[string]int64 `json:"phases_ns"`
+	Cause      string           `json:"cause"`
+	Reason     string           `json:"reason"`
+	From       int              `json:"from"`
+	To         int              `json:"to"`
+	StateBytes uint64           `json:"state_bytes"`
 
 	// status
 	Version       string `json:"version"`
@@ -67,32 +76,48 @@ func request(path, line string, fn func(answer) error) error {
 		return fmt.Errorf("%w: %w", errUnreachable, err)
 	}
 	defer c.Close()
-	if _, err := io.WriteString(c, line+"\n"); err != nil {
-		return fmt.Errorf("%w: send: %w", errUnreachable, err)
-	}
+	return exchange(c, line, fn)
+}
+
+// exchange sends line on c and reads the answers, as request says.
+func exchange(c net.Conn, line string, fn func(answer) error) error {
+	// A server that refuses a connection (busy) answers and closes it at
+	// once, maybe before the line is sent: the write then fails (EPIPE)
+	// while the answer waits to be read. So a failed write is only the
+	// reason when no answer follows.
+	_ = c.SetDeadline(time.Now().Add(firstAnswerWait))
+	_, sendErr := io.WriteString(c, line+"\n")
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	n := 0
 	for sc.Scan() {
 		var a answer
-		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
-			return fmt.Errorf("unreadable answer %q: %w", sc.Text(), err)
+		if err := json.Unmarshal(sc.Bytes(), &a); err != nil || a.Type == "" {
+			return fmt.Errorf("%w: is it a handoff control socket? it answered %.80q", errUnreachable, sc.Text())
 		}
 		a.raw = append([]byte(nil), sc.Bytes()...)
-		n++
+		if n++; n == 1 {
+			_ = c.SetDeadline(time.Time{})
+		}
 		if err := fn(a); err != nil {
 			return err
 		}
 	}
-	// A server that refuses a request answers and closes at once, which
-	// may reset the connection after its answer: what came is the answer.
-	if err := sc.Err(); err != nil && n == 0 {
+	if n > 0 {
+		// The server closes after its answer, which may reset the
+		// connection if it did not read all we sent: what came is the
+		// answer.
+		return nil
+	}
+	if sendErr != nil {
+		return fmt.Errorf("%w: send: %w", errUnreachable, sendErr)
+	}
+	if err := sc.Err(); errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w: no answer in %s: is it a handoff control socket?", errUnreachable, firstAnswerWait)
+	} else if err != nil {
 		return fmt.Errorf("%w: no answer: %w", errUnreachable, err)
 	}
-	if n == 0 {
-		return fmt.Errorf("%w: no answer", errUnreachable)
-	}
-	return nil
+	return fmt.Errorf("%w: no answer", errUnreachable)
 }
 
 // socketOf finds the control socket of the process whose pid the file at

@@ -10,7 +10,9 @@
 //	handoffctl upgrade (-socket PATH | -pidfile PATH) [-binary PATH] [-timeout D] [-app NAME] [-json]
 //
 // status prints the server's pid, version, generation, uptimes, connections,
-// upgrade totals and last upgrade. upgrade starts an upgrade and prints each
+// upgrade totals and last upgrade with each phase's time (in a process that
+// has not upgraded yet, the upgrade that started it; in Rolling mode its
+// connections count as they move). upgrade starts an upgrade and prints each
 // phase as it ends (one progress line on a terminal, a line each otherwise),
 // then the outcome; it exits 0 only if the new process committed. With
 // -pidfile the socket is the one listening Unix socket among the fds of the

@@ -36,7 +36,8 @@ Exit status:
   1  inspect: the file does not verify; upgrade: it rolled back (the reason
      is printed on one line)
   2  usage error
-  3  the server could not be reached, or went away without an answer
+  3  the server could not be reached, went away without an answer, or is
+     not a handoff control socket
   4  the server refused: another upgrade was running, it was not ready or
      stopping, or it refused the request (bad command, wrong user, busy)
 `
@@ -59,11 +60,10 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("handoffctl", stderr)
 	if err := fs.Parse(args); err != nil {
-		return parseStatus(err)
+		return parseStatus(err, stderr)
 	}
 	if fs.NArg() == 0 {
-		fs.Usage()
-		return exitUsage
+		return usageError(stderr, "no command: want inspect, status or upgrade")
 	}
 	switch cmd := fs.Arg(0); cmd {
 	case "inspect":
@@ -71,21 +71,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "status", "upgrade":
 		return runControl(cmd, fs.Args()[1:], stdout, stderr)
 	default:
-		fmt.Fprintf(stderr, "handoffctl: unknown command %q\n", cmd)
-		fs.Usage()
-		return exitUsage
+		return usageError(stderr, fmt.Sprintf("unknown command %q: want inspect, status or upgrade", cmd))
 	}
 }
 
 func runInspect(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("handoffctl inspect", stderr)
 	if err := fs.Parse(args); err != nil {
-		return parseStatus(err)
+		return parseStatus(err, stderr)
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "handoffctl: inspect takes one file")
-		fs.Usage()
-		return exitUsage
+		return usageError(stderr, fmt.Sprintf("inspect takes one file, not %d arguments", fs.NArg()))
 	}
 	if err := inspect(stdout, fs.Arg(0)); err != nil {
 		fmt.Fprintf(stderr, "handoffctl: %v\n", err)
@@ -94,20 +90,30 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// newFlagSet returns a flag set that reports its errors instead of
-// exiting, and prints the one usage text for every subcommand.
+// newFlagSet returns a flag set that returns its errors instead of
+// printing them or exiting: parseStatus says them.
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), usage) }
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	return fs
 }
 
-// parseStatus is the exit status for a flag parse error: asking for help
-// is not a failure.
-func parseStatus(err error) int {
+// parseStatus reports a flag parse error and returns the exit status: -h
+// prints the one usage text for every subcommand, and is not a failure;
+// any other error is a usage error.
+func parseStatus(err error, stderr io.Writer) int {
 	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stderr, usage)
 		return exitOK
 	}
+	return usageError(stderr, err.Error())
+}
+
+// usageError says what is wrong with the command line in one line, and
+// where the help is, rather than the whole help: the error is what the
+// operator needs to see.
+func usageError(stderr io.Writer, msg string) int {
+	fmt.Fprintf(stderr, "handoffctl: %s\nRun 'handoffctl -h' for usage.\n", msg)
 	return exitUsage
 }

@@ -42,6 +42,7 @@ type config struct {
 	upgradeMode    string
 	drainTimeout   time.Duration
 	upgradeTimeout time.Duration
+	parkTimeout    time.Duration
 	args           []string // after the flags: there must be none
 }
 
@@ -77,13 +78,22 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.metrics, "metrics", "", "`address` to serve /metrics, /alive and /ready on (none if empty)")
 	fs.StringVar(&c.control, "control", "", "control socket `path` for handoffctl status and upgrade")
 	fs.StringVar(&c.version, "version", "v1", "version `name` that GET / answers")
-	fs.StringVar(&c.upgradeMode, "upgrade-mode", modeFull,
-		"what SIGHUP does: `mode` listeners (hand over the listener; the old process drains its connections "+
-			"and closes them), full (hand over the connections too, all at once, through the httphandoff adapter) "+
-			"or rolling (the listener first, then each connection alone as soon as it is idle)")
+	// Rolling by default, as httphandoff recommends for HTTP: the server
+	// shares no state that must move with every connection at once, and a
+	// slow request then delays only its own connection instead of holding
+	// every client until it ends, or rolling the upgrade back at the park
+	// timeout.
+	fs.StringVar(&c.upgradeMode, "upgrade-mode", modeRolling,
+		"what SIGHUP does: `mode` rolling (hand over the listener first, then each connection alone as soon as "+
+			"it is idle, through the httphandoff adapter), full (the listener and every connection at once) or "+
+			"listeners (the listener only; the old process drains its connections and closes them)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 5*time.Second,
 		"how long requests in flight may take to finish after a listeners-mode upgrade or a stop")
 	fs.DurationVar(&c.upgradeTimeout, "upgrade-timeout", 0, "bound on an upgrade (0: the library default)")
+	fs.DurationVar(&c.parkTimeout, "park-timeout", 0,
+		"full mode: how long every connection may take to finish its request in flight and park, or the upgrade "+
+			"rolls back; the upgrade's pause grows with it, and -upgrade-timeout must leave room for it "+
+			"(0: the library default, "+handoff.DefaultParkTimeout.String()+")")
 	err := fs.Parse(args)
 	c.args = fs.Args()
 	return c, err
@@ -102,7 +112,20 @@ func (c config) check() error {
 	if c.drainTimeout <= 0 {
 		return errors.New("-drain-timeout must be positive")
 	}
+	if c.parkTimeout < 0 {
+		return errors.New("-park-timeout must not be negative")
+	}
 	return nil
+}
+
+// pauseTimeout is the library's PauseTimeout for a park timeout: the
+// pause holds the park, so a longer park gets a longer pause, with the
+// default's time for the rest of the handover.
+func pauseTimeout(park time.Duration) time.Duration {
+	if park <= handoff.DefaultParkTimeout {
+		return 0 // the default
+	}
+	return park + handoff.DefaultPauseTimeout - handoff.DefaultParkTimeout
 }
 
 // Run runs an httpd process to its end and returns its exit code.
@@ -162,6 +185,8 @@ func start(cfg config, base, log *slog.Logger) (*process, error) {
 		Version:        cfg.version,
 		PIDFile:        cfg.pidfile,
 		UpgradeTimeout: cfg.upgradeTimeout,
+		ParkTimeout:    cfg.parkTimeout,
+		PauseTimeout:   pauseTimeout(cfg.parkTimeout),
 		Mode:           libraryMode(cfg.upgradeMode),
 		NoSignal:       true, // SIGHUP is ours, so that every upgrade is logged alike
 		Logger:         base,

@@ -5,26 +5,38 @@
 //
 // Handlers (handlers.go): GET / answers "<version> <pid>\n"; GET
 // /slow?ms=N answers the same after N milliseconds (a request in flight
-// across an upgrade); POST /echo answers the request's body.
+// across an upgrade); POST /echo reads the request's body whole (at most
+// 1 MiB, else 413), then answers it.
 //
 // Flags: -listen ADDR, -pidfile PATH, -metrics ADDR (/metrics, /alive,
 // /ready from package metrics, on a listener inherited across upgrades),
 // -control PATH (handoffctl's socket), -version NAME (default v1),
-// -upgrade-mode full|listeners, -drain-timeout DUR, -upgrade-timeout DUR.
+// -upgrade-mode rolling|full|listeners (default rolling), -drain-timeout
+// DUR, -upgrade-timeout DUR, -park-timeout DUR (full mode: how long the
+// requests in flight may take to end before the upgrade rolls back;
+// default handoff.DefaultParkTimeout).
 //
 // SIGHUP upgrades to whatever binary is now at the path this one was
 // started from:
 //
+//   - rolling (the default, as package httphandoff recommends for HTTP: no
+//     state here must move with every connection at once): the listener
+//     moves first and the new process accepts from the commit on; then
+//     each keep-alive connection moves alone at its next idle moment, and
+//     the new process serves it at once. A slow request delays only its
+//     own connection, and cannot roll the upgrade back.
 //   - listeners: tableflip's way. The new process inherits the listener;
 //     once it is ready the old one stops accepting and runs
 //     http.Server.Shutdown for at most -drain-timeout: idle keep-alive
 //     connections are closed at once, busy ones after their reply (sent
 //     with "Connection: close"), and whatever is left at the timeout is
 //     closed. Clients reconnect to the new process.
-//   - full: the connections themselves move to the new process, through
-//     the net/http adapter (package httphandoff): an idle keep-alive
-//     connection moves at once with what it has sent, one with a request
-//     in flight after its reply. Clients never reconnect.
+//   - full: the connections themselves move to the new process, all at
+//     once, through the net/http adapter (package httphandoff): an idle
+//     keep-alive connection moves at once with what it has sent, one with
+//     a request in flight after its reply, and every moved connection
+//     waits for the slowest; one not idle within -park-timeout rolls the
+//     upgrade back. Clients never reconnect.
 //
 // SIGTERM or SIGINT stops: Upgrader.Stop, then the same graceful shutdown.
 //

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,9 @@ import (
 
 // maxSlow bounds /slow?ms=N.
 const maxSlow = time.Minute
+
+// maxEcho bounds the body POST /echo holds.
+const maxEcho = 1 << 20
 
 // routes are the httpd_requests_total label values, each continued across
 // upgrades.
@@ -46,11 +50,25 @@ func newHandler(version string, count func(route string)) http.Handler {
 	})
 	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
 		count("/echo")
+		// The whole body first: once a reply outgrows its 2 KiB buffer,
+		// net/http sends the head and discards the rest of the request
+		// body, so a handler that answers while it reads loses what has
+		// not arrived yet.
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxEcho))
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			http.Error(w, fmt.Sprintf("body: at most %d bytes", maxEcho), http.StatusRequestEntityTooLarge)
+			return
+		case err != nil: // a broken body, or the client left
+			http.Error(w, fmt.Sprintf("body: %v", err), http.StatusBadRequest)
+			return
+		}
 		if ct := r.Header.Get("Content-Type"); ct != "" {
 			w.Header().Set("Content-Type", ct)
 		}
-		// Streams: the body is never held whole.
-		_, _ = io.Copy(w, r.Body)
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = w.Write(body)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		count("other")
