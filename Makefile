@@ -27,6 +27,8 @@ GO_MIN := $(shell sed -n 's/^go //p' go.mod)
 
 test: build
 	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	@# Each go.mod requires exactly what its module imports (the root: only what the library does).
+	@for m in $(MODULES) systemd/e2e; do echo "$(GO) -C $$m mod tidy -diff"; $(GO) -C $$m mod tidy -diff || exit 1; done
 	@for m in $(MODULES); do echo "$(GO) -C $$m vet ./..."; $(GO) -C $$m vet ./... || exit 1; done
 	$(GO) -C systemd/e2e vet -tags e2esystemd ./...
 	@# The library builds where its users develop; upgrades themselves need Linux.
