@@ -6,26 +6,40 @@ BIN := bin
 
 build:
 	mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/pdf-v1 ./examples/pdf/cmd/pdf-v1
-	$(GO) build -o $(BIN)/pdf-v2 ./examples/pdf/cmd/pdf-v2
-	$(GO) build -o $(BIN)/pdfload ./examples/pdf/cmd/pdfload
-	$(GO) build -o $(BIN)/pdfdemo ./examples/pdf/cmd/pdfdemo
 	$(GO) build -o $(BIN)/handoffctl ./cmd/handoffctl
-	$(GO) build -o $(BIN)/upgradebench ./bench/cmd/upgradebench
-	$(GO) build -o $(BIN)/httpd ./examples/httpd/cmd/httpd
-	$(GO) build -o $(BIN)/httpbench ./bench/cmd/httpbench
+	$(GO) -C examples build -o $(CURDIR)/$(BIN)/pdf-v1 ./pdf/cmd/pdf-v1
+	$(GO) -C examples build -o $(CURDIR)/$(BIN)/pdf-v2 ./pdf/cmd/pdf-v2
+	$(GO) -C examples build -o $(CURDIR)/$(BIN)/pdfload ./pdf/cmd/pdfload
+	$(GO) -C examples build -o $(CURDIR)/$(BIN)/pdfdemo ./pdf/cmd/pdfdemo
+	$(GO) -C examples build -o $(CURDIR)/$(BIN)/httpd ./httpd/cmd/httpd
+	$(GO) -C bench build -o $(CURDIR)/$(BIN)/upgradebench ./cmd/upgradebench
+	$(GO) -C bench build -o $(CURDIR)/$(BIN)/httpbench ./cmd/httpbench
 
-# gofmt, vet, and every test (multi-process ones included) under the race detector.
+# gofmt, vet, and every test (multi-process ones included) under the race
+# detector, in each module of the repository: the library (the root), and
+# examples/, bench/ and systemd/e2e/, which have modules of their own so
+# that the library's users do not get their dependencies. Then the library
+# packages again with the lowest Go they support: the go line of go.mod,
+# the toolchain fetched through the module proxy (GOTOOLCHAIN).
+MODULES := . examples bench
+LIBRARY := ./handoff/... ./statefile/... ./metrics/... ./systemd/... ./httphandoff/... ./cmd/...
+GO_MIN := $(shell sed -n 's/^go //p' go.mod)
+
 test: build
 	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
-	$(GO) vet ./...
-	$(GO) vet -tags e2esystemd ./systemd/e2e/
+	@# Each go.mod requires exactly what its module imports (the root: only what the library does).
+	@for m in $(MODULES) systemd/e2e; do echo "$(GO) -C $$m mod tidy -diff"; $(GO) -C $$m mod tidy -diff || exit 1; done
+	@for m in $(MODULES); do echo "$(GO) -C $$m vet ./..."; $(GO) -C $$m vet ./... || exit 1; done
+	$(GO) -C systemd/e2e vet -tags e2esystemd ./...
 	@# The library builds where its users develop; upgrades themselves need Linux.
 	GOOS=darwin $(GO) vet ./handoff/... ./systemd/...
 	GOOS=windows $(GO) vet ./handoff/... ./systemd/...
 	GOOS=darwin $(GO) build ./handoff/... ./statefile/... ./metrics/... ./systemd/... ./httphandoff/...
 	GOOS=windows $(GO) build ./handoff/... ./statefile/... ./metrics/... ./systemd/... ./httphandoff/...
-	$(GO) test -race -count=1 -timeout 20m ./...
+	GOTOOLCHAIN=go$(GO_MIN) $(GO) vet $(LIBRARY)
+	GOTOOLCHAIN=go$(GO_MIN) $(GO) test -count=1 -timeout 20m $(LIBRARY)
+	@for m in $(MODULES); do echo "$(GO) -C $$m test -race -count=1 -timeout 20m ./..."; \
+		$(GO) -C $$m test -race -count=1 -timeout 20m ./... || exit 1; done
 
 # The pdf example under a real systemd 252 (systemd-nspawn on a Debian 12
 # root): systemctl reload under load, a reload that rolls back, socket
@@ -36,7 +50,7 @@ test: build
 # RUN=TestName runs one scenario.
 e2e-systemd: build
 	systemd/e2e/setup
-	$(GO) test -tags e2esystemd -count=1 -v -timeout 30m $(if $(RUN),-run '$(RUN)') ./systemd/e2e/
+	$(GO) -C systemd/e2e test -tags e2esystemd -count=1 -v -timeout 30m $(if $(RUN),-run '$(RUN)') .
 
 # The pdf charging server under gateway load, upgraded live v1 -> v2 -> v2 -> v1,
 # with one failed upgrade (a binary that exits at once) in between.
@@ -49,7 +63,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrames$$' -fuzztime 60s ./handoff/
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime 60s ./statefile/
 	$(GO) test -run '^$$' -fuzz '^FuzzPayload$$' -fuzztime 60s ./statefile/
-	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 60s ./examples/pdf/internal/ledger/
+	$(GO) -C examples test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 60s ./pdf/internal/ledger/
 
 # The upgrade benchmark reported in bench/README.md: every upgrade mode, and
 # the same load without upgrades (none), at 1k, 5k, 10k and 15k connections
@@ -66,7 +80,7 @@ bench-quick: build
 
 # The state file benchmark reported in bench/README.md.
 bench-statefile:
-	$(GO) test -run '^$$' -bench BenchmarkStateFile -benchtime 3x -benchmem ./examples/pdf/internal/ledger/
+	$(GO) -C examples test -run '^$$' -bench BenchmarkStateFile -benchtime 3x -benchmem ./pdf/internal/ledger/
 
 # HTTP servers upgraded every 2 s under the same wrk load, reported in
 # bench/README.md: bin/httpd (full and listeners modes), nginx reload and

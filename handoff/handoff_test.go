@@ -329,12 +329,24 @@ func TestRollback(t *testing.T) {
 	for _, f := range faults {
 		t.Run(strings.ReplaceAll(f.fault, ":", "-"), func(t *testing.T) {
 			t.Parallel()
-			h := startServer(t, envUpgradeTimeout+"=2s", envPauseTimeout+"=1s")
+			// The timeouts are safety nets (startServer's) but for the two
+			// faults that hang until one fires: the upgrade timeout, set
+			// for that upgrade alone, and the pause timeout, which the good
+			// upgrade after it must also fit in.
+			var env []string
+			if f.fault == "hang:conns" {
+				env = append(env, envPauseTimeout+"=5s")
+			}
+			h := startServer(t, env...)
 			l := startLoad(t, h.addr, 260)
 			l.waitRounds(300)
 			old := h.pid
 			h.setFault(f.fault)
+			if f.fault == "hang:connected" {
+				h.setUpgradeTimeout("2s")
+			}
 			p, fail := h.upgrade()
+			h.setUpgradeTimeout("")
 			if p != 0 {
 				t.Fatalf("new process %d took over although it %s", p, f.why)
 			}

@@ -129,6 +129,11 @@ func (s *lineServer) serve(c *Conn, state []byte) {
 			d, _ := strconv.Atoi(ms)
 			time.Sleep(time.Duration(d) * time.Millisecond)
 		}
+		if name, ok := strings.CutPrefix(string(line), "hold-"); ok {
+			// A request that takes as long as the test needs, however
+			// loaded the machine: held until the test releases it.
+			hold("hold-" + name)
+		}
 		if string(line) == "quit" {
 			fmt.Fprintf(c, "bye\n")
 			c.Close()
@@ -381,7 +386,9 @@ func serverMain() {
 	go func() {
 		for range hup {
 			go func() {
-				if err := up.Upgrade(context.Background()); err != nil {
+				// The test may bound this upgrade alone (setUpgradeTimeout).
+				req := UpgradeRequest{Timeout: fileDuration("upgrade-timeout")}
+				if _, err := up.UpgradeWith(context.Background(), req); err != nil {
 					report("failed %d %v", os.Getpid(), err)
 				}
 			}()
@@ -434,6 +441,14 @@ func (s *lineServer) stop(up *Upgrader) {
 	report("saved %d %d", os.Getpid(), s.total)
 }
 
+// fileDuration reads a duration from the file name in TMPDIR; 0 if
+// there is none.
+func fileDuration(name string) time.Duration {
+	b, _ := os.ReadFile(filepath.Join(os.Getenv("TMPDIR"), name))
+	d, _ := time.ParseDuration(strings.TrimSpace(string(b)))
+	return d
+}
+
 func envDuration(name string, def time.Duration) time.Duration {
 	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
 		return d
@@ -469,6 +484,12 @@ func barrier(step string) {
 	if !strings.Contains(","+os.Getenv(envPause)+",", ","+step+",") {
 		return
 	}
+	hold(step)
+}
+
+// hold says "paused <pid> <step>" and waits until the test creates the
+// file go-<step> (harness.release).
+func hold(step string) {
 	report("paused %d %s", os.Getpid(), step)
 	path := filepath.Join(os.Getenv("TMPDIR"), "go-"+step)
 	for {
@@ -690,6 +711,14 @@ func (h *harness) setOldFault(f string) {
 	}
 }
 
+// setUpgradeTimeout bounds the next upgrades to d ("" for the Options'
+// UpgradeTimeout).
+func (h *harness) setUpgradeTimeout(d string) {
+	if err := os.WriteFile(filepath.Join(h.dir, "upgrade-timeout"), []byte(d), 0o600); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
 func (h *harness) setFault(f string) {
 	if err := os.WriteFile(h.dir+"/fault", []byte(f), 0o600); err != nil {
 		h.t.Fatal(err)
@@ -750,7 +779,12 @@ func testCommand(h *harness, role string) *exec.Cmd {
 	cmd := exec.Command(h.dir+"/current", "-test.run=^$")
 	cmd.Env = append(os.Environ(), envRole+"="+role, envEvents+"="+h.dir+"/events",
 		envFault+"="+h.dir+"/fault", envAddr+"=127.0.0.1:0", "TMPDIR="+h.dir,
-		envPIDFile+"="+h.dir+"/pid", envState+"="+h.dir+"/state")
+		envPIDFile+"="+h.dir+"/pid", envState+"="+h.dir+"/state",
+		// Safety nets, not what a test measures: a race-built chain on a
+		// loaded machine takes seconds to start and connect. A test of a
+		// timeout sets it in env (the last value counts) and makes the
+		// peer hang, never merely be slow.
+		envUpgradeTimeout+"=30s", envPauseTimeout+"=10s")
 	cmd.Env = append(cmd.Env, h.env...)
 	cmd.Stderr = &h.logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -154,8 +154,8 @@ func TestHungBinaryLeavesNothing(t *testing.T) {
 	if p, fail := h.upgrade(); p != 0 || !strings.Contains(fail, "timed out") {
 		t.Fatalf("upgrade to a hanging script: pid %d, %q; want it rolled back on the timeout", p, fail)
 	}
-	for i := 0; sleeperRuns(); i++ {
-		if i == 10000 {
+	for end := time.Now().Add(60 * time.Second); sleeperRuns(); {
+		if time.Now().After(end) {
 			t.Fatal("the script's sleep survived the rollback")
 		}
 		time.Sleep(time.Millisecond)
@@ -164,7 +164,7 @@ func TestHungBinaryLeavesNothing(t *testing.T) {
 	requireGone(t, old)
 	var ln net.Listener
 	var err error
-	for i := 0; i < 1000; i++ {
+	for end := time.Now().Add(60 * time.Second); time.Now().Before(end); {
 		if ln, err = net.Listen("tcp", h.addr); err == nil {
 			break
 		}

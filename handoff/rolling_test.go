@@ -16,19 +16,37 @@ import (
 // ended without an answer.
 func slowRequest(t *testing.T, addr string, ms int) (*conn, <-chan string) {
 	t.Helper()
+	return request(t, addr, fmt.Sprintf("sleep-%d", ms))
+}
+
+// heldRequest sends "hold-<name>" on a connection of its own and waits
+// until the server holds it: it stays unanswered, its connection busy,
+// until h.release("hold-<name>"). The channel gets the pid that answered
+// it, or "" if the connection ended without an answer.
+func heldRequest(t *testing.T, h *harness, name string) (*conn, <-chan string) {
+	t.Helper()
+	cl, got := request(t, h.addr, "hold-"+name)
+	h.awaitPaused("hold-" + name)
+	return cl, got
+}
+
+// request sends line on a connection of its own, once a first request
+// on it has been served.
+func request(t *testing.T, addr, req string) (*conn, <-chan string) {
+	t.Helper()
 	cl := dialConn(t, addr)
 	if err := cl.round(1, false); err != nil { // served before the upgrade
 		t.Fatal(err)
 	}
-	if _, err := fmt.Fprintf(cl.c, "sleep-%d\n", ms); err != nil {
+	if _, err := fmt.Fprintf(cl.c, "%s\n", req); err != nil {
 		t.Fatal(err)
 	}
 	got := make(chan string, 1)
 	go func() {
-		cl.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		cl.c.SetReadDeadline(time.Now().Add(120 * time.Second)) // a safety net
 		line, err := cl.r.ReadString('\n')
 		f := strings.Fields(line)
-		if err != nil || len(f) != 3 || f[0] != fmt.Sprintf("sleep-%d", ms) {
+		if err != nil || len(f) != 3 || f[0] != req {
 			got <- ""
 			return
 		}
@@ -69,7 +87,7 @@ func TestRollingUpgrades(t *testing.T) {
 func TestRollingNoGlobalPause(t *testing.T) {
 	h := startServer(t, envRolling+"=1")
 	old := h.pid
-	slow, answer := slowRequest(t, h.addr, 1500)
+	slow, answer := heldRequest(t, h, "slow")
 	other := dialConn(t, h.addr)
 	if err := other.round(2, false); err != nil {
 		t.Fatal(err)
@@ -91,6 +109,7 @@ func TestRollingNoGlobalPause(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	h.release("hold-slow")
 	if pid := <-answer; pid != strconv.Itoa(old) {
 		t.Fatalf("slow request answered by %q, want the old process %d", pid, old)
 	}
@@ -111,13 +130,15 @@ func TestRollingStragglers(t *testing.T) {
 	for _, closeThem := range []bool{false, true} {
 		t.Run(fmt.Sprintf("close=%t", closeThem), func(t *testing.T) {
 			t.Parallel()
-			env := []string{envRolling + "=1", envMoveTimeout + "=300ms"}
+			// Long enough for the load's connections to move on a loaded
+			// machine; the straggler is held past it.
+			env := []string{envRolling + "=1", envMoveTimeout + "=5s"}
 			if closeThem {
 				env = append(env, envCloseStragglers+"=1")
 			}
 			h := startServer(t, env...)
 			old := h.pid
-			slow, answer := slowRequest(t, h.addr, 1500)
+			slow, answer := heldRequest(t, h, "slow")
 			l := startLoad(t, h.addr, 20)
 			l.waitRounds(100)
 			p, fail := h.upgrade()
@@ -127,6 +148,7 @@ func TestRollingStragglers(t *testing.T) {
 			if h.exit[2] != "1" && !closeThem {
 				t.Fatalf("old process's exit %v: want the straggler kept", h.exit)
 			}
+			h.release("hold-slow")
 			got := <-answer
 			switch {
 			case closeThem && got != "":
@@ -161,7 +183,7 @@ func TestRollingNewDiesMidMove(t *testing.T) {
 	var slow []*conn
 	var answers []<-chan string
 	for i := 0; i < 5; i++ {
-		c, a := slowRequest(t, h.addr, 1000)
+		c, a := heldRequest(t, h, "slow")
 		slow, answers = append(slow, c), append(answers, a)
 	}
 	l := startLoad(t, h.addr, 50)
@@ -174,6 +196,7 @@ func TestRollingNewDiesMidMove(t *testing.T) {
 	if got := h.pidFile(); got != old {
 		t.Fatalf("PID file names %d after the take-back, want %d", got, old)
 	}
+	h.release("hold-slow")
 	for i, a := range answers {
 		if got := <-a; got != strconv.Itoa(old) {
 			t.Fatalf("slow request %d answered by %q, want the old process %d", i, got, old)
@@ -211,7 +234,7 @@ func TestRollingNewDiesMidMove(t *testing.T) {
 func TestRollingStopNewDuringMove(t *testing.T) {
 	h := startServer(t, envRolling+"=1")
 	old := h.pid
-	_, answer := slowRequest(t, h.addr, 1500)
+	_, answer := heldRequest(t, h, "slow")
 	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -219,6 +242,9 @@ func TestRollingStopNewDuringMove(t *testing.T) {
 	if err := syscall.Kill(newPid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	// The held request keeps the move open until the stop is waiting.
+	h.stopLogged("stop during a rolling move: waiting for the move to end")
+	h.release("hold-slow")
 	var order []string
 	for len(order) < 2 {
 		f := h.next()

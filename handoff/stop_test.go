@@ -91,8 +91,8 @@ func firstKey(m map[int]uint64) int {
 // stopLogged waits until the old process has logged what its Stop did.
 func (h *harness) stopLogged(what string) {
 	h.t.Helper()
-	for i := 0; !strings.Contains(h.logs.String(), what); i++ {
-		if i == 10000 {
+	for end := time.Now().Add(60 * time.Second); !strings.Contains(h.logs.String(), what); {
+		if time.Now().After(end) {
 			h.t.Fatalf("no log line %q", what)
 		}
 		time.Sleep(time.Millisecond)
@@ -212,8 +212,8 @@ func newOf(out stopOutcome, old int) int {
 // requireGone waits until pid has exited, bounded.
 func requireGone(t *testing.T, pid int) {
 	t.Helper()
-	for i := 0; processAlive(pid); i++ {
-		if i == 10000 {
+	for end := time.Now().Add(60 * time.Second); processAlive(pid); {
+		if time.Now().After(end) {
 			t.Fatalf("process %d is still running", pid)
 		}
 		time.Sleep(time.Millisecond)

@@ -168,12 +168,12 @@ func TestSupervisorFollowsUpgrades(t *testing.T) {
 // awaitSupLog waits, bounded, until the log satisfies ok.
 func awaitSupLog(t *testing.T, path string, ok func(supLog) bool) supLog {
 	t.Helper()
-	for i := 0; ; i++ {
+	for end := time.Now().Add(60 * time.Second); ; {
 		s := readSupLog(t, path)
 		if ok(s) {
 			return s
 		}
-		if i == 1000 {
+		if time.Now().After(end) {
 			t.Fatalf("supervisor log never got there:\n%s", s)
 		}
 		time.Sleep(10 * time.Millisecond)

@@ -46,7 +46,8 @@ func BenchmarkKeepRelease(b *testing.B) {
 	}
 	kind := "tcp:127.0.0.1:7070"
 	b.ReportAllocs()
-	for b.Loop() {
+	b.ResetTimer()
+	for range b.N {
 		if err := s.Keep(rc, kind, false); err != nil {
 			b.Fatal(err)
 		}

@@ -39,7 +39,7 @@ func listenNotify(t *testing.T) *fakeSystemd {
 func (f *fakeSystemd) next(t *testing.T) (string, []int) {
 	t.Helper()
 	buf, oob := make([]byte, 4096), make([]byte, unix.CmsgSpace(4*8))
-	f.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	f.conn.SetReadDeadline(time.Now().Add(60 * time.Second)) // a safety net
 	n, oobn, _, _, err := f.conn.ReadMsgUnix(buf, oob)
 	if err != nil {
 		t.Fatalf("no message from the supervisor: %v", err)
@@ -189,7 +189,7 @@ func TestServingAfterTakeover(t *testing.T) {
 	unix.Close(fds[0]) // what systemd does once it has read everything before
 	select {
 	case <-done:
-	case <-time.After(5 * time.Second):
+	case <-time.After(60 * time.Second): // a safety net
 		t.Fatal("Notify still waits after the barrier was answered")
 	}
 }
@@ -256,7 +256,7 @@ func TestKeepWhenSystemdLags(t *testing.T) {
 		k := 0
 		buf, oob := make([]byte, 512), make([]byte, unix.CmsgSpace(4))
 		for k < n {
-			sd.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			sd.conn.SetReadDeadline(time.Now().Add(60 * time.Second)) // a safety net
 			_, oobn, _, _, err := sd.conn.ReadMsgUnix(buf, oob)
 			if err != nil {
 				break

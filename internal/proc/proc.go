@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -60,7 +61,7 @@ func StatusBytes(pid int, field string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for line := range strings.Lines(string(b)) {
+	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return kb << 10, err
@@ -125,15 +126,51 @@ func Install(dst string, src io.Reader) error {
 	return nil
 }
 
-// Build compiles the package with import path pkg (of this module, so the
-// caller's directory does not matter) into the executable out, for tests
-// that run real binaries.
+// repoModule is the root module's path; the repository's other modules
+// (examples/, bench/) live in directories named like their paths below it.
+const repoModule = "github.com/handoff-dev/handoff"
+
+// Build compiles the package with import path pkg (of any module of this
+// repository, so neither the caller's directory nor its module matters)
+// into the executable out, for tests that run real binaries. It builds in
+// the package's own directory, so that the go command uses the module that
+// holds it.
 func Build(pkg, out string) error {
-	cmd := exec.Command("go", "build", "-o", out, pkg)
+	rel, ok := strings.CutPrefix(pkg, repoModule+"/")
+	if !ok {
+		return fmt.Errorf("go build %s: not a package of %s", pkg, repoModule)
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return fmt.Errorf("go build %s: %w", pkg, err)
+	}
+	cmd := exec.Command("go", "build", "-o", out, ".")
+	cmd.Dir = filepath.Join(root, filepath.FromSlash(rel))
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
 	}
 	return nil
+}
+
+// repoRoot returns the directory of the root module: the nearest directory
+// above the working directory (a test's package directory) whose go.mod
+// declares repoModule.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.HasPrefix(b, []byte("module "+repoModule+"\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod of %s above the working directory", repoModule)
+		}
+		dir = parent
+	}
 }
 
 // Group is a server started in a process group of its own, whose stderr,

@@ -69,7 +69,8 @@ func prepare() error {
 }
 
 // binaries are the programs the tests install in the container (all but
-// pdfload) or run on the host (pdfload), by package.
+// pdfload) or run on the host (pdfload), by package directory (each is
+// built in its directory: examples/ is a module of its own).
 var binaries = map[string]string{
 	"pdf-v1":     "./examples/pdf/cmd/pdf-v1",
 	"pdf-v2":     "./examples/pdf/cmd/pdf-v2",
@@ -82,8 +83,8 @@ var binaries = map[string]string{
 func buildAll() error {
 	for name, pkg := range binaries {
 		out := filepath.Join(env.bin, name)
-		cmd := exec.Command("go", "build", "-o", out, pkg)
-		cmd.Dir = env.repo
+		cmd := exec.Command("go", "build", "-o", out, ".")
+		cmd.Dir = filepath.Join(env.repo, pkg)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if b, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)

@@ -8,10 +8,10 @@
 // It exits 0 only if every check passed, 1 if one failed and 2 if the
 // demo could not run.
 //
-//	go build -o bin/pdf-v1 ./examples/pdf/cmd/pdf-v1
-//	go build -o bin/pdf-v2 ./examples/pdf/cmd/pdf-v2
+//	go -C examples build -o ../bin/pdf-v1 ./pdf/cmd/pdf-v1
+//	go -C examples build -o ../bin/pdf-v2 ./pdf/cmd/pdf-v2
 //	go build -o bin/handoffctl ./cmd/handoffctl
-//	go run ./examples/pdf/cmd/pdfdemo -bin bin
+//	go -C examples run ./pdf/cmd/pdfdemo -bin ../bin
 package main
 
 import (

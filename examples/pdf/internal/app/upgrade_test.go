@@ -1,8 +1,10 @@
 package app
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"net"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -11,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/handoff-dev/handoff/examples/pdf/internal/ledger"
 	"github.com/handoff-dev/handoff/examples/pdf/internal/pdftest"
@@ -321,6 +325,25 @@ func TestRollingMoveFailure(t *testing.T) {
 	n.Ask(t, "BALANCE 2 alice", "BAL 2 100")
 }
 
+// windowClosed reports whether the peer of c advertises a zero receive
+// window.
+func windowClosed(t *testing.T, c net.Conn) bool {
+	t.Helper()
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info *unix.TCPInfo
+	var ierr error
+	err = rc.Control(func(fd uintptr) {
+		info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	})
+	if err = cmp.Or(err, ierr); err != nil {
+		t.Fatal(err)
+	}
+	return info.Snd_wnd == 0
+}
+
 // straggle opens a connection whose handler is stuck in a write: it sends
 // requests and never reads the replies, until the server has stopped
 // reading too (its replies fill both ends' socket buffers). Asked to park,
@@ -342,8 +365,11 @@ func straggle(t *testing.T, addr string) {
 	for last := int64(-1); ; {
 		time.Sleep(200 * time.Millisecond)
 		now := sent.Load()
-		if now == last {
-			return // no byte in 200 ms: the server no longer reads
+		// A writer that made no progress can be merely starved on a
+		// loaded machine; a closed receive window says the server's
+		// buffer is full, which its reading would empty.
+		if now == last && windowClosed(t, s.Conn) {
+			return // no byte in 200 ms and no room at the server: it no longer reads
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the server still reads after %d bytes", now)

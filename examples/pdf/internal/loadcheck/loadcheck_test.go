@@ -147,7 +147,9 @@ func TestStallDetected(t *testing.T) {
 	silent := onGW0(func(int, string) ([]string, bool) { return nil, false })
 	s := startFake(t, fixedRelease("v2.0", 7), silent)
 	rep := run(t, Config{Addr: s.addr(), Conns: 4, Pipeline: 4, Rate: 2000, Churn: -1,
-		Duration: 600 * time.Millisecond, StallTimeout: 200 * time.Millisecond})
+		// The silent gateway stalls whatever the timeout; the others must
+		// not, on a loaded machine too.
+		Duration: 3 * time.Second, StallTimeout: time.Second})
 	if rep.OK() || rep.Stalled != 1 || rep.Missing == 0 || rep.DroppedConns != 0 || rep.FinalOK != 3 {
 		t.Errorf("stalled %d missing %d dropped %d final_ok %d: want 1, > 0, 0, 3",
 			rep.Stalled, rep.Missing, rep.DroppedConns, rep.FinalOK)
@@ -155,7 +157,7 @@ func TestStallDetected(t *testing.T) {
 	// The oldest unanswered request went out at most one request after
 	// the last reply, so it waited about StallTimeout: a loose bound.
 	if rep.MaxStall < 100*time.Millisecond {
-		t.Errorf("max stall %v, want about 200ms", rep.MaxStall)
+		t.Errorf("max stall %v, want about the stall timeout", rep.MaxStall)
 	}
 }
 

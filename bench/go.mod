@@ -1,0 +1,25 @@
+module github.com/handoff-dev/handoff/bench
+
+go 1.25.0
+
+require (
+	github.com/handoff-dev/handoff v0.0.0
+	golang.org/x/sys v0.35.0
+	gonum.org/v1/plot v0.17.0
+)
+
+require (
+	codeberg.org/go-fonts/liberation v0.5.0 // indirect
+	codeberg.org/go-latex/latex v0.2.0 // indirect
+	codeberg.org/go-pdf/fpdf v0.11.1 // indirect
+	git.sr.ht/~sbinet/gg v0.7.0 // indirect
+	github.com/ajstarks/svgo v0.0.0-20211024235047-1546f124cd8b // indirect
+	github.com/golang/freetype v0.0.0-20170609003504-e2365dfdc4a0 // indirect
+	golang.org/x/image v0.30.0 // indirect
+	golang.org/x/text v0.28.0 // indirect
+)
+
+// The benchmark is built from this repository only, against the library
+// next to it; it has a module of its own so that the library's users do not
+// get its chart dependencies (gonum.org/v1/plot).
+replace github.com/handoff-dev/handoff => ../

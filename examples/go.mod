@@ -1,0 +1,25 @@
+module github.com/handoff-dev/handoff/examples
+
+go 1.25.0
+
+require (
+	github.com/handoff-dev/handoff v0.0.0
+	github.com/prometheus/client_golang v1.23.2
+	golang.org/x/sys v0.35.0
+)
+
+require (
+	github.com/beorn7/perks v1.0.1 // indirect
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
+	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
+	github.com/prometheus/client_model v0.6.2 // indirect
+	github.com/prometheus/common v0.66.1 // indirect
+	github.com/prometheus/procfs v0.16.1 // indirect
+	go.yaml.in/yaml/v2 v2.4.3 // indirect
+	google.golang.org/protobuf v1.36.10 // indirect
+)
+
+// The examples are built from this repository only, against the library
+// next to them.
+replace github.com/handoff-dev/handoff => ../

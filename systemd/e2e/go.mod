@@ -1,0 +1,3 @@
+module github.com/handoff-dev/handoff/systemd/e2e
+
+go 1.25.0
