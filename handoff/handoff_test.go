@@ -104,7 +104,18 @@ type load struct {
 	sent    atomic.Int64 // requests sent, over every connection
 }
 
+// startLoad drives n long connections and a stream of short ones.
 func startLoad(t *testing.T, addr string, n int) *load {
+	l := startSteadyLoad(t, addr, n)
+	l.wg.Add(1)
+	go l.churn()
+	return l
+}
+
+// startSteadyLoad is startLoad without the stream of short connections:
+// what one of them changes in the old process after a Rolling upgrade's
+// snapshot ends with it, and reaches no successor.
+func startSteadyLoad(t *testing.T, addr string, n int) *load {
 	l := &load{t: t, addr: addr, stopC: make(chan struct{})}
 	for i := 0; i < n; i++ {
 		c, err := net.Dial("tcp", addr)
@@ -117,8 +128,6 @@ func startLoad(t *testing.T, addr string, n int) *load {
 		l.wg.Add(1)
 		go l.drive(cl, i)
 	}
-	l.wg.Add(1)
-	go l.churn()
 	return l
 }
 

@@ -4,9 +4,10 @@ import "time"
 
 // UpgradeStats times the phases of the last upgrade, as the old process saw
 // them. Conns counts, in Rolling mode, the connections moved after the
-// commit: in the new process (Status().TakenOver) it grows as they arrive. The connections are paused from the start of Park to the end of
-// Commit: the new process resumes them as COMMIT arrives. Fds, before
-// the park, costs the clients nothing.
+// commit: in the new process (Status().TakenOver) it grows as they arrive.
+// The connections are paused from the start of Park to the end of Commit:
+// the new process resumes them as COMMIT arrives. Fds, before the park,
+// costs the clients nothing.
 type UpgradeStats struct {
 	Conns   int           // connections handed over (Rolling: moved)
 	Early   int           // of them, sent before the park (the others were accepted since)

@@ -3,9 +3,7 @@
 package handoff
 
 import (
-	"bufio"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -73,25 +71,6 @@ func TestStopNewJustAfterRollingMove(t *testing.T) {
 	out := h.awaitStop(1)
 	l.halt()
 	h.requireOneSnapshot(out, newPid, l)
-}
-
-// startSteadyLoad is startLoad without the stream of short connections:
-// what one of them changes in the old process after a Rolling upgrade's
-// snapshot ends with it, and reaches no successor.
-func startSteadyLoad(t *testing.T, addr string, n int) *load {
-	l := &load{t: t, addr: addr, stopC: make(chan struct{})}
-	for i := 0; i < n; i++ {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatalf("dial %d: %v", i, err)
-		}
-		t.Cleanup(func() { c.Close() })
-		cl := &conn{c: c, r: bufio.NewReader(c), pids: map[string]bool{}, acked: &l.acked}
-		l.conns = append(l.conns, cl)
-		l.wg.Add(1)
-		go l.drive(cl, i)
-	}
-	return l
 }
 
 // TestStopDuringRollingMoveHeldOpen: as a service manager's stop of the
