@@ -119,14 +119,17 @@ func (u *Upgrader) rollBack(ctx context.Context, s *parentSession, p *newProcess
 			err = fmt.Errorf("%w (%v)", rej, err)
 		}
 	}
+	// Did it end on its own? Asked before the abort, which makes it exit:
+	// an exit that follows this process's own refusal is not the cause.
+	ended := p.describe()
 	s.abort(err)
-	if errors.Is(err, io.EOF) { // the child closed the channel: exiting?
+	if ended == nil && errors.Is(err, io.EOF) { // the child closed the channel: exiting?
 		select {
 		case <-p.exited:
+			ended = p.describe()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	ended := p.describe() // before the kill: did it end on its own?
 	if kerr := p.kill(); kerr != nil {
 		u.log.Error("handoff: rollback", "err", kerr)
 	}
