@@ -1,6 +1,6 @@
 module github.com/handoff-dev/handoff
 
-go 1.23.2
+go 1.26.6
 
 require (
 	github.com/coreos/go-systemd/v22 v22.7.0

@@ -1,6 +1,6 @@
 module github.com/handoff-dev/handoff/examples
 
-go 1.25.0
+go 1.26.6
 
 require (
 	github.com/handoff-dev/handoff v0.0.0

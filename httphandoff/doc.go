@@ -34,7 +34,8 @@
 // it is served as if just accepted, its bytes first. If the upgrade rolls
 // back, it is served again here the same way.
 //
-// This relies on the order in which net/http (Go 1.26) calls ConnState,
+// This relies on the order in which net/http (Go 1.26.6 and later: the
+// module's floor, set by this package) calls ConnState,
 // SetReadDeadline and Read; TestNetHTTPAssumptions and TestNetHTTPCycle pin
 // it, and fail loudly on a Go whose net/http behaves otherwise.
 //

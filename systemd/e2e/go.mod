@@ -1,3 +1,3 @@
 module github.com/handoff-dev/handoff/systemd/e2e
 
-go 1.25.0
+go 1.26.6
