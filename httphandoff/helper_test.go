@@ -245,7 +245,7 @@ func (h *chain) awaitConn(kind string, c *client) []string {
 func (h *chain) awaitMatch(kind string, match func([]string) bool) []string {
 	h.t.Helper()
 	var errs []string
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		b, _ := os.ReadFile(h.events)
 		errs = errs[:0]
@@ -266,7 +266,7 @@ func (h *chain) awaitMatch(kind string, match func([]string) bool) []string {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	h.t.Fatalf("no %q event in 20s; errors: %q", kind, errs)
+	h.t.Fatalf("no %q event in 60s; errors: %q", kind, errs)
 	return nil
 }
 

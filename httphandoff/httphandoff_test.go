@@ -520,13 +520,15 @@ func TestIdleNotUnderHeaderTimeout(t *testing.T) {
 // request, or its idle timeout) has passed.
 func TestRequestDuringRollback(t *testing.T) {
 	// The header timeout, then the idle one, end before the rollback,
-	// which comes a ParkTimeout after x left.
-	t.Run("header-timeout", func(t *testing.T) { requestDuringRollback(t, envHeader+"=500ms") })
-	t.Run("idle-timeout", func(t *testing.T) { requestDuringRollback(t, envIdle+"=500ms") })
+	// which comes a ParkTimeout after x left. They are long enough for x
+	// to reach the park first on a loaded machine (a race-built new
+	// process can take 2 s to connect): 500 ms was not.
+	t.Run("header-timeout", func(t *testing.T) { requestDuringRollback(t, envHeader+"=5s") })
+	t.Run("idle-timeout", func(t *testing.T) { requestDuringRollback(t, envIdle+"=5s") })
 }
 
 func requestDuringRollback(t *testing.T, env string) {
-	h := startChain(t, envPark+"=1s", env)
+	h := startChain(t, envPark+"=10s", env)
 	x, blocker := h.dial(), h.dial()
 	old := h.pid
 	x.get("/")
