@@ -325,9 +325,8 @@ func TestRollingMoveFailure(t *testing.T) {
 	n.Ask(t, "BALANCE 2 alice", "BAL 2 100")
 }
 
-// windowClosed reports whether the peer of c advertises a zero receive
-// window.
-func windowClosed(t *testing.T, c net.Conn) bool {
+// tcpInfo returns the kernel's view of c.
+func tcpInfo(t *testing.T, c net.Conn) *unix.TCPInfo {
 	t.Helper()
 	rc, err := c.(syscall.Conn).SyscallConn()
 	if err != nil {
@@ -341,35 +340,54 @@ func windowClosed(t *testing.T, c net.Conn) bool {
 	if err = cmp.Or(err, ierr); err != nil {
 		t.Fatal(err)
 	}
-	return info.Snd_wnd == 0
+	return info
 }
 
 // straggle opens a connection whose handler is stuck in a write: it sends
 // requests and never reads the replies, until the server has stopped
-// reading too (its replies fill both ends' socket buffers). Asked to park,
-// such a handler never reaches a message boundary.
+// reading too. Asked to park, such a handler never reaches a message
+// boundary.
+//
+// A server that merely reads slower than the client writes (a race build
+// on a loaded machine) also closes its receive window, so that alone does
+// not say the handler is stuck. What does is both windows closed: the
+// server can send nothing more, so its handler blocks in a write as soon
+// as its send buffer is full. The client's small receive buffer and
+// segment size keep that send buffer small (the kernel sizes it from the
+// segment size), so the handler is at most a few hundred replies from
+// blocking for good when this returns; the upgrade that follows takes a
+// new process's start to ask it to park.
 func straggle(t *testing.T, addr string) {
 	t.Helper()
-	s := pdftest.Dial(t, addr)
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = cmp.Or(unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096),
+				unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG, 536))
+		})
+		return cmp.Or(err, serr)
+	}}
+	s, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
 	var sent atomic.Int64
 	go func() {
-		chunk := []byte(strings.Repeat("VERSION r\n", 8<<10))
+		chunk := []byte(strings.Repeat("VERSION r\n", 1<<10))
 		for {
-			if _, err := s.Conn.Write(chunk); err != nil {
+			if _, err := s.Write(chunk); err != nil {
 				return
 			}
 			sent.Add(int64(len(chunk)))
 		}
 	}()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for last := int64(-1); ; {
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 		now := sent.Load()
-		// A writer that made no progress can be merely starved on a
-		// loaded machine; a closed receive window says the server's
-		// buffer is full, which its reading would empty.
-		if now == last && windowClosed(t, s.Conn) {
-			return // no byte in 200 ms and no room at the server: it no longer reads
+		if info := tcpInfo(t, s); now == last && info.Snd_wnd == 0 && info.Rcv_wnd == 0 {
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the server still reads after %d bytes", now)
