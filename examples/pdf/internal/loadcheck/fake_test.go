@@ -2,11 +2,13 @@ package loadcheck
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -27,6 +29,39 @@ type fakeServer struct {
 	bal     map[string]int64
 	charges map[string]int64
 	wg      sync.WaitGroup
+
+	// A run that must reach a volume of work ends when the server has
+	// seen it, not after a time a loaded machine may not reach it in.
+	answered, churned  atomic.Int64
+	wantReq, wantChurn int64
+	enough             context.CancelFunc // nil unless until was called
+}
+
+// until returns a context that ends once the server has answered requests
+// requests and churn short-lived connections have said HELLO (the check
+// finishes a churn connection's script once begun).
+func (s *fakeServer) until(t *testing.T, requests, churn int64) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s.mu.Lock()
+	s.wantReq, s.wantChurn, s.enough = requests, churn, cancel
+	s.mu.Unlock()
+	return ctx
+}
+
+// count records an answered request (f is its fields) and ends until's
+// context once enough were.
+func (s *fakeServer) count(f []string) {
+	n := s.answered.Add(1)
+	c := s.churned.Load()
+	if len(f) == 2 && f[0] == "HELLO" && strings.HasPrefix(f[1], "gw-churn-") {
+		c = s.churned.Add(1)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.enough != nil && n >= s.wantReq && c >= s.wantChurn {
+		s.enough()
+	}
 }
 
 func startFake(t *testing.T, release func() (string, int), f fault) *fakeServer {
@@ -69,7 +104,9 @@ func (s *fakeServer) serve(nc net.Conn) {
 		if err != nil {
 			return
 		}
-		out, hangup := []string{s.reply(&gw, n, strings.Fields(line))}, false
+		f := strings.Fields(line)
+		out, hangup := []string{s.reply(&gw, n, f)}, false
+		s.count(f)
 		if s.fault != nil {
 			out, hangup = s.fault(gw, n, out[0])
 		}
