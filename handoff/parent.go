@@ -122,15 +122,19 @@ func (u *Upgrader) rollBack(ctx context.Context, s *parentSession, p *newProcess
 	// Did it end on its own? Asked before the abort, which makes it exit:
 	// an exit that follows this process's own refusal is not the cause.
 	ended := p.describe()
-	s.abort(err)
-	if ended == nil && errors.Is(err, io.EOF) { // the child closed the channel: exiting?
-		select {
-		case <-p.exited:
-			ended = p.describe()
-		case <-time.After(100 * time.Millisecond):
-		}
+	var kerr error
+	if ended == nil && peerGone(err) {
+		// Its end of the channel is closed, typically by its exit: no
+		// ABORT reaches it, so how it ends is its own doing, unless it
+		// is still alive for kill to end.
+		kerr = p.kill()
+		ended = p.ownEnd()
 	}
-	if kerr := p.kill(); kerr != nil {
+	s.abort(err)
+	if kerr == nil {
+		kerr = p.kill()
+	}
+	if kerr != nil {
 		u.log.Error("handoff: rollback", "err", kerr)
 	}
 	u.discardPIDFile(p.pid)
@@ -139,6 +143,12 @@ func (u *Upgrader) rollBack(ctx context.Context, s *parentSession, p *newProcess
 		err = fmt.Errorf("%w (%w)", ended, err) // the cause first, then what it did here
 	}
 	return err
+}
+
+// peerGone reports whether err says the new process's end of the channel
+// is closed.
+func peerGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // withCause puts ctx's cause (a stop, a timeout, the new process's exit)

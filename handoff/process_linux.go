@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,6 +22,7 @@ type newProcess struct {
 	pid    int
 	exited chan struct{} // closed once it has exited and been reaped
 	err    error         // how it exited; read after exited
+	killed atomic.Bool   // kill sent SIGKILL
 }
 
 // startProcess starts the binary with this process's arguments and
@@ -100,6 +102,12 @@ func closeFiles(files []*os.File) {
 // resuming the connections. SIGKILL cannot be refused; the bound is for a
 // process stuck in the kernel.
 func (p *newProcess) kill() error {
+	select {
+	case <-p.exited:
+		return nil // reaped: its pid and group may be another's now
+	default:
+	}
+	p.killed.Store(true)
 	_ = unix.Kill(-p.pid, unix.SIGKILL)
 	_ = unix.Kill(p.pid, unix.SIGKILL)
 	select {
@@ -125,6 +133,20 @@ func (p *newProcess) describe() error {
 		return fmt.Errorf("%w: pid %d: %w", errExited, p.pid, p.err)
 	}
 	return fmt.Errorf("%w: pid %d, exit status 0", errExited, p.pid)
+}
+
+// ownEnd says how the new process ended if it ended on its own, nil if
+// it has not ended or died of kill's SIGKILL. A process already exiting
+// when kill signals keeps its own status: the kernel fixes the exit code
+// before it closes the process's fds.
+func (p *newProcess) ownEnd() error {
+	var ee *exec.ExitError
+	if p.killed.Load() && errors.As(p.err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+			return nil
+		}
+	}
+	return p.describe()
 }
 
 // rejoinParentGroup moves a committed new process into its old process's
