@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -162,7 +161,6 @@ type process struct {
 	stop <-chan os.Signal // SIGTERM, SIGINT
 	hup  <-chan os.Signal // SIGHUP
 
-	busy     atomic.Bool    // an upgrade runs
 	upgrades sync.WaitGroup // upgrade goroutines
 }
 
@@ -270,22 +268,22 @@ func (p *process) run() {
 	}
 }
 
-// upgrade runs one upgrade, unless one runs already.
+// upgrade runs one upgrade. The library refuses one while another runs
+// (ErrUpgradeInProgress), whoever started it: SIGHUP or handoffctl.
 func (p *process) upgrade() {
 	defer p.upgrades.Done()
 	mode := p.cfg.upgradeMode
-	if !p.busy.CompareAndSwap(false, true) {
-		p.log.Warn("upgrade refused: another upgrade is in progress", "mode", mode)
-		return
-	}
-	defer p.busy.Store(false)
 	start := time.Now()
 	p.log.Info("upgrade starting", "mode", mode, "binary", p.up.Binary())
-	if err := p.up.Upgrade(context.Background()); err != nil {
+	err := p.up.Upgrade(context.Background())
+	switch {
+	case errors.Is(err, handoff.ErrUpgradeInProgress):
+		p.log.Warn("upgrade refused: another upgrade is in progress", "mode", mode)
+	case err != nil:
 		p.log.Error("upgrade failed; this process carries on", "mode", mode, "err", err, "took", time.Since(start))
-		return
+	default:
+		p.log.Info("upgrade complete", "mode", mode, "took", time.Since(start))
 	}
-	p.log.Info("upgrade complete", "mode", mode, "took", time.Since(start))
 }
 
 // drain stops accepting, lets the requests in flight finish for at most

@@ -38,8 +38,13 @@ type process struct {
 	hup     <-chan os.Signal // SIGHUP
 	obs     *observer
 
-	busy     atomic.Bool    // an upgrade runs
-	upgrades sync.WaitGroup // upgrade goroutines
+	// snapshotting guards a listeners-mode upgrade as a whole: the library
+	// refuses a second Upgrade while one runs (ErrUpgradeInProgress), but
+	// the state file written before it is this application's step, and a
+	// second SIGHUP must not rewrite the file that the first upgrade's new
+	// process reads and then owns.
+	snapshotting atomic.Bool
+	upgrades     sync.WaitGroup // upgrade goroutines
 }
 
 // upgrade runs a full, rolling or listeners-only upgrade. In listeners mode it
@@ -48,11 +53,13 @@ type process struct {
 func (p *process) upgrade() {
 	defer p.upgrades.Done()
 	mode := p.cfg.upgradeMode
-	if !p.busy.CompareAndSwap(false, true) {
-		p.log.Warn("upgrade refused: another upgrade is in progress", "mode", mode)
-		return
+	if mode == modeListeners {
+		if !p.snapshotting.CompareAndSwap(false, true) {
+			p.log.Warn("upgrade refused: another upgrade is in progress", "mode", mode)
+			return
+		}
+		defer p.snapshotting.Store(false)
 	}
-	defer p.busy.Store(false)
 	start := time.Now()
 	p.log.Info("upgrade starting", "mode", mode, "binary", p.up.Binary())
 	if mode == modeListeners {
@@ -62,12 +69,17 @@ func (p *process) upgrade() {
 			return
 		}
 	}
-	if err := p.up.Upgrade(context.Background()); err != nil {
+	err := p.up.Upgrade(context.Background())
+	switch {
+	case errors.Is(err, handoff.ErrUpgradeInProgress):
+		// Not this upgrade's failure: the marker is the running one's.
+		p.log.Warn("upgrade refused: another upgrade is in progress", "mode", mode)
+	case err != nil:
 		p.reclaimMarker()
 		p.log.Error("upgrade failed; this process carries on", "mode", mode, "err", err, "took", time.Since(start))
-		return
+	default:
+		p.log.Info("upgrade complete", "mode", mode, "took", time.Since(start))
 	}
-	p.log.Info("upgrade complete", "mode", mode, "took", time.Since(start))
 }
 
 // reclaimMarker names this process in the marker again after a rolling
@@ -90,24 +102,18 @@ func (p *process) reclaimMarker() {
 // the new process.
 func (p *process) drain(stop <-chan os.Signal) {
 	start := time.Now()
-	left := len(p.up.Conns())
-	p.log.Info("draining", "conns", left, "timeout", p.cfg.drainTimeout)
-	timeout := time.NewTimer(p.cfg.drainTimeout)
-	defer timeout.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-wait:
-	for left > 0 {
+	p.log.Info("draining", "conns", len(p.up.Conns()), "timeout", p.cfg.drainTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.drainTimeout)
+	defer cancel()
+	go func() {
 		select {
-		case <-tick.C:
-			left = len(p.up.Conns())
-		case <-timeout.C:
-			break wait
 		case sig := <-stop:
 			p.log.Info("drain cut short", "signal", sig.String())
-			break wait
+			cancel()
+		case <-ctx.Done():
 		}
-	}
+	}()
+	_ = p.up.Drain(ctx) // an error says that some are left: closed below
 	closed := closeConns(p.up)
 	p.log.Info("drain done", "closed", closed, "took", time.Since(start))
 }
