@@ -5,8 +5,10 @@ package handoff
 import (
 	"context"
 	"errors"
+	"log"
 	"strings"
 	"testing"
+	"time"
 )
 
 // drainer is an Upgrader with nothing but its registry: all that Drain and
@@ -119,4 +121,25 @@ func TestDrainHandedOver(t *testing.T) {
 		t.Fatalf("Drain after a handover: %v, want nil", err)
 	}
 	await(t, e.done, "handler")
+}
+
+// A server in ListenersOnly mode lets the clients it still serves after a
+// handover finish for at most 10 s, then closes the rest; they reconnect
+// to the new process.
+func ExampleUpgrader_Drain() {
+	up, err := New(Options{Mode: ListenersOnly})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// ... Listen, Ready, serve ...
+	<-up.Exit()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := up.Drain(ctx); err != nil {
+		log.Print(err) // "handoff: drain: 3 connections still open: context deadline exceeded"
+		for _, c := range up.Conns() {
+			_ = c.Close()
+		}
+	}
+	up.Exiting()
 }

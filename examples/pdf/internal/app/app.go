@@ -243,7 +243,7 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 	logRestarted(log)
 	go srv.Serve(ln)
 	return &process{cfg: cfg, version: version, state: st, srv: srv, up: up, ln: ln, log: log,
-		stop: stop, hup: hup, obs: obs}, nil
+		stop: stop, hup: hup}, nil
 }
 
 // upgraderOptions are the handoff library's options for cfg.

@@ -36,7 +36,6 @@ type process struct {
 	log     *slog.Logger
 	stop    <-chan os.Signal // SIGTERM, SIGINT
 	hup     <-chan os.Signal // SIGHUP
-	obs     *observer
 
 	// snapshotting guards a listeners-mode upgrade as a whole: the library
 	// refuses a second Upgrade while one runs (ErrUpgradeInProgress), but
