@@ -15,7 +15,8 @@
 //     PATH.running, which makes a start refuse to pass off an older or
 //     empty ledger as current; the final save at a stop.
 //   - snapshot.go: -snapshot, the ledger written while serving.
-//   - upgrade.go: an upgrade on SIGHUP in each mode; listeners mode's
-//     drain (Upgrader.Drain); restart mode's exec.
+//   - upgrade.go: an upgrade on SIGHUP; listeners mode's drain
+//     (Upgrader.Drain).
+//   - restart.go: restart mode, which executes the binary again in place.
 //   - metrics.go: -metrics, /metrics /alive /ready.
 package app
