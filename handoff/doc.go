@@ -116,8 +116,9 @@
 // process parks nothing and calls neither SaveState nor LoadState; once the
 // new process is ready it closes its listeners, Exit is closed, and the
 // connections it had are still its own, running. The application drains
-// them and closes them (Upgrader.Conns lists them) before it exits; their
-// clients reconnect to the new process. State reaches the new process only
+// them (Upgrader.Drain waits until they are closed) and closes what is left
+// (Upgrader.Conns lists them) before it exits; their clients reconnect to
+// the new process. State reaches the new process only
 // through the application's own means, such as a snapshot file.
 //
 // # Triggers

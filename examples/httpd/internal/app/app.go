@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -162,7 +161,6 @@ type process struct {
 	stop <-chan os.Signal // SIGTERM, SIGINT
 	hup  <-chan os.Signal // SIGHUP
 
-	busy     atomic.Bool    // an upgrade runs
 	upgrades sync.WaitGroup // upgrade goroutines
 }
 
@@ -213,9 +211,9 @@ func start(cfg config, base, log *slog.Logger) (*process, error) {
 		return nil, fmt.Errorf("ready: %w", err)
 	}
 	if adapter != nil {
-		serveFull(adapter, ln, log)
+		serveLogged(log, func() error { return adapter.Serve(ln) })
 	} else {
-		serveListeners(hs, ln, log)
+		serveLogged(log, func() error { return hs.Serve(ln) })
 	}
 	obs.serve(log)
 	log.Info("serving", "version", cfg.version, "addr", ln.Addr().String(), "upgraded", up.HasParent(),
@@ -223,23 +221,16 @@ func start(cfg config, base, log *slog.Logger) (*process, error) {
 	return &process{cfg: cfg, up: up, hs: hs, log: log, stop: stop, hup: hup}, nil
 }
 
-// serveListeners serves hs on ln in this process. At a handover ln stops
-// accepting and Serve returns; the connections stay here, for drain.
-func serveListeners(hs *http.Server, ln *handoff.Listener, log *slog.Logger) {
+// serveLogged runs serve on a goroutine of its own and logs why it ended,
+// unless the listener was closed (a handover or a stop). In listeners mode
+// serve is hs.Serve: at a handover ln stops accepting and Serve returns,
+// the connections stay here, for drain. Otherwise it is the net/http
+// adapter's: at an upgrade its keep-alive connections move to the new
+// process, each at its next idle moment, and the ones handed over from
+// the old process are served as if just accepted.
+func serveLogged(log *slog.Logger, serve func() error) {
 	go func() {
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			log.Warn("HTTP server ended", "err", err)
-		}
-	}()
-}
-
-// serveFull serves the http.Server through the net/http adapter: at an
-// upgrade its keep-alive connections move to the new process, each at its
-// next idle moment; the ones handed over from the old process are served
-// as if just accepted.
-func serveFull(adapter *httphandoff.Server, ln *handoff.Listener, log *slog.Logger) {
-	go func() {
-		if err := adapter.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			log.Warn("HTTP server ended", "err", err)
 		}
 	}()
@@ -270,22 +261,22 @@ func (p *process) run() {
 	}
 }
 
-// upgrade runs one upgrade, unless one runs already.
+// upgrade runs one upgrade. The library refuses one while another runs
+// (ErrUpgradeInProgress), whoever started it: SIGHUP or handoffctl.
 func (p *process) upgrade() {
 	defer p.upgrades.Done()
 	mode := p.cfg.upgradeMode
-	if !p.busy.CompareAndSwap(false, true) {
-		p.log.Warn("upgrade refused: another upgrade is in progress", "mode", mode)
-		return
-	}
-	defer p.busy.Store(false)
 	start := time.Now()
 	p.log.Info("upgrade starting", "mode", mode, "binary", p.up.Binary())
-	if err := p.up.Upgrade(context.Background()); err != nil {
+	err := p.up.Upgrade(context.Background())
+	switch {
+	case errors.Is(err, handoff.ErrUpgradeInProgress):
+		p.log.Warn("upgrade refused: another upgrade is in progress", "mode", mode)
+	case err != nil:
 		p.log.Error("upgrade failed; this process carries on", "mode", mode, "err", err, "took", time.Since(start))
-		return
+	default:
+		p.log.Info("upgrade complete", "mode", mode, "took", time.Since(start))
 	}
-	p.log.Info("upgrade complete", "mode", mode, "took", time.Since(start))
 }
 
 // drain stops accepting, lets the requests in flight finish for at most

@@ -205,58 +205,16 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 	// mode logs its start and end alike.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	// The image a restart executes has the same flags but, like the new
-	// process of an upgrade, takes over a ledger saved a moment ago: the
-	// operator's -state-reset or -state-accept-stale was for a cold start.
-	restarted := os.Getenv(envRestartedAt) != ""
 	if cfg.upgradeMode == modeRolling {
 		srv.RollingUpgrades()
 	}
-
-	up, err := handoff.New(handoff.Options{
-		// pdf-v1 and pdf-v2 are two main packages of one application:
-		// each upgrades into the other.
-		App:            "pdf",
-		Version:        version,
-		PIDFile:        cfg.pidfile,
-		UpgradeTimeout: cfg.upgradeTimeout,
-		SaveState:      srv.SaveState,
-		LoadState:      srv.LoadState,
-		Resume:         srv.Resume,
-		Mode:           libraryMode(cfg.upgradeMode),
-		// A connection that cannot move (its handler is stuck in a write
-		// to a client that does not read) cannot carry its accounts
-		// either: served on here, it would change a ledger nobody reads
-		// again. Closed, its client at least learns that something went
-		// wrong.
-		Stragglers:    handoff.CloseStragglers,
-		NoSignal:      true,
-		Logger:        base,
-		ControlSocket: cfg.control,
-		Supervisor:    systemd.New(systemd.Options{KeepSockets: cfg.fdstore, MaxKept: cfg.fdstoreMax, Logger: base}),
-	})
+	up, err := handoff.New(upgraderOptions(cfg, version, srv, base))
 	if err != nil {
 		return nil, err
 	}
-	st := stateFile{path: cfg.state}
-	if st.path != "" {
-		if err := st.probe(); err != nil {
-			return nil, err
-		}
-		if up.HasParent() {
-			// A process upgraded in full or rolling mode gets the ledger
-			// from its parent; in the other modes the file is the only way.
-			err = st.openUpgraded(srv, stateByFile(cfg.upgradeMode), log)
-		} else {
-			opts := coldStart{reset: cfg.stateReset, acceptStale: cfg.stateAcceptStale, snapshots: cfg.snapshot > 0}
-			if restarted {
-				opts = coldStart{}
-			}
-			err = st.openCold(srv, opts, log)
-		}
-		if err != nil {
-			return nil, err
-		}
+	st, err := openState(cfg, up.HasParent(), srv, log)
+	if err != nil {
+		return nil, err
 	}
 	ln, err := up.Listen("tcp", cfg.listen)
 	if err != nil {
@@ -285,7 +243,57 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 	logRestarted(log)
 	go srv.Serve(ln)
 	return &process{cfg: cfg, version: version, state: st, srv: srv, up: up, ln: ln, log: log,
-		stop: stop, hup: hup, obs: obs}, nil
+		stop: stop, hup: hup}, nil
+}
+
+// upgraderOptions are the handoff library's options for cfg.
+func upgraderOptions(cfg config, version string, srv *server.Server, base *slog.Logger) handoff.Options {
+	return handoff.Options{
+		// pdf-v1 and pdf-v2 are two main packages of one application:
+		// each upgrades into the other.
+		App:            "pdf",
+		Version:        version,
+		PIDFile:        cfg.pidfile,
+		UpgradeTimeout: cfg.upgradeTimeout,
+		SaveState:      srv.SaveState,
+		LoadState:      srv.LoadState,
+		Resume:         srv.Resume,
+		Mode:           libraryMode(cfg.upgradeMode),
+		// A connection that cannot move (its handler is stuck in a write
+		// to a client that does not read) cannot carry its accounts
+		// either: served on here, it would change a ledger nobody reads
+		// again. Closed, its client at least learns that something went
+		// wrong.
+		Stragglers:    handoff.CloseStragglers,
+		NoSignal:      true, // SIGHUP is run's: see start
+		Logger:        base,
+		ControlSocket: cfg.control,
+		Supervisor:    systemd.New(systemd.Options{KeepSockets: cfg.fdstore, MaxKept: cfg.fdstoreMax, Logger: base}),
+	}
+}
+
+// openState loads the ledger from -state as this start must. A process
+// upgraded in full or rolling mode gets the ledger from its parent; in the
+// other modes the file is the only way. The image a restart executes has
+// the same flags but, like the new process of an upgrade, takes over a
+// ledger saved a moment ago: the operator's -state-reset or
+// -state-accept-stale was for a cold start.
+func openState(cfg config, upgraded bool, srv *server.Server, log *slog.Logger) (stateFile, error) {
+	st := stateFile{path: cfg.state}
+	if st.path == "" {
+		return st, nil
+	}
+	if err := st.probe(); err != nil {
+		return st, err
+	}
+	if upgraded {
+		return st, st.openUpgraded(srv, stateByFile(cfg.upgradeMode), log)
+	}
+	opts := coldStart{reset: cfg.stateReset, acceptStale: cfg.stateAcceptStale, snapshots: cfg.snapshot > 0}
+	if os.Getenv(envRestartedAt) != "" {
+		opts = coldStart{}
+	}
+	return st, st.openCold(srv, opts, log)
 }
 
 // run serves until the process hands over or stops.

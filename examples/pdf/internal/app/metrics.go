@@ -24,7 +24,6 @@ var commands = []string{"HELLO", "TOPUP", "CHARGE", "BALANCE", "WHOAMI", "VERSIO
 // request counts, and the health checks.
 type observer struct {
 	up  *handoff.Upgrader
-	col *metrics.Collector
 	reg *prometheus.Registry
 	ln  net.Listener // from ListenPlain; nil without -metrics
 }
@@ -33,7 +32,7 @@ type observer struct {
 // (inherited across upgrades). Call it before up.Ready: the counters
 // continue through Carry callbacks.
 func newObserver(up *handoff.Upgrader, addr string, srv *server.Server) (*observer, error) {
-	o := &observer{up: up, col: metrics.NewCollector(up), reg: prometheus.NewRegistry()}
+	o := &observer{up: up, reg: prometheus.NewRegistry()}
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pdf_requests_total",
 		Help: "Requests answered by the chain of pdf processes, by command.",
@@ -42,7 +41,7 @@ func newObserver(up *handoff.Upgrader, addr string, srv *server.Server) (*observ
 		metrics.ContinueVec(up, "pdf_requests_total", requests, cmd)
 	}
 	srv.CountRequests(func(cmd string) { requests.WithLabelValues(cmd).Inc() })
-	o.reg.MustRegister(o.col, requests, collectors.NewGoCollector(),
+	o.reg.MustRegister(metrics.NewCollector(up), requests, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if addr == "" {
 		return o, nil

@@ -98,20 +98,8 @@ func TestReadyDuringUpgrade(t *testing.T) {
 	dir, p, web := startWithMetrics(t)
 	web.expectReady(t, p.pid)
 
-	fifo := filepath.Join(dir, "release")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	release := func() {
-		// Non-blocking: with no reader (it has exited) there is nothing to release.
-		f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
-		if err == nil {
-			f.Write([]byte("go\n"))
-			f.Close()
-		}
-	}
-	t.Cleanup(release)
-	deploy(t, dir, "#!/bin/sh\nread line < "+fifo+"\nexit 3\n")
+	g := newGate(t, dir)
+	deploy(t, dir, "#!/bin/sh\n"+g.wait+"\nexit 3\n")
 	mark := p.logs.len()
 	hup(t, p.pid)
 	started := p.logs.await(t, mark, "handoff: upgrade phase", p.pid)
@@ -128,12 +116,7 @@ func TestReadyDuringUpgrade(t *testing.T) {
 	expectSeries(t, web.metrics(t, p.pid), "handoff_serving", 0)
 
 	// The new binary reads, exits 3, and the upgrade rolls back.
-	f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Write([]byte("go\n"))
-	f.Close()
+	g.open(t)
 	p.logs.await(t, mark, "upgrade failed; this process carries on", p.pid)
 	web.expectReady(t, p.pid)
 	m := web.metrics(t, p.pid)

@@ -242,9 +242,12 @@ func (s *Server) SaveState(w io.Writer) error {
 	if !s.rolling {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return ledger.States.Save(w, s.led, s.gen+1)
+		return s.saveLocked(w)
 	}
-	snap, err := s.snapshot()
+	var snap bytes.Buffer
+	s.mu.Lock()
+	err := s.saveLocked(&snap)
+	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -252,13 +255,8 @@ func (s *Server) SaveState(w io.Writer) error {
 	return err
 }
 
-// snapshot encodes the ledger in memory, under the lock.
-func (s *Server) snapshot() (*bytes.Buffer, error) {
-	var b bytes.Buffer
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return &b, ledger.States.Save(&b, s.led, s.gen+1)
-}
+// saveLocked writes the ledger as the next generation's state.
+func (s *Server) saveLocked(w io.Writer) error { return ledger.States.Save(w, s.led, s.gen+1) }
 
 // LoadState replaces the ledger with a state file of either schema,
 // migrating it to this version's. It is handoff.Options.LoadState, and
@@ -293,7 +291,7 @@ func (s *Server) schema() uint32 {
 // server carries on, since the ledger now exists only in memory.
 func (s *Server) FinalSave(save func(write func(io.Writer) error) error) error {
 	s.mu.Lock()
-	err := save(func(w io.Writer) error { return ledger.States.Save(w, s.led, s.gen+1) })
+	err := save(s.saveLocked)
 	if err != nil {
 		s.mu.Unlock()
 	}

@@ -109,27 +109,20 @@ func (d *decoder) fail(what string) {
 	}
 }
 
-func (d *decoder) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, k := binary.Uvarint(d.b)
-	if k <= 0 {
-		d.fail("count")
-		return 0
-	}
-	d.b = d.b[k:]
-	return v
-}
+func (d *decoder) uvarint() uint64 { return next(d, "count", binary.Uvarint) }
 
-func (d *decoder) varint() int64 {
+func (d *decoder) varint() int64 { return next(d, "balance", binary.Varint) }
+
+// next reads one varint-coded field with read, what naming it in an error.
+func next[T any](d *decoder, what string, read func([]byte) (T, int)) T {
+	var zero T
 	if d.err != nil {
-		return 0
+		return zero
 	}
-	v, k := binary.Varint(d.b)
+	v, k := read(d.b)
 	if k <= 0 {
-		d.fail("balance")
-		return 0
+		d.fail(what)
+		return zero
 	}
 	d.b = d.b[k:]
 	return v
