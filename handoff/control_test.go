@@ -8,22 +8,24 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/controlwire"
 )
 
 func TestParseCommand(t *testing.T) {
 	for _, tc := range []struct {
 		line string
-		want controlCommand
+		want controlwire.Request
 		err  string // "": no error
 	}{
-		{line: "HANDOFF-CONTROL 1 status", want: controlCommand{name: "status"}},
-		{line: "HANDOFF-CONTROL 1 upgrade", want: controlCommand{name: "upgrade"}},
+		{line: "HANDOFF-CONTROL 1 status", want: controlwire.Request{Command: "status"}},
+		{line: "HANDOFF-CONTROL 1 upgrade", want: controlwire.Request{Command: "upgrade"}},
 		{line: "HANDOFF-CONTROL 1 upgrade binary=/usr/bin/pdf timeout=1s",
-			want: controlCommand{name: "upgrade", binary: "/usr/bin/pdf", timeout: time.Second}},
+			want: controlwire.Request{Command: "upgrade", Binary: "/usr/bin/pdf", Timeout: time.Second}},
 		{line: "HANDOFF-CONTROL 1 upgrade app=example.com/chat/cmd/chatd",
-			want: controlCommand{name: "upgrade", app: "example.com/chat/cmd/chatd"}},
+			want: controlwire.Request{Command: "upgrade", App: "example.com/chat/cmd/chatd"}},
 		{line: "HANDOFF-CONTROL 1 upgrade app=" + strings.Repeat("a", maxAppName+1), err: "at most 256"},
-		{line: "  HANDOFF-CONTROL  1  status  ", want: controlCommand{name: "status"}},
+		{line: "  HANDOFF-CONTROL  1  status  ", want: controlwire.Request{Command: "status"}},
 		{line: "", err: "want \"HANDOFF-CONTROL 1"},
 		{line: "GET / HTTP/1.1", err: "want \"HANDOFF-CONTROL 1"},
 		{line: "HANDOFF-CONTROL 2 status", err: "protocol version"},
@@ -76,11 +78,16 @@ func FuzzParseCommand(f *testing.F) {
 			}
 			return
 		}
-		if cmd.name != "status" && cmd.name != "upgrade" {
-			t.Fatalf("accepted command %q", cmd.name)
+		if cmd.Command != "status" && cmd.Command != "upgrade" {
+			t.Fatalf("accepted command %q", cmd.Command)
 		}
-		if cmd.timeout < 0 || cmd.binary != "" && !strings.HasPrefix(cmd.binary, "/") || checkAppName(cmd.app) != nil {
+		if cmd.Timeout < 0 || cmd.Binary != "" && !strings.HasPrefix(cmd.Binary, "/") || checkAppName(cmd.App) != nil {
 			t.Fatalf("accepted %+v", cmd)
+		}
+		// The client's line for what was accepted says the same
+		// (handoffctl sends Request.Line).
+		if again, err := parseCommand([]byte(cmd.Line())); err != nil || again != cmd {
+			t.Fatalf("%+v: its Line %q parses as %+v, %v", cmd, cmd.Line(), again, err)
 		}
 	})
 }

@@ -68,8 +68,11 @@ const (
 
 // Event is one phase of an upgrade, as it ends, in the old process.
 type Event struct {
-	Phase string        // started, connected, fds, park, parked, state, ready, committed, rolled_back
-	Took  time.Duration // the phase's own time
+	// Phase is the phase's name: PhaseStarted, PhaseConnected, PhaseFds,
+	// PhasePark, PhaseParked, PhaseState, PhaseReady, PhaseMove (Rolling
+	// mode), then PhaseCommitted or PhaseRolledBack, the last.
+	Phase string
+	Took  time.Duration // the phase's own time; the last event's: the whole upgrade's
 	PID   int           // the new process
 	Conns int           // connections concerned, where it applies
 	Bytes uint64        // state bytes, where it applies
@@ -314,7 +317,7 @@ type commitInfo struct {
 // durations are the phases COMMIT carries, in their order on the wire.
 func (c *commitInfo) durations() []*time.Duration {
 	st := &c.stats
-	return []*time.Duration{&st.Start, &st.Fds, &st.Park, &st.Parked, &st.State, &st.Adopt, &st.Commit}
+	return []*time.Duration{&st.Connected, &st.Fds, &st.Park, &st.Parked, &st.State, &st.Ready, &st.Commit}
 }
 
 func (c commitInfo) encode() []byte {
