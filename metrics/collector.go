@@ -107,7 +107,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.up.Status()
 	serving := 0.0
-	if st.Phase == servingPhase {
+	if st.Phase == handoff.ProcessServing {
 		serving = 1
 	}
 	for _, m := range statusMetrics(st, serving) {
