@@ -122,8 +122,9 @@ func startClients(cfg Config, addr string) ([]*client, error) {
 
 // handedOver matches the old process's log line of a handoff, full or of
 // the listeners alone, or of the end of a rolling move; phase matches its
-// key=duration pairs, the phases as the library names them (release and
-// the pause, which is theirs, left out). A rolling move logs only move
+// key=duration pairs, the phases as the library names them (release left
+// out, and pause: the run's is the library's Pause of the others, see
+// parkedAll). A rolling move logs only move
 // (commit to the last connection moved) and max_wait (the longest a parked
 // connection waited to be sent). The new process logs a line of the same
 // message, which says from= where the old one's says to=.
