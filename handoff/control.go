@@ -218,7 +218,7 @@ func (s *controlServer) serve() {
 			}()
 		default:
 			_ = c.SetWriteDeadline(time.Now().Add(controlRefusedWait))
-			writeLine(c, controlwire.Error{Type: controlwire.TypeError, Error: fmt.Sprintf("busy: %d control connections already", maxControlConns)})
+			writeLine(c, errorMsg(fmt.Sprintf("busy: %d control connections already", maxControlConns)))
 			_ = c.Close()
 		}
 	}
@@ -228,7 +228,7 @@ func (s *controlServer) serve() {
 func (s *controlServer) handle(c net.Conn) {
 	fail := func(err error) {
 		_ = c.SetWriteDeadline(time.Now().Add(controlWriteWait))
-		if writeLine(c, controlwire.Error{Type: controlwire.TypeError, Error: err.Error()}) {
+		if writeLine(c, errorMsg(err.Error())) {
 			drain(c)
 		}
 	}
@@ -330,10 +330,15 @@ func writeLine(w io.Writer, v any) bool {
 	return err == nil
 }
 
+// errorMsg refuses a request for the reason text.
+func errorMsg(text string) controlwire.Error {
+	return controlwire.Error{Type: controlwire.TypeError, Error: text}
+}
+
 // phaseMsg is e as the control socket says it.
 func phaseMsg(e Event) controlwire.Phase {
-	return controlwire.Phase{Type: controlwire.TypePhase, Phase: e.Phase, TookNS: int64(e.Took), PID: e.PID, Conns: e.Conns,
-		Bytes: e.Bytes}
+	return controlwire.Phase{Type: controlwire.TypePhase, Phase: e.Phase, TookNS: int64(e.Took), PID: e.PID,
+		Conns: e.Conns, Bytes: e.Bytes}
 }
 
 // resultMsg is r as the control socket says it; from is the old process's

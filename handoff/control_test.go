@@ -155,3 +155,32 @@ func TestControlDirSafe(t *testing.T) {
 		}
 	}
 }
+
+// TestResultPhases: a result says every phase UpgradeStats times, by its
+// name, and move only in Rolling mode.
+func TestResultPhases(t *testing.T) {
+	for _, mode := range []Mode{AllAtOnce, Rolling, ListenersOnly} {
+		st := UpgradeStats{Mode: mode, Connected: 1, Fds: 2, Park: 4, Parked: 8, State: 16, Ready: 32, Commit: 64,
+			Release: 128, Move: 256}
+		got := resultMsg(UpgradeResult{Committed: true, Stats: st}, 1).PhasesNS
+		for _, p := range Phases {
+			ns, ok := got[p]
+			if p == PhaseMove && mode != Rolling {
+				if ok {
+					t.Errorf("%s: phases_ns has %s", mode, p)
+				}
+				continue
+			}
+			if !ok || ns != int64(st.Took(p)) {
+				t.Errorf("%s: phases_ns[%s] = %d (present %t), want %d", mode, p, ns, ok, st.Took(p))
+			}
+		}
+		want := len(Phases)
+		if mode != Rolling {
+			want-- // no move
+		}
+		if len(got) != want {
+			t.Errorf("%s: phases_ns %v: want the phases of Phases only", mode, got)
+		}
+	}
+}
