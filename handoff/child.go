@@ -693,7 +693,7 @@ func (s *childSession) logEnd(p []byte, start time.Time, moved int) {
 		s.u.log.Warn("handoff: END unreadable", "err", err)
 	}
 	s.u.moveDone(time.Since(start), int(e.stayed), int(e.closed))
-	s.u.log.Info("handoff: rolling move done", "from", s.ppid, "moved", moved, "took", time.Since(start),
+	s.u.log.Info("handoff: rolling move done", "from", s.ppid, "moved", moved, PhaseMove, time.Since(start),
 		"stayed_with_old", e.stayed, "closed", e.closed)
 }
 

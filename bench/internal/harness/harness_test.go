@@ -171,7 +171,7 @@ func TestRollingPhasesFromLog(t *testing.T) {
 		`moved=300 early=300 stayed=0 closed=0 move=9.23914ms max_wait=921.271µs`
 	// The new process's line comes after the old one's.
 	newer := `time=2026-12-01T02:32:34.845Z level=INFO msg="handoff: rolling move done" pid=18388 from=18363 ` +
-		`moved=300 took=9.339839ms stayed_with_old=0 closed=0`
+		`moved=300 move=9.339839ms stayed_with_old=0 closed=0`
 	m := lastMatch(log+"\n"+newer+"\n", handedOver)
 	if m == nil {
 		t.Fatal("no match")
