@@ -214,12 +214,12 @@ func (s *childSession) receive(ctx context.Context, run *attempt) error {
 	if err != nil {
 		return err
 	}
-	s.phase("fds", start, "conns", len(s.early))
+	s.phase(PhaseFds, start, "conns", len(s.early))
 	start = time.Now()
 	if err := s.receiveParked(f); err != nil {
 		return err
 	}
-	s.phase("parked", start, "conns", len(s.conns), "late", f.late)
+	s.phase(PhaseParked, start, "conns", len(s.conns), "late", f.late)
 	hook("conns", s.ch)
 	start = time.Now()
 	stateBytes, err := s.loadState()
@@ -230,7 +230,7 @@ func (s *childSession) receive(ctx context.Context, run *attempt) error {
 	if err := s.receiveCarry(); err != nil {
 		return err
 	}
-	s.phase("state", start, "bytes", stateBytes, "generation", s.carried.generation+1)
+	s.phase(PhaseState, start, "bytes", stateBytes, "generation", s.carried.generation+1)
 	if s.pidTmp, err = s.u.preparePIDFile(); err != nil {
 		return err
 	}
@@ -693,7 +693,7 @@ func (s *childSession) logEnd(p []byte, start time.Time, moved int) {
 		s.u.log.Warn("handoff: END unreadable", "err", err)
 	}
 	s.u.moveDone(time.Since(start), int(e.stayed), int(e.closed))
-	s.u.log.Info("handoff: rolling move done", "from", s.ppid, "moved", moved, "took", time.Since(start),
+	s.u.log.Info("handoff: rolling move done", "from", s.ppid, "moved", moved, PhaseMove, time.Since(start),
 		"stayed_with_old", e.stayed, "closed", e.closed)
 }
 

@@ -12,12 +12,13 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/controlwire"
 )
 
-// The control socket's limits. CONTROL.md describes the protocol.
+// The control socket's limits. CONTROL.md describes the protocol, and
+// internal/control declares its messages.
 const (
-	controlMagic       = "HANDOFF-CONTROL"
-	controlVersion     = "1"
 	maxControlLine     = 4096            // bytes of a command, its newline included
 	maxControlConns    = 8               // served at once; more are refused
 	controlReadWait    = 5 * time.Second // for the command line
@@ -29,19 +30,11 @@ const (
 // errControl marks a command the control socket could not parse.
 var errControl = errors.New("handoff: control")
 
-// controlCommand is a parsed control request.
-type controlCommand struct {
-	name    string // status or upgrade
-	binary  string // upgrade's binary=, or ""
-	timeout time.Duration
-	app     string // upgrade's app=, or ""
-}
-
 // parseCommand reads one request line (without its newline). Like the
 // wire decoder, it never panics and allocates no more than the line it
 // was given.
-func parseCommand(line []byte) (controlCommand, error) {
-	var cmd controlCommand
+func parseCommand(line []byte) (controlwire.Request, error) {
+	var cmd controlwire.Request
 	if len(line) >= maxControlLine {
 		return cmd, fmt.Errorf("%w: command longer than %d bytes", errControl, maxControlLine-1)
 	}
@@ -49,26 +42,26 @@ func parseCommand(line []byte) (controlCommand, error) {
 		return cmd, fmt.Errorf("%w: command holds control characters or is not UTF-8", errControl)
 	}
 	fields := strings.Fields(string(line))
-	if len(fields) < 3 || fields[0] != controlMagic {
-		return cmd, fmt.Errorf("%w: want %q", errControl, controlMagic+" "+controlVersion+" COMMAND [KEY=VALUE ...]")
+	if len(fields) < 3 || fields[0] != controlwire.Magic {
+		return cmd, fmt.Errorf("%w: want %q", errControl, controlwire.Magic+" "+controlwire.Version+" COMMAND [KEY=VALUE ...]")
 	}
-	if fields[1] != controlVersion {
-		return cmd, fmt.Errorf("%w: protocol version %.16q, want %s", errControl, fields[1], controlVersion)
+	if fields[1] != controlwire.Version {
+		return cmd, fmt.Errorf("%w: protocol version %.16q, want %s", errControl, fields[1], controlwire.Version)
 	}
-	cmd.name = fields[2]
+	cmd.Command = fields[2]
 	args := fields[3:]
 	if len(args) > maxControlArgs {
 		return cmd, fmt.Errorf("%w: more than %d arguments", errControl, maxControlArgs)
 	}
-	switch cmd.name {
-	case "status":
+	switch cmd.Command {
+	case controlwire.CommandStatus:
 		if len(args) > 0 {
 			return cmd, fmt.Errorf("%w: status takes no arguments", errControl)
 		}
 		return cmd, nil
-	case "upgrade":
+	case controlwire.CommandUpgrade:
 	default:
-		return cmd, fmt.Errorf("%w: unknown command %.32q", errControl, cmd.name)
+		return cmd, fmt.Errorf("%w: unknown command %.32q", errControl, cmd.Command)
 	}
 	seen := map[string]bool{}
 	for _, a := range args {
@@ -85,18 +78,18 @@ func parseCommand(line []byte) (controlCommand, error) {
 			if !strings.HasPrefix(v, "/") {
 				return cmd, fmt.Errorf("%w: binary %.64q: want an absolute path", errControl, v)
 			}
-			cmd.binary = v
+			cmd.Binary = v
 		case "timeout":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
 				return cmd, fmt.Errorf("%w: timeout %.32q: want a positive duration such as 30s", errControl, v)
 			}
-			cmd.timeout = d
+			cmd.Timeout = d
 		case "app":
 			if err := checkAppName(v); err != nil {
 				return cmd, fmt.Errorf("%w: app: %w", errControl, err)
 			}
-			cmd.app = v
+			cmd.App = v
 		default:
 			return cmd, fmt.Errorf("%w: unknown argument %.32q", errControl, k)
 		}
@@ -225,7 +218,7 @@ func (s *controlServer) serve() {
 			}()
 		default:
 			_ = c.SetWriteDeadline(time.Now().Add(controlRefusedWait))
-			writeLine(c, controlError{Type: "error", Error: fmt.Sprintf("busy: %d control connections already", maxControlConns)})
+			writeLine(c, errorMsg(fmt.Sprintf("busy: %d control connections already", maxControlConns)))
 			_ = c.Close()
 		}
 	}
@@ -235,7 +228,7 @@ func (s *controlServer) serve() {
 func (s *controlServer) handle(c net.Conn) {
 	fail := func(err error) {
 		_ = c.SetWriteDeadline(time.Now().Add(controlWriteWait))
-		if writeLine(c, controlError{Type: "error", Error: err.Error()}) {
+		if writeLine(c, errorMsg(err.Error())) {
 			drain(c)
 		}
 	}
@@ -247,7 +240,7 @@ func (s *controlServer) handle(c net.Conn) {
 	_ = c.SetReadDeadline(time.Now().Add(controlReadWait))
 	line, err := readCommand(c)
 	if err == nil {
-		var cmd controlCommand
+		var cmd controlwire.Request
 		cmd, err = parseCommand(line)
 		if err == nil {
 			s.run(c, cmd)
@@ -258,12 +251,12 @@ func (s *controlServer) handle(c net.Conn) {
 	fail(err)
 }
 
-func (s *controlServer) run(c net.Conn, cmd controlCommand) {
-	switch cmd.name {
-	case "status":
+func (s *controlServer) run(c net.Conn, cmd controlwire.Request) {
+	switch cmd.Command {
+	case controlwire.CommandStatus:
 		_ = c.SetWriteDeadline(time.Now().Add(controlWriteWait))
 		writeLine(c, statusMsg(s.u.Status()))
-	case "upgrade":
+	case controlwire.CommandUpgrade:
 		s.upgrade(c, cmd)
 	}
 }
@@ -271,9 +264,9 @@ func (s *controlServer) run(c net.Conn, cmd controlCommand) {
 // upgrade runs an upgrade for the peer, streaming its phases. The upgrade
 // does not wait for the peer: a peer that does not read loses lines after
 // a write deadline, and one that goes away does not stop the upgrade.
-func (s *controlServer) upgrade(c net.Conn, cmd controlCommand) {
+func (s *controlServer) upgrade(c net.Conn, cmd controlwire.Request) {
 	events := make(chan Event, 32) // more than an upgrade has phases
-	req := UpgradeRequest{Binary: cmd.binary, Timeout: cmd.timeout, App: cmd.app, Progress: func(e Event) {
+	req := UpgradeRequest{Binary: cmd.Binary, Timeout: cmd.Timeout, App: cmd.App, Progress: func(e Event) {
 		select {
 		case events <- e:
 		default:
@@ -300,7 +293,7 @@ func (s *controlServer) upgrade(c net.Conn, cmd controlCommand) {
 		}
 	}
 	sendPhase := func(e Event) {
-		if e.Phase != "committed" && e.Phase != "rolled_back" {
+		if e.Phase != PhaseCommitted && e.Phase != PhaseRolledBack { // the result says them
 			send(phaseMsg(e))
 		}
 	}
@@ -337,61 +330,33 @@ func writeLine(w io.Writer, v any) bool {
 	return err == nil
 }
 
-// The answers' JSON objects, as CONTROL.md lists them.
-
-type controlError struct {
-	Type  string `json:"type"`
-	Error string `json:"error"`
+// errorMsg refuses a request for the reason text.
+func errorMsg(text string) controlwire.Error {
+	return controlwire.Error{Type: controlwire.TypeError, Error: text}
 }
 
-type controlPhase struct {
-	Type   string `json:"type"`
-	Phase  string `json:"phase"`
-	TookNS int64  `json:"took_ns"`
-	PID    int    `json:"pid,omitempty"`
-	Conns  int    `json:"conns,omitempty"`
-	Bytes  uint64 `json:"bytes,omitempty"`
-}
-
-func phaseMsg(e Event) controlPhase {
-	return controlPhase{Type: "phase", Phase: e.Phase, TookNS: int64(e.Took), PID: e.PID, Conns: e.Conns, Bytes: e.Bytes}
-}
-
-type controlResult struct {
-	Type       string           `json:"type"`
-	Committed  bool             `json:"committed"`
-	Refused    bool             `json:"refused"`
-	Mode       string           `json:"mode,omitempty"`
-	Cause      string           `json:"cause,omitempty"`
-	Reason     string           `json:"reason,omitempty"`
-	From       int              `json:"from"`
-	To         int              `json:"to,omitempty"`
-	Binary     string           `json:"binary"`
-	Began      time.Time        `json:"began"`
-	TookNS     int64            `json:"took_ns"`
-	Conns      int              `json:"conns"`
-	StateBytes uint64           `json:"state_bytes"`
-	PhasesNS   map[string]int64 `json:"phases_ns"`
+// phaseMsg is e as the control socket says it.
+func phaseMsg(e Event) controlwire.Phase {
+	return controlwire.Phase{Type: controlwire.TypePhase, Phase: e.Phase, TookNS: int64(e.Took), PID: e.PID,
+		Conns: e.Conns, Bytes: e.Bytes}
 }
 
 // resultMsg is r as the control socket says it; from is the old process's
 // pid unless r names it.
-func resultMsg(r UpgradeResult, from int) controlResult {
+func resultMsg(r UpgradeResult, from int) controlwire.Result {
 	if r.From != 0 {
 		from = r.From
 	}
-	m := controlResult{Type: "result", Committed: r.Committed, Refused: r.Cause == CauseRefused, Cause: r.Cause,
-		From: from, To: r.To, Binary: r.Binary, Began: r.Began, TookNS: int64(r.Took), Conns: r.Stats.Conns,
-		StateBytes: r.StateBytes, PhasesNS: map[string]int64{
-			"start": int64(r.Stats.Start), "fds": int64(r.Stats.Fds), "park": int64(r.Stats.Park),
-			"parked": int64(r.Stats.Parked), "state": int64(r.Stats.State), "adopt": int64(r.Stats.Adopt),
-			"commit": int64(r.Stats.Commit), "release": int64(r.Stats.Release), "pause": int64(r.Stats.Pause()),
-		}}
+	m := controlwire.Result{Type: controlwire.TypeResult, Committed: r.Committed, Refused: r.Cause == CauseRefused,
+		Cause: r.Cause, From: from, To: r.To, Binary: r.Binary, Began: r.Began, TookNS: int64(r.Took),
+		Conns: r.Stats.Conns, StateBytes: r.StateBytes, PhasesNS: map[string]int64{}}
+	for _, p := range Phases {
+		if p != PhaseMove || r.Stats.Mode.movesAfterCommit() {
+			m.PhasesNS[p] = int64(r.Stats.Took(p))
+		}
+	}
 	if !m.Refused { // a refused upgrade never started: it had no mode
 		m.Mode = r.Stats.Mode.String()
-	}
-	if r.Stats.Mode.movesAfterCommit() {
-		m.PhasesNS["move"] = int64(r.Stats.Move)
 	}
 	if r.Err != nil {
 		m.Reason = r.Err.Error()
@@ -399,32 +364,12 @@ func resultMsg(r UpgradeResult, from int) controlResult {
 	return m
 }
 
-type controlTotals struct {
-	Committed       uint64            `json:"committed"`
-	RolledBack      map[string]uint64 `json:"rolled_back"`
-	ConnsHandedOver uint64            `json:"conns_handed_over"`
-}
-
-type controlStatus struct {
-	Type          string         `json:"type"`
-	PID           int            `json:"pid"`
-	Version       string         `json:"version"`
-	Phase         string         `json:"phase"`
-	Generation    uint64         `json:"generation"`
-	ChainStart    time.Time      `json:"chain_start"`
-	Start         time.Time      `json:"start"`
-	ChainUptimeNS int64          `json:"chain_uptime_ns"`
-	UptimeNS      int64          `json:"uptime_ns"`
-	Conns         map[string]int `json:"conns"`
-	Totals        controlTotals  `json:"totals"`
-	Last          *controlResult `json:"last"`
-}
-
-func statusMsg(st Status) controlStatus {
-	m := controlStatus{Type: "status", PID: st.PID, Version: st.Version, Phase: st.Phase, Generation: st.Generation,
-		ChainStart: st.ChainStart, Start: st.Start, ChainUptimeNS: int64(time.Since(st.ChainStart)),
-		UptimeNS: int64(time.Since(st.Start)), Conns: st.Conns,
-		Totals: controlTotals{Committed: st.Totals.Committed, RolledBack: st.Totals.RolledBack,
+// statusMsg is st as the control socket says it.
+func statusMsg(st Status) controlwire.Status {
+	m := controlwire.Status{Type: controlwire.TypeStatus, PID: st.PID, Version: st.Version, Phase: st.Phase,
+		Generation: st.Generation, ChainStart: st.ChainStart, Start: st.Start,
+		ChainUptimeNS: int64(time.Since(st.ChainStart)), UptimeNS: int64(time.Since(st.Start)), Conns: st.Conns,
+		Totals: controlwire.Totals{Committed: st.Totals.Committed, RolledBack: st.Totals.RolledBack,
 			ConnsHandedOver: st.Totals.ConnsHandedOver}}
 	// A process that has not upgraded yet says the upgrade that started
 	// it: for the operator, that is the chain's last upgrade.

@@ -8,22 +8,24 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/controlwire"
 )
 
 func TestParseCommand(t *testing.T) {
 	for _, tc := range []struct {
 		line string
-		want controlCommand
+		want controlwire.Request
 		err  string // "": no error
 	}{
-		{line: "HANDOFF-CONTROL 1 status", want: controlCommand{name: "status"}},
-		{line: "HANDOFF-CONTROL 1 upgrade", want: controlCommand{name: "upgrade"}},
+		{line: "HANDOFF-CONTROL 1 status", want: controlwire.Request{Command: "status"}},
+		{line: "HANDOFF-CONTROL 1 upgrade", want: controlwire.Request{Command: "upgrade"}},
 		{line: "HANDOFF-CONTROL 1 upgrade binary=/usr/bin/pdf timeout=1s",
-			want: controlCommand{name: "upgrade", binary: "/usr/bin/pdf", timeout: time.Second}},
+			want: controlwire.Request{Command: "upgrade", Binary: "/usr/bin/pdf", Timeout: time.Second}},
 		{line: "HANDOFF-CONTROL 1 upgrade app=example.com/chat/cmd/chatd",
-			want: controlCommand{name: "upgrade", app: "example.com/chat/cmd/chatd"}},
+			want: controlwire.Request{Command: "upgrade", App: "example.com/chat/cmd/chatd"}},
 		{line: "HANDOFF-CONTROL 1 upgrade app=" + strings.Repeat("a", maxAppName+1), err: "at most 256"},
-		{line: "  HANDOFF-CONTROL  1  status  ", want: controlCommand{name: "status"}},
+		{line: "  HANDOFF-CONTROL  1  status  ", want: controlwire.Request{Command: "status"}},
 		{line: "", err: "want \"HANDOFF-CONTROL 1"},
 		{line: "GET / HTTP/1.1", err: "want \"HANDOFF-CONTROL 1"},
 		{line: "HANDOFF-CONTROL 2 status", err: "protocol version"},
@@ -76,11 +78,16 @@ func FuzzParseCommand(f *testing.F) {
 			}
 			return
 		}
-		if cmd.name != "status" && cmd.name != "upgrade" {
-			t.Fatalf("accepted command %q", cmd.name)
+		if cmd.Command != "status" && cmd.Command != "upgrade" {
+			t.Fatalf("accepted command %q", cmd.Command)
 		}
-		if cmd.timeout < 0 || cmd.binary != "" && !strings.HasPrefix(cmd.binary, "/") || checkAppName(cmd.app) != nil {
+		if cmd.Timeout < 0 || cmd.Binary != "" && !strings.HasPrefix(cmd.Binary, "/") || checkAppName(cmd.App) != nil {
 			t.Fatalf("accepted %+v", cmd)
+		}
+		// The client's line for what was accepted says the same
+		// (handoffctl sends Request.Line).
+		if again, err := parseCommand([]byte(cmd.Line())); err != nil || again != cmd {
+			t.Fatalf("%+v: its Line %q parses as %+v, %v", cmd, cmd.Line(), again, err)
 		}
 	})
 }
@@ -145,6 +152,35 @@ func TestControlDirSafe(t *testing.T) {
 		err := controlDirSafe("d", tc.mode, tc.owner, me)
 		if (err == nil) != tc.ok {
 			t.Errorf("mode %s owner %d: %v, want ok=%v", tc.mode, tc.owner, err, tc.ok)
+		}
+	}
+}
+
+// TestResultPhases: a result says every phase UpgradeStats times, by its
+// name, and move only in Rolling mode.
+func TestResultPhases(t *testing.T) {
+	for _, mode := range []Mode{AllAtOnce, Rolling, ListenersOnly} {
+		st := UpgradeStats{Mode: mode, Connected: 1, Fds: 2, Park: 4, Parked: 8, State: 16, Ready: 32, Commit: 64,
+			Release: 128, Move: 256}
+		got := resultMsg(UpgradeResult{Committed: true, Stats: st}, 1).PhasesNS
+		for _, p := range Phases {
+			ns, ok := got[p]
+			if p == PhaseMove && mode != Rolling {
+				if ok {
+					t.Errorf("%s: phases_ns has %s", mode, p)
+				}
+				continue
+			}
+			if !ok || ns != int64(st.Took(p)) {
+				t.Errorf("%s: phases_ns[%s] = %d (present %t), want %d", mode, p, ns, ok, st.Took(p))
+			}
+		}
+		want := len(Phases)
+		if mode != Rolling {
+			want-- // no move
+		}
+		if len(got) != want {
+			t.Errorf("%s: phases_ns %v: want the phases of Phases only", mode, got)
 		}
 	}
 }

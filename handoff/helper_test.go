@@ -406,7 +406,7 @@ func serverMain() {
 		return
 	}
 	st := up.LastUpgrade()
-	timed := st.Start > 0 && st.Fds > 0 && st.Park > 0 && st.Parked > 0 && st.State > 0 && st.Adopt > 0 &&
+	timed := st.Connected > 0 && st.Fds > 0 && st.Park > 0 && st.Parked > 0 && st.State > 0 && st.Ready > 0 &&
 		st.Commit > 0
 	report("exit %d %d %d %t %d", os.Getpid(), len(up.Conns()), st.Conns, timed, st.Early)
 	if listenersOnly || len(up.Conns()) > 0 {

@@ -64,9 +64,9 @@ func (u *Upgrader) roll(s *parentSession, p *newProcess, stop <-chan struct{}) e
 	u.reg.endMove()
 	u.releasePlain()
 	s.ch.close()
-	s.emit(Event{Phase: "moved", Took: s.stats.Move, Conns: m.moved})
+	s.emit(Event{Phase: PhaseMove, Took: s.stats.Move, Conns: m.moved})
 	u.log.Info("handoff: rolling move done", "to", s.pid, "moved", m.moved, "early", s.stats.Early,
-		"stayed", stayed, "closed", closed, "move", s.stats.Move, "max_wait", m.maxWait)
+		"stayed", stayed, "closed", closed, PhaseMove, s.stats.Move, "max_wait", m.maxWait)
 	return nil
 }
 

@@ -16,7 +16,7 @@ import (
 type Status struct {
 	PID        int
 	Version    string
-	Phase      string    // starting, serving, upgrading, handed-over or stopped
+	Phase      string    // the process's: ProcessStarting, ProcessServing, and so on
 	Generation uint64    // upgrades the chain has committed before this process served
 	ChainStart time.Time // when the chain's first process started
 	Start      time.Time // when this process started (New)
@@ -28,6 +28,17 @@ type Status struct {
 	// come); nil in a first process.
 	TakenOver *UpgradeResult
 }
+
+// The phases of a process, as Status.Phase names them: the control
+// socket's status says them, and /ready of package metrics gives them as
+// its reason.
+const (
+	ProcessStarting   = "starting"    // Ready has not returned
+	ProcessServing    = "serving"     // Serving is true
+	ProcessUpgrading  = "upgrading"   // handing over, or rolling back
+	ProcessHandedOver = "handed-over" // a successor serves; this process exits soon
+	ProcessStopped    = "stopped"     // Stop was called, or the takeover failed
+)
 
 // Totals count the upgrades of the whole chain: a new process starts from
 // its old process's values, so that they never go back at an upgrade.
@@ -68,8 +79,11 @@ const (
 
 // Event is one phase of an upgrade, as it ends, in the old process.
 type Event struct {
-	Phase string        // started, connected, fds, park, parked, state, ready, committed, rolled_back
-	Took  time.Duration // the phase's own time
+	// Phase is the phase's name: PhaseStarted, PhaseConnected, PhaseFds,
+	// PhasePark, PhaseParked, PhaseState, PhaseReady, PhaseMove (Rolling
+	// mode), then PhaseCommitted or PhaseRolledBack, the last.
+	Phase string
+	Took  time.Duration // the phase's own time; the last event's: the whole upgrade's
 	PID   int           // the new process
 	Conns int           // connections concerned, where it applies
 	Bytes uint64        // state bytes, where it applies
@@ -283,15 +297,15 @@ func (u *Upgrader) Status() Status {
 func (p phase) String() string {
 	switch p {
 	case phaseStarting:
-		return "starting"
+		return ProcessStarting
 	case phaseServing:
-		return "serving"
+		return ProcessServing
 	case phaseUpgrading:
-		return "upgrading"
+		return ProcessUpgrading
 	case phaseHandedOver:
-		return "handed-over"
+		return ProcessHandedOver
 	}
-	return "stopped"
+	return ProcessStopped
 }
 
 // Serving reports whether this process should get traffic: Ready has
@@ -314,7 +328,7 @@ type commitInfo struct {
 // durations are the phases COMMIT carries, in their order on the wire.
 func (c *commitInfo) durations() []*time.Duration {
 	st := &c.stats
-	return []*time.Duration{&st.Start, &st.Fds, &st.Park, &st.Parked, &st.State, &st.Adopt, &st.Commit}
+	return []*time.Duration{&st.Connected, &st.Fds, &st.Park, &st.Parked, &st.State, &st.Ready, &st.Commit}
 }
 
 func (c commitInfo) encode() []byte {

@@ -33,7 +33,7 @@ func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest
 		return err
 	}
 	res.To = p.pid
-	u.event(req, Event{Phase: "started", PID: p.pid, Took: time.Since(began)})
+	u.event(req, Event{Phase: PhaseStarted, PID: p.pid, Took: time.Since(began)})
 	s := &parentSession{u: u, ch: newChannel(conn), pid: p.pid, began: began, req: req}
 	defer func() { res.Stats, res.StateBytes = s.stats, s.stateBytes }()
 	// The new process's exit ends the wait at once, even if something it
@@ -175,7 +175,7 @@ func (u *Upgrader) handOver(s *parentSession, parked []parkedConn) {
 	if !u.opts.Mode.movesConns() {
 		kept := u.reg.releaseListeners()
 		u.log.Info("handoff: handed over the listeners; connections stay", "to", s.pid, "conns_kept", kept,
-			"start", s.stats.Start, "adopt", s.stats.Adopt, "commit", s.stats.Commit)
+			PhaseConnected, s.stats.Connected, PhaseReady, s.stats.Ready, PhaseCommit, s.stats.Commit)
 		return
 	}
 	released := time.Now()
@@ -185,9 +185,9 @@ func (u *Upgrader) handOver(s *parentSession, parked []parkedConn) {
 		u.log.Warn("handoff: connections made after the park stay with this process", "conns", kept)
 	}
 	u.log.Info("handoff: handed over", "to", s.pid, "conns", s.stats.Conns, "early", s.stats.Early,
-		"start", s.stats.Start, "fds", s.stats.Fds, "park", s.stats.Park, "parked", s.stats.Parked,
-		"state", s.stats.State, "adopt", s.stats.Adopt,
-		"commit", s.stats.Commit, "pause", s.stats.Pause(), "release", s.stats.Release)
+		PhaseConnected, s.stats.Connected, PhaseFds, s.stats.Fds, PhasePark, s.stats.Park, PhaseParked, s.stats.Parked,
+		PhaseState, s.stats.State, PhaseReady, s.stats.Ready,
+		PhaseCommit, s.stats.Commit, PhasePause, s.stats.Pause(), PhaseRelease, s.stats.Release)
 }
 
 // parentSession is the old process's end of one handoff.
@@ -223,8 +223,8 @@ func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error
 	if err := s.hello(); err != nil {
 		return nil, err
 	}
-	s.stats.Start = time.Since(s.began)
-	s.emit(Event{Phase: "connected", Took: s.stats.Start})
+	s.stats.Connected = time.Since(s.began)
+	s.emit(Event{Phase: PhaseConnected, Took: s.stats.Connected})
 	s.events, s.readDone = make(chan event, sendWindow+4), make(chan struct{})
 	go s.readEvents()
 	early, err := s.sendEarly()
@@ -232,7 +232,7 @@ func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error
 		return nil, err
 	}
 	s.early = early
-	s.emit(Event{Phase: "fds", Took: s.stats.Fds, Conns: s.stats.Early})
+	s.emit(Event{Phase: PhaseFds, Took: s.stats.Fds, Conns: s.stats.Early})
 	hook("early", s.ch)
 	pause := s.u.opts.PauseTimeout
 	ctx, cancel := context.WithTimeoutCause(ctx, pause,
@@ -244,7 +244,7 @@ func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error
 	if err != nil {
 		return nil, err
 	}
-	s.emit(Event{Phase: "park", Took: s.stats.Park, Conns: s.stats.Conns})
+	s.emit(Event{Phase: PhasePark, Took: s.stats.Park, Conns: s.stats.Conns})
 	steps := []func() error{
 		func() error { return s.sendParked(parked, early) },
 		s.sendState,
@@ -561,7 +561,7 @@ func (s *parentSession) sendParked(parked []parkedConn, early map[uint64]bool) e
 	// No wait for their PROGRESS: the state follows at once, and READY
 	// says the child has them all.
 	s.stats.Parked = time.Since(start)
-	s.emit(Event{Phase: "parked", Took: s.stats.Parked, Conns: len(parked)})
+	s.emit(Event{Phase: PhaseParked, Took: s.stats.Parked, Conns: len(parked)})
 	return nil
 }
 
@@ -658,10 +658,10 @@ func (s *parentSession) awaitReady() error {
 		return protoErr("new process adopted %d connections, %d were sent", got, s.stats.Conns)
 	}
 	s.ready = time.Now()
-	s.stats.Adopt = s.ready.Sub(start)
+	s.stats.Ready = s.ready.Sub(start)
 	s.stateBytes = binary.BigEndian.Uint64(p[4:])
-	s.emit(Event{Phase: "state", Took: s.stats.State, Bytes: s.stateBytes})
-	s.emit(Event{Phase: "ready", Took: s.stats.Adopt, Conns: int(binary.BigEndian.Uint32(p))})
+	s.emit(Event{Phase: PhaseState, Took: s.stats.State, Bytes: s.stateBytes})
+	s.emit(Event{Phase: PhaseReady, Took: s.stats.Ready, Conns: int(binary.BigEndian.Uint32(p))})
 	return nil
 }
 

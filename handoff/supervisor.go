@@ -102,7 +102,7 @@ func (e NoticeEvent) String() string {
 	case NoticeCommitting:
 		return "committing"
 	case NoticeRolledBack:
-		return "rolled-back"
+		return PhaseRolledBack
 	case NoticeStopping:
 		return "stopping"
 	case NoticeStatus:

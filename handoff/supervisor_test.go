@@ -159,7 +159,7 @@ func TestSupervisorFollowsUpgrades(t *testing.T) {
 	syscall.Kill(p2, syscall.SIGTERM)
 	h.expect("saved")
 	s = readSupLog(t, logPath)
-	rolled, stopping := s.index(p2, "notice", "rolled-back"), s.index(p2, "notice", "stopping")
+	rolled, stopping := s.index(p2, "notice", PhaseRolledBack), s.index(p2, "notice", "stopping")
 	if rolled < 0 || stopping < rolled {
 		t.Fatalf("rollback at line %d, stop at %d; log:\n%s", rolled, stopping, s)
 	}

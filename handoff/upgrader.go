@@ -647,12 +647,12 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 	}()
 	if err != nil {
 		u.notify(Notice{Event: NoticeRolledBack, Result: &res})
-		u.event(req, Event{Phase: "rolled_back", PID: res.To, Took: res.Took, Err: err})
+		u.event(req, Event{Phase: PhaseRolledBack, PID: res.To, Took: res.Took, Err: err})
 		u.log.Error("handoff: upgrade failed; this process carries on", "err", err, "cause", res.Cause,
 			"generation", u.generation(), "to", res.To, "took", res.Took)
 		return res, err
 	}
-	u.event(req, Event{Phase: "committed", PID: res.To, Took: res.Took, Conns: res.Stats.Conns})
+	u.event(req, Event{Phase: PhaseCommitted, PID: res.To, Took: res.Took, Conns: res.Stats.Conns})
 	u.log.Info("handoff: upgrade committed; exiting", "generation", u.generation(), "to", res.To, "took", res.Took)
 	return res, nil
 }
@@ -677,7 +677,7 @@ func (u *Upgrader) event(req UpgradeRequest, e Event) {
 	if req.Progress != nil {
 		req.Progress(e)
 	}
-	if e.Phase == "committed" || e.Phase == "rolled_back" {
+	if e.Phase == PhaseCommitted || e.Phase == PhaseRolledBack {
 		return // logged by UpgradeWith with the reason
 	}
 	u.log.Info("handoff: upgrade phase", "phase", e.Phase, "generation", u.generation(), "to", e.PID,

@@ -91,7 +91,7 @@ func (c *Collector) observe(st handoff.Status) {
 
 func (c *Collector) add(st handoff.UpgradeStats) {
 	for _, phase := range Phases {
-		c.phases[phase].observe(phaseOf(st, phase).Seconds())
+		c.phases[phase].observe(st.Took(phase).Seconds())
 	}
 }
 
@@ -107,7 +107,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.up.Status()
 	serving := 0.0
-	if st.Phase == servingPhase {
+	if st.Phase == handoff.ProcessServing {
 		serving = 1
 	}
 	for _, m := range statusMetrics(st, serving) {
@@ -129,8 +129,8 @@ func statusMetrics(st handoff.Status, serving float64) []prometheus.Metric {
 		rolledBack += n
 	}
 	ms := []prometheus.Metric{
-		prometheus.MustNewConstMetric(descUpgrades, prometheus.CounterValue, float64(st.Totals.Committed), "committed"),
-		prometheus.MustNewConstMetric(descUpgrades, prometheus.CounterValue, float64(rolledBack), "rolled_back"),
+		prometheus.MustNewConstMetric(descUpgrades, prometheus.CounterValue, float64(st.Totals.Committed), handoff.PhaseCommitted),
+		prometheus.MustNewConstMetric(descUpgrades, prometheus.CounterValue, float64(rolledBack), handoff.PhaseRolledBack),
 		prometheus.MustNewConstMetric(descConns, prometheus.CounterValue, float64(st.Totals.ConnsHandedOver)),
 		prometheus.MustNewConstMetric(descGeneration, prometheus.GaugeValue, float64(st.Generation)),
 		prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1, st.Version),

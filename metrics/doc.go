@@ -36,14 +36,22 @@
 // application's counters (Continue, ContinueVec) travel through
 // Upgrader.Carry.
 //
-// The phases are start, fds, park, parked, state, adopt, commit and pause
-// (handoff.UpgradeStats). Pause is 0 for a Rolling upgrade, which pauses
-// no connection for the others (each waits for its own move only). The histogram carried to a new process is read
-// before the upgrade commits; the new process adds that upgrade's phases
-// itself, as the old process timed them (Status().TakenOver, which COMMIT
-// brings), whatever triggered it (SIGHUP, Upgrade, the control socket).
-// The old process adds them too, for the scrapes it answers before it
-// exits.
+// The phases are connected, fds, park, parked, state, ready, commit and
+// pause: the library's names (handoff.Phases, the fields of
+// handoff.UpgradeStats, the phases of handoff.Event and of the control
+// socket). Until the library named each phase once, two of these labels
+// were start (now connected) and adopt (now ready): a dashboard that
+// selects them must select the new ones, whose histograms start from 0 at
+// the first upgrade to a version with the new names (the old process
+// carries them under the old names, which the new one does not register).
+// Pause is 0 for a Rolling upgrade, which pauses no connection for the
+// others (each waits for its own move only).
+//
+// The histogram carried to a new process is read before the upgrade
+// commits; the new process adds that upgrade's phases itself, as the old
+// process timed them (Status().TakenOver, which COMMIT brings), whatever
+// triggered it (SIGHUP, Upgrade, the control socket). The old process adds
+// them too, for the scrapes it answers before it exits.
 //
 // # Health checks
 //

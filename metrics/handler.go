@@ -15,9 +15,6 @@ import (
 // during an upgrade, two processes may answer on one address.
 const PIDHeader = "Handoff-Pid"
 
-// servingPhase is Status.Phase when Upgrader.Serving is true.
-const servingPhase = "serving"
-
 // Handler serves /metrics from g (prometheus.DefaultGatherer if nil), and
 // /alive and /ready for up, as the package documentation describes. Every
 // response names the answering process in the PIDHeader header.
@@ -34,7 +31,7 @@ func Handler(up *handoff.Upgrader, g prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("/ready", func(w http.ResponseWriter, r *http.Request) {
 		// One snapshot: the reason is the phase that made the answer.
 		phase := up.Status().Phase
-		if phase == servingPhase {
+		if phase == handoff.ProcessServing {
 			w.Write([]byte("ready\n"))
 			return
 		}

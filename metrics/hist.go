@@ -2,14 +2,15 @@ package metrics
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/handoff-dev/handoff/handoff"
 )
 
 // Phases names the phases of a committed upgrade that
-// handoff_upgrade_phase_seconds observes, as its phase label says them.
-var Phases = []string{"start", "fds", "park", "parked", "state", "adopt", "commit", "pause"}
+// handoff_upgrade_phase_seconds observes, as its phase label says them:
+// the library's names (handoff.Phases), release and move left out.
+var Phases = []string{handoff.PhaseConnected, handoff.PhaseFds, handoff.PhasePark, handoff.PhaseParked,
+	handoff.PhaseState, handoff.PhaseReady, handoff.PhaseCommit, handoff.PhasePause}
 
 // Buckets are the upper bounds of handoff_upgrade_phase_seconds, from
 // 100µs to about 26s. They travel by index across upgrades: a version that
@@ -17,29 +18,6 @@ var Phases = []string{"start", "fds", "park", "parked", "state", "adopt", "commi
 var Buckets = []float64{
 	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 	0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25,
-}
-
-// phaseOf reads one phase's duration out of the stats.
-func phaseOf(st handoff.UpgradeStats, phase string) time.Duration {
-	switch phase {
-	case "start":
-		return st.Start
-	case "fds":
-		return st.Fds
-	case "park":
-		return st.Park
-	case "parked":
-		return st.Parked
-	case "state":
-		return st.State
-	case "adopt":
-		return st.Adopt
-	case "commit":
-		return st.Commit
-	case "pause":
-		return st.Pause()
-	}
-	return 0
 }
 
 // histogram is a Prometheus histogram whose counts can be read and added

@@ -90,7 +90,7 @@ func TestUpgrader(t *testing.T) {
 	expectValue(t, m, `handoff_upgrades_total{result="rolled_back"}`, 1)
 	expectValue(t, m, `handoff_rollbacks_total{cause="`+res.Cause+`"}`, 1)
 	expectValue(t, m, `handoff_upgrades_total{result="committed"}`, 0)
-	expectValue(t, m, `handoff_upgrade_phase_seconds_count{phase="start"}`, 0)
+	expectValue(t, m, `handoff_upgrade_phase_seconds_count{phase="connected"}`, 0)
 	expectValue(t, m, `handoff_serving`, 1)
 	expectGet(t, srv.URL+"/ready", http.StatusOK, "ready")
 
@@ -111,7 +111,7 @@ func TestTakenOver(t *testing.T) {
 		c.phases[p] = newHistogram()
 	}
 	st := handoff.Status{TakenOver: &handoff.UpgradeResult{Committed: true,
-		Stats: handoff.UpgradeStats{Start: time.Millisecond, Park: 2 * time.Millisecond}}}
+		Stats: handoff.UpgradeStats{Connected: time.Millisecond, Park: 2 * time.Millisecond}}}
 	c.observe(st)
 	c.observe(st)
 	if got := c.phases["park"].count; got != 1 {
@@ -123,8 +123,8 @@ func TestTakenOver(t *testing.T) {
 	st.Last = &handoff.UpgradeResult{Committed: true, Began: time.Unix(5, 0)}
 	c.observe(st)
 	c.observe(st)
-	if got := c.phases["start"].count; got != 2 {
-		t.Fatalf("start observed %v times, want 2 (taken over, then handed over)", got)
+	if got := c.phases["connected"].count; got != 2 {
+		t.Fatalf("connected observed %v times, want 2 (taken over, then handed over)", got)
 	}
 }
 

@@ -6,9 +6,11 @@ import (
 	"io"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/handoff-dev/handoff/handoff"
+	"github.com/handoff-dev/handoff/internal/controlwire"
 )
 
 // runControl runs status or upgrade against a server's control socket.
@@ -38,31 +40,27 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) int {
 			return exitUnreachable
 		}
 	}
-	line := "HANDOFF-CONTROL 1 " + cmd
+	req := controlwire.Request{Command: cmd}
 	if cmd == "upgrade" {
 		if *binary != "" {
 			abs, err := absPath(*binary)
 			if err != nil {
 				return usageError(stderr, fmt.Sprintf("-binary: %v", err))
 			}
-			line += " binary=" + abs
+			req.Binary = abs
 		}
 		if *timeout < 0 {
 			return usageError(stderr, "-timeout must be positive")
 		}
-		if *timeout > 0 {
-			line += " timeout=" + timeout.String()
-		}
+		req.Timeout = *timeout
 		if strings.IndexFunc(*app, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
 			fmt.Fprintln(stderr, "handoffctl: -app: an application name has no spaces or control characters")
 			return exitUsage
 		}
-		if *app != "" {
-			line += " app=" + *app
-		}
+		req.App = *app
 	}
 	out := &printer{w: stdout, json: *asJSON, progress: !*asJSON && isTerminal(stdoutFile(stdout))}
-	err := request(path, line, out.print)
+	err := request(path, req.Line(), out.print)
 	out.endProgress()
 	switch {
 	case err != nil:
@@ -128,7 +126,7 @@ type printer struct {
 	progress  bool
 	phases    []string
 	status    bool
-	result    *answer
+	result    *controlwire.Result
 	serverErr string
 }
 
@@ -137,45 +135,42 @@ func (p *printer) print(a answer) error {
 		p.w.Write(append(a.raw, '\n'))
 	}
 	switch a.Type {
-	case "error":
-		p.serverErr = a.Error
-	case "status":
+	case controlwire.TypeError:
+		p.serverErr = a.Error.Error
+	case controlwire.TypeStatus:
 		p.status = true
 		if !p.json {
-			printStatus(p.w, a)
+			printStatus(p.w, a.Status)
 		}
-	case "phase":
-		if p.json {
-			break
+	case controlwire.TypePhase:
+		if !p.json {
+			p.printPhase(a.Phase)
 		}
-		step := fmt.Sprintf("%s %s", a.Phase, ns(a.TookNS))
-		if p.progress {
-			p.phases = append(p.phases, step)
-			fmt.Fprintf(p.w, "\r\033[Kupgrading to pid %d: %s", a.PID, strings.Join(p.phases, ", "))
-		} else {
-			fmt.Fprintf(p.w, "phase %s: %s, pid %d, conns %s, bytes %d\n", a.Phase, ns(a.TookNS), a.PID, count(a.Conns), a.Bytes)
-		}
-	case "result":
-		r := a
+	case controlwire.TypeResult:
+		r := a.Result
 		p.result = &r
 		if p.json {
 			break
 		}
 		p.endProgress()
-		if a.Committed {
-			fmt.Fprintf(p.w, "committed: pid %d -> %d in %s, %s connections, %d state bytes\n",
-				a.From, a.To, ns(a.TookNS), count(a.Conns), a.StateBytes)
+		if r.Committed {
+			fmt.Fprintf(p.w, "committed: pid %d -> %d in %s, %d connections, %d state bytes\n",
+				r.From, r.To, ns(r.TookNS), r.Conns, r.StateBytes)
 		}
 	}
 	return nil
 }
 
-// count prints a JSON count that the server leaves out when it is 0.
-func count(v any) string {
-	if n, ok := v.(float64); ok {
-		return strconv.FormatFloat(n, 'f', -1, 64)
+// printPhase prints a phase as it ends: on a terminal, added to the
+// progress line.
+func (p *printer) printPhase(ph controlwire.Phase) {
+	step := fmt.Sprintf("%s %s", ph.Phase, ns(ph.TookNS))
+	if p.progress {
+		p.phases = append(p.phases, step)
+		fmt.Fprintf(p.w, "\r\033[Kupgrading to pid %d: %s", ph.PID, strings.Join(p.phases, ", "))
+		return
 	}
-	return "0"
+	fmt.Fprintf(p.w, "phase %s: %s, pid %d, conns %d, bytes %d\n", ph.Phase, ns(ph.TookNS), ph.PID, ph.Conns, ph.Bytes)
 }
 
 func (p *printer) endProgress() {
@@ -185,21 +180,19 @@ func (p *printer) endProgress() {
 	}
 }
 
-func printStatus(w io.Writer, a answer) {
+func printStatus(w io.Writer, a controlwire.Status) {
 	fmt.Fprintf(w, "pid:          %d\n", a.PID)
 	fmt.Fprintf(w, "version:      %s\n", a.Version)
 	fmt.Fprintf(w, "phase:        %s\n", a.Phase)
 	fmt.Fprintf(w, "generation:   %d\n", a.Generation)
 	fmt.Fprintf(w, "uptime:       %s (chain %s)\n", ns(a.UptimeNS).Round(time.Second), ns(a.ChainUptimeNS).Round(time.Second))
-	if conns, ok := a.Conns.(map[string]any); ok {
-		kinds := make([]string, 0, len(conns))
-		for k := range conns {
-			kinds = append(kinds, k)
-		}
-		sort.Strings(kinds)
-		for _, k := range kinds {
-			fmt.Fprintf(w, "conns:        %s %v\n", k, conns[k])
-		}
+	kinds := make([]string, 0, len(a.Conns))
+	for k := range a.Conns {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		fmt.Fprintf(w, "conns:        %s %d\n", k, a.Conns[k])
 	}
 	fmt.Fprintf(w, "committed:    %d (%d connections handed over)\n", a.Totals.Committed, a.Totals.ConnsHandedOver)
 	causes := make([]string, 0, len(a.Totals.RolledBack))
@@ -219,24 +212,20 @@ func printStatus(w io.Writer, a answer) {
 		if l.Mode != "" { // older servers leave it out
 			outcome += ", " + l.Mode
 		}
-		fmt.Fprintf(w, "last upgrade: %s, pid %d -> %d in %s, %s connections, %d state bytes\n",
-			outcome, l.From, l.To, ns(l.TookNS), count(l.Conns), l.StateBytes)
+		fmt.Fprintf(w, "last upgrade: %s, pid %d -> %d in %s, %d connections, %d state bytes\n",
+			outcome, l.From, l.To, ns(l.TookNS), l.Conns, l.StateBytes)
 		if p := phases(l.PhasesNS); p != "" {
 			fmt.Fprintf(w, "phases:       %s\n", p)
 		}
 	}
 }
 
-// phaseOrder is the order of an upgrade's phases, as the server names
-// them in phases_ns.
-var phaseOrder = []string{"start", "fds", "park", "parked", "state", "adopt", "commit", "release", "move", "pause"}
-
 // phases says each phase's time, in their order; phases a newer server
 // adds come last.
 func phases(m map[string]int64) string {
 	var out []string
 	seen := map[string]bool{}
-	for _, name := range phaseOrder {
+	for _, name := range handoff.Phases {
 		if v, ok := m[name]; ok {
 			out = append(out, fmt.Sprintf("%s %s", name, ns(v)))
 			seen[name] = true

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/internal/controlwire"
 )
 
 // errUnreachable: the server could not be reached, or went away before it
@@ -27,43 +29,40 @@ var errUnreachable = errors.New("server unreachable")
 // request). Later lines come as the upgrade goes, which the server bounds.
 var firstAnswerWait = 30 * time.Second
 
-// answer is one JSON line of the server's (handoff/CONTROL.md), with the
-// fields handoffctl prints. raw is the line as it came.
+// answer is one JSON line of the server's (handoff/CONTROL.md), decoded
+// by its type: the field of that type is set (none for a type this
+// handoffctl does not know). raw is the line as it came.
 type answer struct {
-	Type  string `json:"type"`
-	Error string `json:"error"`
-
-	// phase
-	Phase  string `json:"phase"`
-	TookNS int64  `json:"took_ns"`
-	PID    int    `json:"pid"`
-	Conns  any    `json:"conns"` // a count in a phase, a map in a status
-	Bytes  uint64 `json:"bytes"`
-
-	// result
-	Committed  bool             `json:"committed"`
-	Refused    bool             `json:"refused"`
-	Mode       string           `json:"mode"`
-	PhasesNS   map[string]int64 `json:"phases_ns"`
-	Cause      string           `json:"cause"`
-	Reason     string           `json:"reason"`
-	From       int              `json:"from"`
-	To         int              `json:"to"`
-	StateBytes uint64           `json:"state_bytes"`
-
-	// status
-	Version       string `json:"version"`
-	Generation    uint64 `json:"generation"`
-	ChainUptimeNS int64  `json:"chain_uptime_ns"`
-	UptimeNS      int64  `json:"uptime_ns"`
-	Totals        struct {
-		Committed       uint64            `json:"committed"`
-		RolledBack      map[string]uint64 `json:"rolled_back"`
-		ConnsHandedOver uint64            `json:"conns_handed_over"`
-	} `json:"totals"`
-	Last *answer `json:"last"`
+	Type   string
+	Error  controlwire.Error
+	Phase  controlwire.Phase
+	Result controlwire.Result
+	Status controlwire.Status
 
 	raw []byte
+}
+
+// decodeAnswer decodes one line. A line without a type is no answer.
+func decodeAnswer(line []byte) (answer, error) {
+	var head struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(line, &head); err != nil || head.Type == "" {
+		return answer{}, errors.New("no type")
+	}
+	a := answer{Type: head.Type, raw: append([]byte(nil), line...)}
+	var err error
+	switch a.Type {
+	case controlwire.TypeError:
+		err = json.Unmarshal(line, &a.Error)
+	case controlwire.TypePhase:
+		err = json.Unmarshal(line, &a.Phase)
+	case controlwire.TypeResult:
+		err = json.Unmarshal(line, &a.Result)
+	case controlwire.TypeStatus:
+		err = json.Unmarshal(line, &a.Status)
+	}
+	return a, err
 }
 
 // request sends one command line to the control socket at path and calls
@@ -91,11 +90,10 @@ func exchange(c net.Conn, line string, fn func(answer) error) error {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	n := 0
 	for sc.Scan() {
-		var a answer
-		if err := json.Unmarshal(sc.Bytes(), &a); err != nil || a.Type == "" {
+		a, err := decodeAnswer(sc.Bytes())
+		if err != nil {
 			return fmt.Errorf("%w: is it a handoff control socket? it answered %.80q", errUnreachable, sc.Text())
 		}
-		a.raw = append([]byte(nil), sc.Bytes()...)
 		if n++; n == 1 {
 			_ = c.SetDeadline(time.Time{})
 		}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/handoff-dev/handoff/handoff"
+	"github.com/handoff-dev/handoff/internal/controlwire"
 )
 
 // shared is the one Upgrader a test process may have, with a control
@@ -225,7 +226,7 @@ func TestBusyAfterClose(t *testing.T) {
 	if err != nil {
 		t.Fatalf("request to a busy server after its close: %v, want its busy answer", err)
 	}
-	if len(got) != 1 || got[0].Type != "error" || !strings.HasPrefix(got[0].Error, "busy: ") {
+	if len(got) != 1 || got[0].Type != "error" || !strings.HasPrefix(got[0].Error.Error, "busy: ") {
 		t.Fatalf("answers %+v, want one busy error", got)
 	}
 }
@@ -391,7 +392,7 @@ func TestRolledBackReason(t *testing.T) {
 		t.Errorf("upgrade: exit %d, stderr %q", code, stderr)
 	}
 	var b bytes.Buffer
-	printStatus(&b, answer{Type: "status", Last: &answer{Cause: "other"}})
+	printStatus(&b, controlwire.Status{Type: "status", Last: &controlwire.Result{Cause: "other"}})
 	if !strings.Contains(b.String(), "rolled back (other): the server gave no reason") {
 		t.Errorf("status with a rollback without a reason:\n%s", &b)
 	}
@@ -400,10 +401,10 @@ func TestRolledBackReason(t *testing.T) {
 // TestStatusLastUpgrade: status prints the last upgrade's mode, pids,
 // connections and each phase's time.
 func TestStatusLastUpgrade(t *testing.T) {
-	var a answer
+	var a controlwire.Status
 	line := `{"type":"status","pid":20,"totals":{"committed":3,"rolled_back":{"exited":1},"conns_handed_over":1000},` +
 		`"last":{"type":"result","committed":true,"mode":"rolling","from":10,"to":20,"took_ns":9000000,"conns":1000,` +
-		`"state_bytes":5,"phases_ns":{"start":1000000,"commit":2000,"move":7000000,"pause":0,"future":3000}}}`
+		`"state_bytes":5,"phases_ns":{"connected":1000000,"commit":2000,"move":7000000,"pause":0,"future":3000}}}`
 	if err := json.Unmarshal([]byte(line), &a); err != nil {
 		t.Fatal(err)
 	}
@@ -413,7 +414,7 @@ func TestStatusLastUpgrade(t *testing.T) {
 		"committed:    3 (1000 connections handed over)\n",
 		"rolled back:  exited=1\n",
 		"last upgrade: committed, rolling, pid 10 -> 20 in 9ms, 1000 connections, 5 state bytes\n",
-		"phases:       start 1ms, commit 2µs, move 7ms, pause 0s, future 3µs\n",
+		"phases:       connected 1ms, commit 2µs, move 7ms, pause 0s, future 3µs\n",
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("status lacks %q:\n%s", want, &b)

@@ -126,20 +126,20 @@ func checkFull(t *testing.T, r result.Run) {
 	t.Helper()
 	checkKept(t, r)
 	ph := r.Upgrades[0].Phases
-	for _, name := range []string{"start", "fds", "park", "parked", "state", "adopt", "commit"} {
+	for _, name := range []string{"connected", "fds", "park", "parked", "state", "ready", "commit"} {
 		if ph[name] <= 0 {
 			t.Errorf("full: phase %s not measured: %v", name, ph)
 		}
 	}
-	if r.Pause != pausePhases(ph) || r.Pause <= 0 {
-		t.Errorf("full: pause %v, want the sum of park..commit, %v", r.Pause, pausePhases(ph))
+	if r.Pause != parkedAll(ph).Pause() || r.Pause <= 0 {
+		t.Errorf("full: pause %v, want the sum of park..commit, %v", r.Pause, parkedAll(ph).Pause())
 	}
 }
 
 // TestPhasesFromLog reads the phases from the handoff's own log line.
 func TestPhasesFromLog(t *testing.T) {
 	log := `time=2026-11-23T12:04:00.465Z level=INFO msg="handoff: handed over" pid=32110 to=32126 conns=1000 ` +
-		`early=1000 start=25.5ms fds=94.1ms park=8.5ms parked=7.8ms state=1.2ms adopt=3.4ms commit=1ms pause=21.9ms release=16.2ms`
+		`early=1000 connected=25.5ms fds=94.1ms park=8.5ms parked=7.8ms state=1.2ms ready=3.4ms commit=1ms pause=21.9ms release=16.2ms`
 	m := lastMatch("noise\n"+log+"\n", handedOver)
 	if m == nil {
 		t.Fatal("no match")
@@ -148,9 +148,9 @@ func TestPhasesFromLog(t *testing.T) {
 	for _, kv := range phase.FindAllStringSubmatch(m[1], -1) {
 		got[kv[1]], _ = time.ParseDuration(kv[2])
 	}
-	want := map[string]time.Duration{"start": 25500 * time.Microsecond, "fds": 94100 * time.Microsecond,
+	want := map[string]time.Duration{"connected": 25500 * time.Microsecond, "fds": 94100 * time.Microsecond,
 		"park": 8500 * time.Microsecond, "parked": 7800 * time.Microsecond, "state": 1200 * time.Microsecond,
-		"adopt": 3400 * time.Microsecond, "commit": time.Millisecond}
+		"ready": 3400 * time.Microsecond, "commit": time.Millisecond}
 	if len(got) != len(want) {
 		t.Fatalf("phases %v, want %v", got, want)
 	}
@@ -159,7 +159,7 @@ func TestPhasesFromLog(t *testing.T) {
 			t.Errorf("%s = %v, want %v", k, got[k], v)
 		}
 	}
-	if p := pausePhases(got); p != 21900*time.Microsecond {
+	if p := parkedAll(got).Pause(); p != 21900*time.Microsecond {
 		t.Errorf("pause %v, want 21.9ms (the logged one)", p)
 	}
 }
@@ -171,7 +171,7 @@ func TestRollingPhasesFromLog(t *testing.T) {
 		`moved=300 early=300 stayed=0 closed=0 move=9.23914ms max_wait=921.271µs`
 	// The new process's line comes after the old one's.
 	newer := `time=2026-12-01T02:32:34.845Z level=INFO msg="handoff: rolling move done" pid=18388 from=18363 ` +
-		`moved=300 took=9.339839ms stayed_with_old=0 closed=0`
+		`moved=300 move=9.339839ms stayed_with_old=0 closed=0`
 	m := lastMatch(log+"\n"+newer+"\n", handedOver)
 	if m == nil {
 		t.Fatal("no match")

@@ -9,11 +9,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/handoff-dev/handoff/bench/internal/load"
 	"github.com/handoff-dev/handoff/bench/internal/result"
+	"github.com/handoff-dev/handoff/handoff"
 	"github.com/handoff-dev/handoff/internal/proc"
 )
 
@@ -119,14 +121,18 @@ func startClients(cfg Config, addr string) ([]*client, error) {
 }
 
 // handedOver matches the old process's log line of a handoff, full or of
-// the listeners alone, or of the end of a rolling move; phases are its
-// key=duration pairs. A rolling move logs only move (commit to the last
-// connection moved) and max_wait (the longest a parked connection waited
-// to be sent). The new process logs a line of the same message, which
-// says from= where the old one's says to=.
+// the listeners alone, or of the end of a rolling move; phase matches its
+// key=duration pairs, the phases as the library names them (release left
+// out, and pause: the run's is the library's Pause of the others, see
+// parkedAll). A rolling move logs only move
+// (commit to the last connection moved) and max_wait (the longest a parked
+// connection waited to be sent). The new process logs a line of the same
+// message, which says from= where the old one's says to=.
 var (
 	handedOver = regexp.MustCompile(`msg="handoff: (?:handed over[^"]*|rolling move done)" pid=\d+ to=(.*)`)
-	phase      = regexp.MustCompile(` (start|fds|park|parked|state|adopt|commit|move|max_wait)=(\S+)`)
+	phase      = regexp.MustCompile(` (` + strings.Join([]string{handoff.PhaseConnected, handoff.PhaseFds,
+		handoff.PhasePark, handoff.PhaseParked, handoff.PhaseState, handoff.PhaseReady, handoff.PhaseCommit,
+		handoff.PhaseMove, "max_wait"}, "|") + `)=(\S+)`)
 )
 
 // upgrade sends SIGHUP and waits for the upgrade to end: the old process
@@ -200,8 +206,8 @@ func summarise(out *result.Run, recs []load.Record) {
 		out.Timeline = append(out.Timeline, result.Point{At: time.Duration(k * bucket), Worst: l.Max, P99: l.P99})
 	}
 	for _, u := range out.Upgrades {
-		if _, ok := u.Phases["park"]; ok {
-			out.Pause = max(out.Pause, pausePhases(u.Phases))
+		if _, ok := u.Phases[handoff.PhasePark]; ok {
+			out.Pause = max(out.Pause, parkedAll(u.Phases).Pause())
 		}
 	}
 }
@@ -226,9 +232,11 @@ func summary(l []time.Duration) result.Latency {
 	return result.Latency{Count: uint64(len(l)), P50: q(0.5), P99: q(0.99), P999: q(0.999), Max: l[len(l)-1]}
 }
 
-// pausePhases adds up the phases during which connections are not served:
-// from park to commit (handoff.UpgradeStats.Pause). The early fds, before
-// the park, are not part of it.
-func pausePhases(p map[string]time.Duration) time.Duration {
-	return p["park"] + p["parked"] + p["state"] + p["adopt"] + p["commit"]
+// parkedAll is the upgrade whose old process logged phases p, one that
+// parked every connection (it logged park), as the library's stats: their
+// Pause says how long connections were not served.
+func parkedAll(p map[string]time.Duration) handoff.UpgradeStats {
+	return handoff.UpgradeStats{Mode: handoff.AllAtOnce, Connected: p[handoff.PhaseConnected],
+		Fds: p[handoff.PhaseFds], Park: p[handoff.PhasePark], Parked: p[handoff.PhaseParked],
+		State: p[handoff.PhaseState], Ready: p[handoff.PhaseReady], Commit: p[handoff.PhaseCommit]}
 }

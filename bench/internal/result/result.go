@@ -101,9 +101,9 @@ type Upgrade struct {
 	At       time.Duration `json:"at_ns"`       // since the start of the run
 	Duration time.Duration `json:"duration_ns"` // SIGHUP to the old process's exit
 	OK       bool          `json:"ok"`
-	// Phases as the handoff logs them: start (to the new process's HELLO),
-	// fds (early, before the pause), then the pause: park, parked, state,
-	// adopt, commit. Listeners mode logs start, adopt and commit; rolling
+	// Phases as the handoff logs them: connected (to the new process's
+	// HELLO), fds (early, before the pause), then the pause: park, parked,
+	// state, ready, commit. Listeners mode logs connected, ready and commit; rolling
 	// mode move (from the commit to the last connection moved) and
 	// max_wait (the longest a parked connection waited to be sent).
 	Phases map[string]time.Duration `json:"phases_ns,omitempty"`

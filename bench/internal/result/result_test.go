@@ -69,8 +69,8 @@ func testRun(mode string, conns int) Run {
 		r.Upgrades[1].Phases = map[string]time.Duration{"move": 50 * ms, "max_wait": 4 * ms}
 	}
 	if mode == ModeFull {
-		r.Upgrades[0].Phases = map[string]time.Duration{"start": 100 * ms, "park": 1 * ms, "fds": 2 * ms, "commit": 5 * ms}
-		r.Upgrades[1].Phases = map[string]time.Duration{"start": 120 * ms, "park": 3 * ms, "fds": 4 * ms, "commit": 7 * ms}
+		r.Upgrades[0].Phases = map[string]time.Duration{"connected": 100 * ms, "park": 1 * ms, "fds": 2 * ms, "commit": 5 * ms}
+		r.Upgrades[1].Phases = map[string]time.Duration{"connected": 120 * ms, "park": 3 * ms, "fds": 4 * ms, "commit": 7 * ms}
 	}
 	return r
 }
@@ -114,7 +114,7 @@ func TestMarkdown(t *testing.T) {
 		"| none | 1000 | 1000/1000 (100%) | 0 | 0 | 0 | 0 | 0 | — | — | — | — | 2ms | 3ms | — | — | — | — | — | — | — | — |",
 		"`none` is the same load without any upgrade: it has no upgrade window, so no \"in\" figures, and its longest stall is over the whole run (as every mode's is).",
 		"| 2/2 | 350ms | — | — | — | — | — |",
-		"| mode | conns | upgrades | start | fds | park | commit | move | max_wait |",
+		"| mode | conns | upgrades | connected | fds | park | commit | move | max_wait |",
 		"| full | 1000 | 2 | 110ms | 3ms | 2ms | 6ms | — | — |",
 		"| rolling | 1000 | 2 | — | — | — | — | 40ms | 3ms |",
 		"- (a) all connections survive, no request lost, duplicated or failed, none refused, at 1000 conns: met — 1000/1000 (100%) survived, 0 lost, 0 dup, 0 failed, 0 refused",

@@ -105,10 +105,10 @@ func writeFloorTable(b *strings.Builder, floors []Floor) {
 	b.WriteString("\n")
 }
 
-// phaseOrder is the order the handoff goes through its phases; a rolling
-// move logs the last two. A phase not listed here (a newer handoff's)
-// follows them, by name.
-var phaseOrder = []string{"start", "fds", "park", "parked", "state", "adopt", "commit", "move", "max_wait"}
+// phaseOrder is the order the handoff goes through its phases, as the
+// library names them (handoff.Phases); a rolling move logs the last two. A
+// phase not listed here (a newer handoff's) follows them, by name.
+var phaseOrder = []string{"connected", "fds", "park", "parked", "state", "ready", "commit", "move", "max_wait"}
 
 // writePhaseTable writes the median of each phase over a run's upgrades:
 // the median, not the worst, because this table says where an upgrade

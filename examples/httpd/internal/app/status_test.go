@@ -149,7 +149,7 @@ func statusAfterUpgrade(t *testing.T, flag, mode string) {
 	if !l.Committed || l.Mode != mode || l.From != h.pid || l.To != next || l.Conns != n {
 		t.Errorf("last: %+v; want committed, mode %s, from %d to %d, %d connections", *l, mode, h.pid, next, n)
 	}
-	for _, phase := range []string{"start", "fds", "adopt", "commit"} {
+	for _, phase := range []string{"connected", "fds", "ready", "commit"} {
 		if l.PhasesNS[phase] <= 0 {
 			t.Errorf("last upgrade's phase %s: %d ns, want its time (phases %v)", phase, l.PhasesNS[phase], l.PhasesNS)
 		}

@@ -54,7 +54,7 @@ func TestMetricsAcrossUpgrades(t *testing.T) {
 	m = web.metrics(t, p.pid)
 	expectSeries(t, m, `handoff_upgrades_total{result="rolled_back"}`, 1)
 	expectSeries(t, m, `handoff_upgrades_total{result="committed"}`, 0)
-	expectSeries(t, m, `handoff_upgrade_phase_seconds_count{phase="start"}`, 0)
+	expectSeries(t, m, `handoff_upgrade_phase_seconds_count{phase="connected"}`, 0)
 	web.expectReady(t, p.pid)
 	c.Ask(t, "TOPUP 4 alice 5", "OK 4 75")
 	before := web.metrics(t, p.pid)[`pdf_requests_total{command="TOPUP"}`]
@@ -75,7 +75,7 @@ func TestMetricsAcrossUpgrades(t *testing.T) {
 		expectSeries(t, m, `handoff_serving`, 1)
 		// Every phase of every committed upgrade, those timed after the
 		// carried values were read too (COMMIT brings them).
-		expectSeries(t, m, `handoff_upgrade_phase_seconds_count{phase="start"}`, float64(gen))
+		expectSeries(t, m, `handoff_upgrade_phase_seconds_count{phase="connected"}`, float64(gen))
 		expectSeries(t, m, `handoff_upgrade_phase_seconds_count{phase="parked"}`, float64(gen))
 		expectSeries(t, m, `handoff_upgrade_phase_seconds_count{phase="pause"}`, float64(gen))
 		expectSeries(t, m, `handoff_upgrade_phase_seconds_count{phase="commit"}`, float64(gen))
