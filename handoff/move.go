@@ -102,8 +102,8 @@ func (m *mover) run() error {
 			if _, err := m.s.take(ev); err != nil {
 				return err
 			}
-			if ev.msg.Type != wire.TypeProgress {
-				return protoErr("unexpected %s during the move", ev.msg.Type)
+			if err := ev.msg.ExpectType(wire.TypeProgress); err != nil {
+				return fmt.Errorf("handoff: during the move: %w", err)
 			}
 		case <-m.exited:
 			return errors.New("the new process exited")

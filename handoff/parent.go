@@ -515,8 +515,8 @@ func (s *parentSession) waitAcked(sent, window uint32) error {
 		if err != nil {
 			return err
 		}
-		if m.Type != wire.TypeProgress {
-			return protoErr("unexpected %s while sending connections", m.Type)
+		if err := m.ExpectType(wire.TypeProgress); err != nil {
+			return fmt.Errorf("handoff: sending connections: %w", err)
 		}
 	}
 	return nil
