@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -76,12 +77,7 @@ func TestChannelFrames(t *testing.T) {
 // io.EOF.
 func TestChannelRefusals(t *testing.T) {
 	a, b := pair(t)
-	pipe := make([]int, 2)
-	if err := unix.Pipe2(pipe, unix.O_CLOEXEC); err != nil {
-		t.Fatal(err)
-	}
-	r := os.NewFile(uintptr(pipe[0]), "pipe")
-	defer r.Close()
+	pipe, r := watchedPipe(t)
 	done := make(chan struct{})
 	defer func() { <-done }()
 	go func() {
@@ -98,9 +94,7 @@ func TestChannelRefusals(t *testing.T) {
 		t.Errorf("SERVING with an fd: %v", err)
 	}
 	// The fd received with SERVING is closed: the pipe's last writer gone.
-	if n, err := r.Read(make([]byte, 1)); n != 0 || err != io.EOF {
-		t.Errorf("pipe read %d, %v: its write end is still open here", n, err)
-	}
+	requireClosed(t, r)
 	if err := b.Expect(&Serving{}); !errors.Is(err, io.EOF) {
 		t.Errorf("after the peer closed: %v", err)
 	}
@@ -138,5 +132,69 @@ func TestStateStream(t *testing.T) {
 	damaged := NewStateReader(b)
 	if err := damaged.Drain(); !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "damaged") {
 		t.Errorf("damaged stream: %v", err)
+	}
+}
+
+// TestChannelBadPackets: packets that do not make a frame are protocol
+// errors, and fds that came with them are closed.
+func TestChannelBadPackets(t *testing.T) {
+	packet := func(typ Type, flags byte, payload string) []byte {
+		b := make([]byte, headerLen, headerLen+len(payload))
+		putHeader(b, header{typ: typ, flags: flags, size: uint32(len(payload))})
+		return append(b, payload...)
+	}
+	for name, c := range map[string]struct {
+		pkts [][]byte
+		fdOn int // the packet that carries an fd, or -1
+		want string
+	}{
+		"short":            {[][]byte{{1, 0, 0}}, -1, "shorter than a header"},
+		"other type":       {[][]byte{packet(TypeState, flagMore, "ab"), packet(TypeHello, 0, "c")}, -1, "HELLO packet inside a STATE frame"},
+		"fds continuing":   {[][]byte{packet(TypeConns, flagMore, "ab"), packet(TypeConns, 0, "c")}, 1, "fds on a continuation packet"},
+		"length disagrees": {[][]byte{append(packet(TypeFinal, 0, "abcd"), 'x')}, 0, "says 4 payload bytes, carries 5"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			a, b := pair(t)
+			pipe, r := watchedPipe(t)
+			for i, p := range c.pkts {
+				var oob []byte
+				if i == c.fdOn {
+					oob = unix.UnixRights(pipe[1])
+				}
+				if _, _, err := a.Conn().WriteMsgUnix(p, oob, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			unix.Close(pipe[1])
+			if _, err := b.Recv(); !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want a protocol error saying %q", err, c.want)
+			}
+			// No copy of the pipe's write end is left here.
+			requireClosed(t, r)
+		})
+	}
+}
+
+// watchedPipe returns a pipe's two fds and its read end as a file whose
+// reads see EOF once every copy of the write end is closed.
+func watchedPipe(t *testing.T) ([]int, *os.File) {
+	t.Helper()
+	pipe := make([]int, 2)
+	if err := unix.Pipe2(pipe, unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	r := os.NewFile(uintptr(pipe[0]), "pipe")
+	t.Cleanup(func() { r.Close() })
+	return pipe, r
+}
+
+// requireClosed fails unless every copy of r's write end is closed. The
+// deadline is a safety net against a copy left open, which would make the
+// read wait forever.
+func requireClosed(t *testing.T, r *os.File) {
+	t.Helper()
+	_ = r.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := r.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("pipe read %d, %v: a copy of its write end is still open here", n, err)
 	}
 }
