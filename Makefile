@@ -60,7 +60,7 @@ demo: build
 # Longer runs of the decoder fuzzers: handoff frames, state file container,
 # state file payloads, pdf ledger files. The seed corpora are in testdata/.
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrames$$' -fuzztime 60s ./handoff/
+	$(GO) test -run '^$$' -fuzz '^FuzzFrames$$' -fuzztime 60s ./handoff/internal/wire/
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime 60s ./statefile/
 	$(GO) test -run '^$$' -fuzz '^FuzzPayload$$' -fuzztime 60s ./statefile/
 	$(GO) -C examples test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 60s ./pdf/internal/ledger/

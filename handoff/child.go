@@ -4,7 +4,6 @@ package handoff
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
 
 // testHook, when set by a test, is called at each step of a takeover (and,
@@ -32,7 +33,7 @@ func hook(step string, ch *channel) {
 // VMs) that would otherwise fall into the pause, after COMMIT.
 type adopted struct {
 	nc    net.Conn
-	rec   record        // unread bytes and state are filled in by PARKED for early ones
+	rec   wire.Record   // unread bytes and state are filled in by PARKED for early ones
 	serve bool          // set before the gate opens: commit happened and FINAL named it
 	gate  chan struct{} // the session's gate, or in a Rolling move the connection's own
 	// takenUp, set before the gate opens for a connection that a Rolling
@@ -87,26 +88,26 @@ func (u *Upgrader) takeOver(ctx context.Context) error {
 	moving := false
 	defer func() {
 		if !moving {
-			s.ch.close()
+			s.ch.Close()
 		}
 	}()
 	defer s.openGate()
-	unbind := s.ch.bindDeadline(ctx)
+	unbind := s.ch.BindDeadline(ctx)
 	hook("connected", s.ch)
 	if err := s.receive(ctx, run); err != nil {
 		unbind()
 		err = withCause(ctx, err)
 		s.closeConns()
 		if !errors.Is(err, ErrRejected) && !s.parentGone() {
-			s.ch.setDeadline(time.Now().Add(100 * time.Millisecond))
-			_ = s.ch.send(frameAbort, abortPayload(err), nil)
+			s.ch.SetDeadline(time.Now().Add(100 * time.Millisecond))
+			_ = s.ch.Send(wire.Abort{Reason: err.Error()}, nil)
 		}
 		return s.explain(err)
 	}
 	// READY is sent: the old process decides now, and this one waits for
 	// its word whatever its own clock or a stop says.
 	unbind()
-	s.ch.setDeadline(time.Time{})
+	s.ch.SetDeadline(time.Time{})
 	if err := s.commit(); err != nil {
 		return s.explain(err)
 	}
@@ -155,7 +156,7 @@ func (u *Upgrader) openChannel() (*channel, error) {
 		uc.Close()
 		return nil, err
 	}
-	return newChannel(uc), nil
+	return wire.NewChannel(uc), nil
 }
 
 // parentGone reports whether the old process has died: this process has
@@ -198,7 +199,7 @@ func (s *childSession) explain(err error) error {
 // receive runs the handoff up to READY. Before READY it makes the
 // takeover's commit: past it, Stop no longer aborts the takeover.
 func (s *childSession) receive(ctx context.Context, run *attempt) error {
-	if err := s.ch.send(frameHello, ownHello(s.u.opts).encode(), nil); err != nil {
+	if err := s.ch.Send(ownHello(s.u.opts), nil); err != nil {
 		return err
 	}
 	if err := s.hello(); err != nil {
@@ -219,7 +220,7 @@ func (s *childSession) receive(ctx context.Context, run *attempt) error {
 	if err := s.receiveParked(f); err != nil {
 		return err
 	}
-	s.phase(PhaseParked, start, "conns", len(s.conns), "late", f.late)
+	s.phase(PhaseParked, start, "conns", len(s.conns), "late", f.Late)
 	hook("conns", s.ch)
 	start = time.Now()
 	stateBytes, err := s.loadState()
@@ -237,10 +238,8 @@ func (s *childSession) receive(ctx context.Context, run *attempt) error {
 	if err := s.u.commit(ctx, run); err != nil {
 		return err
 	}
-	ready := binary.BigEndian.AppendUint32(nil, uint32(len(s.conns)))
-	ready = binary.BigEndian.AppendUint64(ready, stateBytes)
 	s.ready = time.Now()
-	return s.ch.send(frameReady, ready, nil)
+	return s.ch.Send(wire.Ready{Conns: uint32(len(s.conns)), StateBytes: stateBytes}, nil)
 }
 
 // phase logs a step of the takeover as it ends.
@@ -250,35 +249,26 @@ func (s *childSession) phase(name string, start time.Time, args ...any) {
 }
 
 func (s *childSession) hello() error {
-	typ, p, err := recvNoFds(s.ch)
-	if err != nil {
+	var h wire.Hello
+	if err := s.ch.Expect(&h); err != nil {
 		return fmt.Errorf("handoff: waiting for HELLO: %w", err)
 	}
-	if typ != frameHello {
-		return protoErr("expected HELLO, got %s", frameName(typ))
+	if h.Version != protocolVersion {
+		return protoErr("old process speaks protocol version %d, this one %d", h.Version, protocolVersion)
 	}
-	h, err := decodeHello(p)
-	if err != nil {
-		return err
-	}
-	if h.version != protocolVersion {
-		return protoErr("old process speaks protocol version %d, this one %d", h.version, protocolVersion)
-	}
-	s.u.log.Info("handoff: taking over", "from", h.pid, "from_version", h.appVersion, "from_app", h.app)
+	s.u.log.Info("handoff: taking over", "from", h.PID, "from_version", h.AppVersion, "from_app", h.App)
 	return nil
 }
 
 // readPlan reads the old process's plan: its mode, and how many
 // connections may come early; it makes room for them.
 func (s *childSession) readPlan() (int, error) {
-	typ, p, err := recvNoFds(s.ch)
+	var f wire.Plan
+	err := s.ch.Expect(&f)
+	if err == nil {
+		s.plan, err = planOf(f)
+	}
 	if err != nil {
-		return 0, err
-	}
-	if typ != framePlan {
-		return 0, protoErr("expected PLAN, got %s", frameName(typ))
-	}
-	if s.plan, err = decodePlan(p); err != nil {
 		return 0, err
 	}
 	if err := s.canServe(s.plan.early); err != nil {
@@ -319,49 +309,49 @@ func (s *childSession) canLoad(state bool) error {
 
 // receiveEarly adopts the connections sent while the old process still
 // served them, at most n, until FINAL, which it returns.
-func (s *childSession) receiveEarly(n int) (final, error) {
+func (s *childSession) receiveEarly(n int) (wire.Final, error) {
 	s.early = make(map[uint64]*adopted, n)
 	for {
-		typ, p, fds, err := s.ch.recv()
+		m, err := s.ch.Recv()
 		if err != nil {
-			return final{}, err
+			return wire.Final{}, err
 		}
-		if typ == frameFinal && len(fds) == 0 {
-			return s.final(p)
+		if m.Type == wire.TypeFinal && len(m.Fds) == 0 {
+			return s.final(m)
 		}
-		got, err := s.adoptBatch(typ, p, fds)
+		got, err := s.adoptBatch(m)
 		for _, a := range got {
-			if _, dup := s.early[a.rec.id]; (dup || len(s.early) == n) && err == nil {
-				err = protoErr("early connection %d sent twice, or more than PLAN's %d", a.rec.id, n)
+			if _, dup := s.early[a.rec.ID]; (dup || len(s.early) == n) && err == nil {
+				err = protoErr("early connection %d sent twice, or more than PLAN's %d", a.rec.ID, n)
 			}
-			if _, dup := s.early[a.rec.id]; dup {
+			if _, dup := s.early[a.rec.ID]; dup {
 				s.drop(a)
 				continue
 			}
-			s.early[a.rec.id] = a // closed with the rest on error
+			s.early[a.rec.ID] = a // closed with the rest on error
 		}
 		if err != nil {
-			return final{}, err
+			return wire.Final{}, err
 		}
 		if s.seq == 1 {
 			hook("first-batch", s.ch)
 		}
 		if err := s.progress(); err != nil {
-			return final{}, err
+			return wire.Final{}, err
 		}
 	}
 }
 
-func (s *childSession) final(p []byte) (final, error) {
-	f, err := decodeFinal(p)
-	if err != nil {
+func (s *childSession) final(m wire.Msg) (wire.Final, error) {
+	var f wire.Final
+	if err := m.Expect(&f); err != nil {
 		return f, err
 	}
-	if err := s.canServe(f.conns); err != nil {
+	if err := s.canServe(f.Conns); err != nil {
 		return f, err
 	}
-	if f.late > 0 {
-		return f, growFdTable(int(f.late))
+	if f.Late > 0 {
+		return f, growFdTable(int(f.Late))
 	}
 	return f, nil
 }
@@ -370,23 +360,23 @@ func (s *childSession) final(p []byte) (final, error) {
 // id for the early ones (PARKED), with their fds for the late ones
 // (CONNS). Early connections FINAL does not name were closed by the old
 // process since: this process's copy goes too.
-func (s *childSession) receiveParked(f final) error {
+func (s *childSession) receiveParked(f wire.Final) error {
 	late := 0
-	for len(s.conns) < int(f.conns) {
-		typ, p, fds, err := s.ch.recv()
+	for len(s.conns) < int(f.Conns) {
+		m, err := s.ch.Recv()
 		if err != nil {
 			return err
 		}
 		var got []*adopted
-		if typ == frameParked && len(fds) == 0 {
-			got, err = s.claim(p)
+		if m.Type == wire.TypeParked && len(m.Fds) == 0 {
+			got, err = s.claim(m)
 		} else {
-			got, err = s.adoptBatch(typ, p, fds)
+			got, err = s.adoptBatch(m)
 			late += len(got)
 		}
 		s.conns = append(s.conns, got...)
-		if err == nil && (late > int(f.late) || len(s.conns) > int(f.conns)) {
-			err = protoErr("%d connections (%d late) received, FINAL said %d (%d late)", len(s.conns), late, f.conns, f.late)
+		if err == nil && (late > int(f.Late) || len(s.conns) > int(f.Conns)) {
+			err = protoErr("%d connections (%d late) received, FINAL said %d (%d late)", len(s.conns), late, f.Conns, f.Late)
 		}
 		if err != nil {
 			return err
@@ -406,10 +396,12 @@ func (s *childSession) receiveParked(f final) error {
 }
 
 // claim matches a PARKED frame's records to early connections.
-func (s *childSession) claim(p []byte) ([]*adopted, error) {
-	got, recs, err := decodeConns(frameParked, p)
-	if err == nil && (got != s.seq || len(recs) == 0) {
-		err = protoErr("PARKED %d with %d records, expected frame %d", got, len(recs), s.seq)
+func (s *childSession) claim(m wire.Msg) ([]*adopted, error) {
+	var b wire.Parked
+	err := m.Expect(&b)
+	recs := b.Records
+	if err == nil && (b.Seq != s.seq || len(recs) == 0) {
+		err = protoErr("PARKED %d with %d records, expected frame %d", b.Seq, len(recs), s.seq)
 	}
 	if err != nil {
 		return nil, err
@@ -417,11 +409,11 @@ func (s *childSession) claim(p []byte) ([]*adopted, error) {
 	s.seq++
 	out := make([]*adopted, 0, len(recs))
 	for _, r := range recs {
-		a, ok := s.early[r.id]
+		a, ok := s.early[r.ID]
 		if !ok {
-			return out, protoErr("PARKED names connection %d, which was not sent early", r.id)
+			return out, protoErr("PARKED names connection %d, which was not sent early", r.ID)
 		}
-		delete(s.early, r.id)
+		delete(s.early, r.ID)
 		a.rec = r
 		out = append(out, a)
 	}
@@ -430,20 +422,17 @@ func (s *childSession) claim(p []byte) ([]*adopted, error) {
 
 func (s *childSession) progress() error {
 	adopted := len(s.early) + len(s.conns)
-	p := binary.BigEndian.AppendUint32(nil, s.seq-1)
-	return s.ch.send(frameProgress, binary.BigEndian.AppendUint32(p, uint32(adopted)), nil)
+	return s.ch.Send(wire.Progress{Seq: s.seq - 1, Held: uint32(adopted)}, nil)
 }
 
 // adoptBatch turns one CONNS frame into connections; it owns fds. On
 // error, the connections already made are returned for closing with the rest.
-func (s *childSession) adoptBatch(typ byte, p []byte, fds []int) ([]*adopted, error) {
-	if typ != frameConns {
-		closeFds(fds)
-		return nil, protoErr("expected CONNS, got %s", frameName(typ))
-	}
-	got, recs, err := decodeConns(frameConns, p)
-	if err == nil && (got != s.seq || len(recs) != len(fds) || len(recs) == 0) {
-		err = protoErr("CONNS %d with %d records and %d fds, expected frame %d", got, len(recs), len(fds), s.seq)
+func (s *childSession) adoptBatch(m wire.Msg) ([]*adopted, error) {
+	var b wire.Conns
+	err := m.Expect(&b)
+	fds, recs := m.Fds, b.Records
+	if err == nil && (b.Seq != s.seq || len(recs) != len(fds) || len(recs) == 0) {
+		err = protoErr("CONNS %d with %d records and %d fds, expected frame %d", b.Seq, len(recs), len(fds), s.seq)
 	}
 	if err != nil {
 		closeFds(fds)
@@ -455,7 +444,7 @@ func (s *childSession) adoptBatch(typ byte, p []byte, fds []int) ([]*adopted, er
 		nc, err := fdConn(fd)
 		if err != nil {
 			closeFds(fds[i+1:])
-			return out, fmt.Errorf("handoff: adopt connection %d: %w", recs[i].id, err)
+			return out, fmt.Errorf("handoff: adopt connection %d: %w", recs[i].ID, err)
 		}
 		a := &adopted{nc: nc, rec: recs[i], gate: s.gate}
 		if s.plan.mode.movesAfterCommit() {
@@ -471,31 +460,27 @@ func (s *childSession) adoptBatch(typ byte, p []byte, fds []int) ([]*adopted, er
 // A stream PLAN did not announce must be empty: one it announced has
 // passed canLoad.
 func (s *childSession) loadState() (uint64, error) {
-	r := newStateReader(s.ch)
+	r := wire.NewStateReader(s.ch)
 	if load := s.u.opts.LoadState; load != nil && s.u.opts.Mode.sendsState() {
 		if err := callSafely("load state", func() error { return load(r) }); err != nil {
 			return 0, err
 		}
 	}
-	if err := r.drain(); err != nil {
+	if err := r.Drain(); err != nil {
 		return 0, err
 	}
-	if !s.plan.state && r.total > 0 {
-		return 0, protoErr("%d bytes of state after a PLAN that announced none", r.total)
+	if !s.plan.state && r.Total() > 0 {
+		return 0, protoErr("%d bytes of state after a PLAN that announced none", r.Total())
 	}
-	return r.total, nil
+	return r.Total(), nil
 }
 
 // receiveCarry reads where the chain stands and the carried values; they
 // count once COMMIT comes.
 func (s *childSession) receiveCarry() error {
-	typ, p, err := recvNoFds(s.ch)
-	if err == nil && typ != frameCarry {
-		err = protoErr("expected CARRY, got %s", frameName(typ))
-	}
-	if err == nil {
-		s.carried, err = decodeCarried(p)
-	}
+	var f wire.Carry
+	err := s.ch.Expect(&f)
+	s.carried = carriedOf(f)
 	return err
 }
 
@@ -504,9 +489,9 @@ func (s *childSession) receiveCarry() error {
 // process group and starts serving. ABORT, or the old process's death,
 // means it never will.
 func (s *childSession) commit() error {
-	typ, p, err := recvNoFds(s.ch)
-	if err == nil && typ != frameCommit {
-		err = protoErr("expected COMMIT, got %s", frameName(typ))
+	m, err := s.ch.RecvNoFds()
+	if err == nil {
+		err = m.ExpectType(wire.TypeCommit)
 	}
 	if err != nil {
 		s.closeConns()
@@ -514,9 +499,10 @@ func (s *childSession) commit() error {
 	}
 	// COMMIT is the decision: a payload this process cannot read costs
 	// it the record of how it started, nothing more.
-	if info, err := decodeCommitInfo(p); err == nil {
+	var f wire.Commit
+	if err := m.Expect(&f); err == nil {
 		s.u.mu.Lock()
-		s.u.takenOver = info.result(s.u.opts.Binary, s.ppid, os.Getpid(), s.plan.mode)
+		s.u.takenOver = commitInfoOf(f).result(s.u.opts.Binary, s.ppid, os.Getpid(), s.plan.mode)
 		s.u.mu.Unlock()
 	} else {
 		s.u.log.Warn("handoff: COMMIT's upgrade record unreadable", "err", err)
@@ -539,8 +525,8 @@ func (s *childSession) commit() error {
 	// may exit; whoever asked the old process for this upgrade, once the
 	// PID file names this process.
 	s.u.notify(Notice{Event: NoticeServing, From: s.ppid})
-	s.ch.setDeadline(time.Now().Add(time.Second))
-	_ = s.ch.send(frameServing, nil, nil)
+	s.ch.SetDeadline(time.Now().Add(time.Second))
+	_ = s.ch.Send(wire.Serving{}, nil)
 	return nil
 }
 
@@ -551,11 +537,11 @@ func (s *childSession) wait(a *adopted) {
 		buf := touched(readBufSize)
 		waitDeep(a.gate)
 		if a.serve {
-			c := s.u.reg.track(a.nc, a.rec.kind, append(buf, a.rec.unread...))
+			c := s.u.reg.track(a.nc, a.rec.Kind, append(buf, a.rec.Unread...))
 			if a.takenUp != nil {
 				c.takingUp.Store(&a.takenUp)
 			}
-			s.u.opts.Resume(c, a.rec.state)
+			s.u.opts.Resume(c, a.rec.State)
 			c.takeUp()
 		}
 	}()
@@ -629,29 +615,29 @@ func (s *childSession) drop(a *adopted) {
 // connections back), and those copies are closed too.
 func (s *childSession) receiveMoves() {
 	defer s.endMoves()
-	s.ch.setDeadline(time.Time{}) // the move lasts as long as the old process says
+	s.ch.SetDeadline(time.Time{}) // the move lasts as long as the old process says
 	start, moved := time.Now(), 0
 	for {
-		typ, p, fds, err := s.ch.recv()
+		m, err := s.ch.Recv()
 		if err != nil {
 			s.u.log.Error("handoff: the rolling move ended early; the old process keeps what it has", "from", s.ppid,
 				"moved", moved, "err", err)
 			return
 		}
 		var got []*adopted
-		switch typ {
-		case frameParked:
-			got, err = s.claim(p)
-		case frameConns:
-			got, err = s.adoptBatch(typ, p, fds)
-		case frameClosed:
-			err = s.closeEarly(p)
-		case frameEnd:
-			s.logEnd(p, start, moved)
+		switch m.Type {
+		case wire.TypeParked:
+			got, err = s.claim(m)
+		case wire.TypeConns:
+			got, err = s.adoptBatch(m)
+		case wire.TypeClosed:
+			err = s.closeEarly(m)
+		case wire.TypeEnd:
+			s.logEnd(m, start, moved)
 			return
 		default:
-			closeFds(fds)
-			err = protoErr("unexpected %s during the move", frameName(typ))
+			closeFds(m.Fds)
+			err = protoErr("unexpected %s during the move", m.Type)
 		}
 		for _, a := range got {
 			a.serve = true
@@ -676,9 +662,10 @@ func (s *childSession) receiveMoves() {
 
 // closeEarly closes the copies of early connections the old process has
 // closed (CLOSED), so that their clients see the close now.
-func (s *childSession) closeEarly(p []byte) error {
-	ids, err := decodeIDs(p)
-	for _, id := range ids {
+func (s *childSession) closeEarly(m wire.Msg) error {
+	var f wire.Closed
+	err := m.Expect(&f)
+	for _, id := range f.IDs {
 		if a, ok := s.early[id]; ok {
 			delete(s.early, id)
 			s.drop(a)
@@ -687,14 +674,14 @@ func (s *childSession) closeEarly(p []byte) error {
 	return err
 }
 
-func (s *childSession) logEnd(p []byte, start time.Time, moved int) {
-	e, err := decodeMoveEnd(p)
-	if err != nil {
+func (s *childSession) logEnd(m wire.Msg, start time.Time, moved int) {
+	var e wire.End
+	if err := m.Expect(&e); err != nil {
 		s.u.log.Warn("handoff: END unreadable", "err", err)
 	}
-	s.u.moveDone(time.Since(start), int(e.stayed), int(e.closed))
+	s.u.moveDone(time.Since(start), int(e.Stayed), int(e.Closed))
 	s.u.log.Info("handoff: rolling move done", "from", s.ppid, "moved", moved, PhaseMove, time.Since(start),
-		"stayed_with_old", e.stayed, "closed", e.closed)
+		"stayed_with_old", e.Stayed, "closed", e.Closed)
 }
 
 // endMoves closes the early copies never claimed and the channel, waits
@@ -705,7 +692,7 @@ func (s *childSession) endMoves() {
 		s.drop(a)
 		delete(s.early, id)
 	}
-	s.ch.close()
+	s.ch.Close()
 	s.awaitTakenUp()
 	s.u.mu.Lock()
 	s.u.receiving = false

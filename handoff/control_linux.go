@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
 
 // listenControl returns the control socket's listener: the old process's,
@@ -84,7 +86,7 @@ func checkControlPeer(c net.Conn) error {
 	if !ok {
 		return fmt.Errorf("%w: not a Unix socket", errControl)
 	}
-	cred, err := peerCred(uc)
+	cred, err := wire.PeerCred(uc)
 	if err != nil {
 		return fmt.Errorf("%w: peer credentials: %w", errControl, err)
 	}

@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/handoff/internal/wire"
 	"github.com/handoff-dev/handoff/statefile"
 )
 
@@ -291,9 +292,9 @@ func applyFault(f string) {
 		case "hang":
 			select {}
 		case "garbage":
-			ch.c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+			ch.Conn().Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 		case "truncated":
-			ch.c.Write([]byte{frameHello, 0, 0, 0, 0, 0, 1, 0, 'H', 'O'})
+			ch.Conn().Write([]byte{byte(wire.TypeHello), 0, 0, 0, 0, 0, 1, 0, 'H', 'O'})
 		case "fdlimit":
 			lowerFdLimit(3)
 		}

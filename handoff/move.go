@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os/signal"
 	"time"
+
+	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
 
 // Rolling mode's move, in the old process: after the commit, the
@@ -63,7 +65,7 @@ func (u *Upgrader) roll(s *parentSession, p *newProcess, stop <-chan struct{}) e
 	}
 	u.reg.endMove()
 	u.releasePlain()
-	s.ch.close()
+	s.ch.Close()
 	s.emit(Event{Phase: PhaseMove, Took: s.stats.Move, Conns: m.moved})
 	u.log.Info("handoff: rolling move done", "to", s.pid, "moved", m.moved, "early", s.stats.Early,
 		"stayed", stayed, "closed", closed, PhaseMove, s.stats.Move, "max_wait", m.maxWait)
@@ -97,11 +99,11 @@ func (m *mover) run() error {
 		case <-m.reg.changed:
 		case <-tick.C:
 		case ev := <-m.s.events:
-			if _, _, err := m.s.take(ev); err != nil {
+			if _, err := m.s.take(ev); err != nil {
 				return err
 			}
-			if ev.typ != frameProgress {
-				return protoErr("unexpected %s during the move", frameName(ev.typ))
+			if err := ev.msg.ExpectType(wire.TypeProgress); err != nil {
+				return fmt.Errorf("handoff: during the move: %w", err)
 			}
 		case <-m.exited:
 			return errors.New("the new process exited")
@@ -135,8 +137,8 @@ func (m *mover) hurry(pending []*Conn) []*Conn {
 // their fds otherwise) and the ids of early ones closed here since.
 func (m *mover) send(parked []parkedConn, closed []uint64) error {
 	for len(closed) > 0 {
-		k := min(len(closed), maxClosedIDs)
-		if err := m.s.ch.send(frameClosed, encodeIDs(closed[:k]), nil); err != nil {
+		k := min(len(closed), wire.MaxClosedIDs)
+		if err := m.s.ch.Send(wire.Closed{IDs: closed[:k]}, nil); err != nil {
 			return err
 		}
 		closed = closed[k:]
@@ -149,24 +151,24 @@ func (m *mover) send(parked []parkedConn, closed []uint64) error {
 			late = append(late, p)
 		}
 	}
-	if err := m.s.sendRecords(frameParked, known, m.sent); err != nil {
+	if err := m.s.sendRecords(wire.TypeParked, known, m.sent); err != nil {
 		return err
 	}
 	late = m.fit(late)
 	m.lateFds += len(late)
-	return m.s.sendRecords(frameConns, late, m.sent)
+	return m.s.sendRecords(wire.TypeConns, late, m.sent)
 }
 
 // fit keeps the late connections the new process has room for; the others
 // resume here and are left to the deadline's policy.
 func (m *mover) fit(late []parkedConn) []parkedConn {
-	room := int(m.s.peer.fdLimit) - int(m.s.peer.fdOpen) - fdHeadroom - len(m.s.early) - m.lateFds
+	room := int(m.s.peer.FdLimit) - int(m.s.peer.FdOpen) - fdHeadroom - len(m.s.early) - m.lateFds
 	if len(late) <= room {
 		return late
 	}
 	room = max(room, 0)
 	m.s.u.log.Warn("handoff: the new process has no room for more connections; they stay here",
-		"conns", len(late)-room, "fd_limit", m.s.peer.fdLimit)
+		"conns", len(late)-room, "fd_limit", m.s.peer.FdLimit)
 	for _, p := range late[room:] {
 		p.c.finish(nil)
 	}
@@ -200,8 +202,8 @@ func (m *mover) finish(closeThem bool) (stayed, closed int, err error) {
 	if err := m.s.waitAcked(m.s.seq, 0); err != nil {
 		return 0, 0, err
 	}
-	end := moveEnd{moved: uint32(m.moved), stayed: uint32(stayed), closed: uint32(closed)}
-	return stayed, closed, m.s.ch.send(frameEnd, end.encode(), nil)
+	end := wire.End{Moved: uint32(m.moved), Stayed: uint32(stayed), Closed: uint32(closed)}
+	return stayed, closed, m.s.ch.Send(end, nil)
 }
 
 // takeBack ends a Rolling move whose new process failed: it is killed,

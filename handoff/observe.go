@@ -1,14 +1,13 @@
 package handoff
 
 import (
-	"encoding/binary"
 	"errors"
-	"math"
 	"os"
-	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
 
 // Status is what an operator asks a process: who it is, where its chain of
@@ -236,34 +235,12 @@ type carried struct {
 	values     map[string]float64
 }
 
-func (v carried) encode() []byte {
-	b := binary.BigEndian.AppendUint64(nil, v.generation)
-	b = binary.BigEndian.AppendUint64(b, uint64(v.start.UnixNano()))
-	names := make([]string, 0, len(v.values))
-	for name := range v.values {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(names)))
-	for _, name := range names {
-		b = appendString(b, name)
-		b = binary.BigEndian.AppendUint64(b, math.Float64bits(v.values[name]))
-	}
-	return b
+func (v carried) frame() wire.Carry {
+	return wire.Carry{Generation: v.generation, Start: v.start, Values: v.values}
 }
 
-func decodeCarried(p []byte) (carried, error) {
-	d := decoder{b: p}
-	v := carried{generation: d.u64(), start: time.Unix(0, int64(d.u64())), values: map[string]float64{}}
-	n := int(d.u16())
-	for i := 0; i < n && d.err == nil; i++ {
-		name := d.str()
-		v.values[name] = math.Float64frombits(d.u64())
-	}
-	if err := d.finish("CARRY"); err != nil {
-		return carried{}, err
-	}
-	return v, nil
+func carriedOf(f wire.Carry) carried {
+	return carried{generation: f.Generation, start: f.Start, values: f.Values}
 }
 
 // Status returns a snapshot of this process for an operator.
@@ -331,25 +308,21 @@ func (c *commitInfo) durations() []*time.Duration {
 	return []*time.Duration{&st.Connected, &st.Fds, &st.Park, &st.Parked, &st.State, &st.Ready, &st.Commit}
 }
 
-func (c commitInfo) encode() []byte {
-	b := binary.BigEndian.AppendUint64(nil, uint64(c.began.UnixNano()))
-	for _, d := range c.durations() {
-		b = binary.BigEndian.AppendUint64(b, uint64(*d))
+func (c commitInfo) frame() wire.Commit {
+	f := wire.Commit{Began: c.began, Conns: uint32(c.stats.Conns), Early: uint32(c.stats.Early), StateBytes: c.stateBytes}
+	for i, d := range c.durations() {
+		f.Phases[i] = *d
 	}
-	b = binary.BigEndian.AppendUint32(b, uint32(c.stats.Conns))
-	b = binary.BigEndian.AppendUint32(b, uint32(c.stats.Early))
-	return binary.BigEndian.AppendUint64(b, c.stateBytes)
+	return f
 }
 
-func decodeCommitInfo(p []byte) (commitInfo, error) {
-	d := decoder{b: p}
-	c := commitInfo{began: time.Unix(0, int64(d.u64()))}
-	for _, dur := range c.durations() {
-		*dur = time.Duration(d.u64())
+func commitInfoOf(f wire.Commit) commitInfo {
+	c := commitInfo{began: f.Began, stateBytes: f.StateBytes}
+	for i, d := range c.durations() {
+		*d = f.Phases[i]
 	}
-	c.stats.Conns, c.stats.Early = int(d.u32()), int(d.u32())
-	c.stateBytes = d.u64()
-	return c, d.finish("COMMIT")
+	c.stats.Conns, c.stats.Early = int(f.Conns), int(f.Early)
+	return c
 }
 
 // result is the committed upgrade as the new process records it. COMMIT

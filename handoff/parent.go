@@ -4,7 +4,6 @@ package handoff
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
 
 // sendWindow is how many CONNS frames may wait for PROGRESS. Unreceived
@@ -34,7 +35,7 @@ func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest
 	}
 	res.To = p.pid
 	u.event(req, Event{Phase: PhaseStarted, PID: p.pid, Took: time.Since(began)})
-	s := &parentSession{u: u, ch: newChannel(conn), pid: p.pid, began: began, req: req}
+	s := &parentSession{u: u, ch: wire.NewChannel(conn), pid: p.pid, began: began, req: req}
 	defer func() { res.Stats, res.StateBytes = s.stats, s.stateBytes }()
 	// The new process's exit ends the wait at once, even if something it
 	// started still holds its end of the channel.
@@ -56,7 +57,7 @@ func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest
 	s.sendCommit()
 	u.handOver(s, parked)
 	s.awaitServing(5 * time.Second)
-	s.ch.close()
+	s.ch.Close()
 	return nil
 }
 
@@ -72,11 +73,11 @@ func (s *parentSession) awaitServing(d time.Duration) {
 
 // serving waits, up to d, for the new process's SERVING.
 func (s *parentSession) serving(d time.Duration) error {
-	s.ch.setDeadline(time.Now().Add(d))
-	defer s.ch.setDeadline(time.Time{})
-	typ, _, err := s.next()
-	if err == nil && typ != frameServing {
-		err = protoErr("expected SERVING, got %s", frameName(typ))
+	s.ch.SetDeadline(time.Now().Add(d))
+	defer s.ch.SetDeadline(time.Time{})
+	m, err := s.next()
+	if err == nil {
+		err = m.Expect(&wire.Serving{})
 	}
 	return err
 }
@@ -195,7 +196,7 @@ type parentSession struct {
 	u          *Upgrader
 	ch         *channel
 	pid        int
-	peer       hello
+	peer       wire.Hello
 	events     chan event
 	readDone   chan struct{}   // closed when readEvents has returned
 	seq        uint32          // CONNS and PARKED frames sent
@@ -210,16 +211,15 @@ type parentSession struct {
 
 // event is a frame from the child, or the error that ended reading.
 type event struct {
-	typ     byte
-	payload []byte
-	err     error
+	msg wire.Msg
+	err error
 }
 
 // run takes the handoff up to the new process's READY and returns the
 // connections it parked. The connections are paused from the park on,
 // which PauseTimeout bounds.
 func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error) {
-	defer s.ch.bindDeadline(ctx)()
+	defer s.ch.BindDeadline(ctx)()
 	if err := s.hello(); err != nil {
 		return nil, err
 	}
@@ -238,7 +238,7 @@ func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error
 	ctx, cancel := context.WithTimeoutCause(ctx, pause,
 		fmt.Errorf("handoff: %w: longer than the pause timeout (%s)", errPauseTimeout, pause))
 	defer cancel()
-	defer s.ch.bindDeadline(ctx)()
+	defer s.ch.BindDeadline(ctx)()
 	defer func() { err = withCause(ctx, err) }()
 	parked, err = s.park(ctx, early)
 	if err != nil {
@@ -266,33 +266,26 @@ func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error
 // COMMIT carries the upgrade's phases as this process timed them, so that
 // the process that goes on serving knows how it started.
 func (s *parentSession) sendCommit() {
-	s.ch.setDeadline(time.Now().Add(5 * time.Second))
+	s.ch.SetDeadline(time.Now().Add(5 * time.Second))
 	s.stats.Commit = time.Since(s.ready)
-	p := commitInfo{began: s.began, stats: s.stats, stateBytes: s.stateBytes}.encode()
-	if err := s.ch.send(frameCommit, p, nil); err != nil {
+	p := commitInfo{began: s.began, stats: s.stats, stateBytes: s.stateBytes}.frame()
+	if err := s.ch.Send(p, nil); err != nil {
 		s.u.log.Error("handoff: COMMIT not delivered; the new process owns the connections", "to", s.pid, "err", err)
 	}
 }
 
 func (s *parentSession) hello() error {
-	typ, p, err := recvNoFds(s.ch)
-	if err != nil {
+	if err := s.ch.Expect(&s.peer); err != nil {
 		return fmt.Errorf("handoff: waiting for HELLO from pid %d: %w", s.pid, err)
 	}
-	if typ != frameHello {
-		return protoErr("expected HELLO from pid %d, got %s", s.pid, frameName(typ))
+	if s.peer.Version != protocolVersion {
+		return protoErr("new process speaks protocol version %d, this one %d", s.peer.Version, protocolVersion)
 	}
-	if s.peer, err = decodeHello(p); err != nil {
-		return err
-	}
-	if s.peer.version != protocolVersion {
-		return protoErr("new process speaks protocol version %d, this one %d", s.peer.version, protocolVersion)
-	}
-	s.u.log.Info("handoff: new process connected", "child", s.pid, "version", s.peer.appVersion, "app", s.peer.app)
+	s.u.log.Info("handoff: new process connected", "child", s.pid, "version", s.peer.AppVersion, "app", s.peer.App)
 	if err := s.checkApp(); err != nil {
 		return err
 	}
-	return s.ch.send(frameHello, ownHello(s.u.opts).encode(), nil)
+	return s.ch.Send(ownHello(s.u.opts), nil)
 }
 
 // checkApp refuses a new process of another application than the one the
@@ -301,7 +294,7 @@ func (s *parentSession) hello() error {
 // here, in the old process, because the operator's word reaches this
 // process and it alone decides the commit.
 func (s *parentSession) checkApp() error {
-	got, want, own := s.peer.app, s.req.App, s.u.opts.App
+	got, want, own := s.peer.App, s.req.App, s.u.opts.App
 	switch {
 	case got == want:
 		return nil
@@ -314,10 +307,10 @@ func (s *parentSession) checkApp() error {
 		errOtherApp, got, own, got)
 }
 
-func ownHello(opts Options) hello {
+func ownHello(opts Options) wire.Hello {
 	open, _, limit, _ := fdUsage()
-	return hello{version: protocolVersion, pid: uint32(os.Getpid()), fdLimit: uint32(min(limit, 1<<31)), fdOpen: uint32(open),
-		appVersion: opts.Version, app: opts.App}
+	return wire.Hello{Version: protocolVersion, PID: uint32(os.Getpid()), FdLimit: uint32(min(limit, 1<<31)), FdOpen: uint32(open),
+		AppVersion: opts.Version, App: opts.App}
 }
 
 // sendEarly sends the fd of every live connection while this process
@@ -327,19 +320,19 @@ func ownHello(opts Options) hello {
 // ListenersOnly mode it sends a PLAN of no connections and nothing else.
 func (s *parentSession) sendEarly() (map[uint64]bool, error) {
 	if !s.u.opts.Mode.movesConns() {
-		return nil, s.ch.send(framePlan, s.plan(0).encode(), nil)
+		return nil, s.ch.Send(s.plan(0).frame(), nil)
 	}
 	start := time.Now()
 	conns := s.u.reg.live()
 	if err := s.checkRoom(len(conns)); err != nil {
 		return nil, err
 	}
-	if err := s.ch.send(framePlan, s.plan(len(conns)).encode(), nil); err != nil {
+	if err := s.ch.Send(s.plan(len(conns)).frame(), nil); err != nil {
 		return nil, err
 	}
 	sent := make(map[uint64]bool, len(conns))
 	for len(conns) > 0 {
-		n := min(len(conns), maxFdsPerMsg)
+		n := min(len(conns), wire.MaxFdsPerMsg)
 		if err := s.sendEarlyBatch(conns[:n], sent); err != nil {
 			return nil, err
 		}
@@ -357,7 +350,7 @@ func (s *parentSession) sendEarly() (map[uint64]bool, error) {
 // handler still runs and may close it, and a bare fd number could by then
 // name another socket. A connection already closed is left out.
 func (s *parentSession) sendEarlyBatch(conns []*Conn, sent map[uint64]bool) error {
-	recs := make([]record, 0, len(conns))
+	recs := make([]wire.Record, 0, len(conns))
 	fds := make([]int, 0, len(conns))
 	defer func() { closeFds(fds) }()
 	for _, c := range conns {
@@ -365,7 +358,7 @@ func (s *parentSession) sendEarlyBatch(conns []*Conn, sent map[uint64]bool) erro
 		if err != nil {
 			continue
 		}
-		recs, fds = append(recs, record{id: c.id, kind: c.kind}), append(fds, fd)
+		recs, fds = append(recs, wire.Record{ID: c.id, Kind: c.kind}), append(fds, fd)
 	}
 	if len(recs) == 0 {
 		return nil
@@ -373,12 +366,12 @@ func (s *parentSession) sendEarlyBatch(conns []*Conn, sent map[uint64]bool) erro
 	if err := s.waitAcked(s.seq, sendWindow-1); err != nil {
 		return err
 	}
-	if err := s.ch.send(frameConns, encodeConns(s.seq, recs), fds); err != nil {
+	if err := s.ch.Send(wire.Conns{Seq: s.seq, Records: recs}, fds); err != nil {
 		return err
 	}
 	s.seq++
 	for _, r := range recs {
-		sent[r.id] = true
+		sent[r.ID] = true
 	}
 	return nil
 }
@@ -391,9 +384,9 @@ func (s *parentSession) plan(early int) plan {
 
 // checkRoom checks that the child can hold n more fds than it has now.
 func (s *parentSession) checkRoom(n int) error {
-	if need := n + int(s.peer.fdOpen) + fdHeadroom; need > int(s.peer.fdLimit) {
+	if need := n + int(s.peer.FdOpen) + fdHeadroom; need > int(s.peer.FdLimit) {
 		return fmt.Errorf("handoff: new process can hold %d fds, needs %d for %d connections",
-			s.peer.fdLimit, need, n)
+			s.peer.FdLimit, need, n)
 	}
 	return nil
 }
@@ -404,7 +397,7 @@ func (s *parentSession) checkRoom(n int) error {
 // READY, nothing is parked: FINAL 0.
 func (s *parentSession) park(ctx context.Context, early map[uint64]bool) ([]parkedConn, error) {
 	if !s.u.opts.Mode.parksAll() {
-		return nil, s.ch.send(frameFinal, final{}.encode(), nil)
+		return nil, s.ch.Send(wire.Final{}, nil)
 	}
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, s.u.opts.ParkTimeout)
@@ -423,21 +416,21 @@ func (s *parentSession) park(ctx context.Context, early map[uint64]bool) ([]park
 	if err := s.checkRoom(len(early) + late); err != nil {
 		return nil, err
 	}
-	return parked, s.ch.send(frameFinal, final{conns: uint32(len(parked)), late: uint32(late)}.encode(), nil)
+	return parked, s.ch.Send(wire.Final{Conns: uint32(len(parked)), Late: uint32(late)}, nil)
 }
 
 // readEvents forwards the child's frames until the channel fails.
 func (s *parentSession) readEvents() {
 	defer close(s.readDone)
 	for {
-		typ, p, err := recvNoFds(s.ch)
+		m, err := s.ch.RecvNoFds()
 		if errors.Is(err, syscall.ECONNRESET) {
 			// The child closed with frames of ours unread; what it sent
 			// before (an ABORT and its reason) is still queued behind
 			// the error.
 			continue
 		}
-		s.events <- event{typ, p, err}
+		s.events <- event{m, err}
 		if err != nil {
 			return
 		}
@@ -455,9 +448,9 @@ func (s *parentSession) rejection(d time.Duration) error {
 		}
 	}
 	// Nobody reads the channel now: read what is left on it.
-	s.ch.setDeadline(until)
+	s.ch.SetDeadline(until)
 	for {
-		_, _, err := recvNoFds(s.ch)
+		_, err := s.ch.RecvNoFds()
 		switch {
 		case errors.Is(err, ErrRejected):
 			return err
@@ -496,31 +489,31 @@ func (s *parentSession) rejectionRead(until time.Time) (rej error, done bool) {
 }
 
 // nextEvent returns the child's next frame, counting PROGRESS frames.
-func (s *parentSession) nextEvent() (byte, []byte, error) {
+func (s *parentSession) nextEvent() (wire.Msg, error) {
 	return s.take(<-s.events)
 }
 
 // take returns one of the child's frames, counting PROGRESS frames.
-func (s *parentSession) take(ev event) (byte, []byte, error) {
+func (s *parentSession) take(ev event) (wire.Msg, error) {
 	if ev.err != nil {
-		return 0, nil, ev.err
+		return wire.Msg{}, ev.err
 	}
-	if ev.typ == frameProgress {
-		seq, err := decodeU32(ev.payload[:min(4, len(ev.payload))], "PROGRESS")
-		if err != nil || len(ev.payload) != 8 || seq != s.acked {
-			return 0, nil, protoErr("PROGRESS out of order: got %d, want %d", seq, s.acked)
+	if ev.msg.Type == wire.TypeProgress {
+		var p wire.Progress
+		if err := ev.msg.Expect(&p); err != nil || p.Seq != s.acked {
+			return wire.Msg{}, protoErr("PROGRESS out of order: got %d, want %d", p.Seq, s.acked)
 		}
 		s.acked++
 	}
-	return ev.typ, ev.payload, nil
+	return ev.msg, nil
 }
 
 // next returns the child's next frame other than PROGRESS.
-func (s *parentSession) next() (byte, []byte, error) {
+func (s *parentSession) next() (wire.Msg, error) {
 	for {
-		typ, p, err := s.nextEvent()
-		if err != nil || typ != frameProgress {
-			return typ, p, err
+		m, err := s.nextEvent()
+		if err != nil || m.Type != wire.TypeProgress {
+			return m, err
 		}
 	}
 }
@@ -528,12 +521,12 @@ func (s *parentSession) next() (byte, []byte, error) {
 // waitAcked waits until at most window of sent frames are unacknowledged.
 func (s *parentSession) waitAcked(sent, window uint32) error {
 	for sent-s.acked > window {
-		typ, _, err := s.nextEvent()
+		m, err := s.nextEvent()
 		if err != nil {
 			return err
 		}
-		if typ != frameProgress {
-			return protoErr("unexpected %s while sending connections", frameName(typ))
+		if err := m.ExpectType(wire.TypeProgress); err != nil {
+			return fmt.Errorf("handoff: sending connections: %w", err)
 		}
 	}
 	return nil
@@ -552,10 +545,10 @@ func (s *parentSession) sendParked(parked []parkedConn, early map[uint64]bool) e
 			late = append(late, p)
 		}
 	}
-	if err := s.sendRecords(frameParked, known, nil); err != nil {
+	if err := s.sendRecords(wire.TypeParked, known, nil); err != nil {
 		return err
 	}
-	if err := s.sendRecords(frameConns, late, nil); err != nil {
+	if err := s.sendRecords(wire.TypeConns, late, nil); err != nil {
 		return err
 	}
 	// No wait for their PROGRESS: the state follows at once, and READY
@@ -566,12 +559,12 @@ func (s *parentSession) sendParked(parked []parkedConn, early map[uint64]bool) e
 }
 
 // sendRecords sends parked connections in frames of typ, at most
-// maxRecords(typ) and about maxBatchBytes each; CONNS frames carry the fds.
+// wire.MaxRecords(typ) and about wire.MaxBatchBytes each; CONNS frames carry the fds.
 // sent, if set, is called with each frame's connections once it is sent.
-func (s *parentSession) sendRecords(typ byte, parked []parkedConn, sent func([]parkedConn)) error {
+func (s *parentSession) sendRecords(typ wire.Type, parked []parkedConn, sent func([]parkedConn)) error {
 	for len(parked) > 0 {
 		n, size := 0, 0
-		for n < len(parked) && n < maxRecords(typ) && (n == 0 || size+parked[n].size() <= maxBatchBytes) {
+		for n < len(parked) && n < wire.MaxRecords(typ) && (n == 0 || size+parked[n].size() <= wire.MaxBatchBytes) {
 			size += parked[n].size()
 			n++
 		}
@@ -590,23 +583,23 @@ func (s *parentSession) sendRecords(typ byte, parked []parkedConn, sent func([]p
 	return nil
 }
 
-func (p parkedConn) size() int { return p.record().size() }
+func (p parkedConn) size() int { return p.record().Size() }
 
-func (p parkedConn) record() record {
-	return record{id: p.c.id, kind: p.c.kind, unread: p.unread, state: p.state}
+func (p parkedConn) record() wire.Record {
+	return wire.Record{ID: p.c.id, Kind: p.c.kind, Unread: p.unread, State: p.state}
 }
 
 // sendBatch sends one frame of parked connections. A late connection's fd
 // travels as a duplicate made under the connection's lock, as an early
 // one's does: even parked, a bare fd number is only as safe as every
 // caller of Close.
-func (s *parentSession) sendBatch(typ byte, batch []parkedConn) error {
-	recs := make([]record, len(batch))
+func (s *parentSession) sendBatch(typ wire.Type, batch []parkedConn) error {
+	recs := make([]wire.Record, len(batch))
 	var fds []int
 	defer func() { closeFds(fds) }()
 	for i, p := range batch {
 		recs[i] = p.record()
-		if typ != frameConns {
+		if typ != wire.TypeConns {
 			continue
 		}
 		fd, err := dupConnFd(p.c.Conn)
@@ -615,18 +608,18 @@ func (s *parentSession) sendBatch(typ byte, batch []parkedConn) error {
 		}
 		fds = append(fds, fd)
 	}
-	return s.ch.send(typ, encodeConns(s.seq, recs), fds)
+	return s.ch.Send(wire.Batch(typ, s.seq, recs), fds)
 }
 
 func (s *parentSession) sendState() error {
 	start := time.Now()
-	w := newStateWriter(s.ch)
+	w := wire.NewStateWriter(s.ch)
 	if save := s.u.opts.SaveState; save != nil && s.u.opts.Mode.sendsState() {
 		if err := callSafely("save state", func() error { return save(w) }); err != nil {
 			return err
 		}
 	}
-	if err := w.close(); err != nil {
+	if err := w.Close(); err != nil {
 		return err
 	}
 	s.stats.State = time.Since(start)
@@ -636,7 +629,7 @@ func (s *parentSession) sendState() error {
 // sendCarry sends where the chain stands, its totals and the
 // application's carried values, read now that every connection is parked.
 func (s *parentSession) sendCarry() error {
-	return s.ch.send(frameCarry, s.u.chain.snapshot().encode(), nil)
+	return s.ch.Send(s.u.chain.snapshot().frame(), nil)
 }
 
 // emit reports a phase of the upgrade.
@@ -647,56 +640,31 @@ func (s *parentSession) emit(e Event) {
 
 func (s *parentSession) awaitReady() error {
 	start := time.Now()
-	typ, p, err := s.next()
+	m, err := s.next()
 	if err != nil {
 		return fmt.Errorf("handoff: waiting for READY: %w", err)
 	}
-	if typ != frameReady || len(p) != 12 {
-		return protoErr("expected READY, got %s of %d bytes", frameName(typ), len(p))
+	var r wire.Ready
+	if err := m.Expect(&r); err != nil {
+		return err
 	}
-	if got := binary.BigEndian.Uint32(p); int(got) != s.stats.Conns {
-		return protoErr("new process adopted %d connections, %d were sent", got, s.stats.Conns)
+	if int(r.Conns) != s.stats.Conns {
+		return protoErr("new process adopted %d connections, %d were sent", r.Conns, s.stats.Conns)
 	}
 	s.ready = time.Now()
 	s.stats.Ready = s.ready.Sub(start)
-	s.stateBytes = binary.BigEndian.Uint64(p[4:])
+	s.stateBytes = r.StateBytes
 	s.emit(Event{Phase: PhaseState, Took: s.stats.State, Bytes: s.stateBytes})
-	s.emit(Event{Phase: PhaseReady, Took: s.stats.Ready, Conns: int(binary.BigEndian.Uint32(p))})
+	s.emit(Event{Phase: PhaseReady, Took: s.stats.Ready, Conns: int(r.Conns)})
 	return nil
 }
 
 // abort tells the child why the upgrade ends, for its log; the caller
 // kills it.
 func (s *parentSession) abort(cause error) {
-	s.ch.setDeadline(time.Now().Add(100 * time.Millisecond))
-	_ = s.ch.send(frameAbort, abortPayload(cause), nil)
-	s.ch.close()
-}
-
-// recvNoFds receives a frame that must carry no fds, and turns ABORT into
-// an error wrapping ErrRejected.
-func recvNoFds(ch *channel) (byte, []byte, error) {
-	typ, p, fds, err := ch.recv()
-	if err != nil {
-		return 0, nil, err
-	}
-	if len(fds) > 0 {
-		closeFds(fds)
-		return 0, nil, protoErr("%d unexpected fds on %s", len(fds), frameName(typ))
-	}
-	if typ == frameAbort {
-		d := decoder{b: p}
-		return 0, nil, fmt.Errorf("%w: %s", ErrRejected, d.str())
-	}
-	return typ, p, nil
-}
-
-func abortPayload(cause error) []byte {
-	msg := cause.Error()
-	if len(msg) > maxString {
-		msg = msg[:maxString]
-	}
-	return appendString(nil, msg)
+	s.ch.SetDeadline(time.Now().Add(100 * time.Millisecond))
+	_ = s.ch.Send(wire.Abort{Reason: cause.Error()}, nil)
+	s.ch.Close()
 }
 
 // callSafely runs an application callback, turning a panic into an error.

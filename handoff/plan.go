@@ -1,9 +1,10 @@
 package handoff
 
 import (
-	"encoding/binary"
 	"fmt"
 	"time"
+
+	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
 
 // Mode is how an upgrade moves a process's connections. The old process's
@@ -113,35 +114,14 @@ type plan struct {
 	state bool
 }
 
-// planState is PLAN's flag for "state follows"; the other bits are 0.
-const planState = 1
-
-func (p plan) encode() []byte {
-	b := binary.BigEndian.AppendUint32([]byte{byte(p.mode)}, p.early)
-	if p.state {
-		return append(b, planState)
-	}
-	return append(b, 0)
+// frame is p as PLAN says it.
+func (p plan) frame() wire.Plan {
+	return wire.Plan{Mode: uint8(p.mode), Early: p.early, State: p.state}
 }
 
-func decodePlan(b []byte) (plan, error) {
-	d := decoder{b: b}
-	var p plan
-	if m := d.take(1); m != nil {
-		p.mode = Mode(m[0])
-	}
-	p.early = d.u32()
-	var flags byte
-	if f := d.take(1); f != nil {
-		flags = f[0]
-	}
-	p.state = flags&planState != 0
-	if err := d.finish("PLAN"); err != nil {
-		return p, err
-	}
-	if flags&^planState != 0 {
-		return p, protoErr("PLAN has unknown flags %#x", flags)
-	}
+// planOf reads a PLAN, which must ask only what its mode allows.
+func planOf(f wire.Plan) (plan, error) {
+	p := plan{mode: Mode(f.Mode), early: f.Early, state: f.State}
 	if p.mode >= modes {
 		return p, protoErr("PLAN names mode %d, which this version does not know", uint8(p.mode))
 	}

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
 
 // Defaults for zero Options fields.
@@ -36,7 +38,7 @@ var (
 	// ErrNotChild: the handoff peer is not this process's parent.
 	ErrNotChild = errors.New("handoff: peer is not the expected process")
 	// ErrRejected: the other process refused the handoff and said why.
-	ErrRejected = errors.New("handoff: rejected by peer")
+	ErrRejected = wire.ErrRejected
 	// ErrNotSupported: upgrades need Linux. Everything else works.
 	ErrNotSupported = errors.New("handoff: upgrades are not supported on this platform")
 )
