@@ -58,10 +58,7 @@ func (l *Listener) AcceptConn() (*Conn, error) {
 // was handed to has its own. Closed by the application in a process that
 // serves, it is first taken back from the supervisor, if it kept it.
 func (l *Listener) Close() error {
-	l.reg.mu.Lock()
-	gone := l.reg.gone
-	l.reg.mu.Unlock()
-	if !gone {
+	if !l.reg.listenersGone() {
 		l.reg.release(l.Listener, listenerKey(l.network, l.addr), true)
 	}
 	return l.Listener.Close()
@@ -74,14 +71,6 @@ func (l *Listener) setDeadline(t time.Time) {
 	if d, ok := l.Listener.(deadliner); ok {
 		_ = d.SetDeadline(t)
 	}
-}
-
-// listenerList returns the listeners made through Listen and not yet
-// handed over.
-func (r *registry) listenerList() []*Listener {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]*Listener(nil), r.listeners...)
 }
 
 // passed is a listening socket a new process inherits, by name.

@@ -4,6 +4,22 @@ package handoff
 // the connections are asked to park a few at a time, and each one that
 // parks is queued to be sent on its own.
 
+// moveQueue is what the registry keeps for a Rolling move, from startMove
+// until the move ends or is taken back.
+type moveQueue struct {
+	ready  []*Conn         // parked, not yet sent
+	early  map[uint64]bool // ids whose fds the new process holds already
+	closed []uint64        // of them, closed here since: the new process closes its copies
+}
+
+// closedHere notes that connection id closed here during the move: if the
+// new process holds its fd, it must close its copy too.
+func (q *moveQueue) closedHere(id uint64) {
+	if q.early[id] {
+		q.closed = append(q.closed, id)
+	}
+}
+
 // startMove begins a Rolling move at the commit: this process stops
 // accepting (it keeps its listeners, to take them back if the new process
 // dies), a connection tracked from now on is asked to park at once, and a
@@ -12,16 +28,20 @@ package handoff
 func (r *registry) startMove(early map[uint64]bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.moving, r.parking, r.early = true, true, early
-	r.pauseLocked()
+	r.move = &moveQueue{early: early}
+	r.setLocked(regMoving)
 }
 
 // takeReady returns the connections parked since the last call, with what
 // travels with them, and the early connections closed here since.
 func (r *registry) takeReady() ([]parkedConn, []uint64) {
 	r.mu.Lock()
-	ready, closed := r.ready, r.closed
-	r.ready, r.closed = nil, nil
+	var ready []*Conn
+	var closed []uint64
+	if q := r.move; q != nil {
+		ready, closed = q.ready, q.closed
+		q.ready, q.closed = nil, nil
+	}
 	r.mu.Unlock()
 	out := make([]parkedConn, len(ready))
 	for i, c := range ready {
@@ -58,7 +78,11 @@ func (r *registry) movedOut(sent []parkedConn) {
 func (r *registry) remaining() (n int, done bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.conns), len(r.conns) == 0 && r.inAccept == 0 && len(r.ready) == 0
+	queued := 0
+	if r.move != nil {
+		queued = len(r.move.ready)
+	}
+	return len(r.conns), len(r.conns) == 0 && r.inAccept == 0 && queued == 0
 }
 
 // stopMove ends the asking, at the move's end or deadline: a connection
@@ -68,9 +92,8 @@ func (r *registry) remaining() (n int, done bool) {
 // closed.
 func (r *registry) stopMove(closeThem bool) (parked []parkedConn, stay, closed int) {
 	r.mu.Lock()
-	r.moving, r.parking = false, false
 	conns := r.snapshotLocked() // the queued ones among them: still parked
-	r.ready = nil
+	r.setLocked(regDraining)
 	r.mu.Unlock()
 	for _, c := range conns {
 		if c.unask() {
@@ -92,8 +115,7 @@ func (r *registry) stopMove(closeThem bool) (parked []parkedConn, stay, closed i
 // now on are not (see track). Stragglers left to drain stay tracked.
 func (r *registry) endMove() {
 	r.mu.Lock()
-	r.early, r.closed, r.committed = nil, nil, true
-	lns := r.goneLocked()
+	lns := r.setLocked(regHandedOver)
 	r.mu.Unlock()
 	closeListeners(lns)
 }

@@ -352,9 +352,7 @@ func (u *Upgrader) Listen(network, addr string) (*Listener, error) {
 		u.keep(ln, key, true)
 	}
 	l := &Listener{Listener: ln, reg: u.reg, kind: network + ":" + addr, network: network, addr: addr}
-	u.reg.mu.Lock()
-	u.reg.listeners = append(u.reg.listeners, l)
-	u.reg.mu.Unlock()
+	u.reg.addListener(l)
 	return l, nil
 }
 
@@ -465,9 +463,7 @@ func (u *Upgrader) writePIDFile() error {
 // ListenersOnly mode, these are what the application has to close after
 // Exit is closed.
 func (u *Upgrader) Conns() []*Conn {
-	u.reg.mu.Lock()
-	defer u.reg.mu.Unlock()
-	return u.reg.snapshotLocked()
+	return u.reg.live()
 }
 
 // Exit is closed when this process should exit: it has handed everything to
