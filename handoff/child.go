@@ -293,7 +293,7 @@ func (s *childSession) readPlan() (int, error) {
 
 // canServe refuses n connections if this process cannot serve them.
 func (s *childSession) canServe(n uint32) error {
-	if n > 0 && !s.u.opts.Mode.movesConns() {
+	if n > 0 && !s.u.opts.Mode.servesConns() {
 		return fmt.Errorf("handoff: %d connections offered but this process is in %s mode", n, s.u.opts.Mode)
 	}
 	if n > 0 && s.u.opts.Resume == nil {
@@ -308,7 +308,7 @@ func (s *childSession) canLoad(state bool) error {
 	if !state {
 		return nil
 	}
-	if !s.u.opts.Mode.sendsState() {
+	if !s.u.opts.Mode.loadsState() {
 		return fmt.Errorf("handoff: the old process sends its state but this process is in %s mode and cannot load it", s.u.opts.Mode)
 	}
 	if s.u.opts.LoadState == nil {
@@ -472,7 +472,7 @@ func (s *childSession) adoptBatch(typ byte, p []byte, fds []int) ([]*adopted, er
 // passed canLoad.
 func (s *childSession) loadState() (uint64, error) {
 	r := newStateReader(s.ch)
-	if load := s.u.opts.LoadState; load != nil && s.u.opts.Mode.sendsState() {
+	if load := s.u.opts.LoadState; load != nil && s.u.opts.Mode.loadsState() {
 		if err := callSafely("load state", func() error { return load(r) }); err != nil {
 			return 0, err
 		}

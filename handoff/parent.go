@@ -162,7 +162,7 @@ func withCause(ctx context.Context, err error) error {
 func (u *Upgrader) handOver(s *parentSession, parked []parkedConn) {
 	keepSocketFiles(u.reg.listenerList())
 	defer u.releasePlain()
-	if !u.opts.Mode.movesConns() {
+	if u.opts.Mode.keepsConns() {
 		kept := u.reg.releaseListeners()
 		u.log.Info("handoff: handed over the listeners; connections stay", "to", s.pid, "conns_kept", kept,
 			"start", s.stats.Start, "adopt", s.stats.Adopt, "commit", s.stats.Commit)
@@ -316,7 +316,7 @@ func ownHello(opts Options) hello {
 // and the handlers' state wait for the park. It returns the ids sent. In
 // ListenersOnly mode it sends a PLAN of no connections and nothing else.
 func (s *parentSession) sendEarly() (map[uint64]bool, error) {
-	if !s.u.opts.Mode.movesConns() {
+	if !s.u.opts.Mode.sendsEarlyFds() {
 		return nil, s.ch.send(framePlan, s.plan(0).encode(), nil)
 	}
 	start := time.Now()
@@ -393,7 +393,7 @@ func (s *parentSession) checkRoom(n int) error {
 // after the early fds went). Unless the mode parks every connection before
 // READY, nothing is parked: FINAL 0.
 func (s *parentSession) park(ctx context.Context, early map[uint64]bool) ([]parkedConn, error) {
-	if !s.u.opts.Mode.parksAll() {
+	if !s.u.opts.Mode.parksBeforeReady() {
 		return nil, s.ch.send(frameFinal, final{}.encode(), nil)
 	}
 	start := time.Now()
