@@ -60,40 +60,52 @@ type childSession struct {
 // writes a received connection, so that the old process can resume every
 // one of them exactly where it stopped.
 func (u *Upgrader) takeOver(ctx context.Context) error {
-	ctx, run, err := u.beginTakeover(ctx)
+	ctx, run, err := u.m.beginTakeover(ctx)
 	if err != nil {
 		return err
 	}
+	s, err := u.receiveTakeover(ctx)
 	next := phaseStopped // a failed takeover: the process must exit
-	defer func() {
-		if u.end(run, next) != phaseServing {
-			u.closeExit()
+	if err == nil {
+		next = phaseServing
+		if s.plan.mode.movesAfterCommit() {
+			next = phaseReceiving
+			u.m.receivingMove()
 		}
-	}()
+	}
+	if now := u.m.end(run, next, nil); now != phaseServing && now != phaseReceiving {
+		u.closeExit()
+	}
+	if err == nil && next == phaseReceiving {
+		go s.receiveMoves()
+	}
+	return err
+}
+
+// receiveTakeover runs the takeover's session until the old process's
+// COMMIT, and returns it. On error nothing was taken over.
+func (u *Upgrader) receiveTakeover(ctx context.Context) (s *childSession, err error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, u.opts.UpgradeTimeout,
 		fmt.Errorf("handoff: takeover timed out after %s", u.opts.UpgradeTimeout))
 	defer cancel()
 	hook("start", nil)
 	ch, err := u.openChannel()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	s := &childSession{u: u, ch: ch, gate: make(chan struct{}), ppid: os.Getppid()}
+	s = &childSession{u: u, ch: ch, gate: make(chan struct{}), ppid: os.Getppid()}
 	defer func() {
-		if next != phaseServing && s.pidTmp != "" {
+		if err != nil && s.pidTmp != "" {
 			_ = os.Remove(s.pidTmp) // never named: the old process serves on
 		}
-	}()
-	moving := false
-	defer func() {
-		if !moving {
-			s.ch.close()
+		if err != nil || !s.plan.mode.movesAfterCommit() {
+			s.ch.close() // a Rolling move goes on using it
 		}
 	}()
 	defer s.openGate()
 	unbind := s.ch.bindDeadline(ctx)
 	hook("connected", s.ch)
-	if err := s.receive(ctx, run); err != nil {
+	if err := s.receive(ctx); err != nil {
 		unbind()
 		err = withCause(ctx, err)
 		s.closeConns()
@@ -101,37 +113,16 @@ func (u *Upgrader) takeOver(ctx context.Context) error {
 			s.ch.setDeadline(time.Now().Add(100 * time.Millisecond))
 			_ = s.ch.send(frameAbort, abortPayload(err), nil)
 		}
-		return s.explain(err)
+		return s, s.explain(err)
 	}
 	// READY is sent: the old process decides now, and this one waits for
 	// its word whatever its own clock or a stop says.
 	unbind()
 	s.ch.setDeadline(time.Time{})
 	if err := s.commit(); err != nil {
-		return s.explain(err)
+		return s, s.explain(err)
 	}
-	next = phaseServing
-	if s.plan.mode.movesAfterCommit() {
-		moving = true
-		u.mu.Lock()
-		u.receiving, u.received = true, make(chan struct{})
-		u.mu.Unlock()
-		go s.receiveMoves()
-	}
-	return nil
-}
-
-// beginTakeover registers the takeover as the process's attempt, so that
-// Stop can cancel it until READY.
-func (u *Upgrader) beginTakeover(ctx context.Context) (context.Context, *attempt, error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.phase != phaseStarting || u.run != nil {
-		return nil, nil, errors.New("handoff: Ready called twice")
-	}
-	// The phase stays "starting": an upgrade triggered meanwhile is
-	// refused with ErrNotReady.
-	return u.startAttemptLocked(ctx)
+	return s, nil
 }
 
 // openChannel takes the handoff channel the old process passed and checks
@@ -197,7 +188,7 @@ func (s *childSession) explain(err error) error {
 
 // receive runs the handoff up to READY. Before READY it makes the
 // takeover's commit: past it, Stop no longer aborts the takeover.
-func (s *childSession) receive(ctx context.Context, run *attempt) error {
+func (s *childSession) receive(ctx context.Context) error {
 	if err := s.ch.send(frameHello, ownHello(s.u.opts).encode(), nil); err != nil {
 		return err
 	}
@@ -234,7 +225,7 @@ func (s *childSession) receive(ctx context.Context, run *attempt) error {
 	if s.pidTmp, err = s.u.preparePIDFile(); err != nil {
 		return err
 	}
-	if err := s.u.commit(ctx, run); err != nil {
+	if err := s.u.m.commit(ctx, 0); err != nil {
 		return err
 	}
 	ready := binary.BigEndian.AppendUint32(nil, uint32(len(s.conns)))
@@ -515,9 +506,7 @@ func (s *childSession) commit() error {
 	// COMMIT is the decision: a payload this process cannot read costs
 	// it the record of how it started, nothing more.
 	if info, err := decodeCommitInfo(p); err == nil {
-		s.u.mu.Lock()
-		s.u.takenOver = info.result(s.u.opts.Binary, s.ppid, os.Getpid(), s.plan.mode)
-		s.u.mu.Unlock()
+		s.u.m.tookOver(info.result(s.u.opts.Binary, s.ppid, os.Getpid(), s.plan.mode))
 	} else {
 		s.u.log.Warn("handoff: COMMIT's upgrade record unreadable", "err", err)
 	}
@@ -692,7 +681,7 @@ func (s *childSession) logEnd(p []byte, start time.Time, moved int) {
 	if err != nil {
 		s.u.log.Warn("handoff: END unreadable", "err", err)
 	}
-	s.u.moveDone(time.Since(start), int(e.stayed), int(e.closed))
+	s.u.m.moveDone(time.Since(start), int(e.stayed), int(e.closed))
 	s.u.log.Info("handoff: rolling move done", "from", s.ppid, "moved", moved, "took", time.Since(start),
 		"stayed_with_old", e.stayed, "closed", e.closed)
 }
@@ -707,10 +696,7 @@ func (s *childSession) endMoves() {
 	}
 	s.ch.close()
 	s.awaitTakenUp()
-	s.u.mu.Lock()
-	s.u.receiving = false
-	close(s.u.received)
-	s.u.mu.Unlock()
+	s.u.m.moveReceived()
 }
 
 // awaitTakenUp waits until the handler of every connection moved here has

@@ -217,9 +217,7 @@ func (u *Upgrader) takeBack(s *parentSession, p *newProcess, m *mover, err error
 		u.log.Error("handoff: rolling move", "err", kerr)
 	}
 	u.unwatchStops()
-	u.mu.Lock()
-	u.successor = 0
-	u.mu.Unlock()
+	u.m.tookBack()
 	u.reg.resumeAll()
 	kept, _ := u.reg.remaining()
 	if perr := u.writePIDFile(); perr != nil {
@@ -233,11 +231,7 @@ func (u *Upgrader) takeBack(s *parentSession, p *newProcess, m *mover, err error
 
 // unwatchStops ends watchStops: this process owns the service again.
 func (u *Upgrader) unwatchStops() {
-	u.mu.Lock()
-	c := u.stopsC
-	u.stopsC = nil
-	u.mu.Unlock()
-	if c != nil {
+	if c := u.m.unwatchStops(); c != nil {
 		signal.Stop(c)
 		close(c) // ends watchStops's goroutine: Stop has returned, nothing sends on c
 	}

@@ -44,7 +44,7 @@ func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest
 	defer stopWatch()
 	parked, err := s.run(ctx)
 	if err == nil {
-		err = u.commitTo(ctx, run, p.pid)
+		err = u.commitTo(ctx, p.pid)
 	}
 	if err != nil {
 		return u.rollBack(ctx, s, p, err)
@@ -94,15 +94,11 @@ func contextOf(done <-chan struct{}) context.Context {
 // commitTo is the single commit point of an upgrade, after the new
 // process's READY: from here on this process never resumes a connection,
 // and a stop signal is passed on to the new process.
-func (u *Upgrader) commitTo(ctx context.Context, run *attempt, pid int) error {
+func (u *Upgrader) commitTo(ctx context.Context, pid int) error {
 	hook("decide", nil)
-	if err := u.commit(ctx, run); err != nil {
+	if err := u.m.commit(ctx, pid); err != nil {
 		return err
 	}
-	u.mu.Lock()
-	u.successor = pid
-	u.mu.Unlock()
-	u.notify(Notice{Event: NoticeCommitting, To: pid})
 	if u.opts.Mode.passesStop() {
 		u.watchStops()
 	}
