@@ -40,20 +40,28 @@ type adopted struct {
 	takenUp func()
 }
 
-// childSession is the new process's end of one handoff.
+// childSession is the new process's end of one handoff: its steps up to
+// COMMIT, and a Rolling move after it. The connections it receives are its
+// inbox.
 type childSession struct {
-	u       *Upgrader
-	ch      *channel
-	ppid    int  // the old process
-	plan    plan // the old process's
+	inbox
+	ppid    int // the old process
 	carried carried
-	ready   time.Time           // READY sent
-	seq     uint32              // CONNS and PARKED frames received
-	early   map[uint64]*adopted // fds sent before the park, by id, until claimed
-	conns   []*adopted          // parked connections, to serve after COMMIT
-	gate    chan struct{}       // closed once the outcome is known; see adopted
-	pidTmp  string              // this process's pid, written beside the PID file before READY
-	taking  sync.WaitGroup      // connections moved here whose handlers have not taken them up
+	ready   time.Time // READY sent
+	pidTmp  string    // this process's pid, written beside the PID file before READY
+}
+
+// inbox is the connections a new process receives, from their fds to the
+// gate that lets their handlers go, and the PROGRESS that acknowledges
+// them.
+type inbox struct {
+	u     *Upgrader
+	ch    *channel
+	plan  plan                // the old process's
+	seq   uint32              // CONNS and PARKED frames received
+	early map[uint64]*adopted // fds sent before the park, by id, until claimed
+	conns []*adopted          // parked connections, to serve after COMMIT
+	gate  chan struct{}       // closed once the outcome is known; see adopted
 }
 
 // takeOver runs the new process's side. Until COMMIT it never reads or
@@ -64,7 +72,8 @@ func (u *Upgrader) takeOver(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s, err := u.receiveTakeover(ctx)
+	s := &childSession{inbox: inbox{u: u, gate: make(chan struct{})}, ppid: os.Getppid()}
+	err = s.run(ctx)
 	next := phaseStopped // a failed takeover: the process must exit
 	if err == nil {
 		next = phaseServing
@@ -77,23 +86,22 @@ func (u *Upgrader) takeOver(ctx context.Context) error {
 		u.closeExit()
 	}
 	if err == nil && next == phaseReceiving {
-		go s.receiveMoves()
+		go (&arrivals{childSession: s}).receiveMoves()
 	}
 	return err
 }
 
-// receiveTakeover runs the takeover's session until the old process's
-// COMMIT, and returns it. On error nothing was taken over.
-func (u *Upgrader) receiveTakeover(ctx context.Context) (s *childSession, err error) {
+// run takes the handoff channel and runs the takeover's session until the
+// old process's COMMIT. On error nothing was taken over.
+func (s *childSession) run(ctx context.Context) (err error) {
+	u := s.u
 	ctx, cancel := context.WithTimeoutCause(ctx, u.opts.UpgradeTimeout,
 		fmt.Errorf("handoff: takeover timed out after %s", u.opts.UpgradeTimeout))
 	defer cancel()
 	hook("start", nil)
-	ch, err := u.openChannel()
-	if err != nil {
-		return nil, err
+	if s.ch, err = openChannel(u.parent); err != nil {
+		return err
 	}
-	s = &childSession{u: u, ch: ch, gate: make(chan struct{}), ppid: os.Getppid()}
 	defer func() {
 		if err != nil && s.pidTmp != "" {
 			_ = os.Remove(s.pidTmp) // never named: the old process serves on
@@ -113,22 +121,22 @@ func (u *Upgrader) receiveTakeover(ctx context.Context) (s *childSession, err er
 			s.ch.setDeadline(time.Now().Add(100 * time.Millisecond))
 			_ = s.ch.send(frameAbort, abortPayload(err), nil)
 		}
-		return s, s.explain(err)
+		return s.explain(err)
 	}
 	// READY is sent: the old process decides now, and this one waits for
 	// its word whatever its own clock or a stop says.
 	unbind()
 	s.ch.setDeadline(time.Time{})
 	if err := s.commit(); err != nil {
-		return s, s.explain(err)
+		return s.explain(err)
 	}
-	return s, nil
+	return nil
 }
 
 // openChannel takes the handoff channel the old process passed and checks
 // that its other end is the parent.
-func (u *Upgrader) openChannel() (*channel, error) {
-	f := u.parent.takeChannel()
+func openChannel(parent *inheritance) (*channel, error) {
+	f := parent.takeChannel()
 	if f == nil {
 		return nil, errors.New("handoff: no handoff channel was passed")
 	}
@@ -222,7 +230,7 @@ func (s *childSession) receive(ctx context.Context) error {
 		return err
 	}
 	s.phase("state", start, "bytes", stateBytes, "generation", s.carried.generation+1)
-	if s.pidTmp, err = s.u.preparePIDFile(); err != nil {
+	if s.pidTmp, err = s.u.pid.prepare(); err != nil {
 		return err
 	}
 	if err := s.u.m.commit(ctx, 0); err != nil {
@@ -283,7 +291,7 @@ func (s *childSession) readPlan() (int, error) {
 }
 
 // canServe refuses n connections if this process cannot serve them.
-func (s *childSession) canServe(n uint32) error {
+func (s *inbox) canServe(n uint32) error {
 	if n > 0 && !s.u.opts.Mode.servesConns() {
 		return fmt.Errorf("handoff: %d connections offered but this process is in %s mode", n, s.u.opts.Mode)
 	}
@@ -310,7 +318,7 @@ func (s *childSession) canLoad(state bool) error {
 
 // receiveEarly adopts the connections sent while the old process still
 // served them, at most n, until FINAL, which it returns.
-func (s *childSession) receiveEarly(n int) (final, error) {
+func (s *inbox) receiveEarly(n int) (final, error) {
 	s.early = make(map[uint64]*adopted, n)
 	for {
 		typ, p, fds, err := s.ch.recv()
@@ -343,7 +351,7 @@ func (s *childSession) receiveEarly(n int) (final, error) {
 	}
 }
 
-func (s *childSession) final(p []byte) (final, error) {
+func (s *inbox) final(p []byte) (final, error) {
 	f, err := decodeFinal(p)
 	if err != nil {
 		return f, err
@@ -361,7 +369,7 @@ func (s *childSession) final(p []byte) (final, error) {
 // id for the early ones (PARKED), with their fds for the late ones
 // (CONNS). Early connections FINAL does not name were closed by the old
 // process since: this process's copy goes too.
-func (s *childSession) receiveParked(f final) error {
+func (s *inbox) receiveParked(f final) error {
 	late := 0
 	for len(s.conns) < int(f.conns) {
 		typ, p, fds, err := s.ch.recv()
@@ -397,7 +405,7 @@ func (s *childSession) receiveParked(f final) error {
 }
 
 // claim matches a PARKED frame's records to early connections.
-func (s *childSession) claim(p []byte) ([]*adopted, error) {
+func (s *inbox) claim(p []byte) ([]*adopted, error) {
 	got, recs, err := decodeConns(frameParked, p)
 	if err == nil && (got != s.seq || len(recs) == 0) {
 		err = protoErr("PARKED %d with %d records, expected frame %d", got, len(recs), s.seq)
@@ -419,7 +427,7 @@ func (s *childSession) claim(p []byte) ([]*adopted, error) {
 	return out, nil
 }
 
-func (s *childSession) progress() error {
+func (s *inbox) progress() error {
 	adopted := len(s.early) + len(s.conns)
 	p := binary.BigEndian.AppendUint32(nil, s.seq-1)
 	return s.ch.send(frameProgress, binary.BigEndian.AppendUint32(p, uint32(adopted)), nil)
@@ -427,7 +435,7 @@ func (s *childSession) progress() error {
 
 // adoptBatch turns one CONNS frame into connections; it owns fds. On
 // error, the connections already made are returned for closing with the rest.
-func (s *childSession) adoptBatch(typ byte, p []byte, fds []int) ([]*adopted, error) {
+func (s *inbox) adoptBatch(typ byte, p []byte, fds []int) ([]*adopted, error) {
 	if typ != frameConns {
 		closeFds(fds)
 		return nil, protoErr("expected CONNS, got %s", frameName(typ))
@@ -518,7 +526,7 @@ func (s *childSession) commit() error {
 	s.openGate()
 	s.u.log.Info("handoff: took over", "from", s.ppid, "conns", len(s.conns), "generation", s.u.generation(),
 		"waited", time.Since(s.ready))
-	if err := s.u.installPIDFile(s.pidTmp); err != nil {
+	if err := s.u.pid.install(s.pidTmp); err != nil {
 		s.u.log.Error("handoff: took over, but", "err", err)
 	}
 	if err := rejoinParentGroup(s.ppid); err != nil {
@@ -527,7 +535,7 @@ func (s *childSession) commit() error {
 	// The supervisor hears that this process serves before the old one
 	// may exit; whoever asked the old process for this upgrade, once the
 	// PID file names this process.
-	s.u.notify(Notice{Event: NoticeServing, From: s.ppid})
+	s.u.m.serves(s.ppid)
 	s.ch.setDeadline(time.Now().Add(time.Second))
 	_ = s.ch.send(frameServing, nil, nil)
 	return nil
@@ -535,7 +543,7 @@ func (s *childSession) commit() error {
 
 // wait starts a's goroutine, which serves it once the gate opens, if it
 // is to be served.
-func (s *childSession) wait(a *adopted) {
+func (s *inbox) wait(a *adopted) {
 	go func() {
 		buf := touched(readBufSize)
 		waitDeep(a.gate)
@@ -582,7 +590,7 @@ const stackReserve = 4 << 10
 
 // openGate lets every adopted connection's goroutine go on: to serve it,
 // or to end. Only the session's goroutine calls it.
-func (s *childSession) openGate() {
+func (s *inbox) openGate() {
 	select {
 	case <-s.gate:
 	default:
@@ -592,7 +600,7 @@ func (s *childSession) openGate() {
 
 // closeConns drops this process's copies of connections it will not serve;
 // the old process still holds them, so no peer notices.
-func (s *childSession) closeConns() {
+func (s *inbox) closeConns() {
 	for _, a := range s.conns {
 		s.drop(a)
 	}
@@ -604,11 +612,19 @@ func (s *childSession) closeConns() {
 
 // drop closes this process's copy of a connection it will not serve, and
 // ends its goroutine.
-func (s *childSession) drop(a *adopted) {
+func (s *inbox) drop(a *adopted) {
 	_ = a.nc.Close()
 	if a.gate != s.gate {
 		close(a.gate)
 	}
+}
+
+// arrivals is a new process's side of a Rolling move, after COMMIT: the
+// session goes on receiving, and each connection that arrives is resumed
+// at once.
+type arrivals struct {
+	*childSession
+	taking sync.WaitGroup // connections moved here whose handlers have not taken them up
 }
 
 // receiveMoves runs a Rolling move in the new process, which serves
@@ -616,7 +632,7 @@ func (s *childSession) drop(a *adopted) {
 // ends at END, when the early copies never claimed are closed, or when the
 // channel fails: then the old process has died (or will take its
 // connections back), and those copies are closed too.
-func (s *childSession) receiveMoves() {
+func (s *arrivals) receiveMoves() {
 	defer s.endMoves()
 	s.ch.setDeadline(time.Time{}) // the move lasts as long as the old process says
 	start, moved := time.Now(), 0
@@ -665,7 +681,7 @@ func (s *childSession) receiveMoves() {
 
 // closeEarly closes the copies of early connections the old process has
 // closed (CLOSED), so that their clients see the close now.
-func (s *childSession) closeEarly(p []byte) error {
+func (s *inbox) closeEarly(p []byte) error {
 	ids, err := decodeIDs(p)
 	for _, id := range ids {
 		if a, ok := s.early[id]; ok {
@@ -676,7 +692,7 @@ func (s *childSession) closeEarly(p []byte) error {
 	return err
 }
 
-func (s *childSession) logEnd(p []byte, start time.Time, moved int) {
+func (s *arrivals) logEnd(p []byte, start time.Time, moved int) {
 	e, err := decodeMoveEnd(p)
 	if err != nil {
 		s.u.log.Warn("handoff: END unreadable", "err", err)
@@ -689,7 +705,7 @@ func (s *childSession) logEnd(p []byte, start time.Time, moved int) {
 // endMoves closes the early copies never claimed and the channel, waits
 // until the moved connections' handlers have taken them up, and lets this
 // process start upgrades of its own.
-func (s *childSession) endMoves() {
+func (s *arrivals) endMoves() {
 	for id, a := range s.early {
 		s.drop(a)
 		delete(s.early, id)
@@ -704,7 +720,7 @@ func (s *childSession) endMoves() {
 // the connection carried, and a stop, which waits for the move to end,
 // would save a state without it. A handler that has not done so within
 // Options.MoveTimeout is not waited for any longer, with a warning.
-func (s *childSession) awaitTakenUp() {
+func (s *arrivals) awaitTakenUp() {
 	done := make(chan struct{})
 	go func() {
 		s.taking.Wait()

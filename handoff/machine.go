@@ -9,6 +9,17 @@ import (
 	"time"
 )
 
+// The refusals of an upgrade (Upgrade, UpgradeWith) in a phase that
+// does not allow one; ErrHandedOver is the fourth.
+var (
+	// ErrUpgradeInProgress: an upgrade was triggered while another runs.
+	ErrUpgradeInProgress = errors.New("handoff: an upgrade is already in progress")
+	// ErrNotReady: an upgrade was triggered before Ready returned.
+	ErrNotReady = errors.New("handoff: this process is not ready yet")
+	// ErrStopped: the Upgrader was stopped; it starts no more upgrades.
+	ErrStopped = errors.New("handoff: stopped")
+)
+
 // phase is where the process is in its chain of upgrades. The machine
 // below holds it; Status reports it coarser (reported).
 type phase int
@@ -45,22 +56,21 @@ func (p phase) reported() phase {
 // watcher) report what happened to it; Stop, SIGHUP, the control socket's
 // upgrades and the supervisor's notices go through it.
 //
-// What Stop does in each phase (stop):
+// What Stop (stop) and an upgrade request (beginUpgrade: Upgrade, SIGHUP,
+// the control socket) do in each phase:
 //
-//	phase               Stop                                         returns
-//	starting            stopped at once                              nil
-//	takingOver          the takeover is aborted; waits for it         nil
-//	awaitingCommit      waits for the old process's word; stopped     nil
-//	serving             stopped at once                              nil
-//	receiving           waits for the move to end, then as serving   nil
-//	upgrading           rolled back (new process killed); waits      nil
-//	committed           a Rolling move hurries; waits for the end:
-//	                    handed over, or taken back (then stopped)    ErrHandedOver, or nil
-//	handedOver          the stop is passed on to the successor       ErrHandedOver
-//	stopped             nothing more                                 nil
-//
-// An upgrade (Upgrade, SIGHUP, the control socket) starts only while
-// serving; otherwise it is refused with the error begin names.
+//	phase           Stop                                        Stop returns    an upgrade
+//	starting        stopped at once                             nil             ErrNotReady
+//	takingOver      the takeover aborts; waits for it           nil             ErrNotReady
+//	awaitingCommit  waits for the old process's word; stopped   nil             ErrNotReady
+//	serving         stopped at once                             nil             starts
+//	receiving       waits for the move's end, then as serving   nil             ErrUpgradeInProgress
+//	upgrading       rolls back (new process killed); waits      nil             ErrUpgradeInProgress
+//	committed       a Rolling move hurries; waits for the end   ErrHandedOver   ErrUpgradeInProgress
+//	                (the new process failed: taken back)        (then nil)
+//	handedOver      passed on to the successor (but in          ErrHandedOver   ErrHandedOver
+//	                ListenersOnly mode)
+//	stopped         nothing more                                nil             ErrStopped
 type machine struct {
 	log    *slog.Logger
 	notify func(Notice) // tells the supervisor; called without mu held
@@ -181,7 +191,8 @@ func (m *machine) tookBack() {
 // attempt leads (handed over, serving, receiving a move, or stopped); an
 // attempt that Stop saw ends stopped unless it handed over: no other
 // upgrade may start in between. res, for an upgrade, is its result. It
-// returns the phase the process is in now.
+// returns the phase the process is in now. The supervisor hears of a
+// rollback.
 func (m *machine) end(run *attempt, next phase, res *UpgradeResult) phase {
 	m.mu.Lock()
 	if m.stopping && next != phaseHandedOver {
@@ -194,7 +205,17 @@ func (m *machine) end(run *attempt, next phase, res *UpgradeResult) phase {
 	m.mu.Unlock()
 	run.cancel(nil)
 	close(run.done)
+	if res != nil && !res.Committed {
+		m.notify(Notice{Event: NoticeRolledBack, Result: res})
+	}
 	return next
+}
+
+// serves tells the supervisor that this process serves: a first process
+// once Ready has made it so, a new one once it has taken over (from names
+// the old process), an old one that took the service back.
+func (m *machine) serves(from int) {
+	m.notify(Notice{Event: NoticeServing, From: from})
 }
 
 // stop resolves the attempt in progress for Stop (see the table above)

@@ -34,7 +34,7 @@ func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest
 	}
 	res.To = p.pid
 	u.event(req, Event{Phase: "started", PID: p.pid, Took: time.Since(began)})
-	s := &parentSession{u: u, ch: newChannel(conn), pid: p.pid, began: began, req: req}
+	s := &parentSession{link: link{ch: newChannel(conn)}, u: u, pid: p.pid, began: began, req: req}
 	defer func() { res.Stats, res.StateBytes = s.stats, s.stateBytes }()
 	// The new process's exit ends the wait at once, even if something it
 	// started still holds its end of the channel.
@@ -42,19 +42,20 @@ func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest
 	defer exitCancel(nil)
 	stopWatch := context.AfterFunc(contextOf(p.exited), func() { exitCancel(p.describe()) })
 	defer stopWatch()
+	h := &handing{u: u, s: s, p: p}
 	parked, err := s.run(ctx)
 	if err == nil {
-		err = u.commitTo(ctx, p.pid)
+		err = h.commitTo(ctx)
 	}
 	if err != nil {
-		return u.rollBack(ctx, s, p, err)
+		return h.rollBack(ctx, err)
 	}
 	hook("committed", nil)
 	if u.opts.Mode.movesAfterCommit() {
-		return u.roll(s, p, run.stopC)
+		return h.roll(run.stopC)
 	}
 	s.sendCommit()
-	u.handOver(s, parked)
+	h.handOver(parked)
 	s.awaitServing(5 * time.Second)
 	s.ch.close()
 	return nil
@@ -71,7 +72,7 @@ func (s *parentSession) awaitServing(d time.Duration) {
 }
 
 // serving waits, up to d, for the new process's SERVING.
-func (s *parentSession) serving(d time.Duration) error {
+func (s *link) serving(d time.Duration) error {
 	s.ch.setDeadline(time.Now().Add(d))
 	defer s.ch.setDeadline(time.Time{})
 	typ, _, err := s.next()
@@ -91,10 +92,21 @@ func contextOf(done <-chan struct{}) context.Context {
 	return ctx
 }
 
+// handing is the old process's side of one upgrade once its new process
+// has started: the session with it, the process itself, and what ends
+// the upgrade: the commit and the handover (or a Rolling move, move.go),
+// or the rollback.
+type handing struct {
+	u *Upgrader
+	s *parentSession
+	p *newProcess
+}
+
 // commitTo is the single commit point of an upgrade, after the new
 // process's READY: from here on this process never resumes a connection,
 // and a stop signal is passed on to the new process.
-func (u *Upgrader) commitTo(ctx context.Context, pid int) error {
+func (h *handing) commitTo(ctx context.Context) error {
+	u, pid := h.u, h.p.pid
 	hook("decide", nil)
 	if err := u.m.commit(ctx, pid); err != nil {
 		return err
@@ -108,7 +120,8 @@ func (u *Upgrader) commitTo(ctx context.Context, pid int) error {
 // rollBack ends a failed upgrade: the new process is told why, killed with
 // its process group and reaped, then every connection resumes here. It
 // returns the reason, see failure.
-func (u *Upgrader) rollBack(ctx context.Context, s *parentSession, p *newProcess, err error) error {
+func (h *handing) rollBack(ctx context.Context, err error) error {
+	u, s, p := h.u, h.s, h.p
 	err = withCause(ctx, err)
 	if !errors.Is(err, ErrRejected) {
 		if rej := s.rejection(100 * time.Millisecond); rej != nil {
@@ -120,16 +133,20 @@ func (u *Upgrader) rollBack(ctx context.Context, s *parentSession, p *newProcess
 	ended := p.describe()
 	s.abort(err)
 	if ended == nil && errors.Is(err, io.EOF) { // the child closed the channel: exiting?
+		// A child that closed the channel is exiting, and a loaded machine
+		// takes its time to reap it (100 ms missed an exit status under
+		// load). The bound matters only for one that closed it and lives
+		// on: the kill below ends it.
 		select {
 		case <-p.exited:
 			ended = p.describe()
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(2 * time.Second):
 		}
 	}
 	if kerr := p.kill(); kerr != nil {
 		u.log.Error("handoff: rollback", "err", kerr)
 	}
-	u.discardPIDFile(p.pid)
+	u.pid.discard(p.pid)
 	u.reg.resumeAll()
 	if ended != nil && !strings.Contains(err.Error(), ended.Error()) {
 		err = fmt.Errorf("%w (%w)", ended, err) // the cause first, then what it did here
@@ -155,9 +172,10 @@ func withCause(ctx context.Context, err error) error {
 // to the new process, which this process closes its copies for (close(2)
 // only, never shutdown(2), so no FIN reaches a client); or with
 // ListenersOnly mode, this process stops accepting and keeps its connections.
-func (u *Upgrader) handOver(s *parentSession, parked []parkedConn) {
+func (h *handing) handOver(parked []parkedConn) {
+	u, s := h.u, h.s
 	keepSocketFiles(u.reg.listenerList())
-	defer u.releasePlain()
+	defer u.plain.release()
 	if u.opts.Mode.keepsConns() {
 		kept := u.reg.releaseListeners()
 		u.log.Info("handoff: handed over the listeners; connections stay", "to", s.pid, "conns_kept", kept,
@@ -176,22 +194,30 @@ func (u *Upgrader) handOver(s *parentSession, parked []parkedConn) {
 		"commit", s.stats.Commit, "pause", s.stats.Pause(), "release", s.stats.Release)
 }
 
-// parentSession is the old process's end of one handoff.
+// parentSession is the old process's end of one handoff: what it sends
+// when, and the upgrade's timings. The channel's traffic is its link.
 type parentSession struct {
+	link
 	u          *Upgrader
-	ch         *channel
 	pid        int
 	peer       hello
-	events     chan event
-	readDone   chan struct{}   // closed when readEvents has returned
-	seq        uint32          // CONNS and PARKED frames sent
-	acked      uint32          // of them, acknowledged by PROGRESS
 	early      map[uint64]bool // connections whose fds went before the park
 	stats      UpgradeStats
 	began      time.Time // the upgrade's start
 	ready      time.Time // READY arrived
 	req        UpgradeRequest
 	stateBytes uint64 // state received, as READY says
+}
+
+// link is the old process's side of the channel: the frames it sends,
+// counted for the new process's acknowledgements (PROGRESS), and the new
+// process's frames, read on a goroutine of their own as events.
+type link struct {
+	ch       *channel
+	events   chan event
+	readDone chan struct{} // closed when readEvents has returned
+	seq      uint32        // CONNS and PARKED frames sent
+	acked    uint32        // of them, acknowledged by PROGRESS
 }
 
 // event is a frame from the child, or the error that ended reading.
@@ -342,7 +368,7 @@ func (s *parentSession) sendEarly() (map[uint64]bool, error) {
 // a duplicate, made while the connection cannot be closed under it: its
 // handler still runs and may close it, and a bare fd number could by then
 // name another socket. A connection already closed is left out.
-func (s *parentSession) sendEarlyBatch(conns []*Conn, sent map[uint64]bool) error {
+func (s *link) sendEarlyBatch(conns []*Conn, sent map[uint64]bool) error {
 	recs := make([]record, 0, len(conns))
 	fds := make([]int, 0, len(conns))
 	defer func() { closeFds(fds) }()
@@ -413,7 +439,7 @@ func (s *parentSession) park(ctx context.Context, early map[uint64]bool) ([]park
 }
 
 // readEvents forwards the child's frames until the channel fails.
-func (s *parentSession) readEvents() {
+func (s *link) readEvents() {
 	defer close(s.readDone)
 	for {
 		typ, p, err := recvNoFds(s.ch)
@@ -433,7 +459,7 @@ func (s *parentSession) readEvents() {
 // rejection returns the child's ABORT, if it sent one before the upgrade
 // failed here for another reason (a send that timed out, or the child's
 // exit noticed first), looking for up to d at what it sent.
-func (s *parentSession) rejection(d time.Duration) error {
+func (s *link) rejection(d time.Duration) error {
 	until := time.Now().Add(d)
 	if s.events != nil {
 		if rej, done := s.rejectionRead(until); rej != nil || !done {
@@ -455,7 +481,7 @@ func (s *parentSession) rejection(d time.Duration) error {
 
 // rejectionRead looks for an ABORT among the frames readEvents read, and
 // reports whether readEvents has ended.
-func (s *parentSession) rejectionRead(until time.Time) (rej error, done bool) {
+func (s *link) rejectionRead(until time.Time) (rej error, done bool) {
 	t := time.NewTimer(time.Until(until))
 	defer t.Stop()
 	for {
@@ -482,12 +508,12 @@ func (s *parentSession) rejectionRead(until time.Time) (rej error, done bool) {
 }
 
 // nextEvent returns the child's next frame, counting PROGRESS frames.
-func (s *parentSession) nextEvent() (byte, []byte, error) {
+func (s *link) nextEvent() (byte, []byte, error) {
 	return s.take(<-s.events)
 }
 
 // take returns one of the child's frames, counting PROGRESS frames.
-func (s *parentSession) take(ev event) (byte, []byte, error) {
+func (s *link) take(ev event) (byte, []byte, error) {
 	if ev.err != nil {
 		return 0, nil, ev.err
 	}
@@ -502,7 +528,7 @@ func (s *parentSession) take(ev event) (byte, []byte, error) {
 }
 
 // next returns the child's next frame other than PROGRESS.
-func (s *parentSession) next() (byte, []byte, error) {
+func (s *link) next() (byte, []byte, error) {
 	for {
 		typ, p, err := s.nextEvent()
 		if err != nil || typ != frameProgress {
@@ -512,7 +538,7 @@ func (s *parentSession) next() (byte, []byte, error) {
 }
 
 // waitAcked waits until at most window of sent frames are unacknowledged.
-func (s *parentSession) waitAcked(sent, window uint32) error {
+func (s *link) waitAcked(sent, window uint32) error {
 	for sent-s.acked > window {
 		typ, _, err := s.nextEvent()
 		if err != nil {
@@ -554,7 +580,7 @@ func (s *parentSession) sendParked(parked []parkedConn, early map[uint64]bool) e
 // sendRecords sends parked connections in frames of typ, at most
 // maxRecords(typ) and about maxBatchBytes each; CONNS frames carry the fds.
 // sent, if set, is called with each frame's connections once it is sent.
-func (s *parentSession) sendRecords(typ byte, parked []parkedConn, sent func([]parkedConn)) error {
+func (s *link) sendRecords(typ byte, parked []parkedConn, sent func([]parkedConn)) error {
 	for len(parked) > 0 {
 		n, size := 0, 0
 		for n < len(parked) && n < maxRecords(typ) && (n == 0 || size+parked[n].size() <= maxBatchBytes) {
@@ -586,7 +612,7 @@ func (p parkedConn) record() record {
 // travels as a duplicate made under the connection's lock, as an early
 // one's does: even parked, a bare fd number is only as safe as every
 // caller of Close.
-func (s *parentSession) sendBatch(typ byte, batch []parkedConn) error {
+func (s *link) sendBatch(typ byte, batch []parkedConn) error {
 	recs := make([]record, len(batch))
 	var fds []int
 	defer func() { closeFds(fds) }()
@@ -653,7 +679,7 @@ func (s *parentSession) awaitReady() error {
 
 // abort tells the child why the upgrade ends, for its log; the caller
 // kills it.
-func (s *parentSession) abort(cause error) {
+func (s *link) abort(cause error) {
 	s.ch.setDeadline(time.Now().Add(100 * time.Millisecond))
 	_ = s.ch.send(frameAbort, abortPayload(cause), nil)
 	s.ch.close()

@@ -92,6 +92,41 @@ func (r *registry) setLocked(to regState) (gone []*Listener) {
 	return gone
 }
 
+// moveQueue is what the registry keeps for a Rolling move, from startMove
+// until the move ends or is taken back.
+type moveQueue struct {
+	ready  []*Conn         // parked, not yet sent
+	early  map[uint64]bool // ids whose fds the new process holds already
+	closed []uint64        // of them, closed here since: the new process closes its copies
+}
+
+// closedHere notes that connection id closed here during the move: if the
+// new process holds its fd, it must close its copy too.
+func (q *moveQueue) closedHere(id uint64) {
+	if q.early[id] {
+		q.closed = append(q.closed, id)
+	}
+}
+
+// take empties the queue: the connections parked and the early ones closed
+// since the last call. A nil queue (no move) holds none.
+func (q *moveQueue) take() ([]*Conn, []uint64) {
+	if q == nil {
+		return nil, nil
+	}
+	ready, closed := q.ready, q.closed
+	q.ready, q.closed = nil, nil
+	return ready, closed
+}
+
+// queued counts the parked connections not yet taken.
+func (q *moveQueue) queued() int {
+	if q == nil {
+		return 0
+	}
+	return len(q.ready)
+}
+
 // parkedConn is a connection ready to travel: its handler is blocked in Park.
 type parkedConn struct {
 	c      *Conn

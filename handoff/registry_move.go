@@ -4,22 +4,6 @@ package handoff
 // the connections are asked to park a few at a time, and each one that
 // parks is queued to be sent on its own.
 
-// moveQueue is what the registry keeps for a Rolling move, from startMove
-// until the move ends or is taken back.
-type moveQueue struct {
-	ready  []*Conn         // parked, not yet sent
-	early  map[uint64]bool // ids whose fds the new process holds already
-	closed []uint64        // of them, closed here since: the new process closes its copies
-}
-
-// closedHere notes that connection id closed here during the move: if the
-// new process holds its fd, it must close its copy too.
-func (q *moveQueue) closedHere(id uint64) {
-	if q.early[id] {
-		q.closed = append(q.closed, id)
-	}
-}
-
 // startMove begins a Rolling move at the commit: this process stops
 // accepting (it keeps its listeners, to take them back if the new process
 // dies), a connection tracked from now on is asked to park at once, and a
@@ -36,12 +20,7 @@ func (r *registry) startMove(early map[uint64]bool) {
 // travels with them, and the early connections closed here since.
 func (r *registry) takeReady() ([]parkedConn, []uint64) {
 	r.mu.Lock()
-	var ready []*Conn
-	var closed []uint64
-	if q := r.move; q != nil {
-		ready, closed = q.ready, q.closed
-		q.ready, q.closed = nil, nil
-	}
+	ready, closed := r.move.take()
 	r.mu.Unlock()
 	out := make([]parkedConn, len(ready))
 	for i, c := range ready {
@@ -78,11 +57,7 @@ func (r *registry) movedOut(sent []parkedConn) {
 func (r *registry) remaining() (n int, done bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	queued := 0
-	if r.move != nil {
-		queued = len(r.move.ready)
-	}
-	return len(r.conns), len(r.conns) == 0 && r.inAccept == 0 && queued == 0
+	return len(r.conns), len(r.conns) == 0 && r.inAccept == 0 && r.move.queued() == 0
 }
 
 // stopMove ends the asking, at the move's end or deadline: a connection

@@ -25,14 +25,9 @@ const (
 	DefaultMaxBuffered    = 64 << 10
 )
 
-// Sentinel errors, each a decision a caller can make.
+// Sentinel errors, each a decision a caller can make (and, in machine.go,
+// the refusals of an upgrade).
 var (
-	// ErrUpgradeInProgress: an upgrade was triggered while another runs.
-	ErrUpgradeInProgress = errors.New("handoff: an upgrade is already in progress")
-	// ErrNotReady: an upgrade was triggered before Ready returned.
-	ErrNotReady = errors.New("handoff: this process is not ready yet")
-	// ErrStopped: the Upgrader was stopped; it starts no more upgrades.
-	ErrStopped = errors.New("handoff: stopped")
 	// ErrNotChild: the handoff peer is not this process's parent.
 	ErrNotChild = errors.New("handoff: peer is not the expected process")
 	// ErrRejected: the other process refused the handoff and said why.
@@ -174,10 +169,10 @@ type Upgrader struct {
 	chain   *chain    // generation, totals and carried values
 	started time.Time // New
 
-	plainMu sync.Mutex
-	plain   []passed // ListenPlain's listeners
+	plain plainListeners
 
 	m        *machine // the upgrade's state: phase, attempt, successor, stops (machine.go)
+	pid      pidFile  // Options.PIDFile
 	exitOnce sync.Once
 	exitC    chan struct{}
 	sigC     chan os.Signal
@@ -213,6 +208,7 @@ func New(opts Options) (*Upgrader, error) {
 		started: time.Now(),
 	}
 	u.m = newMachine(u.log, u.notify)
+	u.pid = pidFile{path: opts.PIDFile, dir: dir, log: u.log}
 	u.reg.keep, u.reg.release = u.keep, u.release
 	if err := u.takeSupervised(); err != nil {
 		return nil, err
@@ -342,6 +338,31 @@ func (u *Upgrader) listen(network, addr string) (ln net.Listener, fresh bool, er
 	return ln, true, err
 }
 
+// passedListeners returns every listener the next process inherits: those
+// of Listen and of ListenPlain.
+func (u *Upgrader) passedListeners() []passed {
+	var out []passed
+	for _, l := range u.reg.listenerList() {
+		out = append(out, passed{l.Listener, listenerKey(l.network, l.addr)})
+	}
+	return append(out, u.plain.list()...)
+}
+
+// ListenPlain returns a listener inherited across upgrades as Listen's
+// are, whose connections are the application's alone: never tracked,
+// parked or handed over. It suits an HTTP endpoint (metrics, health
+// checks) or a control socket, whose open connections end with the
+// process while the listening socket goes on. After this process hands
+// over, its copy is closed; the new process has its own.
+func (u *Upgrader) ListenPlain(network, addr string) (net.Listener, error) {
+	ln, _, err := u.listen(network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("handoff: listen %s %s: %w", network, addr, err)
+	}
+	u.plain.add(passed{ln, listenerKey(network, addr)})
+	return ln, nil
+}
+
 // Wrap tracks a connection this process made or accepted itself, so that it
 // is handed over too. The Conn takes ownership of nc. kind travels with it.
 //
@@ -374,7 +395,7 @@ func (u *Upgrader) Ready(ctx context.Context) error {
 			return err
 		}
 		u.settleSupervised()
-		u.notify(Notice{Event: NoticeServing})
+		u.m.serves(0)
 		u.reportStatus()
 		return nil
 	}
@@ -404,17 +425,7 @@ func (u *Upgrader) ownSocketFiles() {
 // becomeReady marks a first process ready and writes its pid.
 func (u *Upgrader) becomeReady() error {
 	u.m.ready()
-	return u.writePIDFile()
-}
-
-func (u *Upgrader) writePIDFile() error {
-	if u.opts.PIDFile == "" {
-		return nil
-	}
-	if err := writePIDFile(u.opts.PIDFile, u.dir); err != nil {
-		return fmt.Errorf("handoff: PID file: %w", err)
-	}
-	return nil
+	return u.pid.write()
 }
 
 // Conns returns the connections this process serves now: accepted through
@@ -546,7 +557,7 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 		next = phaseHandedOver
 	}
 	last := res
-	next = u.m.end(run, next, &last)
+	next = u.m.end(run, next, &last) // tells the supervisor of a rollback
 	defer func() {
 		if req.finish != nil {
 			req.finish(res)
@@ -556,7 +567,6 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 		}
 	}()
 	if err != nil {
-		u.notify(Notice{Event: NoticeRolledBack, Result: &res})
 		u.event(req, Event{Phase: "rolled_back", PID: res.To, Took: res.Took, Err: err})
 		u.log.Error("handoff: upgrade failed; this process carries on", "err", err, "cause", res.Cause,
 			"generation", u.generation(), "to", res.To, "took", res.Took)
