@@ -112,6 +112,16 @@ func (p *plainListeners) release() {
 	}
 }
 
+// ownSocketFiles makes this process, which has taken over, the owner of
+// its Unix sockets' files: its last close removes them.
+func ownSocketFiles(ps []passed) {
+	for _, p := range ps {
+		if ul, ok := p.ln.(*net.UnixListener); ok {
+			ul.SetUnlinkOnClose(true)
+		}
+	}
+}
+
 // keepSocketFiles stops the listeners from removing their Unix socket
 // files on close: the new process serves on them.
 func keepSocketFiles(lns []*Listener) {

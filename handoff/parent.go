@@ -36,13 +36,31 @@ func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest
 	u.event(req, Event{Phase: "started", PID: p.pid, Took: time.Since(began)})
 	s := &parentSession{link: link{ch: newChannel(conn)}, u: u, pid: p.pid, began: began, req: req}
 	defer func() { res.Stats, res.StateBytes = s.stats, s.stateBytes }()
+	h := &handing{u: u, s: s, p: p}
+	return h.run(ctx, run.stopC)
+}
+
+// handing is the old process's side of one upgrade once its new process
+// has started: the session with it, the process itself, and what ends
+// the upgrade: the commit and the handover (or a Rolling move, move.go),
+// or the rollback.
+type handing struct {
+	u *Upgrader
+	s *parentSession
+	p *newProcess
+}
+
+// run takes an upgrade from its new process's start to its end: the
+// handoff up to READY, the commit, and the handover, the Rolling move
+// (stop closed hurries it) or the rollback.
+func (h *handing) run(ctx context.Context, stop <-chan struct{}) error {
+	u, s, p := h.u, h.s, h.p
 	// The new process's exit ends the wait at once, even if something it
 	// started still holds its end of the channel.
 	ctx, exitCancel := context.WithCancelCause(ctx)
 	defer exitCancel(nil)
 	stopWatch := context.AfterFunc(contextOf(p.exited), func() { exitCancel(p.describe()) })
 	defer stopWatch()
-	h := &handing{u: u, s: s, p: p}
 	parked, err := s.run(ctx)
 	if err == nil {
 		err = h.commitTo(ctx)
@@ -52,7 +70,7 @@ func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest
 	}
 	hook("committed", nil)
 	if u.opts.Mode.movesAfterCommit() {
-		return h.roll(run.stopC)
+		return h.roll(stop)
 	}
 	s.sendCommit()
 	h.handOver(parked)
@@ -90,16 +108,6 @@ func contextOf(done <-chan struct{}) context.Context {
 		cancel()
 	}()
 	return ctx
-}
-
-// handing is the old process's side of one upgrade once its new process
-// has started: the session with it, the process itself, and what ends
-// the upgrade: the commit and the handover (or a Rolling move, move.go),
-// or the rollback.
-type handing struct {
-	u *Upgrader
-	s *parentSession
-	p *newProcess
 }
 
 // commitTo is the single commit point of an upgrade, after the new
@@ -154,20 +162,6 @@ func (h *handing) rollBack(ctx context.Context, err error) error {
 	return err
 }
 
-// withCause puts ctx's cause (a stop, a timeout, the new process's exit)
-// in front of err, the symptom it caused on the channel. A deadline that
-// has passed is the context's even if the channel noticed first.
-func withCause(ctx context.Context, err error) error {
-	if dl, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(dl) {
-		<-ctx.Done()
-	}
-	cause := context.Cause(ctx)
-	if cause == nil || errors.Is(err, cause) {
-		return err
-	}
-	return fmt.Errorf("%w (%v)", cause, err)
-}
-
 // handOver ends a committed upgrade: every parked connection now belongs
 // to the new process, which this process closes its copies for (close(2)
 // only, never shutdown(2), so no FIN reaches a client); or with
@@ -214,14 +208,14 @@ type parentSession struct {
 // process's frames, read on a goroutine of their own as events.
 type link struct {
 	ch       *channel
-	events   chan event
+	events   chan frameEvent
 	readDone chan struct{} // closed when readEvents has returned
 	seq      uint32        // CONNS and PARKED frames sent
 	acked    uint32        // of them, acknowledged by PROGRESS
 }
 
-// event is a frame from the child, or the error that ended reading.
-type event struct {
+// frameEvent is a frame from the child, or the error that ended reading.
+type frameEvent struct {
 	typ     byte
 	payload []byte
 	err     error
@@ -237,7 +231,7 @@ func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error
 	}
 	s.stats.Start = time.Since(s.began)
 	s.emit(Event{Phase: "connected", Took: s.stats.Start})
-	s.events, s.readDone = make(chan event, sendWindow+4), make(chan struct{})
+	s.events, s.readDone = make(chan frameEvent, sendWindow+4), make(chan struct{})
 	go s.readEvents()
 	early, err := s.sendEarly()
 	if err != nil {
@@ -449,7 +443,7 @@ func (s *link) readEvents() {
 			// the error.
 			continue
 		}
-		s.events <- event{typ, p, err}
+		s.events <- frameEvent{typ, p, err}
 		if err != nil {
 			return
 		}
@@ -513,7 +507,7 @@ func (s *link) nextEvent() (byte, []byte, error) {
 }
 
 // take returns one of the child's frames, counting PROGRESS frames.
-func (s *link) take(ev event) (byte, []byte, error) {
+func (s *link) take(ev frameEvent) (byte, []byte, error) {
 	if ev.err != nil {
 		return 0, nil, ev.err
 	}
@@ -709,17 +703,4 @@ func abortPayload(cause error) []byte {
 		msg = msg[:maxString]
 	}
 	return appendString(nil, msg)
-}
-
-// callSafely runs an application callback, turning a panic into an error.
-func callSafely(what string, f func() error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("handoff: %s panicked: %v", what, r)
-		}
-	}()
-	if err := f(); err != nil {
-		return fmt.Errorf("handoff: %s: %w", what, err)
-	}
-	return nil
 }

@@ -391,7 +391,8 @@ func (u *Upgrader) Wrap(nc net.Conn, kind string) *Conn {
 // old process decides and Ready waits for its word.
 func (u *Upgrader) Ready(ctx context.Context) error {
 	if u.parent == nil {
-		if err := u.becomeReady(); err != nil {
+		u.m.ready()
+		if err := u.pid.write(); err != nil {
 			return err
 		}
 		u.settleSupervised()
@@ -406,26 +407,10 @@ func (u *Upgrader) Ready(ctx context.Context) error {
 		u.log.Error("handoff: takeover failed; exit without saving state", "err", err)
 		return err
 	}
-	u.ownSocketFiles()
+	ownSocketFiles(u.passedListeners())
 	u.ctl.open()
 	u.reportStatus()
 	return nil
-}
-
-// ownSocketFiles makes this process, which has taken over, the owner of
-// its Unix sockets' files: its last close removes them.
-func (u *Upgrader) ownSocketFiles() {
-	for _, p := range u.passedListeners() {
-		if ul, ok := p.ln.(*net.UnixListener); ok {
-			ul.SetUnlinkOnClose(true)
-		}
-	}
-}
-
-// becomeReady marks a first process ready and writes its pid.
-func (u *Upgrader) becomeReady() error {
-	u.m.ready()
-	return u.pid.write()
 }
 
 // Conns returns the connections this process serves now: accepted through
@@ -533,7 +518,7 @@ type UpgradeRequest struct {
 // the final event (committed or rolled_back), so that what Progress reports
 // can leave the process before it exits.
 func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (UpgradeResult, error) {
-	req = u.fillRequest(req)
+	req = req.withDefaults(&u.opts)
 	res := UpgradeResult{From: os.Getpid(), Binary: req.Binary, Began: time.Now()}
 	ctx, run, err := u.m.beginUpgrade(ctx)
 	if err != nil {
@@ -577,17 +562,18 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 	return res, nil
 }
 
-func (u *Upgrader) fillRequest(req UpgradeRequest) UpgradeRequest {
+// withDefaults fills the request's zero fields from opts.
+func (req UpgradeRequest) withDefaults(opts *Options) UpgradeRequest {
 	if req.Binary == "" {
-		req.Binary = u.opts.Binary
+		req.Binary = opts.Binary
 	} else if abs, err := filepath.Abs(req.Binary); err == nil {
 		req.Binary = abs
 	}
 	if req.Timeout <= 0 {
-		req.Timeout = u.opts.UpgradeTimeout
+		req.Timeout = opts.UpgradeTimeout
 	}
 	if req.App == "" {
-		req.App = u.opts.App
+		req.App = opts.App
 	}
 	return req
 }
