@@ -107,7 +107,7 @@ func (s *childSession) run(ctx context.Context) (err error) {
 			_ = os.Remove(s.pidTmp) // never named: the old process serves on
 		}
 		if err != nil || !s.plan.mode.movesAfterCommit() {
-			s.ch.close() // a Rolling move goes on using it
+			s.ch.close() // else a Rolling move goes on using it
 		}
 	}()
 	defer s.openGate()
