@@ -41,60 +41,80 @@ type adopted struct {
 	takenUp func()
 }
 
-// childSession is the new process's end of one handoff.
+// childSession is the new process's end of one handoff: its steps up to
+// COMMIT, and a Rolling move after it. The connections it receives are its
+// inbox.
 type childSession struct {
-	u       *Upgrader
-	ch      *channel
-	ppid    int  // the old process
-	plan    plan // the old process's
+	inbox
+	ppid    int // the old process
 	carried carried
-	ready   time.Time           // READY sent
-	seq     uint32              // CONNS and PARKED frames received
-	early   map[uint64]*adopted // fds sent before the park, by id, until claimed
-	conns   []*adopted          // parked connections, to serve after COMMIT
-	gate    chan struct{}       // closed once the outcome is known; see adopted
-	pidTmp  string              // this process's pid, written beside the PID file before READY
-	taking  sync.WaitGroup      // connections moved here whose handlers have not taken them up
+	ready   time.Time // READY sent
+	pidTmp  string    // this process's pid, written beside the PID file before READY
+}
+
+// inbox is the connections a new process receives, from their fds to the
+// gate that lets their handlers go, and the PROGRESS that acknowledges
+// them.
+type inbox struct {
+	u     *Upgrader
+	ch    *channel
+	plan  plan                // the old process's
+	seq   uint32              // CONNS and PARKED frames received
+	early map[uint64]*adopted // fds sent before the park, by id, until claimed
+	conns []*adopted          // parked connections, to serve after COMMIT
+	gate  chan struct{}       // closed once the outcome is known; see adopted
 }
 
 // takeOver runs the new process's side. Until COMMIT it never reads or
 // writes a received connection, so that the old process can resume every
 // one of them exactly where it stopped.
 func (u *Upgrader) takeOver(ctx context.Context) error {
-	ctx, run, err := u.beginTakeover(ctx)
+	ctx, run, err := u.m.beginTakeover(ctx)
 	if err != nil {
 		return err
 	}
+	s := &childSession{inbox: inbox{u: u, gate: make(chan struct{})}, ppid: os.Getppid()}
+	err = s.run(ctx)
 	next := phaseStopped // a failed takeover: the process must exit
-	defer func() {
-		if u.end(run, next) != phaseServing {
-			u.closeExit()
+	if err == nil {
+		next = phaseServing
+		if s.plan.mode.movesAfterCommit() {
+			next = phaseReceiving
+			u.m.receivingMove()
 		}
-	}()
+	}
+	if now := u.m.end(run, next, nil); now != phaseServing && now != phaseReceiving {
+		u.closeExit()
+	}
+	if err == nil && next == phaseReceiving {
+		go (&arrivals{childSession: s}).receiveMoves()
+	}
+	return err
+}
+
+// run takes the handoff channel and runs the takeover's session until the
+// old process's COMMIT. On error nothing was taken over.
+func (s *childSession) run(ctx context.Context) (err error) {
+	u := s.u
 	ctx, cancel := context.WithTimeoutCause(ctx, u.opts.UpgradeTimeout,
 		fmt.Errorf("handoff: takeover timed out after %s", u.opts.UpgradeTimeout))
 	defer cancel()
 	hook("start", nil)
-	ch, err := u.openChannel()
-	if err != nil {
+	if s.ch, err = openChannel(u.parent); err != nil {
 		return err
 	}
-	s := &childSession{u: u, ch: ch, gate: make(chan struct{}), ppid: os.Getppid()}
 	defer func() {
-		if next != phaseServing && s.pidTmp != "" {
+		if err != nil && s.pidTmp != "" {
 			_ = os.Remove(s.pidTmp) // never named: the old process serves on
 		}
-	}()
-	moving := false
-	defer func() {
-		if !moving {
-			s.ch.Close()
+		if err != nil || !s.plan.mode.movesAfterCommit() {
+			s.ch.Close() // else a Rolling move goes on using it
 		}
 	}()
 	defer s.openGate()
 	unbind := s.ch.BindDeadline(ctx)
 	hook("connected", s.ch)
-	if err := s.receive(ctx, run); err != nil {
+	if err := s.receive(ctx); err != nil {
 		unbind()
 		err = withCause(ctx, err)
 		s.closeConns()
@@ -111,34 +131,13 @@ func (u *Upgrader) takeOver(ctx context.Context) error {
 	if err := s.commit(); err != nil {
 		return s.explain(err)
 	}
-	next = phaseServing
-	if s.plan.mode.movesAfterCommit() {
-		moving = true
-		u.mu.Lock()
-		u.receiving, u.received = true, make(chan struct{})
-		u.mu.Unlock()
-		go s.receiveMoves()
-	}
 	return nil
-}
-
-// beginTakeover registers the takeover as the process's attempt, so that
-// Stop can cancel it until READY.
-func (u *Upgrader) beginTakeover(ctx context.Context) (context.Context, *attempt, error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.phase != phaseStarting || u.run != nil {
-		return nil, nil, errors.New("handoff: Ready called twice")
-	}
-	// The phase stays "starting": an upgrade triggered meanwhile is
-	// refused with ErrNotReady.
-	return u.startAttemptLocked(ctx)
 }
 
 // openChannel takes the handoff channel the old process passed and checks
 // that its other end is the parent.
-func (u *Upgrader) openChannel() (*channel, error) {
-	f := u.parent.takeChannel()
+func openChannel(parent *inheritance) (*channel, error) {
+	f := parent.takeChannel()
 	if f == nil {
 		return nil, errors.New("handoff: no handoff channel was passed")
 	}
@@ -198,7 +197,7 @@ func (s *childSession) explain(err error) error {
 
 // receive runs the handoff up to READY. Before READY it makes the
 // takeover's commit: past it, Stop no longer aborts the takeover.
-func (s *childSession) receive(ctx context.Context, run *attempt) error {
+func (s *childSession) receive(ctx context.Context) error {
 	if err := s.ch.Send(ownHello(s.u.opts), nil); err != nil {
 		return err
 	}
@@ -232,10 +231,10 @@ func (s *childSession) receive(ctx context.Context, run *attempt) error {
 		return err
 	}
 	s.phase(PhaseState, start, "bytes", stateBytes, "generation", s.carried.generation+1)
-	if s.pidTmp, err = s.u.preparePIDFile(); err != nil {
+	if s.pidTmp, err = s.u.pid.prepare(); err != nil {
 		return err
 	}
-	if err := s.u.commit(ctx, run); err != nil {
+	if err := s.u.m.commit(ctx, 0); err != nil {
 		return err
 	}
 	s.ready = time.Now()
@@ -282,8 +281,8 @@ func (s *childSession) readPlan() (int, error) {
 }
 
 // canServe refuses n connections if this process cannot serve them.
-func (s *childSession) canServe(n uint32) error {
-	if n > 0 && !s.u.opts.Mode.movesConns() {
+func (s *inbox) canServe(n uint32) error {
+	if n > 0 && !s.u.opts.Mode.servesConns() {
 		return fmt.Errorf("handoff: %d connections offered but this process is in %s mode", n, s.u.opts.Mode)
 	}
 	if n > 0 && s.u.opts.Resume == nil {
@@ -298,7 +297,7 @@ func (s *childSession) canLoad(state bool) error {
 	if !state {
 		return nil
 	}
-	if !s.u.opts.Mode.sendsState() {
+	if !s.u.opts.Mode.loadsState() {
 		return fmt.Errorf("handoff: the old process sends its state but this process is in %s mode and cannot load it", s.u.opts.Mode)
 	}
 	if s.u.opts.LoadState == nil {
@@ -309,7 +308,7 @@ func (s *childSession) canLoad(state bool) error {
 
 // receiveEarly adopts the connections sent while the old process still
 // served them, at most n, until FINAL, which it returns.
-func (s *childSession) receiveEarly(n int) (wire.Final, error) {
+func (s *inbox) receiveEarly(n int) (wire.Final, error) {
 	s.early = make(map[uint64]*adopted, n)
 	for {
 		m, err := s.ch.Recv()
@@ -342,7 +341,7 @@ func (s *childSession) receiveEarly(n int) (wire.Final, error) {
 	}
 }
 
-func (s *childSession) final(m wire.Msg) (wire.Final, error) {
+func (s *inbox) final(m wire.Msg) (wire.Final, error) {
 	var f wire.Final
 	if err := m.Expect(&f); err != nil {
 		return f, err
@@ -360,7 +359,7 @@ func (s *childSession) final(m wire.Msg) (wire.Final, error) {
 // id for the early ones (PARKED), with their fds for the late ones
 // (CONNS). Early connections FINAL does not name were closed by the old
 // process since: this process's copy goes too.
-func (s *childSession) receiveParked(f wire.Final) error {
+func (s *inbox) receiveParked(f wire.Final) error {
 	late := 0
 	for len(s.conns) < int(f.Conns) {
 		m, err := s.ch.Recv()
@@ -396,7 +395,7 @@ func (s *childSession) receiveParked(f wire.Final) error {
 }
 
 // claim matches a PARKED frame's records to early connections.
-func (s *childSession) claim(m wire.Msg) ([]*adopted, error) {
+func (s *inbox) claim(m wire.Msg) ([]*adopted, error) {
 	var b wire.Parked
 	err := m.Expect(&b)
 	recs := b.Records
@@ -420,14 +419,14 @@ func (s *childSession) claim(m wire.Msg) ([]*adopted, error) {
 	return out, nil
 }
 
-func (s *childSession) progress() error {
+func (s *inbox) progress() error {
 	adopted := len(s.early) + len(s.conns)
 	return s.ch.Send(wire.Progress{Seq: s.seq - 1, Held: uint32(adopted)}, nil)
 }
 
 // adoptBatch turns one CONNS frame into connections; it owns fds. On
 // error, the connections already made are returned for closing with the rest.
-func (s *childSession) adoptBatch(m wire.Msg) ([]*adopted, error) {
+func (s *inbox) adoptBatch(m wire.Msg) ([]*adopted, error) {
 	var b wire.Conns
 	err := m.Expect(&b)
 	fds, recs := m.Fds, b.Records
@@ -461,7 +460,7 @@ func (s *childSession) adoptBatch(m wire.Msg) ([]*adopted, error) {
 // passed canLoad.
 func (s *childSession) loadState() (uint64, error) {
 	r := wire.NewStateReader(s.ch)
-	if load := s.u.opts.LoadState; load != nil && s.u.opts.Mode.sendsState() {
+	if load := s.u.opts.LoadState; load != nil && s.u.opts.Mode.loadsState() {
 		if err := callSafely("load state", func() error { return load(r) }); err != nil {
 			return 0, err
 		}
@@ -501,9 +500,7 @@ func (s *childSession) commit() error {
 	// it the record of how it started, nothing more.
 	var f wire.Commit
 	if err := m.Expect(&f); err == nil {
-		s.u.mu.Lock()
-		s.u.takenOver = commitInfoOf(f).result(s.u.opts.Binary, s.ppid, os.Getpid(), s.plan.mode)
-		s.u.mu.Unlock()
+		s.u.m.tookOver(commitInfoOf(f).result(s.u.opts.Binary, s.ppid, os.Getpid(), s.plan.mode))
 	} else {
 		s.u.log.Warn("handoff: COMMIT's upgrade record unreadable", "err", err)
 	}
@@ -515,7 +512,7 @@ func (s *childSession) commit() error {
 	s.openGate()
 	s.u.log.Info("handoff: took over", "from", s.ppid, "conns", len(s.conns), "generation", s.u.generation(),
 		"waited", time.Since(s.ready))
-	if err := s.u.installPIDFile(s.pidTmp); err != nil {
+	if err := s.u.pid.install(s.pidTmp); err != nil {
 		s.u.log.Error("handoff: took over, but", "err", err)
 	}
 	if err := rejoinParentGroup(s.ppid); err != nil {
@@ -524,7 +521,7 @@ func (s *childSession) commit() error {
 	// The supervisor hears that this process serves before the old one
 	// may exit; whoever asked the old process for this upgrade, once the
 	// PID file names this process.
-	s.u.notify(Notice{Event: NoticeServing, From: s.ppid})
+	s.u.m.serves(s.ppid)
 	s.ch.SetDeadline(time.Now().Add(time.Second))
 	_ = s.ch.Send(wire.Serving{}, nil)
 	return nil
@@ -532,7 +529,7 @@ func (s *childSession) commit() error {
 
 // wait starts a's goroutine, which serves it once the gate opens, if it
 // is to be served.
-func (s *childSession) wait(a *adopted) {
+func (s *inbox) wait(a *adopted) {
 	go func() {
 		buf := touched(readBufSize)
 		waitDeep(a.gate)
@@ -579,7 +576,7 @@ const stackReserve = 4 << 10
 
 // openGate lets every adopted connection's goroutine go on: to serve it,
 // or to end. Only the session's goroutine calls it.
-func (s *childSession) openGate() {
+func (s *inbox) openGate() {
 	select {
 	case <-s.gate:
 	default:
@@ -589,7 +586,7 @@ func (s *childSession) openGate() {
 
 // closeConns drops this process's copies of connections it will not serve;
 // the old process still holds them, so no peer notices.
-func (s *childSession) closeConns() {
+func (s *inbox) closeConns() {
 	for _, a := range s.conns {
 		s.drop(a)
 	}
@@ -601,11 +598,19 @@ func (s *childSession) closeConns() {
 
 // drop closes this process's copy of a connection it will not serve, and
 // ends its goroutine.
-func (s *childSession) drop(a *adopted) {
+func (s *inbox) drop(a *adopted) {
 	_ = a.nc.Close()
 	if a.gate != s.gate {
 		close(a.gate)
 	}
+}
+
+// arrivals is a new process's side of a Rolling move, after COMMIT: the
+// session goes on receiving, and each connection that arrives is resumed
+// at once.
+type arrivals struct {
+	*childSession
+	taking sync.WaitGroup // connections moved here whose handlers have not taken them up
 }
 
 // receiveMoves runs a Rolling move in the new process, which serves
@@ -613,7 +618,7 @@ func (s *childSession) drop(a *adopted) {
 // ends at END, when the early copies never claimed are closed, or when the
 // channel fails: then the old process has died (or will take its
 // connections back), and those copies are closed too.
-func (s *childSession) receiveMoves() {
+func (s *arrivals) receiveMoves() {
 	defer s.endMoves()
 	s.ch.SetDeadline(time.Time{}) // the move lasts as long as the old process says
 	start, moved := time.Now(), 0
@@ -662,7 +667,7 @@ func (s *childSession) receiveMoves() {
 
 // closeEarly closes the copies of early connections the old process has
 // closed (CLOSED), so that their clients see the close now.
-func (s *childSession) closeEarly(m wire.Msg) error {
+func (s *inbox) closeEarly(m wire.Msg) error {
 	var f wire.Closed
 	err := m.Expect(&f)
 	for _, id := range f.IDs {
@@ -674,12 +679,12 @@ func (s *childSession) closeEarly(m wire.Msg) error {
 	return err
 }
 
-func (s *childSession) logEnd(m wire.Msg, start time.Time, moved int) {
+func (s *arrivals) logEnd(m wire.Msg, start time.Time, moved int) {
 	var e wire.End
 	if err := m.Expect(&e); err != nil {
 		s.u.log.Warn("handoff: END unreadable", "err", err)
 	}
-	s.u.moveDone(time.Since(start), int(e.Stayed), int(e.Closed))
+	s.u.m.moveDone(time.Since(start), int(e.Stayed), int(e.Closed))
 	s.u.log.Info("handoff: rolling move done", "from", s.ppid, "moved", moved, PhaseMove, time.Since(start),
 		"stayed_with_old", e.Stayed, "closed", e.Closed)
 }
@@ -687,17 +692,14 @@ func (s *childSession) logEnd(m wire.Msg, start time.Time, moved int) {
 // endMoves closes the early copies never claimed and the channel, waits
 // until the moved connections' handlers have taken them up, and lets this
 // process start upgrades of its own.
-func (s *childSession) endMoves() {
+func (s *arrivals) endMoves() {
 	for id, a := range s.early {
 		s.drop(a)
 		delete(s.early, id)
 	}
 	s.ch.Close()
 	s.awaitTakenUp()
-	s.u.mu.Lock()
-	s.u.receiving = false
-	close(s.u.received)
-	s.u.mu.Unlock()
+	s.u.m.moveReceived()
 }
 
 // awaitTakenUp waits until the handler of every connection moved here has
@@ -705,7 +707,7 @@ func (s *childSession) endMoves() {
 // the connection carried, and a stop, which waits for the move to end,
 // would save a state without it. A handler that has not done so within
 // Options.MoveTimeout is not waited for any longer, with a warning.
-func (s *childSession) awaitTakenUp() {
+func (s *arrivals) awaitTakenUp() {
 	done := make(chan struct{})
 	go func() {
 		s.taking.Wait()

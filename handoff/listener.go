@@ -3,6 +3,7 @@ package handoff
 import (
 	"fmt"
 	"net"
+	"sync"
 	"time"
 )
 
@@ -58,10 +59,7 @@ func (l *Listener) AcceptConn() (*Conn, error) {
 // was handed to has its own. Closed by the application in a process that
 // serves, it is first taken back from the supervisor, if it kept it.
 func (l *Listener) Close() error {
-	l.reg.mu.Lock()
-	gone := l.reg.gone
-	l.reg.mu.Unlock()
-	if !gone {
+	if !l.reg.listenersGone() {
 		l.reg.release(l.Listener, listenerKey(l.network, l.addr), true)
 	}
 	return l.Listener.Close()
@@ -76,59 +74,51 @@ func (l *Listener) setDeadline(t time.Time) {
 	}
 }
 
-// listenerList returns the listeners made through Listen and not yet
-// handed over.
-func (r *registry) listenerList() []*Listener {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]*Listener(nil), r.listeners...)
-}
-
 // passed is a listening socket a new process inherits, by name.
 type passed struct {
 	ln  net.Listener
 	key string
 }
 
-// passedListeners returns every listener the next process inherits: those
-// of Listen and of ListenPlain.
-func (u *Upgrader) passedListeners() []passed {
-	var out []passed
-	for _, l := range u.reg.listenerList() {
-		out = append(out, passed{l.Listener, listenerKey(l.network, l.addr)})
-	}
-	u.plainMu.Lock()
-	defer u.plainMu.Unlock()
-	return append(out, u.plain...)
+// plainListeners are ListenPlain's listeners: passed on at every upgrade,
+// closed here at a handover.
+type plainListeners struct {
+	mu     sync.Mutex
+	passed []passed
 }
 
-// ListenPlain returns a listener inherited across upgrades as Listen's
-// are, whose connections are the application's alone: never tracked,
-// parked or handed over. It suits an HTTP endpoint (metrics, health
-// checks) or a control socket, whose open connections end with the
-// process while the listening socket goes on. After this process hands
-// over, its copy is closed; the new process has its own.
-func (u *Upgrader) ListenPlain(network, addr string) (net.Listener, error) {
-	ln, _, err := u.listen(network, addr)
-	if err != nil {
-		return nil, fmt.Errorf("handoff: listen %s %s: %w", network, addr, err)
-	}
-	u.plainMu.Lock()
-	u.plain = append(u.plain, passed{ln, listenerKey(network, addr)})
-	u.plainMu.Unlock()
-	return ln, nil
+func (p *plainListeners) add(l passed) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.passed = append(p.passed, l)
 }
 
-// releasePlain closes this process's copies of the plain listeners, at a
+func (p *plainListeners) list() []passed {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]passed(nil), p.passed...)
+}
+
+// release closes this process's copies of the plain listeners, at a
 // handover: the new process serves them.
-func (u *Upgrader) releasePlain() {
-	u.plainMu.Lock()
-	plain := u.plain
-	u.plain = nil
-	u.plainMu.Unlock()
-	for _, p := range plain {
-		keepSocketFile(p.ln)
-		_ = p.ln.Close()
+func (p *plainListeners) release() {
+	p.mu.Lock()
+	plain := p.passed
+	p.passed = nil
+	p.mu.Unlock()
+	for _, l := range plain {
+		keepSocketFile(l.ln)
+		_ = l.ln.Close()
+	}
+}
+
+// ownSocketFiles makes this process, which has taken over, the owner of
+// its Unix sockets' files: its last close removes them.
+func ownSocketFiles(ps []passed) {
+	for _, p := range ps {
+		if ul, ok := p.ln.(*net.UnixListener); ok {
+			ul.SetUnlinkOnClose(true)
+		}
 	}
 }
 

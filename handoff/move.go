@@ -44,7 +44,8 @@ type mover struct {
 // connection to it. If the new process fails before the last one has
 // moved, this process takes everything back (takeBack). A stop (stop
 // closed) hurries the move, see mover.hurry.
-func (u *Upgrader) roll(s *parentSession, p *newProcess, stop <-chan struct{}) error {
+func (h *handing) roll(stop <-chan struct{}) error {
+	u, s, p := h.u, h.s, h.p
 	u.reg.startMove(s.early)
 	s.sendCommit()
 	start := time.Now()
@@ -61,10 +62,10 @@ func (u *Upgrader) roll(s *parentSession, p *newProcess, stop <-chan struct{}) e
 	s.stats.Move, s.stats.MaxWait, s.stats.Conns = time.Since(start), m.maxWait, m.moved
 	s.stats.Stayed, s.stats.Closed = stayed, closed
 	if err != nil {
-		return u.takeBack(s, p, m, err)
+		return h.takeBack(m, err)
 	}
 	u.reg.endMove()
-	u.releasePlain()
+	u.plain.release()
 	s.ch.Close()
 	s.emit(Event{Phase: PhaseMove, Took: s.stats.Move, Conns: m.moved})
 	u.log.Info("handoff: rolling move done", "to", s.pid, "moved", m.moved, "early", s.stats.Early,
@@ -210,7 +211,8 @@ func (m *mover) finish(closeThem bool) (stayed, closed int, err error) {
 // and this process serves again everything it still has, accepts again
 // and names itself in the PID file. The connections that had moved are
 // lost with the new process.
-func (u *Upgrader) takeBack(s *parentSession, p *newProcess, m *mover, err error) error {
+func (h *handing) takeBack(m *mover, err error) error {
+	u, s, p := h.u, h.s, h.p
 	if ended := p.describe(); ended != nil {
 		err = fmt.Errorf("%w (%w)", ended, err)
 	}
@@ -219,15 +221,13 @@ func (u *Upgrader) takeBack(s *parentSession, p *newProcess, m *mover, err error
 		u.log.Error("handoff: rolling move", "err", kerr)
 	}
 	u.unwatchStops()
-	u.mu.Lock()
-	u.successor = 0
-	u.mu.Unlock()
+	u.m.tookBack()
 	u.reg.resumeAll()
 	kept, _ := u.reg.remaining()
-	if perr := u.writePIDFile(); perr != nil {
+	if perr := u.pid.write(); perr != nil {
 		u.log.Error("handoff: took the service back, but", "err", perr)
 	}
-	u.notify(Notice{Event: NoticeServing})
+	u.m.serves(0)
 	return fmt.Errorf("handoff: the new process (pid %d) failed during the rolling move: %w; "+
 		"this process took the listeners back and serves the %d connections it still had; "+
 		"the %d that had moved were lost with it", p.pid, err, kept, m.moved)
@@ -235,11 +235,7 @@ func (u *Upgrader) takeBack(s *parentSession, p *newProcess, m *mover, err error
 
 // unwatchStops ends watchStops: this process owns the service again.
 func (u *Upgrader) unwatchStops() {
-	u.mu.Lock()
-	c := u.stopsC
-	u.stopsC = nil
-	u.mu.Unlock()
-	if c != nil {
+	if c := u.m.unwatchStops(); c != nil {
 		signal.Stop(c)
 		close(c) // ends watchStops's goroutine: Stop has returned, nothing sends on c
 	}

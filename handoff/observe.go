@@ -245,17 +245,9 @@ func carriedOf(f wire.Carry) carried {
 
 // Status returns a snapshot of this process for an operator.
 func (u *Upgrader) Status() Status {
-	u.mu.Lock()
-	st := Status{PID: os.Getpid(), Version: u.opts.Version, Phase: u.phase.String(), Start: u.started}
-	if u.last != nil {
-		last := *u.last
-		st.Last = &last
-	}
-	if u.takenOver != nil {
-		t := *u.takenOver
-		st.TakenOver = &t
-	}
-	u.mu.Unlock()
+	p, last, takenOver := u.m.snapshot()
+	st := Status{PID: os.Getpid(), Version: u.opts.Version, Phase: p.String(), Start: u.started,
+		Last: last, TakenOver: takenOver}
 	u.chain.mu.Lock()
 	st.Generation, st.ChainStart = u.chain.generation, u.chain.start
 	st.Totals = Totals{Committed: u.chain.totals.Committed, ConnsHandedOver: u.chain.totals.ConnsHandedOver,
@@ -289,9 +281,7 @@ func (p phase) String() string {
 // returned, and it is neither upgrading, handed over nor stopping. A load
 // balancer's readiness check.
 func (u *Upgrader) Serving() bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.phase == phaseServing
+	return u.m.serving()
 }
 
 // commitInfo is COMMIT's payload: the committed upgrade's phases as the
@@ -341,20 +331,5 @@ func (u *Upgrader) movedIn(n int) {
 	u.chain.mu.Lock()
 	u.chain.totals.ConnsHandedOver += uint64(n)
 	u.chain.mu.Unlock()
-	u.mu.Lock()
-	if u.takenOver != nil {
-		u.takenOver.Stats.Conns += n
-	}
-	u.mu.Unlock()
-}
-
-// moveDone records the end of the Rolling move that brought this new
-// process its connections: how long it took here (from COMMIT on), and
-// what the old process kept or closed.
-func (u *Upgrader) moveDone(took time.Duration, stayed, closed int) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if t := u.takenOver; t != nil {
-		t.Stats.Move, t.Stats.Stayed, t.Stats.Closed = took, stayed, closed
-	}
+	u.m.movedIn(n)
 }

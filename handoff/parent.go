@@ -35,8 +35,27 @@ func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest
 	}
 	res.To = p.pid
 	u.event(req, Event{Phase: PhaseStarted, PID: p.pid, Took: time.Since(began)})
-	s := &parentSession{u: u, ch: wire.NewChannel(conn), pid: p.pid, began: began, req: req}
+	s := &parentSession{link: link{ch: wire.NewChannel(conn)}, u: u, pid: p.pid, began: began, req: req}
 	defer func() { res.Stats, res.StateBytes = s.stats, s.stateBytes }()
+	h := &handing{u: u, s: s, p: p}
+	return h.run(ctx, run.stopC)
+}
+
+// handing is the old process's side of one upgrade once its new process
+// has started: the session with it, the process itself, and what ends
+// the upgrade: the commit and the handover (or a Rolling move, move.go),
+// or the rollback.
+type handing struct {
+	u *Upgrader
+	s *parentSession
+	p *newProcess
+}
+
+// run takes an upgrade from its new process's start to its end: the
+// handoff up to READY, the commit, and the handover, the Rolling move
+// (stop closed hurries it) or the rollback.
+func (h *handing) run(ctx context.Context, stop <-chan struct{}) error {
+	u, s, p := h.u, h.s, h.p
 	// The new process's exit ends the wait at once, even if something it
 	// started still holds its end of the channel.
 	ctx, exitCancel := context.WithCancelCause(ctx)
@@ -45,17 +64,17 @@ func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest
 	defer stopWatch()
 	parked, err := s.run(ctx)
 	if err == nil {
-		err = u.commitTo(ctx, run, p.pid)
+		err = h.commitTo(ctx)
 	}
 	if err != nil {
-		return u.rollBack(ctx, s, p, err)
+		return h.rollBack(ctx, err)
 	}
 	hook("committed", nil)
 	if u.opts.Mode.movesAfterCommit() {
-		return u.roll(s, p, run.stopC)
+		return h.roll(stop)
 	}
 	s.sendCommit()
-	u.handOver(s, parked)
+	h.handOver(parked)
 	s.awaitServing(5 * time.Second)
 	s.ch.Close()
 	return nil
@@ -72,7 +91,7 @@ func (s *parentSession) awaitServing(d time.Duration) {
 }
 
 // serving waits, up to d, for the new process's SERVING.
-func (s *parentSession) serving(d time.Duration) error {
+func (s *link) serving(d time.Duration) error {
 	s.ch.SetDeadline(time.Now().Add(d))
 	defer s.ch.SetDeadline(time.Time{})
 	m, err := s.next()
@@ -95,15 +114,12 @@ func contextOf(done <-chan struct{}) context.Context {
 // commitTo is the single commit point of an upgrade, after the new
 // process's READY: from here on this process never resumes a connection,
 // and a stop signal is passed on to the new process.
-func (u *Upgrader) commitTo(ctx context.Context, run *attempt, pid int) error {
+func (h *handing) commitTo(ctx context.Context) error {
+	u, pid := h.u, h.p.pid
 	hook("decide", nil)
-	if err := u.commit(ctx, run); err != nil {
+	if err := u.m.commit(ctx, pid); err != nil {
 		return err
 	}
-	u.mu.Lock()
-	u.successor = pid
-	u.mu.Unlock()
-	u.notify(Notice{Event: NoticeCommitting, To: pid})
 	if u.opts.Mode.passesStop() {
 		u.watchStops()
 	}
@@ -113,7 +129,8 @@ func (u *Upgrader) commitTo(ctx context.Context, run *attempt, pid int) error {
 // rollBack ends a failed upgrade: the new process is told why, killed with
 // its process group and reaped, then every connection resumes here. It
 // returns the reason, see failure.
-func (u *Upgrader) rollBack(ctx context.Context, s *parentSession, p *newProcess, err error) error {
+func (h *handing) rollBack(ctx context.Context, err error) error {
+	u, s, p := h.u, h.s, h.p
 	err = withCause(ctx, err)
 	if !errors.Is(err, ErrRejected) {
 		if rej := s.rejection(100 * time.Millisecond); rej != nil {
@@ -138,7 +155,7 @@ func (u *Upgrader) rollBack(ctx context.Context, s *parentSession, p *newProcess
 	if kerr != nil {
 		u.log.Error("handoff: rollback", "err", kerr)
 	}
-	u.discardPIDFile(p.pid)
+	u.pid.discard(p.pid)
 	u.reg.resumeAll()
 	if ended != nil && !strings.Contains(err.Error(), ended.Error()) {
 		err = fmt.Errorf("%w (%w)", ended, err) // the cause first, then what it did here
@@ -152,28 +169,15 @@ func peerGone(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
-// withCause puts ctx's cause (a stop, a timeout, the new process's exit)
-// in front of err, the symptom it caused on the channel. A deadline that
-// has passed is the context's even if the channel noticed first.
-func withCause(ctx context.Context, err error) error {
-	if dl, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(dl) {
-		<-ctx.Done()
-	}
-	cause := context.Cause(ctx)
-	if cause == nil || errors.Is(err, cause) {
-		return err
-	}
-	return fmt.Errorf("%w (%v)", cause, err)
-}
-
 // handOver ends a committed upgrade: every parked connection now belongs
 // to the new process, which this process closes its copies for (close(2)
 // only, never shutdown(2), so no FIN reaches a client); or with
 // ListenersOnly mode, this process stops accepting and keeps its connections.
-func (u *Upgrader) handOver(s *parentSession, parked []parkedConn) {
+func (h *handing) handOver(parked []parkedConn) {
+	u, s := h.u, h.s
 	keepSocketFiles(u.reg.listenerList())
-	defer u.releasePlain()
-	if !u.opts.Mode.movesConns() {
+	defer u.plain.release()
+	if u.opts.Mode.keepsConns() {
 		kept := u.reg.releaseListeners()
 		u.log.Info("handoff: handed over the listeners; connections stay", "to", s.pid, "conns_kept", kept,
 			PhaseConnected, s.stats.Connected, PhaseReady, s.stats.Ready, PhaseCommit, s.stats.Commit)
@@ -191,16 +195,13 @@ func (u *Upgrader) handOver(s *parentSession, parked []parkedConn) {
 		PhaseCommit, s.stats.Commit, PhasePause, s.stats.Pause(), PhaseRelease, s.stats.Release)
 }
 
-// parentSession is the old process's end of one handoff.
+// parentSession is the old process's end of one handoff: what it sends
+// when, and the upgrade's timings. The channel's traffic is its link.
 type parentSession struct {
+	link
 	u          *Upgrader
-	ch         *channel
 	pid        int
 	peer       wire.Hello
-	events     chan event
-	readDone   chan struct{}   // closed when readEvents has returned
-	seq        uint32          // CONNS and PARKED frames sent
-	acked      uint32          // of them, acknowledged by PROGRESS
 	early      map[uint64]bool // connections whose fds went before the park
 	stats      UpgradeStats
 	began      time.Time // the upgrade's start
@@ -209,8 +210,19 @@ type parentSession struct {
 	stateBytes uint64 // state received, as READY says
 }
 
-// event is a frame from the child, or the error that ended reading.
-type event struct {
+// link is the old process's side of the channel: the frames it sends,
+// counted for the new process's acknowledgements (PROGRESS), and the new
+// process's frames, read on a goroutine of their own as events.
+type link struct {
+	ch       *channel
+	events   chan frameEvent
+	readDone chan struct{} // closed when readEvents has returned
+	seq      uint32        // CONNS and PARKED frames sent
+	acked    uint32        // of them, acknowledged by PROGRESS
+}
+
+// frameEvent is a frame from the child, or the error that ended reading.
+type frameEvent struct {
 	msg wire.Msg
 	err error
 }
@@ -225,7 +237,7 @@ func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error
 	}
 	s.stats.Connected = time.Since(s.began)
 	s.emit(Event{Phase: PhaseConnected, Took: s.stats.Connected})
-	s.events, s.readDone = make(chan event, sendWindow+4), make(chan struct{})
+	s.events, s.readDone = make(chan frameEvent, sendWindow+4), make(chan struct{})
 	go s.readEvents()
 	early, err := s.sendEarly()
 	if err != nil {
@@ -319,7 +331,7 @@ func ownHello(opts Options) wire.Hello {
 // and the handlers' state wait for the park. It returns the ids sent. In
 // ListenersOnly mode it sends a PLAN of no connections and nothing else.
 func (s *parentSession) sendEarly() (map[uint64]bool, error) {
-	if !s.u.opts.Mode.movesConns() {
+	if !s.u.opts.Mode.sendsEarlyFds() {
 		return nil, s.ch.Send(s.plan(0).frame(), nil)
 	}
 	start := time.Now()
@@ -349,7 +361,7 @@ func (s *parentSession) sendEarly() (map[uint64]bool, error) {
 // a duplicate, made while the connection cannot be closed under it: its
 // handler still runs and may close it, and a bare fd number could by then
 // name another socket. A connection already closed is left out.
-func (s *parentSession) sendEarlyBatch(conns []*Conn, sent map[uint64]bool) error {
+func (s *link) sendEarlyBatch(conns []*Conn, sent map[uint64]bool) error {
 	recs := make([]wire.Record, 0, len(conns))
 	fds := make([]int, 0, len(conns))
 	defer func() { closeFds(fds) }()
@@ -396,7 +408,7 @@ func (s *parentSession) checkRoom(n int) error {
 // after the early fds went). Unless the mode parks every connection before
 // READY, nothing is parked: FINAL 0.
 func (s *parentSession) park(ctx context.Context, early map[uint64]bool) ([]parkedConn, error) {
-	if !s.u.opts.Mode.parksAll() {
+	if !s.u.opts.Mode.parksBeforeReady() {
 		return nil, s.ch.Send(wire.Final{}, nil)
 	}
 	start := time.Now()
@@ -420,7 +432,7 @@ func (s *parentSession) park(ctx context.Context, early map[uint64]bool) ([]park
 }
 
 // readEvents forwards the child's frames until the channel fails.
-func (s *parentSession) readEvents() {
+func (s *link) readEvents() {
 	defer close(s.readDone)
 	for {
 		m, err := s.ch.RecvNoFds()
@@ -430,7 +442,7 @@ func (s *parentSession) readEvents() {
 			// the error.
 			continue
 		}
-		s.events <- event{m, err}
+		s.events <- frameEvent{m, err}
 		if err != nil {
 			return
 		}
@@ -440,7 +452,7 @@ func (s *parentSession) readEvents() {
 // rejection returns the child's ABORT, if it sent one before the upgrade
 // failed here for another reason (a send that timed out, or the child's
 // exit noticed first), looking for up to d at what it sent.
-func (s *parentSession) rejection(d time.Duration) error {
+func (s *link) rejection(d time.Duration) error {
 	until := time.Now().Add(d)
 	if s.events != nil {
 		if rej, done := s.rejectionRead(until); rej != nil || !done {
@@ -462,7 +474,7 @@ func (s *parentSession) rejection(d time.Duration) error {
 
 // rejectionRead looks for an ABORT among the frames readEvents read, and
 // reports whether readEvents has ended.
-func (s *parentSession) rejectionRead(until time.Time) (rej error, done bool) {
+func (s *link) rejectionRead(until time.Time) (rej error, done bool) {
 	t := time.NewTimer(time.Until(until))
 	defer t.Stop()
 	for {
@@ -489,12 +501,12 @@ func (s *parentSession) rejectionRead(until time.Time) (rej error, done bool) {
 }
 
 // nextEvent returns the child's next frame, counting PROGRESS frames.
-func (s *parentSession) nextEvent() (wire.Msg, error) {
+func (s *link) nextEvent() (wire.Msg, error) {
 	return s.take(<-s.events)
 }
 
 // take returns one of the child's frames, counting PROGRESS frames.
-func (s *parentSession) take(ev event) (wire.Msg, error) {
+func (s *link) take(ev frameEvent) (wire.Msg, error) {
 	if ev.err != nil {
 		return wire.Msg{}, ev.err
 	}
@@ -509,7 +521,7 @@ func (s *parentSession) take(ev event) (wire.Msg, error) {
 }
 
 // next returns the child's next frame other than PROGRESS.
-func (s *parentSession) next() (wire.Msg, error) {
+func (s *link) next() (wire.Msg, error) {
 	for {
 		m, err := s.nextEvent()
 		if err != nil || m.Type != wire.TypeProgress {
@@ -519,7 +531,7 @@ func (s *parentSession) next() (wire.Msg, error) {
 }
 
 // waitAcked waits until at most window of sent frames are unacknowledged.
-func (s *parentSession) waitAcked(sent, window uint32) error {
+func (s *link) waitAcked(sent, window uint32) error {
 	for sent-s.acked > window {
 		m, err := s.nextEvent()
 		if err != nil {
@@ -561,7 +573,7 @@ func (s *parentSession) sendParked(parked []parkedConn, early map[uint64]bool) e
 // sendRecords sends parked connections in frames of typ, at most
 // wire.MaxRecords(typ) and about wire.MaxBatchBytes each; CONNS frames carry the fds.
 // sent, if set, is called with each frame's connections once it is sent.
-func (s *parentSession) sendRecords(typ wire.Type, parked []parkedConn, sent func([]parkedConn)) error {
+func (s *link) sendRecords(typ wire.Type, parked []parkedConn, sent func([]parkedConn)) error {
 	for len(parked) > 0 {
 		n, size := 0, 0
 		for n < len(parked) && n < wire.MaxRecords(typ) && (n == 0 || size+parked[n].size() <= wire.MaxBatchBytes) {
@@ -593,7 +605,7 @@ func (p parkedConn) record() wire.Record {
 // travels as a duplicate made under the connection's lock, as an early
 // one's does: even parked, a bare fd number is only as safe as every
 // caller of Close.
-func (s *parentSession) sendBatch(typ wire.Type, batch []parkedConn) error {
+func (s *link) sendBatch(typ wire.Type, batch []parkedConn) error {
 	recs := make([]wire.Record, len(batch))
 	var fds []int
 	defer func() { closeFds(fds) }()
@@ -661,21 +673,8 @@ func (s *parentSession) awaitReady() error {
 
 // abort tells the child why the upgrade ends, for its log; the caller
 // kills it.
-func (s *parentSession) abort(cause error) {
+func (s *link) abort(cause error) {
 	s.ch.SetDeadline(time.Now().Add(100 * time.Millisecond))
 	_ = s.ch.Send(wire.Abort{Reason: cause.Error()}, nil)
 	s.ch.Close()
-}
-
-// callSafely runs an application callback, turning a panic into an error.
-func callSafely(what string, f func() error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("handoff: %s panicked: %v", what, r)
-		}
-	}()
-	if err := f(); err != nil {
-		return fmt.Errorf("handoff: %s: %w", what, err)
-	}
-	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -68,42 +69,59 @@ func absIn(path, dir string) string {
 	return path
 }
 
-// preparePIDFile writes, in a process started by an upgrade, its pid
-// beside the PID file before it says READY: an upgrade whose new process
-// cannot be named there must not commit, or a service manager reading the
-// file would lose the service. It returns the file that installPIDFile
-// renames into place at the commit; "" without Options.PIDFile.
-func (u *Upgrader) preparePIDFile() (string, error) {
-	if u.opts.PIDFile == "" {
+// pidFile is Options.PIDFile as a process keeps it: relative to the
+// working directory at New; empty path: no PID file.
+type pidFile struct {
+	path, dir string
+	log       *slog.Logger
+}
+
+// write names this process in the PID file.
+func (f pidFile) write() error {
+	if f.path == "" {
+		return nil
+	}
+	if err := writePIDFile(f.path, f.dir); err != nil {
+		return fmt.Errorf("handoff: PID file: %w", err)
+	}
+	return nil
+}
+
+// prepare writes, in a process started by an upgrade, its pid beside the
+// PID file before it says READY: an upgrade whose new process cannot be
+// named there must not commit, or a service manager reading the file
+// would lose the service. It returns the file that install renames into
+// place at the commit; "" without a PID file.
+func (f pidFile) prepare() (string, error) {
+	if f.path == "" {
 		return "", nil
 	}
-	tmp, err := preparePIDFile(u.opts.PIDFile, u.dir, os.Getpid())
+	tmp, err := preparePIDFile(f.path, f.dir, os.Getpid())
 	if err != nil {
 		return "", fmt.Errorf("handoff: PID file: %w", err)
 	}
 	return tmp, nil
 }
 
-// installPIDFile makes the PID file name this process, from what
-// preparePIDFile wrote.
-func (u *Upgrader) installPIDFile(tmp string) error {
+// install makes the PID file name this process, from what prepare wrote.
+func (f pidFile) install(tmp string) error {
 	if tmp == "" {
 		return nil
 	}
-	if err := installPIDFile(tmp, u.opts.PIDFile, u.dir); err != nil {
+	if err := installPIDFile(tmp, f.path, f.dir); err != nil {
 		return fmt.Errorf("handoff: PID file: %w", err)
 	}
 	return nil
 }
 
-// discardPIDFile removes what the new process pid prepared, once it
-// has been killed without committing.
-func (u *Upgrader) discardPIDFile(pid int) {
-	if u.opts.PIDFile == "" {
+// discard removes what the new process pid prepared, once it has been
+// killed without committing.
+func (f pidFile) discard(pid int) {
+	if f.path == "" {
 		return
 	}
-	err := os.Remove(pidTempPath(u.opts.PIDFile, u.dir, pid))
+	err := os.Remove(pidTempPath(f.path, f.dir, pid))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		u.log.Warn("handoff: rollback: the new process's PID file left behind", "err", err)
+		f.log.Warn("handoff: rollback: the new process's PID file left behind", "err", err)
 	}
 }

@@ -67,19 +67,55 @@ func (m Mode) String() string {
 	return fmt.Sprintf("mode(%d)", uint8(m))
 }
 
-// movesConns: the old process's connections go to the new process.
-func (m Mode) movesConns() bool { return m != ListenersOnly }
+// The methods below are every decision that differs between the modes;
+// each is named for what it decides, and the session code branches on
+// nothing else. The old process asks its own mode (Options.Mode), the new
+// process the plan's, except where it checks what it can serve itself.
+//
+//	method               decides                                   true for
+//	sendsEarlyFds        PLAN counts fds that go before the park   AllAtOnce, Rolling
+//	servesConns          a process takes connections it is given   AllAtOnce, Rolling
+//	keepsConns           the old process keeps its connections     ListenersOnly
+//	parksBeforeReady     every connection parks before READY       AllAtOnce
+//	pausesAll            UpgradeStats.Pause counts                 AllAtOnce
+//	movesAfterCommit     connections move one by one after COMMIT  Rolling
+//	sendsState           SaveState runs, PLAN announces the state  AllAtOnce, Rolling
+//	loadsState           LoadState runs, the state may be refused  AllAtOnce, Rolling
+//	passesStop           a stop after COMMIT goes to the successor AllAtOnce, Rolling
 
-// parksAll: every connection parks before READY, and the commit hands them
-// over together.
-func (m Mode) parksAll() bool { return m == AllAtOnce }
+// sendsEarlyFds: the old process sends every running connection's fd
+// before the park, and PLAN says how many.
+func (m Mode) sendsEarlyFds() bool { return m != ListenersOnly }
+
+// servesConns: a process in this mode takes connections it is handed (by
+// an upgrade, or kept by a supervisor across a crash).
+func (m Mode) servesConns() bool { return m != ListenersOnly }
+
+// keepsConns: at the commit the old process hands over its listeners
+// only, and its connections stay with it, running.
+func (m Mode) keepsConns() bool { return m == ListenersOnly }
+
+// parksBeforeReady: every connection parks before READY, and the commit
+// hands them over together; otherwise FINAL names none.
+func (m Mode) parksBeforeReady() bool { return m == AllAtOnce }
+
+// pausesAll: the connections are all paused together, so UpgradeStats.Pause
+// adds up the phases from the park to the commit.
+func (m Mode) pausesAll() bool { return m == AllAtOnce }
 
 // movesAfterCommit: connections move one by one after COMMIT, while the
-// new process already serves.
+// new process already serves: the old process rolls (move.go), and the
+// new one keeps its early copies, resumes each connection as it arrives
+// and receives until END.
 func (m Mode) movesAfterCommit() bool { return m == Rolling }
 
-// sendsState: SaveState runs in the old process, LoadState in the new one.
+// sendsState: SaveState runs in the old process, and PLAN says that state
+// follows.
 func (m Mode) sendsState() bool { return m != ListenersOnly }
+
+// loadsState: LoadState runs in the new process; without it a process in
+// this mode refuses an old process's state rather than lose it.
+func (m Mode) loadsState() bool { return m != ListenersOnly }
 
 // passesStop: after the commit the new process owns the service, so a stop
 // of the old process is passed on to it.
@@ -125,7 +161,7 @@ func planOf(f wire.Plan) (plan, error) {
 	if p.mode >= modes {
 		return p, protoErr("PLAN names mode %d, which this version does not know", uint8(p.mode))
 	}
-	if !p.mode.movesConns() && p.early > 0 {
+	if !p.mode.sendsEarlyFds() && p.early > 0 {
 		return p, protoErr("PLAN sends %d connections early in mode %s", p.early, p.mode)
 	}
 	if !p.mode.sendsState() && p.state {

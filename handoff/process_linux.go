@@ -167,9 +167,7 @@ func rejoinParentGroup(ppid int) error {
 // the old pid stops the service.
 func (u *Upgrader) watchStops() {
 	c, done := make(chan os.Signal, 1), make(chan struct{})
-	u.mu.Lock()
-	u.stopsC, u.stopsDone = c, done
-	u.mu.Unlock()
+	u.m.watchingStops(c, done)
 	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		defer close(done)
@@ -185,9 +183,7 @@ func (u *Upgrader) watchStops() {
 // returns only once the signals already caught are in the channel, and
 // the goroutine passes them on before it ends.
 func (u *Upgrader) passPendingStops() {
-	u.mu.Lock()
-	done := u.stopsDone
-	u.mu.Unlock()
+	done := u.m.stopsPassed()
 	if done == nil {
 		return // never handed over
 	}
@@ -198,13 +194,7 @@ func (u *Upgrader) passPendingStops() {
 
 // passStop sends sig to the successor, once.
 func (u *Upgrader) passStop(sig syscall.Signal) {
-	u.passOnce.Do(func() {
-		u.mu.Lock()
-		pid := u.successor
-		u.mu.Unlock()
-		if pid <= 0 {
-			return
-		}
+	u.m.passStopOnce(func(pid int) {
 		u.log.Info("handoff: stop passed on to the process that took over", "to", pid, "signal", sig.String())
 		if err := unix.Kill(pid, sig); err != nil {
 			u.log.Warn("handoff: could not pass the stop on", "to", pid, "err", os.NewSyscallError("kill", err))

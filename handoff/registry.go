@@ -18,24 +18,113 @@ type registry struct {
 	keep, release func(v any, kind string, listening bool)
 
 	mu        sync.Mutex
+	state     regState // changed by setLocked only
 	conns     map[uint64]*Conn
 	nextID    uint64
 	listeners []*Listener
-	paused    bool          // listeners must not accept
-	frozen    bool          // parkAll has listed the parked connections: none joins until the outcome
-	resumed   chan struct{} // closed when paused and frozen end
-	gone      bool          // handed over: listeners are closed for good
-	committed bool          // the connections were handed over: new ones are not tracked
+	resumed   chan struct{} // closed when a pause or a freeze ends, or the listeners are gone
 	inAccept  int           // goroutines inside an underlying Accept
-	parking   bool          // new connections are asked to park at once
 	changed   chan struct{} // a park-relevant count changed
 	parkedN   atomic.Int64  // handlers parked since parkAll began: tells when a full scan may succeed
+	move      *moveQueue    // a Rolling move's queue (registry_move.go); nil outside one
+}
 
-	// A Rolling move (move.go): connections are sent one by one as they park.
-	moving bool            // parked connections queue in ready
+// regState is where the registry is in an upgrade. Only setLocked changes
+// it, and with it what the state implies for the listeners and waiters.
+//
+//	state            listeners        new connection      reached by
+//	regServing       accept           tracked             New, resumeAll
+//	regParking       paused           asked to park       parkAll
+//	regFrozen        paused           waits for outcome   freeze (all parked)
+//	regMoving        paused           asked to park       startMove (Rolling)
+//	regDraining      paused           tracked             stopMove (move's end)
+//	regReleased      gone             tracked             releaseListeners
+//	regHandedOver    gone             untracked           handover, endMove
+type regState uint8
+
+const (
+	regServing regState = iota
+	regParking
+	regFrozen
+	regMoving
+	regDraining
+	regReleased
+	regHandedOver
+)
+
+// paused: the listeners must not accept until the state changes.
+func (s regState) paused() bool { return s >= regParking && s <= regDraining }
+
+// gone: the listeners were handed over for good.
+func (s regState) gone() bool { return s == regReleased || s == regHandedOver }
+
+// asksPark: a connection tracked now is asked to park at once, so that the
+// park or the move cannot finish without it.
+func (s regState) asksPark() bool { return s == regParking || s == regFrozen || s == regMoving }
+
+// setLocked moves the registry to state to, and does what entering it
+// implies: pausing or waking the listeners, waking accepts and tracks
+// that wait, dropping a move's queue. Entering a gone state returns the
+// listeners for the caller to close outside the lock.
+func (r *registry) setLocked(to regState) (gone []*Listener) {
+	from := r.state
+	r.state = to
+	switch {
+	case to == regServing:
+		r.move = nil
+		for _, l := range r.listeners {
+			l.setDeadline(time.Time{})
+		}
+		close(r.resumed)
+		r.resumed = make(chan struct{})
+	case to.gone():
+		r.move = nil
+		gone, r.listeners = r.listeners, nil
+		close(r.resumed)
+	case to.paused() && !from.paused():
+		for _, l := range r.listeners {
+			l.setDeadline(aLongTimeAgo) // wakes blocked accepts
+		}
+	}
+	if to == regDraining && r.move != nil {
+		r.move.ready = nil // the queued ones are still parked: stopMove returns them
+	}
+	return gone
+}
+
+// moveQueue is what the registry keeps for a Rolling move, from startMove
+// until the move ends or is taken back.
+type moveQueue struct {
 	ready  []*Conn         // parked, not yet sent
 	early  map[uint64]bool // ids whose fds the new process holds already
 	closed []uint64        // of them, closed here since: the new process closes its copies
+}
+
+// closedHere notes that connection id closed here during the move: if the
+// new process holds its fd, it must close its copy too.
+func (q *moveQueue) closedHere(id uint64) {
+	if q.early[id] {
+		q.closed = append(q.closed, id)
+	}
+}
+
+// take empties the queue: the connections parked and the early ones closed
+// since the last call. A nil queue (no move) holds none.
+func (q *moveQueue) take() ([]*Conn, []uint64) {
+	if q == nil {
+		return nil, nil
+	}
+	ready, closed := q.ready, q.closed
+	q.ready, q.closed = nil, nil
+	return ready, closed
+}
+
+// queued counts the parked connections not yet taken.
+func (q *moveQueue) queued() int {
+	if q == nil {
+		return 0
+	}
+	return len(q.ready)
 }
 
 // parkedConn is a connection ready to travel: its handler is blocked in Park.
@@ -67,7 +156,7 @@ func newRegistry(maxBuffered int) *registry {
 // owns it: it closes it itself.
 func (r *registry) track(nc net.Conn, kind string, unread []byte) *Conn {
 	r.mu.Lock()
-	for r.frozen {
+	for r.state == regFrozen {
 		r.waitLocked(r.resumed)
 	}
 	c := r.trackLocked(nc, kind, unread)
@@ -81,13 +170,13 @@ func (r *registry) track(nc net.Conn, kind string, unread []byte) *Conn {
 // a handover it is left untracked (see track).
 func (r *registry) trackLocked(nc net.Conn, kind string, unread []byte) *Conn {
 	c := &Conn{Conn: nc, kind: kind, max: r.maxBuffered, buf: unread}
-	if r.committed {
+	if r.state == regHandedOver {
 		return c
 	}
 	c.reg = r
 	r.nextID++
 	c.id = r.nextID
-	if r.parking {
+	if r.state.asksPark() {
 		c.ask()
 	}
 	r.conns[c.id] = c
@@ -97,8 +186,8 @@ func (r *registry) trackLocked(nc net.Conn, kind string, unread []byte) *Conn {
 func (r *registry) remove(c *Conn) {
 	r.mu.Lock()
 	delete(r.conns, c.id)
-	if r.moving && r.early[c.id] {
-		r.closed = append(r.closed, c.id)
+	if r.state == regMoving {
+		r.move.closedHere(c.id)
 	}
 	r.mu.Unlock()
 	r.notify()
@@ -108,8 +197,8 @@ func (r *registry) remove(c *Conn) {
 func (r *registry) parkedOne(c *Conn) {
 	r.parkedN.Add(1)
 	r.mu.Lock()
-	if r.moving {
-		r.ready = append(r.ready, c)
+	if r.state == regMoving {
+		r.move.ready = append(r.move.ready, c)
 	}
 	r.mu.Unlock()
 	r.notify()
@@ -128,9 +217,8 @@ func (r *registry) notify() {
 // resumeAll.
 func (r *registry) parkAll(ctx context.Context) ([]parkedConn, error) {
 	r.mu.Lock()
-	r.parking = true
 	r.parkedN.Store(0)
-	r.pauseLocked()
+	r.setLocked(regParking)
 	conns := r.snapshotLocked()
 	r.mu.Unlock()
 	for _, c := range conns {
@@ -189,7 +277,9 @@ func (r *registry) freeze() ([]parkedConn, int) {
 		}
 		c.mu.Unlock()
 	}
-	r.frozen = waiting == 0
+	if waiting == 0 {
+		r.setLocked(regFrozen)
+	}
 	return ready, waiting
 }
 
@@ -212,15 +302,8 @@ func (r *registry) snapshotLocked() []*Conn {
 // stopped and the listeners accept again.
 func (r *registry) resumeAll() {
 	r.mu.Lock()
-	r.parking, r.frozen = false, false
-	r.moving, r.ready, r.early, r.closed = false, nil, nil, nil
 	conns := r.snapshotLocked()
-	for _, l := range r.listeners {
-		l.setDeadline(time.Time{})
-	}
-	r.paused = false
-	close(r.resumed)
-	r.resumed = make(chan struct{})
+	r.setLocked(regServing)
 	r.mu.Unlock()
 	for _, c := range conns {
 		c.finish(nil)
@@ -239,8 +322,7 @@ func (r *registry) handover(sent []parkedConn) (kept int) {
 		delete(r.conns, p.c.id)
 	}
 	others := r.snapshotLocked()
-	r.parking, r.frozen, r.committed = false, false, true
-	lns := r.goneLocked()
+	lns := r.setLocked(regHandedOver)
 	r.mu.Unlock()
 	closeListeners(lns)
 	for _, p := range sent {
@@ -258,22 +340,11 @@ func (r *registry) handover(sent []parkedConn) (kept int) {
 // connections stay tracked and running. It returns how many there are.
 func (r *registry) releaseListeners() int {
 	r.mu.Lock()
-	lns := r.goneLocked()
+	lns := r.setLocked(regReleased)
 	n := len(r.conns)
 	r.mu.Unlock()
 	closeListeners(lns)
 	return n
-}
-
-// goneLocked marks the listeners handed over for good, wakes accepts
-// waiting for a pause to end and tracks waiting for a freeze, and returns
-// the listeners for the caller to close.
-func (r *registry) goneLocked() []*Listener {
-	r.gone = true
-	lns := r.listeners
-	r.listeners = nil
-	close(r.resumed)
-	return lns
 }
 
 // closeListeners closes this process's copies; the new process has its own.
@@ -283,22 +354,14 @@ func closeListeners(lns []*Listener) {
 	}
 }
 
-// pauseLocked makes listeners stop accepting and wakes blocked accepts.
-func (r *registry) pauseLocked() {
-	r.paused = true
-	for _, l := range r.listeners {
-		l.setDeadline(aLongTimeAgo)
-	}
-}
-
 // enterAccept waits while accepting is paused and counts the caller in.
 func (r *registry) enterAccept() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for r.paused && !r.gone {
+	for r.state.paused() {
 		r.waitLocked(r.resumed)
 	}
-	if r.gone {
+	if r.state.gone() {
 		return ErrHandedOver
 	}
 	r.inAccept++
@@ -323,8 +386,30 @@ func (r *registry) leaveAccept(nc net.Conn, err error, kind string) (c *Conn, re
 	}
 	// A listener closed under a blocked accept by a listeners-only
 	// handover retries too, to learn that it is gone.
-	retry = err != nil && (isTimeout(err) && r.paused || r.gone)
+	retry = err != nil && (isTimeout(err) && r.state.paused() || r.state.gone())
 	r.mu.Unlock()
 	r.notify()
 	return c, retry
+}
+
+// addListener registers a listener made through Listen.
+func (r *registry) addListener(l *Listener) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.listeners = append(r.listeners, l)
+}
+
+// listenerList returns the listeners made through Listen and not yet
+// handed over.
+func (r *registry) listenerList() []*Listener {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*Listener(nil), r.listeners...)
+}
+
+// listenersGone reports whether the listeners were handed over for good.
+func (r *registry) listenersGone() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.state.gone()
 }

@@ -12,16 +12,15 @@ package handoff
 func (r *registry) startMove(early map[uint64]bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.moving, r.parking, r.early = true, true, early
-	r.pauseLocked()
+	r.move = &moveQueue{early: early}
+	r.setLocked(regMoving)
 }
 
 // takeReady returns the connections parked since the last call, with what
 // travels with them, and the early connections closed here since.
 func (r *registry) takeReady() ([]parkedConn, []uint64) {
 	r.mu.Lock()
-	ready, closed := r.ready, r.closed
-	r.ready, r.closed = nil, nil
+	ready, closed := r.move.take()
 	r.mu.Unlock()
 	out := make([]parkedConn, len(ready))
 	for i, c := range ready {
@@ -58,7 +57,7 @@ func (r *registry) movedOut(sent []parkedConn) {
 func (r *registry) remaining() (n int, done bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.conns), len(r.conns) == 0 && r.inAccept == 0 && len(r.ready) == 0
+	return len(r.conns), len(r.conns) == 0 && r.inAccept == 0 && r.move.queued() == 0
 }
 
 // stopMove ends the asking, at the move's end or deadline: a connection
@@ -68,9 +67,8 @@ func (r *registry) remaining() (n int, done bool) {
 // closed.
 func (r *registry) stopMove(closeThem bool) (parked []parkedConn, stay, closed int) {
 	r.mu.Lock()
-	r.moving, r.parking = false, false
 	conns := r.snapshotLocked() // the queued ones among them: still parked
-	r.ready = nil
+	r.setLocked(regDraining)
 	r.mu.Unlock()
 	for _, c := range conns {
 		if c.unask() {
@@ -92,8 +90,7 @@ func (r *registry) stopMove(closeThem bool) (parked []parkedConn, stay, closed i
 // now on are not (see track). Stragglers left to drain stay tracked.
 func (r *registry) endMove() {
 	r.mu.Lock()
-	r.early, r.closed, r.committed = nil, nil, true
-	lns := r.goneLocked()
+	lns := r.setLocked(regHandedOver)
 	r.mu.Unlock()
 	closeListeners(lns)
 }

@@ -65,7 +65,7 @@ type UpgradeStats struct {
 // pauses them all: in Rolling mode each waits MaxWait at most, for its own
 // move, and in ListenersOnly mode none moves; Pause is 0 for both.
 func (s UpgradeStats) Pause() time.Duration {
-	if !s.Mode.parksAll() {
+	if !s.Mode.pausesAll() {
 		return 0
 	}
 	return s.Park + s.Parked + s.State + s.Ready + s.Commit

@@ -304,7 +304,7 @@ func (u *Upgrader) settleSupervised() {
 func (u *Upgrader) resumeKept(ss SupervisedSocket) bool {
 	defer ss.File.Close()
 	nc, err := net.FileConn(ss.File)
-	if err != nil || ss.Kind == "" || u.opts.Resume == nil || !u.opts.Mode.movesConns() {
+	if err != nil || ss.Kind == "" || u.opts.Resume == nil || !u.opts.Mode.servesConns() {
 		u.release(ss.File, ss.Kind, false)
 		u.log.Warn("handoff: a connection the supervisor kept is dropped", "kind", ss.Kind, "err", err)
 		if nc != nil {

@@ -27,14 +27,9 @@ const (
 	DefaultMaxBuffered    = 64 << 10
 )
 
-// Sentinel errors, each a decision a caller can make.
+// Sentinel errors, each a decision a caller can make (and, in machine.go,
+// the refusals of an upgrade).
 var (
-	// ErrUpgradeInProgress: an upgrade was triggered while another runs.
-	ErrUpgradeInProgress = errors.New("handoff: an upgrade is already in progress")
-	// ErrNotReady: an upgrade was triggered before Ready returned.
-	ErrNotReady = errors.New("handoff: this process is not ready yet")
-	// ErrStopped: the Upgrader was stopped; it starts no more upgrades.
-	ErrStopped = errors.New("handoff: stopped")
 	// ErrNotChild: the handoff peer is not this process's parent.
 	ErrNotChild = errors.New("handoff: peer is not the expected process")
 	// ErrRejected: the other process refused the handoff and said why.
@@ -162,17 +157,6 @@ type Options struct {
 	Supervisor Supervisor
 }
 
-// phase is where the Upgrader is in the process's life.
-type phase int
-
-const (
-	phaseStarting   phase = iota // before Ready: no upgrade may start
-	phaseServing                 // ready; an upgrade may start
-	phaseUpgrading               // an upgrade (or, in a new process, a takeover) runs
-	phaseHandedOver              // a successor owns the connections and the state
-	phaseStopped                 // Stop was called, or the takeover failed
-)
-
 // Upgrader runs one process's part in the chain of upgrades: it hands
 // listeners, connections and state to the next process, or takes them over
 // from the previous one. There is one per process.
@@ -187,39 +171,15 @@ type Upgrader struct {
 	chain   *chain    // generation, totals and carried values
 	started time.Time // New
 
-	plainMu sync.Mutex
-	plain   []passed // ListenPlain's listeners
+	plain plainListeners
 
-	mu        sync.Mutex
-	phase     phase          // guarded by mu
-	run       *attempt       // the upgrade or takeover in progress, guarded by mu
-	successor int            // pid of the process that took over, guarded by mu
-	last      *UpgradeResult // guarded by mu
-	takenOver *UpgradeResult // guarded by mu
-	exitOnce  sync.Once
-	exitC     chan struct{}
-	sigC      chan os.Signal
-	passOnce  sync.Once      // a stop is passed on to the successor once
-	stopsC    chan os.Signal // watchStops's, until a Rolling move takes the service back; guarded by mu
-	stopsDone chan struct{}  // closed when watchStops's goroutine has passed on what it got; guarded by mu
-	receiving bool           // a new process still receives a Rolling move; guarded by mu
-	received  chan struct{}  // closed when that move has ended; guarded by mu
-	ctl       *controlServer // nil without Options.ControlSocket
+	m        *machine // the upgrade's state: phase, attempt, successor, stops (machine.go)
+	pid      pidFile  // Options.PIDFile
+	exitOnce sync.Once
+	exitC    chan struct{}
+	sigC     chan os.Signal
+	ctl      *controlServer // nil without Options.ControlSocket
 }
-
-// attempt is one upgrade (in the old process) or takeover (in the new
-// one). Its decision is made once, under Upgrader.mu: committed, or
-// cancelled by Stop. Whichever comes first wins.
-type attempt struct {
-	cancel    context.CancelCauseFunc
-	committed bool          // guarded by Upgrader.mu
-	stopping  bool          // Stop was called; guarded by Upgrader.mu
-	stopC     chan struct{} // closed when Stop is first called: a Rolling move hurries
-	done      chan struct{} // closed when the attempt has ended
-}
-
-// errStopping is the cause of an attempt cancelled by Stop.
-var errStopping = errors.New("handoff: the process is stopping")
 
 var created sync.Once
 
@@ -249,6 +209,8 @@ func New(opts Options) (*Upgrader, error) {
 		chain:   newChain(),
 		started: time.Now(),
 	}
+	u.m = newMachine(u.log, u.notify)
+	u.pid = pidFile{path: opts.PIDFile, dir: dir, log: u.log}
 	u.reg.keep, u.reg.release = u.keep, u.release
 	if err := u.takeSupervised(); err != nil {
 		return nil, err
@@ -321,12 +283,11 @@ func applyDefaults(o *Options) error {
 // LastUpgrade returns the phases of the last upgrade this process handed
 // over, for an application's metrics; zero before one.
 func (u *Upgrader) LastUpgrade() UpgradeStats {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.last == nil || !u.last.Committed {
+	_, last, _ := u.m.snapshot()
+	if last == nil || !last.Committed {
 		return UpgradeStats{}
 	}
-	return u.last.Stats
+	return last.Stats
 }
 
 // HasParent reports whether this process was started by an upgrade.
@@ -354,9 +315,7 @@ func (u *Upgrader) Listen(network, addr string) (*Listener, error) {
 		u.keep(ln, key, true)
 	}
 	l := &Listener{Listener: ln, reg: u.reg, kind: network + ":" + addr, network: network, addr: addr}
-	u.reg.mu.Lock()
-	u.reg.listeners = append(u.reg.listeners, l)
-	u.reg.mu.Unlock()
+	u.reg.addListener(l)
 	return l, nil
 }
 
@@ -379,6 +338,31 @@ func (u *Upgrader) listen(network, addr string) (ln net.Listener, fresh bool, er
 	}
 	ln, err = lc.Listen(context.Background(), network, addr)
 	return ln, true, err
+}
+
+// passedListeners returns every listener the next process inherits: those
+// of Listen and of ListenPlain.
+func (u *Upgrader) passedListeners() []passed {
+	var out []passed
+	for _, l := range u.reg.listenerList() {
+		out = append(out, passed{l.Listener, listenerKey(l.network, l.addr)})
+	}
+	return append(out, u.plain.list()...)
+}
+
+// ListenPlain returns a listener inherited across upgrades as Listen's
+// are, whose connections are the application's alone: never tracked,
+// parked or handed over. It suits an HTTP endpoint (metrics, health
+// checks) or a control socket, whose open connections end with the
+// process while the listening socket goes on. After this process hands
+// over, its copy is closed; the new process has its own.
+func (u *Upgrader) ListenPlain(network, addr string) (net.Listener, error) {
+	ln, _, err := u.listen(network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("handoff: listen %s %s: %w", network, addr, err)
+	}
+	u.plain.add(passed{ln, listenerKey(network, addr)})
+	return ln, nil
 }
 
 // Wrap tracks a connection this process made or accepted itself, so that it
@@ -409,11 +393,12 @@ func (u *Upgrader) Wrap(nc net.Conn, kind string) *Conn {
 // old process decides and Ready waits for its word.
 func (u *Upgrader) Ready(ctx context.Context) error {
 	if u.parent == nil {
-		if err := u.becomeReady(); err != nil {
+		u.m.ready()
+		if err := u.pid.write(); err != nil {
 			return err
 		}
 		u.settleSupervised()
-		u.notify(Notice{Event: NoticeServing})
+		u.m.serves(0)
 		u.reportStatus()
 		return nil
 	}
@@ -424,39 +409,9 @@ func (u *Upgrader) Ready(ctx context.Context) error {
 		u.log.Error("handoff: takeover failed; exit without saving state", "err", err)
 		return err
 	}
-	u.ownSocketFiles()
+	ownSocketFiles(u.passedListeners())
 	u.ctl.open()
 	u.reportStatus()
-	return nil
-}
-
-// ownSocketFiles makes this process, which has taken over, the owner of
-// its Unix sockets' files: its last close removes them.
-func (u *Upgrader) ownSocketFiles() {
-	for _, p := range u.passedListeners() {
-		if ul, ok := p.ln.(*net.UnixListener); ok {
-			ul.SetUnlinkOnClose(true)
-		}
-	}
-}
-
-// becomeReady marks a first process ready and writes its pid.
-func (u *Upgrader) becomeReady() error {
-	u.mu.Lock()
-	if u.phase == phaseStarting {
-		u.phase = phaseServing
-	}
-	u.mu.Unlock()
-	return u.writePIDFile()
-}
-
-func (u *Upgrader) writePIDFile() error {
-	if u.opts.PIDFile == "" {
-		return nil
-	}
-	if err := writePIDFile(u.opts.PIDFile, u.dir); err != nil {
-		return fmt.Errorf("handoff: PID file: %w", err)
-	}
 	return nil
 }
 
@@ -467,9 +422,7 @@ func (u *Upgrader) writePIDFile() error {
 // ListenersOnly mode, these are what the application has to close after
 // Exit is closed.
 func (u *Upgrader) Conns() []*Conn {
-	u.reg.mu.Lock()
-	defer u.reg.mu.Unlock()
-	return u.reg.snapshotLocked()
+	return u.reg.live()
 }
 
 // Exit is closed when this process should exit: it has handed everything to
@@ -508,39 +461,11 @@ func (u *Upgrader) Exiting() { u.passPendingStops() }
 // the successor saves. With ListenersOnly mode nothing is passed on:
 // the successor owns the listeners only.
 func (u *Upgrader) Stop() error {
-	u.awaitMove()
-	u.mu.Lock()
-	run := u.run
-	if run != nil {
-		if !run.stopping {
-			close(run.stopC)
-		}
-		run.stopping = true
-		if !run.committed {
-			u.log.Info("handoff: stop during an upgrade: rolling it back")
-			run.cancel(errStopping)
-		} else {
-			u.log.Info("handoff: stop during an upgrade that has committed: completing it")
-		}
-	}
-	serving := u.phase != phaseHandedOver
-	if run == nil && serving {
-		u.phase = phaseStopped
-	}
-	u.mu.Unlock()
-	if serving {
-		u.notify(Notice{Event: NoticeStopping})
-	}
-	if run != nil {
-		<-run.done // end() has set the phase: stopped or handed over
-	}
+	handed := u.m.stop()
 	if u.sigC != nil {
 		signal.Stop(u.sigC)
 	}
 	u.closeExit()
-	u.mu.Lock()
-	handed := u.phase == phaseHandedOver
-	u.mu.Unlock()
 	u.ctl.close(handed)
 	if !handed {
 		return nil
@@ -549,22 +474,6 @@ func (u *Upgrader) Stop() error {
 		u.passStop(syscall.SIGTERM)
 	}
 	return ErrHandedOver
-}
-
-// awaitMove waits, in a new process still receiving a Rolling move, for
-// the move to end: until then the old process serves some connections and
-// would take the service back if this one went, so a stop (which the PID
-// file sends here from the commit on) stops the service only once this
-// process owns all of it, and every moved connection's handler has
-// applied what it carried (see Options.Resume).
-func (u *Upgrader) awaitMove() {
-	u.mu.Lock()
-	receiving, done := u.receiving, u.received
-	u.mu.Unlock()
-	if receiving {
-		u.log.Info("handoff: stop during a rolling move: waiting for the move to end")
-		<-done
-	}
 }
 
 func (u *Upgrader) onSignal() {
@@ -611,9 +520,9 @@ type UpgradeRequest struct {
 // the final event (committed or rolled_back), so that what Progress reports
 // can leave the process before it exits.
 func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (UpgradeResult, error) {
-	req = u.fillRequest(req)
+	req = req.withDefaults(&u.opts)
 	res := UpgradeResult{From: os.Getpid(), Binary: req.Binary, Began: time.Now()}
-	ctx, run, err := u.begin(ctx)
+	ctx, run, err := u.m.beginUpgrade(ctx)
 	if err != nil {
 		res.Err, res.Cause = err, CauseRefused
 		u.log.Warn("handoff: upgrade refused", "err", err)
@@ -622,7 +531,6 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 		}
 		return res, err
 	}
-	u.notify(Notice{Event: NoticeUpgrading})
 	err = u.upgrade(ctx, run, req, &res)
 	res.Stats.Mode = u.opts.Mode // Pause and the metrics tell the modes apart
 	res.Took = time.Since(res.Began)
@@ -631,14 +539,12 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 		res.Cause = causeOf(err)
 	}
 	u.chain.count(res)
-	u.mu.Lock()
-	u.last = &res
-	u.mu.Unlock()
 	next := phaseServing
 	if err == nil {
 		next = phaseHandedOver
 	}
-	next = u.end(run, next)
+	last := res
+	next = u.m.end(run, next, &last) // tells the supervisor of a rollback
 	defer func() {
 		if req.finish != nil {
 			req.finish(res)
@@ -648,7 +554,6 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 		}
 	}()
 	if err != nil {
-		u.notify(Notice{Event: NoticeRolledBack, Result: &res})
 		u.event(req, Event{Phase: PhaseRolledBack, PID: res.To, Took: res.Took, Err: err})
 		u.log.Error("handoff: upgrade failed; this process carries on", "err", err, "cause", res.Cause,
 			"generation", u.generation(), "to", res.To, "took", res.Took)
@@ -659,17 +564,18 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 	return res, nil
 }
 
-func (u *Upgrader) fillRequest(req UpgradeRequest) UpgradeRequest {
+// withDefaults fills the request's zero fields from opts.
+func (req UpgradeRequest) withDefaults(opts *Options) UpgradeRequest {
 	if req.Binary == "" {
-		req.Binary = u.opts.Binary
+		req.Binary = opts.Binary
 	} else if abs, err := filepath.Abs(req.Binary); err == nil {
 		req.Binary = abs
 	}
 	if req.Timeout <= 0 {
-		req.Timeout = u.opts.UpgradeTimeout
+		req.Timeout = opts.UpgradeTimeout
 	}
 	if req.App == "" {
-		req.App = u.opts.App
+		req.App = opts.App
 	}
 	return req
 }
@@ -692,63 +598,4 @@ func (u *Upgrader) generation() uint64 {
 	u.chain.mu.Lock()
 	defer u.chain.mu.Unlock()
 	return u.chain.generation
-}
-
-// begin starts an attempt if the process is in a phase that allows it.
-func (u *Upgrader) begin(ctx context.Context) (context.Context, *attempt, error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	switch u.phase {
-	case phaseStarting:
-		return nil, nil, ErrNotReady
-	case phaseUpgrading:
-		return nil, nil, ErrUpgradeInProgress
-	case phaseServing:
-		if u.receiving {
-			return nil, nil, ErrUpgradeInProgress
-		}
-	case phaseHandedOver:
-		return nil, nil, ErrHandedOver
-	case phaseStopped:
-		return nil, nil, ErrStopped
-	}
-	u.phase = phaseUpgrading
-	return u.startAttemptLocked(ctx)
-}
-
-func (u *Upgrader) startAttemptLocked(ctx context.Context) (context.Context, *attempt, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	u.run = &attempt{cancel: cancel, done: make(chan struct{}), stopC: make(chan struct{})}
-	return ctx, u.run, nil
-}
-
-// commit is the attempt's point of no return: it fails if Stop or the
-// context got there first. In the old process, it is made before COMMIT is
-// sent; in the new one, before READY.
-func (u *Upgrader) commit(ctx context.Context, run *attempt) error {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if err := context.Cause(ctx); err != nil {
-		return err
-	}
-	run.committed = true
-	return nil
-}
-
-// end records an attempt's outcome, the phase the process is in now, and
-// wakes Stop. An attempt that Stop saw ends in phaseStopped unless it
-// handed over: no other upgrade may start in between. It returns the phase
-// the process is in now; the caller closes Exit unless that is serving,
-// once it has reported the outcome.
-func (u *Upgrader) end(run *attempt, next phase) phase {
-	u.mu.Lock()
-	if run.stopping && next != phaseHandedOver {
-		next = phaseStopped
-	}
-	u.phase = next
-	u.run = nil
-	u.mu.Unlock()
-	run.cancel(nil)
-	close(run.done)
-	return next
 }

@@ -47,7 +47,7 @@ func TestPlansRoundTrip(t *testing.T) {
 			if err != nil && f == (wire.Plan{Mode: uint8(m)}) && Mode(m) < modes {
 				t.Errorf("PLAN %+v refused: %v", f, err)
 			}
-			if err == nil && (p.mode >= modes || p.state && !p.mode.sendsState() || p.early > 0 && !p.mode.movesConns()) {
+			if err == nil && (p.mode >= modes || p.state && !p.mode.sendsState() || p.early > 0 && !p.mode.sendsEarlyFds()) {
 				t.Errorf("PLAN %+v accepted as %+v", f, p)
 			}
 			if err == nil && p.frame() != f {

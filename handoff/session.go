@@ -1,0 +1,40 @@
+//go:build linux
+
+package handoff
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+// What both ends of a handoff (parent.go, child.go) share.
+
+// withCause puts ctx's cause (a stop, a timeout, the new process's exit)
+// in front of err, the symptom it caused on the channel. A deadline that
+// has passed is the context's even if the channel noticed first.
+func withCause(ctx context.Context, err error) error {
+	if dl, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(dl) {
+		<-ctx.Done()
+	}
+	cause := context.Cause(ctx)
+	if cause == nil || errors.Is(err, cause) {
+		return err
+	}
+	return fmt.Errorf("%w (%v)", cause, err)
+}
+
+// callSafely runs an application callback, turning a panic into an error.
+func callSafely(what string, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handoff: %s panicked: %v", what, r)
+		}
+	}()
+	if err := f(); err != nil {
+		return fmt.Errorf("handoff: %s: %w", what, err)
+	}
+	return nil
+}
