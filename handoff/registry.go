@@ -27,6 +27,10 @@ type registry struct {
 	changed   chan struct{} // a park-relevant count changed
 	parkedN   atomic.Int64  // handlers parked since parkAll began: tells when a full scan may succeed
 	move      *moveQueue    // a Rolling move's queue (registry_move.go); nil outside one
+	// empty is closed while conns is empty, and made anew when a
+	// connection joins an empty map: Drain waits on it. (changed cannot
+	// serve: parkAll and the move each take its one wake-up.)
+	empty chan struct{}
 }
 
 // regState is where the registry is in an upgrade. Only setLocked changes
@@ -143,6 +147,31 @@ func newRegistry(maxBuffered int) *registry {
 		conns:       make(map[uint64]*Conn),
 		resumed:     make(chan struct{}),
 		changed:     make(chan struct{}, 1),
+		empty:       closedChan(),
+	}
+}
+
+func closedChan() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+// emptied returns a channel that is closed once no connection is tracked.
+func (r *registry) emptied() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.empty
+}
+
+// dropLocked stops tracking connection id, if it is tracked.
+func (r *registry) dropLocked(id uint64) {
+	if _, ok := r.conns[id]; !ok {
+		return
+	}
+	delete(r.conns, id)
+	if len(r.conns) == 0 {
+		close(r.empty)
 	}
 }
 
@@ -179,13 +208,16 @@ func (r *registry) trackLocked(nc net.Conn, kind string, unread []byte) *Conn {
 	if r.state.asksPark() {
 		c.ask()
 	}
+	if len(r.conns) == 0 {
+		r.empty = make(chan struct{})
+	}
 	r.conns[c.id] = c
 	return c
 }
 
 func (r *registry) remove(c *Conn) {
 	r.mu.Lock()
-	delete(r.conns, c.id)
+	r.dropLocked(c.id)
 	if r.state == regMoving {
 		r.move.closedHere(c.id)
 	}
@@ -319,7 +351,7 @@ func (r *registry) resumeAll() {
 func (r *registry) handover(sent []parkedConn) (kept int) {
 	r.mu.Lock()
 	for _, p := range sent {
-		delete(r.conns, p.c.id)
+		r.dropLocked(p.c.id)
 	}
 	others := r.snapshotLocked()
 	lns := r.setLocked(regHandedOver)

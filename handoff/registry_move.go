@@ -42,7 +42,7 @@ func (c *Conn) parkedNow() parkedConn {
 func (r *registry) movedOut(sent []parkedConn) {
 	r.mu.Lock()
 	for _, p := range sent {
-		delete(r.conns, p.c.id)
+		r.dropLocked(p.c.id)
 	}
 	r.mu.Unlock()
 	for _, p := range sent {
