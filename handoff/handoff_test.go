@@ -426,7 +426,7 @@ func TestSecondTriggerRefused(t *testing.T) {
 	if p, fail := h.awaitUpgrade(); p == 0 {
 		t.Fatalf("the first upgrade failed: %s", fail)
 	}
-	if !strings.Contains(h.logs.String(), "upgrade refused") {
+	if !h.logs.waitFor("upgrade refused", time.Minute) {
 		t.Fatal("no log line for the refused trigger")
 	}
 	l.waitRounds(50)

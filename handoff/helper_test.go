@@ -562,14 +562,43 @@ type harness struct {
 
 // syncBuffer collects the servers' logs for failure messages.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
+	mu    sync.Mutex
+	b     strings.Builder
+	wrote chan struct{} // closed at the next Write; made by waitFor
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.wrote != nil {
+		close(s.wrote)
+		s.wrote = nil
+	}
 	return s.b.Write(p)
+}
+
+// waitFor waits until the logs hold text and reports whether they do; d
+// of clock is a safety net. A process's last line can still be in the
+// pipe after the process has gone (or its events have come).
+func (s *syncBuffer) waitFor(text string, d time.Duration) bool {
+	deadline := time.After(d)
+	for {
+		s.mu.Lock()
+		if strings.Contains(s.b.String(), text) {
+			s.mu.Unlock()
+			return true
+		}
+		if s.wrote == nil {
+			s.wrote = make(chan struct{})
+		}
+		wrote := s.wrote
+		s.mu.Unlock()
+		select {
+		case <-wrote:
+		case <-deadline:
+			return strings.Contains(s.String(), text)
+		}
+	}
 }
 
 func (s *syncBuffer) String() string {

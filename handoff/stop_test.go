@@ -259,7 +259,7 @@ func TestOldDiesMidUpgrade(t *testing.T) {
 			}
 			requireGone(t, newPid)
 			l.halt()
-			if !strings.Contains(h.logs.String(), "died during the handoff; nothing was taken over") {
+			if !h.logs.waitFor("died during the handoff; nothing was taken over", time.Minute) {
 				t.Fatal("the new process did not say that the old one died")
 			}
 			if left, _ := filepath.Glob(filepath.Join(h.dir, "handoff-*")); len(left) > 0 {

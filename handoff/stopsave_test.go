@@ -106,7 +106,7 @@ func TestStopDuringRollingMoveHeldOpen(t *testing.T) {
 		t.Fatalf("stopped as handed over: %v, want the old process %d", out.handed, old)
 	}
 	h.requireOneSnapshot(out, newPid, l)
-	if !strings.Contains(h.logs.String(), "closed=1") {
+	if !h.logs.waitFor("closed=1", time.Minute) {
 		t.Fatal("the stuck connection was not closed as a straggler")
 	}
 }
