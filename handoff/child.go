@@ -78,7 +78,7 @@ func (u *Upgrader) takeOver(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s := &childSession{u: u, ch: ch, gate: make(chan struct{}), ppid: os.Getppid()}
+	s := &childSession{u: u, ch: ch, gate: make(chan struct{}), ppid: u.env.getppid()}
 	defer func() {
 		if next != phaseServing && s.pidTmp != "" {
 			_ = os.Remove(s.pidTmp) // never named: the old process serves on
@@ -151,7 +151,7 @@ func (u *Upgrader) openChannel() (*channel, error) {
 		c.Close()
 		return nil, fmt.Errorf("handoff: handoff channel is a %T, not a Unix socket", c)
 	}
-	if err := checkParent(uc); err != nil {
+	if err := u.env.checkParent(uc); err != nil {
 		uc.Close()
 		return nil, err
 	}
@@ -160,7 +160,7 @@ func (u *Upgrader) openChannel() (*channel, error) {
 
 // parentGone reports whether the old process has died: this process has
 // been re-parented.
-func (s *childSession) parentGone() bool { return os.Getppid() != s.ppid }
+func (s *childSession) parentGone() bool { return s.u.env.getppid() != s.ppid }
 
 // awaitParentGone reports whether the old process has died, waiting a
 // moment for it when the channel was closed under this process: the kernel
@@ -516,7 +516,7 @@ func (s *childSession) commit() error {
 	// it the record of how it started, nothing more.
 	if info, err := decodeCommitInfo(p); err == nil {
 		s.u.mu.Lock()
-		s.u.takenOver = info.result(s.u.opts.Binary, s.ppid, os.Getpid(), s.plan.mode)
+		s.u.takenOver = info.result(s.u.opts.Binary, s.ppid, s.u.env.getpid(), s.plan.mode)
 		s.u.mu.Unlock()
 	} else {
 		s.u.log.Warn("handoff: COMMIT's upgrade record unreadable", "err", err)
@@ -532,7 +532,7 @@ func (s *childSession) commit() error {
 	if err := s.u.installPIDFile(s.pidTmp); err != nil {
 		s.u.log.Error("handoff: took over, but", "err", err)
 	}
-	if err := rejoinParentGroup(s.ppid); err != nil {
+	if err := s.u.env.joinGroup(s.ppid); err != nil {
 		s.u.log.Warn("handoff: could not join the old process's process group", "err", err)
 	}
 	// The supervisor hears that this process serves before the old one

@@ -11,22 +11,21 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 )
 
 // TestNewLeavesTheProcessAlone: New changes nothing global (os.Args
-// stays as it was), and the Upgrader's phases refuse what they must. The
-// one Upgrader of the test process; no fork.
+// stays as it was), and the Upgrader's phases refuse what they must. No
+// fork: the Upgrader acts on the test process through an env of its own,
+// whose claim is as fresh as a new process's, so that every round of
+// -count tests it.
 func TestNewLeavesTheProcessAlone(t *testing.T) {
-	if !firstNew.CompareAndSwap(false, true) {
-		t.Skip("New succeeds once per process and ran in an earlier round of -count")
-	}
 	args := append([]string(nil), os.Args...)
 	pidFile := filepath.Join(t.TempDir(), "pid")
-	up, err := New(Options{NoSignal: true, PIDFile: pidFile})
+	e := newOSEnv()
+	up, err := newUpgrader(Options{NoSignal: true, PIDFile: pidFile}, e)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,8 +35,8 @@ func TestNewLeavesTheProcessAlone(t *testing.T) {
 	if !filepath.IsAbs(up.Binary()) {
 		t.Fatalf("Binary() = %q, want an absolute path", up.Binary())
 	}
-	if _, err := New(Options{NoSignal: true}); err == nil {
-		t.Fatal("a second New succeeded")
+	if _, err := newUpgrader(Options{NoSignal: true}, e); !errors.Is(err, errTwice) {
+		t.Fatalf("a second New: %v, want it refused", err)
 	}
 	if err := up.Upgrade(context.Background()); !errors.Is(err, ErrNotReady) {
 		t.Fatalf("Upgrade before Ready: %v, want ErrNotReady", err)
@@ -69,9 +68,6 @@ func TestNewLeavesTheProcessAlone(t *testing.T) {
 	}
 	ln.Close()
 }
-
-// firstNew is set by the first test that calls New in this process.
-var firstNew atomic.Bool
 
 // echoOnce checks that the listener accepts and its Conn reads and writes.
 func echoOnce(t *testing.T, up *Upgrader, ln *Listener) {

@@ -5,7 +5,6 @@ package handoff
 import (
 	"errors"
 	"fmt"
-	"os/signal"
 	"time"
 )
 
@@ -238,7 +237,7 @@ func (u *Upgrader) unwatchStops() {
 	u.stopsC = nil
 	u.mu.Unlock()
 	if c != nil {
-		signal.Stop(c)
+		u.env.stopNotify(c)
 		close(c) // ends watchStops's goroutine: Stop has returned, nothing sends on c
 	}
 }

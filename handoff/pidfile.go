@@ -12,8 +12,8 @@ import (
 // writePIDFile replaces path with this process's pid, atomically: a
 // reader sees the old pid or the new one. A relative path is taken
 // relative to dir, the working directory at New.
-func writePIDFile(path, dir string) error {
-	tmp, err := preparePIDFile(path, dir, os.Getpid())
+func writePIDFile(path, dir string, pid int) error {
+	tmp, err := preparePIDFile(path, dir, pid)
 	if err != nil {
 		return err
 	}
@@ -77,7 +77,7 @@ func (u *Upgrader) preparePIDFile() (string, error) {
 	if u.opts.PIDFile == "" {
 		return "", nil
 	}
-	tmp, err := preparePIDFile(u.opts.PIDFile, u.dir, os.Getpid())
+	tmp, err := preparePIDFile(u.opts.PIDFile, u.dir, u.env.getpid())
 	if err != nil {
 		return "", fmt.Errorf("handoff: PID file: %w", err)
 	}

@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -181,6 +180,7 @@ type Upgrader struct {
 	dir    string       // working directory at New: upgrades start the binary there
 	parent *inheritance // what the previous process passed; nil in a first process
 	sup    *supervised  // what the supervisor passed a first process; nil if nothing
+	env    *env         // the OS, or a test's stand-in
 
 	chain   *chain    // generation, totals and carried values
 	started time.Time // New
@@ -219,16 +219,15 @@ type attempt struct {
 // errStopping is the cause of an attempt cancelled by Stop.
 var errStopping = errors.New("handoff: the process is stopping")
 
-var created sync.Once
-
 // New creates the process's Upgrader. Only the first call in a process
 // succeeds: the process has one chain of upgrades. New changes nothing
 // global but SIGHUP's handling (unless Options.NoSignal).
-func New(opts Options) (*Upgrader, error) {
-	first := false
-	created.Do(func() { first = true })
-	if !first {
-		return nil, errors.New("handoff: New called twice; a process has one Upgrader")
+func New(opts Options) (*Upgrader, error) { return newUpgrader(opts, processEnv) }
+
+// newUpgrader is New acting on the OS through e.
+func newUpgrader(opts Options, e *env) (*Upgrader, error) {
+	if !e.claim() {
+		return nil, errTwice
 	}
 	dir, err := os.Getwd()
 	if err != nil {
@@ -242,7 +241,8 @@ func New(opts Options) (*Upgrader, error) {
 		log:     opts.Logger.With("pid", os.Getpid()),
 		reg:     newRegistry(opts.MaxBuffered),
 		dir:     dir,
-		parent:  inherited,
+		parent:  e.inherited(),
+		env:     e,
 		exitC:   make(chan struct{}),
 		chain:   newChain(),
 		started: time.Now(),
@@ -253,12 +253,12 @@ func New(opts Options) (*Upgrader, error) {
 	}
 	if !opts.NoSignal {
 		u.sigC = make(chan os.Signal, 1)
-		signal.Notify(u.sigC, syscall.SIGHUP)
+		e.notify(u.sigC, syscall.SIGHUP)
 		go u.onSignal()
 	}
 	if err := u.openControl(); err != nil {
 		if u.sigC != nil {
-			signal.Stop(u.sigC)
+			e.stopNotify(u.sigC)
 		}
 		return nil, err
 	}
@@ -452,7 +452,7 @@ func (u *Upgrader) writePIDFile() error {
 	if u.opts.PIDFile == "" {
 		return nil
 	}
-	if err := writePIDFile(u.opts.PIDFile, u.dir); err != nil {
+	if err := writePIDFile(u.opts.PIDFile, u.dir, u.env.getpid()); err != nil {
 		return fmt.Errorf("handoff: PID file: %w", err)
 	}
 	return nil
@@ -533,7 +533,7 @@ func (u *Upgrader) Stop() error {
 		<-run.done // end() has set the phase: stopped or handed over
 	}
 	if u.sigC != nil {
-		signal.Stop(u.sigC)
+		u.env.stopNotify(u.sigC)
 	}
 	u.closeExit()
 	u.mu.Lock()
