@@ -18,8 +18,8 @@ import (
 
 // testApp is a server's Options.App: the default (the test binary's), or
 // another application's for a new process whose fault is "other-app".
-func testApp() string {
-	if inherited != nil && fault() == "other-app" {
+func testApp(p *proc) string {
+	if p.inh != nil && p.fault() == "other-app" {
 		return "other-app"
 	}
 	return ""
@@ -27,8 +27,8 @@ func testApp() string {
 
 // testLoad is a server's Options.LoadState: none for a new process whose
 // fault is "no-loadstate".
-func testLoad(srv *lineServer) func(io.Reader) error {
-	if inherited != nil && fault() == "no-loadstate" {
+func testLoad(p *proc, srv *lineServer) func(io.Reader) error {
+	if p.inh != nil && p.fault() == "no-loadstate" {
 		return nil
 	}
 	return srv.load

@@ -272,8 +272,9 @@ func (l *load) requireAllOn(pids ...int) {
 	}
 }
 
+// TestUpgradeKeepsConnections: an upgrade under load, in one process.
 func TestUpgradeKeepsConnections(t *testing.T) {
-	h := startServer(t)
+	h := startInProcess(t)
 	l := startLoad(t, h.addr, 50)
 	l.waitRounds(200)
 	old := h.pid
@@ -412,11 +413,11 @@ func TestBadBinaries(t *testing.T) {
 func TestSecondTriggerRefused(t *testing.T) {
 	h := startServer(t, envPause+"=conns")
 	l := startLoad(t, h.addr, 10)
-	if err := syscall.Kill(h.pid, syscall.SIGHUP); err != nil {
+	if err := h.kill(h.pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	h.awaitPaused("conns") // the new process holds the first upgrade here
-	if err := syscall.Kill(h.pid, syscall.SIGHUP); err != nil {
+	if err := h.kill(h.pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	if f := h.next(); f[0] != "failed" || !strings.Contains(strings.Join(f, " "), "already in progress") {
@@ -451,7 +452,7 @@ func TestListenersOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+	if err := h.kill(old, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	var ready, exit []string
@@ -519,7 +520,7 @@ func TestChangesAfterEarlyFds(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+	if err := h.kill(old, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	h.awaitPaused("early")

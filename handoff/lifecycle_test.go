@@ -112,7 +112,7 @@ func scanLine(data []byte, atEOF bool) (int, []byte, error) {
 // starts during an upgrade inherits no socket and no handoff variable.
 func TestChannelReachesOnlyTheNewProcess(t *testing.T) {
 	h := startServer(t, envProbe+"=early,conns")
-	syscall.Kill(h.pid, syscall.SIGHUP)
+	h.kill(h.pid, syscall.SIGHUP)
 	probes := map[string]string{}
 	var ready, exited bool
 	for !ready || !exited {
@@ -192,9 +192,9 @@ func sleeperRuns() bool {
 // main, before New) does not kill it; the upgrade completes.
 func TestSIGHUPEarlyInNewProcess(t *testing.T) {
 	h := startServer(t, envPause+"=main")
-	syscall.Kill(h.pid, syscall.SIGHUP)
+	h.kill(h.pid, syscall.SIGHUP)
 	child := h.awaitPaused("main")
-	if err := syscall.Kill(child, syscall.SIGHUP); err != nil {
+	if err := h.kill(child, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	h.release("main")

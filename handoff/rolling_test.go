@@ -92,7 +92,7 @@ func TestRollingNoGlobalPause(t *testing.T) {
 	if err := other.round(2, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+	if err := h.kill(old, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	ready := h.expect("ready")
@@ -235,11 +235,11 @@ func TestRollingStopNewDuringMove(t *testing.T) {
 	h := startServer(t, envRolling+"=1")
 	old := h.pid
 	_, answer := heldRequest(t, h, "slow")
-	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+	if err := h.kill(old, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	newPid, _ := strconv.Atoi(h.expect("ready")[1])
-	if err := syscall.Kill(newPid, syscall.SIGTERM); err != nil {
+	if err := h.kill(newPid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	// The held request keeps the move open until the stop is waiting.

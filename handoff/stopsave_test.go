@@ -44,7 +44,7 @@ func TestStopNewJustAfterRollingMove(t *testing.T) {
 	h := startServer(t, envRolling+"=1", envCarry+"=1", envPause+"=committed,apply")
 	l := startSteadyLoad(t, h.addr, 50)
 	l.waitRounds(100)
-	if err := syscall.Kill(h.pid, syscall.SIGHUP); err != nil {
+	if err := h.kill(h.pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	h.awaitPaused("committed")
@@ -52,7 +52,7 @@ func TestStopNewJustAfterRollingMove(t *testing.T) {
 	h.release("committed")
 	newPid := h.awaitPaused("apply")
 	h.stopLogged("stayed_with_old=") // the new process has read END
-	if err := syscall.Kill(newPid, syscall.SIGTERM); err != nil {
+	if err := h.kill(newPid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	// The stop must wait for the held handlers; a save now misses what
@@ -87,7 +87,7 @@ func TestStopDuringRollingMoveHeldOpen(t *testing.T) {
 	slowRequest(t, h.addr, 600000)
 	l := startSteadyLoad(t, h.addr, 20)
 	l.waitRounds(50)
-	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+	if err := h.kill(old, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	newPid, _ := strconv.Atoi(h.expect("ready")[1])
@@ -96,7 +96,7 @@ func TestStopDuringRollingMoveHeldOpen(t *testing.T) {
 		t.Fatalf("the load's connections did not all move to pid %d", newPid)
 	}
 	for _, pid := range []int{newPid, old} {
-		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		if err := h.kill(pid, syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -127,7 +127,7 @@ func TestStopOldAsItExits(t *testing.T) {
 	}
 	h.awaitPaused("linger")
 	l.waitRounds(100)
-	if err := syscall.Kill(old, syscall.SIGTERM); err != nil {
+	if err := h.kill(old, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	h.awaitPaused("passing") // received, not passed on yet
