@@ -313,8 +313,13 @@ func TestTwoUpgradesUnderLoad(t *testing.T) {
 // TestRollback makes the new process fail at every step of the handoff and
 // checks that the old one rolls back for that reason, resumes every
 // connection where it stopped and leaves the PID file naming itself; then
-// that a good upgrade still works.
+// that a good upgrade still works. A fault in the application's LoadState
+// (the takeover's step "conns" in one process reaches it) runs in one
+// process; a fault at the protocol's steps, or one that changes the
+// process (its protocol version, its fd limit), in real processes.
 func TestRollback(t *testing.T) {
+	inProcess := map[string]bool{"exit:load": true, "hang:conns": true, "reject-state": true,
+		"panic:load": true, "panic:migrate": true}
 	faults := []struct{ fault, why, reason string }{
 		{"exit:start", "exited before connecting", "exit status 7"},
 		{"exit:connected", "exited before HELLO", "exit status 7"},
@@ -347,7 +352,11 @@ func TestRollback(t *testing.T) {
 			if f.fault == "hang:conns" {
 				env = append(env, envPauseTimeout+"=5s")
 			}
-			h := startServer(t, env...)
+			start := startServer
+			if inProcess[f.fault] {
+				start = startInProcess
+			}
+			h := start(t, env...)
 			l := startLoad(t, h.addr, 260)
 			l.waitRounds(300)
 			old := h.pid
@@ -411,7 +420,7 @@ func TestBadBinaries(t *testing.T) {
 // TestSecondTriggerRefused: a trigger while an upgrade runs is refused at
 // once, with a log line; the running upgrade goes on to its own end.
 func TestSecondTriggerRefused(t *testing.T) {
-	h := startServer(t, envPause+"=conns")
+	h := startInProcess(t, envPause+"=conns")
 	l := startLoad(t, h.addr, 10)
 	if err := h.kill(h.pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
@@ -440,7 +449,7 @@ func TestSecondTriggerRefused(t *testing.T) {
 // the new process only, and the old one serves its connection until the
 // client goes.
 func TestListenersOnly(t *testing.T) {
-	h := startServer(t, envListenersOnly+"=1")
+	h := startInProcess(t, envListenersOnly+"=1")
 	old := h.pid
 	nc, err := net.Dial("tcp", h.addr)
 	if err != nil {

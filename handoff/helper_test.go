@@ -181,7 +181,10 @@ func (s *lineServer) serve(c *Conn, state []byte) {
 			// A request that takes long: it keeps its connection from
 			// parking meanwhile.
 			d, _ := strconv.Atoi(ms)
-			time.Sleep(time.Duration(d) * time.Millisecond)
+			select {
+			case <-time.After(time.Duration(d) * time.Millisecond):
+			case <-s.p.dead: // killed in-process: it sleeps no more
+			}
 		}
 		if name, ok := strings.CutPrefix(string(line), "hold-"); ok {
 			// A request that takes as long as the test needs, however

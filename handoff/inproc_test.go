@@ -121,9 +121,10 @@ func (fp *fakeProc) proc(in *inheritance) *proc {
 			}
 		},
 		exit: func(code int) {
+			// As os.Exit, but for the server's main goroutine alone: the
+			// test process goes on. Its end (spawn) is its death.
 			fp.status = code
-			fp.die()
-			runtime.Goexit() // as os.Exit, but for this goroutine alone: the test process goes on
+			runtime.Goexit()
 		},
 		dead:    fp.dead,
 		atDeath: fp.atDeath,

@@ -208,7 +208,7 @@ func TestSIGHUPEarlyInNewProcess(t *testing.T) {
 // from the log lines of both processes: a line per phase with the
 // generation, pids, counts and times, and the reason of the rollback.
 func TestLogsTellTheUpgrade(t *testing.T) {
-	h := startServer(t)
+	h := startInProcess(t)
 	l := startLoad(t, h.addr, 20)
 	l.waitRounds(50)
 	old := h.pid
@@ -268,7 +268,7 @@ func anyLineHasAll(lines, parts []string) bool {
 // back for that reason, every connection carries on, and the upgrade
 // bookkeeping is not left stuck: the next upgrade runs and commits.
 func TestPanicInOldProcessLeavesNoStuckUpgrade(t *testing.T) {
-	h := startServer(t)
+	h := startInProcess(t)
 	l := startLoad(t, h.addr, 50)
 	l.waitRounds(100)
 	old := h.pid

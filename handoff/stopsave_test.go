@@ -41,7 +41,7 @@ func (h *harness) poll(d time.Duration) []string {
 // every reply a client got, those of the old process after its snapshot
 // included.
 func TestStopNewJustAfterRollingMove(t *testing.T) {
-	h := startServer(t, envRolling+"=1", envCarry+"=1", envPause+"=committed,apply")
+	h := startInProcess(t, envRolling+"=1", envCarry+"=1", envPause+"=committed,apply")
 	l := startSteadyLoad(t, h.addr, 50)
 	l.waitRounds(100)
 	if err := h.kill(h.pid, syscall.SIGHUP); err != nil {
@@ -82,7 +82,7 @@ func TestStopNewJustAfterRollingMove(t *testing.T) {
 // policy, and the new process stops and saves everything the others
 // carried.
 func TestStopDuringRollingMoveHeldOpen(t *testing.T) {
-	h := startServer(t, envRolling+"=1", envCarry+"=1", envMoveTimeout+"=10m", envCloseStragglers+"=1")
+	h := startInProcess(t, envRolling+"=1", envCarry+"=1", envMoveTimeout+"=10m", envCloseStragglers+"=1")
 	old := h.pid
 	slowRequest(t, h.addr, 600000)
 	l := startSteadyLoad(t, h.addr, 20)

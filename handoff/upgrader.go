@@ -238,7 +238,7 @@ func newUpgrader(opts Options, e *env) (*Upgrader, error) {
 	}
 	u := &Upgrader{
 		opts:    opts,
-		log:     opts.Logger.With("pid", os.Getpid()),
+		log:     opts.Logger.With("pid", e.getpid()),
 		reg:     newRegistry(opts.MaxBuffered),
 		dir:     dir,
 		parent:  e.inherited(),
@@ -610,7 +610,7 @@ type UpgradeRequest struct {
 // can leave the process before it exits.
 func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (UpgradeResult, error) {
 	req = u.fillRequest(req)
-	res := UpgradeResult{From: os.Getpid(), Binary: req.Binary, Began: time.Now()}
+	res := UpgradeResult{From: u.env.getpid(), Binary: req.Binary, Began: time.Now()}
 	ctx, run, err := u.begin(ctx)
 	if err != nil {
 		res.Err, res.Cause = err, CauseRefused
