@@ -73,7 +73,6 @@ func (u *Upgrader) takeOver(ctx context.Context) error {
 	ctx, cancel := context.WithTimeoutCause(ctx, u.opts.UpgradeTimeout,
 		fmt.Errorf("handoff: takeover timed out after %s", u.opts.UpgradeTimeout))
 	defer cancel()
-	hook("start", nil)
 	ch, err := u.openChannel()
 	if err != nil {
 		return err
@@ -220,13 +219,11 @@ func (s *childSession) receive(ctx context.Context, run *attempt) error {
 		return err
 	}
 	s.phase("parked", start, "conns", len(s.conns), "late", f.late)
-	hook("conns", s.ch)
 	start = time.Now()
 	stateBytes, err := s.loadState()
 	if err != nil {
 		return err
 	}
-	hook("state", s.ch)
 	if err := s.receiveCarry(); err != nil {
 		return err
 	}
@@ -521,7 +518,6 @@ func (s *childSession) commit() error {
 	} else {
 		s.u.log.Warn("handoff: COMMIT's upgrade record unreadable", "err", err)
 	}
-	hook("commit", s.ch)
 	s.u.chain.adopt(s.carried, len(s.conns))
 	for _, a := range s.conns {
 		a.serve = true

@@ -294,18 +294,13 @@ func (s *lineServer) save(w io.Writer) error {
 	return lineStates.Save(w, lineV1{s.total}, 0)
 }
 
+//
+// LoadState is where the takeover's steps "conns" (the connections have
+// come; it starts) and "state" (it returns) are reached, without a hook
+// in the library: a probe, a pause, a hang or an exit there.
 func (s *lineServer) load(r io.Reader) error {
+	s.p.step("conns")
 	want := uint32(1)
-	if s.p.fake {
-		// In one process the takeover's steps are reached through the
-		// seam: LoadState runs right after the connections came, where
-		// a real new process pauses or hangs at the step "conns".
-		s.p.barrier("conns")
-		if s.p.fault() == "hang:conns" {
-			<-s.p.dead
-			return errors.New("killed")
-		}
-	}
 	switch s.p.fault() {
 	case "reject-state":
 		return errors.New("state rejected on purpose")
@@ -323,7 +318,29 @@ func (s *lineServer) load(r io.Reader) error {
 	s.mu.Lock()
 	s.total = state.(lineV1).Total
 	s.mu.Unlock()
+	s.p.step("state")
 	return nil
+}
+
+// step is a new process's step of the takeover that LoadState reaches:
+// the test's probe, pause, and fault ("hang:<step>", "exit:<step>").
+func (p *proc) step(name string) {
+	p.probe(name)
+	p.barrier(name)
+	switch p.fault() {
+	case "hang:" + name:
+		<-p.dead // for ever, unless killed in-process
+		panic("killed in-process") // LoadState's panic: the takeover fails, its process is dead
+	case "exit:" + name:
+		p.exit(7)
+	}
+}
+
+// probe starts a probe at step if the test asked for one there.
+func (p *proc) probe(step string) {
+	if strings.Contains(","+p.getenv(envProbe)+",", ","+step+",") {
+		runProbe(p, step)
+	}
 }
 
 // fault reads what the test wants this new process to get wrong.
@@ -404,6 +421,9 @@ func serverMain(p *proc) {
 	p.env.notify(stop, syscall.SIGTERM)
 	if p.inh != nil && !p.fake {
 		p.barrier("main") // before New: only the library's init guards SIGHUP here
+	}
+	if p.inh != nil && p.fault() == "exit:start" {
+		p.exit(7) // before it connects: as at the takeover's start
 	}
 	if !p.fake {
 		installHooks(p)
@@ -581,9 +601,7 @@ func installHooks(p *proc) {
 	}
 	prev := testHook
 	testHook = func(step string, ch *channel) {
-		if strings.Contains(","+p.getenv(envProbe)+",", ","+step+",") {
-			runProbe(p, step)
-		}
+		p.probe(step)
 		p.barrier(step)
 		p.oldFault(step)
 		if prev != nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,7 +51,7 @@ type fakeProc struct {
 	dead      chan struct{}                    // closed by die
 	done      chan struct{}                    // closed when its main has returned
 	status    int                              // exit code; read after done
-	killed    bool                             // by a signal; read after done
+	bySignal  bool                             // it died of a signal; read after done
 	p         *proc                            // how its server sees itself
 	chanFd    int                              // a dup of its end of the handoff channel; -1 for the first
 	once      sync.Once                        // the first end: killed or not
@@ -155,9 +156,9 @@ func (fp *fakeProc) atDeath(f func()) {
 	fp.onDeath = append(fp.onDeath, f)
 }
 
-// kill ends fp by a signal.
-func (fp *fakeProc) kill() {
-	fp.once.Do(func() { fp.killed = true })
+// sigkill ends fp by a signal.
+func (fp *fakeProc) sigkill() {
+	fp.once.Do(func() { fp.bySignal = true })
 	fp.die()
 }
 
@@ -208,7 +209,7 @@ func (fos *fakeOS) signal(pid int, sig syscall.Signal) error {
 	}
 	fos.mu.Unlock()
 	if !caught {
-		fp.kill()
+		fp.sigkill()
 	}
 	return nil
 }
@@ -222,7 +223,7 @@ func (fos *fakeOS) killAll() {
 	}
 	fos.mu.Unlock()
 	for _, fp := range all {
-		fp.kill()
+		fp.sigkill()
 	}
 	for _, fp := range all {
 		select {
@@ -247,7 +248,7 @@ func (fp *fakeProc) env(in *inheritance) *env {
 		},
 		notify:      fp.notify,
 		stopNotify:  fp.stopNotify,
-		kill:        func(pid int, sig syscall.Signal) error { return fos.signal(pid, sig) },
+		kill:        fp.kill,
 		start:       fp.start,
 		checkParent: checkSelf,
 		joinGroup:   func(int) error { return nil }, // one process group: the test's
@@ -268,10 +269,26 @@ func (fp *fakeProc) notify(c chan<- os.Signal, sig ...os.Signal) {
 	}
 }
 
+// stopNotify is signal.Stop; the end of the watch of the stops to pass
+// on (unwatchStops) is where an exiting old process pauses at the step
+// "exiting" if the test asked: it has stopped catching stops, and waits
+// for those caught to be passed on.
 func (fp *fakeProc) stopNotify(c chan<- os.Signal) {
 	fp.fos.mu.Lock()
+	sigs := fp.sigs[c]
 	delete(fp.sigs, c)
 	fp.fos.mu.Unlock()
+	if slices.Contains(sigs, os.Signal(syscall.SIGINT)) {
+		fp.p.barrier("exiting")
+	}
+}
+
+// kill is kill(2) from fp: a stop passed on to its successor, which it
+// holds at the step "passing" if the test asked (received, not passed on
+// yet).
+func (fp *fakeProc) kill(pid int, sig syscall.Signal) error {
+	fp.p.barrier("passing")
+	return fp.fos.signal(pid, sig)
 }
 
 // checkSelf is checkParent for a chain in one process: the peer is this
@@ -307,11 +324,11 @@ func (fp *fakeProc) start(u *Upgrader, binary string) (*newProcess, *net.UnixCon
 		in.listeners[k] = files[i]
 	}
 	child := fp.fos.spawn(fp.pid, in, chanFd)
-	p := &newProcess{pid: child.pid, exited: make(chan struct{}), sigkill: child.kill}
+	p := &newProcess{pid: child.pid, exited: make(chan struct{}), sigkill: child.sigkill}
 	go func() {
 		<-child.done
 		switch {
-		case child.killed:
+		case child.bySignal:
 			p.err = errors.New("signal: killed")
 		case child.status != 0:
 			p.err = fmt.Errorf("exit status %d", child.status)
@@ -362,6 +379,17 @@ func (h *harness) kill(pid int, sig syscall.Signal) error {
 		return h.fake.signal(pid, sig)
 	}
 	return syscall.Kill(pid, sig)
+}
+
+// alive reports whether the server pid runs.
+func (h *harness) alive(pid int) bool {
+	if h.fake == nil {
+		return processAlive(pid)
+	}
+	h.fake.mu.Lock()
+	fp := h.fake.procs[pid]
+	h.fake.mu.Unlock()
+	return fp != nil && !isClosed(fp.done)
 }
 
 // requireGone waits until the server pid has exited, bounded.

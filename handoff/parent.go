@@ -49,7 +49,6 @@ func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest
 	if err != nil {
 		return u.rollBack(ctx, s, p, err)
 	}
-	hook("committed", nil)
 	if u.opts.Mode.movesAfterCommit() {
 		return u.roll(s, p, run.stopC)
 	}

@@ -158,7 +158,6 @@ func (u *Upgrader) watchStops() {
 	go func() {
 		defer close(done)
 		for sig := range c {
-			hook("passing", nil)
 			u.passStop(sig.(syscall.Signal))
 		}
 	}()
@@ -176,7 +175,6 @@ func (u *Upgrader) passPendingStops() {
 		return // never handed over
 	}
 	u.unwatchStops()
-	hook("exiting", nil)
 	<-done
 }
 

@@ -117,7 +117,7 @@ func TestStopDuringRollingMoveHeldOpen(t *testing.T) {
 // scheduler can leave it). The old process does not exit before it has
 // passed the stop on: the new process stops and saves.
 func TestStopOldAsItExits(t *testing.T) {
-	h := startServer(t, envPause+"=linger,passing,exiting")
+	h := startInProcess(t, envPause+"=linger,passing,exiting")
 	l := startLoad(t, h.addr, 50)
 	l.waitRounds(100)
 	old := h.pid
@@ -140,7 +140,7 @@ func TestStopOldAsItExits(t *testing.T) {
 		if _, ok := h.paused["exiting"]; ok {
 			break // the old process waits for the stop to be passed on
 		}
-		if !processAlive(old) {
+		if !h.alive(old) {
 			t.Fatalf("the old process %d exited with a stop it had received and not passed on; "+
 				"the new process %d serves on", old, newPid)
 		}
@@ -151,7 +151,7 @@ func TestStopOldAsItExits(t *testing.T) {
 	out := h.awaitStop(1)
 	l.halt()
 	h.requireOneSnapshot(out, newPid, l)
-	requireGone(t, old)
+	h.requireGone(old)
 }
 
 // TestPIDFileFullDisk: the PID file is on a file system that is full (a
