@@ -294,7 +294,6 @@ func (s *lineServer) save(w io.Writer) error {
 	return lineStates.Save(w, lineV1{s.total}, 0)
 }
 
-//
 // LoadState is where the takeover's steps "conns" (the connections have
 // come; it starts) and "state" (it returns) are reached, without a hook
 // in the library: a probe, a pause, a hang or an exit there.
@@ -329,7 +328,7 @@ func (p *proc) step(name string) {
 	p.barrier(name)
 	switch p.fault() {
 	case "hang:" + name:
-		<-p.dead // for ever, unless killed in-process
+		<-p.dead                   // for ever, unless killed in-process
 		panic("killed in-process") // LoadState's panic: the takeover fails, its process is dead
 	case "exit:" + name:
 		p.exit(7)
