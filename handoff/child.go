@@ -15,14 +15,16 @@ import (
 	"time"
 )
 
-// testHook, when set by a test, is called at each step of a takeover (and,
-// in the old process, once the early fds are sent: "early"), so that the
-// test can make a process fail or wait exactly there.
-var testHook func(step string, ch *channel)
+// testHook, when set by a test, is called at the steps of a handoff that
+// no effect on the OS (env) or the application is near: in the new
+// process "hello", "first-batch" and "move", in the old one "early" and
+// "decide"; so that a test of real processes can make one fail or wait
+// exactly there.
+var testHook func(step string)
 
-func hook(step string, ch *channel) {
+func hook(step string) {
 	if testHook != nil {
-		testHook(step, ch)
+		testHook(step)
 	}
 }
 
@@ -91,7 +93,6 @@ func (u *Upgrader) takeOver(ctx context.Context) error {
 	}()
 	defer s.openGate()
 	unbind := s.ch.bindDeadline(ctx)
-	hook("connected", s.ch)
 	if err := s.receive(ctx, run); err != nil {
 		unbind()
 		err = withCause(ctx, err)
@@ -203,7 +204,7 @@ func (s *childSession) receive(ctx context.Context, run *attempt) error {
 	if err := s.hello(); err != nil {
 		return err
 	}
-	hook("hello", s.ch)
+	hook("hello")
 	start := time.Now()
 	n, err := s.readPlan()
 	if err != nil {
@@ -341,7 +342,7 @@ func (s *childSession) receiveEarly(n int) (final, error) {
 			return final{}, err
 		}
 		if s.seq == 1 {
-			hook("first-batch", s.ch)
+			hook("first-batch")
 		}
 		if err := s.progress(); err != nil {
 			return final{}, err
@@ -658,7 +659,7 @@ func (s *childSession) receiveMoves() {
 		moved += len(got)
 		s.u.movedIn(len(got))
 		if got != nil {
-			hook("move", s.ch)
+			hook("move")
 		}
 		if err == nil && got != nil {
 			err = s.progress()

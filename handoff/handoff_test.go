@@ -318,8 +318,9 @@ func TestTwoUpgradesUnderLoad(t *testing.T) {
 // process; a fault at the protocol's steps, or one that changes the
 // process (its protocol version, its fd limit), in real processes.
 func TestRollback(t *testing.T) {
-	inProcess := map[string]bool{"exit:start": true, "exit:load": true, "exit:state": true, "hang:conns": true,
-		"reject-state": true, "panic:load": true, "panic:migrate": true}
+	inProcess := map[string]bool{"exit:start": true, "exit:connected": true, "hang:connected": true,
+		"garbage:connected": true, "truncated:connected": true, "exit:load": true, "exit:state": true,
+		"hang:conns": true, "reject-state": true, "panic:load": true, "panic:migrate": true}
 	faults := []struct{ fault, why, reason string }{
 		{"exit:start", "exited before connecting", "exit status 7"},
 		{"exit:connected", "exited before HELLO", "exit status 7"},

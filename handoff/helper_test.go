@@ -349,8 +349,7 @@ func (p *proc) fault() string {
 }
 
 // applyFault arms the takeover steps with the fault the test asked for,
-// "<what>:<step>": exit there, hang there, or send garbage or a truncated
-// packet there instead of the next frame.
+// "<what>:<step>": exit there, hang there, or run out of fds there.
 func applyFault(f string) {
 	switch f {
 	case "proto-version":
@@ -364,7 +363,7 @@ func applyFault(f string) {
 	if !ok {
 		return
 	}
-	testHook = func(s string, ch *channel) {
+	testHook = func(s string) {
 		if s != step {
 			return
 		}
@@ -373,14 +372,19 @@ func applyFault(f string) {
 			os.Exit(7)
 		case "hang":
 			select {}
-		case "garbage":
-			ch.c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
-		case "truncated":
-			ch.c.Write([]byte{frameHello, 0, 0, 0, 0, 0, 1, 0, 'H', 'O'})
 		case "fdlimit":
 			lowerFdLimit(3)
 		}
 	}
+}
+
+// badPacket is what a new process whose fault is "garbage:<step>" or
+// "truncated:<step>" sends instead of its next frame.
+func badPacket(fault string) []byte {
+	if strings.HasPrefix(fault, "garbage") {
+		return []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	}
+	return []byte{frameHello, 0, 0, 0, 0, 0, 1, 0, 'H', 'O'}
 }
 
 // lowerFdLimit leaves room for only room more fds (0: for a few dozen,
@@ -599,12 +603,12 @@ func installHooks(p *proc) {
 		applyFault(p.fault())
 	}
 	prev := testHook
-	testHook = func(step string, ch *channel) {
+	testHook = func(step string) {
 		p.probe(step)
 		p.barrier(step)
 		p.oldFault(step)
 		if prev != nil {
-			prev(step, ch)
+			prev(step)
 		}
 	}
 }

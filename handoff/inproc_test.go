@@ -250,7 +250,7 @@ func (fp *fakeProc) env(in *inheritance) *env {
 		stopNotify:  fp.stopNotify,
 		kill:        fp.kill,
 		start:       fp.start,
-		checkParent: checkSelf,
+		checkParent: fp.checkParent,
 		joinGroup:   func(int) error { return nil }, // one process group: the test's
 	}
 }
@@ -291,15 +291,27 @@ func (fp *fakeProc) kill(pid int, sig syscall.Signal) error {
 	return fp.fos.signal(pid, sig)
 }
 
-// checkSelf is checkParent for a chain in one process: the peer is this
-// process, as the kernel says.
-func checkSelf(c *net.UnixConn) error {
+// checkParent is checkParent for a chain in one process: the peer is
+// this process, as the kernel says. The new process has its channel
+// then, and says nothing on it yet: the takeover's step "connected",
+// where the test's fault makes it exit, hang, or send garbage or a
+// truncated packet before its HELLO.
+func (fp *fakeProc) checkParent(c *net.UnixConn) error {
 	cred, err := peerCred(c)
 	if err != nil {
 		return err
 	}
 	if int(cred.Pid) != os.Getpid() || int(cred.Uid) != os.Getuid() {
 		return fmt.Errorf("handoff: socket belongs to pid %d uid %d: %w", cred.Pid, cred.Uid, ErrNotChild)
+	}
+	switch f := fp.p.fault(); f {
+	case "exit:connected":
+		fp.p.exit(7)
+	case "hang:connected":
+		<-fp.dead
+		return errors.New("killed")
+	case "garbage:connected", "truncated:connected":
+		c.Write(badPacket(f))
 	}
 	return nil
 }

@@ -94,7 +94,7 @@ func contextOf(done <-chan struct{}) context.Context {
 // process's READY: from here on this process never resumes a connection,
 // and a stop signal is passed on to the new process.
 func (u *Upgrader) commitTo(ctx context.Context, run *attempt, pid int) error {
-	hook("decide", nil)
+	hook("decide")
 	if err := u.commit(ctx, run); err != nil {
 		return err
 	}
@@ -222,7 +222,7 @@ func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error
 	}
 	s.early = early
 	s.emit(Event{Phase: "fds", Took: s.stats.Fds, Conns: s.stats.Early})
-	hook("early", s.ch)
+	hook("early")
 	pause := s.u.opts.PauseTimeout
 	ctx, cancel := context.WithTimeoutCause(ctx, pause,
 		fmt.Errorf("handoff: %w: longer than the pause timeout (%s)", errPauseTimeout, pause))
