@@ -520,7 +520,12 @@ func (p *proc) watchHUP(up *Upgrader) {
 	hup := make(chan os.Signal, 1)
 	p.env.notify(hup, syscall.SIGHUP)
 	go func() {
-		for range hup {
+		for {
+			select {
+			case <-hup:
+			case <-p.dead: // in-process: it ends with its server
+				return
+			}
 			go func() {
 				// The test may bound this upgrade alone (setUpgradeTimeout).
 				req := UpgradeRequest{Timeout: p.fileDuration("upgrade-timeout")}
