@@ -28,7 +28,10 @@ import (
 
 // The test binary doubles as the server under test: TestMain runs
 // serverMain when envRole says so. Every process of the upgrade chain is
-// such a server; they report to the test over a unixgram socket.
+// such a server; they report to the test over a unixgram socket. The
+// same server runs in a chain in one process (startInProcess,
+// inproc_test.go), with these settings in a map instead of its
+// environment and its events on a channel.
 const (
 	envRole   = "HANDOFF_TEST_ROLE"
 	envEvents = "HANDOFF_TEST_EVENTS" // unixgram socket of the test
@@ -44,8 +47,11 @@ const (
 	// Options.Stragglers.
 	envMoveTimeout     = "HANDOFF_TEST_MOVE_TIMEOUT"
 	envCloseStragglers = "HANDOFF_TEST_CLOSE_STRAGGLERS"
-	// envPause lists steps (hook names, and "linger" after Exit) at which
-	// a process says "paused" and waits for the test; see barrier.
+	// envPause lists steps at which a process says "paused" and waits
+	// for the test; see barrier. A step is one of testHook's (real
+	// processes only), one the env reaches (in one process: "connected",
+	// "committed", "passing", "exiting"), one LoadState reaches ("conns",
+	// "state"), or the server's own ("main", "apply", "linger").
 	envPause = "HANDOFF_TEST_PAUSE"
 	// envProbe lists steps at which a process starts a probe; see runProbe.
 	envProbe          = "HANDOFF_TEST_PROBE"
