@@ -82,7 +82,7 @@ func upgradeVia(t *testing.T, path, args string) map[string]any {
 // too.
 func TestOtherAppRefused(t *testing.T) {
 	ctl := filepath.Join(t.TempDir(), "ctl")
-	h := startServer(t, envControl+"="+ctl)
+	h := startInProcess(t, envControl+"="+ctl)
 	old := h.pid
 	kept := dialConn(t, h.addr)
 	if err := kept.round(3, true); err != nil {
@@ -153,7 +153,7 @@ func TestStateNeedsLoadState(t *testing.T) {
 	for _, mode := range []struct{ name, env string }{{"all-at-once", ""}, {"rolling", envRolling + "=1"}} {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
-			h := startServer(t, mode.env)
+			h := startInProcess(t, mode.env)
 			old := h.pid
 			kept := dialConn(t, h.addr)
 			if err := kept.round(5, true); err != nil {
