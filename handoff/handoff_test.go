@@ -361,6 +361,11 @@ func TestRollback(t *testing.T) {
 			l := startLoad(t, h.addr, 260)
 			l.waitRounds(300)
 			old := h.pid
+			// Every connection is the old process's before the upgrade: on
+			// a loaded machine some of the 260 were not accepted yet when
+			// the rounds were made, and fdlimit:first-batch needs more
+			// than one early CONNS frame (253 fds each) to reach its step.
+			l.waitServedBy(old)
 			h.setFault(f.fault)
 			if f.fault == "hang:connected" {
 				h.setUpgradeTimeout("2s")
