@@ -94,6 +94,7 @@ func (fos *fakeOS) spawn(ppid int, in *inheritance, chanFd int) *fakeProc {
 	fos.procs[fp.pid] = fp
 	fos.mu.Unlock()
 	fp.p = fp.proc(in)
+	fp.atDeath(in.closeUnused) // what it inherited and never took
 	go func() {
 		defer close(fp.done)
 		defer fp.die()
