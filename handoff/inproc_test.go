@@ -54,7 +54,7 @@ type fakeProc struct {
 	bySignal  bool                             // it died of a signal; read after done
 	p         *proc                            // how its server sees itself
 	chanFd    int                              // a dup of its end of the handoff channel; -1 for the first
-	once      sync.Once                        // the first end: killed or not
+	endOnce   sync.Once                        // the first end decides bySignal: a kill, or its main returning
 	deathOnce sync.Once
 	mu        sync.Mutex
 	onDeath   []func() // guarded by mu
@@ -108,15 +108,9 @@ func (fp *fakeProc) proc(in *inheritance) *proc {
 	h := fp.fos.h
 	return &proc{
 		pid: fp.pid, getenv: func(k string) string { return fp.fos.vars[k] }, env: fp.env(in), inh: in,
-		report: func(format string, args ...any) {
-			if fp.alive() {
-				h.events <- fmt.Sprintf(format, args...)
-			}
-		},
+		report: func(format string, args ...any) { fp.send(fmt.Sprintf(format, args...)) },
 		hold: func(step string) {
-			if fp.alive() {
-				h.events <- fmt.Sprintf("paused %d %s", fp.pid, step)
-			}
+			fp.send(fmt.Sprintf("paused %d %s", fp.pid, step))
 			select {
 			case <-h.gate(step):
 			case <-fp.dead:
@@ -149,6 +143,18 @@ func (d deadSilent) Write(b []byte) (int, error) {
 	return d.w.Write(b)
 }
 
+// send sends an event to the test, unless fp is dead: nothing it says
+// then is heard, nor does it wait to say it.
+func (fp *fakeProc) send(ev string) {
+	if !fp.alive() {
+		return
+	}
+	select {
+	case fp.fos.h.events <- ev:
+	case <-fp.dead:
+	}
+}
+
 func (fp *fakeProc) alive() bool { return !isClosed(fp.dead) }
 
 func (fp *fakeProc) atDeath(f func()) {
@@ -159,7 +165,7 @@ func (fp *fakeProc) atDeath(f func()) {
 
 // sigkill ends fp by a signal.
 func (fp *fakeProc) sigkill() {
-	fp.once.Do(func() { fp.bySignal = true })
+	fp.endOnce.Do(func() { fp.bySignal = true })
 	fp.die()
 }
 
@@ -167,7 +173,7 @@ func (fp *fakeProc) sigkill() {
 // signals, its end of the handoff channel closes for the peer, and what
 // it holds is closed. Its goroutines see dead and unwind without a word.
 func (fp *fakeProc) die() {
-	fp.once.Do(func() {})
+	fp.endOnce.Do(func() {})
 	fp.deathOnce.Do(func() {
 		fp.fos.mu.Lock()
 		fp.ppid = -1
