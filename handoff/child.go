@@ -17,7 +17,7 @@ import (
 
 // testHook, when set by a test, is called at the steps of a handoff that
 // no effect on the OS (env) or the application is near: in the new
-// process "hello", "first-batch" and "move", in the old one "early" and
+// process "hello" and "first-batch", in the old one "early" and
 // "decide"; so that a test of real processes can make one fail or wait
 // exactly there.
 var testHook func(step string)
@@ -658,9 +658,6 @@ func (s *childSession) receiveMoves() {
 		}
 		moved += len(got)
 		s.u.movedIn(len(got))
-		if got != nil {
-			hook("move")
-		}
 		if err == nil && got != nil {
 			err = s.progress()
 		}

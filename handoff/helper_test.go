@@ -160,12 +160,17 @@ func (s *lineServer) serve(c *Conn, state []byte) {
 	if len(state) >= 8 {
 		n = binary.BigEndian.Uint64(state)
 	}
+	if s.gone(c) {
+		return
+	}
+	if state != nil && s.p.fault() == "exit:move" {
+		// The first connection a Rolling move brings is resumed here: the
+		// new process dies mid-move, the old one serving the rest.
+		s.p.exit(7)
+	}
 	carry := s.apply(state)
 	for {
-		if s.p.isDead() {
-			// Its process was killed in-process: the kernel would have
-			// closed the connection, whenever its handler got it.
-			c.Close()
+		if s.gone(c) {
 			return
 		}
 		line, err := c.Next(bufio.ScanLines)
@@ -208,6 +213,16 @@ func (s *lineServer) serve(c *Conn, state []byte) {
 		}
 		n++
 	}
+}
+
+// gone closes c if its server was killed in-process: the kernel would
+// have closed it, whenever its handler got it.
+func (s *lineServer) gone(c *Conn) bool {
+	if !s.p.isDead() {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // lineCarry counts, for envCarry, a connection's requests since the

@@ -117,9 +117,11 @@ func (fp *fakeProc) proc(in *inheritance) *proc {
 			}
 		},
 		exit: func(code int) {
-			// As os.Exit, but for the server's main goroutine alone: the
-			// test process goes on. Its end (spawn) is its death.
-			fp.status = code
+			// As os.Exit: the server dies at once, whichever goroutine
+			// calls it, and this goroutine ends; its others see dead and
+			// unwind. The test process goes on.
+			fp.endOnce.Do(func() { fp.status = code })
+			fp.die()
 			runtime.Goexit()
 		},
 		dead:    fp.dead,

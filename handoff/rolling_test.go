@@ -178,7 +178,7 @@ func TestRollingStragglers(t *testing.T) {
 // answered and served on by it, new connections reach it, the PID file
 // names it, and a later upgrade moves everything.
 func TestRollingNewDiesMidMove(t *testing.T) {
-	h := startServer(t, envRolling+"=1")
+	h := startInProcess(t, envRolling+"=1")
 	old := h.pid
 	var slow []*conn
 	var answers []<-chan string
