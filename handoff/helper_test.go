@@ -188,20 +188,7 @@ func (s *lineServer) serve(c *Conn, state []byte) {
 		s.total++
 		carry.count(s)
 		s.mu.Unlock()
-		if ms, ok := strings.CutPrefix(string(line), "sleep-"); ok {
-			// A request that takes long: it keeps its connection from
-			// parking meanwhile.
-			d, _ := strconv.Atoi(ms)
-			select {
-			case <-time.After(time.Duration(d) * time.Millisecond):
-			case <-s.p.dead: // killed in-process: it sleeps no more
-			}
-		}
-		if name, ok := strings.CutPrefix(string(line), "hold-"); ok {
-			// A request that takes as long as the test needs, however
-			// loaded the machine: held until the test releases it.
-			s.p.hold("hold-" + name)
-		}
+		s.takeLong(string(line))
 		if string(line) == "quit" {
 			fmt.Fprintf(c, "bye\n")
 			c.Close()
@@ -212,6 +199,23 @@ func (s *lineServer) serve(c *Conn, state []byte) {
 			return
 		}
 		n++
+	}
+}
+
+// takeLong makes the requests "sleep-<ms>" and "hold-<name>" take long:
+// they keep their connection from parking meanwhile.
+func (s *lineServer) takeLong(line string) {
+	if ms, ok := strings.CutPrefix(line, "sleep-"); ok {
+		d, _ := strconv.Atoi(ms)
+		select {
+		case <-time.After(time.Duration(d) * time.Millisecond):
+		case <-s.p.dead: // killed in-process: it sleeps no more
+		}
+	}
+	if name, ok := strings.CutPrefix(line, "hold-"); ok {
+		// As long as the test needs, however loaded the machine: held
+		// until the test releases it.
+		s.p.hold("hold-" + name)
 	}
 }
 
