@@ -450,6 +450,11 @@ func (s *parentSession) rejection(d time.Duration) error {
 		switch {
 		case errors.Is(err, ErrRejected):
 			return err
+		case errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(until):
+			// The upgrade's ended context may set the deadline in the
+			// past after this one: bindDeadline's wake-up runs on a
+			// goroutine of its own. An ABORT already here is still read.
+			s.ch.setDeadline(until)
 		case err != nil && !errors.Is(err, syscall.ECONNRESET):
 			return nil
 		}
