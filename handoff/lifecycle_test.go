@@ -207,8 +207,14 @@ func TestSIGHUPEarlyInNewProcess(t *testing.T) {
 // TestLogsTellTheUpgrade: an upgrade, and a rollback, can be reconstructed
 // from the log lines of both processes: a line per phase with the
 // generation, pids, counts and times, and the reason of the rollback.
+//
+// Real processes: in one, a new server exits microseconds after its ABORT,
+// and the old one then names the exit as the cause ("exited", the exit
+// cancelling the upgrade before the ABORT is read), not the refusal; a
+// race of the library that real processes rarely meet (1 in 60 in one
+// process, under -race).
 func TestLogsTellTheUpgrade(t *testing.T) {
-	h := startInProcess(t)
+	h := startServer(t)
 	l := startLoad(t, h.addr, 20)
 	l.waitRounds(50)
 	old := h.pid
