@@ -18,8 +18,8 @@ import (
 
 // testApp is a server's Options.App: the default (the test binary's), or
 // another application's for a new process whose fault is "other-app".
-func testApp() string {
-	if inherited != nil && fault() == "other-app" {
+func testApp(p *proc) string {
+	if p.inh != nil && p.fault() == "other-app" {
 		return "other-app"
 	}
 	return ""
@@ -27,8 +27,8 @@ func testApp() string {
 
 // testLoad is a server's Options.LoadState: none for a new process whose
 // fault is "no-loadstate".
-func testLoad(srv *lineServer) func(io.Reader) error {
-	if inherited != nil && fault() == "no-loadstate" {
+func testLoad(p *proc, srv *lineServer) func(io.Reader) error {
+	if p.inh != nil && p.fault() == "no-loadstate" {
 		return nil
 	}
 	return srv.load
@@ -82,7 +82,7 @@ func upgradeVia(t *testing.T, path, args string) map[string]any {
 // too.
 func TestOtherAppRefused(t *testing.T) {
 	ctl := filepath.Join(t.TempDir(), "ctl")
-	h := startServer(t, envControl+"="+ctl)
+	h := startInProcess(t, envControl+"="+ctl)
 	old := h.pid
 	kept := dialConn(t, h.addr)
 	if err := kept.round(3, true); err != nil {
@@ -153,7 +153,7 @@ func TestStateNeedsLoadState(t *testing.T) {
 	for _, mode := range []struct{ name, env string }{{"all-at-once", ""}, {"rolling", envRolling + "=1"}} {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
-			h := startServer(t, mode.env)
+			h := startInProcess(t, mode.env)
 			old := h.pid
 			kept := dialConn(t, h.addr)
 			if err := kept.round(5, true); err != nil {

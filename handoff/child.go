@@ -16,14 +16,16 @@ import (
 	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
 
-// testHook, when set by a test, is called at each step of a takeover (and,
-// in the old process, once the early fds are sent: "early"), so that the
-// test can make a process fail or wait exactly there.
-var testHook func(step string, ch *channel)
+// testHook, when set by a test, is called at the steps of a handoff that
+// no effect on the OS (env) or the application is near: in the new
+// process "hello" and "first-batch", in the old one "early" and
+// "decide"; so that a test of real processes can make one fail or wait
+// exactly there.
+var testHook func(step string)
 
-func hook(step string, ch *channel) {
+func hook(step string) {
 	if testHook != nil {
-		testHook(step, ch)
+		testHook(step)
 	}
 }
 
@@ -73,7 +75,7 @@ func (u *Upgrader) takeOver(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s := &childSession{inbox: inbox{u: u, gate: make(chan struct{})}, ppid: os.Getppid()}
+	s := &childSession{inbox: inbox{u: u, gate: make(chan struct{})}, ppid: u.env.getppid()}
 	err = s.run(ctx)
 	next := phaseStopped // a failed takeover: the process must exit
 	if err == nil {
@@ -99,8 +101,7 @@ func (s *childSession) run(ctx context.Context) (err error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, u.opts.UpgradeTimeout,
 		fmt.Errorf("handoff: takeover timed out after %s", u.opts.UpgradeTimeout))
 	defer cancel()
-	hook("start", nil)
-	if s.ch, err = openChannel(u.parent); err != nil {
+	if s.ch, err = u.openChannel(); err != nil {
 		return err
 	}
 	defer func() {
@@ -113,7 +114,6 @@ func (s *childSession) run(ctx context.Context) (err error) {
 	}()
 	defer s.openGate()
 	unbind := s.ch.BindDeadline(ctx)
-	hook("connected", s.ch)
 	if err := s.receive(ctx); err != nil {
 		unbind()
 		err = withCause(ctx, err)
@@ -136,8 +136,8 @@ func (s *childSession) run(ctx context.Context) (err error) {
 
 // openChannel takes the handoff channel the old process passed and checks
 // that its other end is the parent.
-func openChannel(parent *inheritance) (*channel, error) {
-	f := parent.takeChannel()
+func (u *Upgrader) openChannel() (*channel, error) {
+	f := u.parent.takeChannel()
 	if f == nil {
 		return nil, errors.New("handoff: no handoff channel was passed")
 	}
@@ -151,7 +151,7 @@ func openChannel(parent *inheritance) (*channel, error) {
 		c.Close()
 		return nil, fmt.Errorf("handoff: handoff channel is a %T, not a Unix socket", c)
 	}
-	if err := checkParent(uc); err != nil {
+	if err := u.env.checkParent(uc); err != nil {
 		uc.Close()
 		return nil, err
 	}
@@ -160,7 +160,7 @@ func openChannel(parent *inheritance) (*channel, error) {
 
 // parentGone reports whether the old process has died: this process has
 // been re-parented.
-func (s *childSession) parentGone() bool { return os.Getppid() != s.ppid }
+func (s *childSession) parentGone() bool { return s.u.env.getppid() != s.ppid }
 
 // awaitParentGone reports whether the old process has died, waiting a
 // moment for it when the channel was closed under this process: the kernel
@@ -204,7 +204,7 @@ func (s *childSession) receive(ctx context.Context) error {
 	if err := s.hello(); err != nil {
 		return err
 	}
-	hook("hello", s.ch)
+	hook("hello")
 	start := time.Now()
 	n, err := s.readPlan()
 	if err != nil {
@@ -220,13 +220,11 @@ func (s *childSession) receive(ctx context.Context) error {
 		return err
 	}
 	s.phase(PhaseParked, start, "conns", len(s.conns), "late", f.Late)
-	hook("conns", s.ch)
 	start = time.Now()
 	stateBytes, err := s.loadState()
 	if err != nil {
 		return err
 	}
-	hook("state", s.ch)
 	if err := s.receiveCarry(); err != nil {
 		return err
 	}
@@ -333,7 +331,7 @@ func (s *inbox) receiveEarly(n int) (wire.Final, error) {
 			return wire.Final{}, err
 		}
 		if s.seq == 1 {
-			hook("first-batch", s.ch)
+			hook("first-batch")
 		}
 		if err := s.progress(); err != nil {
 			return wire.Final{}, err
@@ -500,11 +498,10 @@ func (s *childSession) commit() error {
 	// it the record of how it started, nothing more.
 	var f wire.Commit
 	if err := m.Expect(&f); err == nil {
-		s.u.m.tookOver(commitInfoOf(f).result(s.u.opts.Binary, s.ppid, os.Getpid(), s.plan.mode))
+		s.u.m.tookOver(commitInfoOf(f).result(s.u.opts.Binary, s.ppid, s.u.env.getpid(), s.plan.mode))
 	} else {
 		s.u.log.Warn("handoff: COMMIT's upgrade record unreadable", "err", err)
 	}
-	hook("commit", s.ch)
 	s.u.chain.adopt(s.carried, len(s.conns))
 	for _, a := range s.conns {
 		a.serve = true
@@ -515,7 +512,7 @@ func (s *childSession) commit() error {
 	if err := s.u.pid.install(s.pidTmp); err != nil {
 		s.u.log.Error("handoff: took over, but", "err", err)
 	}
-	if err := rejoinParentGroup(s.ppid); err != nil {
+	if err := s.u.env.joinGroup(s.ppid); err != nil {
 		s.u.log.Warn("handoff: could not join the old process's process group", "err", err)
 	}
 	// The supervisor hears that this process serves before the old one
@@ -652,9 +649,6 @@ func (s *arrivals) receiveMoves() {
 		}
 		moved += len(got)
 		s.u.movedIn(len(got))
-		if got != nil {
-			hook("move", s.ch)
-		}
 		if err == nil && got != nil {
 			err = s.progress()
 		}

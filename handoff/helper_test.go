@@ -13,7 +13,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,7 +29,10 @@ import (
 
 // The test binary doubles as the server under test: TestMain runs
 // serverMain when envRole says so. Every process of the upgrade chain is
-// such a server; they report to the test over a unixgram socket.
+// such a server; they report to the test over a unixgram socket. The
+// same server runs in a chain in one process (startInProcess,
+// inproc_test.go), with these settings in a map instead of its
+// environment and its events on a channel.
 const (
 	envRole   = "HANDOFF_TEST_ROLE"
 	envEvents = "HANDOFF_TEST_EVENTS" // unixgram socket of the test
@@ -46,8 +48,11 @@ const (
 	// Options.Stragglers.
 	envMoveTimeout     = "HANDOFF_TEST_MOVE_TIMEOUT"
 	envCloseStragglers = "HANDOFF_TEST_CLOSE_STRAGGLERS"
-	// envPause lists steps (hook names, and "linger" after Exit) at which
-	// a process says "paused" and waits for the test; see barrier.
+	// envPause lists steps at which a process says "paused" and waits
+	// for the test; see barrier. A step is one of testHook's (real
+	// processes only), one the env reaches (in one process: "connected",
+	// "committed", "passing", "exiting"), one LoadState reaches ("conns",
+	// "state"), or the server's own ("main", "apply", "linger").
 	envPause = "HANDOFF_TEST_PAUSE"
 	// envProbe lists steps at which a process starts a probe; see runProbe.
 	envProbe          = "HANDOFF_TEST_PROBE"
@@ -70,7 +75,7 @@ const (
 func TestMain(m *testing.M) {
 	switch os.Getenv(envRole) {
 	case "server":
-		serverMain()
+		serverMain(osProc())
 		return
 	case "probe":
 		probeMain()
@@ -86,10 +91,58 @@ var reporter = sync.OnceValue(func() net.Conn {
 	return c
 })
 
-// report sends one event line to the test.
-func report(format string, args ...any) {
-	if c := reporter(); c != nil {
-		fmt.Fprintf(c, format, args...)
+// proc is one server of a chain as the server sees itself: a process
+// of its own (osProc: the test binary re-run, its settings in its
+// environment), or a goroutine of the test process acting on the OS
+// through a fake env (inproc_test.go).
+type proc struct {
+	pid    int
+	getenv func(string) string
+	env    *env         // what its Upgrader acts on
+	inh    *inheritance // what its old process passed; nil in a first one
+	// report sends one event line to the test.
+	report func(format string, args ...any)
+	// hold says "paused <pid> <step>" and waits for the test's release.
+	hold func(step string)
+	// exit ends the process with code; it does not return.
+	exit func(code int)
+	// dead is closed when an in-process server is killed; nil for a
+	// real one, which a kill ends at once.
+	dead <-chan struct{}
+	// atDeath is called with what a kill must close: for a real
+	// process the kernel does it.
+	atDeath func(func())
+	logs    io.Writer
+	fake    bool
+}
+
+// isDead reports whether the server was killed in-process.
+func (p *proc) isDead() bool { return isClosed(p.dead) }
+
+// isClosed reports whether c is closed; a nil c never is.
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// osProc is the server that this process is.
+func osProc() *proc {
+	reporter() // the event socket first, so that the test's fd counts are steady
+	return &proc{
+		pid: os.Getpid(), getenv: os.Getenv, env: processEnv, inh: inherited,
+		report: func(format string, args ...any) {
+			if c := reporter(); c != nil {
+				fmt.Fprintf(c, format, args...)
+			}
+		},
+		hold:    holdFile,
+		exit:    os.Exit,
+		atDeath: func(func()) {},
+		logs:    os.Stderr,
 	}
 }
 
@@ -97,6 +150,7 @@ func report(format string, args ...any) {
 // "<x>" gets "<x> <n> <pid>", n counting this connection's earlier
 // requests, and a global total that travels as state.
 type lineServer struct {
+	p     *proc
 	mu    sync.Mutex
 	total uint64
 	saves uint64 // SaveState calls, for envCarry
@@ -107,8 +161,19 @@ func (s *lineServer) serve(c *Conn, state []byte) {
 	if len(state) >= 8 {
 		n = binary.BigEndian.Uint64(state)
 	}
+	if s.gone(c) {
+		return
+	}
+	if state != nil && s.p.fault() == "exit:move" {
+		// The first connection a Rolling move brings is resumed here: the
+		// new process dies mid-move, the old one serving the rest.
+		s.p.exit(7)
+	}
 	carry := s.apply(state)
 	for {
+		if s.gone(c) {
+			return
+		}
 		line, err := c.Next(bufio.ScanLines)
 		if errors.Is(err, ErrPark) {
 			if c.Park(carry.state(s, n)) != nil {
@@ -124,28 +189,45 @@ func (s *lineServer) serve(c *Conn, state []byte) {
 		s.total++
 		carry.count(s)
 		s.mu.Unlock()
-		if ms, ok := strings.CutPrefix(string(line), "sleep-"); ok {
-			// A request that takes long: it keeps its connection from
-			// parking meanwhile.
-			d, _ := strconv.Atoi(ms)
-			time.Sleep(time.Duration(d) * time.Millisecond)
-		}
-		if name, ok := strings.CutPrefix(string(line), "hold-"); ok {
-			// A request that takes as long as the test needs, however
-			// loaded the machine: held until the test releases it.
-			hold("hold-" + name)
-		}
+		s.takeLong(string(line))
 		if string(line) == "quit" {
 			fmt.Fprintf(c, "bye\n")
 			c.Close()
 			return
 		}
-		if _, err := fmt.Fprintf(c, "%s %d %d\n", line, n, os.Getpid()); err != nil {
+		if _, err := fmt.Fprintf(c, "%s %d %d\n", line, n, s.p.pid); err != nil {
 			c.Close()
 			return
 		}
 		n++
 	}
+}
+
+// takeLong makes the requests "sleep-<ms>" and "hold-<name>" take long:
+// they keep their connection from parking meanwhile.
+func (s *lineServer) takeLong(line string) {
+	if ms, ok := strings.CutPrefix(line, "sleep-"); ok {
+		d, _ := strconv.Atoi(ms)
+		select {
+		case <-time.After(time.Duration(d) * time.Millisecond):
+		case <-s.p.dead: // killed in-process: it sleeps no more
+		}
+	}
+	if name, ok := strings.CutPrefix(line, "hold-"); ok {
+		// As long as the test needs, however loaded the machine: held
+		// until the test releases it.
+		s.p.hold("hold-" + name)
+	}
+}
+
+// gone closes c if its server was killed in-process: the kernel would
+// have closed it, whenever its handler got it.
+func (s *lineServer) gone(c *Conn) bool {
+	if !s.p.isDead() {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // lineCarry counts, for envCarry, a connection's requests since the
@@ -158,12 +240,12 @@ type lineCarry struct {
 // apply adds what a resumed connection carried to the total, once the
 // barrier "apply" lets it, and returns its count from now on.
 func (s *lineServer) apply(state []byte) *lineCarry {
-	c := &lineCarry{on: os.Getenv(envCarry) != ""}
+	c := &lineCarry{on: s.p.getenv(envCarry) != ""}
 	if !c.on {
 		return c
 	}
 	if len(state) == 16 {
-		barrier("apply")
+		s.p.barrier("apply")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -231,20 +313,24 @@ func loadLine[T any](in *statefile.In) (T, error) {
 }
 
 func (s *lineServer) save(w io.Writer) error {
-	oldFault("save") // "panic:save": SaveState panics in the old process
+	s.p.oldFault("save") // "panic:save": SaveState panics in the old process
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.saves++
 	return lineStates.Save(w, lineV1{s.total}, 0)
 }
 
+// LoadState is where the takeover's steps "conns" (the connections have
+// come; it starts) and "state" (it returns) are reached, without a hook
+// in the library: a probe, a pause, a hang or an exit there.
 func (s *lineServer) load(r io.Reader) error {
+	s.p.step("conns")
 	want := uint32(1)
-	switch fault() {
+	switch s.p.fault() {
 	case "reject-state":
 		return errors.New("state rejected on purpose")
 	case "exit:load":
-		os.Exit(7)
+		s.p.exit(7)
 	case "panic:load":
 		panic("load state panics on purpose")
 	case "panic:migrate":
@@ -257,18 +343,39 @@ func (s *lineServer) load(r io.Reader) error {
 	s.mu.Lock()
 	s.total = state.(lineV1).Total
 	s.mu.Unlock()
+	s.p.step("state")
 	return nil
 }
 
+// step is a new process's step of the takeover that LoadState reaches:
+// the test's probe, pause, and fault ("hang:<step>", "exit:<step>").
+func (p *proc) step(name string) {
+	p.probe(name)
+	p.barrier(name)
+	switch p.fault() {
+	case "hang:" + name:
+		<-p.dead                   // for ever, unless killed in-process
+		panic("killed in-process") // LoadState's panic: the takeover fails, its process is dead
+	case "exit:" + name:
+		p.exit(7)
+	}
+}
+
+// probe starts a probe at step if the test asked for one there.
+func (p *proc) probe(step string) {
+	if strings.Contains(","+p.getenv(envProbe)+",", ","+step+",") {
+		runProbe(p, step)
+	}
+}
+
 // fault reads what the test wants this new process to get wrong.
-func fault() string {
-	b, _ := os.ReadFile(os.Getenv(envFault))
+func (p *proc) fault() string {
+	b, _ := os.ReadFile(p.getenv(envFault))
 	return strings.TrimSpace(string(b))
 }
 
 // applyFault arms the takeover steps with the fault the test asked for,
-// "<what>:<step>": exit there, hang there, or send garbage or a truncated
-// packet there instead of the next frame.
+// "<what>:<step>": exit there, hang there, or run out of fds there.
 func applyFault(f string) {
 	switch f {
 	case "proto-version":
@@ -282,7 +389,7 @@ func applyFault(f string) {
 	if !ok {
 		return
 	}
-	testHook = func(s string, ch *channel) {
+	testHook = func(s string) {
 		if s != step {
 			return
 		}
@@ -291,14 +398,19 @@ func applyFault(f string) {
 			os.Exit(7)
 		case "hang":
 			select {}
-		case "garbage":
-			ch.Conn().Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
-		case "truncated":
-			ch.Conn().Write([]byte{byte(wire.TypeHello), 0, 0, 0, 0, 0, 1, 0, 'H', 'O'})
 		case "fdlimit":
 			lowerFdLimit(3)
 		}
 	}
+}
+
+// badPacket is what a new process whose fault is "garbage:<step>" or
+// "truncated:<step>" sends instead of its next frame.
+func badPacket(fault string) []byte {
+	if strings.HasPrefix(fault, "garbage") {
+		return []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	}
+	return []byte{byte(wire.TypeHello), 0, 0, 0, 0, 0, 1, 0, 'H', 'O'}
 }
 
 // lowerFdLimit leaves room for only room more fds (0: for a few dozen,
@@ -314,110 +426,163 @@ func lowerFdLimit(room uint64) {
 }
 
 // testMode is the mode of every server of the chain.
-func testMode() Mode {
+func (p *proc) testMode() Mode {
 	switch {
-	case os.Getenv(envListenersOnly) != "":
+	case p.getenv(envListenersOnly) != "":
 		return ListenersOnly
-	case os.Getenv(envRolling) != "":
+	case p.getenv(envRolling) != "":
 		return Rolling
 	}
 	return AllAtOnce
 }
 
-func testStragglers() Stragglers {
-	if os.Getenv(envCloseStragglers) != "" {
+func (p *proc) testStragglers() Stragglers {
+	if p.getenv(envCloseStragglers) != "" {
 		return CloseStragglers
 	}
 	return DrainStragglers
 }
 
-func serverMain() {
-	reporter()
+func serverMain(p *proc) {
 	// Before anything can take long, as a real server does, so that a
 	// stop is never lost.
 	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGTERM)
-	if inherited != nil {
-		barrier("main") // before New: only the library's init guards SIGHUP here
+	p.env.notify(stop, syscall.SIGTERM)
+	if p.inh != nil && !p.fake {
+		p.barrier("main") // before New: only the library's init guards SIGHUP here
 	}
-	installHooks()
-	srv := &lineServer{}
-	listenersOnly := testMode() == ListenersOnly
-	up, err := New(Options{
-		Mode:           testMode(),
-		MoveTimeout:    envDuration(envMoveTimeout, 0),
-		Stragglers:     testStragglers(),
-		Version:        "test",
-		PIDFile:        os.Getenv(envPIDFile),
-		UpgradeTimeout: envDuration(envUpgradeTimeout, 5*time.Second),
-		PauseTimeout:   envDuration(envPauseTimeout, 3*time.Second),
-		ParkTimeout:    2 * time.Second,
-		App:            testApp(),
-		SaveState:      srv.save,
-		LoadState:      testLoad(srv),
-		Resume:         srv.serve,
-		NoSignal:       true,
-		Logger:         slog.New(slog.NewTextHandler(os.Stderr, nil)),
-		Supervisor:     testSupervisor(),
-		ControlSocket:  os.Getenv(envControl),
-	})
-	if err != nil {
-		report("error %d %v", os.Getpid(), err)
-		os.Exit(1)
+	if p.inh != nil && p.fault() == "exit:start" {
+		p.exit(7) // before it connects: as at the takeover's start
 	}
-	ln, err := up.Listen("tcp", os.Getenv(envAddr))
-	if err == nil {
-		err = up.Ready(context.Background())
+	if !p.fake {
+		installHooks(p)
 	}
-	if err != nil {
-		report("error %d %v", os.Getpid(), err)
-		os.Exit(1)
-	}
+	up, ln := p.start()
+	srv := p.server(up).serve
 	go func() {
 		for {
 			c, err := ln.AcceptConn()
 			if err != nil {
 				return
 			}
-			go srv.serve(c, nil)
+			go srv(c, nil)
 		}
 	}()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		for range hup {
-			go func() {
-				// The test may bound this upgrade alone (setUpgradeTimeout).
-				req := UpgradeRequest{Timeout: fileDuration("upgrade-timeout")}
-				if _, err := up.UpgradeWith(context.Background(), req); err != nil {
-					report("failed %d %v", os.Getpid(), err)
-				}
-			}()
-		}
-	}()
-	srv.mu.Lock()
-	total := srv.total
-	srv.mu.Unlock()
-	report("ready %d %s %d", os.Getpid(), ln.Addr(), total)
+	p.watchHUP(up)
+	p.report("ready %d %s %d", p.pid, ln.Addr(), p.total(up))
 	select {
 	case <-up.Exit():
 		supervisorLine("exit")
 	case <-stop:
-		srv.stop(up)
+		p.server(up).stop(up)
+		return
+	case <-p.dead:
 		return
 	}
+	p.exited(up)
+}
+
+// start makes the server's Upgrader, listens and takes over; it exits
+// the process on failure.
+func (p *proc) start() (*Upgrader, *Listener) {
+	srv := &lineServer{p: p}
+	up, err := newUpgrader(Options{
+		Mode:           p.testMode(),
+		MoveTimeout:    p.duration(envMoveTimeout, 0),
+		Stragglers:     p.testStragglers(),
+		Version:        "test",
+		PIDFile:        p.getenv(envPIDFile),
+		UpgradeTimeout: p.duration(envUpgradeTimeout, 5*time.Second),
+		PauseTimeout:   p.duration(envPauseTimeout, 3*time.Second),
+		ParkTimeout:    2 * time.Second,
+		App:            testApp(p),
+		SaveState:      srv.save,
+		LoadState:      testLoad(p, srv),
+		Resume:         srv.serve,
+		NoSignal:       true,
+		Logger:         slog.New(slog.NewTextHandler(p.logs, nil)),
+		Supervisor:     testSupervisor(),
+		ControlSocket:  p.getenv(envControl),
+	}, p.env)
+	if err != nil {
+		p.report("error %d %v", p.pid, err)
+		p.exit(1)
+	}
+	servers.Store(up, srv)
+	ln, err := up.Listen("tcp", p.getenv(envAddr))
+	if err == nil {
+		p.atDeath(func() {
+			ln.Close()
+			for _, c := range up.Conns() {
+				c.Close()
+			}
+		})
+		err = up.Ready(context.Background())
+	}
+	if err != nil {
+		p.report("error %d %v", p.pid, err)
+		p.exit(1)
+	}
+	return up, ln
+}
+
+// servers maps each test server's Upgrader to its application.
+var servers sync.Map
+
+func (p *proc) server(up *Upgrader) *lineServer {
+	srv, _ := servers.Load(up)
+	return srv.(*lineServer)
+}
+
+func (p *proc) total(up *Upgrader) uint64 {
+	srv := p.server(up)
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return srv.total
+}
+
+// watchHUP upgrades on each SIGHUP.
+func (p *proc) watchHUP(up *Upgrader) {
+	hup := make(chan os.Signal, 1)
+	p.env.notify(hup, syscall.SIGHUP)
+	go func() {
+		for {
+			select {
+			case <-hup:
+			case <-p.dead: // in-process: it ends with its server
+				return
+			}
+			go func() {
+				// The test may bound this upgrade alone (setUpgradeTimeout).
+				req := UpgradeRequest{Timeout: p.fileDuration("upgrade-timeout")}
+				if _, err := up.UpgradeWith(context.Background(), req); err != nil {
+					p.report("failed %d %v", p.pid, err)
+				}
+			}()
+		}
+	}()
+}
+
+// exited is the server's end once Exit is closed: it reports what the
+// upgrade did, serves the connections that stayed until their clients
+// go, and calls Exiting.
+func (p *proc) exited(up *Upgrader) {
 	st := up.LastUpgrade()
 	timed := st.Connected > 0 && st.Fds > 0 && st.Park > 0 && st.Parked > 0 && st.State > 0 && st.Ready > 0 &&
 		st.Commit > 0
-	report("exit %d %d %d %t %d", os.Getpid(), len(up.Conns()), st.Conns, timed, st.Early)
-	if listenersOnly || len(up.Conns()) > 0 {
+	p.report("exit %d %d %d %t %d", p.pid, len(up.Conns()), st.Conns, timed, st.Early)
+	if p.testMode() == ListenersOnly || len(up.Conns()) > 0 {
 		// The connections stayed here: serve them until their clients go.
 		for len(up.Conns()) > 0 {
-			time.Sleep(5 * time.Millisecond)
+			select {
+			case <-p.dead:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
 		}
-		report("drained %d", os.Getpid())
+		p.report("drained %d", p.pid)
 	}
-	barrier("linger")
+	p.barrier("linger")
 	up.Exiting()
 }
 
@@ -426,32 +591,36 @@ func serverMain() {
 // successor does, it says "stopped <pid> handed-over" and saves nothing.
 func (s *lineServer) stop(up *Upgrader) {
 	if err := up.Stop(); err != nil {
-		report("stopped %d handed-over %v", os.Getpid(), err)
+		s.p.report("stopped %d handed-over %v", s.p.pid, err)
 		return
 	}
 	// Locked for good: no client may be told of a request the snapshot
 	// misses, in the moment before the process exits.
 	s.mu.Lock()
-	err := statefile.WriteFile(os.Getenv(envState), func(w io.Writer) error {
+	err := statefile.WriteFile(s.p.getenv(envState), func(w io.Writer) error {
 		return lineStates.Save(w, lineV1{s.total}, 0)
 	})
 	if err != nil {
-		report("error %d save: %v", os.Getpid(), err)
+		s.p.report("error %d save: %v", s.p.pid, err)
 		return
 	}
-	report("saved %d %d", os.Getpid(), s.total)
+	s.p.report("saved %d %d", s.p.pid, s.total)
+	// The lock is for good in a process that exits now; in one process
+	// its end closes the connections first, then lets their handlers
+	// find them closed.
+	s.p.atDeath(s.mu.Unlock)
 }
 
 // fileDuration reads a duration from the file name in TMPDIR; 0 if
 // there is none.
-func fileDuration(name string) time.Duration {
-	b, _ := os.ReadFile(filepath.Join(os.Getenv("TMPDIR"), name))
+func (p *proc) fileDuration(name string) time.Duration {
+	b, _ := os.ReadFile(filepath.Join(p.getenv("TMPDIR"), name))
 	d, _ := time.ParseDuration(strings.TrimSpace(string(b)))
 	return d
 }
 
-func envDuration(name string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+func (p *proc) duration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(p.getenv(name)); err == nil {
 		return d
 	}
 	return def
@@ -460,38 +629,35 @@ func envDuration(name string, def time.Duration) time.Duration {
 // installHooks arms the steps of a handoff with what the test asked for:
 // the new process's fault, the old process's fault, pauses at barriers
 // and probes.
-func installHooks() {
-	if inherited != nil { // started by an upgrade
-		applyFault(fault())
+func installHooks(p *proc) {
+	if p.inh != nil { // started by an upgrade
+		applyFault(p.fault())
 	}
 	prev := testHook
-	testHook = func(step string, ch *channel) {
-		if strings.Contains(","+os.Getenv(envProbe)+",", ","+step+",") {
-			runProbe(step)
-		}
-		if strings.Contains(","+os.Getenv(envPause)+",", ","+step+",") {
-			barrier(step)
-		}
-		oldFault(step)
+	testHook = func(step string) {
+		p.probe(step)
+		p.barrier(step)
+		p.oldFault(step)
 		if prev != nil {
-			prev(step, ch)
+			prev(step)
 		}
 	}
 }
 
-// barrier says "paused <pid> <step>" and waits until the test creates
-// the file go-<step>, if the test asked for a pause there.
-func barrier(step string) {
-	if !strings.Contains(","+os.Getenv(envPause)+",", ","+step+",") {
+// barrier says "paused <pid> <step>" and waits until the test releases
+// step, if the test asked for a pause there.
+func (p *proc) barrier(step string) {
+	if !strings.Contains(","+p.getenv(envPause)+",", ","+step+",") {
 		return
 	}
-	hold(step)
+	p.hold(step)
 }
 
-// hold says "paused <pid> <step>" and waits until the test creates the
-// file go-<step> (harness.release).
-func hold(step string) {
-	report("paused %d %s", os.Getpid(), step)
+// holdFile says "paused <pid> <step>" and waits until the test creates
+// the file go-<step> (harness.release).
+func holdFile(step string) {
+	p := osProc()
+	p.report("paused %d %s", p.pid, step)
 	path := filepath.Join(os.Getenv("TMPDIR"), "go-"+step)
 	for {
 		if _, err := os.Stat(path); err == nil {
@@ -504,15 +670,15 @@ func hold(step string) {
 // oldFault applies the old process's fault, read from the file oldfault
 // when the step comes: "late:decide" makes the old process reach its
 // commit point only once its upgrade has timed out.
-func oldFault(step string) {
-	b, _ := os.ReadFile(filepath.Join(os.Getenv("TMPDIR"), "oldfault"))
+func (p *proc) oldFault(step string) {
+	b, _ := os.ReadFile(filepath.Join(p.getenv("TMPDIR"), "oldfault"))
 	what, at, _ := strings.Cut(strings.TrimSpace(string(b)), ":")
 	if at != step {
 		return
 	}
 	switch what {
 	case "late":
-		time.Sleep(envDuration(envUpgradeTimeout, 5*time.Second) + 100*time.Millisecond)
+		time.Sleep(p.duration(envUpgradeTimeout, 5*time.Second) + 100*time.Millisecond)
 	case "panic":
 		panic("the old process's " + step + " panics on purpose")
 	}
@@ -535,14 +701,14 @@ func probeMain() {
 }
 
 // runProbe starts a probe and reports what it saw, as "probe <pid> <where> <what>".
-func runProbe(where string) {
+func runProbe(p *proc, where string) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envRole+"=probe")
 	out, err := cmd.Output()
 	if err != nil {
 		out = []byte("error=" + strings.ReplaceAll(err.Error(), " ", "_"))
 	}
-	report("probe %d %s %s", os.Getpid(), where, out)
+	p.report("probe %d %s %s", p.pid, where, out)
 }
 
 // harness runs a chain of server processes for one test.
@@ -558,6 +724,10 @@ type harness struct {
 	exit   []string       // the old process's last "exit" event: pid, kept, handed over, phases timed, early
 	seen   sync.Map       // pids that sent events: a new process may be in a group of its own
 	paused map[string]int // "paused" events read and not yet awaited: step -> pid
+	fake   *fakeOS        // the chain's kernel, if it runs in this process
+	// gates are the in-process barriers: closed on release.
+	gatesMu sync.Mutex
+	gates   map[string]chan struct{}
 }
 
 // syncBuffer collects the servers' logs for failure messages.
@@ -730,6 +900,17 @@ func (h *harness) awaitPaused(step string) int {
 
 // release lets every process paused at step go on.
 func (h *harness) release(step string) {
+	if h.fake != nil {
+		g := h.gate(step)
+		h.gatesMu.Lock()
+		defer h.gatesMu.Unlock()
+		select {
+		case <-g:
+		default:
+			close(g)
+		}
+		return
+	}
 	if err := os.WriteFile(filepath.Join(h.dir, "go-"+step), nil, 0o600); err != nil {
 		h.t.Fatal(err)
 	}
@@ -759,7 +940,7 @@ func (h *harness) setFault(f string) {
 // 0 and the failure line if it failed.
 func (h *harness) upgrade() (int, string) {
 	h.t.Helper()
-	if err := syscall.Kill(h.pid, syscall.SIGHUP); err != nil {
+	if err := h.kill(h.pid, syscall.SIGHUP); err != nil {
 		h.t.Fatal(err)
 	}
 	return h.awaitUpgrade()
@@ -805,17 +986,21 @@ func (h *harness) killAll() {
 	})
 }
 
-func testCommand(h *harness, role string) *exec.Cmd {
-	cmd := exec.Command(h.dir+"/current", "-test.run=^$")
-	cmd.Env = append(os.Environ(), envRole+"="+role, envEvents+"="+h.dir+"/events",
-		envFault+"="+h.dir+"/fault", envAddr+"=127.0.0.1:0", "TMPDIR="+h.dir,
-		envPIDFile+"="+h.dir+"/pid", envState+"="+h.dir+"/state",
+// testVars is the environment every server of h's chain shares.
+func testVars(h *harness) []string {
+	return []string{envFault + "=" + h.dir + "/fault", envAddr + "=127.0.0.1:0", "TMPDIR=" + h.dir,
+		envPIDFile + "=" + h.dir + "/pid", envState + "=" + h.dir + "/state",
 		// Safety nets, not what a test measures: a race-built chain on a
 		// loaded machine takes seconds to start and connect. A test of a
 		// timeout sets it in env (the last value counts) and makes the
 		// peer hang, never merely be slow.
-		envUpgradeTimeout+"=30s", envPauseTimeout+"=10s")
-	cmd.Env = append(cmd.Env, h.env...)
+		envUpgradeTimeout + "=30s", envPauseTimeout + "=10s"}
+}
+
+func testCommand(h *harness, role string) *exec.Cmd {
+	cmd := exec.Command(h.dir+"/current", "-test.run=^$")
+	cmd.Env = append(os.Environ(), envRole+"="+role, envEvents+"="+h.dir+"/events")
+	cmd.Env = append(append(cmd.Env, testVars(h)...), h.env...)
 	cmd.Stderr = &h.logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd

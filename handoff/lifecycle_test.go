@@ -11,22 +11,21 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 )
 
 // TestNewLeavesTheProcessAlone: New changes nothing global (os.Args
-// stays as it was), and the Upgrader's phases refuse what they must. The
-// one Upgrader of the test process; no fork.
+// stays as it was), and the Upgrader's phases refuse what they must. No
+// fork: the Upgrader acts on the test process through an env of its own,
+// whose claim is as fresh as a new process's, so that every round of
+// -count tests it.
 func TestNewLeavesTheProcessAlone(t *testing.T) {
-	if !firstNew.CompareAndSwap(false, true) {
-		t.Skip("New succeeds once per process and ran in an earlier round of -count")
-	}
 	args := append([]string(nil), os.Args...)
 	pidFile := filepath.Join(t.TempDir(), "pid")
-	up, err := New(Options{NoSignal: true, PIDFile: pidFile})
+	e := newOSEnv()
+	up, err := newUpgrader(Options{NoSignal: true, PIDFile: pidFile}, e)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,8 +35,8 @@ func TestNewLeavesTheProcessAlone(t *testing.T) {
 	if !filepath.IsAbs(up.Binary()) {
 		t.Fatalf("Binary() = %q, want an absolute path", up.Binary())
 	}
-	if _, err := New(Options{NoSignal: true}); err == nil {
-		t.Fatal("a second New succeeded")
+	if _, err := newUpgrader(Options{NoSignal: true}, e); !errors.Is(err, errTwice) {
+		t.Fatalf("a second New: %v, want it refused", err)
 	}
 	if err := up.Upgrade(context.Background()); !errors.Is(err, ErrNotReady) {
 		t.Fatalf("Upgrade before Ready: %v, want ErrNotReady", err)
@@ -69,9 +68,6 @@ func TestNewLeavesTheProcessAlone(t *testing.T) {
 	}
 	ln.Close()
 }
-
-// firstNew is set by the first test that calls New in this process.
-var firstNew atomic.Bool
 
 // echoOnce checks that the listener accepts and its Conn reads and writes.
 func echoOnce(t *testing.T, up *Upgrader, ln *Listener) {
@@ -116,7 +112,7 @@ func scanLine(data []byte, atEOF bool) (int, []byte, error) {
 // starts during an upgrade inherits no socket and no handoff variable.
 func TestChannelReachesOnlyTheNewProcess(t *testing.T) {
 	h := startServer(t, envProbe+"=early,conns")
-	syscall.Kill(h.pid, syscall.SIGHUP)
+	h.kill(h.pid, syscall.SIGHUP)
 	probes := map[string]string{}
 	var ready, exited bool
 	for !ready || !exited {
@@ -196,9 +192,9 @@ func sleeperRuns() bool {
 // main, before New) does not kill it; the upgrade completes.
 func TestSIGHUPEarlyInNewProcess(t *testing.T) {
 	h := startServer(t, envPause+"=main")
-	syscall.Kill(h.pid, syscall.SIGHUP)
+	h.kill(h.pid, syscall.SIGHUP)
 	child := h.awaitPaused("main")
-	if err := syscall.Kill(child, syscall.SIGHUP); err != nil {
+	if err := h.kill(child, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	h.release("main")
@@ -211,6 +207,12 @@ func TestSIGHUPEarlyInNewProcess(t *testing.T) {
 // TestLogsTellTheUpgrade: an upgrade, and a rollback, can be reconstructed
 // from the log lines of both processes: a line per phase with the
 // generation, pids, counts and times, and the reason of the rollback.
+//
+// Real processes: in one, a new server exits microseconds after its ABORT,
+// and the old one then names the exit as the cause ("exited", the exit
+// cancelling the upgrade before the ABORT is read), not the refusal; a
+// race of the library that real processes rarely meet (1 in 60 in one
+// process, under -race).
 func TestLogsTellTheUpgrade(t *testing.T) {
 	h := startServer(t)
 	l := startLoad(t, h.addr, 20)
@@ -272,7 +274,7 @@ func anyLineHasAll(lines, parts []string) bool {
 // back for that reason, every connection carries on, and the upgrade
 // bookkeeping is not left stuck: the next upgrade runs and commits.
 func TestPanicInOldProcessLeavesNoStuckUpgrade(t *testing.T) {
-	h := startServer(t)
+	h := startInProcess(t)
 	l := startLoad(t, h.addr, 50)
 	l.waitRounds(100)
 	old := h.pid

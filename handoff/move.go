@@ -5,7 +5,6 @@ package handoff
 import (
 	"errors"
 	"fmt"
-	"os/signal"
 	"time"
 
 	"github.com/handoff-dev/handoff/handoff/internal/wire"
@@ -236,7 +235,7 @@ func (h *handing) takeBack(m *mover, err error) error {
 // unwatchStops ends watchStops: this process owns the service again.
 func (u *Upgrader) unwatchStops() {
 	if c := u.m.unwatchStops(); c != nil {
-		signal.Stop(c)
+		u.env.stopNotify(c)
 		close(c) // ends watchStops's goroutine: Stop has returned, nothing sends on c
 	}
 }

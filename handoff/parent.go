@@ -69,7 +69,6 @@ func (h *handing) run(ctx context.Context, stop <-chan struct{}) error {
 	if err != nil {
 		return h.rollBack(ctx, err)
 	}
-	hook("committed", nil)
 	if u.opts.Mode.movesAfterCommit() {
 		return h.roll(stop)
 	}
@@ -116,7 +115,7 @@ func contextOf(done <-chan struct{}) context.Context {
 // and a stop signal is passed on to the new process.
 func (h *handing) commitTo(ctx context.Context) error {
 	u, pid := h.u, h.p.pid
-	hook("decide", nil)
+	hook("decide")
 	if err := u.m.commit(ctx, pid); err != nil {
 		return err
 	}
@@ -245,7 +244,7 @@ func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error
 	}
 	s.early = early
 	s.emit(Event{Phase: PhaseFds, Took: s.stats.Fds, Conns: s.stats.Early})
-	hook("early", s.ch)
+	hook("early")
 	pause := s.u.opts.PauseTimeout
 	ctx, cancel := context.WithTimeoutCause(ctx, pause,
 		fmt.Errorf("handoff: %w: longer than the pause timeout (%s)", errPauseTimeout, pause))
@@ -466,6 +465,11 @@ func (s *link) rejection(d time.Duration) error {
 		switch {
 		case errors.Is(err, ErrRejected):
 			return err
+		case errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(until):
+			// The upgrade's ended context may set the deadline in the
+			// past after this one: bindDeadline's wake-up runs on a
+			// goroutine of its own. An ABORT already here is still read.
+			s.ch.SetDeadline(until)
 		case err != nil && !errors.Is(err, syscall.ECONNRESET):
 			return nil
 		}

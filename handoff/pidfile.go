@@ -13,8 +13,8 @@ import (
 // writePIDFile replaces path with this process's pid, atomically: a
 // reader sees the old pid or the new one. A relative path is taken
 // relative to dir, the working directory at New.
-func writePIDFile(path, dir string) error {
-	tmp, err := preparePIDFile(path, dir, os.Getpid())
+func writePIDFile(path, dir string, pid int) error {
+	tmp, err := preparePIDFile(path, dir, pid)
 	if err != nil {
 		return err
 	}
@@ -74,6 +74,7 @@ func absIn(path, dir string) string {
 type pidFile struct {
 	path, dir string
 	log       *slog.Logger
+	getpid    func() int // the env's
 }
 
 // write names this process in the PID file.
@@ -81,7 +82,7 @@ func (f pidFile) write() error {
 	if f.path == "" {
 		return nil
 	}
-	if err := writePIDFile(f.path, f.dir); err != nil {
+	if err := writePIDFile(f.path, f.dir, f.getpid()); err != nil {
 		return fmt.Errorf("handoff: PID file: %w", err)
 	}
 	return nil
@@ -96,7 +97,7 @@ func (f pidFile) prepare() (string, error) {
 	if f.path == "" {
 		return "", nil
 	}
-	tmp, err := preparePIDFile(f.path, f.dir, os.Getpid())
+	tmp, err := preparePIDFile(f.path, f.dir, f.getpid())
 	if err != nil {
 		return "", fmt.Errorf("handoff: PID file: %w", err)
 	}

@@ -6,29 +6,30 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// newProcess is a process started by an upgrade, in a process group of
-// its own until it commits, so that a failed one can be killed with
-// everything it started (a shell script's children, say), none of which
-// may keep this process's sockets.
-type newProcess struct {
-	pid    int
-	exited chan struct{} // closed once it has exited and been reaped
-	err    error         // how it exited; read after exited
-	killed atomic.Bool   // kill sent SIGKILL
+// osProcess sets e's process-level effects to the operating system's.
+func osProcess(e *env) {
+	e.kill = func(pid int, sig syscall.Signal) error { return os.NewSyscallError("kill", unix.Kill(pid, sig)) }
+	e.start = execProcess
+	e.checkParent = checkParent
+	e.joinGroup = rejoinParentGroup
 }
 
-// startProcess starts the binary with this process's arguments and
+// startProcess starts the binary as the new process of an upgrade, and
+// returns it and this process's end of the handoff channel.
+func (u *Upgrader) startProcess(binary string) (*newProcess, *net.UnixConn, error) {
+	return u.env.start(u, binary)
+}
+
+// execProcess starts the binary with this process's arguments and
 // environment, the handoff channel at fd 3 and the listeners after it.
 // It returns the process and this process's end of the channel.
-func (u *Upgrader) startProcess(binary string) (*newProcess, *net.UnixConn, error) {
+func execProcess(u *Upgrader, binary string) (*newProcess, *net.UnixConn, error) {
 	ours, theirs, err := socketpair()
 	if err != nil {
 		return nil, nil, err
@@ -51,9 +52,15 @@ func (u *Upgrader) startProcess(binary string) (*newProcess, *net.UnixConn, erro
 		ours.Close()
 		return nil, nil, fmt.Errorf("handoff: %w: %w", errStart, err)
 	}
-	p := &newProcess{pid: cmd.Process.Pid, exited: make(chan struct{})}
+	pid := cmd.Process.Pid
+	p := &newProcess{pid: pid, exited: make(chan struct{}), sigkill: func() {
+		_ = unix.Kill(-pid, unix.SIGKILL)
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}}
 	go func() {
 		p.err = cmd.Wait()
+		ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		p.byKill = ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
 		close(p.exited)
 	}()
 	return p, ours, nil
@@ -108,8 +115,7 @@ func (p *newProcess) kill() error {
 	default:
 	}
 	p.killed.Store(true)
-	_ = unix.Kill(-p.pid, unix.SIGKILL)
-	_ = unix.Kill(p.pid, unix.SIGKILL)
+	p.sigkill()
 	select {
 	case <-p.exited:
 		return nil
@@ -140,11 +146,8 @@ func (p *newProcess) describe() error {
 // when kill signals keeps its own status: the kernel fixes the exit code
 // before it closes the process's fds.
 func (p *newProcess) ownEnd() error {
-	var ee *exec.ExitError
-	if p.killed.Load() && errors.As(p.err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
-			return nil
-		}
+	if p.killed.Load() && p.byKill {
+		return nil
 	}
 	return p.describe()
 }
@@ -168,11 +171,10 @@ func rejoinParentGroup(ppid int) error {
 func (u *Upgrader) watchStops() {
 	c, done := make(chan os.Signal, 1), make(chan struct{})
 	u.m.watchingStops(c, done)
-	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
+	u.env.notify(c, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		defer close(done)
 		for sig := range c {
-			hook("passing", nil)
 			u.passStop(sig.(syscall.Signal))
 		}
 	}()
@@ -188,7 +190,6 @@ func (u *Upgrader) passPendingStops() {
 		return // never handed over
 	}
 	u.unwatchStops()
-	hook("exiting", nil)
 	<-done
 }
 
@@ -196,8 +197,8 @@ func (u *Upgrader) passPendingStops() {
 func (u *Upgrader) passStop(sig syscall.Signal) {
 	u.m.passStopOnce(func(pid int) {
 		u.log.Info("handoff: stop passed on to the process that took over", "to", pid, "signal", sig.String())
-		if err := unix.Kill(pid, sig); err != nil {
-			u.log.Warn("handoff: could not pass the stop on", "to", pid, "err", os.NewSyscallError("kill", err))
+		if err := u.env.kill(pid, sig); err != nil {
+			u.log.Warn("handoff: could not pass the stop on", "to", pid, "err", err)
 		}
 	})
 }

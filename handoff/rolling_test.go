@@ -60,7 +60,7 @@ func request(t *testing.T, addr, req string) (*conn, <-chan string) {
 // load moves to each new process, every request answered exactly once and
 // in order, across three upgrades, with new connections coming all along.
 func TestRollingUpgrades(t *testing.T) {
-	h := startServer(t, envRolling+"=1")
+	h := startInProcess(t, envRolling+"=1")
 	l := startLoad(t, h.addr, 300)
 	pids := []int{h.pid}
 	for i := 0; i < 3; i++ {
@@ -85,14 +85,14 @@ func TestRollingUpgrades(t *testing.T) {
 // connections have moved and the new process answers them; then it is
 // answered by the old process and its connection moves too.
 func TestRollingNoGlobalPause(t *testing.T) {
-	h := startServer(t, envRolling+"=1")
+	h := startInProcess(t, envRolling+"=1")
 	old := h.pid
 	slow, answer := heldRequest(t, h, "slow")
 	other := dialConn(t, h.addr)
 	if err := other.round(2, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+	if err := h.kill(old, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	ready := h.expect("ready")
@@ -136,7 +136,7 @@ func TestRollingStragglers(t *testing.T) {
 			if closeThem {
 				env = append(env, envCloseStragglers+"=1")
 			}
-			h := startServer(t, env...)
+			h := startInProcess(t, env...)
 			old := h.pid
 			slow, answer := heldRequest(t, h, "slow")
 			l := startLoad(t, h.addr, 20)
@@ -178,7 +178,7 @@ func TestRollingStragglers(t *testing.T) {
 // answered and served on by it, new connections reach it, the PID file
 // names it, and a later upgrade moves everything.
 func TestRollingNewDiesMidMove(t *testing.T) {
-	h := startServer(t, envRolling+"=1")
+	h := startInProcess(t, envRolling+"=1")
 	old := h.pid
 	var slow []*conn
 	var answers []<-chan string
@@ -232,14 +232,14 @@ func TestRollingNewDiesMidMove(t *testing.T) {
 // and saves. Before, the new process saved at once and the old one took
 // the service back, serving on after the stop with a state of its own.
 func TestRollingStopNewDuringMove(t *testing.T) {
-	h := startServer(t, envRolling+"=1")
+	h := startInProcess(t, envRolling+"=1")
 	old := h.pid
 	_, answer := heldRequest(t, h, "slow")
-	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+	if err := h.kill(old, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	newPid, _ := strconv.Atoi(h.expect("ready")[1])
-	if err := syscall.Kill(newPid, syscall.SIGTERM); err != nil {
+	if err := h.kill(newPid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	// The held request keeps the move open until the stop is waiting.

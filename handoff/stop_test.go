@@ -99,15 +99,17 @@ func (h *harness) stopLogged(what string) {
 	}
 }
 
-// stopDuringUpgrade starts an upgrade under load, holds it at step,
-// sends SIGTERM to the processes named by to ("old", "new" or both), waits
-// until the old process's Stop has logged logged, and lets the upgrade go on.
-func stopDuringUpgrade(t *testing.T, step, logged string, to ...string) (h *harness, l *load, old, newPid int) {
-	h = startServer(t, envPause+"="+step)
+// stopDuringUpgrade starts an upgrade under load in a chain that start
+// makes, holds it at step, sends SIGTERM to the processes named by to
+// ("old", "new" or both), waits until the old process's Stop has logged
+// logged, and lets the upgrade go on.
+func stopDuringUpgrade(t *testing.T, start func(*testing.T, ...string) *harness, step, logged string,
+	to ...string) (h *harness, l *load, old, newPid int) {
+	h = start(t, envPause+"="+step)
 	l = startLoad(t, h.addr, 50)
 	l.waitRounds(100)
 	old = h.pid
-	syscall.Kill(old, syscall.SIGHUP)
+	h.kill(old, syscall.SIGHUP)
 	paused := h.awaitPaused(step)
 	if paused != old {
 		newPid = paused
@@ -117,7 +119,7 @@ func stopDuringUpgrade(t *testing.T, step, logged string, to ...string) (h *harn
 		if who == "new" {
 			pid = newPid
 		}
-		syscall.Kill(pid, syscall.SIGTERM)
+		h.kill(pid, syscall.SIGTERM)
 	}
 	if logged != "" {
 		h.stopLogged(logged)
@@ -128,9 +130,10 @@ func stopDuringUpgrade(t *testing.T, step, logged string, to ...string) (h *harn
 
 // TestStopBeforeCommit: SIGTERM to the old process when the new one is
 // ready and the old one is about to commit. The stop wins: the upgrade
-// rolls back, the new process is killed, and the old one saves.
+// rolls back, the new process is killed, and the old one saves. Real
+// processes: that moment has no effect on the OS to pause at.
 func TestStopBeforeCommit(t *testing.T) {
-	h, l, old, _ := stopDuringUpgrade(t, "decide", "stop during an upgrade: rolling it back", "old")
+	h, l, old, _ := stopDuringUpgrade(t, startServer, "decide", "stop during an upgrade: rolling it back", "old")
 	out := h.awaitStop(1)
 	l.halt()
 	if len(out.failed) != 1 || !strings.Contains(out.failed[0], "stopping") {
@@ -148,7 +151,7 @@ func TestStopBeforeCommit(t *testing.T) {
 // committed. The upgrade completes, the old process saves nothing and
 // passes the stop on; the new one stops and saves.
 func TestStopAfterCommit(t *testing.T) {
-	h, l, old, _ := stopDuringUpgrade(t, "committed", "stop during an upgrade that has committed", "old")
+	h, l, old, _ := stopDuringUpgrade(t, startInProcess, "committed", "stop during an upgrade that has committed", "old")
 	out := h.awaitStop(2)
 	l.halt()
 	if len(out.handed) != 1 || out.handed[0] != old {
@@ -161,7 +164,7 @@ func TestStopAfterCommit(t *testing.T) {
 // over, while it is still alive. It is not lost: the new process stops
 // and saves.
 func TestStopJustAfterHandover(t *testing.T) {
-	h := startServer(t, envPause+"=linger")
+	h := startInProcess(t, envPause+"=linger")
 	l := startLoad(t, h.addr, 50)
 	l.waitRounds(100)
 	old := h.pid
@@ -171,7 +174,7 @@ func TestStopJustAfterHandover(t *testing.T) {
 	}
 	h.awaitPaused("linger")
 	l.waitRounds(100)
-	syscall.Kill(old, syscall.SIGTERM)
+	h.kill(old, syscall.SIGTERM)
 	out := h.awaitStop(1)
 	h.release("linger")
 	l.halt()
@@ -182,18 +185,19 @@ func TestStopJustAfterHandover(t *testing.T) {
 // both processes while the new one receives the connections. The old
 // one rolls back and saves; the new one is killed before it could.
 func TestStopBothDuringUpgrade(t *testing.T) {
-	h, l, old, newPid := stopDuringUpgrade(t, "conns", "stop during an upgrade: rolling it back", "new", "old")
+	h, l, old, newPid := stopDuringUpgrade(t, startInProcess, "conns", "stop during an upgrade: rolling it back",
+		"new", "old")
 	out := h.awaitStop(1)
 	l.halt()
 	h.requireOneSnapshot(out, old, l)
-	requireGone(t, newPid)
+	h.requireGone(newPid)
 }
 
 // TestStopNewBeforeCommit: SIGTERM to the new process alone while it
 // takes over. It finishes the takeover, then stops as the owner and
 // saves; the old one exits as handed over, saving nothing.
 func TestStopNewBeforeCommit(t *testing.T) {
-	h, l, _, newPid := stopDuringUpgrade(t, "conns", "", "new")
+	h, l, _, newPid := stopDuringUpgrade(t, startInProcess, "conns", "", "new")
 	out := h.awaitStop(1)
 	l.halt()
 	h.requireOneSnapshot(out, newPid, l)
@@ -242,9 +246,9 @@ func TestOldDiesMidUpgrade(t *testing.T) {
 			l := startLoad(t, h.addr, 300)
 			l.waitRounds(100)
 			old := h.pid
-			syscall.Kill(old, syscall.SIGHUP)
+			h.kill(old, syscall.SIGHUP)
 			paused := h.awaitPaused(at)
-			syscall.Kill(old, syscall.SIGKILL)
+			h.kill(old, syscall.SIGKILL)
 			h.release(at)
 			var newPid int
 			for {

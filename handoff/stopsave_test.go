@@ -41,10 +41,10 @@ func (h *harness) poll(d time.Duration) []string {
 // every reply a client got, those of the old process after its snapshot
 // included.
 func TestStopNewJustAfterRollingMove(t *testing.T) {
-	h := startServer(t, envRolling+"=1", envCarry+"=1", envPause+"=committed,apply")
+	h := startInProcess(t, envRolling+"=1", envCarry+"=1", envPause+"=committed,apply")
 	l := startSteadyLoad(t, h.addr, 50)
 	l.waitRounds(100)
-	if err := syscall.Kill(h.pid, syscall.SIGHUP); err != nil {
+	if err := h.kill(h.pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	h.awaitPaused("committed")
@@ -52,7 +52,7 @@ func TestStopNewJustAfterRollingMove(t *testing.T) {
 	h.release("committed")
 	newPid := h.awaitPaused("apply")
 	h.stopLogged("stayed_with_old=") // the new process has read END
-	if err := syscall.Kill(newPid, syscall.SIGTERM); err != nil {
+	if err := h.kill(newPid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	// The stop must wait for the held handlers; a save now misses what
@@ -82,12 +82,12 @@ func TestStopNewJustAfterRollingMove(t *testing.T) {
 // policy, and the new process stops and saves everything the others
 // carried.
 func TestStopDuringRollingMoveHeldOpen(t *testing.T) {
-	h := startServer(t, envRolling+"=1", envCarry+"=1", envMoveTimeout+"=10m", envCloseStragglers+"=1")
+	h := startInProcess(t, envRolling+"=1", envCarry+"=1", envMoveTimeout+"=10m", envCloseStragglers+"=1")
 	old := h.pid
 	slowRequest(t, h.addr, 600000)
 	l := startSteadyLoad(t, h.addr, 20)
 	l.waitRounds(50)
-	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+	if err := h.kill(old, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	newPid, _ := strconv.Atoi(h.expect("ready")[1])
@@ -96,7 +96,7 @@ func TestStopDuringRollingMoveHeldOpen(t *testing.T) {
 		t.Fatalf("the load's connections did not all move to pid %d", newPid)
 	}
 	for _, pid := range []int{newPid, old} {
-		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		if err := h.kill(pid, syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -117,7 +117,7 @@ func TestStopDuringRollingMoveHeldOpen(t *testing.T) {
 // scheduler can leave it). The old process does not exit before it has
 // passed the stop on: the new process stops and saves.
 func TestStopOldAsItExits(t *testing.T) {
-	h := startServer(t, envPause+"=linger,passing,exiting")
+	h := startInProcess(t, envPause+"=linger,passing,exiting")
 	l := startLoad(t, h.addr, 50)
 	l.waitRounds(100)
 	old := h.pid
@@ -127,7 +127,7 @@ func TestStopOldAsItExits(t *testing.T) {
 	}
 	h.awaitPaused("linger")
 	l.waitRounds(100)
-	if err := syscall.Kill(old, syscall.SIGTERM); err != nil {
+	if err := h.kill(old, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	h.awaitPaused("passing") // received, not passed on yet
@@ -140,7 +140,7 @@ func TestStopOldAsItExits(t *testing.T) {
 		if _, ok := h.paused["exiting"]; ok {
 			break // the old process waits for the stop to be passed on
 		}
-		if !processAlive(old) {
+		if !h.alive(old) {
 			t.Fatalf("the old process %d exited with a stop it had received and not passed on; "+
 				"the new process %d serves on", old, newPid)
 		}
@@ -151,7 +151,7 @@ func TestStopOldAsItExits(t *testing.T) {
 	out := h.awaitStop(1)
 	l.halt()
 	h.requireOneSnapshot(out, newPid, l)
-	requireGone(t, old)
+	h.requireGone(old)
 }
 
 // TestPIDFileFullDisk: the PID file is on a file system that is full (a

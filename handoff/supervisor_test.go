@@ -156,7 +156,7 @@ func TestSupervisorFollowsUpgrades(t *testing.T) {
 	if p, fail := h.upgrade(); p != 0 || fail == "" {
 		t.Fatalf("an upgrade into a failing process committed (pid %d)", p)
 	}
-	syscall.Kill(p2, syscall.SIGTERM)
+	h.kill(p2, syscall.SIGTERM)
 	h.expect("saved")
 	s = readSupLog(t, logPath)
 	rolled, stopping := s.index(p2, "notice", PhaseRolledBack), s.index(p2, "notice", "stopping")

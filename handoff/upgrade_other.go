@@ -23,3 +23,7 @@ func (u *Upgrader) takeOver(ctx context.Context) error { return ErrNotSupported 
 func (u *Upgrader) passStop(sig syscall.Signal) {}
 
 func (u *Upgrader) passPendingStops() {}
+
+// osProcess leaves e's process-level effects unset: nothing here starts,
+// signals or follows another process.
+func osProcess(e *env) {}

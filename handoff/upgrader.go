@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -167,6 +166,7 @@ type Upgrader struct {
 	dir    string       // working directory at New: upgrades start the binary there
 	parent *inheritance // what the previous process passed; nil in a first process
 	sup    *supervised  // what the supervisor passed a first process; nil if nothing
+	env    *env         // the OS, or a test's stand-in
 
 	chain   *chain    // generation, totals and carried values
 	started time.Time // New
@@ -181,16 +181,15 @@ type Upgrader struct {
 	ctl      *controlServer // nil without Options.ControlSocket
 }
 
-var created sync.Once
-
 // New creates the process's Upgrader. Only the first call in a process
 // succeeds: the process has one chain of upgrades. New changes nothing
 // global but SIGHUP's handling (unless Options.NoSignal).
-func New(opts Options) (*Upgrader, error) {
-	first := false
-	created.Do(func() { first = true })
-	if !first {
-		return nil, errors.New("handoff: New called twice; a process has one Upgrader")
+func New(opts Options) (*Upgrader, error) { return newUpgrader(opts, processEnv) }
+
+// newUpgrader is New acting on the OS through e.
+func newUpgrader(opts Options, e *env) (*Upgrader, error) {
+	if !e.claim() {
+		return nil, errTwice
 	}
 	dir, err := os.Getwd()
 	if err != nil {
@@ -201,28 +200,29 @@ func New(opts Options) (*Upgrader, error) {
 	}
 	u := &Upgrader{
 		opts:    opts,
-		log:     opts.Logger.With("pid", os.Getpid()),
+		log:     opts.Logger.With("pid", e.getpid()),
 		reg:     newRegistry(opts.MaxBuffered),
 		dir:     dir,
-		parent:  inherited,
+		parent:  e.inherited(),
+		env:     e,
 		exitC:   make(chan struct{}),
 		chain:   newChain(),
 		started: time.Now(),
 	}
 	u.m = newMachine(u.log, u.notify)
-	u.pid = pidFile{path: opts.PIDFile, dir: dir, log: u.log}
+	u.pid = pidFile{path: opts.PIDFile, dir: dir, log: u.log, getpid: e.getpid}
 	u.reg.keep, u.reg.release = u.keep, u.release
 	if err := u.takeSupervised(); err != nil {
 		return nil, err
 	}
 	if !opts.NoSignal {
 		u.sigC = make(chan os.Signal, 1)
-		signal.Notify(u.sigC, syscall.SIGHUP)
+		e.notify(u.sigC, syscall.SIGHUP)
 		go u.onSignal()
 	}
 	if err := u.openControl(); err != nil {
 		if u.sigC != nil {
-			signal.Stop(u.sigC)
+			e.stopNotify(u.sigC)
 		}
 		return nil, err
 	}
@@ -463,7 +463,7 @@ func (u *Upgrader) Exiting() { u.passPendingStops() }
 func (u *Upgrader) Stop() error {
 	handed := u.m.stop()
 	if u.sigC != nil {
-		signal.Stop(u.sigC)
+		u.env.stopNotify(u.sigC)
 	}
 	u.closeExit()
 	u.ctl.close(handed)
@@ -521,7 +521,7 @@ type UpgradeRequest struct {
 // can leave the process before it exits.
 func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (UpgradeResult, error) {
 	req = req.withDefaults(&u.opts)
-	res := UpgradeResult{From: os.Getpid(), Binary: req.Binary, Began: time.Now()}
+	res := UpgradeResult{From: u.env.getpid(), Binary: req.Binary, Began: time.Now()}
 	ctx, run, err := u.m.beginUpgrade(ctx)
 	if err != nil {
 		res.Err, res.Cause = err, CauseRefused
