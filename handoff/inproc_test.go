@@ -3,8 +3,6 @@
 package handoff
 
 import (
-	"github.com/handoff-dev/handoff/handoff/internal/wire"
-
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
 
 // A chain of servers in one process: each "process" is a goroutine with
