@@ -163,6 +163,11 @@ func (m *machine) startLocked(ctx context.Context, p phase) (context.Context, *a
 // context got there first. In the old process, it is made before COMMIT is
 // sent, and names the successor (pid); in the new one, before READY (pid 0).
 func (m *machine) commit(ctx context.Context, pid int) error {
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		// A deadline that has passed decides, even if a loaded machine
+		// has not fired its timer yet: its cause names the timeout.
+		<-ctx.Done()
+	}
 	m.mu.Lock()
 	if err := context.Cause(ctx); err != nil {
 		m.mu.Unlock()
