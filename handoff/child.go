@@ -58,7 +58,7 @@ type childSession struct {
 // gate that lets their handlers go, and the PROGRESS that acknowledges
 // them.
 type inbox struct {
-	u     *Upgrader
+	u     *core
 	ch    *channel
 	plan  plan                // the old process's
 	seq   uint32              // CONNS and PARKED frames received
@@ -70,7 +70,7 @@ type inbox struct {
 // takeOver runs the new process's side. Until COMMIT it never reads or
 // writes a received connection, so that the old process can resume every
 // one of them exactly where it stopped.
-func (u *Upgrader) takeOver(ctx context.Context) error {
+func (u *core) takeOver(ctx context.Context) error {
 	ctx, run, err := u.m.beginTakeover(ctx)
 	if err != nil {
 		return err
@@ -136,7 +136,7 @@ func (s *childSession) run(ctx context.Context) (err error) {
 
 // openChannel takes the handoff channel the old process passed and checks
 // that its other end is the parent.
-func (u *Upgrader) openChannel() (*channel, error) {
+func (u *core) openChannel() (*channel, error) {
 	f := u.parent.takeChannel()
 	if f == nil {
 		return nil, errors.New("handoff: no handoff channel was passed")

@@ -15,7 +15,7 @@ import (
 // Conns read.
 func drainer() (*Upgrader, *registry) {
 	r := newRegistry(DefaultMaxBuffered)
-	return &Upgrader{reg: r}, r
+	return &Upgrader{core: &core{reg: r}}, r
 }
 
 // drainAsync runs Drain on its own goroutine.

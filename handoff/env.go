@@ -37,7 +37,7 @@ type env struct {
 	// start starts binary as the new process of u's upgrade, with the
 	// other end of the returned channel and u's listeners; see
 	// startProcess.
-	start func(u *Upgrader, binary string) (*newProcess, *net.UnixConn, error)
+	start func(u *core, binary string) (*newProcess, *net.UnixConn, error)
 	// checkParent verifies that the channel's peer is the old process.
 	checkParent func(c *net.UnixConn) error
 	// joinGroup moves a committed new process into its old process's

@@ -330,7 +330,7 @@ func (fp *fakeProc) checkParent(c *net.UnixConn) error {
 // start is execProcess in one process: the new server gets the other end
 // of a real socketpair and duplicates of u's listeners, as fd 3 and up
 // would be.
-func (fp *fakeProc) start(u *Upgrader, binary string) (*newProcess, *net.UnixConn, error) {
+func (fp *fakeProc) start(u *core, binary string) (*newProcess, *net.UnixConn, error) {
 	ours, theirs, err := socketpair()
 	if err != nil {
 		return nil, nil, err

@@ -233,7 +233,7 @@ func (h *handing) takeBack(m *mover, err error) error {
 }
 
 // unwatchStops ends watchStops: this process owns the service again.
-func (u *Upgrader) unwatchStops() {
+func (u *core) unwatchStops() {
 	if c := u.m.unwatchStops(); c != nil {
 		u.env.stopNotify(c)
 		close(c) // ends watchStops's goroutine: Stop has returned, nothing sends on c

@@ -244,7 +244,9 @@ func carriedOf(f wire.Carry) carried {
 }
 
 // Status returns a snapshot of this process for an operator.
-func (u *Upgrader) Status() Status {
+func (u *Upgrader) Status() Status { return u.status() }
+
+func (u *core) status() Status {
 	p, last, takenOver := u.m.snapshot()
 	st := Status{PID: os.Getpid(), Version: u.opts.Version, Phase: p.String(), Start: u.started,
 		Last: last, TakenOver: takenOver}
@@ -257,7 +259,7 @@ func (u *Upgrader) Status() Status {
 	}
 	u.chain.mu.Unlock()
 	st.Conns = map[string]int{}
-	for _, c := range u.Conns() {
+	for _, c := range u.reg.live() {
 		st.Conns[c.Kind()]++
 	}
 	return st
@@ -327,7 +329,7 @@ func (c commitInfo) result(binary string, from, to int, mode Mode) *UpgradeResul
 // movedIn counts n connections that a Rolling move brought to this new
 // process, as they arrive: the totals and the upgrade that started it,
 // whose COMMIT came before any of them moved.
-func (u *Upgrader) movedIn(n int) {
+func (u *core) movedIn(n int) {
 	u.chain.mu.Lock()
 	u.chain.totals.ConnsHandedOver += uint64(n)
 	u.chain.mu.Unlock()

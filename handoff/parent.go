@@ -24,7 +24,7 @@ const sendWindow = 8
 // process, hand it everything, and commit or roll back. Until it commits,
 // nothing this process holds changes hands: on any failure the new process
 // is killed (and reaped) before a single connection resumes here.
-func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest, res *UpgradeResult) error {
+func (u *core) upgrade(ctx context.Context, run *attempt, req UpgradeRequest, res *UpgradeResult) error {
 	began := time.Now()
 	ctx, cancel := context.WithTimeoutCause(ctx, req.Timeout,
 		fmt.Errorf("handoff: upgrade %w after %s", errTimeout, req.Timeout))
@@ -46,7 +46,7 @@ func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest
 // the upgrade: the commit and the handover (or a Rolling move, move.go),
 // or the rollback.
 type handing struct {
-	u *Upgrader
+	u *core
 	s *parentSession
 	p *newProcess
 }
@@ -198,7 +198,7 @@ func (h *handing) handOver(parked []parkedConn) {
 // when, and the upgrade's timings. The channel's traffic is its link.
 type parentSession struct {
 	link
-	u          *Upgrader
+	u          *core
 	pid        int
 	peer       wire.Hello
 	early      map[uint64]bool // connections whose fds went before the park

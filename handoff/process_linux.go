@@ -22,14 +22,14 @@ func osProcess(e *env) {
 
 // startProcess starts the binary as the new process of an upgrade, and
 // returns it and this process's end of the handoff channel.
-func (u *Upgrader) startProcess(binary string) (*newProcess, *net.UnixConn, error) {
+func (u *core) startProcess(binary string) (*newProcess, *net.UnixConn, error) {
 	return u.env.start(u, binary)
 }
 
 // execProcess starts the binary with this process's arguments and
 // environment, the handoff channel at fd 3 and the listeners after it.
 // It returns the process and this process's end of the channel.
-func execProcess(u *Upgrader, binary string) (*newProcess, *net.UnixConn, error) {
+func execProcess(u *core, binary string) (*newProcess, *net.UnixConn, error) {
 	ours, theirs, err := socketpair()
 	if err != nil {
 		return nil, nil, err
@@ -85,7 +85,7 @@ func socketpair() (*net.UnixConn, *os.File, error) {
 
 // listenerFiles returns a duplicate of every listening socket, for the new
 // process, and their names. A listener the application closed is left out.
-func (u *Upgrader) listenerFiles() ([]*os.File, []string) {
+func (u *core) listenerFiles() ([]*os.File, []string) {
 	var files []*os.File
 	var keys []string
 	for _, p := range u.passedListeners() {
@@ -168,7 +168,7 @@ func rejoinParentGroup(ppid int) error {
 // watchStops passes SIGTERM and SIGINT on to the successor from the commit
 // until this process exits (Exiting, passPendingStops): a stop signal to
 // the old pid stops the service.
-func (u *Upgrader) watchStops() {
+func (u *core) watchStops() {
 	c, done := make(chan os.Signal, 1), make(chan struct{})
 	u.m.watchingStops(c, done)
 	u.env.notify(c, syscall.SIGTERM, syscall.SIGINT)
@@ -184,7 +184,7 @@ func (u *Upgrader) watchStops() {
 // this process received until now has been passed on: signal.Stop
 // returns only once the signals already caught are in the channel, and
 // the goroutine passes them on before it ends.
-func (u *Upgrader) passPendingStops() {
+func (u *core) passPendingStops() {
 	done := u.m.stopsPassed()
 	if done == nil {
 		return // never handed over
@@ -194,7 +194,7 @@ func (u *Upgrader) passPendingStops() {
 }
 
 // passStop sends sig to the successor, once.
-func (u *Upgrader) passStop(sig syscall.Signal) {
+func (u *core) passStop(sig syscall.Signal) {
 	u.m.passStopOnce(func(pid int) {
 		u.log.Info("handoff: stop passed on to the process that took over", "to", pid, "signal", sig.String())
 		if err := u.env.kill(pid, sig); err != nil {

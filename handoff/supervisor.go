@@ -113,7 +113,7 @@ func (e NoticeEvent) String() string {
 
 // reportStatus sends NoticeStatus every StatusInterval while this process
 // serves, from the moment it serves until it exits or stops.
-func (u *Upgrader) reportStatus() {
+func (u *core) reportStatus() {
 	if u.opts.Supervisor == nil {
 		return
 	}
@@ -126,7 +126,7 @@ func (u *Upgrader) reportStatus() {
 				return
 			case <-t.C:
 			}
-			if u.Serving() {
+			if u.m.serving() {
 				u.notify(Notice{Event: NoticeStatus})
 			}
 		}
@@ -134,11 +134,11 @@ func (u *Upgrader) reportStatus() {
 }
 
 // notify sends a notice to the supervisor, if there is one.
-func (u *Upgrader) notify(n Notice) {
+func (u *core) notify(n Notice) {
 	if u.opts.Supervisor == nil {
 		return
 	}
-	n.Status = u.Status()
+	n.Status = u.status()
 	u.opts.Supervisor.Notify(n)
 }
 
@@ -156,20 +156,20 @@ func rawConn(v any) syscall.RawConn {
 }
 
 // keep asks the supervisor to hold a copy of a new socket.
-func (u *Upgrader) keep(v any, kind string, listening bool) {
+func (u *core) keep(v any, kind string, listening bool) {
 	u.toSupervisor(Supervisor.Keep, v, kind, listening, "handoff: the supervisor does not keep a socket")
 }
 
 // release asks the supervisor to drop its copy of a socket about to be
 // closed.
-func (u *Upgrader) release(v any, kind string, listening bool) {
+func (u *core) release(v any, kind string, listening bool) {
 	u.toSupervisor(Supervisor.Release, v, kind, listening,
 		"handoff: the supervisor may still hold a closed socket open")
 }
 
 // toSupervisor calls op (Keep or Release) for socket v, if there is a
 // supervisor, and logs failure if it fails: the socket is served anyway.
-func (u *Upgrader) toSupervisor(op func(Supervisor, syscall.RawConn, string, bool) error,
+func (u *core) toSupervisor(op func(Supervisor, syscall.RawConn, string, bool) error,
 	v any, kind string, listening bool, failure string) {
 	sup := u.opts.Supervisor
 	if sup == nil {
@@ -198,7 +198,7 @@ type supervisedListener struct {
 }
 
 // takeSupervised takes the sockets the supervisor passed a first process.
-func (u *Upgrader) takeSupervised() error {
+func (u *core) takeSupervised() error {
 	if u.opts.Supervisor == nil || u.parent != nil {
 		return nil
 	}
@@ -272,7 +272,7 @@ func sameAddr(a net.Addr, network, addr string) bool {
 // settleSupervised ends what the supervisor passed once Ready has run:
 // connections it kept are resumed (their handler state did not survive
 // the crash: Resume gets nil), and sockets nobody asked for are dropped.
-func (u *Upgrader) settleSupervised() {
+func (u *core) settleSupervised() {
 	s := u.sup
 	if s == nil {
 		return
@@ -301,7 +301,7 @@ func (u *Upgrader) settleSupervised() {
 
 // resumeKept serves a connection the supervisor kept across a crash, or
 // drops it (released first, or its peer would never see it close).
-func (u *Upgrader) resumeKept(ss SupervisedSocket) bool {
+func (u *core) resumeKept(ss SupervisedSocket) bool {
 	defer ss.File.Close()
 	nc, err := net.FileConn(ss.File)
 	if err != nil || ss.Kind == "" || u.opts.Resume == nil || !u.opts.Mode.servesConns() {

@@ -13,16 +13,16 @@ import (
 // ErrNotSupported, so that a server builds and runs where its developers
 // work.
 
-func (u *Upgrader) upgrade(ctx context.Context, run *attempt, req UpgradeRequest, res *UpgradeResult) error {
+func (u *core) upgrade(ctx context.Context, run *attempt, req UpgradeRequest, res *UpgradeResult) error {
 	return ErrNotSupported
 }
 
 // takeOver is never reached: no process here is started by an upgrade.
-func (u *Upgrader) takeOver(ctx context.Context) error { return ErrNotSupported }
+func (u *core) takeOver(ctx context.Context) error { return ErrNotSupported }
 
-func (u *Upgrader) passStop(sig syscall.Signal) {}
+func (u *core) passStop(sig syscall.Signal) {}
 
-func (u *Upgrader) passPendingStops() {}
+func (u *core) passPendingStops() {}
 
 // osProcess leaves e's process-level effects unset: nothing here starts,
 // signals or follows another process.

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -158,27 +157,13 @@ type Options struct {
 
 // Upgrader runs one process's part in the chain of upgrades: it hands
 // listeners, connections and state to the next process, or takes them over
-// from the previous one. There is one per process.
+// from the previous one. There is one per process. Its methods are the
+// application's API; what they share with the two sides of an upgrade
+// (parent.go, child.go) is its core.
 type Upgrader struct {
-	opts   Options
-	log    *slog.Logger
-	reg    *registry
-	dir    string       // working directory at New: upgrades start the binary there
-	parent *inheritance // what the previous process passed; nil in a first process
-	sup    *supervised  // what the supervisor passed a first process; nil if nothing
-	env    *env         // the OS, or a test's stand-in
-
-	chain   *chain    // generation, totals and carried values
-	started time.Time // New
-
-	plain plainListeners
-
-	m        *machine // the upgrade's state: phase, attempt, successor, stops (machine.go)
-	pid      pidFile  // Options.PIDFile
-	exitOnce sync.Once
-	exitC    chan struct{}
-	sigC     chan os.Signal
-	ctl      *controlServer // nil without Options.ControlSocket
+	*core
+	sigC chan os.Signal
+	ctl  *controlServer // nil without Options.ControlSocket
 }
 
 // New creates the process's Upgrader. Only the first call in a process
@@ -198,20 +183,7 @@ func newUpgrader(opts Options, e *env) (*Upgrader, error) {
 	if err := applyDefaults(&opts); err != nil {
 		return nil, err
 	}
-	u := &Upgrader{
-		opts:    opts,
-		log:     opts.Logger.With("pid", e.getpid()),
-		reg:     newRegistry(opts.MaxBuffered),
-		dir:     dir,
-		parent:  e.inherited(),
-		env:     e,
-		exitC:   make(chan struct{}),
-		chain:   newChain(),
-		started: time.Now(),
-	}
-	u.m = newMachine(u.log, u.notify)
-	u.pid = pidFile{path: opts.PIDFile, dir: dir, log: u.log, getpid: e.getpid}
-	u.reg.keep, u.reg.release = u.keep, u.release
+	u := &Upgrader{core: newCore(opts, dir, e)}
 	if err := u.takeSupervised(); err != nil {
 		return nil, err
 	}
@@ -342,7 +314,7 @@ func (u *Upgrader) listen(network, addr string) (ln net.Listener, fresh bool, er
 
 // passedListeners returns every listener the next process inherits: those
 // of Listen and of ListenPlain.
-func (u *Upgrader) passedListeners() []passed {
+func (u *core) passedListeners() []passed {
 	var out []passed
 	for _, l := range u.reg.listenerList() {
 		out = append(out, passed{l.Listener, listenerKey(l.network, l.addr)})
@@ -430,8 +402,6 @@ func (u *Upgrader) Conns() []*Conn {
 // are still its own), its takeover failed, or Stop was called. Call
 // Exiting just before the process exits.
 func (u *Upgrader) Exit() <-chan struct{} { return u.exitC }
-
-func (u *Upgrader) closeExit() { u.exitOnce.Do(func() { close(u.exitC) }) }
 
 // Exiting is the last call of a process that exits because Exit was
 // closed: call it just before the process exits (returns from main, or
@@ -581,7 +551,7 @@ func (req UpgradeRequest) withDefaults(opts *Options) UpgradeRequest {
 }
 
 // event reports a phase of an upgrade to the caller's Progress, and logs it.
-func (u *Upgrader) event(req UpgradeRequest, e Event) {
+func (u *core) event(req UpgradeRequest, e Event) {
 	if req.Progress != nil {
 		req.Progress(e)
 	}
@@ -594,7 +564,7 @@ func (u *Upgrader) event(req UpgradeRequest, e Event) {
 
 // generation is the chain's count of committed upgrades before this
 // process served.
-func (u *Upgrader) generation() uint64 {
+func (u *core) generation() uint64 {
 	u.chain.mu.Lock()
 	defer u.chain.mu.Unlock()
 	return u.chain.generation
