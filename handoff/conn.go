@@ -28,6 +28,13 @@ var (
 	ErrBufferFull = errors.New("handoff: message larger than the read buffer")
 )
 
+// tracker is the registry as a tracked Conn reports to it: the registry
+// knows every Conn, and a Conn only tells it that it parked or closed.
+type tracker interface {
+	parkedOne(c *Conn)
+	closed(c *Conn)
+}
+
 // parkState is where a Conn is in the park/resume cycle.
 type parkState int
 
@@ -54,8 +61,8 @@ type Conn struct {
 	net.Conn
 	kind string
 	id   uint64
-	max  int       // the most bytes buffered without a complete message
-	reg  *registry // nil if untracked
+	max  int     // the most bytes buffered without a complete message
+	reg  tracker // nil if untracked
 
 	rmu sync.Mutex // serializes readers: buffer and read deadline
 	buf []byte     // read from the kernel, not yet consumed
@@ -366,8 +373,7 @@ func (c *Conn) Close() error {
 	c.closed = true
 	c.mu.Unlock()
 	if c.reg != nil {
-		c.reg.remove(c)
-		c.reg.release(c.Conn, c.kind, false)
+		c.reg.closed(c)
 	}
 	return c.Conn.Close()
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -124,7 +125,8 @@ func readCommand(c io.Reader) ([]byte, error) {
 // controlServer serves the control socket. The Upgrader owns its
 // listener; accepted connections are the server's until it closes them.
 type controlServer struct {
-	u     *Upgrader
+	u     controlled
+	log   *slog.Logger
 	ln    net.Listener
 	path  string
 	slots chan struct{} // one per connection served
@@ -133,25 +135,26 @@ type controlServer struct {
 	quit  chan struct{} // closed by close
 }
 
-// openControl makes the control socket at Options.ControlSocket, or takes
-// the one the old process passed, before any other listener is inherited
-// and unused ones are closed (in Ready).
-func (u *Upgrader) openControl() error {
-	path := u.opts.ControlSocket
-	if path == "" {
-		return nil
-	}
-	ln, err := u.listenControl(path)
+// controlled is the Upgrader as its control socket asks it.
+type controlled interface {
+	Status() Status
+	UpgradeWith(ctx context.Context, req UpgradeRequest) (UpgradeResult, error)
+}
+
+// openControl makes the control socket at path, or takes the one the old
+// process passed (inherited), through listen: before any other listener
+// is inherited and unused ones are closed (in Ready). It answers once
+// open is called.
+func openControl(u controlled, log *slog.Logger, path string, inherited bool,
+	listen func(network, addr string) (net.Listener, error)) (*controlServer, error) {
+	ln, err := listenControl(path, inherited, listen)
 	if err != nil {
-		return fmt.Errorf("handoff: control socket %s: %w", path, err)
+		return nil, fmt.Errorf("handoff: control socket %s: %w", path, err)
 	}
-	u.ctl = &controlServer{u: u, ln: ln, path: path, slots: make(chan struct{}, maxControlConns),
+	s := &controlServer{u: u, log: log, ln: ln, path: path, slots: make(chan struct{}, maxControlConns),
 		start: make(chan struct{}), quit: make(chan struct{})}
-	go u.ctl.serve()
-	if u.parent == nil {
-		u.ctl.open()
-	}
-	return nil
+	go s.serve()
+	return s, nil
 }
 
 // open lets the server answer.
@@ -204,7 +207,7 @@ func (s *controlServer) serve() {
 			case <-s.quit:
 			default:
 				if !errors.Is(err, net.ErrClosed) {
-					s.u.log.Warn("handoff: control socket: accept failed; not serving it any more", "err", err)
+					s.log.Warn("handoff: control socket: accept failed; not serving it any more", "err", err)
 				}
 			}
 			return
@@ -237,7 +240,7 @@ func (s *controlServer) handle(c net.Conn) {
 		}
 	}
 	if err := checkControlPeer(c); err != nil {
-		s.u.log.Warn("handoff: control socket: peer refused", "err", err)
+		s.log.Warn("handoff: control socket: peer refused", "err", err)
 		fail(err)
 		return
 	}
@@ -251,7 +254,7 @@ func (s *controlServer) handle(c net.Conn) {
 			return
 		}
 	}
-	s.u.log.Warn("handoff: control socket: bad command", "err", err)
+	s.log.Warn("handoff: control socket: bad command", "err", err)
 	fail(err)
 }
 

@@ -16,8 +16,8 @@ import (
 // listenControl returns the control socket's listener: the old process's,
 // inherited, or a new one in a directory others cannot write to, replacing
 // a socket file a crashed process left, and made owner-only.
-func (u *Upgrader) listenControl(path string) (net.Listener, error) {
-	if !u.parent.has("unix", path) {
+func listenControl(path string, inherited bool, listen func(network, addr string) (net.Listener, error)) (net.Listener, error) {
+	if !inherited {
 		if err := prepareControlDir(filepath.Dir(path)); err != nil {
 			return nil, err
 		}
@@ -25,7 +25,7 @@ func (u *Upgrader) listenControl(path string) (net.Listener, error) {
 			return nil, err
 		}
 	}
-	ln, err := u.ListenPlain("unix", path)
+	ln, err := listen("unix", path)
 	if err != nil {
 		return nil, err
 	}

@@ -10,7 +10,7 @@ import (
 // The control socket checks its peers with SO_PEERCRED, which only Linux
 // has here: New refuses Options.ControlSocket elsewhere.
 
-func (u *Upgrader) listenControl(path string) (net.Listener, error) {
+func listenControl(string, bool, func(network, addr string) (net.Listener, error)) (net.Listener, error) {
 	return nil, fmt.Errorf("the control socket needs SO_PEERCRED: %w", ErrNotSupported)
 }
 

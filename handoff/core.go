@@ -2,6 +2,7 @@ package handoff
 
 import (
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 )
@@ -42,10 +43,67 @@ func newCore(opts Options, dir string, e *env) *core {
 		chain:   newChain(),
 		started: time.Now(),
 	}
-	u.m = newMachine(u.log, u.notify)
 	u.pid = pidFile{path: opts.PIDFile, dir: dir, log: u.log, getpid: e.getpid}
-	u.reg.keep, u.reg.release = u.keep, u.release
 	return u
 }
 
 func (u *core) closeExit() { u.exitOnce.Do(func() { close(u.exitC) }) }
+
+func (u *core) status() Status {
+	p, last, takenOver := u.m.snapshot()
+	st := Status{PID: os.Getpid(), Version: u.opts.Version, Phase: p.String(), Start: u.started,
+		Last: last, TakenOver: takenOver}
+	u.chain.mu.Lock()
+	st.Generation, st.ChainStart = u.chain.generation, u.chain.start
+	st.Totals = Totals{Committed: u.chain.totals.Committed, ConnsHandedOver: u.chain.totals.ConnsHandedOver,
+		RolledBack: map[string]uint64{}}
+	for k, v := range u.chain.totals.RolledBack {
+		st.Totals.RolledBack[k] = v
+	}
+	u.chain.mu.Unlock()
+	st.Conns = map[string]int{}
+	for _, c := range u.reg.live() {
+		st.Conns[c.Kind()]++
+	}
+	return st
+}
+
+// movedIn counts n connections that a Rolling move brought to this new
+// process, as they arrive: the totals and the upgrade that started it,
+// whose COMMIT came before any of them moved.
+func (u *core) movedIn(n int) {
+	u.chain.mu.Lock()
+	u.chain.totals.ConnsHandedOver += uint64(n)
+	u.chain.mu.Unlock()
+	u.m.movedIn(n)
+}
+
+// passedListeners returns every listener the next process inherits: those
+// of Listen and of ListenPlain.
+func (u *core) passedListeners() []passed {
+	var out []passed
+	for _, l := range u.reg.listenerList() {
+		out = append(out, passed{l.Listener, listenerKey(l.network, l.addr)})
+	}
+	return append(out, u.plain.list()...)
+}
+
+// event reports a phase of an upgrade to the caller's Progress, and logs it.
+func (u *core) event(req UpgradeRequest, e Event) {
+	if req.Progress != nil {
+		req.Progress(e)
+	}
+	if e.Phase == PhaseCommitted || e.Phase == PhaseRolledBack {
+		return // logged by UpgradeWith with the reason
+	}
+	u.log.Info("handoff: upgrade phase", "phase", e.Phase, "generation", u.generation(), "to", e.PID,
+		"took", e.Took, "conns", e.Conns, "bytes", e.Bytes)
+}
+
+// generation is the chain's count of committed upgrades before this
+// process served.
+func (u *core) generation() uint64 {
+	u.chain.mu.Lock()
+	defer u.chain.mu.Unlock()
+	return u.chain.generation
+}

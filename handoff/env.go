@@ -1,11 +1,8 @@
 package handoff
 
 import (
-	"errors"
 	"net"
 	"os"
-	"os/signal"
-	"sync"
 	"sync/atomic"
 	"syscall"
 )
@@ -37,40 +34,12 @@ type env struct {
 	// start starts binary as the new process of u's upgrade, with the
 	// other end of the returned channel and u's listeners; see
 	// startProcess.
-	start func(u *core, binary string) (*newProcess, *net.UnixConn, error)
+	start func(binary, dir string, lns []passed) (*newProcess, *net.UnixConn, error)
 	// checkParent verifies that the channel's peer is the old process.
 	checkParent func(c *net.UnixConn) error
 	// joinGroup moves a committed new process into its old process's
 	// process group.
 	joinGroup func(ppid int) error
-}
-
-// processEnv is the real process's: the one New uses.
-var processEnv = newOSEnv()
-
-// newOSEnv returns an env that acts on the operating system. Each has its
-// own claim: processEnv's is the process's one Upgrader.
-func newOSEnv() *env {
-	e := &env{
-		claim:      claimOnce(),
-		inherited:  func() *inheritance { return inherited },
-		getpid:     os.Getpid,
-		getppid:    os.Getppid,
-		notify:     signal.Notify,
-		stopNotify: signal.Stop,
-	}
-	osProcess(e)
-	return e
-}
-
-// claimOnce returns a claim that is true the first time only.
-func claimOnce() func() bool {
-	var once sync.Once
-	return func() bool {
-		first := false
-		once.Do(func() { first = true })
-		return first
-	}
 }
 
 // newProcess is a process started by an upgrade, in a process group of
@@ -89,6 +58,3 @@ type newProcess struct {
 	// if killed is set, and then its end was not its own doing.
 	byKill bool
 }
-
-// errTwice is New's answer in a process that has its Upgrader.
-var errTwice = errors.New("handoff: New called twice; a process has one Upgrader")

@@ -328,9 +328,9 @@ func (fp *fakeProc) checkParent(c *net.UnixConn) error {
 }
 
 // start is execProcess in one process: the new server gets the other end
-// of a real socketpair and duplicates of u's listeners, as fd 3 and up
+// of a real socketpair and duplicates of the listeners, as fd 3 and up
 // would be.
-func (fp *fakeProc) start(u *core, binary string) (*newProcess, *net.UnixConn, error) {
+func (fp *fakeProc) start(binary, dir string, lns []passed) (*newProcess, *net.UnixConn, error) {
 	ours, theirs, err := socketpair()
 	if err != nil {
 		return nil, nil, err
@@ -341,7 +341,7 @@ func (fp *fakeProc) start(u *core, binary string) (*newProcess, *net.UnixConn, e
 		theirs.Close()
 		return nil, nil, fmt.Errorf("handoff: %w: %w", errStart, err)
 	}
-	files, keys := u.listenerFiles()
+	files, keys := listenerFiles(lns)
 	in := &inheritance{channel: theirs, listeners: make(map[string]*os.File, len(keys))}
 	for i, k := range keys {
 		in.listeners[k] = files[i]

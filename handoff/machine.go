@@ -9,17 +9,6 @@ import (
 	"time"
 )
 
-// The refusals of an upgrade (Upgrade, UpgradeWith) in a phase that
-// does not allow one; ErrHandedOver is the fourth.
-var (
-	// ErrUpgradeInProgress: an upgrade was triggered while another runs.
-	ErrUpgradeInProgress = errors.New("handoff: an upgrade is already in progress")
-	// ErrNotReady: an upgrade was triggered before Ready returned.
-	ErrNotReady = errors.New("handoff: this process is not ready yet")
-	// ErrStopped: the Upgrader was stopped; it starts no more upgrades.
-	ErrStopped = errors.New("handoff: stopped")
-)
-
 // phase is where the process is in its chain of upgrades. The machine
 // below holds it; Status reports it coarser (reported).
 type phase int
@@ -98,9 +87,6 @@ type attempt struct {
 	stopC  chan struct{} // closed when Stop is first called: a Rolling move hurries
 	done   chan struct{} // closed when the attempt has ended
 }
-
-// errStopping is the cause of an attempt cancelled by Stop.
-var errStopping = errors.New("handoff: the process is stopping")
 
 func newMachine(log *slog.Logger, notify func(Notice)) *machine {
 	return &machine{log: log, notify: notify}
@@ -395,4 +381,18 @@ func (m *machine) passStopOnce(pass func(pid int)) {
 			pass(pid)
 		}
 	})
+}
+
+func (p phase) String() string {
+	switch p {
+	case phaseStarting:
+		return ProcessStarting
+	case phaseServing:
+		return ProcessServing
+	case phaseUpgrading:
+		return ProcessUpgrading
+	case phaseHandedOver:
+		return ProcessHandedOver
+	}
+	return ProcessStopped
 }

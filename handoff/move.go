@@ -231,11 +231,3 @@ func (h *handing) takeBack(m *mover, err error) error {
 		"this process took the listeners back and serves the %d connections it still had; "+
 		"the %d that had moved were lost with it", p.pid, err, kept, m.moved)
 }
-
-// unwatchStops ends watchStops: this process owns the service again.
-func (u *core) unwatchStops() {
-	if c := u.m.unwatchStops(); c != nil {
-		u.env.stopNotify(c)
-		close(c) // ends watchStops's goroutine: Stop has returned, nothing sends on c
-	}
-}

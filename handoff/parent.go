@@ -29,7 +29,7 @@ func (u *core) upgrade(ctx context.Context, run *attempt, req UpgradeRequest, re
 	ctx, cancel := context.WithTimeoutCause(ctx, req.Timeout,
 		fmt.Errorf("handoff: upgrade %w after %s", errTimeout, req.Timeout))
 	defer cancel()
-	p, conn, err := u.startProcess(req.Binary)
+	p, conn, err := u.env.start(req.Binary, u.dir, u.passedListeners())
 	if err != nil {
 		return err
 	}
@@ -316,12 +316,6 @@ func (s *parentSession) checkApp() error {
 	return fmt.Errorf("handoff: %w: it is %q, this process is %q; if the switch is intended, "+
 		"name the new application for this upgrade (handoffctl upgrade -app %s, or UpgradeRequest.App)",
 		errOtherApp, got, own, got)
-}
-
-func ownHello(opts Options) wire.Hello {
-	open, _, limit, _ := fdUsage()
-	return wire.Hello{Version: protocolVersion, PID: uint32(os.Getpid()), FdLimit: uint32(min(limit, 1<<31)), FdOpen: uint32(open),
-		AppVersion: opts.Version, App: opts.App}
 }
 
 // sendEarly sends the fd of every live connection while this process

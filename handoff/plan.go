@@ -3,8 +3,6 @@ package handoff
 import (
 	"fmt"
 	"time"
-
-	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
 
 // Mode is how an upgrade moves a process's connections. The old process's
@@ -139,33 +137,3 @@ const (
 // DefaultMoveTimeout is Options.MoveTimeout's default: longer than most
 // requests, shorter than a service manager's stop timeout.
 const DefaultMoveTimeout = 30 * time.Second
-
-// plan is the PLAN frame: the mode, how many connections' fds the old
-// process sends early, while it still serves them, and whether its
-// application's state follows (it has SaveState), so that a new process
-// that could not load it refuses before anything is paused.
-type plan struct {
-	mode  Mode
-	early uint32
-	state bool
-}
-
-// frame is p as PLAN says it.
-func (p plan) frame() wire.Plan {
-	return wire.Plan{Mode: uint8(p.mode), Early: p.early, State: p.state}
-}
-
-// planOf reads a PLAN, which must ask only what its mode allows.
-func planOf(f wire.Plan) (plan, error) {
-	p := plan{mode: Mode(f.Mode), early: f.Early, state: f.State}
-	if p.mode >= modes {
-		return p, protoErr("PLAN names mode %d, which this version does not know", uint8(p.mode))
-	}
-	if !p.mode.sendsEarlyFds() && p.early > 0 {
-		return p, protoErr("PLAN sends %d connections early in mode %s", p.early, p.mode)
-	}
-	if !p.mode.sendsState() && p.state {
-		return p, protoErr("PLAN sends state in mode %s", p.mode)
-	}
-	return p, nil
-}

@@ -20,28 +20,22 @@ func osProcess(e *env) {
 	e.joinGroup = rejoinParentGroup
 }
 
-// startProcess starts the binary as the new process of an upgrade, and
-// returns it and this process's end of the handoff channel.
-func (u *core) startProcess(binary string) (*newProcess, *net.UnixConn, error) {
-	return u.env.start(u, binary)
-}
-
-// execProcess starts the binary with this process's arguments and
+// execProcess starts the binary in dir with this process's arguments and
 // environment, the handoff channel at fd 3 and the listeners after it.
 // It returns the process and this process's end of the channel.
-func execProcess(u *core, binary string) (*newProcess, *net.UnixConn, error) {
+func execProcess(binary, dir string, lns []passed) (*newProcess, *net.UnixConn, error) {
 	ours, theirs, err := socketpair()
 	if err != nil {
 		return nil, nil, err
 	}
 	defer theirs.Close()
-	files, keys := u.listenerFiles()
+	files, keys := listenerFiles(lns)
 	defer closeFiles(files)
 	cmd := &exec.Cmd{
 		Path:        binary,
 		Args:        append([]string{binary}, os.Args[1:]...),
 		Env:         append(os.Environ(), envFds+"="+encodeFds(keys)),
-		Dir:         u.dir,
+		Dir:         dir,
 		Stdin:       os.Stdin,
 		Stdout:      os.Stdout,
 		Stderr:      os.Stderr,
@@ -85,10 +79,10 @@ func socketpair() (*net.UnixConn, *os.File, error) {
 
 // listenerFiles returns a duplicate of every listening socket, for the new
 // process, and their names. A listener the application closed is left out.
-func (u *core) listenerFiles() ([]*os.File, []string) {
+func listenerFiles(lns []passed) ([]*os.File, []string) {
 	var files []*os.File
 	var keys []string
-	for _, p := range u.passedListeners() {
+	for _, p := range lns {
 		fd, err := dupConnFd(p.ln)
 		if err != nil {
 			continue
@@ -163,42 +157,4 @@ func rejoinParentGroup(ppid int) error {
 		return os.NewSyscallError("getpgid", err)
 	}
 	return os.NewSyscallError("setpgid", unix.Setpgid(0, pgid))
-}
-
-// watchStops passes SIGTERM and SIGINT on to the successor from the commit
-// until this process exits (Exiting, passPendingStops): a stop signal to
-// the old pid stops the service.
-func (u *core) watchStops() {
-	c, done := make(chan os.Signal, 1), make(chan struct{})
-	u.m.watchingStops(c, done)
-	u.env.notify(c, syscall.SIGTERM, syscall.SIGINT)
-	go func() {
-		defer close(done)
-		for sig := range c {
-			u.passStop(sig.(syscall.Signal))
-		}
-	}()
-}
-
-// passPendingStops ends watchStops and returns once every stop signal
-// this process received until now has been passed on: signal.Stop
-// returns only once the signals already caught are in the channel, and
-// the goroutine passes them on before it ends.
-func (u *core) passPendingStops() {
-	done := u.m.stopsPassed()
-	if done == nil {
-		return // never handed over
-	}
-	u.unwatchStops()
-	<-done
-}
-
-// passStop sends sig to the successor, once.
-func (u *core) passStop(sig syscall.Signal) {
-	u.m.passStopOnce(func(pid int) {
-		u.log.Info("handoff: stop passed on to the process that took over", "to", pid, "signal", sig.String())
-		if err := u.env.kill(pid, sig); err != nil {
-			u.log.Warn("handoff: could not pass the stop on", "to", pid, "err", err)
-		}
-	})
 }

@@ -225,6 +225,13 @@ func (r *registry) remove(c *Conn) {
 	r.notify()
 }
 
+// closed forgets c, which its handler closed, and asks the supervisor
+// to drop its copy.
+func (r *registry) closed(c *Conn) {
+	r.remove(c)
+	r.release(c.Conn, c.kind, false)
+}
+
 // parkedOne is called by a Conn whose handler has just parked.
 func (r *registry) parkedOne(c *Conn) {
 	r.parkedN.Add(1)

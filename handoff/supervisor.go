@@ -3,113 +3,9 @@ package handoff
 import (
 	"fmt"
 	"net"
-	"os"
-	"sync"
 	"syscall"
 	"time"
 )
-
-// Supervisor is the service manager a process runs under, as the Upgrader
-// sees it: the Upgrader tells it where the process stands, adopts the
-// sockets it passed at start, and may ask it to keep a copy of every socket
-// so that the sockets outlive a crash of the process. Package
-// github.com/handoff-dev/handoff/systemd implements it for systemd.
-//
-// The Upgrader calls every method from whatever goroutine an event happens
-// on (Keep from the accepting one, Release from the closing one); they must
-// be safe for concurrent use and return quickly. None of them may call the
-// Upgrader back but for Status.
-type Supervisor interface {
-	// Sockets returns what the supervisor passed this process at start:
-	// listening sockets (socket activation, or kept by Keep before a crash)
-	// and connections kept by Keep. New calls it once, in a first process
-	// only: a process started by an upgrade gets its sockets from the old
-	// process. The Upgrader owns the files from then on.
-	Sockets() ([]SupervisedSocket, error)
-	// Keep asks the supervisor to hold a copy of a socket this process has
-	// just made (a listener) or accepted (a connection), under a name
-	// derived from the socket itself and kind, so that every process of
-	// the chain derives the same one. The fd behind s is borrowed for the
-	// call only. An error is logged and the socket is served anyway.
-	Keep(s syscall.RawConn, kind string, listening bool) error
-	// Release drops the supervisor's copy of a socket the application is
-	// closing. It is called before this process's copy is closed: while
-	// the supervisor holds one, closing ours closes nothing for the peer.
-	// A socket handed to the next process is not released.
-	Release(s syscall.RawConn, kind string, listening bool) error
-	// Notify tells the supervisor what the process is doing.
-	Notify(n Notice)
-}
-
-// SupervisedSocket is a socket a supervisor passed at start.
-type SupervisedSocket struct {
-	File      *os.File
-	Listening bool
-	// Kind is the kind given to Keep for a socket kept by this library:
-	// Listen's "network addr" key for a listener, the Conn's kind for a
-	// connection. Empty for a socket the supervisor made (socket
-	// activation): Listen adopts those by address.
-	Kind string
-}
-
-// Notice is what a process tells its Supervisor.
-type Notice struct {
-	Event NoticeEvent
-	// Status is the process as Status reports it when the notice is sent.
-	Status Status
-	// From is, for NoticeServing in a process started by an upgrade, the
-	// pid of the old process; 0 in a first process.
-	From int
-	// To is, for NoticeCommitting, the pid of the process taking over.
-	To int
-	// Result is, for NoticeRolledBack, how the upgrade ended.
-	Result *UpgradeResult
-}
-
-// NoticeEvent is a moment of a process's life.
-type NoticeEvent int
-
-const (
-	// NoticeServing: Ready has made this process the one that serves: a
-	// first process, or one that took over (sent after the old process
-	// committed, before it is told that this one serves, so before it
-	// exits).
-	NoticeServing NoticeEvent = iota + 1
-	// NoticeUpgrading: this process has started an upgrade.
-	NoticeUpgrading
-	// NoticeCommitting: this process has decided to hand everything to
-	// Notice.To and is about to tell it so; it exits soon after.
-	NoticeCommitting
-	// NoticeRolledBack: the upgrade failed; this process serves on.
-	NoticeRolledBack
-	// NoticeStopping: Stop was called on a process that serves.
-	NoticeStopping
-	// NoticeStatus: nothing happened, but Status has moved on (its
-	// connections, say); sent every StatusInterval while the process
-	// serves.
-	NoticeStatus
-)
-
-// StatusInterval is how often a serving process sends NoticeStatus.
-const StatusInterval = 10 * time.Second
-
-func (e NoticeEvent) String() string {
-	switch e {
-	case NoticeServing:
-		return "serving"
-	case NoticeUpgrading:
-		return "upgrading"
-	case NoticeCommitting:
-		return "committing"
-	case NoticeRolledBack:
-		return PhaseRolledBack
-	case NoticeStopping:
-		return "stopping"
-	case NoticeStatus:
-		return "status"
-	}
-	return "unknown"
-}
 
 // reportStatus sends NoticeStatus every StatusInterval while this process
 // serves, from the moment it serves until it exits or stops.
@@ -184,19 +80,6 @@ func (u *core) toSupervisor(op func(Supervisor, syscall.RawConn, string, bool) e
 	}
 }
 
-// supervised holds the sockets a supervisor passed a first process until
-// Listen adopts the listeners and Ready the connections.
-type supervised struct {
-	mu        sync.Mutex
-	listeners []supervisedListener
-	conns     []SupervisedSocket
-}
-
-type supervisedListener struct {
-	ln   net.Listener
-	kind string // set if this library kept it: its key
-}
-
 // takeSupervised takes the sockets the supervisor passed a first process.
 func (u *core) takeSupervised() error {
 	if u.opts.Supervisor == nil || u.parent != nil {
@@ -226,47 +109,6 @@ func (u *core) takeSupervised() error {
 		u.log.Info("handoff: sockets passed by the supervisor", "listeners", len(s.listeners), "conns", len(s.conns))
 	}
 	return nil
-}
-
-// takeListener returns the listener the supervisor passed for network and
-// addr: the one this library kept under that key, else one it made (socket
-// activation) bound to that address. The caller owns it.
-func (s *supervised) takeListener(network, addr string) (net.Listener, bool) {
-	if s == nil {
-		return nil, false
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	key := listenerKey(network, addr)
-	for pass := 0; pass < 2; pass++ {
-		for i, l := range s.listeners {
-			if pass == 0 && l.kind == key || pass == 1 && l.kind == "" && sameAddr(l.ln.Addr(), network, addr) {
-				s.listeners = append(s.listeners[:i], s.listeners[i+1:]...)
-				return l.ln, l.kind != ""
-			}
-		}
-	}
-	return nil, false
-}
-
-// sameAddr reports whether a listener bound to a serves Listen(network, addr).
-func sameAddr(a net.Addr, network, addr string) bool {
-	switch network {
-	case "tcp", "tcp4", "tcp6":
-		want, err := net.ResolveTCPAddr(network, addr)
-		got, ok := a.(*net.TCPAddr)
-		if err != nil || !ok || got.Port != want.Port {
-			return false
-		}
-		if len(want.IP) == 0 || want.IP.IsUnspecified() {
-			return len(got.IP) == 0 || got.IP.IsUnspecified()
-		}
-		return want.IP.Equal(got.IP)
-	case "unix":
-		got, ok := a.(*net.UnixAddr)
-		return ok && got.Name == addr
-	}
-	return false
 }
 
 // settleSupervised ends what the supervisor passed once Ready has run:

@@ -4,7 +4,6 @@ package handoff
 
 import (
 	"context"
-	"syscall"
 )
 
 // Upgrades need Linux (SOCK_SEQPACKET, SO_PEERCRED, process groups). On
@@ -19,11 +18,3 @@ func (u *core) upgrade(ctx context.Context, run *attempt, req UpgradeRequest, re
 
 // takeOver is never reached: no process here is started by an upgrade.
 func (u *core) takeOver(ctx context.Context) error { return ErrNotSupported }
-
-func (u *core) passStop(sig syscall.Signal) {}
-
-func (u *core) passPendingStops() {}
-
-// osProcess leaves e's process-level effects unset: nothing here starts,
-// signals or follows another process.
-func osProcess(e *env) {}

@@ -2,158 +2,12 @@ package handoff
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
-
-	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
-
-// Defaults for zero Options fields.
-const (
-	DefaultUpgradeTimeout = 30 * time.Second
-	DefaultPauseTimeout   = 5 * time.Second
-	DefaultParkTimeout    = 2 * time.Second
-	DefaultMaxBuffered    = 64 << 10
-)
-
-// Sentinel errors, each a decision a caller can make (and, in machine.go,
-// the refusals of an upgrade).
-var (
-	// ErrNotChild: the handoff peer is not this process's parent.
-	ErrNotChild = errors.New("handoff: peer is not the expected process")
-	// ErrRejected: the other process refused the handoff and said why.
-	ErrRejected = wire.ErrRejected
-	// ErrNotSupported: upgrades need Linux. Everything else works.
-	ErrNotSupported = errors.New("handoff: upgrades are not supported on this platform")
-)
-
-// Options configure an Upgrader. Zero values mean the documented default.
-type Options struct {
-	// Binary is the executable an upgrade starts, with this process's
-	// arguments (os.Args[1:]) and in the working directory New saw.
-	// Default: the path this process was started from (os.Args[0], made
-	// absolute), so that both replacing the file in place and switching a
-	// "current" symlink deploy the new version.
-	Binary string
-	// Version names the application's version; it is exchanged in HELLO and
-	// logged.
-	Version string
-	// App names the application. The new process says it in HELLO, and
-	// the old one refuses a new binary whose App differs from its own: the
-	// upgrade rolls back (cause CauseOtherApp), so that another program
-	// built on this library cannot take over the connections and the
-	// state by mistake. To switch applications on purpose, name the new
-	// one for that upgrade (UpgradeRequest.App, handoffctl upgrade -app).
-	// Every binary of one application must have the same App: set it when
-	// they are built from different main packages (the pdf example's
-	// pdf-v1 and pdf-v2 say "pdf"). At most 256 bytes, without spaces or
-	// control characters, so that an operator can type it. Default: the
-	// import path of the main package (runtime/debug.ReadBuildInfo's
-	// Path, such as example.com/shop/cmd/shopd); empty for a binary
-	// without build information. A binary built from files (go build
-	// main.go) says command-line-arguments, as every such binary does:
-	// set App there.
-	App string
-	// PIDFile, if set, receives the pid of the process that serves: the
-	// first process once Ready returns, a new one once it has committed.
-	// A failed upgrade never changes it. A new process writes its pid to
-	// a file beside it before it says READY and renames that into place
-	// at the commit: if it cannot (a full disk, a read-only directory),
-	// the upgrade rolls back with that cause.
-	PIDFile string
-	// UpgradeTimeout bounds an upgrade from its start to the moment the
-	// old process commits it. Default DefaultUpgradeTimeout.
-	UpgradeTimeout time.Duration
-	// PauseTimeout bounds the part of an upgrade during which connections
-	// are not served: from asking them to park until the new process is
-	// ready. Past it, the upgrade is rolled back. Default
-	// DefaultPauseTimeout.
-	PauseTimeout time.Duration
-	// ParkTimeout bounds how long connections may take to reach a message
-	// boundary and park, inside PauseTimeout. Default DefaultParkTimeout.
-	ParkTimeout time.Duration
-	// MaxBuffered bounds the bytes a Conn buffers without a complete message.
-	// Default DefaultMaxBuffered.
-	MaxBuffered int
-	// SaveState writes the application's global state to the new process.
-	// It runs in the old process while every connection is parked. Nil: no
-	// state. Write a state file (statefile.Set.Save): the new binary may
-	// hold its state in another schema, and the file says which one this is.
-	SaveState func(w io.Writer) error
-	// LoadState reads what SaveState wrote, in the new process. An error
-	// rejects the upgrade: the old process resumes and the new one exits.
-	// With statefile.Set.Load, a damaged stream, an unknown schema, a
-	// missing migration step and a failing or panicking migration are all
-	// such errors, and the state is installed only once it is whole. Nil:
-	// the new process refuses an upgrade from an old one that has
-	// SaveState, at its start, rather than take over and drop the state.
-	LoadState func(r io.Reader) error
-	// Resume serves a connection handed over from the old process, with the
-	// state its handler gave to Park. It runs in the new process after commit,
-	// one goroutine per connection. In Rolling mode, apply what state
-	// carries to the process's global state before the handler's first
-	// Next, Read, Write or Park on c (or before Resume returns): a
-	// connection has moved, for the end of the move and for a Stop that
-	// waits for it, only once its handler has got that far (at most
-	// MoveTimeout after the last one arrived), so that the state saved at a
-	// stop holds what every moved connection carried.
-	Resume func(c *Conn, state []byte)
-	// Mode is how an upgrade moves the connections: AllAtOnce (the
-	// default), Rolling or ListenersOnly; see Mode. It is the old process's
-	// choice: the new process takes part if it can serve what the mode
-	// brings (a ListenersOnly process refuses connections and state, one
-	// without Resume refuses connections, one without LoadState refuses
-	// state), so that a service can switch modes with an upgrade.
-	Mode Mode
-	// MoveTimeout bounds, in Rolling mode, the move of the connections
-	// after the commit: when it ends, the connections still in the old
-	// process are drained or closed, as Stragglers says. A Stop of the old
-	// process during the move ends it ParkTimeout later at the latest.
-	// Default DefaultMoveTimeout.
-	MoveTimeout time.Duration
-	// Stragglers is what Rolling mode does with the connections that did
-	// not reach a message boundary within MoveTimeout. Default
-	// DrainStragglers.
-	Stragglers Stragglers
-	// NoSignal disables the SIGHUP trigger.
-	NoSignal bool
-	// Logger receives the upgrade's log lines. Default slog.Default().
-	Logger *slog.Logger
-	// ListenConfig makes new listening sockets. Default: an empty one.
-	ListenConfig *net.ListenConfig
-	// ControlSocket, if set, is the path of a Unix socket on which an
-	// operator (handoffctl status, handoffctl upgrade) asks this process
-	// for its Status or to upgrade; CONTROL.md describes the protocol. It
-	// is inherited across upgrades like a ListenPlain listener, so it never
-	// disappears during one. A first process makes it in New: a missing
-	// directory is made 0700; an existing one must not be writable by
-	// others unless it is sticky and owned by this uid or root; a socket
-	// file nothing answers on (a crash left it) is replaced; the socket is
-	// made 0600. Only peers of this process's uid, or root, are served.
-	// A first process answers from New on (an upgrade is refused with
-	// ErrNotReady until Ready); a process started by an upgrade answers
-	// once its Ready has returned nil, so that before the commit the old
-	// process answers. Stop closes it. Linux only: elsewhere New fails
-	// with an error wrapping ErrNotSupported. Default: none.
-	ControlSocket string
-	// Supervisor, if set, is the service manager this process runs under
-	// (systemd.New for systemd): it is told when the process serves,
-	// upgrades, rolls back and stops; Listen adopts the listening sockets
-	// it passed a first process (socket activation); and it may keep a
-	// copy of every listener and connection so that they outlive a crash,
-	// Ready resuming in a first process the connections it kept. Default:
-	// none.
-	Supervisor Supervisor
-}
 
 // Upgrader runs one process's part in the chain of upgrades: it hands
 // listeners, connections and state to the next process, or takes them over
@@ -184,6 +38,8 @@ func newUpgrader(opts Options, e *env) (*Upgrader, error) {
 		return nil, err
 	}
 	u := &Upgrader{core: newCore(opts, dir, e)}
+	u.m = newMachine(u.log, u.notify)
+	u.reg.keep, u.reg.release = u.keep, u.release
 	if err := u.takeSupervised(); err != nil {
 		return nil, err
 	}
@@ -201,53 +57,20 @@ func newUpgrader(opts Options, e *env) (*Upgrader, error) {
 	return u, nil
 }
 
-func applyDefaults(o *Options) error {
-	if o.Binary == "" {
-		o.Binary = os.Args[0]
-		if !strings.Contains(o.Binary, string(filepath.Separator)) {
-			p, err := exec.LookPath(o.Binary)
-			if err != nil {
-				return fmt.Errorf("handoff: find own binary: %w", err)
-			}
-			o.Binary = p
-		}
+// openControl starts the control socket's server, if Options ask for
+// one; in a first process it answers at once, in a new one from Ready on.
+func (u *Upgrader) openControl() error {
+	path := u.opts.ControlSocket
+	if path == "" {
+		return nil
 	}
-	abs, err := filepath.Abs(o.Binary)
+	ctl, err := openControl(u, u.log, path, u.parent.has("unix", path), u.ListenPlain)
 	if err != nil {
-		return fmt.Errorf("handoff: binary path: %w", err)
+		return err
 	}
-	o.Binary = abs
-	if o.App == "" {
-		o.App = defaultApp()
-	}
-	if err := checkAppName(o.App); err != nil {
-		return fmt.Errorf("handoff: Options.App: %w", err)
-	}
-	if o.ControlSocket != "" {
-		if o.ControlSocket, err = filepath.Abs(o.ControlSocket); err != nil {
-			return fmt.Errorf("handoff: control socket path: %w", err)
-		}
-	}
-	if o.UpgradeTimeout <= 0 {
-		o.UpgradeTimeout = DefaultUpgradeTimeout
-	}
-	if o.PauseTimeout <= 0 {
-		o.PauseTimeout = DefaultPauseTimeout
-	}
-	if o.ParkTimeout <= 0 {
-		o.ParkTimeout = DefaultParkTimeout
-	}
-	if o.MoveTimeout <= 0 {
-		o.MoveTimeout = DefaultMoveTimeout
-	}
-	if o.Mode >= modes {
-		return fmt.Errorf("handoff: unknown Options.Mode %d", uint8(o.Mode))
-	}
-	if o.MaxBuffered <= 0 {
-		o.MaxBuffered = DefaultMaxBuffered
-	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
+	u.ctl = ctl
+	if u.parent == nil {
+		u.ctl.open()
 	}
 	return nil
 }
@@ -310,16 +133,6 @@ func (u *Upgrader) listen(network, addr string) (ln net.Listener, fresh bool, er
 	}
 	ln, err = lc.Listen(context.Background(), network, addr)
 	return ln, true, err
-}
-
-// passedListeners returns every listener the next process inherits: those
-// of Listen and of ListenPlain.
-func (u *core) passedListeners() []passed {
-	var out []passed
-	for _, l := range u.reg.listenerList() {
-		out = append(out, passed{l.Listener, listenerKey(l.network, l.addr)})
-	}
-	return append(out, u.plain.list()...)
 }
 
 // ListenPlain returns a listener inherited across upgrades as Listen's
@@ -467,23 +280,6 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 	return err
 }
 
-// UpgradeRequest sets one upgrade apart from Options; zero fields mean
-// Options'.
-type UpgradeRequest struct {
-	Binary   string        // the executable to start, made absolute
-	Timeout  time.Duration // bounds the upgrade up to its commit
-	Progress func(Event)   // called as each phase ends, on the upgrade's goroutine
-	// App is the application the new binary must be (its Options.App):
-	// set it to switch this service to another application. Default:
-	// this process's Options.App.
-	App string
-
-	// finish, if set, is called with the outcome before Exit is closed,
-	// so that the control socket's answer goes out before the process
-	// exits.
-	finish func(UpgradeResult)
-}
-
 // UpgradeWith is Upgrade with per-call settings, reporting each phase to
 // req.Progress as it ends. It returns how the upgrade ended, and the same
 // error Upgrade would. Exit is closed only after Progress has returned for
@@ -534,38 +330,50 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 	return res, nil
 }
 
-// withDefaults fills the request's zero fields from opts.
-func (req UpgradeRequest) withDefaults(opts *Options) UpgradeRequest {
-	if req.Binary == "" {
-		req.Binary = opts.Binary
-	} else if abs, err := filepath.Abs(req.Binary); err == nil {
-		req.Binary = abs
-	}
-	if req.Timeout <= 0 {
-		req.Timeout = opts.UpgradeTimeout
-	}
-	if req.App == "" {
-		req.App = opts.App
-	}
-	return req
-}
-
-// event reports a phase of an upgrade to the caller's Progress, and logs it.
-func (u *core) event(req UpgradeRequest, e Event) {
-	if req.Progress != nil {
-		req.Progress(e)
-	}
-	if e.Phase == PhaseCommitted || e.Phase == PhaseRolledBack {
-		return // logged by UpgradeWith with the reason
-	}
-	u.log.Info("handoff: upgrade phase", "phase", e.Phase, "generation", u.generation(), "to", e.PID,
-		"took", e.Took, "conns", e.Conns, "bytes", e.Bytes)
-}
-
-// generation is the chain's count of committed upgrades before this
-// process served.
-func (u *core) generation() uint64 {
+// Carry makes one of the application's values continue across upgrades,
+// typically a counter, so that rate() and increase() do not jump: in the
+// old process read is called with every connection parked, and in the new
+// process restore is called with that value before any connection is
+// served (for a counter: its Add method). Call it before Ready, with the
+// same name in every version; a name the new process did not register is
+// dropped. One call per value. ListenersOnly mode carries values too.
+func (u *Upgrader) Carry(name string, read func() float64, restore func(float64)) {
 	u.chain.mu.Lock()
 	defer u.chain.mu.Unlock()
-	return u.chain.generation
+	u.chain.carries[name] = carry{read: read, restore: restore}
+}
+
+// Status returns a snapshot of this process for an operator.
+func (u *Upgrader) Status() Status { return u.status() }
+
+// Serving reports whether this process should get traffic: Ready has
+// returned, and it is neither upgrading, handed over nor stopping. A load
+// balancer's readiness check.
+func (u *Upgrader) Serving() bool {
+	return u.m.serving()
+}
+
+// Drain waits until this process serves no connection any more (Conns is
+// empty: every one was closed, or handed over), or until ctx ends. It
+// closes nothing and stops nothing: a server calls it once its listeners
+// stopped accepting (after Exit is closed with ListenersOnly mode, or
+// after Stop) to let its clients finish, then closes what Conns still
+// lists.
+//
+// It returns nil when no connection is left, at once if there was none.
+// If ctx ends first, it returns an error that wraps ctx.Err() and says
+// how many connections are still open; they are still this process's
+// (Conns lists them), and the caller closes them. A connection tracked
+// while Drain waits (Wrap, or a Listener still accepting) is waited for
+// too.
+func (u *Upgrader) Drain(ctx context.Context) error {
+	select {
+	case <-u.reg.emptied():
+		return nil
+	case <-ctx.Done():
+		if left := len(u.Conns()); left > 0 {
+			return fmt.Errorf("handoff: drain: %d connections still open: %w", left, ctx.Err())
+		}
+		return nil
+	}
 }
