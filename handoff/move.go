@@ -5,6 +5,7 @@ package handoff
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/handoff-dev/handoff/handoff/internal/wire"
@@ -27,7 +28,10 @@ const (
 
 // mover is one Rolling move.
 type mover struct {
-	s        *parentSession
+	*link
+	log      *slog.Logger
+	peer     wire.Hello      // the new process, for its room for fds
+	early    map[uint64]bool // connections whose fds went before the park
 	reg      *registry
 	exited   <-chan struct{} // the new process has exited
 	stop     <-chan struct{} // Stop was called: the move hurries; nil once it does
@@ -36,40 +40,6 @@ type mover struct {
 	moved    int
 	maxWait  time.Duration
 	lateFds  int // connections sent with their fds during the move
-}
-
-// roll ends a Rolling upgrade from its commit point: this process stops
-// accepting, tells the new process it serves now, and moves every
-// connection to it. If the new process fails before the last one has
-// moved, this process takes everything back (takeBack). A stop (stop
-// closed) hurries the move, see mover.hurry.
-func (h *handing) roll(stop <-chan struct{}) error {
-	u, s, p := h.u, h.s, h.p
-	u.reg.startMove(s.early)
-	s.sendCommit()
-	start := time.Now()
-	m := &mover{s: s, reg: u.reg, exited: p.exited, stop: stop, grace: u.opts.ParkTimeout,
-		deadline: start.Add(u.opts.MoveTimeout)}
-	err := s.serving(5 * time.Second)
-	if err == nil {
-		err = m.run()
-	}
-	var stayed, closed int
-	if err == nil {
-		stayed, closed, err = m.finish(u.opts.Stragglers == CloseStragglers)
-	}
-	s.stats.Move, s.stats.MaxWait, s.stats.Conns = time.Since(start), m.maxWait, m.moved
-	s.stats.Stayed, s.stats.Closed = stayed, closed
-	if err != nil {
-		return h.takeBack(m, err)
-	}
-	u.reg.endMove()
-	u.plain.release()
-	s.ch.Close()
-	s.emit(Event{Phase: PhaseMove, Took: s.stats.Move, Conns: m.moved})
-	u.log.Info("handoff: rolling move done", "to", s.pid, "moved", m.moved, "early", s.stats.Early,
-		"stayed", stayed, "closed", closed, PhaseMove, s.stats.Move, "max_wait", m.maxWait)
-	return nil
 }
 
 // run asks the connections to park, wave after wave, and sends each one
@@ -98,8 +68,8 @@ func (m *mover) run() error {
 		select {
 		case <-m.reg.changed:
 		case <-tick.C:
-		case ev := <-m.s.events:
-			if _, err := m.s.take(ev); err != nil {
+		case ev := <-m.events:
+			if _, err := m.take(ev); err != nil {
 				return err
 			}
 			if err := ev.msg.ExpectType(wire.TypeProgress); err != nil {
@@ -128,7 +98,7 @@ func (m *mover) hurry(pending []*Conn) []*Conn {
 	if dl := time.Now().Add(m.grace); dl.Before(m.deadline) {
 		m.deadline = dl
 	}
-	m.s.u.log.Info("handoff: stop during a rolling move: every connection asked now", "asked", len(pending),
+	m.log.Info("handoff: stop during a rolling move: every connection asked now", "asked", len(pending),
 		"ends_within", m.grace)
 	return nil
 }
@@ -138,37 +108,37 @@ func (m *mover) hurry(pending []*Conn) []*Conn {
 func (m *mover) send(parked []parkedConn, closed []uint64) error {
 	for len(closed) > 0 {
 		k := min(len(closed), wire.MaxClosedIDs)
-		if err := m.s.ch.Send(wire.Closed{IDs: closed[:k]}, nil); err != nil {
+		if err := m.ch.Send(wire.Closed{IDs: closed[:k]}, nil); err != nil {
 			return err
 		}
 		closed = closed[k:]
 	}
 	var known, late []parkedConn
 	for _, p := range parked {
-		if m.s.early[p.c.id] {
+		if m.early[p.c.id] {
 			known = append(known, p)
 		} else {
 			late = append(late, p)
 		}
 	}
-	if err := m.s.sendRecords(wire.TypeParked, known, m.sent); err != nil {
+	if err := m.sendRecords(wire.TypeParked, known, m.sent); err != nil {
 		return err
 	}
 	late = m.fit(late)
 	m.lateFds += len(late)
-	return m.s.sendRecords(wire.TypeConns, late, m.sent)
+	return m.sendRecords(wire.TypeConns, late, m.sent)
 }
 
 // fit keeps the late connections the new process has room for; the others
 // resume here and are left to the deadline's policy.
 func (m *mover) fit(late []parkedConn) []parkedConn {
-	room := int(m.s.peer.FdLimit) - int(m.s.peer.FdOpen) - fdHeadroom - len(m.s.early) - m.lateFds
+	room := int(m.peer.FdLimit) - int(m.peer.FdOpen) - fdHeadroom - len(m.early) - m.lateFds
 	if len(late) <= room {
 		return late
 	}
 	room = max(room, 0)
-	m.s.u.log.Warn("handoff: the new process has no room for more connections; they stay here",
-		"conns", len(late)-room, "fd_limit", m.s.peer.FdLimit)
+	m.log.Warn("handoff: the new process has no room for more connections; they stay here",
+		"conns", len(late)-room, "fd_limit", m.peer.FdLimit)
 	for _, p := range late[room:] {
 		p.c.finish(nil)
 	}
@@ -194,40 +164,14 @@ func (m *mover) finish(closeThem bool) (stayed, closed int, err error) {
 		return 0, 0, err
 	}
 	if stayed+closed > 0 {
-		m.s.u.log.Warn("handoff: connections did not reach a message boundary before the move's deadline",
+		m.log.Warn("handoff: connections did not reach a message boundary before the move's deadline",
 			"stayed", stayed, "closed", closed)
 	}
 	// Every frame adopted before END, so that the new process never
 	// finds the channel closed while it still has something to say.
-	if err := m.s.waitAcked(m.s.seq, 0); err != nil {
+	if err := m.waitAcked(m.seq, 0); err != nil {
 		return 0, 0, err
 	}
 	end := wire.End{Moved: uint32(m.moved), Stayed: uint32(stayed), Closed: uint32(closed)}
-	return stayed, closed, m.s.ch.Send(end, nil)
-}
-
-// takeBack ends a Rolling move whose new process failed: it is killed,
-// and this process serves again everything it still has, accepts again
-// and names itself in the PID file. The connections that had moved are
-// lost with the new process.
-func (h *handing) takeBack(m *mover, err error) error {
-	u, s, p := h.u, h.s, h.p
-	if ended := p.describe(); ended != nil {
-		err = fmt.Errorf("%w (%w)", ended, err)
-	}
-	s.abort(err)
-	if kerr := p.kill(); kerr != nil {
-		u.log.Error("handoff: rolling move", "err", kerr)
-	}
-	u.unwatchStops()
-	u.m.tookBack()
-	u.reg.resumeAll()
-	kept, _ := u.reg.remaining()
-	if perr := u.pid.write(); perr != nil {
-		u.log.Error("handoff: took the service back, but", "err", perr)
-	}
-	u.m.serves(0)
-	return fmt.Errorf("handoff: the new process (pid %d) failed during the rolling move: %w; "+
-		"this process took the listeners back and serves the %d connections it still had; "+
-		"the %d that had moved were lost with it", p.pid, err, kept, m.moved)
+	return stayed, closed, m.ch.Send(end, nil)
 }

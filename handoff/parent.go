@@ -7,18 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
-
-// sendWindow is how many CONNS frames may wait for PROGRESS. Unreceived
-// fds count against the sender's limits (ETOOMANYREFS, shared/LIMITS.md);
-// 8 frames hold at most 2024.
-const sendWindow = 8
 
 // upgrade runs the old process's side of an upgrade: start the new
 // process, hand it everything, and commit or roll back. Until it commits,
@@ -87,17 +81,6 @@ func (s *parentSession) awaitServing(d time.Duration) {
 	if err := s.serving(d); err != nil {
 		s.u.log.Warn("handoff: the new process did not say it serves", "to", s.pid, "err", err)
 	}
-}
-
-// serving waits, up to d, for the new process's SERVING.
-func (s *link) serving(d time.Duration) error {
-	s.ch.SetDeadline(time.Now().Add(d))
-	defer s.ch.SetDeadline(time.Time{})
-	m, err := s.next()
-	if err == nil {
-		err = m.Expect(&wire.Serving{})
-	}
-	return err
 }
 
 // contextOf returns a context that ends when done is closed.
@@ -207,23 +190,6 @@ type parentSession struct {
 	ready      time.Time // READY arrived
 	req        UpgradeRequest
 	stateBytes uint64 // state received, as READY says
-}
-
-// link is the old process's side of the channel: the frames it sends,
-// counted for the new process's acknowledgements (PROGRESS), and the new
-// process's frames, read on a goroutine of their own as events.
-type link struct {
-	ch       *channel
-	events   chan frameEvent
-	readDone chan struct{} // closed when readEvents has returned
-	seq      uint32        // CONNS and PARKED frames sent
-	acked    uint32        // of them, acknowledged by PROGRESS
-}
-
-// frameEvent is a frame from the child, or the error that ended reading.
-type frameEvent struct {
-	msg wire.Msg
-	err error
 }
 
 // run takes the handoff up to the new process's READY and returns the
@@ -350,37 +316,6 @@ func (s *parentSession) sendEarly() (map[uint64]bool, error) {
 	return sent, err
 }
 
-// sendEarlyBatch sends one CONNS frame of running connections. Each fd is
-// a duplicate, made while the connection cannot be closed under it: its
-// handler still runs and may close it, and a bare fd number could by then
-// name another socket. A connection already closed is left out.
-func (s *link) sendEarlyBatch(conns []*Conn, sent map[uint64]bool) error {
-	recs := make([]wire.Record, 0, len(conns))
-	fds := make([]int, 0, len(conns))
-	defer func() { closeFds(fds) }()
-	for _, c := range conns {
-		fd, err := dupConnFd(c.Conn)
-		if err != nil {
-			continue
-		}
-		recs, fds = append(recs, wire.Record{ID: c.id, Kind: c.kind}), append(fds, fd)
-	}
-	if len(recs) == 0 {
-		return nil
-	}
-	if err := s.waitAcked(s.seq, sendWindow-1); err != nil {
-		return err
-	}
-	if err := s.ch.Send(wire.Conns{Seq: s.seq, Records: recs}, fds); err != nil {
-		return err
-	}
-	s.seq++
-	for _, r := range recs {
-		sent[r.ID] = true
-	}
-	return nil
-}
-
 // plan is this upgrade's PLAN, with early connections sent early.
 func (s *parentSession) plan(early int) plan {
 	mode := s.u.opts.Mode
@@ -424,124 +359,6 @@ func (s *parentSession) park(ctx context.Context, early map[uint64]bool) ([]park
 	return parked, s.ch.Send(wire.Final{Conns: uint32(len(parked)), Late: uint32(late)}, nil)
 }
 
-// readEvents forwards the child's frames until the channel fails.
-func (s *link) readEvents() {
-	defer close(s.readDone)
-	for {
-		m, err := s.ch.RecvNoFds()
-		if errors.Is(err, syscall.ECONNRESET) {
-			// The child closed with frames of ours unread; what it sent
-			// before (an ABORT and its reason) is still queued behind
-			// the error.
-			continue
-		}
-		s.events <- frameEvent{m, err}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// rejection returns the child's ABORT, if it sent one before the upgrade
-// failed here for another reason (a send that timed out, or the child's
-// exit noticed first), looking for up to d at what it sent.
-func (s *link) rejection(d time.Duration) error {
-	until := time.Now().Add(d)
-	if s.events != nil {
-		if rej, done := s.rejectionRead(until); rej != nil || !done {
-			return rej
-		}
-	}
-	// Nobody reads the channel now: read what is left on it.
-	s.ch.SetDeadline(until)
-	for {
-		_, err := s.ch.RecvNoFds()
-		switch {
-		case errors.Is(err, ErrRejected):
-			return err
-		case errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(until):
-			// The upgrade's ended context may set the deadline in the
-			// past after this one: bindDeadline's wake-up runs on a
-			// goroutine of its own. An ABORT already here is still read.
-			s.ch.SetDeadline(until)
-		case err != nil && !errors.Is(err, syscall.ECONNRESET):
-			return nil
-		}
-	}
-}
-
-// rejectionRead looks for an ABORT among the frames readEvents read, and
-// reports whether readEvents has ended.
-func (s *link) rejectionRead(until time.Time) (rej error, done bool) {
-	t := time.NewTimer(time.Until(until))
-	defer t.Stop()
-	for {
-		select {
-		case ev := <-s.events:
-			if errors.Is(ev.err, ErrRejected) {
-				return ev.err, true
-			}
-		case <-s.readDone:
-			for {
-				select {
-				case ev := <-s.events:
-					if errors.Is(ev.err, ErrRejected) {
-						return ev.err, true
-					}
-				default:
-					return nil, true
-				}
-			}
-		case <-t.C:
-			return nil, false
-		}
-	}
-}
-
-// nextEvent returns the child's next frame, counting PROGRESS frames.
-func (s *link) nextEvent() (wire.Msg, error) {
-	return s.take(<-s.events)
-}
-
-// take returns one of the child's frames, counting PROGRESS frames.
-func (s *link) take(ev frameEvent) (wire.Msg, error) {
-	if ev.err != nil {
-		return wire.Msg{}, ev.err
-	}
-	if ev.msg.Type == wire.TypeProgress {
-		var p wire.Progress
-		if err := ev.msg.Expect(&p); err != nil || p.Seq != s.acked {
-			return wire.Msg{}, protoErr("PROGRESS out of order: got %d, want %d", p.Seq, s.acked)
-		}
-		s.acked++
-	}
-	return ev.msg, nil
-}
-
-// next returns the child's next frame other than PROGRESS.
-func (s *link) next() (wire.Msg, error) {
-	for {
-		m, err := s.nextEvent()
-		if err != nil || m.Type != wire.TypeProgress {
-			return m, err
-		}
-	}
-}
-
-// waitAcked waits until at most window of sent frames are unacknowledged.
-func (s *link) waitAcked(sent, window uint32) error {
-	for sent-s.acked > window {
-		m, err := s.nextEvent()
-		if err != nil {
-			return err
-		}
-		if err := m.ExpectType(wire.TypeProgress); err != nil {
-			return fmt.Errorf("handoff: sending connections: %w", err)
-		}
-	}
-	return nil
-}
-
 // sendParked sends every parked connection's unread bytes and state: in
 // PARKED frames, by id, for those whose fd went early; in CONNS frames,
 // fds attached, for the late ones.
@@ -566,59 +383,6 @@ func (s *parentSession) sendParked(parked []parkedConn, early map[uint64]bool) e
 	s.stats.Parked = time.Since(start)
 	s.emit(Event{Phase: PhaseParked, Took: s.stats.Parked, Conns: len(parked)})
 	return nil
-}
-
-// sendRecords sends parked connections in frames of typ, at most
-// wire.MaxRecords(typ) and about wire.MaxBatchBytes each; CONNS frames carry the fds.
-// sent, if set, is called with each frame's connections once it is sent.
-func (s *link) sendRecords(typ wire.Type, parked []parkedConn, sent func([]parkedConn)) error {
-	for len(parked) > 0 {
-		n, size := 0, 0
-		for n < len(parked) && n < wire.MaxRecords(typ) && (n == 0 || size+parked[n].size() <= wire.MaxBatchBytes) {
-			size += parked[n].size()
-			n++
-		}
-		if err := s.waitAcked(s.seq, sendWindow-1); err != nil {
-			return err
-		}
-		if err := s.sendBatch(typ, parked[:n]); err != nil {
-			return err
-		}
-		s.seq++
-		if sent != nil {
-			sent(parked[:n])
-		}
-		parked = parked[n:]
-	}
-	return nil
-}
-
-func (p parkedConn) size() int { return p.record().Size() }
-
-func (p parkedConn) record() wire.Record {
-	return wire.Record{ID: p.c.id, Kind: p.c.kind, Unread: p.unread, State: p.state}
-}
-
-// sendBatch sends one frame of parked connections. A late connection's fd
-// travels as a duplicate made under the connection's lock, as an early
-// one's does: even parked, a bare fd number is only as safe as every
-// caller of Close.
-func (s *link) sendBatch(typ wire.Type, batch []parkedConn) error {
-	recs := make([]wire.Record, len(batch))
-	var fds []int
-	defer func() { closeFds(fds) }()
-	for i, p := range batch {
-		recs[i] = p.record()
-		if typ != wire.TypeConns {
-			continue
-		}
-		fd, err := dupConnFd(p.c.Conn)
-		if err != nil {
-			return fmt.Errorf("handoff: parked connection %d: %w", p.c.id, err)
-		}
-		fds = append(fds, fd)
-	}
-	return s.ch.Send(wire.Batch(typ, s.seq, recs), fds)
 }
 
 func (s *parentSession) sendState() error {
@@ -669,10 +433,62 @@ func (s *parentSession) awaitReady() error {
 	return nil
 }
 
-// abort tells the child why the upgrade ends, for its log; the caller
-// kills it.
-func (s *link) abort(cause error) {
-	s.ch.SetDeadline(time.Now().Add(100 * time.Millisecond))
-	_ = s.ch.Send(wire.Abort{Reason: cause.Error()}, nil)
+// roll ends a Rolling upgrade from its commit point: this process stops
+// accepting, tells the new process it serves now, and moves every
+// connection to it. If the new process fails before the last one has
+// moved, this process takes everything back (takeBack). A stop (stop
+// closed) hurries the move, see mover.hurry.
+func (h *handing) roll(stop <-chan struct{}) error {
+	u, s, p := h.u, h.s, h.p
+	u.reg.startMove(s.early)
+	s.sendCommit()
+	start := time.Now()
+	m := &mover{link: &s.link, log: u.log, peer: s.peer, early: s.early, reg: u.reg, exited: p.exited, stop: stop, grace: u.opts.ParkTimeout,
+		deadline: start.Add(u.opts.MoveTimeout)}
+	err := s.serving(5 * time.Second)
+	if err == nil {
+		err = m.run()
+	}
+	var stayed, closed int
+	if err == nil {
+		stayed, closed, err = m.finish(u.opts.Stragglers == CloseStragglers)
+	}
+	s.stats.Move, s.stats.MaxWait, s.stats.Conns = time.Since(start), m.maxWait, m.moved
+	s.stats.Stayed, s.stats.Closed = stayed, closed
+	if err != nil {
+		return h.takeBack(m, err)
+	}
+	u.reg.endMove()
+	u.plain.release()
 	s.ch.Close()
+	s.emit(Event{Phase: PhaseMove, Took: s.stats.Move, Conns: m.moved})
+	u.log.Info("handoff: rolling move done", "to", s.pid, "moved", m.moved, "early", s.stats.Early,
+		"stayed", stayed, "closed", closed, PhaseMove, s.stats.Move, "max_wait", m.maxWait)
+	return nil
+}
+
+// takeBack ends a Rolling move whose new process failed: it is killed,
+// and this process serves again everything it still has, accepts again
+// and names itself in the PID file. The connections that had moved are
+// lost with the new process.
+func (h *handing) takeBack(m *mover, err error) error {
+	u, s, p := h.u, h.s, h.p
+	if ended := p.describe(); ended != nil {
+		err = fmt.Errorf("%w (%w)", ended, err)
+	}
+	s.abort(err)
+	if kerr := p.kill(); kerr != nil {
+		u.log.Error("handoff: rolling move", "err", kerr)
+	}
+	u.unwatchStops()
+	u.m.tookBack()
+	u.reg.resumeAll()
+	kept, _ := u.reg.remaining()
+	if perr := u.pid.write(); perr != nil {
+		u.log.Error("handoff: took the service back, but", "err", perr)
+	}
+	u.m.serves(0)
+	return fmt.Errorf("handoff: the new process (pid %d) failed during the rolling move: %w; "+
+		"this process took the listeners back and serves the %d connections it still had; "+
+		"the %d that had moved were lost with it", p.pid, err, kept, m.moved)
 }
