@@ -16,11 +16,11 @@ import (
 	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
 
-// adopted is a connection received from the old process, not yet served.
+// incoming is a connection received from the old process, not yet served.
 // Its goroutine is started as it arrives and waits at the session's gate:
 // a goroutine's first stack costs page faults (tens of µs each on some
 // VMs) that would otherwise fall into the pause, after COMMIT.
-type adopted struct {
+type incoming struct {
 	nc    net.Conn
 	rec   wire.Record   // unread bytes and state are filled in by PARKED for early ones
 	serve bool          // set before the gate opens: commit happened and FINAL named it
@@ -46,12 +46,12 @@ type childSession struct {
 // them.
 type inbox struct {
 	u     *core
-	ch    *channel
-	plan  plan                // the old process's
-	seq   uint32              // CONNS and PARKED frames received
-	early map[uint64]*adopted // fds sent before the park, by id, until claimed
-	conns []*adopted          // parked connections, to serve after COMMIT
-	gate  chan struct{}       // closed once the outcome is known; see adopted
+	ch    *wire.Channel
+	plan  plan                 // the old process's
+	seq   uint32               // CONNS and PARKED frames received
+	early map[uint64]*incoming // fds sent before the park, by id, until claimed
+	conns []*incoming          // parked connections, to serve after COMMIT
+	gate  chan struct{}        // closed once the outcome is known; see adopted
 }
 
 // takeOver runs the new process's side. Until COMMIT it never reads or
@@ -123,7 +123,7 @@ func (s *childSession) run(ctx context.Context) (err error) {
 
 // openChannel takes the handoff channel the old process passed and checks
 // that its other end is the parent.
-func (u *core) openChannel() (*channel, error) {
+func (u *core) openChannel() (*wire.Channel, error) {
 	f := u.parent.takeChannel()
 	if f == nil {
 		return nil, errors.New("handoff: no handoff channel was passed")
@@ -201,12 +201,12 @@ func (s *childSession) receive(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.phase(PhaseFds, start, "conns", len(s.early))
+	s.logPhase(PhaseFds, start, "conns", len(s.early))
 	start = time.Now()
 	if err := s.receiveParked(f); err != nil {
 		return err
 	}
-	s.phase(PhaseParked, start, "conns", len(s.conns), "late", f.Late)
+	s.logPhase(PhaseParked, start, "conns", len(s.conns), "late", f.Late)
 	start = time.Now()
 	stateBytes, err := s.loadState()
 	if err != nil {
@@ -215,7 +215,7 @@ func (s *childSession) receive(ctx context.Context) error {
 	if err := s.receiveCarry(); err != nil {
 		return err
 	}
-	s.phase(PhaseState, start, "bytes", stateBytes, "generation", s.carried.generation+1)
+	s.logPhase(PhaseState, start, "bytes", stateBytes, "generation", s.carried.generation+1)
 	if s.pidTmp, err = s.u.pid.prepare(); err != nil {
 		return err
 	}
@@ -227,7 +227,7 @@ func (s *childSession) receive(ctx context.Context) error {
 }
 
 // phase logs a step of the takeover as it ends.
-func (s *childSession) phase(name string, start time.Time, args ...any) {
+func (s *childSession) logPhase(name string, start time.Time, args ...any) {
 	args = append([]any{"phase", name, "from", s.ppid, "took", time.Since(start)}, args...)
 	s.u.log.Info("handoff: takeover phase", args...)
 }
@@ -294,7 +294,7 @@ func (s *childSession) canLoad(state bool) error {
 // receiveEarly adopts the connections sent while the old process still
 // served them, at most n, until FINAL, which it returns.
 func (s *inbox) receiveEarly(n int) (wire.Final, error) {
-	s.early = make(map[uint64]*adopted, n)
+	s.early = make(map[uint64]*incoming, n)
 	for {
 		m, err := s.ch.Recv()
 		if err != nil {
@@ -351,7 +351,7 @@ func (s *inbox) receiveParked(f wire.Final) error {
 		if err != nil {
 			return err
 		}
-		var got []*adopted
+		var got []*incoming
 		if m.Type == wire.TypeParked && len(m.Fds) == 0 {
 			got, err = s.claim(m)
 		} else {
@@ -380,7 +380,7 @@ func (s *inbox) receiveParked(f wire.Final) error {
 }
 
 // claim matches a PARKED frame's records to early connections.
-func (s *inbox) claim(m wire.Msg) ([]*adopted, error) {
+func (s *inbox) claim(m wire.Msg) ([]*incoming, error) {
 	var b wire.Parked
 	err := m.Expect(&b)
 	recs := b.Records
@@ -391,7 +391,7 @@ func (s *inbox) claim(m wire.Msg) ([]*adopted, error) {
 		return nil, err
 	}
 	s.seq++
-	out := make([]*adopted, 0, len(recs))
+	out := make([]*incoming, 0, len(recs))
 	for _, r := range recs {
 		a, ok := s.early[r.ID]
 		if !ok {
@@ -411,7 +411,7 @@ func (s *inbox) progress() error {
 
 // adoptBatch turns one CONNS frame into connections; it owns fds. On
 // error, the connections already made are returned for closing with the rest.
-func (s *inbox) adoptBatch(m wire.Msg) ([]*adopted, error) {
+func (s *inbox) adoptBatch(m wire.Msg) ([]*incoming, error) {
 	var b wire.Conns
 	err := m.Expect(&b)
 	fds, recs := m.Fds, b.Records
@@ -419,18 +419,18 @@ func (s *inbox) adoptBatch(m wire.Msg) ([]*adopted, error) {
 		err = protoErr("CONNS %d with %d records and %d fds, expected frame %d", b.Seq, len(recs), len(fds), s.seq)
 	}
 	if err != nil {
-		closeFds(fds)
+		wire.CloseFds(fds)
 		return nil, err
 	}
 	s.seq++
-	out := make([]*adopted, 0, len(fds))
+	out := make([]*incoming, 0, len(fds))
 	for i, fd := range fds {
 		nc, err := fdConn(fd)
 		if err != nil {
-			closeFds(fds[i+1:])
+			wire.CloseFds(fds[i+1:])
 			return out, fmt.Errorf("handoff: adopt connection %d: %w", recs[i].ID, err)
 		}
-		a := &adopted{nc: nc, rec: recs[i], gate: s.gate}
+		a := &incoming{nc: nc, rec: recs[i], gate: s.gate}
 		if s.plan.mode.movesAfterCommit() {
 			a.gate = make(chan struct{})
 		}
@@ -513,7 +513,7 @@ func (s *childSession) commit() error {
 
 // wait starts a's goroutine, which serves it once the gate opens, if it
 // is to be served.
-func (s *inbox) wait(a *adopted) {
+func (s *inbox) wait(a *incoming) {
 	go func() {
 		buf := touched(readBufSize)
 		waitDeep(a.gate)
@@ -582,7 +582,7 @@ func (s *inbox) closeConns() {
 
 // drop closes this process's copy of a connection it will not serve, and
 // ends its goroutine.
-func (s *inbox) drop(a *adopted) {
+func (s *inbox) drop(a *incoming) {
 	_ = a.nc.Close()
 	if a.gate != s.gate {
 		close(a.gate)
@@ -613,7 +613,7 @@ func (s *arrivals) receiveMoves() {
 				"moved", moved, "err", err)
 			return
 		}
-		var got []*adopted
+		var got []*incoming
 		switch m.Type {
 		case wire.TypeParked:
 			got, err = s.claim(m)
@@ -625,7 +625,7 @@ func (s *arrivals) receiveMoves() {
 			s.logEnd(m, start, moved)
 			return
 		default:
-			closeFds(m.Fds)
+			wire.CloseFds(m.Fds)
 			err = protoErr("unexpected %s during the move", m.Type)
 		}
 		for _, a := range got {

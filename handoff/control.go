@@ -142,12 +142,12 @@ type controlled interface {
 }
 
 // openControl makes the control socket at path, or takes the one the old
-// process passed (inherited), through listen: before any other listener
+// process passed (fromOld), through listen: before any other listener
 // is inherited and unused ones are closed (in Ready). It answers once
 // open is called.
-func openControl(u controlled, log *slog.Logger, path string, inherited bool,
+func openControl(u controlled, log *slog.Logger, path string, fromOld bool,
 	listen func(network, addr string) (net.Listener, error)) (*controlServer, error) {
-	ln, err := listenControl(path, inherited, listen)
+	ln, err := listenControl(path, fromOld, listen)
 	if err != nil {
 		return nil, fmt.Errorf("handoff: control socket %s: %w", path, err)
 	}

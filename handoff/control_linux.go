@@ -16,8 +16,8 @@ import (
 // listenControl returns the control socket's listener: the old process's,
 // inherited, or a new one in a directory others cannot write to, replacing
 // a socket file a crashed process left, and made owner-only.
-func listenControl(path string, inherited bool, listen func(network, addr string) (net.Listener, error)) (net.Listener, error) {
-	if !inherited {
+func listenControl(path string, fromOld bool, listen func(network, addr string) (net.Listener, error)) (net.Listener, error) {
+	if !fromOld {
 		if err := prepareControlDir(filepath.Dir(path)); err != nil {
 			return nil, err
 		}

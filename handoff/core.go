@@ -38,7 +38,7 @@ func newCore(opts Options, dir string, e *env) *core {
 		log:     opts.Logger.With("pid", e.getpid()),
 		reg:     newRegistry(opts.MaxBuffered),
 		dir:     dir,
-		parent:  e.inherited(),
+		parent:  e.fromParent(),
 		env:     e,
 		exitC:   make(chan struct{}),
 		chain:   newChain(),
@@ -81,10 +81,10 @@ func (u *core) movedIn(n int) {
 
 // passedListeners returns every listener the next process inherits: those
 // of Listen and of ListenPlain.
-func (u *core) passedListeners() []passed {
-	var out []passed
+func (u *core) passedListeners() []handedListener {
+	var out []handedListener
 	for _, l := range u.reg.listenerList() {
-		out = append(out, passed{l.Listener, listenerKey(l.network, l.addr)})
+		out = append(out, handedListener{l.Listener, listenerKey(l.network, l.addr)})
 	}
 	return append(out, u.plain.list()...)
 }

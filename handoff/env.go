@@ -19,10 +19,10 @@ type env struct {
 	// operating system's process has one chain of upgrades (one SIGHUP,
 	// one inheritance, one PID file), so only its first New succeeds.
 	claim func() bool
-	// inherited is what the previous process passed (HANDOFF_FDS); nil
+	// fromParent is what the previous process passed (HANDOFF_FDS); nil
 	// in a first process.
-	inherited func() *inheritance
-	getpid    func() int
+	fromParent func() *inheritance
+	getpid     func() int
 	// getppid names the old process; once it has died, another one.
 	getppid func() int
 	// notify and stopNotify are signal.Notify and signal.Stop for this
@@ -34,7 +34,7 @@ type env struct {
 	// start starts binary as the new process of u's upgrade, with the
 	// other end of the returned channel and u's listeners; see
 	// startProcess.
-	start func(binary, dir string, lns []passed) (*newProcess, *net.UnixConn, error)
+	start func(binary, dir string, lns []handedListener) (*newProcess, *net.UnixConn, error)
 	// checkParent verifies that the channel's peer is the old process.
 	checkParent func(c *net.UnixConn) error
 	// joinGroup moves a committed new process into its old process's

@@ -26,7 +26,7 @@ var (
 	ErrUpgradeInProgress = errors.New("handoff: an upgrade is already in progress")
 	// ErrNotReady: an upgrade was triggered before Ready returned.
 	ErrNotReady = errors.New("handoff: this process is not ready yet")
-	// ErrStopped: the Upgrader was stopped; it starts no more upgrades.
+	// ErrStopped: the process is stopping; no more upgrades start.
 	ErrStopped = errors.New("handoff: stopped")
 )
 
@@ -41,6 +41,3 @@ var (
 	errExited       = errors.New("the new process exited")
 	errOtherApp     = errors.New("the new binary is another application")
 )
-
-// errTwice is New's answer in a process that has its Upgrader.
-var errTwice = errors.New("handoff: New called twice; a process has one Upgrader")

@@ -133,7 +133,7 @@ func isClosed(c <-chan struct{}) bool {
 func osProc() *proc {
 	reporter() // the event socket first, so that the test's fd counts are steady
 	return &proc{
-		pid: os.Getpid(), getenv: os.Getenv, env: processEnv, inh: inherited,
+		pid: os.Getpid(), getenv: os.Getenv, env: processEnv, inh: startInheritance,
 		report: func(format string, args ...any) {
 			if c := reporter(); c != nil {
 				fmt.Fprintf(c, format, args...)

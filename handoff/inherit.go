@@ -29,8 +29,8 @@ type inheritance struct {
 	listeners map[string]*os.File
 }
 
-// inherited is this process's inheritance, read before main runs.
-var inherited *inheritance
+// startInheritance is this process's inheritance, read before main runs.
+var startInheritance *inheritance
 
 func listenerKey(network, addr string) string { return network + " " + addr }
 

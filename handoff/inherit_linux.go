@@ -33,7 +33,7 @@ func init() {
 	for i, k := range keys {
 		in.listeners[k] = inheritFd(firstInheritedFd+1+i, k)
 	}
-	inherited = in
+	startInheritance = in
 }
 
 func inheritFd(fd int, name string) *os.File {

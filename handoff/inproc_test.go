@@ -249,9 +249,9 @@ func (fos *fakeOS) killAll() {
 func (fp *fakeProc) env(in *inheritance) *env {
 	fos := fp.fos
 	return &env{
-		claim:     claimOnce(),
-		inherited: func() *inheritance { return in },
-		getpid:    func() int { return fp.pid },
+		claim:      claimOnce(),
+		fromParent: func() *inheritance { return in },
+		getpid:     func() int { return fp.pid },
 		getppid: func() int {
 			fos.mu.Lock()
 			defer fos.mu.Unlock()
@@ -330,7 +330,7 @@ func (fp *fakeProc) checkParent(c *net.UnixConn) error {
 // start is execProcess in one process: the new server gets the other end
 // of a real socketpair and duplicates of the listeners, as fd 3 and up
 // would be.
-func (fp *fakeProc) start(binary, dir string, lns []passed) (*newProcess, *net.UnixConn, error) {
+func (fp *fakeProc) start(binary, dir string, lns []handedListener) (*newProcess, *net.UnixConn, error) {
 	ours, theirs, err := socketpair()
 	if err != nil {
 		return nil, nil, err

@@ -32,7 +32,7 @@ func (s *link) serving(d time.Duration) error {
 // counted for the new process's acknowledgements (PROGRESS), and the new
 // process's frames, read on a goroutine of their own as events.
 type link struct {
-	ch       *channel
+	ch       *wire.Channel
 	events   chan frameEvent
 	readDone chan struct{} // closed when readEvents has returned
 	seq      uint32        // CONNS and PARKED frames sent
@@ -52,7 +52,7 @@ type frameEvent struct {
 func (s *link) sendEarlyBatch(conns []*Conn, sent map[uint64]bool) error {
 	recs := make([]wire.Record, 0, len(conns))
 	fds := make([]int, 0, len(conns))
-	defer func() { closeFds(fds) }()
+	defer func() { wire.CloseFds(fds) }()
 	for _, c := range conns {
 		fd, err := dupConnFd(c.Conn)
 		if err != nil {
@@ -232,7 +232,7 @@ func (p parkedConn) record() wire.Record {
 func (s *link) sendBatch(typ wire.Type, batch []parkedConn) error {
 	recs := make([]wire.Record, len(batch))
 	var fds []int
-	defer func() { closeFds(fds) }()
+	defer func() { wire.CloseFds(fds) }()
 	for i, p := range batch {
 		recs[i] = p.record()
 		if typ != wire.TypeConns {

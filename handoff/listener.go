@@ -74,8 +74,8 @@ func (l *Listener) setDeadline(t time.Time) {
 	}
 }
 
-// passed is a listening socket a new process inherits, by name.
-type passed struct {
+// handedListener is a listening socket a new process inherits, by name.
+type handedListener struct {
 	ln  net.Listener
 	key string
 }
@@ -84,27 +84,27 @@ type passed struct {
 // closed here at a handover.
 type plainListeners struct {
 	mu     sync.Mutex
-	passed []passed
+	handed []handedListener
 }
 
-func (p *plainListeners) add(l passed) {
+func (p *plainListeners) add(l handedListener) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.passed = append(p.passed, l)
+	p.handed = append(p.handed, l)
 }
 
-func (p *plainListeners) list() []passed {
+func (p *plainListeners) list() []handedListener {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([]passed(nil), p.passed...)
+	return append([]handedListener(nil), p.handed...)
 }
 
 // release closes this process's copies of the plain listeners, at a
 // handover: the new process serves them.
 func (p *plainListeners) release() {
 	p.mu.Lock()
-	plain := p.passed
-	p.passed = nil
+	plain := p.handed
+	p.handed = nil
 	p.mu.Unlock()
 	for _, l := range plain {
 		keepSocketFile(l.ln)
@@ -114,7 +114,7 @@ func (p *plainListeners) release() {
 
 // ownSocketFiles makes this process, which has taken over, the owner of
 // its Unix sockets' files: its last close removes them.
-func ownSocketFiles(ps []passed) {
+func ownSocketFiles(ps []handedListener) {
 	for _, p := range ps {
 		if ul, ok := p.ln.(*net.UnixListener); ok {
 			ul.SetUnlinkOnClose(true)

@@ -9,12 +9,12 @@ import (
 	"time"
 )
 
-// phase is where the process is in its chain of upgrades. The machine
+// stage is where the process is in its chain of upgrades (the phase* values). The machine
 // below holds it; Status reports it coarser (reported).
-type phase int
+type stage int
 
 const (
-	phaseStarting       phase = iota // before Ready: no upgrade may start
+	phaseStarting       stage = iota // before Ready: no upgrade may start
 	phaseTakingOver                  // new process: Ready receives from the old one; a stop aborts it
 	phaseAwaitingCommit              // new process: READY sent; the old process decides
 	phaseServing                     // ready; an upgrade may start
@@ -28,7 +28,7 @@ const (
 // reported is the phase as Status names it: a takeover is still starting,
 // a process receiving a move serves, and a committed upgrade is upgrading
 // until it has handed over.
-func (p phase) reported() phase {
+func (p stage) reported() stage {
 	switch p {
 	case phaseTakingOver, phaseAwaitingCommit:
 		return phaseStarting
@@ -65,7 +65,7 @@ type machine struct {
 	notify func(Notice) // tells the supervisor; called without mu held
 
 	mu        sync.Mutex
-	phase     phase
+	stage     stage
 	run       *attempt       // the upgrade or takeover in progress
 	stopping  bool           // Stop was called during run: it ends stopped unless handed over
 	successor int            // pid of the process that took over (old process, from the commit)
@@ -95,8 +95,8 @@ func newMachine(log *slog.Logger, notify func(Notice)) *machine {
 // ready makes a first process serve.
 func (m *machine) ready() {
 	m.mu.Lock()
-	if m.phase == phaseStarting {
-		m.phase = phaseServing
+	if m.stage == phaseStarting {
+		m.stage = phaseServing
 	}
 	m.mu.Unlock()
 }
@@ -105,7 +105,7 @@ func (m *machine) ready() {
 // why not.
 func (m *machine) beginUpgrade(ctx context.Context) (context.Context, *attempt, error) {
 	m.mu.Lock()
-	switch m.phase {
+	switch m.stage {
 	case phaseStarting, phaseTakingOver, phaseAwaitingCommit:
 		m.mu.Unlock()
 		return nil, nil, ErrNotReady
@@ -131,16 +131,16 @@ func (m *machine) beginUpgrade(ctx context.Context) (context.Context, *attempt, 
 func (m *machine) beginTakeover(ctx context.Context) (context.Context, *attempt, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.phase != phaseStarting {
+	if m.stage != phaseStarting {
 		return nil, nil, errors.New("handoff: Ready called twice")
 	}
 	ctx, run := m.startLocked(ctx, phaseTakingOver)
 	return ctx, run, nil
 }
 
-func (m *machine) startLocked(ctx context.Context, p phase) (context.Context, *attempt) {
+func (m *machine) startLocked(ctx context.Context, p stage) (context.Context, *attempt) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	m.phase, m.stopping = p, false
+	m.stage, m.stopping = p, false
 	m.run = &attempt{cancel: cancel, done: make(chan struct{}), stopC: make(chan struct{})}
 	return ctx, m.run
 }
@@ -159,12 +159,12 @@ func (m *machine) commit(ctx context.Context, pid int) error {
 		m.mu.Unlock()
 		return err
 	}
-	if m.phase == phaseTakingOver {
-		m.phase = phaseAwaitingCommit
+	if m.stage == phaseTakingOver {
+		m.stage = phaseAwaitingCommit
 		m.mu.Unlock()
 		return nil
 	}
-	m.phase, m.successor = phaseCommitted, pid
+	m.stage, m.successor = phaseCommitted, pid
 	m.mu.Unlock()
 	m.notify(Notice{Event: NoticeCommitting, To: pid})
 	return nil
@@ -184,7 +184,7 @@ func (m *machine) tookBack() {
 // upgrade may start in between. res, for an upgrade, is its result. It
 // returns the phase the process is in now. The supervisor hears of a
 // rollback.
-func (m *machine) end(run *attempt, next phase, res *UpgradeResult) phase {
+func (m *machine) end(run *attempt, next stage, res *UpgradeResult) stage {
 	m.mu.Lock()
 	if m.stopping && next != phaseHandedOver {
 		next = phaseStopped
@@ -192,7 +192,7 @@ func (m *machine) end(run *attempt, next phase, res *UpgradeResult) phase {
 	if res != nil {
 		m.last = res
 	}
-	m.phase, m.run = next, nil
+	m.stage, m.run = next, nil
 	m.mu.Unlock()
 	run.cancel(nil)
 	close(run.done)
@@ -215,9 +215,9 @@ func (m *machine) stop() (handedOver bool) {
 	m.awaitMove()
 	m.mu.Lock()
 	run := m.run
-	switch m.phase {
+	switch m.stage {
 	case phaseStarting, phaseServing, phaseReceiving, phaseStopped:
-		m.phase = phaseStopped
+		m.stage = phaseStopped
 	case phaseTakingOver, phaseUpgrading:
 		m.stoppingLocked(run)
 		m.log.Info("handoff: stop during an upgrade: rolling it back")
@@ -226,7 +226,7 @@ func (m *machine) stop() (handedOver bool) {
 		m.stoppingLocked(run)
 		m.log.Info("handoff: stop during an upgrade that has committed: completing it")
 	}
-	serving := m.phase != phaseHandedOver
+	serving := m.stage != phaseHandedOver
 	m.mu.Unlock()
 	if serving {
 		m.notify(Notice{Event: NoticeStopping})
@@ -236,7 +236,7 @@ func (m *machine) stop() (handedOver bool) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.phase == phaseHandedOver
+	return m.stage == phaseHandedOver
 }
 
 // stoppingLocked marks the attempt as seen by Stop: it ends stopped unless
@@ -281,8 +281,8 @@ func (m *machine) receivingMove() {
 // upgrades of its own, and a Stop waiting for the move goes on.
 func (m *machine) moveReceived() {
 	m.mu.Lock()
-	if m.phase == phaseReceiving {
-		m.phase = phaseServing
+	if m.stage == phaseReceiving {
+		m.stage = phaseServing
 	}
 	close(m.received)
 	m.mu.Unlock()
@@ -320,7 +320,7 @@ func (m *machine) moveDone(took time.Duration, stayed, closed int) {
 
 // snapshot returns the phase as Status reports it and copies of the last
 // upgrade and of the one that started this process.
-func (m *machine) snapshot() (p phase, last, takenOver *UpgradeResult) {
+func (m *machine) snapshot() (p stage, last, takenOver *UpgradeResult) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.last != nil {
@@ -331,14 +331,14 @@ func (m *machine) snapshot() (p phase, last, takenOver *UpgradeResult) {
 		t := *m.takenOver
 		takenOver = &t
 	}
-	return m.phase.reported(), last, takenOver
+	return m.stage.reported(), last, takenOver
 }
 
 // serving reports whether this process should get traffic.
 func (m *machine) serving() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.phase.reported() == phaseServing
+	return m.stage.reported() == phaseServing
 }
 
 // watchingStops records the stop watcher's channel and the channel closed
@@ -383,7 +383,7 @@ func (m *machine) passStopOnce(pass func(pid int)) {
 	})
 }
 
-func (p phase) String() string {
+func (p stage) String() string {
 	switch p {
 	case phaseStarting:
 		return ProcessStarting

@@ -34,10 +34,10 @@ func newTestMachine() *testMachine {
 	return t
 }
 
-func (t *testMachine) phaseNow() phase {
+func (t *testMachine) phaseNow() stage {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.phase
+	return t.stage
 }
 
 // stopAsync runs stop on a goroutine; the channel gets its result.
@@ -59,7 +59,7 @@ func TestMachineStopInEachPhase(t *testing.T) {
 		// the stop's result channel, to check that the stop is waiting.
 		resolve func(t *testing.T, s machineSetup, stopped <-chan bool)
 		handed  bool  // Stop's result
-		want    phase // after Stop
+		want    stage // after Stop
 	}{
 		{name: "starting", refusal: ErrNotReady, want: phaseStopped,
 			enter: func(t *testing.T) machineSetup { return machineSetup{m: newTestMachine()} }},

@@ -14,7 +14,7 @@ var processEnv = newOSEnv()
 func newOSEnv() *env {
 	e := &env{
 		claim:      claimOnce(),
-		inherited:  func() *inheritance { return inherited },
+		fromParent: func() *inheritance { return startInheritance },
 		getpid:     os.Getpid,
 		getppid:    os.Getppid,
 		notify:     signal.Notify,

@@ -16,14 +16,14 @@ import (
 func osProcess(e *env) {
 	e.kill = func(pid int, sig syscall.Signal) error { return os.NewSyscallError("kill", unix.Kill(pid, sig)) }
 	e.start = execProcess
-	e.checkParent = checkParent
+	e.checkParent = peerIsParent
 	e.joinGroup = rejoinParentGroup
 }
 
 // execProcess starts the binary in dir with this process's arguments and
 // environment, the handoff channel at fd 3 and the listeners after it.
 // It returns the process and this process's end of the channel.
-func execProcess(binary, dir string, lns []passed) (*newProcess, *net.UnixConn, error) {
+func execProcess(binary, dir string, lns []handedListener) (*newProcess, *net.UnixConn, error) {
 	ours, theirs, err := socketpair()
 	if err != nil {
 		return nil, nil, err
@@ -79,7 +79,7 @@ func socketpair() (*net.UnixConn, *os.File, error) {
 
 // listenerFiles returns a duplicate of every listening socket, for the new
 // process, and their names. A listener the application closed is left out.
-func listenerFiles(lns []passed) ([]*os.File, []string) {
+func listenerFiles(lns []handedListener) ([]*os.File, []string) {
 	var files []*os.File
 	var keys []string
 	for _, p := range lns {

@@ -114,8 +114,8 @@ func fdConn(fd int) (net.Conn, error) {
 	return net.FileConn(f)
 }
 
-// checkParent verifies that the peer of c is this process's parent.
-func checkParent(c *net.UnixConn) error {
+// peerIsParent verifies that the peer of c is this process's parent.
+func peerIsParent(c *net.UnixConn) error {
 	cred, err := wire.PeerCred(c)
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package handoff
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -146,7 +147,7 @@ func (u *Upgrader) ListenPlain(network, addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("handoff: listen %s %s: %w", network, addr, err)
 	}
-	u.plain.add(passed{ln, listenerKey(network, addr)})
+	u.plain.add(handedListener{ln, listenerKey(network, addr)})
 	return ln, nil
 }
 
@@ -377,3 +378,6 @@ func (u *Upgrader) Drain(ctx context.Context) error {
 		return nil
 	}
 }
+
+// errTwice is New's answer in a process that has its Upgrader.
+var errTwice = errors.New("handoff: New called twice; a process has one Upgrader")
