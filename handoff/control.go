@@ -64,38 +64,44 @@ func parseCommand(line []byte) (controlwire.Request, error) {
 	default:
 		return cmd, fmt.Errorf("%w: unknown command %.32q", errControl, cmd.Command)
 	}
+	return cmd, parseUpgradeArgs(&cmd, args)
+}
+
+// parseUpgradeArgs reads upgrade's KEY=VALUE arguments into cmd, each at
+// most once.
+func parseUpgradeArgs(cmd *controlwire.Request, args []string) error {
 	seen := map[string]bool{}
 	for _, a := range args {
 		k, v, ok := strings.Cut(a, "=")
 		if !ok || v == "" {
-			return cmd, fmt.Errorf("%w: argument %.32q: want KEY=VALUE", errControl, a)
+			return fmt.Errorf("%w: argument %.32q: want KEY=VALUE", errControl, a)
 		}
 		if seen[k] {
-			return cmd, fmt.Errorf("%w: argument %.32q given twice", errControl, k)
+			return fmt.Errorf("%w: argument %.32q given twice", errControl, k)
 		}
 		seen[k] = true
 		switch k {
 		case "binary":
 			if !strings.HasPrefix(v, "/") {
-				return cmd, fmt.Errorf("%w: binary %.64q: want an absolute path", errControl, v)
+				return fmt.Errorf("%w: binary %.64q: want an absolute path", errControl, v)
 			}
 			cmd.Binary = v
 		case "timeout":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
-				return cmd, fmt.Errorf("%w: timeout %.32q: want a positive duration such as 30s", errControl, v)
+				return fmt.Errorf("%w: timeout %.32q: want a positive duration such as 30s", errControl, v)
 			}
 			cmd.Timeout = d
 		case "app":
 			if err := checkAppName(v); err != nil {
-				return cmd, fmt.Errorf("%w: app: %w", errControl, err)
+				return fmt.Errorf("%w: app: %w", errControl, err)
 			}
 			cmd.App = v
 		default:
-			return cmd, fmt.Errorf("%w: unknown argument %.32q", errControl, k)
+			return fmt.Errorf("%w: unknown argument %.32q", errControl, k)
 		}
 	}
-	return cmd, nil
+	return nil
 }
 
 // readCommand reads one request line from c, at most maxControlLine bytes,

@@ -32,7 +32,7 @@ type mover struct {
 	log      *slog.Logger
 	peer     wire.Hello      // the new process, for its room for fds
 	early    map[uint64]bool // connections whose fds went before the park
-	reg      *registry
+	reg      *rollingMove
 	exited   <-chan struct{} // the new process has exited
 	stop     <-chan struct{} // Stop was called: the move hurries; nil once it does
 	grace    time.Duration   // how long the move lasts after a stop

@@ -440,10 +440,10 @@ func (s *parentSession) awaitReady() error {
 // closed) hurries the move, see mover.hurry.
 func (h *handing) roll(stop <-chan struct{}) error {
 	u, s, p := h.u, h.s, h.p
-	u.reg.startMove(s.early)
+	moving := u.reg.startMove(s.early)
 	s.sendCommit()
 	start := time.Now()
-	m := &mover{link: &s.link, log: u.log, peer: s.peer, early: s.early, reg: u.reg, exited: p.exited, stop: stop, grace: u.opts.ParkTimeout,
+	m := &mover{link: &s.link, log: u.log, peer: s.peer, early: s.early, reg: moving, exited: p.exited, stop: stop, grace: u.opts.ParkTimeout,
 		deadline: start.Add(u.opts.MoveTimeout)}
 	err := s.serving(5 * time.Second)
 	if err == nil {
@@ -458,7 +458,7 @@ func (h *handing) roll(stop <-chan struct{}) error {
 	if err != nil {
 		return h.takeBack(m, err)
 	}
-	u.reg.endMove()
+	moving.endMove()
 	u.plain.release()
 	s.ch.Close()
 	s.emit(Event{Phase: PhaseMove, Took: s.stats.Move, Conns: m.moved})
@@ -483,7 +483,7 @@ func (h *handing) takeBack(m *mover, err error) error {
 	u.unwatchStops()
 	u.m.tookBack()
 	u.reg.resumeAll()
-	kept, _ := u.reg.remaining()
+	kept, _ := m.reg.remaining()
 	if perr := u.pid.write(); perr != nil {
 		u.log.Error("handoff: took the service back, but", "err", perr)
 	}

@@ -4,21 +4,26 @@ package handoff
 // the connections are asked to park a few at a time, and each one that
 // parks is queued to be sent on its own.
 
+// rollingMove is the registry in one Rolling move, from startMove until
+// the move ends (endMove) or is taken back (resumeAll).
+type rollingMove struct{ *registry }
+
 // startMove begins a Rolling move at the commit: this process stops
 // accepting (it keeps its listeners, to take them back if the new process
 // dies), a connection tracked from now on is asked to park at once, and a
 // parked connection queues in ready. early names the connections whose
 // fds the new process holds already.
-func (r *registry) startMove(early map[uint64]bool) {
+func (r *registry) startMove(early map[uint64]bool) *rollingMove {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.move = &moveQueue{early: early}
 	r.setLocked(regMoving)
+	return &rollingMove{r}
 }
 
 // takeReady returns the connections parked since the last call, with what
 // travels with them, and the early connections closed here since.
-func (r *registry) takeReady() ([]parkedConn, []uint64) {
+func (r *rollingMove) takeReady() ([]parkedConn, []uint64) {
 	r.mu.Lock()
 	ready, closed := r.move.take()
 	r.mu.Unlock()
@@ -39,7 +44,7 @@ func (c *Conn) parkedNow() parkedConn {
 // movedOut gives sent connections to the new process: their handlers' Park
 // returns ErrHandedOver, and this process closes its copies (close(2) only:
 // no FIN reaches the client).
-func (r *registry) movedOut(sent []parkedConn) {
+func (r *rollingMove) movedOut(sent []parkedConn) {
 	r.mu.Lock()
 	for _, p := range sent {
 		r.dropLocked(p.c.id)
@@ -54,7 +59,7 @@ func (r *registry) movedOut(sent []parkedConn) {
 
 // remaining counts the connections still here, and reports whether the
 // move is over: none left and no accept in flight.
-func (r *registry) remaining() (n int, done bool) {
+func (r *rollingMove) remaining() (n int, done bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.conns), len(r.conns) == 0 && r.inAccept == 0 && r.move.queued() == 0
@@ -65,7 +70,7 @@ func (r *registry) remaining() (n int, done bool) {
 // one never asked. It returns the connections that had parked meanwhile,
 // which the caller still sends, and how many stay here (drained) and were
 // closed.
-func (r *registry) stopMove(closeThem bool) (parked []parkedConn, stay, closed int) {
+func (r *rollingMove) stopMove(closeThem bool) (parked []parkedConn, stay, closed int) {
 	r.mu.Lock()
 	conns := r.snapshotLocked() // the queued ones among them: still parked
 	r.setLocked(regDraining)
@@ -88,7 +93,7 @@ func (r *registry) stopMove(closeThem bool) (parked []parkedConn, stay, closed i
 // endMove ends a Rolling move that completed: the listeners are closed
 // for good (the new process has its own), and connections tracked from
 // now on are not (see track). Stragglers left to drain stay tracked.
-func (r *registry) endMove() {
+func (r *rollingMove) endMove() {
 	r.mu.Lock()
 	lns := r.setLocked(regHandedOver)
 	r.mu.Unlock()
