@@ -73,7 +73,7 @@ type machine struct {
 	takenOver *UpgradeResult // the upgrade that started this process
 	received  chan struct{}  // closed when a Rolling move into this process has ended; nil if none ran
 
-	// The stops passed on to the successor (process_linux.go).
+	// The stops passed on to the successor (core.go).
 	passOnce  sync.Once      // a stop is passed on once
 	stopsC    chan os.Signal // the stop watcher's, until a Rolling move takes the service back
 	stopsDone chan struct{}  // closed when the watcher has passed on what it got

@@ -12,7 +12,7 @@ import (
 	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
 
-// What both ends of a handoff (parent.go, child.go) share.
+// What both sides of an upgrade (parent.go, child.go) share.
 
 // withCause puts ctx's cause (a stop, a timeout, the new process's exit)
 // in front of err, the symptom it caused on the channel. A deadline that
