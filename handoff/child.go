@@ -16,19 +16,6 @@ import (
 	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
 
-// testHook, when set by a test, is called at the steps of a handoff that
-// no effect on the OS (env) or the application is near: in the new
-// process "hello" and "first-batch", in the old one "early" and
-// "decide"; so that a test of real processes can make one fail or wait
-// exactly there.
-var testHook func(step string)
-
-func hook(step string) {
-	if testHook != nil {
-		testHook(step)
-	}
-}
-
 // adopted is a connection received from the old process, not yet served.
 // Its goroutine is started as it arrives and waits at the session's gate:
 // a goroutine's first stack costs page faults (tens of µs each on some
@@ -204,7 +191,6 @@ func (s *childSession) receive(ctx context.Context) error {
 	if err := s.hello(); err != nil {
 		return err
 	}
-	hook("hello")
 	start := time.Now()
 	n, err := s.readPlan()
 	if err != nil {
@@ -329,9 +315,6 @@ func (s *inbox) receiveEarly(n int) (wire.Final, error) {
 		}
 		if err != nil {
 			return wire.Final{}, err
-		}
-		if s.seq == 1 {
-			hook("first-batch")
 		}
 		if err := s.progress(); err != nil {
 			return wire.Final{}, err

@@ -130,10 +130,9 @@ func stopDuringUpgrade(t *testing.T, start func(*testing.T, ...string) *harness,
 
 // TestStopBeforeCommit: SIGTERM to the old process when the new one is
 // ready and the old one is about to commit. The stop wins: the upgrade
-// rolls back, the new process is killed, and the old one saves. Real
-// processes: that moment has no effect on the OS to pause at.
+// rolls back, the new process is killed, and the old one saves.
 func TestStopBeforeCommit(t *testing.T) {
-	h, l, old, _ := stopDuringUpgrade(t, startServer, "decide", "stop during an upgrade: rolling it back", "old")
+	h, l, old, _ := stopDuringUpgrade(t, startInProcess, "decide", "stop during an upgrade: rolling it back", "old")
 	out := h.awaitStop(1)
 	l.halt()
 	if len(out.failed) != 1 || !strings.Contains(out.failed[0], "stopping") {
@@ -277,7 +276,7 @@ func TestOldDiesMidUpgrade(t *testing.T) {
 // process's deadline passes just before it commits. The deadline wins:
 // the new process never serves, and the old one carries on.
 func TestUpgradeTimesOutAtCommit(t *testing.T) {
-	h := startServer(t, envUpgradeTimeout+"=1s", envPauseTimeout+"=10s")
+	h := startInProcess(t, envUpgradeTimeout+"=1s", envPauseTimeout+"=10s")
 	l := startLoad(t, h.addr, 50)
 	l.waitRounds(100)
 	old := h.pid
