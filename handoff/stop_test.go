@@ -12,10 +12,10 @@ import (
 	"time"
 )
 
-// A stop during an upgrade, forced at each moment that matters with real
-// processes and real signals. Whatever the moment, the service ends
-// stopped with exactly one snapshot, written by the process that owned the
-// state, holding every reply a client got.
+// A stop during an upgrade, forced at each moment that matters, in a
+// chain of servers in one process (inproc_test.go). Whatever the moment,
+// the service ends stopped with exactly one snapshot, written by the
+// process that owned the state, holding every reply a client got.
 
 // stopOutcome collects what the servers said once a stop was sent: who
 // saved (and the total they saved) and who stopped as handed over.
@@ -241,7 +241,7 @@ func processAlive(pid int) bool {
 func TestOldDiesMidUpgrade(t *testing.T) {
 	for _, at := range []string{"first-batch", "decide"} {
 		t.Run(at, func(t *testing.T) {
-			h := startServer(t, envPause+"="+at)
+			h := startInProcess(t, envPause+"="+at)
 			l := startLoad(t, h.addr, 300)
 			l.waitRounds(100)
 			old := h.pid
@@ -260,7 +260,7 @@ func TestOldDiesMidUpgrade(t *testing.T) {
 			if at == "first-batch" && newPid != paused {
 				t.Fatalf("pid %d failed, want the new process %d", newPid, paused)
 			}
-			requireGone(t, newPid)
+			h.requireGone(newPid)
 			l.halt()
 			if !h.logs.waitFor("died during the handoff; nothing was taken over", time.Minute) {
 				t.Fatal("the new process did not say that the old one died")
