@@ -165,7 +165,6 @@ func (s *childSession) receive(ctx context.Context) error {
 	if err := s.hello(); err != nil {
 		return err
 	}
-	hook("hello")
 	start := time.Now()
 	n, err := s.readPlan()
 	if err != nil {

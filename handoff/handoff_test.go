@@ -313,12 +313,12 @@ func TestTwoUpgradesUnderLoad(t *testing.T) {
 // TestRollback makes the new process fail at every step of the handoff and
 // checks that the old one rolls back for that reason, resumes every
 // connection where it stopped and leaves the PID file naming itself; then
-// that a good upgrade still works. A fault in the application's LoadState
-// (the takeover's step "conns" in one process reaches it) runs in one
-// process; a fault at the protocol's steps, or one that changes the
-// process (its protocol version, its fd limit), in real processes.
+// that a good upgrade still works. A fault at a step of the takeover runs
+// in one process (the fake kernel, LoadState or a tap on the channel
+// reaches the step); one that changes the process (its protocol version,
+// its fd limit) in real processes.
 func TestRollback(t *testing.T) {
-	inProcess := map[string]bool{"exit:start": true, "exit:connected": true, "hang:connected": true,
+	inProcess := map[string]bool{"exit:start": true, "exit:connected": true, "exit:first-batch": true, "hang:connected": true,
 		"garbage:connected": true, "truncated:connected": true, "exit:load": true, "exit:state": true,
 		"hang:conns": true, "reject-state": true, "panic:load": true, "panic:migrate": true}
 	faults := []struct{ fault, why, reason string }{
@@ -527,7 +527,7 @@ func TestListenersOnly(t *testing.T) {
 // that its client sees the close), one arrives (it travels late, with its
 // fd). Every connection ends up served exactly once, by the right process.
 func TestChangesAfterEarlyFds(t *testing.T) {
-	h := startServer(t, envPause+"=early")
+	h := startInProcess(t, envPause+"=early")
 	old := h.pid
 	kept, quitting := dialConn(t, h.addr), dialConn(t, h.addr)
 	for _, c := range []*conn{kept, quitting} {

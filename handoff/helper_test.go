@@ -49,8 +49,10 @@ const (
 	envMoveTimeout     = "HANDOFF_TEST_MOVE_TIMEOUT"
 	envCloseStragglers = "HANDOFF_TEST_CLOSE_STRAGGLERS"
 	// envPause lists steps at which a process says "paused" and waits
-	// for the test; see barrier. A step is one of testHook's (real
-	// processes only), one the env reaches (in one process: "connected",
+	// for the test; see barrier. A step is one the old process's
+	// Progress reaches ("early", "decide"; see oldSteps), one a tap on
+	// the new process's channel reaches ("hello", "first-batch"; see
+	// tapChannel), one the env reaches (in one process: "connected",
 	// "committed", "passing", "exiting"), one LoadState reaches ("conns",
 	// "state"), or the server's own ("main", "apply", "linger").
 	envPause = "HANDOFF_TEST_PAUSE"
@@ -347,23 +349,33 @@ func (s *lineServer) load(r io.Reader) error {
 	return nil
 }
 
-// step is a new process's step of the takeover that LoadState reaches:
-// the test's probe, pause, and fault ("hang:<step>", "exit:<step>").
+// step is a new process's step of the takeover that LoadState reaches.
 func (p *proc) step(name string) {
+	if p.reach(name) {
+		panic("killed in-process") // LoadState's panic: the takeover fails, its process is dead
+	}
+}
+
+// reach is a new process's step of the takeover, which LoadState or a tap
+// reaches: the test's probe, pause, and fault ("hang:<step>",
+// "exit:<step>"). It reports whether the process hung there until it was
+// killed in-process.
+func (p *proc) reach(name string) (killed bool) {
 	p.probe(name)
 	p.barrier(name)
 	switch p.fault() {
 	case "hang:" + name:
-		<-p.dead                   // for ever, unless killed in-process
-		panic("killed in-process") // LoadState's panic: the takeover fails, its process is dead
+		<-p.dead // for ever, unless killed in-process
+		return true
 	case "exit:" + name:
 		p.exit(7)
 	}
+	return false
 }
 
 // probe starts a probe at step if the test asked for one there.
 func (p *proc) probe(step string) {
-	if strings.Contains(","+p.getenv(envProbe)+",", ","+step+",") {
+	if listed(p.getenv(envProbe), step) {
 		runProbe(p, step)
 	}
 }
@@ -374,33 +386,17 @@ func (p *proc) fault() string {
 	return strings.TrimSpace(string(b))
 }
 
-// applyFault arms the takeover steps with the fault the test asked for,
-// "<what>:<step>": exit there, hang there, or run out of fds there.
-func applyFault(f string) {
+// processFault changes this new process as the test asked: the protocol
+// version it speaks, or its fd limit. A real process's only: they are the
+// test binary's globals and limits.
+func processFault(f string) {
 	switch f {
 	case "proto-version":
 		protocolVersion = ProtocolVersion + 1
 	case "proto-older":
 		protocolVersion = ProtocolVersion - 1
 	case "fdlimit":
-		lowerFdLimit(0)
-	}
-	what, step, ok := strings.Cut(f, ":")
-	if !ok {
-		return
-	}
-	testHook = func(s string) {
-		if s != step {
-			return
-		}
-		switch what {
-		case "exit":
-			os.Exit(7)
-		case "hang":
-			select {}
-		case "fdlimit":
-			lowerFdLimit(3)
-		}
+		lowerFdLimit(100)
 	}
 }
 
@@ -413,16 +409,33 @@ func badPacket(fault string) []byte {
 	return []byte{byte(wire.TypeHello), 0, 0, 0, 0, 0, 1, 0, 'H', 'O'}
 }
 
-// lowerFdLimit leaves room for only room more fds (0: for a few dozen,
-// whatever is open now). Below the fds already open, the kernel drops the
-// fds of SCM_RIGHTS that do not fit and flags MSG_CTRUNC.
-func lowerFdLimit(room uint64) {
-	open, _, _, _ := fdUsage()
-	lim := uint64(open) + room
-	if room == 0 {
-		lim = uint64(open) + 100
+// lowerFdLimit leaves room for only room more fds, counting those of
+// freed, which are open and about to be closed, as room: the limit is set
+// just above the lowest room fd numbers left. Beyond it, the kernel drops
+// the fds of SCM_RIGHTS that do not fit and flags MSG_CTRUNC.
+func lowerFdLimit(room int, freed ...int) {
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return
 	}
-	unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: lim, Max: lim})
+	names, _ := d.Readdirnames(-1)
+	self := int(d.Fd())
+	d.Close()
+	used := map[int]bool{}
+	for _, n := range names {
+		fd, _ := strconv.Atoi(n)
+		used[fd] = true
+	}
+	for _, fd := range append(freed, self) {
+		delete(used, fd)
+	}
+	lim := 0
+	for free := 0; free < room; lim++ {
+		if !used[lim] {
+			free++
+		}
+	}
+	unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: uint64(lim), Max: uint64(lim)})
 }
 
 // testMode is the mode of every server of the chain.
@@ -454,9 +467,10 @@ func serverMain(p *proc) {
 	if p.inh != nil && p.fault() == "exit:start" {
 		p.exit(7) // before it connects: as at the takeover's start
 	}
-	if !p.fake {
-		installHooks(p)
+	if p.inh != nil && !p.fake {
+		processFault(p.fault())
 	}
+	p.tapChannel()
 	up, ln := p.start()
 	srv := p.server(up).serve
 	go func() {
@@ -554,7 +568,7 @@ func (p *proc) watchHUP(up *Upgrader) {
 			}
 			go func() {
 				// The test may bound this upgrade alone (setUpgradeTimeout).
-				req := UpgradeRequest{Timeout: p.fileDuration("upgrade-timeout")}
+				req := UpgradeRequest{Timeout: p.fileDuration("upgrade-timeout"), Progress: p.oldSteps}
 				if _, err := up.UpgradeWith(context.Background(), req); err != nil {
 					p.report("failed %d %v", p.pid, err)
 				}
@@ -626,28 +640,25 @@ func (p *proc) duration(name string, def time.Duration) time.Duration {
 	return def
 }
 
-// installHooks arms the steps of a handoff with what the test asked for:
-// the new process's fault, the old process's fault, pauses at barriers
-// and probes.
-func installHooks(p *proc) {
-	if p.inh != nil { // started by an upgrade
-		applyFault(p.fault())
+// oldSteps is the Progress of the upgrades the test triggers: it runs
+// the old process's steps as the phases before them end, "early" once
+// the early fds have gone (PhaseFds) and "decide" once the new process is
+// ready, before the commit (PhaseReady): the test's probe, pause and old
+// process's fault there.
+func (p *proc) oldSteps(e Event) {
+	step := map[string]string{PhaseFds: "early", PhaseReady: "decide"}[e.Phase]
+	if step == "" {
+		return
 	}
-	prev := testHook
-	testHook = func(step string) {
-		p.probe(step)
-		p.barrier(step)
-		p.oldFault(step)
-		if prev != nil {
-			prev(step)
-		}
-	}
+	p.probe(step)
+	p.barrier(step)
+	p.oldFault(step)
 }
 
 // barrier says "paused <pid> <step>" and waits until the test releases
 // step, if the test asked for a pause there.
 func (p *proc) barrier(step string) {
-	if !strings.Contains(","+p.getenv(envPause)+",", ","+step+",") {
+	if !listed(p.getenv(envPause), step) {
 		return
 	}
 	p.hold(step)

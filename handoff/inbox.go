@@ -77,9 +77,6 @@ func (s *inbox) receiveEarly(n int) (wire.Final, error) {
 		if err != nil {
 			return wire.Final{}, err
 		}
-		if s.seq == 1 {
-			hook("first-batch")
-		}
 		if err := s.progress(); err != nil {
 			return wire.Final{}, err
 		}

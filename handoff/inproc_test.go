@@ -59,7 +59,8 @@ type fakeProc struct {
 	endOnce   sync.Once                        // the first end decides bySignal: a kill, or its main returning
 	deathOnce sync.Once
 	mu        sync.Mutex
-	onDeath   []func() // guarded by mu
+	onDeath   []func()        // guarded by mu
+	ends      []*net.UnixConn // its ends of its new processes' channels; guarded by mu
 }
 
 // startInProcess starts the first server of an in-process chain; env adds
@@ -159,7 +160,12 @@ func (fp *fakeProc) send(ev string) {
 	}
 }
 
-func (fp *fakeProc) alive() bool { return !isClosed(fp.dead) }
+// alive reports whether fp has not begun to die.
+func (fp *fakeProc) alive() bool {
+	fp.fos.mu.Lock()
+	defer fp.fos.mu.Unlock()
+	return fp.ppid != -1
+}
 
 func (fp *fakeProc) atDeath(f func()) {
 	fp.mu.Lock()
@@ -174,15 +180,29 @@ func (fp *fakeProc) sigkill() {
 }
 
 // die is the kernel's part of a process's end: it stops hearing
-// signals, its end of the handoff channel closes for the peer, and what
-// it holds is closed. Its goroutines see dead and unwind without a word.
+// signals, its ends of handoff channels close for their peers, what it
+// holds is closed, and its new processes are orphans. Its goroutines see
+// dead and unwind without a word, and act on no other process.
 func (fp *fakeProc) die() {
 	fp.endOnce.Do(func() {})
 	fp.deathOnce.Do(func() {
 		fp.fos.mu.Lock()
 		fp.ppid = -1
 		clear(fp.sigs)
+		for _, c := range fp.fos.procs {
+			if c.ppid == fp.pid {
+				c.ppid = 1 // init adopts them
+			}
+		}
 		fp.fos.mu.Unlock()
+		// Its new processes see its channels closed before its goroutines
+		// see dead: what they do after is not heard.
+		fp.mu.Lock()
+		ends := fp.ends
+		fp.mu.Unlock()
+		for _, c := range ends {
+			c.Close()
+		}
 		close(fp.dead)
 		if fp.chanFd >= 0 {
 			_ = unix.Shutdown(fp.chanFd, unix.SHUT_RDWR)
@@ -299,6 +319,9 @@ func (fp *fakeProc) stopNotify(c chan<- os.Signal) {
 // yet).
 func (fp *fakeProc) kill(pid int, sig syscall.Signal) error {
 	fp.p.barrier("passing")
+	if !fp.alive() {
+		return nil
+	}
 	return fp.fos.signal(pid, sig)
 }
 
@@ -347,7 +370,15 @@ func (fp *fakeProc) start(binary, dir string, lns []handedListener) (*newProcess
 		in.listeners[k] = files[i]
 	}
 	child := fp.fos.spawn(fp.pid, in, chanFd)
-	p := &newProcess{pid: child.pid, exited: make(chan struct{}), sigkill: child.sigkill}
+	fp.mu.Lock()
+	fp.ends = append(fp.ends, ours)
+	fp.mu.Unlock()
+	sigkill := func() {
+		if fp.alive() {
+			child.sigkill()
+		}
+	}
+	p := &newProcess{pid: child.pid, exited: make(chan struct{}), sigkill: sigkill}
 	go func() {
 		<-child.done
 		switch {

@@ -98,7 +98,6 @@ func contextOf(done <-chan struct{}) context.Context {
 // and a stop signal is passed on to the new process.
 func (h *handing) commitTo(ctx context.Context) error {
 	u, pid := h.u, h.p.pid
-	hook("decide")
 	if err := u.m.commit(ctx, pid); err != nil {
 		return err
 	}
@@ -210,7 +209,6 @@ func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error
 	}
 	s.early = early
 	s.emit(Event{Phase: PhaseFds, Took: s.stats.Fds, Conns: s.stats.Early})
-	hook("early")
 	pause := s.u.opts.PauseTimeout
 	ctx, cancel := context.WithTimeoutCause(ctx, pause,
 		fmt.Errorf("handoff: %w: longer than the pause timeout (%s)", errPauseTimeout, pause))

@@ -46,16 +46,3 @@ func ownHello(opts Options) wire.Hello {
 	return wire.Hello{Version: protocolVersion, PID: uint32(os.Getpid()), FdLimit: uint32(min(limit, 1<<31)), FdOpen: uint32(open),
 		AppVersion: opts.Version, App: opts.App}
 }
-
-// testHook, when set by a test, is called at the steps of a handoff that
-// no effect on the OS (env) or the application is near: in the new
-// process "hello" and "first-batch", in the old one "early" and
-// "decide"; so that a test of real processes can make one fail or wait
-// exactly there.
-var testHook func(step string)
-
-func hook(step string) {
-	if testHook != nil {
-		testHook(step)
-	}
-}

@@ -12,10 +12,10 @@ import (
 	"time"
 )
 
-// A stop during an upgrade, forced at each moment that matters with real
-// processes and real signals. Whatever the moment, the service ends
-// stopped with exactly one snapshot, written by the process that owned the
-// state, holding every reply a client got.
+// A stop during an upgrade, forced at each moment that matters, in a
+// chain of servers in one process (inproc_test.go). Whatever the moment,
+// the service ends stopped with exactly one snapshot, written by the
+// process that owned the state, holding every reply a client got.
 
 // stopOutcome collects what the servers said once a stop was sent: who
 // saved (and the total they saved) and who stopped as handed over.
@@ -130,10 +130,9 @@ func stopDuringUpgrade(t *testing.T, start func(*testing.T, ...string) *harness,
 
 // TestStopBeforeCommit: SIGTERM to the old process when the new one is
 // ready and the old one is about to commit. The stop wins: the upgrade
-// rolls back, the new process is killed, and the old one saves. Real
-// processes: that moment has no effect on the OS to pause at.
+// rolls back, the new process is killed, and the old one saves.
 func TestStopBeforeCommit(t *testing.T) {
-	h, l, old, _ := stopDuringUpgrade(t, startServer, "decide", "stop during an upgrade: rolling it back", "old")
+	h, l, old, _ := stopDuringUpgrade(t, startInProcess, "decide", "stop during an upgrade: rolling it back", "old")
 	out := h.awaitStop(1)
 	l.halt()
 	if len(out.failed) != 1 || !strings.Contains(out.failed[0], "stopping") {
@@ -242,7 +241,7 @@ func processAlive(pid int) bool {
 func TestOldDiesMidUpgrade(t *testing.T) {
 	for _, at := range []string{"first-batch", "decide"} {
 		t.Run(at, func(t *testing.T) {
-			h := startServer(t, envPause+"="+at)
+			h := startInProcess(t, envPause+"="+at)
 			l := startLoad(t, h.addr, 300)
 			l.waitRounds(100)
 			old := h.pid
@@ -261,7 +260,7 @@ func TestOldDiesMidUpgrade(t *testing.T) {
 			if at == "first-batch" && newPid != paused {
 				t.Fatalf("pid %d failed, want the new process %d", newPid, paused)
 			}
-			requireGone(t, newPid)
+			h.requireGone(newPid)
 			l.halt()
 			if !h.logs.waitFor("died during the handoff; nothing was taken over", time.Minute) {
 				t.Fatal("the new process did not say that the old one died")
@@ -277,7 +276,7 @@ func TestOldDiesMidUpgrade(t *testing.T) {
 // process's deadline passes just before it commits. The deadline wins:
 // the new process never serves, and the old one carries on.
 func TestUpgradeTimesOutAtCommit(t *testing.T) {
-	h := startServer(t, envUpgradeTimeout+"=1s", envPauseTimeout+"=10s")
+	h := startInProcess(t, envUpgradeTimeout+"=1s", envPauseTimeout+"=10s")
 	l := startLoad(t, h.addr, 50)
 	l.waitRounds(100)
 	old := h.pid
