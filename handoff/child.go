@@ -21,6 +21,7 @@ import (
 // inbox.
 type childSession struct {
 	inbox
+	u       *core
 	plan    plan // the old process's
 	ppid    int  // the old process
 	carried carried
@@ -36,7 +37,7 @@ func (u *core) takeOver(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s := &childSession{inbox: inbox{u: u, gate: make(chan struct{})}, ppid: u.env.getppid()}
+	s := &childSession{u: u, inbox: inbox{reg: u.reg, own: u.opts.Mode, resume: u.opts.Resume, gate: make(chan struct{})}, ppid: u.env.getppid()}
 	err = s.run(ctx)
 	next := phaseStopped // a failed takeover: the process must exit
 	if err == nil {

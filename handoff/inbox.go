@@ -31,21 +31,23 @@ type incoming struct {
 // gate that lets their handlers go, and the PROGRESS that acknowledges
 // them.
 type inbox struct {
-	u     *core
-	ch    *wire.Channel
-	mode  Mode                 // the old process's, as PLAN says
-	seq   uint32               // CONNS and PARKED frames received
-	early map[uint64]*incoming // fds sent before the park, by id, until claimed
-	conns []*incoming          // parked connections, to serve after COMMIT
-	gate  chan struct{}        // closed once the outcome is known; see incoming
+	reg    *registry
+	own    Mode // this process's Options.Mode
+	resume func(c *Conn, state []byte)
+	ch     *wire.Channel
+	mode   Mode                 // the old process's, as PLAN says
+	seq    uint32               // CONNS and PARKED frames received
+	early  map[uint64]*incoming // fds sent before the park, by id, until claimed
+	conns  []*incoming          // parked connections, to serve after COMMIT
+	gate   chan struct{}        // closed once the outcome is known; see incoming
 }
 
 // canServe refuses n connections if this process cannot serve them.
 func (s *inbox) canServe(n uint32) error {
-	if n > 0 && !s.u.opts.Mode.servesConns() {
-		return fmt.Errorf("handoff: %d connections offered but this process is in %s mode", n, s.u.opts.Mode)
+	if n > 0 && !s.own.servesConns() {
+		return fmt.Errorf("handoff: %d connections offered but this process is in %s mode", n, s.own)
 	}
-	if n > 0 && s.u.opts.Resume == nil {
+	if n > 0 && s.resume == nil {
 		return fmt.Errorf("handoff: %d connections offered but Options.Resume is not set", n)
 	}
 	return nil
@@ -204,11 +206,11 @@ func (s *inbox) wait(a *incoming) {
 		buf := touched(readBufSize)
 		waitDeep(a.gate)
 		if a.serve {
-			c := s.u.reg.track(a.nc, a.rec.Kind, append(buf, a.rec.Unread...))
+			c := s.reg.track(a.nc, a.rec.Kind, append(buf, a.rec.Unread...))
 			if a.takenUp != nil {
 				c.takingUp.Store(&a.takenUp)
 			}
-			s.u.opts.Resume(c, a.rec.State)
+			s.resume(c, a.rec.State)
 			c.takeUp()
 		}
 	}()
