@@ -1,3 +1,11 @@
+// Package server serves the PDF protocol over handoff connections. Both
+// versions of the server use it; they differ only in the Ledger they pass to
+// New and in their version string.
+//
+// Each connection has a session, the gateway name from HELLO and the number
+// of requests so far, which travels with the connection through an upgrade
+// as the state given to Park. The ledger is shared by all connections and
+// travels as the upgrade's global state (SaveState, LoadState).
 package server
 
 import (
@@ -14,32 +22,36 @@ import (
 	"github.com/handoff-dev/handoff/handoff"
 )
 
-// Ledger is the account state a server keeps. *ledger.V1 and *ledger.V2
-// implement it. Its methods are called with the server's lock held.
+// Ledger is the account state a server keeps: *ledger.V1 or *ledger.V2.
+// Its methods are called with the server's lock held.
 type Ledger interface {
 	TopUp(acct string, amount int64) (int64, error)
 	Charge(acct string, amount int64) (balance int64, ok bool)
 	Balance(acct string) int64
-	// Account and SetAccount read and replace everything the ledger
-	// keeps about one account, for a connection to carry it in a rolling
-	// upgrade.
+	// Account and SetAccount read and replace all the ledger keeps about
+	// one account, for a connection to carry it in a rolling upgrade.
 	Account(acct string) ledger.Account
 	SetAccount(acct string, a ledger.Account)
-	// Schema is the ledger's schema in ledger.States.
-	Schema() uint32
+	Schema() uint32 // in ledger.States
 }
 
-// StatsLedger is a Ledger that counts charges. A server over one answers
+// StatsLedger is a Ledger that counts charges: a server over one answers
 // STATS; over a plain Ledger, STATS is an unknown command.
 type StatsLedger interface {
 	Ledger
 	Stats(acct string) (balance int64, charges uint64)
 }
 
+var (
+	_ Ledger      = (*ledger.V1)(nil)
+	_ StatsLedger = (*ledger.V2)(nil)
+)
+
 // Server serves one ledger to many connections.
 type Server struct {
 	version string
 	pid     int
+	schema  uint32 // this version's, in ledger.States
 	log     *slog.Logger
 
 	mu    sync.Mutex // guards the ledger
@@ -48,7 +60,7 @@ type Server struct {
 	gen   uint64      // the loaded state's generation; 0 if it started empty
 
 	rolling bool                 // see RollingUpgrades
-	counted func(command string) // see CountRequests; nil: none
+	counted func(command string) // see CountRequests
 }
 
 // CountRequests makes the server call f with each request's command name
@@ -74,15 +86,11 @@ func (s *Server) RollingUpgrades() { s.rolling = true }
 
 // New returns a server over led, answering VERSION with version.
 func New(version string, led Ledger, log *slog.Logger) *Server {
-	s := &Server{version: version, pid: os.Getpid(), log: log, led: led}
+	s := &Server{version: version, pid: os.Getpid(), schema: led.Schema(), log: log, led: led,
+		counted: func(string) {}}
 	s.stats, _ = led.(StatsLedger)
 	return s
 }
-
-var (
-	_ Ledger      = (*ledger.V1)(nil)
-	_ StatsLedger = (*ledger.V2)(nil)
-)
 
 // Serve accepts connections from ln until it fails, and serves each on its
 // own goroutine. It returns the Accept error; after a handover that error
@@ -176,16 +184,11 @@ func (s *Server) handle(sess *session, line []byte) []byte {
 	before := sess.n
 	sess.n++
 	req, reason := proto.Parse(line, s.stats != nil)
-	if s.counted != nil {
-		if reason != "" {
-			s.counted("INVALID")
-		} else {
-			s.counted(req.Kind.String())
-		}
-	}
 	if reason != "" {
+		s.counted("INVALID")
 		return proto.Err(req.RID, reason)
 	}
+	s.counted(req.Kind.String())
 	switch req.Kind {
 	case proto.Hello:
 		sess.gw = req.GW
@@ -197,12 +200,6 @@ func (s *Server) handle(sess *session, line []byte) []byte {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.applyLocked(sess, req)
-}
-
-// applyLocked runs a request that reads or changes the ledger, and notes
-// in sess an account it changed.
-func (s *Server) applyLocked(sess *session, req proto.Request) []byte {
 	switch req.Kind {
 	case proto.TopUp:
 		bal, err := s.led.TopUp(req.Acct, req.Amount)
@@ -218,16 +215,11 @@ func (s *Server) applyLocked(sess *session, req proto.Request) []byte {
 		}
 		sess.note(req.Acct, s.led.Account(req.Acct))
 		return proto.OK(req.RID, bal)
-	case proto.Balance:
-		return proto.Bal(req.RID, s.led.Balance(req.Acct))
 	case proto.Stats:
 		bal, n := s.stats.Stats(req.Acct)
 		return proto.StatsReply(req.RID, bal, n)
 	}
-	// Parse returned a kind this switch forgot: a bug, but not the
-	// client's fault and not worth a crash.
-	s.log.Error("unhandled request kind", "kind", req.Kind)
-	return proto.Err(req.RID, proto.ReasonUnknown)
+	return proto.Bal(req.RID, s.led.Balance(req.Acct)) // BALANCE, the last kind
 }
 
 // SaveState writes the ledger as a state file in this version's schema.
@@ -239,13 +231,12 @@ func (s *Server) applyLocked(sess *session, req proto.Request) []byte {
 // encoding (about 0.2 µs an account) and not for the new process to read
 // and decode it (a few times that, on cores the load shares).
 func (s *Server) SaveState(w io.Writer) error {
+	s.mu.Lock()
 	if !s.rolling {
-		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.saveLocked(w)
 	}
 	var snap bytes.Buffer
-	s.mu.Lock()
 	err := s.saveLocked(&snap)
 	s.mu.Unlock()
 	if err != nil {
@@ -262,8 +253,7 @@ func (s *Server) saveLocked(w io.Writer) error { return ledger.States.Save(w, s.
 // migrating it to this version's. It is handoff.Options.LoadState, and
 // also restores a cold-start state file. On error the ledger is unchanged.
 func (s *Server) LoadState(r io.Reader) error {
-	want := s.schema()
-	state, h, err := ledger.States.Load(r, want)
+	state, h, err := ledger.States.Load(r, s.schema)
 	if err != nil {
 		return err // statefile's errors say what they are about
 	}
@@ -272,15 +262,9 @@ func (s *Server) LoadState(r io.Reader) error {
 	s.led = state.(Ledger)
 	s.stats, _ = s.led.(StatsLedger)
 	s.gen = h.Generation
-	s.log.Info("state loaded", "schema", h.Schema, "migrated_to", want,
+	s.log.Info("state loaded", "schema", h.Schema, "migrated_to", s.schema,
 		"generation", h.Generation, "written", h.Created.UTC().Format(time.RFC3339Nano))
 	return nil
-}
-
-func (s *Server) schema() uint32 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.led.Schema()
 }
 
 // FinalSave locks the ledger and calls save with a function that writes
