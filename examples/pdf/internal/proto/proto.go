@@ -123,19 +123,11 @@ func Parse(line []byte, withStats bool) (req Request, reason string) {
 // parseAmount accepts plain decimal digits within [MinAmount, MaxAmount]:
 // no sign, no spaces, no exponent.
 func parseAmount(s string) (int64, bool) {
-	if s == "" || len(s) > 19 {
-		return 0, false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return 0, false
-		}
+	if s == "" || len(s) > 19 || strings.Trim(s, "0123456789") != "" {
+		return 0, false // ParseInt alone would take a sign
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < MinAmount || n > MaxAmount {
-		return 0, false
-	}
-	return n, true
+	return n, err == nil && n >= MinAmount && n <= MaxAmount
 }
 
 // String returns the command's name as a request spells it, or "UNKNOWN".
