@@ -24,18 +24,18 @@ import (
 	"strings"
 )
 
-// Kind is the command of a request.
-type Kind int
+// Kind is the command of a request, as a request spells it.
+type Kind string
 
 // The commands. Stats exists only for servers that keep charge counts.
 const (
-	Hello Kind = iota + 1
-	TopUp
-	Charge
-	Balance
-	WhoAmI
-	Version
-	Stats
+	Hello   Kind = "HELLO"
+	TopUp   Kind = "TOPUP"
+	Charge  Kind = "CHARGE"
+	Balance Kind = "BALANCE"
+	WhoAmI  Kind = "WHOAMI"
+	Version Kind = "VERSION"
+	Stats   Kind = "STATS"
 )
 
 // Amount bounds, in cents.
@@ -63,22 +63,14 @@ type Request struct {
 	Amount int64  // TOPUP, CHARGE
 }
 
-// command says how many arguments a command takes after its name, and
+// commands says how many words each command takes after its name, and
 // whether the last one is an amount.
-type command struct {
-	kind   Kind
+var commands = map[Kind]struct {
 	args   int
 	amount bool
-}
-
-var commands = map[string]command{
-	"HELLO":   {Hello, 1, false},
-	"TOPUP":   {TopUp, 3, true},
-	"CHARGE":  {Charge, 3, true},
-	"BALANCE": {Balance, 2, false},
-	"WHOAMI":  {WhoAmI, 1, false},
-	"VERSION": {Version, 1, false},
-	"STATS":   {Stats, 2, false},
+}{
+	Hello: {1, false}, TopUp: {3, true}, Charge: {3, true}, Balance: {2, false},
+	WhoAmI: {1, false}, Version: {1, false}, Stats: {2, false},
 }
 
 // Parse parses one request line, without its terminator. withStats says
@@ -95,15 +87,16 @@ func Parse(line []byte, withStats bool) (req Request, reason string) {
 	if len(f) > 1 {
 		req.RID = f[1]
 	}
-	cmd, ok := commands[f[0]]
-	if !ok || (cmd.kind == Stats && !withStats) {
+	kind := Kind(f[0])
+	cmd, ok := commands[kind]
+	if !ok || (kind == Stats && !withStats) {
 		return req, ReasonUnknown
 	}
 	if len(f)-1 != cmd.args {
 		return req, ReasonBadArgs
 	}
-	req.Kind = cmd.kind
-	if cmd.kind == Hello {
+	req.Kind = kind
+	if kind == Hello {
 		req.RID, req.GW = "-", f[1]
 		return req, ""
 	}
@@ -128,16 +121,6 @@ func parseAmount(s string) (int64, bool) {
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	return n, err == nil && n >= MinAmount && n <= MaxAmount
-}
-
-// String returns the command's name as a request spells it, or "UNKNOWN".
-func (k Kind) String() string {
-	for name, c := range commands {
-		if c.kind == k {
-			return name
-		}
-	}
-	return "UNKNOWN"
 }
 
 // MaxLine is the longest request line, in bytes, not counting its "\n" or

@@ -64,7 +64,7 @@ type Server struct {
 }
 
 // CountRequests makes the server call f with each request's command name
-// (proto.Kind.String, or "INVALID" for a line that does not parse) as it
+// (proto.Kind, or "INVALID" for a line that does not parse) as it
 // answers it, on the connection's goroutine. Call it before Serve and
 // before the Upgrader's Ready, which may start Resume.
 func (s *Server) CountRequests(f func(command string)) { s.counted = f }
@@ -188,7 +188,7 @@ func (s *Server) handle(sess *session, line []byte) []byte {
 		s.counted("INVALID")
 		return proto.Err(req.RID, reason)
 	}
-	s.counted(req.Kind.String())
+	s.counted(string(req.Kind))
 	switch req.Kind {
 	case proto.Hello:
 		sess.gw = req.GW
