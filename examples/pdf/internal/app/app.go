@@ -188,10 +188,14 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 	}
 	var err error
 	p.up, err = handoff.New(handoff.Options{
-		App:     "pdf", // pdf-v1 and pdf-v2 are two main packages of one application
-		Version: version, PIDFile: cfg.pidfile, UpgradeTimeout: cfg.upgradeTimeout,
-		SaveState: srv.SaveState, LoadState: srv.LoadState, Resume: srv.Resume,
-		Mode: libraryModes[cfg.upgradeMode],
+		App:            "pdf", // pdf-v1 and pdf-v2 are two main packages of one application
+		Version:        version,
+		PIDFile:        cfg.pidfile,
+		UpgradeTimeout: cfg.upgradeTimeout,
+		SaveState:      srv.SaveState,
+		LoadState:      srv.LoadState,
+		Resume:         srv.Resume,
+		Mode:           libraryModes[cfg.upgradeMode],
 		// A connection that cannot move (its handler is stuck writing to a
 		// client that does not read) cannot carry its accounts either:
 		// served on here, it would change a ledger nobody reads again.
@@ -270,8 +274,7 @@ func (p *process) claimState() error {
 		// stays, which is all a cold start needs.
 		p.log.Error("marker not rewritten; it still names the old process", "err", err)
 		return nil
-	}
-	if err != nil {
+	} else if err != nil {
 		return fmt.Errorf("state file %s: %w", p.state.path, err)
 	}
 	return nil

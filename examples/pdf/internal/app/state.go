@@ -159,11 +159,10 @@ func snapshotTime(path string) string {
 		return "at an unknown time"
 	}
 	defer f.Close()
-	r, err := statefile.NewReader(f)
-	if err != nil {
-		return "at an unknown time"
+	if r, err := statefile.NewReader(f); err == nil {
+		return r.Header().Created.UTC().Format(time.RFC3339)
 	}
-	return r.Header().Created.UTC().Format(time.RFC3339)
+	return "at an unknown time"
 }
 
 // reset starts with an empty ledger on purpose. The file there, if any, is
