@@ -69,19 +69,12 @@ type Server struct {
 // before the Upgrader's Ready, which may start Resume.
 func (s *Server) CountRequests(f func(command string)) { s.counted = f }
 
-// RollingUpgrades prepares the server for rolling upgrades
-// (handoff.Rolling), in which SaveState runs while connections are served
-// and each connection moves on its own afterwards. Each connection then
-// remembers the accounts it changes and carries them when it parks, and
-// SaveState holds the ledger's lock only to encode it in memory, not
-// while the new process reads it. The new process sets the carried
-// accounts in its ledger (Resume), over the snapshot's older values.
-//
+// RollingUpgrades prepares the server for handoff.Rolling, in which
+// SaveState runs while connections are served and each connection moves
+// on its own afterwards: each connection carries the accounts it changed,
+// which the new process sets over the snapshot's older values (Resume).
 // That is exact only while each account is used by one connection at a
-// time: a carried account overwrites whatever another connection did to
-// it in the new process meanwhile, and a read of an account whose
-// connection has not moved yet sees the snapshot. Call it before Serve and
-// before the Upgrader's Ready, which may start Resume.
+// time. Call it before Serve and before the Upgrader's Ready.
 func (s *Server) RollingUpgrades() { s.rolling = true }
 
 // New returns a server over led, answering VERSION with version.
@@ -222,14 +215,12 @@ func (s *Server) handle(sess *session, line []byte) []byte {
 	return proto.Bal(req.RID, s.led.Balance(req.Acct)) // BALANCE, the last kind
 }
 
-// SaveState writes the ledger as a state file in this version's schema.
-// It is handoff.Options.SaveState. It streams the ledger under the lock,
-// which costs nothing while an all-at-once upgrade has every connection
-// parked, and needs no second copy of the ledger. With RollingUpgrades,
-// the connections are served meanwhile: the snapshot is encoded in memory
-// under the lock, then written without it, so that requests wait for the
-// encoding (about 0.2 µs an account) and not for the new process to read
-// and decode it (a few times that, on cores the load shares).
+// SaveState writes the ledger as a state file in this version's schema:
+// handoff.Options.SaveState. It streams the ledger under the lock, which
+// costs nothing while every connection is parked and needs no second copy.
+// With RollingUpgrades the connections are served meanwhile, so it
+// encodes in memory under the lock and writes without it: requests wait
+// for the encoding, not for the new process to read and decode it.
 func (s *Server) SaveState(w io.Writer) error {
 	s.mu.Lock()
 	if !s.rolling {
