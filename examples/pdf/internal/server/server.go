@@ -1,6 +1,6 @@
-// Package server serves the PDF protocol over handoff connections. Both
-// versions of the server use it; they differ only in the Ledger they pass to
-// New and in their version string.
+// Package server serves the PDF protocol (proto.go) over handoff
+// connections. Both versions of the server use it; they differ only in the
+// Ledger they pass to New and in their version string.
 //
 // Each connection has a session, the gateway name from HELLO and the number
 // of requests so far, which travels with the connection through an upgrade
@@ -10,6 +10,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"io"
 	"log/slog"
@@ -18,7 +19,6 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/examples/pdf/internal/ledger"
-	"github.com/handoff-dev/handoff/examples/pdf/internal/proto"
 	"github.com/handoff-dev/handoff/handoff"
 )
 
@@ -64,7 +64,7 @@ type Server struct {
 }
 
 // CountRequests makes the server call f with each request's command name
-// (proto.Kind, or "INVALID" for a line that does not parse) as it
+// (HELLO, TOPUP, ..., or "INVALID" for a line that does not parse) as it
 // answers it, on the connection's goroutine. Call it before Serve and
 // before the Upgrader's Ready, which may start Resume.
 func (s *Server) CountRequests(f func(command string)) { s.counted = f }
@@ -147,7 +147,7 @@ func (s *Server) adopt(sess *session) {
 // the connection is handed over.
 func (s *Server) serve(c *handoff.Conn, sess *session) {
 	for {
-		line, err := c.Next(proto.SplitLine)
+		line, err := c.Next(splitLine)
 		switch {
 		case errors.Is(err, handoff.ErrPark):
 			if err := c.Park(sess.encode()); err != nil {
@@ -157,8 +157,8 @@ func (s *Server) serve(c *handoff.Conn, sess *session) {
 				return
 			}
 			continue
-		case errors.Is(err, proto.ErrTooLong):
-			c.Write(proto.TooLong())
+		case errors.Is(err, errTooLong):
+			c.Write(reply("ERR", "-", reasonTooLong))
 			c.Close()
 			return
 		case err != nil:
@@ -176,43 +176,43 @@ func (s *Server) serve(c *handoff.Conn, sess *session) {
 func (s *Server) handle(sess *session, line []byte) []byte {
 	before := sess.n
 	sess.n++
-	req, reason := proto.Parse(line, s.stats != nil)
+	req, reason := parse(line, s.stats != nil)
 	if reason != "" {
 		s.counted("INVALID")
-		return proto.Err(req.RID, reason)
+		return reply("ERR", req.rid, reason)
 	}
-	s.counted(string(req.Kind))
-	switch req.Kind {
-	case proto.Hello:
-		sess.gw = req.GW
-		return proto.Welcome(req.GW)
-	case proto.WhoAmI:
-		return proto.You(req.RID, sess.gw, before)
-	case proto.Version:
-		return proto.VersionReply(req.RID, s.version, s.pid)
+	s.counted(req.cmd)
+	switch req.cmd {
+	case "HELLO":
+		sess.gw = req.gw
+		return reply("WELCOME", req.gw)
+	case "WHOAMI":
+		return reply("YOU", req.rid, cmp.Or(sess.gw, "-"), before)
+	case "VERSION":
+		return reply("VERSION", req.rid, s.version, s.pid)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch req.Kind {
-	case proto.TopUp:
-		bal, err := s.led.TopUp(req.Acct, req.Amount)
+	switch req.cmd {
+	case "TOPUP":
+		bal, err := s.led.TopUp(req.acct, req.amount)
 		if err != nil {
-			return proto.Err(req.RID, proto.ReasonOverflow)
+			return reply("ERR", req.rid, reasonOverflow)
 		}
-		sess.note(req.Acct, s.led.Account(req.Acct))
-		return proto.OK(req.RID, bal)
-	case proto.Charge:
-		bal, ok := s.led.Charge(req.Acct, req.Amount)
+		sess.note(req.acct, s.led.Account(req.acct))
+		return reply("OK", req.rid, bal)
+	case "CHARGE":
+		bal, ok := s.led.Charge(req.acct, req.amount)
 		if !ok {
-			return proto.Deny(req.RID, bal)
+			return reply("DENY", req.rid, bal)
 		}
-		sess.note(req.Acct, s.led.Account(req.Acct))
-		return proto.OK(req.RID, bal)
-	case proto.Stats:
-		bal, n := s.stats.Stats(req.Acct)
-		return proto.StatsReply(req.RID, bal, n)
+		sess.note(req.acct, s.led.Account(req.acct))
+		return reply("OK", req.rid, bal)
+	case "STATS":
+		bal, n := s.stats.Stats(req.acct)
+		return reply("STATS", req.rid, bal, n)
 	}
-	return proto.Bal(req.RID, s.led.Balance(req.Acct)) // BALANCE, the last kind
+	return reply("BAL", req.rid, s.led.Balance(req.acct)) // BALANCE, the last command
 }
 
 // SaveState writes the ledger as a state file in this version's schema:
