@@ -103,8 +103,10 @@ func (s stateFile) openCold(srv *server.Server, opts coldStart, log *slog.Logger
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("state file %s: read the marker beside it: %w", s.path, err)
 	}
-	didNotSave := fmt.Sprintf("%s says that %s served from it and did not save at its end "+
-		"(it was killed, it crashed, its final save failed, or it still runs)", s.markerPath(), last)
+	didNotSave := func(served string) string {
+		return fmt.Sprintf("%s says that %s served %s and did not save at its end "+
+			"(it was killed, it crashed, its final save failed, or it still runs)", s.markerPath(), last, served)
+	}
 	written := "never: starting empty"
 	err = statefile.ReadFile(s.path, srv.LoadState)
 	var corrupt *statefile.CorruptFileError
@@ -124,7 +126,7 @@ func (s stateFile) openCold(srv *server.Server, opts coldStart, log *slog.Logger
 		}
 		if !opts.acceptStale && !opts.snapshots {
 			return fmt.Errorf("no state file %s, but %s: its balances are lost; "+
-				"start with -state-accept-stale to start empty anyway", s.path, didNotSave)
+				"start with -state-accept-stale to start empty anyway", s.path, didNotSave("a ledger"))
 		}
 	case err != nil:
 		return err
@@ -138,7 +140,7 @@ func (s stateFile) openCold(srv *server.Server, opts coldStart, log *slog.Logger
 		return nil
 	case !opts.acceptStale:
 		return fmt.Errorf("state file %s, written %s, is older than what clients were told: %s; "+
-			"start with -state-accept-stale to serve it anyway", s.path, snapshotTime(s.path), didNotSave)
+			"start with -state-accept-stale to serve it anyway", s.path, snapshotTime(s.path), didNotSave("from it"))
 	default:
 		written = snapshotTime(s.path)
 	}
