@@ -1,3 +1,11 @@
+// Package app is the process around a PDF server: flags, signals, the
+// handoff upgrader, the upgrade modes (upgrade.go) and the state file that
+// carries the ledger across a cold start (state.go). Both binaries are one
+// call:
+//
+//	os.Exit(app.Run("v1.0.0", ledger.NewV1(), os.Args[1:]))
+//
+// examples/pdf/README.md says what every flag, signal and mode does.
 package app
 
 import (
@@ -6,85 +14,66 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/handoff-dev/handoff/examples/pdf/internal/server"
 	"github.com/handoff-dev/handoff/handoff"
+	"github.com/handoff-dev/handoff/metrics"
+	"github.com/handoff-dev/handoff/statefile"
 	"github.com/handoff-dev/handoff/systemd"
 )
 
-// Upgrade modes, as -upgrade-mode names them. A benchmark compares them on
-// otherwise identical servers.
+// The upgrade modes, as -upgrade-mode names them, so that a benchmark can
+// compare them on otherwise identical servers.
 const (
-	// modeFull hands listeners, connections and state to the new process.
-	modeFull = "full"
-	// modeRolling hands over the listeners and a snapshot of the ledger
-	// taken while serving, then each connection at its own next request,
-	// carrying the accounts it changed. Exact only while each account is
-	// used by one connection at a time (server.RollingUpgrades).
-	modeRolling = "rolling"
-	// modeListeners hands over the listeners only, as tableflip-style
-	// libraries do: the state travels through the -state file, and the old
-	// process drains its connections, then closes them.
-	modeListeners = "listeners"
-	// modeRestart stops, writes the state file and executes the binary
-	// again in the same process.
-	modeRestart = "restart"
+	modeFull      = "full"      // listeners, connections and ledger, at once
+	modeRolling   = "rolling"   // listeners and a snapshot, then each connection with what it changed
+	modeListeners = "listeners" // listeners only; the ledger through -state
+	modeRestart   = "restart"   // save -state, execute the binary again in place
 )
+
+// libraryModes maps the modes the library runs to its Mode; restart mode
+// does not use the library's upgrades.
+var libraryModes = map[string]handoff.Mode{
+	modeFull: handoff.AllAtOnce, modeRolling: handoff.Rolling, modeListeners: handoff.ListenersOnly,
+}
 
 // config is what the flags say.
 type config struct {
-	listen           string
-	pidfile          string
-	state            string
-	stateReset       bool
-	stateAcceptStale bool
-	upgradeTimeout   time.Duration
-	upgradeMode      string
-	drainTimeout     time.Duration
-	control          string
-	metrics          string
-	snapshot         time.Duration
-	fdstore          bool
-	fdstoreMax       int
-	args             []string // after the flags: there must be none
+	listen, pidfile, state, control, metrics string
+	stateReset, stateAcceptStale, fdstore    bool
+	upgradeMode                              string
+	upgradeTimeout, drainTimeout, snapshot   time.Duration
+	fdstoreMax                               int
+	args                                     []string // after the flags: there must be none
 }
 
-// usage is what -h prints before the flags.
 const usage = `Usage: %[1]s [flags]
 
 %[1]s is the PDF charging server, the example application of the handoff
-library: it keeps account balances (in cents) in memory and serves them
-over TCP, one request per line and one reply line per request, in order:
-HELLO, TOPUP, CHARGE, BALANCE, WHOAMI, VERSION and, from v2 on, STATS (for
-example "TOPUP r1 alice 100" is answered "OK r1 100"). examples/pdf/README.md
-describes every command and reply, the state file and the upgrade modes.
+library: account balances in cents, served over TCP one line per request
+(HELLO, TOPUP, CHARGE, BALANCE, WHOAMI, VERSION, and STATS from v2 on).
+examples/pdf/README.md describes the protocol, the state file and the modes.
 
 Signals:
-  SIGHUP           upgrade to the binary now at the path this one was
-                   started from, in the -upgrade-mode.
-  SIGTERM, SIGINT  stop: save the ledger to -state, if set, and exit 0. If
-                   the save fails (a full or read-only disk), the server
-                   keeps serving and logs "state not saved; still serving":
-                   fix the cause and send SIGTERM again (SIGKILL loses the
-                   changes since the last save). A stop during or after an
-                   upgrade is saved by the process that owns the ledger: once
-                   the upgrade has committed, that is the successor, and the
-                   old process exits without saving.
+  SIGHUP           upgrade to the binary now at this one's path, in the -upgrade-mode.
+  SIGTERM, SIGINT  save the ledger to -state and exit 0; if the save fails, keep
+                   serving and try again at the next SIGTERM. Once an upgrade has
+                   committed, the successor owns the ledger and saves it instead.
 
-State: a cold start restores -state FILE. While a server runs, FILE.running
-says that the ledger is not saved yet; a cold start that finds it (the last
-server was killed, crashed or could not save) refuses, since FILE is older
-than what clients were told, unless -state-accept-stale. A corrupt FILE is
-moved aside to FILE.corrupt-TIME and the start refuses, unless -state-reset.
-Neither flag acts in the new process of an upgrade or a restart.
+A cold start refuses a stale -state (FILE.running says the last server did
+not save) unless -state-accept-stale, and a corrupt one unless -state-reset.
 
-Exit status: 0 after a stop that saved the ledger or found it handed over;
-1 if the server refused to start or failed; 2 for a usage error.
+Exit status: 0 after a stop; 1 if it refused to start or failed; 2 for a usage error.
 
 Flags:
 `
@@ -97,35 +86,23 @@ func parseFlags(args []string) (config, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:7070", "`address` to serve on")
-	fs.StringVar(&c.pidfile, "pidfile", "", "`file` to write the ready process's pid to")
-	fs.StringVar(&c.state, "state", "", "`file` for the ledger across a cold restart (and FILE.running beside it)")
-	fs.BoolVar(&c.stateReset, "state-reset", false,
-		"start with an empty ledger on purpose: a file at -state is moved aside to FILE.reset-TIME, not read")
+	fs.StringVar(&c.pidfile, "pidfile", "", "`file` to write the serving process's pid to")
+	fs.StringVar(&c.state, "state", "", "`file` for the ledger across a cold start (and FILE.running beside it)")
+	fs.BoolVar(&c.stateReset, "state-reset", false, "start with an empty ledger; a file at -state is moved aside")
 	fs.BoolVar(&c.stateAcceptStale, "state-accept-stale", false,
-		"serve the -state file even though FILE.running says the last server did not save at its end "+
-			"(balances may be below what clients were told); with no file, start empty")
-	fs.DurationVar(&c.upgradeTimeout, "upgrade-timeout", 0, "bound on an upgrade (0: the library default)")
+		"serve -state although FILE.running says the last server did not save it")
+	fs.DurationVar(&c.upgradeTimeout, "upgrade-timeout", 0, "bound on an upgrade (0: the library's default)")
 	fs.StringVar(&c.upgradeMode, "upgrade-mode", modeFull,
-		"what SIGHUP does: `mode` full (hand over listeners, connections and state), "+
-			"rolling (hand over listeners and a snapshot of the ledger taken while serving, then each connection "+
-			"at its own next request with the balances it changed; exact only if each account is used by one "+
-			"connection at a time), "+
-			"listeners (hand over listeners; state through -state; drain, then close the old connections) "+
-			"or restart (save -state, stop, execute the binary again)")
+		"what SIGHUP does: `mode` full, rolling, listeners or restart (see README.md)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 5*time.Second,
 		"in listeners mode, how long the old process serves its connections after an upgrade")
 	fs.StringVar(&c.control, "control", "", "control socket `path` for handoffctl status and upgrade")
-	fs.StringVar(&c.metrics, "metrics", "", "`address` to serve /metrics, /alive and /ready on (HTTP; none if empty)")
+	fs.StringVar(&c.metrics, "metrics", "", "`address` to serve /metrics, /alive and /ready on")
 	fs.DurationVar(&c.snapshot, "snapshot", 0,
-		"write the ledger to -state every `interval` while serving, so that a crash loses at most that much; "+
-			"a start after a crash then serves the last snapshot (as -state-accept-stale would) instead of refusing")
+		"write -state every `interval` while serving; a start after a crash serves the last one")
 	fs.BoolVar(&c.fdstore, "fdstore", false,
-		"under systemd, keep the listener and every connection in the service's file descriptor store "+
-			"(FileDescriptorStoreMax=), so that clients keep their connections when the process crashes "+
-			"and Restart= starts it again; needs -snapshot")
-	fs.IntVar(&c.fdstoreMax, "fdstore-max", systemd.DefaultMaxKept,
-		"with -fdstore, keep at most `n` connections in the store (more are served, not kept); "+
-			"set FileDescriptorStoreMax= to n plus the listeners")
+		"under systemd, keep the listener and connections in the fd store across a crash; needs -snapshot")
+	fs.IntVar(&c.fdstoreMax, "fdstore-max", systemd.DefaultMaxKept, "with -fdstore, keep at most `n` connections")
 	err := fs.Parse(args)
 	c.args = fs.Args()
 	return c, err
@@ -133,39 +110,30 @@ func parseFlags(args []string) (config, error) {
 
 // check refuses flag combinations that cannot work.
 func (c config) check() error {
-	if len(c.args) > 0 {
+	_, libraryMode := libraryModes[c.upgradeMode]
+	switch {
+	case len(c.args) > 0:
 		return fmt.Errorf("unexpected argument %q: the server takes flags only (see -h)", c.args[0])
-	}
-	if c.state == "" && (c.stateReset || c.stateAcceptStale) {
+	case c.state == "" && (c.stateReset || c.stateAcceptStale):
 		return errors.New("-state-reset and -state-accept-stale need -state")
-	}
-	if c.snapshot != 0 && (c.state == "" || c.snapshot < 0) {
-		return errors.New("-snapshot needs -state and a positive interval")
-	}
-	if c.fdstore && c.snapshot == 0 {
-		return errors.New("-fdstore needs -snapshot: a process that takes the connections back after a crash " +
-			"must also find the ledger they were served from")
-	}
-	if c.stateReset && c.stateAcceptStale {
+	case c.stateReset && c.stateAcceptStale:
 		return errors.New("-state-reset and -state-accept-stale exclude each other: start empty, or serve the stale file")
+	case c.snapshot != 0 && (c.state == "" || c.snapshot < 0):
+		return errors.New("-snapshot needs -state and a positive interval")
+	case c.fdstore && c.snapshot == 0:
+		// A process that takes the connections back after a crash must
+		// also find the ledger they were served from.
+		return errors.New("-fdstore needs -snapshot")
+	case !libraryMode && c.upgradeMode != modeRestart:
+		return fmt.Errorf("-upgrade-mode %q: want full, rolling, listeners or restart", c.upgradeMode)
+	case c.state == "" && (c.upgradeMode == modeListeners || c.upgradeMode == modeRestart):
+		return fmt.Errorf("-upgrade-mode %s needs -state: the ledger reaches the next process only through that file", c.upgradeMode)
 	}
-	switch c.upgradeMode {
-	case modeFull, modeRolling:
-		return nil
-	case modeListeners, modeRestart:
-		if c.state == "" {
-			return fmt.Errorf("-upgrade-mode %s needs -state: the ledger reaches the next process only through that file", c.upgradeMode)
-		}
-		return nil
-	}
-	return fmt.Errorf("-upgrade-mode %q: want %s, %s, %s or %s", c.upgradeMode,
-		modeFull, modeRolling, modeListeners, modeRestart)
+	return nil
 }
 
-// Run runs a PDF server process to its end and returns its exit code: 0
-// after a stop that saved the ledger or found it handed over, or for -h; 1
-// if the server refused to start or failed; 2 for a usage error.
-// version answers VERSION; led is the empty ledger of that version.
+// Run runs a PDF server process to its end and returns its exit code (see
+// usage). version answers VERSION; led is the empty ledger of that version.
 func Run(version string, led server.Ledger, args []string) int {
 	cfg, err := parseFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -174,15 +142,13 @@ func Run(version string, led server.Ledger, args []string) int {
 	if err != nil {
 		return 2 // the flag package has said why
 	}
-	// The handoff library adds the pid to its own lines.
 	base := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	log := base.With("pid", os.Getpid())
+	log := base.With("pid", os.Getpid()) // the library adds it to its own lines
 	if err := cfg.check(); err != nil {
 		log.Error("refusing to start", "err", err)
 		return 2
 	}
-	srv := server.New(version, led, log)
-	p, err := start(cfg, version, srv, base, log)
+	p, err := start(cfg, version, server.New(version, led, log), base, log)
 	if err != nil {
 		log.Error("refusing to start", "err", err)
 		return 1
@@ -194,171 +160,214 @@ func Run(version string, led server.Ledger, args []string) int {
 	return 0
 }
 
-// start makes the process ready to serve: signals, the upgrader, the
-// ledger, the listener. An error means that it must exit without having
-// served; in a process started by an upgrade, the old process carries on.
+// process is a server process from its start to its exit.
+type process struct {
+	cfg       config
+	version   string
+	state     stateFile
+	srv       *server.Server
+	up        *handoff.Upgrader
+	ln        *handoff.Listener
+	log       *slog.Logger
+	stop, hup chan os.Signal
+}
+
+// start makes the process ready to serve. An error means that it must exit
+// without having served; in a process started by an upgrade, the old
+// process carries on.
 func start(cfg config, version string, srv *server.Server, base, log *slog.Logger) (*process, error) {
-	// Before anything can take long, so that a stop request is never lost.
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
-	// The application triggers the upgrade in every mode, so that every
-	// mode logs its start and end alike.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+	p := &process{cfg: cfg, version: version, state: stateFile{cfg.state}, srv: srv, log: log,
+		stop: make(chan os.Signal, 1), hup: make(chan os.Signal, 1)}
+	// Before anything can take long, so that no stop is lost. The process,
+	// not the library, takes SIGHUP: listeners and restart mode have steps
+	// of their own, and every mode logs its start and end alike.
+	signal.Notify(p.stop, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(p.hup, syscall.SIGHUP)
 	if cfg.upgradeMode == modeRolling {
 		srv.RollingUpgrades()
 	}
-	up, err := handoff.New(upgraderOptions(cfg, version, srv, base))
-	if err != nil {
-		return nil, err
-	}
-	st, err := openState(cfg, up.HasParent(), srv, log)
-	if err != nil {
-		return nil, err
-	}
-	ln, err := up.Listen("tcp", cfg.listen)
-	if err != nil {
-		return nil, err
-	}
-	obs, err := newObserver(up, cfg.metrics, srv)
-	if err != nil {
-		return nil, err
-	}
-	if err := up.Ready(context.Background()); err != nil {
-		return nil, fmt.Errorf("ready: %w", err)
-	}
-	obs.serve(log)
-	if st.path != "" {
-		if err := st.claim(version); err != nil {
-			if !up.HasParent() {
-				return nil, fmt.Errorf("state file %s: %w", st.path, err)
-			}
-			// Too late to refuse: the old process has handed over and
-			// exits. Its marker stays, which is all a cold start needs.
-			log.Error("marker not rewritten; it still names the old process", "err", err)
-		}
-	}
-	log.Info("serving", "version", version, "addr", ln.Addr().String(), "upgraded", up.HasParent(),
-		"upgrade_mode", cfg.upgradeMode)
-	logRestarted(log)
-	go srv.Serve(ln)
-	return &process{cfg: cfg, version: version, state: st, srv: srv, up: up, ln: ln, log: log,
-		stop: stop, hup: hup}, nil
-}
-
-// upgraderOptions are the handoff library's options for cfg.
-func upgraderOptions(cfg config, version string, srv *server.Server, base *slog.Logger) handoff.Options {
-	return handoff.Options{
-		// pdf-v1 and pdf-v2 are two main packages of one application:
-		// each upgrades into the other.
-		App:            "pdf",
+	var err error
+	p.up, err = handoff.New(handoff.Options{
+		App:            "pdf", // pdf-v1 and pdf-v2 are two main packages of one application
 		Version:        version,
 		PIDFile:        cfg.pidfile,
 		UpgradeTimeout: cfg.upgradeTimeout,
 		SaveState:      srv.SaveState,
 		LoadState:      srv.LoadState,
 		Resume:         srv.Resume,
-		Mode:           libraryMode(cfg.upgradeMode),
-		// A connection that cannot move (its handler is stuck in a write
-		// to a client that does not read) cannot carry its accounts
-		// either: served on here, it would change a ledger nobody reads
-		// again. Closed, its client at least learns that something went
-		// wrong.
+		Mode:           libraryModes[cfg.upgradeMode],
+		// A connection that cannot move (its handler is stuck writing to a
+		// client that does not read) cannot carry its accounts either:
+		// served on here, it would change a ledger nobody reads again.
 		Stragglers:    handoff.CloseStragglers,
-		NoSignal:      true, // SIGHUP is run's: see start
+		NoSignal:      true,
 		Logger:        base,
 		ControlSocket: cfg.control,
 		Supervisor:    systemd.New(systemd.Options{KeepSockets: cfg.fdstore, MaxKept: cfg.fdstoreMax, Logger: base}),
+	})
+	if err != nil {
+		return nil, err
 	}
+	if err := p.openState(); err != nil {
+		return nil, err
+	}
+	if p.ln, err = p.up.Listen("tcp", cfg.listen); err != nil {
+		return nil, err
+	}
+	serveMetrics, err := listenMetrics(p.up, cfg.metrics, srv, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.up.Ready(context.Background()); err != nil {
+		return nil, fmt.Errorf("ready: %w", err)
+	}
+	serveMetrics()
+	if err := p.claimState(); err != nil {
+		return nil, err
+	}
+	log.Info("serving", "version", version, "addr", p.ln.Addr().String(), "upgraded", p.up.HasParent(),
+		"upgrade_mode", cfg.upgradeMode)
+	logRestarted(log)
+	go srv.Serve(p.ln)
+	return p, nil
 }
 
 // openState loads the ledger from -state as this start must. A process
-// upgraded in full or rolling mode gets the ledger from its parent; in the
-// other modes the file is the only way. The image a restart executes has
-// the same flags but, like the new process of an upgrade, takes over a
-// ledger saved a moment ago: the operator's -state-reset or
-// -state-accept-stale was for a cold start.
-func openState(cfg config, upgraded bool, srv *server.Server, log *slog.Logger) (stateFile, error) {
-	st := stateFile{path: cfg.state}
+// upgraded in full or rolling mode gets the ledger from its parent; in
+// the other modes the old process has just written the file, and nothing
+// else will do. -state-reset and -state-accept-stale were for a cold
+// start, not for the new process of an upgrade or the image a restart
+// executes, which have the same flags.
+func (p *process) openState() error {
+	st := p.state
 	if st.path == "" {
-		return st, nil
+		return nil
 	}
 	if err := st.probe(); err != nil {
-		return st, err
+		return err
 	}
-	if upgraded {
-		return st, st.openUpgraded(srv, stateByFile(cfg.upgradeMode), log)
+	if p.up.HasParent() {
+		if p.cfg.upgradeMode == modeFull || p.cfg.upgradeMode == modeRolling {
+			return nil
+		}
+		if err := statefile.ReadFile(st.path, p.srv.LoadState); err != nil {
+			return err
+		}
+		p.log.Info("state restored", "path", st.path)
+		return nil
 	}
-	opts := coldStart{reset: cfg.stateReset, acceptStale: cfg.stateAcceptStale, snapshots: cfg.snapshot > 0}
+	opts := coldStart{reset: p.cfg.stateReset, acceptStale: p.cfg.stateAcceptStale, snapshots: p.cfg.snapshot > 0}
 	if os.Getenv(envRestartedAt) != "" {
 		opts = coldStart{}
 	}
-	return st, st.openCold(srv, opts, log)
+	return st.openCold(p.srv, opts, p.log)
+}
+
+// claimState names this process in the marker once it owns the ledger.
+func (p *process) claimState() error {
+	if p.state.path == "" {
+		return nil
+	}
+	err := p.state.claim(p.version)
+	if err != nil && p.up.HasParent() {
+		// Too late to refuse: the old process has handed over. Its marker
+		// stays, which is all a cold start needs.
+		p.log.Error("marker not rewritten; it still names the old process", "err", err)
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("state file %s: %w", p.state.path, err)
+	}
+	return nil
 }
 
 // run serves until the process hands over or stops.
 func (p *process) run() error {
 	exit := p.up.Exit()
-	stopping := false // a stop's final save failed: the process serves on
-	endSnapshots := p.startSnapshots()
+	var upgrading chan struct{} // closed when the running upgrade has logged its end; nil if none
+	stopping := false           // a stop's final save failed: the process serves on
+	endSnapshots := p.snapshots()
 	defer endSnapshots()
 	for {
 		select {
 		case <-exit:
-			p.upgrades.Wait() // its last log line first
-			// A stop that reached this process from the commit on goes
-			// to the successor, which saves: none is lost as it exits.
+			if upgrading != nil {
+				<-upgrading // its last log line first
+			}
+			// A stop that reached this process from the commit on goes to
+			// the successor, which saves: none is lost as it exits.
 			defer p.up.Exiting()
 			if p.cfg.upgradeMode == modeListeners {
-				p.drain(p.stop)
+				p.drain()
 				return nil
 			}
-			// The successor owns the connections now; closing them here
+			// The successor owns the connections; closing them here
 			// would close them for the clients.
 			p.log.Info("handed over; exiting")
 			return nil
+		case <-upgrading:
+			upgrading = nil
 		case sig := <-p.stop:
 			p.log.Info("stopping", "signal", sig.String())
 			endSnapshots()
-			done, err := shutdown(p.state, p.srv, p.up.Stop, p.log)
-			if done {
+			if done, err := shutdown(p.state, p.srv, p.up.Stop, p.log); done {
 				return err
 			}
 			// Stop has closed Exit, but this process still owns the
 			// ledger and serves it until a save succeeds.
 			exit, stopping = nil, true
 		case <-p.hup:
-			if stopping {
+			switch {
+			case stopping:
 				p.log.Warn("upgrade refused: the state is not saved", "mode", p.cfg.upgradeMode,
 					"todo", "fix the cause, then send SIGTERM again")
-				continue
-			}
-			if p.cfg.upgradeMode == modeRestart {
+			case upgrading != nil:
+				// The library refuses a second upgrade too, but in listeners
+				// mode this one would first rewrite the file that the running
+				// one's new process reads.
+				p.log.Warn("upgrade refused: another upgrade is in progress", "mode", p.cfg.upgradeMode)
+			case p.cfg.upgradeMode == modeRestart:
 				if err := p.restart(); err != nil {
 					return err
 				}
-				continue // it did not start: this process carries on
+			default:
+				upgrading = make(chan struct{})
+				go func(done chan struct{}) { defer close(done); p.upgrade() }(upgrading)
 			}
-			p.upgrades.Add(1)
-			go p.upgrade()
 		}
 	}
 }
 
-// libraryMode is the library's mode for an -upgrade-mode. Restart mode
-// does not use the library's upgrades at all.
-func libraryMode(mode string) handoff.Mode {
-	switch mode {
-	case modeListeners:
-		return handoff.ListenersOnly
-	case modeRolling:
-		return handoff.Rolling
+// listenMetrics counts srv's requests, continued across upgrades, and with
+// addr set listens for /metrics, /alive and /ready there (a listener
+// inherited across upgrades). Call the serve it returns after Ready:
+// before it, a new process would share the listener with the old one.
+// The server ends when the upgrader closes the listener at a handover.
+func listenMetrics(up *handoff.Upgrader, addr string, srv *server.Server, log *slog.Logger) (serve func(), err error) {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pdf_requests_total",
+		Help: "Requests answered by the chain of pdf processes, by command.",
+	}, []string{"command"})
+	// Every command, and INVALID for a line that does not parse.
+	for _, cmd := range []string{"HELLO", "TOPUP", "CHARGE", "BALANCE", "WHOAMI", "VERSION", "STATS", "INVALID"} {
+		metrics.ContinueVec(up, "pdf_requests_total", requests, cmd)
 	}
-	return handoff.AllAtOnce
-}
-
-// stateByFile says whether the ledger reaches the next process through
-// the -state file in mode, rather than from the old process.
-func stateByFile(mode string) bool {
-	return mode == modeListeners || mode == modeRestart
+	srv.CountRequests(func(cmd string) { requests.WithLabelValues(cmd).Inc() })
+	if addr == "" {
+		return func() {}, nil
+	}
+	ln, err := up.ListenPlain("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-metrics: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metrics.NewCollector(up), requests, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	hs := &http.Server{Handler: metrics.Handler(up, reg), ReadHeaderTimeout: 10 * time.Second}
+	return func() {
+		go func() {
+			if err := hs.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+				log.Warn("metrics server ended", "err", err)
+			}
+		}()
+	}, nil
 }

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,8 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/handoff-dev/handoff/examples/pdf/internal/server"
@@ -20,18 +19,12 @@ import (
 // markerSuffix names the marker beside the state file: PATH.running.
 const markerSuffix = ".running"
 
-// stateFile is the ledger's file across a cold restart (-state PATH) and
-// the marker beside it, PATH.running.
-//
-// The marker exists while a server that has not saved its final snapshot
-// serves the ledger. A server claims it (writes its pid and start time
-// there) before it serves; a final save removes it once PATH is durably
-// written. So a cold start that finds it knows that the last server did
-// not save at its end (it was killed, it crashed, its final save failed,
-// or it still runs), and that PATH, if there is one, is older than what
-// clients were told. An upgrade leaves it in place: the new process, which
-// owns the ledger now, claims it again, and the old one neither saves nor
-// removes it.
+// stateFile is the ledger's file across a cold start (-state PATH) and the
+// marker beside it, PATH.running, which exists while a server serves a
+// ledger it has not saved: a start claims it before it serves, and a final
+// save removes it once PATH is durably written. So a cold start that finds
+// it knows that PATH, if any, is older than what clients were told. An
+// upgrade's new process claims it again; the old one leaves it alone.
 type stateFile struct {
 	path string
 }
@@ -40,9 +33,8 @@ func (s stateFile) markerPath() string { return s.path + markerSuffix }
 
 // marker is what a marker file says about the server that wrote it.
 type marker struct {
-	pid     int
-	started string // RFC 3339
-	version string
+	pid              int
+	started, version string
 }
 
 func (m marker) String() string {
@@ -52,26 +44,15 @@ func (m marker) String() string {
 	return fmt.Sprintf("pid %d (%s, started %s)", m.pid, m.version, m.started)
 }
 
-// readMarker reads the marker at path. A marker it cannot parse is a
-// marker all the same: its existence is what counts.
+// readMarker reads the marker at path. One it cannot parse is a marker all
+// the same: its existence is what counts.
 func readMarker(path string) (marker, error) {
 	b, err := os.ReadFile(path)
-	if err != nil {
-		return marker{}, err
-	}
 	var m marker
-	for _, f := range strings.Fields(string(b)) {
-		k, v, _ := strings.Cut(f, "=")
-		switch k {
-		case "pid":
-			m.pid, _ = strconv.Atoi(v)
-		case "started":
-			m.started = v
-		case "version":
-			m.version = v
-		}
+	if err == nil {
+		fmt.Sscanf(string(b), "pid=%d started=%s version=%s", &m.pid, &m.started, &m.version)
 	}
-	return m, nil
+	return m, err
 }
 
 // claim writes the marker, atomically, naming this process.
@@ -83,8 +64,8 @@ func (s stateFile) claim(version string) error {
 	})
 }
 
-// probe checks that a file can be created beside the state file, so that
-// a server that could not save its ledger at the end refuses to start.
+// probe checks that a file can be created beside the state file: a server
+// that could not save its ledger at the end must not start.
 func (s stateFile) probe() error {
 	f, err := os.CreateTemp(filepath.Dir(s.path), "."+filepath.Base(s.path)+".probe-*")
 	if err != nil {
@@ -99,19 +80,20 @@ func (s stateFile) probe() error {
 	return os.Remove(f.Name())
 }
 
-// coldStart says what an operator allows a cold start to do with the state.
+// coldStart says what the operator allows a cold start to do.
 type coldStart struct {
 	reset       bool // -state-reset: start empty, whatever is there
 	acceptStale bool // -state-accept-stale: serve what is there, stale or missing
-	snapshots   bool // -snapshot: the operator accepts losing what came after the last snapshot
+	snapshots   bool // -snapshot: losing what came after the last snapshot is accepted
 }
 
-// openCold loads the state of a process that starts cold: no parent hands
-// it a ledger, so the file is all there is. It refuses (returns an error)
-// whenever starting would serve balances below what clients were told
-// without the operator saying so: a marker left by a server that did not
-// save at its end, a corrupt file, or a missing file where a corrupt one
-// was moved aside.
+const resetHint = "start with -state-reset to start with an empty ledger on purpose"
+
+// openCold loads the ledger of a process that starts cold: the file is all
+// there is. It refuses whenever starting would serve balances below what
+// clients were told without the operator saying so: a marker left by a
+// server that did not save at its end, a corrupt file, or a missing file
+// where a corrupt one was moved aside.
 func (s stateFile) openCold(srv *server.Server, opts coldStart, log *slog.Logger) error {
 	if opts.reset {
 		return s.reset(log)
@@ -121,62 +103,54 @@ func (s stateFile) openCold(srv *server.Server, opts coldStart, log *slog.Logger
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("state file %s: read the marker beside it: %w", s.path, err)
 	}
+	didNotSave := func(served string) string {
+		return fmt.Sprintf("%s says that %s served %s and did not save at its end "+
+			"(it was killed, it crashed, its final save failed, or it still runs)", s.markerPath(), last, served)
+	}
+	written := "never: starting empty"
 	err = statefile.ReadFile(s.path, srv.LoadState)
 	var corrupt *statefile.CorruptFileError
 	switch {
+	case errors.As(err, &corrupt) && corrupt.MovedTo == "":
+		return fmt.Errorf("%w; %s", err, resetHint)
 	case errors.As(err, &corrupt):
-		if corrupt.MovedTo == "" {
-			return fmt.Errorf("%w; start with -state-reset to start with an empty ledger on purpose", err)
-		}
-		return fmt.Errorf("state file %s is corrupt and was moved to %s (%w); "+
-			"start with -state-reset to start with an empty ledger on purpose", s.path, corrupt.MovedTo, corrupt.Err)
+		return fmt.Errorf("state file %s is corrupt and was moved to %s (%w); %s", s.path, corrupt.MovedTo, corrupt.Err, resetHint)
 	case errors.Is(err, fs.ErrNotExist):
 		if aside, _ := filepath.Glob(statefile.AsidePattern(s.path, "corrupt")); len(aside) > 0 {
-			return fmt.Errorf("no state file %s, but %s is there: a start found the file corrupt and moved it aside; "+
-				"start with -state-reset to start with an empty ledger on purpose", s.path, aside[len(aside)-1])
+			return fmt.Errorf("no state file %s, but %s is there: a start found the file corrupt and moved it aside; %s",
+				s.path, aside[len(aside)-1], resetHint)
 		}
 		if !stale {
 			log.Info("no state file; starting empty", "path", s.path)
 			return nil
 		}
 		if !opts.acceptStale && !opts.snapshots {
-			return fmt.Errorf("no state file %s, but %s says that %s served a ledger and did not save it at its end "+
-				"(it was killed, it crashed, its final save failed, or it still runs): its balances are lost; "+
-				"start with -state-accept-stale to start empty anyway", s.path, s.markerPath(), last)
+			return fmt.Errorf("no state file %s, but %s: its balances are lost; "+
+				"start with -state-accept-stale to start empty anyway", s.path, didNotSave("a ledger"))
 		}
-		log.Error("serving a stale state file", "path", s.path, "marker", s.markerPath(), "last", last.String(),
-			"written", "never: starting empty", "accepted_by", acceptedBy(opts))
-		return nil
 	case err != nil:
 		return err
-	}
-	if !stale {
+	case !stale:
 		log.Info("state restored", "path", s.path)
 		return nil
-	}
-	written := snapshotTime(s.path)
-	if opts.snapshots {
+	case opts.snapshots:
 		log.Warn("the last server did not stop cleanly; serving its last snapshot", "path", s.path,
-			"written", written, "last", last.String(), "lost", "changes after the snapshot", "accepted_by", "-snapshot")
+			"written", snapshotTime(s.path), "last", last.String(), "lost", "changes after the snapshot",
+			"accepted_by", "-snapshot")
 		return nil
+	case !opts.acceptStale:
+		return fmt.Errorf("state file %s, written %s, is older than what clients were told: %s; "+
+			"start with -state-accept-stale to serve it anyway", s.path, snapshotTime(s.path), didNotSave("from it"))
+	default:
+		written = snapshotTime(s.path)
 	}
-	if !opts.acceptStale {
-		return fmt.Errorf("state file %s, written %s, is older than what clients were told: %s says that %s "+
-			"served from it and did not save at its end (it was killed, it crashed, its final save failed, "+
-			"or it still runs); start with -state-accept-stale to serve it anyway",
-			s.path, written, s.markerPath(), last)
+	acceptedBy := "-state-accept-stale"
+	if opts.snapshots {
+		acceptedBy = "-snapshot"
 	}
 	log.Error("serving a stale state file", "path", s.path, "marker", s.markerPath(), "last", last.String(),
-		"written", written, "accepted_by", "-state-accept-stale")
+		"written", written, "accepted_by", acceptedBy)
 	return nil
-}
-
-// acceptedBy names the flag that lets a cold start serve a stale ledger.
-func acceptedBy(opts coldStart) string {
-	if opts.snapshots {
-		return "-snapshot"
-	}
-	return "-state-accept-stale"
 }
 
 // snapshotTime says when the state file at path was written, from its
@@ -187,15 +161,14 @@ func snapshotTime(path string) string {
 		return "at an unknown time"
 	}
 	defer f.Close()
-	r, err := statefile.NewReader(f)
-	if err != nil {
-		return "at an unknown time"
+	if r, err := statefile.NewReader(f); err == nil {
+		return r.Header().Created.UTC().Format(time.RFC3339)
 	}
-	return r.Header().Created.UTC().Format(time.RFC3339)
+	return "at an unknown time"
 }
 
-// reset starts with an empty ledger on purpose. The file there, if any,
-// is moved aside rather than overwritten at the next save: a -state-reset
+// reset starts with an empty ledger on purpose. The file there, if any, is
+// moved aside rather than overwritten at the next save: a -state-reset
 // forgotten in a unit file must not destroy a good ledger.
 func (s stateFile) reset(log *slog.Logger) error {
 	attrs := []any{"path", s.path, "asked_by", "-state-reset"}
@@ -210,28 +183,11 @@ func (s stateFile) reset(log *slog.Logger) error {
 	return nil
 }
 
-// openUpgraded prepares the state of a process started by an upgrade. In
-// full mode the ledger comes from the old process in memory; in the other
-// modes the old process has just written the file, and nothing but that
-// file will do: any error fails the upgrade, and the old process carries
-// on. The marker is the old process's until this one is ready.
-func (s stateFile) openUpgraded(srv *server.Server, fromFile bool, log *slog.Logger) error {
-	if !fromFile {
-		return nil
-	}
-	if err := statefile.ReadFile(s.path, srv.LoadState); err != nil {
-		return err
-	}
-	log.Info("state restored", "path", s.path)
-	return nil
-}
-
-// finalSave writes the ledger for good (see server.FinalSave) and then
+// finalSave writes the ledger for good (see server.FinalSave), then
 // removes the marker. If the save fails, the server carries on; if only
 // the marker could not be removed, the ledger is saved and locked.
 func (s stateFile) finalSave(srv *server.Server) (saved bool, err error) {
-	err = srv.FinalSave(func(write func(io.Writer) error) error { return statefile.WriteFile(s.path, write) })
-	if err != nil {
+	if err := srv.FinalSave(func(write func(io.Writer) error) error { return statefile.WriteFile(s.path, write) }); err != nil {
 		return false, err
 	}
 	if err := statefile.Remove(s.markerPath()); err != nil {
@@ -247,8 +203,8 @@ func (s stateFile) finalSave(srv *server.Server) (saved bool, err error) {
 // server carries on, and the next stop signal tries again.
 func shutdown(st stateFile, srv *server.Server, stop func() error, log *slog.Logger) (done bool, err error) {
 	if err := stop(); errors.Is(err, handoff.ErrHandedOver) {
-		// An upgrade committed: this process's ledger is stale, and the
-		// successor, to which the library passes the stop, saves its own.
+		// This process's ledger is stale; the successor, to which the
+		// library passes the stop, saves its own.
 		log.Info("not saving: the successor owns the ledger and saves it when it stops", "path", st.path)
 		return true, nil
 	} else if err != nil {
@@ -268,4 +224,40 @@ func shutdown(st stateFile, srv *server.Server, stop func() error, log *slog.Log
 	}
 	log.Info("state saved", "path", st.path)
 	return true, nil
+}
+
+// snapshots writes the ledger to -state every -snapshot interval while
+// this process serves, so that a crash loses at most one interval. It
+// returns the function that ends them, which may be called twice and
+// returns once no snapshot can overwrite a final save.
+func (p *process) snapshots() (end func()) {
+	if p.cfg.snapshot <= 0 {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		t := time.NewTicker(p.cfg.snapshot)
+		defer t.Stop()
+		failing := false
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if !p.up.Serving() { // upgrading, handed over or stopping
+				continue
+			}
+			err := statefile.WriteFile(p.state.path, p.srv.SaveState)
+			if err != nil && !failing {
+				p.log.Error("snapshot not written; a crash now loses more", "path", p.state.path, "err", err)
+			} else if err == nil && failing {
+				p.log.Info("snapshots written again", "path", p.state.path)
+			}
+			failing = err != nil
+		}
+	}()
+	return func() { cancel(); <-ended }
 }

@@ -6,62 +6,35 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sync"
-	"sync/atomic"
+	"strconv"
+	"syscall"
 	"time"
 
-	"github.com/handoff-dev/handoff/examples/pdf/internal/server"
+	"golang.org/x/sys/unix"
+
 	"github.com/handoff-dev/handoff/handoff"
 	"github.com/handoff-dev/handoff/statefile"
 )
 
-// process is what an upgrade works on.
-type process struct {
-	cfg     config
-	version string
-	state   stateFile
-	srv     *server.Server
-	up      *handoff.Upgrader
-	ln      *handoff.Listener
-	log     *slog.Logger
-	stop    <-chan os.Signal // SIGTERM, SIGINT
-	hup     <-chan os.Signal // SIGHUP
-
-	// snapshotting guards a listeners-mode upgrade as a whole: the library
-	// refuses a second Upgrade while one runs (ErrUpgradeInProgress), but
-	// the state file written before it is this application's step, and a
-	// second SIGHUP must not rewrite the file that the first upgrade's new
-	// process reads and then owns.
-	snapshotting atomic.Bool
-	upgrades     sync.WaitGroup // upgrade goroutines
-}
-
-// upgrade runs a full, rolling or listeners-only upgrade. In listeners mode it
-// first writes the state file, which the new process restores as a cold
-// start would: what this process changes after the snapshot is lost.
+// upgrade runs a full, rolling or listeners-only upgrade and logs how it
+// ended.
 func (p *process) upgrade() {
-	defer p.upgrades.Done()
-	mode := p.cfg.upgradeMode
-	if mode == modeListeners {
-		if !p.snapshotting.CompareAndSwap(false, true) {
-			p.log.Warn("upgrade refused: another upgrade is in progress", "mode", mode)
-			return
-		}
-		defer p.snapshotting.Store(false)
-	}
-	start := time.Now()
+	mode, start := p.cfg.upgradeMode, time.Now()
 	p.log.Info("upgrade starting", "mode", mode, "binary", p.up.Binary())
+	var err error
 	if mode == modeListeners {
-		if err := statefile.WriteFile(p.cfg.state, p.srv.SaveState); err != nil {
-			p.log.Error("upgrade failed; this process carries on", "mode", mode,
-				"err", fmt.Errorf("save state: %w", err), "took", time.Since(start))
-			return
+		// The new process restores this as a cold start would: what this
+		// process changes from now on is lost.
+		if err = statefile.WriteFile(p.cfg.state, p.srv.SaveState); err != nil {
+			err = fmt.Errorf("save state: %w", err)
 		}
 	}
-	err := p.up.Upgrade(context.Background())
+	if err == nil {
+		err = p.up.Upgrade(context.Background())
+	}
 	switch {
 	case errors.Is(err, handoff.ErrUpgradeInProgress):
-		// Not this upgrade's failure: the marker is the running one's.
+		// handoffctl started one: not this upgrade's failure.
 		p.log.Warn("upgrade refused: another upgrade is in progress", "mode", mode)
 	case err != nil:
 		p.reclaimMarker()
@@ -73,9 +46,8 @@ func (p *process) upgrade() {
 
 // reclaimMarker names this process in the marker again after a rolling
 // upgrade failed. Such a failure comes after the commit, during the move:
-// the new process had claimed the marker, and may have removed it at a
-// stop; this process owns the ledger again, unsaved, and a cold start
-// after its crash must know.
+// the new process had claimed the marker (and may have removed it at a
+// stop); this process owns the ledger again, unsaved.
 func (p *process) reclaimMarker() {
 	if p.cfg.upgradeMode != modeRolling || p.state.path == "" {
 		return
@@ -87,32 +59,103 @@ func (p *process) reclaimMarker() {
 
 // drain serves the connections that stayed with this process after a
 // listeners-only upgrade until their clients leave, the drain timeout ends
-// or a stop signal comes, then closes the rest. Their clients reconnect to
-// the new process.
-func (p *process) drain(stop <-chan os.Signal) {
+// or a stop signal comes, then closes the rest: their clients reconnect,
+// to the new process.
+func (p *process) drain() {
 	start := time.Now()
 	p.log.Info("draining", "conns", len(p.up.Conns()), "timeout", p.cfg.drainTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.drainTimeout)
 	defer cancel()
 	go func() {
 		select {
-		case sig := <-stop:
+		case sig := <-p.stop:
 			p.log.Info("drain cut short", "signal", sig.String())
 			cancel()
 		case <-ctx.Done():
 		}
 	}()
 	_ = p.up.Drain(ctx) // an error says that some are left: closed below
-	closed := closeConns(p.up)
-	p.log.Info("drain done", "closed", closed, "took", time.Since(start))
+	p.log.Info("drain done", "closed", closeConns(p.up), "took", time.Since(start))
 }
 
 // closeConns closes every connection this process still serves and says
-// how many there were. Their handlers see the error and return.
+// how many there were.
 func closeConns(up *handoff.Upgrader) int {
 	conns := up.Conns()
 	for _, c := range conns {
 		_ = c.Close()
 	}
 	return len(conns)
+}
+
+// envRestartedAt tells the image a restart executes when the restart
+// started (Unix nanoseconds), so that it can log how long it took, and
+// that its start is not an operator's cold start.
+const envRestartedAt = "PDF_RESTARTED_AT"
+
+// restart (restart mode) uses none of the library's upgrades: it saves the
+// state file, stops serving and executes the binary again in this
+// process, which keeps its pid. It returns nil, having changed nothing, if
+// the binary cannot be executed or the state cannot be saved; a later
+// error leaves nothing to carry on with.
+func (p *process) restart() error {
+	start, bin := time.Now(), p.up.Binary()
+	p.log.Info("upgrade starting", "mode", modeRestart, "binary", bin)
+	if err := unix.Access(bin, unix.X_OK); err != nil {
+		p.log.Error("upgrade failed; this process carries on", "mode", modeRestart,
+			"err", fmt.Errorf("binary %s: %w", bin, os.NewSyscallError("access", err)))
+		return nil
+	}
+	// Save before closing anything, so that a failed save (a full disk)
+	// leaves the process serving. A save that succeeds locks the ledger.
+	saved, err := p.state.finalSave(p.srv)
+	if !saved {
+		p.log.Error("upgrade failed; this process carries on", "mode", modeRestart, "err", err)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("restart: %w", err)
+	}
+	// New clients are refused from here on, not queued. No upgrade has
+	// handed anything over, so Stop has nothing to report.
+	_ = p.up.Stop()
+	_ = p.ln.Close()
+	<-p.up.Exit()
+	p.log.Info("state saved; executing", "path", p.cfg.state, "closed", closeConns(p.up), "binary", bin)
+	if err := closeOnExecAbove2(); err != nil {
+		return fmt.Errorf("restart: %w", err)
+	}
+	os.Setenv(envRestartedAt, strconv.FormatInt(start.UnixNano(), 10))
+	err = syscall.Exec(bin, os.Args, os.Environ())
+	return fmt.Errorf("restart: execute %s: %w", bin, os.NewSyscallError("execve", err))
+}
+
+// closeOnExecAbove2 marks every fd above stderr close-on-exec, so that
+// the new image gets no other. Go opens its own so; this catches those a
+// parent passed down.
+func closeOnExecAbove2() error {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("list fds: %w", err)
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= 2 {
+			continue
+		}
+		// The fd that listed the directory is closed by now: EBADF.
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil && !errors.Is(err, unix.EBADF) {
+			return os.NewSyscallError("fcntl", err)
+		}
+	}
+	return nil
+}
+
+// logRestarted ends a restart's log: the image it executed is serving.
+func logRestarted(log *slog.Logger) {
+	ns, err := strconv.ParseInt(os.Getenv(envRestartedAt), 10, 64)
+	os.Unsetenv(envRestartedAt)
+	if err == nil {
+		log.Info("upgrade complete", "mode", modeRestart, "took", time.Since(time.Unix(0, ns)))
+	}
 }

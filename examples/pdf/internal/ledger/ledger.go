@@ -1,3 +1,13 @@
+// Package ledger holds the account balances of the PDF server in the two
+// in-memory layouts its versions use, and their statefile schemas.
+//
+// Schema 1 is v1's live type, V1: two maps, balances and charge counts.
+// Schema 2 is v2's live type, V2: one map of *Account. States registers
+// both with the migrations Up1to2 and Down2to1, so a state file of either
+// schema loads as either type: an upgrade, a rollback and a cold restart
+// of either version all keep every balance and every charge count.
+//
+// The types are not safe for concurrent use; the server holds a lock.
 package ledger
 
 import (
@@ -105,17 +115,12 @@ func (l *V2) Charge(acct string, amount int64) (int64, bool) {
 }
 
 // Balance returns the balance of acct, 0 if unknown.
-func (l *V2) Balance(acct string) int64 {
-	bal, _ := l.Stats(acct)
-	return bal
-}
+func (l *V2) Balance(acct string) int64 { return l.Account(acct).Balance }
 
 // Stats returns the balance of acct and its number of successful charges.
 func (l *V2) Stats(acct string) (balance int64, charges uint64) {
-	if a := l.accounts[acct]; a != nil {
-		return a.Balance, a.Charges
-	}
-	return 0, 0
+	a := l.Account(acct)
+	return a.Balance, a.Charges
 }
 
 // Account returns acct as v2 keeps it; the zero Account if unknown.
@@ -141,15 +146,12 @@ func add(balance, amount int64) (int64, error) {
 func Up1to2(l *V1) *V2 {
 	v2 := &V2{accounts: make(map[string]*Account, len(l.balances))}
 	for k, b := range l.balances {
-		v2.accounts[k] = &Account{Balance: b}
+		v2.accounts[k] = &Account{Balance: b, Charges: l.charges[k]}
 	}
 	for k, n := range l.charges {
-		a := v2.accounts[k]
-		if a == nil {
-			a = &Account{}
-			v2.accounts[k] = a
+		if v2.accounts[k] == nil {
+			v2.accounts[k] = &Account{Charges: n}
 		}
-		a.Charges = n
 	}
 	return v2
 }
@@ -162,16 +164,13 @@ func Down2to1(l *V2) *V1 {
 		charges:  map[string]uint64{},
 	}
 	for k, a := range l.accounts {
-		v1.balances[k] = a.Balance
-		if a.Charges > 0 {
-			v1.charges[k] = a.Charges
-		}
+		v1.SetAccount(k, *a)
 	}
 	return v1
 }
 
-// Schema returns the schema that holds a V1, Schema1.
+// Schema is the schema that holds a V1 in States.
 func (l *V1) Schema() uint32 { return Schema1 }
 
-// Schema returns the schema that holds a V2, Schema2.
+// Schema is the schema that holds a V2 in States.
 func (l *V2) Schema() uint32 { return Schema2 }

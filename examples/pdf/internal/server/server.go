@@ -1,7 +1,16 @@
+// Package server serves the PDF protocol (proto.go) over handoff
+// connections. Both versions of the server use it; they differ only in the
+// Ledger they pass to New and in their version string.
+//
+// Each connection has a session, the gateway name from HELLO and the number
+// of requests so far, which travels with the connection through an upgrade
+// as the state given to Park. The ledger is shared by all connections and
+// travels as the upgrade's global state (SaveState, LoadState).
 package server
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"io"
 	"log/slog"
@@ -10,36 +19,39 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/examples/pdf/internal/ledger"
-	"github.com/handoff-dev/handoff/examples/pdf/internal/proto"
 	"github.com/handoff-dev/handoff/handoff"
 )
 
-// Ledger is the account state a server keeps. *ledger.V1 and *ledger.V2
-// implement it. Its methods are called with the server's lock held.
+// Ledger is the account state a server keeps: *ledger.V1 or *ledger.V2.
+// Its methods are called with the server's lock held.
 type Ledger interface {
 	TopUp(acct string, amount int64) (int64, error)
 	Charge(acct string, amount int64) (balance int64, ok bool)
 	Balance(acct string) int64
-	// Account and SetAccount read and replace everything the ledger
-	// keeps about one account, for a connection to carry it in a rolling
-	// upgrade.
+	// Account and SetAccount read and replace all the ledger keeps about
+	// one account, for a connection to carry it in a rolling upgrade.
 	Account(acct string) ledger.Account
 	SetAccount(acct string, a ledger.Account)
-	// Schema is the ledger's schema in ledger.States.
-	Schema() uint32
+	Schema() uint32 // in ledger.States
 }
 
-// StatsLedger is a Ledger that counts charges. A server over one answers
+// StatsLedger is a Ledger that counts charges: a server over one answers
 // STATS; over a plain Ledger, STATS is an unknown command.
 type StatsLedger interface {
 	Ledger
 	Stats(acct string) (balance int64, charges uint64)
 }
 
+var (
+	_ Ledger      = (*ledger.V1)(nil)
+	_ StatsLedger = (*ledger.V2)(nil)
+)
+
 // Server serves one ledger to many connections.
 type Server struct {
 	version string
 	pid     int
+	schema  uint32 // this version's, in ledger.States
 	log     *slog.Logger
 
 	mu    sync.Mutex // guards the ledger
@@ -48,41 +60,30 @@ type Server struct {
 	gen   uint64      // the loaded state's generation; 0 if it started empty
 
 	rolling bool                 // see RollingUpgrades
-	counted func(command string) // see CountRequests; nil: none
+	counted func(command string) // see CountRequests
 }
 
 // CountRequests makes the server call f with each request's command name
-// (proto.Kind.String, or "INVALID" for a line that does not parse) as it
+// (HELLO, TOPUP, ..., or "INVALID" for a line that does not parse) as it
 // answers it, on the connection's goroutine. Call it before Serve and
 // before the Upgrader's Ready, which may start Resume.
 func (s *Server) CountRequests(f func(command string)) { s.counted = f }
 
-// RollingUpgrades prepares the server for rolling upgrades
-// (handoff.Rolling), in which SaveState runs while connections are served
-// and each connection moves on its own afterwards. Each connection then
-// remembers the accounts it changes and carries them when it parks, and
-// SaveState holds the ledger's lock only to encode it in memory, not
-// while the new process reads it. The new process sets the carried
-// accounts in its ledger (Resume), over the snapshot's older values.
-//
+// RollingUpgrades prepares the server for handoff.Rolling, in which
+// SaveState runs while connections are served and each connection moves
+// on its own afterwards: each connection carries the accounts it changed,
+// which the new process sets over the snapshot's older values (Resume).
 // That is exact only while each account is used by one connection at a
-// time: a carried account overwrites whatever another connection did to
-// it in the new process meanwhile, and a read of an account whose
-// connection has not moved yet sees the snapshot. Call it before Serve and
-// before the Upgrader's Ready, which may start Resume.
+// time. Call it before Serve and before the Upgrader's Ready.
 func (s *Server) RollingUpgrades() { s.rolling = true }
 
 // New returns a server over led, answering VERSION with version.
 func New(version string, led Ledger, log *slog.Logger) *Server {
-	s := &Server{version: version, pid: os.Getpid(), log: log, led: led}
+	s := &Server{version: version, pid: os.Getpid(), schema: led.Schema(), log: log, led: led,
+		counted: func(string) {}}
 	s.stats, _ = led.(StatsLedger)
 	return s
 }
-
-var (
-	_ Ledger      = (*ledger.V1)(nil)
-	_ StatsLedger = (*ledger.V2)(nil)
-)
 
 // Serve accepts connections from ln until it fails, and serves each on its
 // own goroutine. It returns the Accept error; after a handover that error
@@ -146,7 +147,7 @@ func (s *Server) adopt(sess *session) {
 // the connection is handed over.
 func (s *Server) serve(c *handoff.Conn, sess *session) {
 	for {
-		line, err := c.Next(proto.SplitLine)
+		line, err := c.Next(splitLine)
 		switch {
 		case errors.Is(err, handoff.ErrPark):
 			if err := c.Park(sess.encode()); err != nil {
@@ -156,8 +157,8 @@ func (s *Server) serve(c *handoff.Conn, sess *session) {
 				return
 			}
 			continue
-		case errors.Is(err, proto.ErrTooLong):
-			c.Write(proto.TooLong())
+		case errors.Is(err, errTooLong):
+			c.Write(reply("ERR", "-", reasonTooLong))
 			c.Close()
 			return
 		case err != nil:
@@ -175,77 +176,58 @@ func (s *Server) serve(c *handoff.Conn, sess *session) {
 func (s *Server) handle(sess *session, line []byte) []byte {
 	before := sess.n
 	sess.n++
-	req, reason := proto.Parse(line, s.stats != nil)
-	if s.counted != nil {
-		if reason != "" {
-			s.counted("INVALID")
-		} else {
-			s.counted(req.Kind.String())
-		}
-	}
+	req, reason := parse(line, s.stats != nil)
 	if reason != "" {
-		return proto.Err(req.RID, reason)
+		s.counted("INVALID")
+		return reply("ERR", req.rid, reason)
 	}
-	switch req.Kind {
-	case proto.Hello:
-		sess.gw = req.GW
-		return proto.Welcome(req.GW)
-	case proto.WhoAmI:
-		return proto.You(req.RID, sess.gw, before)
-	case proto.Version:
-		return proto.VersionReply(req.RID, s.version, s.pid)
+	s.counted(req.cmd)
+	switch req.cmd {
+	case "HELLO":
+		sess.gw = req.gw
+		return reply("WELCOME", req.gw)
+	case "WHOAMI":
+		return reply("YOU", req.rid, cmp.Or(sess.gw, "-"), before)
+	case "VERSION":
+		return reply("VERSION", req.rid, s.version, s.pid)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.applyLocked(sess, req)
-}
-
-// applyLocked runs a request that reads or changes the ledger, and notes
-// in sess an account it changed.
-func (s *Server) applyLocked(sess *session, req proto.Request) []byte {
-	switch req.Kind {
-	case proto.TopUp:
-		bal, err := s.led.TopUp(req.Acct, req.Amount)
+	switch req.cmd {
+	case "TOPUP":
+		bal, err := s.led.TopUp(req.acct, req.amount)
 		if err != nil {
-			return proto.Err(req.RID, proto.ReasonOverflow)
+			return reply("ERR", req.rid, reasonOverflow)
 		}
-		sess.note(req.Acct, s.led.Account(req.Acct))
-		return proto.OK(req.RID, bal)
-	case proto.Charge:
-		bal, ok := s.led.Charge(req.Acct, req.Amount)
+		sess.note(req.acct, s.led.Account(req.acct))
+		return reply("OK", req.rid, bal)
+	case "CHARGE":
+		bal, ok := s.led.Charge(req.acct, req.amount)
 		if !ok {
-			return proto.Deny(req.RID, bal)
+			return reply("DENY", req.rid, bal)
 		}
-		sess.note(req.Acct, s.led.Account(req.Acct))
-		return proto.OK(req.RID, bal)
-	case proto.Balance:
-		return proto.Bal(req.RID, s.led.Balance(req.Acct))
-	case proto.Stats:
-		bal, n := s.stats.Stats(req.Acct)
-		return proto.StatsReply(req.RID, bal, n)
+		sess.note(req.acct, s.led.Account(req.acct))
+		return reply("OK", req.rid, bal)
+	case "STATS":
+		bal, n := s.stats.Stats(req.acct)
+		return reply("STATS", req.rid, bal, n)
 	}
-	// Parse returned a kind this switch forgot: a bug, but not the
-	// client's fault and not worth a crash.
-	s.log.Error("unhandled request kind", "kind", req.Kind)
-	return proto.Err(req.RID, proto.ReasonUnknown)
+	return reply("BAL", req.rid, s.led.Balance(req.acct)) // BALANCE, the last command
 }
 
-// SaveState writes the ledger as a state file in this version's schema.
-// It is handoff.Options.SaveState. It streams the ledger under the lock,
-// which costs nothing while an all-at-once upgrade has every connection
-// parked, and needs no second copy of the ledger. With RollingUpgrades,
-// the connections are served meanwhile: the snapshot is encoded in memory
-// under the lock, then written without it, so that requests wait for the
-// encoding (about 0.2 µs an account) and not for the new process to read
-// and decode it (a few times that, on cores the load shares).
+// SaveState writes the ledger as a state file in this version's schema:
+// handoff.Options.SaveState. It streams the ledger under the lock, which
+// costs nothing while every connection is parked and needs no second copy.
+// With RollingUpgrades the connections are served meanwhile, so it
+// encodes in memory under the lock and writes without it: requests wait
+// for the encoding, not for the new process to read and decode it.
 func (s *Server) SaveState(w io.Writer) error {
+	s.mu.Lock()
 	if !s.rolling {
-		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.saveLocked(w)
 	}
 	var snap bytes.Buffer
-	s.mu.Lock()
 	err := s.saveLocked(&snap)
 	s.mu.Unlock()
 	if err != nil {
@@ -262,8 +244,7 @@ func (s *Server) saveLocked(w io.Writer) error { return ledger.States.Save(w, s.
 // migrating it to this version's. It is handoff.Options.LoadState, and
 // also restores a cold-start state file. On error the ledger is unchanged.
 func (s *Server) LoadState(r io.Reader) error {
-	want := s.schema()
-	state, h, err := ledger.States.Load(r, want)
+	state, h, err := ledger.States.Load(r, s.schema)
 	if err != nil {
 		return err // statefile's errors say what they are about
 	}
@@ -272,15 +253,9 @@ func (s *Server) LoadState(r io.Reader) error {
 	s.led = state.(Ledger)
 	s.stats, _ = s.led.(StatsLedger)
 	s.gen = h.Generation
-	s.log.Info("state loaded", "schema", h.Schema, "migrated_to", want,
+	s.log.Info("state loaded", "schema", h.Schema, "migrated_to", s.schema,
 		"generation", h.Generation, "written", h.Created.UTC().Format(time.RFC3339Nano))
 	return nil
-}
-
-func (s *Server) schema() uint32 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.led.Schema()
 }
 
 // FinalSave locks the ledger and calls save with a function that writes

@@ -92,7 +92,10 @@ func decodeSession(b []byte) (*session, error) {
 	default:
 		return nil, fmt.Errorf("%w: format %d", errSession, b[0])
 	}
-	return &s, d.finish()
+	if len(d.b) > 0 {
+		d.skip(-1, "length: bytes after the last field")
+	}
+	return &s, d.err
 }
 
 // decoder reads a session's fields and remembers the first shortfall, so
@@ -103,38 +106,35 @@ type decoder struct {
 	err error
 }
 
-func (d *decoder) fail(what string) {
+// skip consumes k bytes; k <= 0 (a varint that is not there) or past the
+// end is the shortfall, after which every read fails.
+func (d *decoder) skip(k int, what string) {
+	if k > 0 && k <= len(d.b) {
+		d.b = d.b[k:]
+		return
+	}
 	if d.err == nil {
 		d.err = fmt.Errorf("%w: bad %s", errSession, what)
 	}
+	d.b = nil
 }
 
-func (d *decoder) uvarint() uint64 { return next(d, "count", binary.Uvarint) }
+func (d *decoder) uvarint() uint64 {
+	v, k := binary.Uvarint(d.b)
+	d.skip(k, "count")
+	return v
+}
 
-func (d *decoder) varint() int64 { return next(d, "balance", binary.Varint) }
-
-// next reads one varint-coded field with read, what naming it in an error.
-func next[T any](d *decoder, what string, read func([]byte) (T, int)) T {
-	var zero T
-	if d.err != nil {
-		return zero
-	}
-	v, k := read(d.b)
-	if k <= 0 {
-		d.fail(what)
-		return zero
-	}
-	d.b = d.b[k:]
+func (d *decoder) varint() int64 {
+	v, k := binary.Varint(d.b)
+	d.skip(k, "balance")
 	return v
 }
 
 func (d *decoder) str() string {
 	n := d.uvarint()
-	if d.err != nil {
-		return ""
-	}
 	if n > uint64(len(d.b)) {
-		d.fail("name")
+		d.skip(-1, "name")
 		return ""
 	}
 	s := string(d.b[:n])
@@ -152,17 +152,10 @@ func (d *decoder) accounts() map[string]ledger.Account {
 		m[acct] = ledger.Account{Balance: d.varint(), Charges: d.uvarint()}
 	}
 	if n != uint64(len(m)) && d.err == nil {
-		d.fail("account list: a name twice")
+		d.skip(-1, "account list: a name twice")
 	}
 	if len(m) == 0 {
 		return nil
 	}
 	return m
-}
-
-func (d *decoder) finish() error {
-	if d.err == nil && len(d.b) > 0 {
-		d.fail("length: bytes after the last field")
-	}
-	return d.err
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/handoff-dev/handoff/examples/pdf/internal/ledger"
 	"github.com/handoff-dev/handoff/examples/pdf/internal/pdftest"
-	"github.com/handoff-dev/handoff/examples/pdf/internal/proto"
 	"github.com/handoff-dev/handoff/handoff"
 )
 
@@ -85,7 +84,7 @@ func TestOverTCP(t *testing.T) {
 	})
 	t.Run("too long", func(t *testing.T) {
 		c := pdftest.Dial(t, addr)
-		c.Send(t, "BALANCE r1 "+alice+"\n"+strings.Repeat("x", proto.MaxLine+1)+"\nBALANCE r2 "+alice+"\n")
+		c.Send(t, "BALANCE r1 "+alice+"\n"+strings.Repeat("x", maxLine+1)+"\nBALANCE r2 "+alice+"\n")
 		c.Expect(t, "BAL r1 100", "ERR - too-long")
 		if line, err := c.ReadLine(); !errors.Is(err, io.EOF) {
 			t.Fatalf("after too-long: read %q, %v; want EOF", line, err)
@@ -93,7 +92,7 @@ func TestOverTCP(t *testing.T) {
 	})
 	t.Run("too long without newline", func(t *testing.T) {
 		c := pdftest.Dial(t, addr)
-		c.Send(t, strings.Repeat("y", proto.MaxLine+2))
+		c.Send(t, strings.Repeat("y", maxLine+2))
 		c.Expect(t, "ERR - too-long")
 	})
 }
