@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: build test e2e-systemd demo fuzz bench bench-quick bench-statefile bench-http clean
+.PHONY: build test e2e-systemd check-manifests demo fuzz bench bench-quick bench-statefile bench-http clean
 
 build:
 	mkdir -p $(BIN)
@@ -51,6 +51,14 @@ test: build
 e2e-systemd: build
 	systemd/e2e/setup
 	$(GO) -C systemd/e2e test -tags e2esystemd -count=1 -v -timeout 30m $(if $(RUN),-run '$(RUN)') .
+
+# The Kubernetes manifests of kubernetes/, without a cluster (kubectl's
+# dry run needs one): each document decoded strictly into the Kubernetes
+# API types, and the takeover's settings, the turn-taking pair and the
+# SidecarSet's hot upgrade checked (kubernetes/e2e/manifests_test.go).
+# Needs only Go; kubernetes/e2e is a module of its own, for k8s.io/api.
+check-manifests:
+	$(GO) -C kubernetes/e2e test -count=1 .
 
 # The pdf charging server under gateway load, upgraded live v1 -> v2 -> v2 -> v1,
 # with one failed upgrade (a binary that exits at once) in between.
