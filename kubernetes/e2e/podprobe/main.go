@@ -8,7 +8,8 @@
 //
 //	podprobe id [DIR]           print uid, gid, groups, pid and DIR's mode
 //	podprobe serve DIR          container A: listen, hand over, check
-//	podprobe take DIR           container B: connect, take over, serve
+//	podprobe take DIR [WAIT]    container B: connect (retrying for WAIT,
+//	                            default 30s), take over, serve
 //	podprobe exit CODE          print id, then exit with CODE
 //
 // Every line it prints is "podprobe: KEY=VALUE ..." for the test to read.
@@ -228,7 +229,13 @@ func take(dir string) error {
 	path := filepath.Join(dir, sockName)
 	var uc *net.UnixConn
 	var err error
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	wait := 30 * time.Second
+	if len(os.Args) > 3 {
+		if wait, err = time.ParseDuration(os.Args[3]); err != nil {
+			return err
+		}
+	}
+	for deadline := time.Now().Add(wait); ; time.Sleep(100 * time.Millisecond) {
 		uc, err = net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
 		if err == nil || time.Now().After(deadline) {
 			break
