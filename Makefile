@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: build test e2e-systemd demo fuzz bench bench-quick bench-statefile bench-http clean
+.PHONY: build test e2e-systemd check-manifests e2e-pod demo fuzz bench bench-quick bench-statefile bench-http clean
 
 build:
 	mkdir -p $(BIN)
@@ -51,6 +51,25 @@ test: build
 e2e-systemd: build
 	systemd/e2e/setup
 	$(GO) -C systemd/e2e test -tags e2esystemd -count=1 -v -timeout 30m $(if $(RUN),-run '$(RUN)') .
+
+# The Kubernetes manifests of kubernetes/, without a cluster (kubectl's
+# dry run needs one): each document decoded strictly into the Kubernetes
+# API types, and the takeover's settings, the turn-taking pair and the
+# SidecarSet's hot upgrade checked (kubernetes/e2e/manifests_test.go).
+# Needs only Go; kubernetes/e2e is a module of its own, for k8s.io/api.
+check-manifests:
+	$(GO) -C kubernetes/e2e test -count=1 .
+
+# Pods made from Kubernetes YAML by podman kube play (kubernetes/README.md).
+# For now: the facts of kubernetes/NOTES-facts.md that a takeover between
+# the containers of a pod rests on, each measured again with real pods, and
+# the manifests' checks; the takeover scenarios come with the takeover by a
+# peer (issue 18). Needs root; kubernetes/e2e/setup installs podman and runc
+# with apt-get when missing and sets the runtime up (~1 min the first time).
+# RUN=TestName runs one test.
+e2e-pod:
+	kubernetes/e2e/setup
+	$(GO) -C kubernetes/e2e test -tags e2epod -count=1 -v -timeout 20m $(if $(RUN),-run '$(RUN)') .
 
 # The pdf charging server under gateway load, upgraded live v1 -> v2 -> v2 -> v1,
 # with one failed upgrade (a binary that exits at once) in between.
