@@ -208,11 +208,9 @@ func TestSIGHUPEarlyInNewProcess(t *testing.T) {
 // from the log lines of both processes: a line per phase with the
 // generation, pids, counts and times, and the reason of the rollback.
 //
-// Real processes: in one, a new server exits microseconds after its ABORT,
-// and the old one then names the exit as the cause ("exited", the exit
-// cancelling the upgrade before the ABORT is read), not the refusal; a
-// race of the library that real processes rarely meet (1 in 60 in one
-// process, under -race).
+// Real processes: the rejecting new process exits microseconds after its
+// ABORT, and the old one must still name the refusal as the cause
+// (TestRefusalBeatsExit pins the order that once made it "exited").
 func TestLogsTellTheUpgrade(t *testing.T) {
 	h := startServer(t)
 	l := startLoad(t, h.addr, 20)
