@@ -78,6 +78,14 @@ func (d *decoder) u64() uint64 {
 	return 0
 }
 
+// peekU32 returns the next u32 without taking it (0 if short).
+func (d *decoder) peekU32() uint32 {
+	if d.err != nil || len(d.b) < 4 {
+		return 0
+	}
+	return binary.BigEndian.Uint32(d.b)
+}
+
 func (d *decoder) str() string {
 	n := int(d.u16())
 	if n > MaxString && d.err == nil {
@@ -92,6 +100,16 @@ func (d *decoder) bytes() []byte {
 		return append([]byte(nil), p...)
 	}
 	return nil
+}
+
+// afterMagic checks the magic that opens a first frame (HELLO, TAKEOVER),
+// so that a stranger on the socket is told apart from a peer, and returns
+// a decoder of what follows it.
+func afterMagic(what Type, p []byte) (*decoder, error) {
+	if len(p) < 4 || string(p[:4]) != helloMagic {
+		return nil, Errorf("%s without the %q magic", what, helloMagic)
+	}
+	return &decoder{b: p[4:]}, nil
 }
 
 // finish reports a shortfall or bytes left over after the last field.

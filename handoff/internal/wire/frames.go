@@ -31,6 +31,10 @@ const (
 	TypeServing  Type = 13
 	TypeClosed   Type = 14
 	TypeEnd      Type = 15
+	// The peer transport's (peer.go).
+	TypeTakeover  Type = 16
+	TypeBusy      Type = 17
+	TypeListeners Type = 18
 )
 
 var typeNames = [...]string{
@@ -38,6 +42,7 @@ var typeNames = [...]string{
 	TypeState: "STATE", TypeStateEnd: "STATE_END", TypeReady: "READY",
 	TypeCommit: "COMMIT", TypeAbort: "ABORT", TypeFinal: "FINAL", TypeParked: "PARKED",
 	TypeCarry: "CARRY", TypeServing: "SERVING", TypeClosed: "CLOSED", TypeEnd: "END",
+	TypeTakeover: "TAKEOVER", TypeBusy: "BUSY", TypeListeners: "LISTENERS",
 }
 
 func (t Type) String() string {
@@ -126,10 +131,10 @@ func (h Hello) Append(b []byte) []byte {
 // rather than for a field it cannot read.
 func (h *Hello) Decode(p []byte) error {
 	*h = Hello{}
-	if len(p) < 4 || string(p[:4]) != helloMagic {
-		return Errorf("HELLO without the %q magic", helloMagic)
+	d, err := afterMagic(TypeHello, p)
+	if err != nil {
+		return err
 	}
-	d := decoder{b: p[4:]}
 	h.Version = d.u16()
 	if d.err == nil && h.Version != Version {
 		return nil

@@ -165,6 +165,7 @@ func frames() []interface {
 	}{
 		&Hello{}, &Plan{}, &Conns{}, &Progress{}, new(State), &StateEnd{}, &Ready{}, &Commit{},
 		&Abort{}, &Final{}, &Parked{}, &Carry{}, &Serving{}, &Closed{}, &End{},
+		&Takeover{}, &Busy{}, &Listeners{},
 	}
 }
 
@@ -175,7 +176,7 @@ func TestEveryType(t *testing.T) {
 	for _, f := range frames() {
 		seen[f.Type()] = true
 	}
-	for ty := TypeHello; ty <= TypeEnd; ty++ {
+	for ty := TypeHello; ty <= TypeListeners; ty++ {
 		if !seen[ty] || strings.HasPrefix(ty.String(), "unknown") {
 			t.Errorf("frame type %d (%s) has no frame", ty, ty)
 		}
@@ -201,6 +202,10 @@ func seeds() [][]byte {
 		Serving{},
 		Closed{IDs: []uint64{1, 2, 3}},
 		End{Moved: 10, Stayed: 1, Closed: 2},
+		Takeover{Version: Version, Token: []byte("s3cret")},
+		Takeover{Version: Version},
+		Busy{Reason: "an upgrade is in progress"},
+		Listeners{First: 0, Total: 2, Keys: []string{"tcp 127.0.0.1:8080", "unix /run/x.sock"}},
 	}
 	var out [][]byte
 	for _, f := range good {
