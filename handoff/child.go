@@ -21,9 +21,13 @@ import (
 // inbox.
 type childSession struct {
 	inbox
-	u       *core
-	plan    plan // the old process's
-	ppid    int  // the old process
+	u    *core
+	plan plan // the old process's
+	ppid int  // the old process
+	// greeted is the old process's HELLO when it is a peer (it let this
+	// process in through the takeover socket, HELLO done in New): no
+	// parent of this one, nor in its process group or PID namespace.
+	greeted *wire.Hello
 	carried carried
 	ready   time.Time // READY sent
 	pidTmp  string    // this process's pid, written beside the PID file before READY
@@ -37,7 +41,11 @@ func (u *core) takeOver(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s := &childSession{u: u, inbox: inbox{reg: u.reg, own: u.opts.Mode, resume: u.opts.Resume, gate: make(chan struct{})}, ppid: u.env.getppid()}
+	s := &childSession{u: u, inbox: inbox{reg: u.reg, own: u.opts.Mode, resume: u.opts.Resume, gate: make(chan struct{})},
+		ppid: u.env.getppid(), greeted: u.parent.greeted}
+	if s.greeted != nil {
+		s.ppid = int(s.greeted.PID) // for the logs: its pid in its own namespace
+	}
 	err = s.run(ctx)
 	next := phaseStopped // a failed takeover: the process must exit
 	if err == nil {
@@ -113,16 +121,20 @@ func (u *core) openChannel() (*wire.Channel, error) {
 		c.Close()
 		return nil, fmt.Errorf("handoff: handoff channel is a %T, not a Unix socket", c)
 	}
-	if err := u.env.checkParent(uc); err != nil {
-		uc.Close()
-		return nil, err
+	if u.parent.greeted == nil { // a peer's uid was checked in New
+		if err := u.env.checkParent(uc); err != nil {
+			uc.Close()
+			return nil, err
+		}
 	}
 	return wire.NewChannel(uc), nil
 }
 
 // parentGone reports whether the old process has died: this process has
-// been re-parented.
-func (s *childSession) parentGone() bool { return s.u.env.getppid() != s.ppid }
+// been re-parented. A peer's death shows only as its channel's end.
+func (s *childSession) parentGone() bool {
+	return s.greeted == nil && s.u.env.getppid() != s.ppid
+}
 
 // awaitParentGone reports whether the old process has died, waiting a
 // moment for it when the channel was closed under this process: the kernel
@@ -130,6 +142,11 @@ func (s *childSession) parentGone() bool { return s.u.env.getppid() != s.ppid }
 // EOF can come first. A living old process closes the channel only when it
 // rolls back, and then it kills this process, so the wait costs nothing.
 func (s *childSession) awaitParentGone(err error) bool {
+	if s.greeted != nil {
+		// A peer that refuses says ABORT before it closes: an end
+		// without one is its death.
+		return peerClosed(err)
+	}
 	if !peerClosed(err) {
 		return s.parentGone()
 	}
@@ -160,10 +177,7 @@ func (s *childSession) explain(err error) error {
 // receive runs the handoff up to READY. Before READY it makes the
 // takeover's commit: past it, Stop no longer aborts the takeover.
 func (s *childSession) receive(ctx context.Context) error {
-	if err := s.ch.Send(ownHello(s.u.opts), nil); err != nil {
-		return err
-	}
-	if err := s.hello(); err != nil {
+	if err := s.greet(); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -206,7 +220,15 @@ func (s *childSession) logPhase(name string, start time.Time, args ...any) {
 	s.u.log.Info("handoff: takeover phase", args...)
 }
 
-func (s *childSession) hello() error {
+// greet exchanges HELLOs with the old process; a peer's were in New.
+func (s *childSession) greet() error {
+	if h := s.greeted; h != nil {
+		s.u.log.Info("handoff: taking over from a peer", "from", h.PID, "from_version", h.AppVersion, "from_app", h.App)
+		return nil
+	}
+	if err := s.ch.Send(ownHello(s.u.opts), nil); err != nil {
+		return err
+	}
 	var h wire.Hello
 	if err := s.ch.Expect(&h); err != nil {
 		return fmt.Errorf("handoff: waiting for HELLO: %w", err)
@@ -314,8 +336,10 @@ func (s *childSession) commit() error {
 	if err := s.u.pid.install(s.pidTmp); err != nil {
 		s.u.log.Error("handoff: took over, but", "err", err)
 	}
-	if err := s.u.env.joinGroup(s.ppid); err != nil {
-		s.u.log.Warn("handoff: could not join the old process's process group", "err", err)
+	if s.greeted == nil {
+		if err := s.u.env.joinGroup(s.ppid); err != nil {
+			s.u.log.Warn("handoff: could not join the old process's process group", "err", err)
+		}
 	}
 	// The supervisor hears that this process serves before the old one
 	// may exit; whoever asked the old process for this upgrade, once the

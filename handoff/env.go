@@ -35,6 +35,8 @@ type env struct {
 	// other end of the returned channel and u's listeners; see
 	// startProcess.
 	start func(binary, dir string, lns []handedListener) (*newProcess, *net.UnixConn, error)
+	// dialTakeover connects to a takeover socket (Options.TakeoverSocket).
+	dialTakeover func(path string) (*net.UnixConn, error)
 	// checkParent verifies that the channel's peer is the old process.
 	checkParent func(c *net.UnixConn) error
 	// joinGroup moves a committed new process into its old process's

@@ -72,6 +72,10 @@ const (
 	envSupervisor = "HANDOFF_TEST_SUPERVISOR"
 	// envControl sets Options.ControlSocket of every server of the chain.
 	envControl = "HANDOFF_TEST_CONTROL"
+	// envTakeover and envTakeoverToken set Options.TakeoverSocket and
+	// Options.TakeoverTokenFile (takeover_test.go).
+	envTakeover      = "HANDOFF_TEST_TAKEOVER"
+	envTakeoverToken = "HANDOFF_TEST_TAKEOVER_TOKEN"
 )
 
 func TestMain(m *testing.M) {
@@ -517,6 +521,10 @@ func (p *proc) start() (*Upgrader, *Listener) {
 		Logger:         slog.New(slog.NewTextHandler(p.logs, nil)),
 		Supervisor:     testSupervisor(),
 		ControlSocket:  p.getenv(envControl),
+		// A peer's settings: the socket, and a token file of its own
+		// (the old process reads the same variable, its own file).
+		TakeoverSocket:    p.getenv(envTakeover),
+		TakeoverTokenFile: p.getenv(envTakeoverToken),
 	}, p.env)
 	if err != nil {
 		p.report("error %d %v", p.pid, err)

@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+
+	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
 
 // envFds tells a new process which fds its old process passed: the
@@ -27,6 +29,11 @@ type inheritance struct {
 	mu        sync.Mutex
 	channel   *os.File
 	listeners map[string]*os.File
+	// greeted is, when a peer took this process in through the takeover
+	// socket (Options.TakeoverSocket), the serving process's HELLO: the
+	// channel is the socket New connected, HELLO is done, and the old
+	// process is no parent; nil for an exec'd child.
+	greeted *wire.Hello
 }
 
 // startInheritance is this process's inheritance, read before main runs.

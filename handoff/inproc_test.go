@@ -277,12 +277,13 @@ func (fp *fakeProc) env(in *inheritance) *env {
 			defer fos.mu.Unlock()
 			return fp.ppid
 		},
-		notify:      fp.notify,
-		stopNotify:  fp.stopNotify,
-		kill:        fp.kill,
-		start:       fp.start,
-		checkParent: fp.checkParent,
-		joinGroup:   func(int) error { return nil }, // one process group: the test's
+		notify:       fp.notify,
+		stopNotify:   fp.stopNotify,
+		kill:         fp.kill,
+		start:        fp.start,
+		checkParent:  fp.checkParent,
+		dialTakeover: fp.dialTakeover,
+		joinGroup:    func(int) error { return nil }, // one process group: the test's
 	}
 }
 
@@ -348,6 +349,26 @@ func (fp *fakeProc) checkParent(c *net.UnixConn) error {
 		c.Write(badPacket(f))
 	}
 	return nil
+}
+
+// dialTakeover is dialTakeover in one process: the kernel closes a dead
+// peer's end of its channel, as a copy of it closed at its death does
+// here.
+func (fp *fakeProc) dialTakeover(path string) (*net.UnixConn, error) {
+	c, err := dialTakeover(path)
+	if err != nil {
+		return nil, err
+	}
+	f, err := c.File()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	fp.atDeath(func() {
+		_ = unix.Shutdown(int(f.Fd()), unix.SHUT_RDWR)
+		f.Close()
+	})
+	return c, nil
 }
 
 // start is execProcess in one process: the new server gets the other end

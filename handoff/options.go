@@ -129,6 +129,28 @@ type Options struct {
 	// process answers. Stop closes it. Linux only: elsewhere New fails
 	// with an error wrapping ErrNotSupported. Default: none.
 	ControlSocket string
+	// TakeoverSocket, if set, lets a process this one did not start take
+	// over from it: another container of a pod, started from a new image
+	// while this one serves (kubernetes/README.md). New connects to it:
+	// if a process serves there, this one takes over from it exactly as
+	// an exec'd new process does (Ready commits or fails; HasParent is
+	// true); if nothing does, this process is the first, and listens
+	// there for the next one. Either way it hands the socket on, so that
+	// it never stops answering. It is a SOCK_SEQPACKET socket, made
+	// 0600, in a directory made 0700 if missing (as ControlSocket's),
+	// which both processes must see: a volume they share. Only a peer of
+	// this process's uid is let in, checked on both ends. The old process
+	// cannot stop or kill a peer: a failed takeover is refused with ABORT
+	// and the peer's Ready returns the error; the peer must exit. After a
+	// peer commits, no stop is passed on to it (Stop returns
+	// ErrHandedOver). Linux only: elsewhere New fails with an error
+	// wrapping ErrNotSupported. Default: none.
+	TakeoverSocket string
+	// TakeoverTokenFile, if set, holds a secret (a mounted Secret, say)
+	// that a peer taking over through TakeoverSocket must present; both
+	// sides read it, the serving one at each connection. A trailing
+	// newline is ignored. Default: none (the uid check alone).
+	TakeoverTokenFile string
 	// Supervisor, if set, is the service manager this process runs under
 	// (systemd.New for systemd): it is told when the process serves,
 	// upgrades, rolls back and stops; Listen adopts the listening sockets
@@ -166,6 +188,13 @@ func applyDefaults(o *Options) error {
 			return fmt.Errorf("handoff: control socket path: %w", err)
 		}
 	}
+	for _, p := range []*string{&o.TakeoverSocket, &o.TakeoverTokenFile} {
+		if *p != "" {
+			if *p, err = filepath.Abs(*p); err != nil {
+				return fmt.Errorf("handoff: takeover path: %w", err)
+			}
+		}
+	}
 	if o.UpgradeTimeout <= 0 {
 		o.UpgradeTimeout = DefaultUpgradeTimeout
 	}
@@ -200,6 +229,10 @@ type UpgradeRequest struct {
 	// set it to switch this service to another application. Default:
 	// this process's Options.App.
 	App string
+
+	// peer, if set, is the process that asked to take over through the
+	// takeover socket: the upgrade starts no process.
+	peer *peerConn
 
 	// finish, if set, is called with the outcome before Exit is closed,
 	// so that the control socket's answer goes out before the process

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"syscall"
 	"time"
@@ -23,16 +24,27 @@ func (u *core) upgrade(ctx context.Context, run *attempt, req UpgradeRequest, re
 	ctx, cancel := context.WithTimeoutCause(ctx, req.Timeout,
 		fmt.Errorf("handoff: upgrade %w after %s", errTimeout, req.Timeout))
 	defer cancel()
-	p, conn, err := u.env.start(req.Binary, u.dir, u.passedListeners())
+	p, conn, err := u.startNext(req)
 	if err != nil {
 		return err
 	}
 	res.To = p.pid
 	u.event(req, Event{Phase: PhaseStarted, PID: p.pid, Took: time.Since(began)})
-	s := &parentSession{link: link{ch: wire.NewChannel(conn)}, u: u, pid: p.pid, began: began, req: req}
+	s := &parentSession{link: link{ch: wire.NewChannel(conn)}, u: u, pid: p.pid, began: began, req: req,
+		toPeer: req.peer != nil}
 	defer func() { res.Stats, res.StateBytes = s.stats, s.stateBytes }()
 	h := &handing{u: u, s: s, p: p}
 	return h.run(ctx, run.stopC)
+}
+
+// startNext starts the new process; a peer that asked through the
+// takeover socket has started on its own, and this process can neither
+// see its exit nor kill it: the channel is all it has of it.
+func (u *core) startNext(req UpgradeRequest) (*newProcess, *net.UnixConn, error) {
+	if req.peer != nil {
+		return &newProcess{pid: req.peer.pid}, req.peer.conn, nil
+	}
+	return u.env.start(req.Binary, u.dir, u.passedListeners())
 }
 
 // handing is the old process's side of one upgrade once its new process
@@ -54,8 +66,10 @@ func (h *handing) run(ctx context.Context, stop <-chan struct{}) error {
 	// started still holds its end of the channel.
 	ctx, exitCancel := context.WithCancelCause(ctx)
 	defer exitCancel(nil)
-	stopWatch := context.AfterFunc(contextOf(p.exited), func() { exitCancel(p.describe()) })
-	defer stopWatch()
+	if p.exited != nil { // a peer's exit shows as the channel's end only
+		stopWatch := context.AfterFunc(contextOf(p.exited), func() { exitCancel(p.describe()) })
+		defer stopWatch()
+	}
 	parked, err := s.run(ctx)
 	if err == nil {
 		err = h.commitTo(ctx)
@@ -98,6 +112,11 @@ func contextOf(done <-chan struct{}) context.Context {
 // and a stop signal is passed on to the new process.
 func (h *handing) commitTo(ctx context.Context) error {
 	u, pid := h.u, h.p.pid
+	if h.s.toPeer {
+		// A peer is nobody this process may signal: a stop sent here
+		// (the kubelet's to this container) is this process's own.
+		return u.m.commit(ctx, 0)
+	}
 	if err := u.m.commit(ctx, pid); err != nil {
 		return err
 	}
@@ -189,6 +208,7 @@ type parentSession struct {
 	ready      time.Time // READY arrived
 	req        UpgradeRequest
 	stateBytes uint64 // state received, as READY says
+	toPeer     bool   // the new process came through the takeover socket
 }
 
 // run takes the handoff up to the new process's READY and returns the
@@ -198,6 +218,11 @@ func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error
 	defer s.ch.BindDeadline(ctx)()
 	if err := s.hello(); err != nil {
 		return nil, err
+	}
+	if s.toPeer {
+		if err := sendListeners(s.ch, s.u.listenersForPeer()); err != nil {
+			return nil, err
+		}
 	}
 	s.stats.Connected = time.Since(s.began)
 	s.emit(Event{Phase: PhaseConnected, Took: s.stats.Connected})

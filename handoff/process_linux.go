@@ -17,6 +17,7 @@ func osProcess(e *env) {
 	e.kill = func(pid int, sig syscall.Signal) error { return os.NewSyscallError("kill", unix.Kill(pid, sig)) }
 	e.start = execProcess
 	e.checkParent = peerIsParent
+	e.dialTakeover = dialTakeover
 	e.joinGroup = rejoinParentGroup
 }
 
@@ -103,6 +104,9 @@ func closeFiles(files []*os.File) {
 // resuming the connections. SIGKILL cannot be refused; the bound is for a
 // process stuck in the kernel.
 func (p *newProcess) kill() error {
+	if p.sigkill == nil {
+		return nil // a peer: not this process's to kill
+	}
 	select {
 	case <-p.exited:
 		return nil // reaped: its pid and group may be another's now

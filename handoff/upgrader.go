@@ -17,8 +17,9 @@ import (
 // (parent.go, child.go) is its core.
 type Upgrader struct {
 	*core
-	sigC chan os.Signal
-	ctl  *controlServer // nil without Options.ControlSocket
+	sigC     chan os.Signal
+	ctl      *controlServer  // nil without Options.ControlSocket
+	takeover *takeoverServer // nil without Options.TakeoverSocket
 }
 
 // New creates the process's Upgrader. Only the first call in a process
@@ -41,6 +42,14 @@ func newUpgrader(opts Options, e *env) (*Upgrader, error) {
 	u := &Upgrader{core: newCore(opts, dir, e)}
 	u.m = newMachine(u.log, u.notify)
 	u.reg.keep, u.reg.release = u.keep, u.release
+	var first net.Listener
+	if u.parent == nil && opts.TakeoverSocket != "" {
+		j, err := joinTakeover(&u.opts, e, u.log)
+		if err != nil {
+			return nil, err
+		}
+		u.parent, first = j.in, j.ln
+	}
 	if err := u.takeSupervised(); err != nil {
 		return nil, err
 	}
@@ -55,7 +64,34 @@ func newUpgrader(opts Options, e *env) (*Upgrader, error) {
 		}
 		return nil, err
 	}
+	u.openTakeover(first)
 	return u, nil
+}
+
+// openTakeover serves the takeover socket, if Options ask for one: the
+// listener this first process made, or the one its old process passed,
+// handed on in turn as a ListenPlain one, so that the socket never stops
+// answering. It lets peers in from Ready on (ErrNotReady before: BUSY).
+func (u *Upgrader) openTakeover(first net.Listener) {
+	path := u.opts.TakeoverSocket
+	if path == "" {
+		return
+	}
+	ln := first
+	if f := u.parent.takeListener("unixpacket", path); f != nil {
+		ln, _ = net.FileListener(f)
+		f.Close()
+	} else if ln == nil {
+		// The old process had none (an older version): this one is
+		// the first to serve it.
+		ln, _ = listenFresh(path, u.env)
+	}
+	if ln == nil {
+		u.log.Warn("handoff: no takeover socket; this process lets no peer in", "path", path)
+		return
+	}
+	u.plain.add(handedListener{ln, takeoverKey(path)})
+	u.takeover = serveTakeover(u, u.log, ln, u.opts.TakeoverTokenFile)
 }
 
 // openControl starts the control socket's server, if Options ask for

@@ -100,10 +100,8 @@ func (ch *Channel) RecvNoFds() (Msg, error) {
 		CloseFds(m.Fds)
 		return Msg{}, Errorf("%d unexpected fds on %s", len(m.Fds), m.Type)
 	}
-	if m.Type == TypeAbort {
-		var a Abort
-		_ = a.Decode(m.Payload) // a reason cut short is still a refusal
-		return Msg{}, fmt.Errorf("%w: %s", ErrRejected, a.Reason)
+	if err := m.Refusal(); err != nil {
+		return Msg{}, err
 	}
 	return m, nil
 }

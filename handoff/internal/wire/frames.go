@@ -94,6 +94,17 @@ func (m Msg) Expect(f Decoder) error {
 	return f.Decode(m.Payload)
 }
 
+// Refusal returns, for the peer's ABORT, an error wrapping ErrRejected
+// with its reason; nil for any other frame.
+func (m Msg) Refusal() error {
+	if m.Type != TypeAbort {
+		return nil
+	}
+	var a Abort
+	_ = a.Decode(m.Payload) // a reason cut short is still a refusal
+	return fmt.Errorf("%w: %s", ErrRejected, a.Reason)
+}
+
 // ExpectType checks m's type alone, for a frame whose payload the caller
 // reads leniently or not at all.
 func (m Msg) ExpectType(t Type) error {
