@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -198,5 +199,27 @@ func TestTakeoverSocketStale(t *testing.T) {
 	}
 	if _, err := os.Stat(plain); err != nil {
 		t.Fatalf("the regular file was removed: %v", err)
+	}
+}
+
+// TestTakeoverFromEnv: the variables set the options; a wrong uid, a
+// bad duration fail at the start.
+func TestTakeoverFromEnv(t *testing.T) {
+	t.Setenv(EnvTakeoverSocket, "/run/handoff/takeover/handoff.sock")
+	t.Setenv(EnvTakeoverTokenFile, "/etc/handoff/token")
+	t.Setenv(EnvTakeoverTimeout, "7s")
+	t.Setenv(EnvTakeoverUID, strconv.Itoa(os.Getuid()))
+	var o Options
+	if err := TakeoverFromEnv(&o); err != nil || o.TakeoverSocket != "/run/handoff/takeover/handoff.sock" ||
+		o.TakeoverTokenFile != "/etc/handoff/token" || o.UpgradeTimeout != 7*time.Second {
+		t.Fatalf("%+v, %v", o, err)
+	}
+	for k, v := range map[string]string{EnvTakeoverUID: strconv.Itoa(os.Getuid() + 1), EnvTakeoverTimeout: "soon"} {
+		t.Run(k, func(t *testing.T) {
+			t.Setenv(k, v)
+			if err := TakeoverFromEnv(&Options{}); err == nil || !strings.Contains(err.Error(), k) {
+				t.Errorf("%s=%s: %v, want an error naming it", k, v, err)
+			}
+		})
 	}
 }
