@@ -19,7 +19,7 @@ import (
 // testApp is a server's Options.App: the default (the test binary's), or
 // another application's for a new process whose fault is "other-app".
 func testApp(p *proc) string {
-	if p.inh != nil && p.fault() == "other-app" {
+	if p.isNew() && p.fault() == "other-app" {
 		return "other-app"
 	}
 	return ""
@@ -28,7 +28,7 @@ func testApp(p *proc) string {
 // testLoad is a server's Options.LoadState: none for a new process whose
 // fault is "no-loadstate".
 func testLoad(p *proc, srv *lineServer) func(io.Reader) error {
-	if p.inh != nil && p.fault() == "no-loadstate" {
+	if p.isNew() && p.fault() == "no-loadstate" {
 		return nil
 	}
 	return srv.load

@@ -165,13 +165,8 @@ func openControl(u controlled, log *slog.Logger, path string, fromOld bool,
 
 // open lets the server answer.
 func (s *controlServer) open() {
-	if s == nil {
-		return
-	}
-	select {
-	case <-s.start:
-	default:
-		close(s.start)
+	if s != nil {
+		closeOnce(s.start)
 	}
 }
 

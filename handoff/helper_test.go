@@ -76,6 +76,7 @@ const (
 	// Options.TakeoverTokenFile (takeover_test.go).
 	envTakeover      = "HANDOFF_TEST_TAKEOVER"
 	envTakeoverToken = "HANDOFF_TEST_TAKEOVER_TOKEN"
+	envPeer          = "HANDOFF_TEST_PEER" // set for a server the test starts as a peer
 )
 
 func TestMain(m *testing.M) {
@@ -120,7 +121,14 @@ type proc struct {
 	atDeath func(func())
 	logs    io.Writer
 	fake    bool
+	// peer: nobody in the chain started it; it takes over through the
+	// takeover socket (takeover_test.go).
+	peer bool
 }
+
+// isNew reports whether the server takes over from another: the test's
+// faults apply to it.
+func (p *proc) isNew() bool { return p.inh != nil || p.peer }
 
 // isDead reports whether the server was killed in-process.
 func (p *proc) isDead() bool { return isClosed(p.dead) }
@@ -139,7 +147,7 @@ func isClosed(c <-chan struct{}) bool {
 func osProc() *proc {
 	reporter() // the event socket first, so that the test's fd counts are steady
 	return &proc{
-		pid: os.Getpid(), getenv: os.Getenv, env: processEnv, inh: startInheritance,
+		pid: os.Getpid(), getenv: os.Getenv, env: processEnv, inh: startInheritance, peer: os.Getenv(envPeer) != "",
 		report: func(format string, args ...any) {
 			if c := reporter(); c != nil {
 				fmt.Fprintf(c, format, args...)
@@ -468,7 +476,7 @@ func serverMain(p *proc) {
 	if p.inh != nil && !p.fake {
 		p.barrier("main") // before New: only the library's init guards SIGHUP here
 	}
-	if p.inh != nil && p.fault() == "exit:start" {
+	if p.isNew() && p.fault() == "exit:start" {
 		p.exit(7) // before it connects: as at the takeover's start
 	}
 	if p.inh != nil && !p.fake {

@@ -89,14 +89,14 @@ func startInProcess(t *testing.T, env ...string) *harness {
 
 // spawn starts a server whose old process is ppid (0: none), with the
 // inheritance in, and the dup chanFd of its channel's end.
-func (fos *fakeOS) spawn(ppid int, in *inheritance, chanFd int) *fakeProc {
+func (fos *fakeOS) spawn(ppid int, in *inheritance, chanFd int, env ...string) *fakeProc {
 	fos.mu.Lock()
 	fos.next++
 	fp := &fakeProc{fos: fos, pid: fos.next, ppid: ppid, sigs: map[chan<- os.Signal][]os.Signal{},
 		dead: make(chan struct{}), done: make(chan struct{}), chanFd: chanFd}
 	fos.procs[fp.pid] = fp
 	fos.mu.Unlock()
-	fp.p = fp.proc(in)
+	fp.p = fp.proc(in, env)
 	fp.atDeath(in.closeUnused) // what it inherited and never took
 	go func() {
 		defer close(fp.done)
@@ -107,10 +107,21 @@ func (fos *fakeOS) spawn(ppid int, in *inheritance, chanFd int) *fakeProc {
 }
 
 // proc is how fp's server sees itself.
-func (fp *fakeProc) proc(in *inheritance) *proc {
+func (fp *fakeProc) proc(in *inheritance, env []string) *proc {
 	h := fp.fos.h
+	own := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		own[k] = v
+	}
+	getenv := func(k string) string {
+		if v, ok := own[k]; ok {
+			return v
+		}
+		return fp.fos.vars[k]
+	}
 	return &proc{
-		pid: fp.pid, getenv: func(k string) string { return fp.fos.vars[k] }, env: fp.env(in), inh: in,
+		pid: fp.pid, getenv: getenv, env: fp.env(in), inh: in, peer: own[envPeer] != "",
 		report: func(format string, args ...any) { fp.send(fmt.Sprintf(format, args...)) },
 		hold: func(step string) {
 			fp.send(fmt.Sprintf("paused %d %s", fp.pid, step))

@@ -135,3 +135,13 @@ func keepSocketFile(ln net.Listener) {
 		ul.SetUnlinkOnClose(false)
 	}
 }
+
+// closeOnce closes c if it is still open: for a channel that one
+// goroutine at a time closes (a server's start, under its owner's calls).
+func closeOnce(c chan struct{}) {
+	select {
+	case <-c:
+	default:
+		close(c)
+	}
+}

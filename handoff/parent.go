@@ -127,8 +127,10 @@ func (h *handing) commitTo(ctx context.Context) error {
 }
 
 // rollBack ends a failed upgrade: the new process is told why, killed with
-// its process group and reaped, then every connection resumes here. It
-// returns the reason, see failure.
+// its process group and reaped, then every connection resumes here. A
+// peer is told why and not killed: it never touched a connection (the
+// protocol forbids it before COMMIT), and it exits by itself. It returns
+// the reason, see failure.
 func (h *handing) rollBack(ctx context.Context, err error) error {
 	u, s, p := h.u, h.s, h.p
 	err = withCause(ctx, err)
@@ -147,6 +149,12 @@ func (h *handing) rollBack(ctx context.Context, err error) error {
 		// is still alive for kill to end.
 		kerr = p.kill()
 		ended = p.ownEnd()
+		if s.toPeer {
+			// A peer's channel is all this process sees of it: ended
+			// without ABORT, the peer is gone (it says ABORT before it
+			// closes on purpose).
+			ended = fmt.Errorf("%w: the peer's channel ended without ABORT", errExited)
+		}
 	}
 	s.abort(err)
 	if kerr == nil {

@@ -152,15 +152,15 @@ func greet(ch *wire.Channel, opts *Options) (in *inheritance, err error) {
 		return nil, err
 	}
 	ch.SetDeadline(time.Now().Add(greetTimeout))
-	if err := ch.Send(wire.Takeover{Version: protocolVersion, Token: token}, nil); err != nil {
-		return nil, err
+	sent := ch.Send(wire.Takeover{Version: protocolVersion, Token: token}, nil)
+	if sent == nil {
+		sent = ch.Send(ownHello(*opts), nil)
 	}
-	if err := ch.Send(ownHello(*opts), nil); err != nil {
-		return nil, err
-	}
+	// A refusal may have come before this process's HELLO went out: it
+	// is the answer, not the broken pipe.
 	h, err := peerHello(ch)
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(err, sent)
 	}
 	in, err = receiveListeners(ch)
 	if err != nil {

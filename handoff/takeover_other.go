@@ -14,6 +14,9 @@ import (
 
 type takeoverServer struct{}
 
+func (*takeoverServer) open()  {}
+func (*takeoverServer) close() {}
+
 func joinTakeover(*Options, *env, *slog.Logger) (joined, error) {
 	return joined{}, fmt.Errorf("handoff: the takeover socket needs SO_PEERCRED: %w", ErrNotSupported)
 }

@@ -32,17 +32,32 @@ type takeoverServer struct {
 	ln        net.Listener
 	tokenFile string
 	slots     chan struct{}
+	start     chan struct{} // closed by open: accept from then on
+	quit      chan struct{} // closed by close
 	once      sync.Once
 }
 
 // serveTakeover serves ln until close.
 func serveTakeover(u controlled, log *slog.Logger, ln net.Listener, tokenFile string) *takeoverServer {
-	s := &takeoverServer{u: u, log: log, ln: ln, tokenFile: tokenFile, slots: make(chan struct{}, maxTakeoverConns)}
+	s := &takeoverServer{u: u, log: log, ln: ln, tokenFile: tokenFile, slots: make(chan struct{}, maxTakeoverConns),
+		start: make(chan struct{}), quit: make(chan struct{})}
 	go s.serve()
 	return s
 }
 
+// open lets the server accept.
+func (s *takeoverServer) open() {
+	if s != nil {
+		closeOnce(s.start)
+	}
+}
+
 func (s *takeoverServer) serve() {
+	select {
+	case <-s.start:
+	case <-s.quit:
+		return
+	}
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
@@ -67,6 +82,7 @@ func (s *takeoverServer) close() {
 		return
 	}
 	s.once.Do(func() {
+		close(s.quit)
 		keepSocketFile(s.ln)
 		_ = s.ln.Close()
 	})
@@ -121,11 +137,23 @@ func (s *takeoverServer) check(ch *wire.Channel) (pid int, err error) {
 	return int(cred.Pid), nil
 }
 
-// refuse sends f, ABORT or BUSY, and closes the connection.
+// refuse sends f, ABORT or BUSY, and closes the connection once the peer
+// has read it: what the peer sent meanwhile (its HELLO) is read and
+// dropped first, since a close with unread data resets the connection and
+// the peer would get ECONNRESET instead of the answer.
 func refuse(ch *wire.Channel, f wire.Encoder) {
-	ch.SetDeadline(time.Now().Add(100 * time.Millisecond))
-	_ = ch.Send(f, nil)
-	ch.Close()
+	defer ch.Close()
+	ch.SetDeadline(time.Now().Add(time.Second))
+	if ch.Send(f, nil) != nil || ch.Conn().CloseWrite() != nil {
+		return
+	}
+	for {
+		m, err := ch.Recv()
+		if err != nil {
+			return // the peer's close, or the deadline
+		}
+		wire.CloseFds(m.Fds)
+	}
 }
 
 // sendListeners hands a peer the listeners an exec'd child gets at fd 4

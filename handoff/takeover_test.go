@@ -30,12 +30,20 @@ func takeoverEnv(dir string) []string {
 
 // peer starts a server that nobody in the chain started: it finds the
 // takeover socket in New and takes over from the one that serves.
-func (h *harness) peer() (int, string) {
+func (h *harness) peer(env ...string) (int, string) {
 	h.t.Helper()
+	h.startPeer(env...)
+	return h.awaitPeer()
+}
+
+// startPeer starts a peer with env added to the chain's.
+func (h *harness) startPeer(env ...string) {
+	env = append(env, envPeer+"=1")
 	if h.fake != nil {
-		h.fake.spawn(0, nil, -1)
+		h.fake.spawn(0, nil, -1, env...)
 	} else {
 		cmd := testCommand(h, "server")
+		cmd.Env = append(cmd.Env, env...)
 		cmd.SysProcAttr = nil // its own process: not in the chain's group
 		if err := cmd.Start(); err != nil {
 			h.t.Fatal(err)
@@ -43,7 +51,6 @@ func (h *harness) peer() (int, string) {
 		h.seen.Store(cmd.Process.Pid, true)
 		go cmd.Wait()
 	}
-	return h.awaitPeer()
 }
 
 // awaitPeer waits for a peer's takeover to end: the peer ready and the
@@ -220,6 +227,117 @@ func TestTakeoverFromEnv(t *testing.T) {
 			if err := TakeoverFromEnv(&Options{}); err == nil || !strings.Contains(err.Error(), k) {
 				t.Errorf("%s=%s: %v, want an error naming it", k, v, err)
 			}
+		})
+	}
+}
+
+// TestPeerRefused: a peer that may not take over, or fails to, leaves
+// the serving process as it was: every connection served on, and the
+// next peer takes over. The peer's New or Ready fails and says why; the
+// old process logs the refusal, or the rollback with its cause. No kill:
+// the old process never signals a peer.
+func TestPeerRefused(t *testing.T) {
+	for _, c := range []struct {
+		name, fault string
+		peerSays    string // in the peer's error
+		oldSays     string // in the old process's log
+	}{
+		{name: "token", peerSays: "token", oldSays: "takeover token is not this process's"},
+		{name: "other app", fault: "other-app", peerSays: "rejected by peer", oldSays: "cause=other_app"},
+		{name: "state rejected", fault: "reject-state", peerSays: "state rejected on purpose", oldSays: "cause=rejected"},
+		{name: "peer dies", fault: "exit:load", oldSays: "cause=exited"},
+		{name: "peer hangs", fault: "hang:state", oldSays: "cause=timeout"},
+	} {
+		for chain, start := range chains {
+			t.Run(c.name+"/"+chain, func(t *testing.T) {
+				testPeerRefused(t, start, c.fault, c.peerSays, c.oldSays)
+			})
+		}
+	}
+}
+
+func testPeerRefused(t *testing.T, start func(*testing.T, ...string) *harness, fault, peerSays, oldSays string) {
+	dir := t.TempDir()
+	token := writeToken(t, dir, "mine", "s3cret\n")
+	env := append(takeoverEnv(dir), envTakeoverToken+"="+token, envUpgradeTimeout+"=3s")
+	h := start(t, env...)
+	l := startLoad(t, h.addr, 20)
+	l.waitRounds(50)
+	old := h.pid
+	h.setFault(fault)
+	var peerEnv []string
+	if fault == "" {
+		peerEnv = []string{envTakeoverToken + "=" + writeToken(t, dir, "theirs", "guess")}
+	}
+	h.startPeer(peerEnv...)
+	if peerSays != "" {
+		if p, fail := h.awaitPeer(); p != 0 || !strings.Contains(fail, peerSays) {
+			t.Fatalf("peer: pid %d, %q; want it refused saying %q", p, fail, peerSays)
+		}
+	}
+	if !h.logs.waitFor(oldSays, 60*time.Second) {
+		t.Fatalf("the old process never said %q", oldSays)
+	}
+	h.setFault("")
+	l.waitRounds(50)
+	p, fail := h.peer()
+	if p == 0 {
+		t.Fatalf("the next peer: %s", fail)
+	}
+	l.waitServedBy(p)
+	l.stop()
+	l.requireAllOn(old, p)
+}
+
+func writeToken(t *testing.T, dir, name, token string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestTwoPeersAtOnce: two peers come together. One takes over; the other
+// is told BUSY while it does, asks again, and takes over from the first
+// (no process that has not taken over accepts on the socket):
+// the chain goes old, one peer, the other, with every connection served
+// by all three.
+func TestTwoPeersAtOnce(t *testing.T) {
+	for chain, start := range chains {
+		t.Run(chain, func(t *testing.T) {
+			dir := t.TempDir()
+			h := start(t, takeoverEnv(dir)...)
+			l := startLoad(t, h.addr, 20)
+			l.waitRounds(50)
+			old := h.pid
+			// The first holds its takeover at LoadState until the second
+			// has been told BUSY.
+			h.startPeer(envPause + "=state")
+			h.awaitPaused("state")
+			h.startPeer()
+			if !h.logs.waitFor("handoff: the serving process is busy; asking again", 60*time.Second) {
+				t.Fatal("the second peer was never told BUSY")
+			}
+			h.release("state")
+			var ready, exited []int
+			for len(ready) < 2 || len(exited) < 2 {
+				ev := h.next()
+				switch ev[0] {
+				case "ready":
+					ready = append(ready, atoi(ev[1]))
+				case "exit":
+					exited = append(exited, atoi(ev[1]))
+				case "error":
+					t.Fatalf("a peer failed: %v", ev)
+				}
+			}
+			if exited[0] != old || exited[1] != ready[0] {
+				t.Fatalf("ready %v, exited %v: want %d, then the first peer ready, to exit", ready, exited, old)
+			}
+			l.waitServedBy(ready[1])
+			l.stop()
+			l.requireAllOn(old, ready[0], ready[1])
 		})
 	}
 }

@@ -71,7 +71,9 @@ func newUpgrader(opts Options, e *env) (*Upgrader, error) {
 // openTakeover serves the takeover socket, if Options ask for one: the
 // listener this first process made, or the one its old process passed,
 // handed on in turn as a ListenPlain one, so that the socket never stops
-// answering. It lets peers in from Ready on (ErrNotReady before: BUSY).
+// answering. A first process accepts at once (BUSY until Ready); one that
+// takes over accepts once it has: until then it would take connections
+// meant for the process that serves (and a failed one for good).
 func (u *Upgrader) openTakeover(first net.Listener) {
 	path := u.opts.TakeoverSocket
 	if path == "" {
@@ -92,6 +94,9 @@ func (u *Upgrader) openTakeover(first net.Listener) {
 	}
 	u.plain.add(handedListener{ln, takeoverKey(path)})
 	u.takeover = serveTakeover(u, u.log, ln, u.opts.TakeoverTokenFile)
+	if u.parent == nil {
+		u.takeover.open()
+	}
 }
 
 // openControl starts the control socket's server, if Options ask for
@@ -228,11 +233,13 @@ func (u *Upgrader) Ready(ctx context.Context) error {
 	u.parent.closeUnused()
 	if err != nil {
 		u.ctl.close(true) // the old process still serves the socket file
+		u.takeover.close()
 		u.log.Error("handoff: takeover failed; exit without saving state", "err", err)
 		return err
 	}
 	ownSocketFiles(u.passedListeners())
 	u.ctl.open()
+	u.takeover.open()
 	u.reportStatus()
 	return nil
 }
