@@ -124,6 +124,10 @@ type proc struct {
 	// peer: nobody in the chain started it; it takes over through the
 	// takeover socket (takeover_test.go).
 	peer bool
+	// garble, for an in-process peer, sends garbage to its old process
+	// on the handoff channel, as a peer broken mid-move would.
+	garble    func()
+	garbleOne sync.Once
 }
 
 // isNew reports whether the server takes over from another: the test's
@@ -182,6 +186,9 @@ func (s *lineServer) serve(c *Conn, state []byte) {
 		// The first connection a Rolling move brings is resumed here: the
 		// new process dies mid-move, the old one serving the rest.
 		s.p.exit(7)
+	}
+	if state != nil && s.p.fault() == "garbage:move" && s.p.garble != nil {
+		s.p.garbleOne.Do(s.p.garble) // alive, it breaks the move
 	}
 	carry := s.apply(state)
 	for {

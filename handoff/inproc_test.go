@@ -379,6 +379,7 @@ func (fp *fakeProc) dialTakeover(path string) (*net.UnixConn, error) {
 		_ = unix.Shutdown(int(f.Fd()), unix.SHUT_RDWR)
 		f.Close()
 	})
+	fp.p.garble = func() { _, _ = f.Write(badPacket("garbage")) }
 	return c, nil
 }
 

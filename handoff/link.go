@@ -249,6 +249,45 @@ func (s *link) sendBatch(typ wire.Type, batch []parkedConn) error {
 
 // abort tells the child why the upgrade ends, for its log; the caller
 // kills it.
+// abortAfterPeer says ABORT to a peer that lives on, and closes the
+// channel once the peer has read what was sent before it (up to d): the
+// connections in those frames are the peer's now, this process having
+// closed its copies. Closing at once, with the peer's PROGRESS frames
+// unread here, would reset the connection, and the peer would get
+// ECONNRESET before the frames queued for it.
+func (s *link) abortAfterPeer(cause error, d time.Duration) {
+	s.ch.SetDeadline(time.Now().Add(d))
+	defer s.ch.Close()
+	if s.ch.Send(wire.Abort{Reason: cause.Error()}, nil) != nil || s.ch.Conn().CloseWrite() != nil {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case ev := <-s.events:
+			wire.CloseFds(ev.msg.Fds)
+		case <-s.readDone:
+			drainChannel(s.ch) // readEvents ended at the frame that broke the move
+			return
+		case <-t.C:
+			return
+		}
+	}
+}
+
+// drainChannel reads and drops frames until the peer closes its end or
+// the channel's deadline; a malformed one is dropped too.
+func drainChannel(ch *wire.Channel) {
+	for {
+		m, err := ch.Recv()
+		wire.CloseFds(m.Fds)
+		if err != nil && !errors.Is(err, wire.ErrProtocol) {
+			return
+		}
+	}
+}
+
 func (s *link) abort(cause error) {
 	s.ch.SetDeadline(time.Now().Add(100 * time.Millisecond))
 	_ = s.ch.Send(wire.Abort{Reason: cause.Error()}, nil)

@@ -486,6 +486,9 @@ func (h *handing) roll(stop <-chan struct{}) error {
 	}
 	s.stats.Move, s.stats.MaxWait, s.stats.Conns = time.Since(start), m.maxWait, m.moved
 	s.stats.Stayed, s.stats.Closed = stayed, closed
+	if err != nil && s.toPeer && !peerGone(err) {
+		return h.leaveToPeer(m, err)
+	}
 	if err != nil {
 		return h.takeBack(m, err)
 	}
@@ -495,6 +498,28 @@ func (h *handing) roll(stop <-chan struct{}) error {
 	s.emit(Event{Phase: PhaseMove, Took: s.stats.Move, Conns: m.moved})
 	u.log.Info("handoff: rolling move done", "to", s.pid, "moved", m.moved, "early", s.stats.Early,
 		"stayed", stayed, "closed", closed, PhaseMove, s.stats.Move, "max_wait", m.maxWait)
+	return nil
+}
+
+// leaveToPeer ends a Rolling move to a peer that is alive but broke it
+// (a frame out of place, a timeout): a peer cannot be killed, and taking
+// the listeners back would have two processes accepting. The peer keeps
+// what moved and the listeners; this process keeps what it still has
+// (parked ones resume here, the others are left to Stragglers), accepts
+// no more and exits once they are done, as after a move's deadline. The
+// upgrade stays committed.
+func (h *handing) leaveToPeer(m *mover, err error) error {
+	u, s := h.u, h.s
+	s.abortAfterPeer(err, u.opts.ParkTimeout)
+	parked, stayed, closed := m.reg.stopMove(u.opts.Stragglers == CloseStragglers)
+	for _, p := range parked {
+		p.c.finish(nil)
+	}
+	m.reg.endMove()
+	u.plain.release()
+	s.stats.Stayed, s.stats.Closed = stayed+len(parked), closed
+	u.log.Error("handoff: the rolling move to the peer broke; the peer serves what moved and the listeners, "+
+		"this process what it still has", "err", err, "moved", m.moved, "stayed", stayed+len(parked), "closed", closed)
 	return nil
 }
 

@@ -147,13 +147,7 @@ func refuse(ch *wire.Channel, f wire.Encoder) {
 	if ch.Send(f, nil) != nil || ch.Conn().CloseWrite() != nil {
 		return
 	}
-	for {
-		m, err := ch.Recv()
-		if err != nil {
-			return // the peer's close, or the deadline
-		}
-		wire.CloseFds(m.Fds)
-	}
+	drainChannel(ch)
 }
 
 // sendListeners hands a peer the listeners an exec'd child gets at fd 4

@@ -341,3 +341,75 @@ func TestTwoPeersAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerRolling: Rolling mode over the peer transport. The channel is
+// the peer's lifeline: its end before END means the peer died, and the
+// old process takes the listeners back, as from a child; a peer that is
+// alive but breaks the move (garbage on the channel) keeps what moved
+// and the listeners, the old process keeping the rest: never both
+// accepting, and no request lost.
+func TestPeerRolling(t *testing.T) {
+	t.Run("moves", func(t *testing.T) {
+		h := startInProcess(t, append(takeoverEnv(t.TempDir()), envRolling+"=1")...)
+		l := startLoad(t, h.addr, 100)
+		pids := []int{h.pid}
+		for i := 0; i < 2; i++ {
+			l.waitRounds(200)
+			p, fail := h.peer()
+			if p == 0 {
+				t.Fatalf("takeover %d: %s", i, fail)
+			}
+			pids = append(pids, p)
+			l.waitServedBy(p)
+		}
+		l.stop()
+		l.requireAllOn(pids...)
+	})
+	t.Run("peer dies", func(t *testing.T) {
+		h := startInProcess(t, append(takeoverEnv(t.TempDir()), envRolling+"=1")...)
+		old := h.pid
+		_, answer := heldRequest(t, h, "slow") // keeps the move open until the peer has died
+		l := startLoad(t, h.addr, 50)
+		l.waitRounds(100)
+		h.setFault("exit:move")
+		h.startPeer()
+		h.stopLogged("failed during the rolling move")
+		h.release("hold-slow")
+		if got := <-answer; got != strconv.Itoa(old) {
+			t.Fatalf("held request answered by %q, want the old process %d", got, old)
+		}
+		fresh := dialConn(t, h.addr)
+		if err := fresh.round(2, false); err != nil || !fresh.pids[strconv.Itoa(old)] {
+			t.Fatalf("new connection after the take-back: %v, served by %v", err, fresh.pids)
+		}
+		l.halt() // the connections that had moved died with the peer
+	})
+	t.Run("peer breaks the move", func(t *testing.T) {
+		h := startInProcess(t, append(takeoverEnv(t.TempDir()), envRolling+"=1")...)
+		old := h.pid
+		// A request held in the old process keeps the move open until the
+		// peer has broken it.
+		_, answer := heldRequest(t, h, "slow")
+		l := startLoad(t, h.addr, 50)
+		l.waitRounds(100)
+		h.setFault("garbage:move")
+		h.startPeer()
+		ready := atoi(h.expect("ready")[1])
+		h.stopLogged("the rolling move to the peer broke")
+		h.release("hold-slow")
+		if got := <-answer; got != strconv.Itoa(old) {
+			t.Fatalf("held request answered by %q, want the old process %d, which kept it", got, old)
+		}
+		for i := 0; i < 20; i++ {
+			fresh := dialConn(t, h.addr)
+			if err := fresh.round(1, false); err != nil || len(fresh.pids) != 1 || !fresh.pids[strconv.Itoa(ready)] {
+				t.Fatalf("new connection %d after the broken move: %v, served by %v; want the peer %d alone",
+					i, err, fresh.pids, ready)
+			}
+			fresh.c.Close()
+		}
+		l.waitRounds(100)
+		l.stop() // every request answered: by the peer, or by the old process for those it kept
+		l.requireAllOn(old)
+	})
+}
