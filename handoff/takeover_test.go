@@ -413,3 +413,43 @@ func TestPeerRolling(t *testing.T) {
 		l.requireAllOn(old)
 	})
 }
+
+// TestStopAfterPeerCommit: a stop sent to the old process after a peer
+// has taken over is its own (the kubelet stopping the idle container):
+// unlike a child, a peer is not signalled, and serves on; a stop sent to
+// the peer stops the service and saves its state.
+func TestStopAfterPeerCommit(t *testing.T) {
+	for chain, start := range chains {
+		t.Run(chain, func(t *testing.T) {
+			h := start(t, append(takeoverEnv(t.TempDir()), envPause+"=linger")...)
+			old := h.pid
+			l := startLoad(t, h.addr, 10)
+			l.waitRounds(30)
+			p, fail := h.peer()
+			if p == 0 {
+				t.Fatal(fail)
+			}
+			h.awaitPaused("linger") // handed over, not exited
+			if err := h.kill(old, syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			l.waitRounds(30)
+			if !h.alive(p) || strings.Contains(h.logs.String(), "stop passed on") {
+				t.Fatalf("peer %d alive: %t; the old process's stop reached it:\n%s", p, h.alive(p), h.logs.String())
+			}
+			l.waitServedBy(p)
+			l.halt()
+			if err := h.kill(p, syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				if f := h.next(); f[0] == "saved" {
+					if atoi(f[1]) != p {
+						t.Fatalf("%v: want the peer %d to save", f, p)
+					}
+					break
+				}
+			}
+		})
+	}
+}
