@@ -149,6 +149,20 @@
 // another application on purpose, name it for that one upgrade:
 // UpgradeRequest.App, or handoffctl upgrade -app NAME.
 //
+// # Takeover by a peer
+//
+// With Options.TakeoverSocket, a process this one did not start takes
+// over from it: another container of a pod, started from a new image
+// while this one serves (kubernetes/README.md). New connects to the
+// socket; if a process serves there, this one takes over from it as an
+// exec'd process does (HasParent is true, Ready commits or fails);
+// otherwise it is the first and serves the socket for the next one. The
+// old process cannot signal a peer: it refuses a failed one with ABORT,
+// and the peer exits by itself; after a peer's commit a stop sent to the
+// old process is its own. TakeoverFromEnv reads the settings from
+// HANDOFF_TAKEOVER_* variables. PROTOCOL.md, "Peer transport", says what
+// passes.
+//
 // # Operations
 //
 // The serving process's pid changes at every upgrade: send reloads and
