@@ -27,7 +27,7 @@ type childSession struct {
 	// greeted is the old process's HELLO when it is a peer (it let this
 	// process in through the takeover socket, HELLO done in New): no
 	// parent of this one, nor in its process group or PID namespace.
-	greeted *wire.Hello
+	greeted *greeting
 	carried carried
 	ready   time.Time // READY sent
 	pidTmp  string    // this process's pid, written beside the PID file before READY
@@ -44,7 +44,7 @@ func (u *core) takeOver(ctx context.Context) error {
 	s := &childSession{u: u, inbox: inbox{reg: u.reg, own: u.opts.Mode, resume: u.opts.Resume, gate: make(chan struct{})},
 		ppid: u.env.getppid(), greeted: u.parent.greeted}
 	if s.greeted != nil {
-		s.ppid = int(s.greeted.PID) // for the logs: its pid in its own namespace
+		s.ppid = s.greeted.pid // for the logs: its pid in its own namespace
 	}
 	err = s.run(ctx)
 	next := phaseStopped // a failed takeover: the process must exit
@@ -223,7 +223,7 @@ func (s *childSession) logPhase(name string, start time.Time, args ...any) {
 // greet exchanges HELLOs with the old process; a peer's were in New.
 func (s *childSession) greet() error {
 	if h := s.greeted; h != nil {
-		s.u.log.Info("handoff: taking over from a peer", "from", h.PID, "from_version", h.AppVersion, "from_app", h.App)
+		s.u.log.Info("handoff: taking over from a peer", "from", h.pid, "from_version", h.version, "from_app", h.app)
 		return nil
 	}
 	if err := s.ch.Send(ownHello(s.u.opts), nil); err != nil {

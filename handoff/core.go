@@ -89,20 +89,6 @@ func (u *core) passedListeners() []handedListener {
 	return append(out, u.plain.list()...)
 }
 
-// listenersForPeer is passedListeners without the control socket: a
-// peer (another container) has a file system of its own, where the
-// socket's path names nothing, and opens its own.
-func (u *core) listenersForPeer() []handedListener {
-	control := listenerKey("unix", u.opts.ControlSocket)
-	var out []handedListener
-	for _, l := range u.passedListeners() {
-		if l.key != control {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
 // event reports a phase of an upgrade to the caller's Progress, and logs it.
 func (u *core) event(req UpgradeRequest, e Event) {
 	if req.Progress != nil {

@@ -5,8 +5,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-
-	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
 
 // envFds tells a new process which fds its old process passed: the
@@ -30,10 +28,16 @@ type inheritance struct {
 	channel   *os.File
 	listeners map[string]*os.File
 	// greeted is, when a peer took this process in through the takeover
-	// socket (Options.TakeoverSocket), the serving process's HELLO: the
-	// channel is the socket New connected, HELLO is done, and the old
-	// process is no parent; nil for an exec'd child.
-	greeted *wire.Hello
+	// socket (Options.TakeoverSocket), what the serving process said in
+	// its HELLO: the channel is the socket New connected, HELLO is done,
+	// and the old process is no parent; nil for an exec'd child.
+	greeted *greeting
+}
+
+// greeting is what a peer said of itself in its HELLO.
+type greeting struct {
+	pid          int // in its own PID namespace
+	version, app string
 }
 
 // startInheritance is this process's inheritance, read before main runs.

@@ -362,11 +362,11 @@ func (fp *fakeProc) checkParent(c *net.UnixConn) error {
 	return nil
 }
 
-// dialTakeover is dialTakeover in one process: the kernel closes a dead
+// dialTakeover is dialPacket in one process: the kernel closes a dead
 // peer's end of its channel, as a copy of it closed at its death does
 // here.
 func (fp *fakeProc) dialTakeover(path string) (*net.UnixConn, error) {
-	c, err := dialTakeover(path)
+	c, err := dialPacket(path)
 	if err != nil {
 		return nil, err
 	}

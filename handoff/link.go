@@ -268,21 +268,9 @@ func (s *link) abortAfterPeer(cause error, d time.Duration) {
 		case ev := <-s.events:
 			wire.CloseFds(ev.msg.Fds)
 		case <-s.readDone:
-			drainChannel(s.ch) // readEvents ended at the frame that broke the move
+			s.ch.Drain() // readEvents ended at the frame that broke the move
 			return
 		case <-t.C:
-			return
-		}
-	}
-}
-
-// drainChannel reads and drops frames until the peer closes its end or
-// the channel's deadline; a malformed one is dropped too.
-func drainChannel(ch *wire.Channel) {
-	for {
-		m, err := ch.Recv()
-		wire.CloseFds(m.Fds)
-		if err != nil && !errors.Is(err, wire.ErrProtocol) {
 			return
 		}
 	}

@@ -145,3 +145,10 @@ func closeOnce(c chan struct{}) {
 		close(c)
 	}
 }
+
+// acceptor is a server of a socket of the library's own that accepts
+// once the process may act on what comes in (the takeover socket's).
+type acceptor interface {
+	startAccepting()
+	stopAccepting()
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -254,4 +255,46 @@ func (req UpgradeRequest) withDefaults(opts *Options) UpgradeRequest {
 		req.App = opts.App
 	}
 	return req
+}
+
+// The environment variables TakeoverFromEnv reads: one place
+// (kubernetes/takeover.yaml, a ConfigMap) sets them for every container
+// of a pod, where flags could not take their values on every runtime.
+const (
+	EnvTakeoverSocket    = "HANDOFF_TAKEOVER_SOCKET"     // Options.TakeoverSocket
+	EnvTakeoverTokenFile = "HANDOFF_TAKEOVER_TOKEN_FILE" // Options.TakeoverTokenFile
+	EnvTakeoverTimeout   = "HANDOFF_TAKEOVER_TIMEOUT"    // Options.UpgradeTimeout, a time.ParseDuration string
+	// EnvTakeoverUID is the uid both containers must run as: a process
+	// of another uid fails here, at its start, rather than at its first
+	// takeover.
+	EnvTakeoverUID = "HANDOFF_TAKEOVER_UID"
+)
+
+// TakeoverFromEnv sets opts' takeover fields from the environment
+// variables Env*: those unset or empty leave opts as they are.
+func TakeoverFromEnv(opts *Options) error {
+	if v := os.Getenv(EnvTakeoverSocket); v != "" {
+		opts.TakeoverSocket = v
+	}
+	if v := os.Getenv(EnvTakeoverTokenFile); v != "" {
+		opts.TakeoverTokenFile = v
+	}
+	if v := os.Getenv(EnvTakeoverTimeout); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("handoff: %s=%q: not a positive duration", EnvTakeoverTimeout, v)
+		}
+		opts.UpgradeTimeout = d
+	}
+	if v := os.Getenv(EnvTakeoverUID); v != "" {
+		uid, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("handoff: %s=%q: not a uid", EnvTakeoverUID, v)
+		}
+		if uid != os.Getuid() {
+			return fmt.Errorf("handoff: %s says uid %d, this process runs as uid %d: a peer of another uid is never let in",
+				EnvTakeoverUID, uid, os.Getuid())
+		}
+	}
+	return nil
 }

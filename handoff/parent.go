@@ -24,7 +24,7 @@ func (u *core) upgrade(ctx context.Context, run *attempt, req UpgradeRequest, re
 	ctx, cancel := context.WithTimeoutCause(ctx, req.Timeout,
 		fmt.Errorf("handoff: upgrade %w after %s", errTimeout, req.Timeout))
 	defer cancel()
-	p, conn, err := u.startNext(req)
+	p, conn, err := startNext(u.env, req, u.dir, u.passedListeners())
 	if err != nil {
 		return err
 	}
@@ -40,11 +40,11 @@ func (u *core) upgrade(ctx context.Context, run *attempt, req UpgradeRequest, re
 // startNext starts the new process; a peer that asked through the
 // takeover socket has started on its own, and this process can neither
 // see its exit nor kill it: the channel is all it has of it.
-func (u *core) startNext(req UpgradeRequest) (*newProcess, *net.UnixConn, error) {
+func startNext(e *env, req UpgradeRequest, dir string, lns []handedListener) (*newProcess, *net.UnixConn, error) {
 	if req.peer != nil {
 		return &newProcess{pid: req.peer.pid}, req.peer.conn, nil
 	}
-	return u.env.start(req.Binary, u.dir, u.passedListeners())
+	return e.start(req.Binary, dir, lns)
 }
 
 // handing is the old process's side of one upgrade once its new process
@@ -228,7 +228,7 @@ func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error
 		return nil, err
 	}
 	if s.toPeer {
-		if err := sendListeners(s.ch, s.u.listenersForPeer()); err != nil {
+		if err := sendListeners(s.ch, withoutControl(s.u.passedListeners(), s.u.opts.ControlSocket)); err != nil {
 			return nil, err
 		}
 	}

@@ -17,7 +17,7 @@ func osProcess(e *env) {
 	e.kill = func(pid int, sig syscall.Signal) error { return os.NewSyscallError("kill", unix.Kill(pid, sig)) }
 	e.start = execProcess
 	e.checkParent = peerIsParent
-	e.dialTakeover = dialTakeover
+	e.dialTakeover = dialPacket
 	e.joinGroup = rejoinParentGroup
 }
 

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"os"
 	"time"
-
-	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
 
 // What both sides of an upgrade (parent.go, child.go) share.
@@ -45,10 +43,4 @@ func callSafely(what string, f func() error) (err error) {
 		return fmt.Errorf("handoff: %s: %w", what, err)
 	}
 	return nil
-}
-
-func ownHello(opts Options) wire.Hello {
-	open, _, limit, _ := fdUsage()
-	return wire.Hello{Version: protocolVersion, PID: uint32(os.Getpid()), FdLimit: uint32(min(limit, 1<<31)), FdOpen: uint32(open),
-		AppVersion: opts.Version, App: opts.App}
 }

@@ -125,3 +125,9 @@ func peerIsParent(c *net.UnixConn) error {
 	}
 	return nil
 }
+
+// dialPacket connects to a SOCK_SEQPACKET socket at path: the takeover
+// socket.
+func dialPacket(path string) (*net.UnixConn, error) {
+	return net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+}

@@ -1,11 +1,13 @@
 package handoff
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
-	"strconv"
 	"time"
+
+	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
 
 // The takeover socket (Options.TakeoverSocket) lets a process this one
@@ -30,44 +32,22 @@ type peerConn struct {
 // takeoverKey names the takeover socket's listener among those handed on.
 func takeoverKey(path string) string { return listenerKey("unixpacket", path) }
 
-// The environment variables TakeoverFromEnv reads: one place
-// (kubernetes/takeover.yaml, a ConfigMap) sets them for every container
-// of a pod, where flags could not take their values on every runtime.
-const (
-	EnvTakeoverSocket    = "HANDOFF_TAKEOVER_SOCKET"     // Options.TakeoverSocket
-	EnvTakeoverTokenFile = "HANDOFF_TAKEOVER_TOKEN_FILE" // Options.TakeoverTokenFile
-	EnvTakeoverTimeout   = "HANDOFF_TAKEOVER_TIMEOUT"    // Options.UpgradeTimeout, a time.ParseDuration string
-	// EnvTakeoverUID is the uid both containers must run as: a process
-	// of another uid fails here, at its start, rather than at its first
-	// takeover.
-	EnvTakeoverUID = "HANDOFF_TAKEOVER_UID"
-)
+// greetTimeout bounds one try's exchange of TAKEOVER, HELLO and
+// LISTENERS: a serving process answers at once or says BUSY.
+const greetTimeout = 5 * time.Second
 
-// TakeoverFromEnv sets opts' takeover fields from the environment
-// variables Env*: those unset or empty leave opts as they are.
-func TakeoverFromEnv(opts *Options) error {
-	if v := os.Getenv(EnvTakeoverSocket); v != "" {
-		opts.TakeoverSocket = v
+// readToken reads the takeover token; none without a file.
+func readToken(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
 	}
-	if v := os.Getenv(EnvTakeoverTokenFile); v != "" {
-		opts.TakeoverTokenFile = v
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("takeover token: %w", err)
 	}
-	if v := os.Getenv(EnvTakeoverTimeout); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return fmt.Errorf("handoff: %s=%q: not a positive duration", EnvTakeoverTimeout, v)
-		}
-		opts.UpgradeTimeout = d
+	b = bytes.TrimSuffix(bytes.TrimSuffix(b, []byte("\n")), []byte("\r"))
+	if len(b) > wire.MaxToken {
+		return nil, fmt.Errorf("takeover token %s: %d bytes, at most %d", path, len(b), wire.MaxToken)
 	}
-	if v := os.Getenv(EnvTakeoverUID); v != "" {
-		uid, err := strconv.Atoi(v)
-		if err != nil {
-			return fmt.Errorf("handoff: %s=%q: not a uid", EnvTakeoverUID, v)
-		}
-		if uid != os.Getuid() {
-			return fmt.Errorf("handoff: %s says uid %d, this process runs as uid %d: a peer of another uid is never let in",
-				EnvTakeoverUID, uid, os.Getuid())
-		}
-	}
-	return nil
+	return b, nil
 }

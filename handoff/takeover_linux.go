@@ -1,7 +1,6 @@
 package handoff
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,10 +19,6 @@ import (
 // New, a process with Options.TakeoverSocket either takes over from the
 // process that serves there or, if none does, becomes the first and
 // listens there. takeover_server.go is the serving side.
-
-// greetTimeout bounds one try's exchange of TAKEOVER, HELLO and
-// LISTENERS: a serving process answers at once or says BUSY.
-const greetTimeout = 5 * time.Second
 
 // joinTakeover is New's look at the takeover socket. A serving process
 // that is busy (not ready, upgrading) is asked again, backing off, until
@@ -105,11 +100,6 @@ func lockTakeoverDir(dir string) (unlock func(), err error) {
 	return func() { unix.Close(fd) }, nil
 }
 
-// dialTakeover connects to the takeover socket.
-func dialTakeover(path string) (*net.UnixConn, error) {
-	return net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
-}
-
 // listenTakeover listens on the takeover socket in a first process, after
 // dialErr said nobody serves there: no file, or a file nothing listens on
 // (a process that died left it). Any other failure is the caller's, never
@@ -172,7 +162,7 @@ func greet(ch *wire.Channel, opts *Options) (in *inheritance, err error) {
 		return nil, err
 	}
 	ch.Close() // in.channel is a copy
-	in.greeted = &h
+	in.greeted = &greeting{pid: int(h.PID), version: h.AppVersion, app: h.App}
 	return in, nil
 }
 
@@ -255,18 +245,48 @@ func checkPeerUid(c *net.UnixConn) error {
 	return nil
 }
 
-// readToken reads the takeover token; none without a file.
-func readToken(path string) ([]byte, error) {
-	if path == "" {
-		return nil, nil
+// ownHello is the HELLO this process says, to its old process or to a
+// peer it takes over from.
+func ownHello(opts Options) wire.Hello {
+	open, _, limit, _ := fdUsage()
+	return wire.Hello{Version: protocolVersion, PID: uint32(os.Getpid()), FdLimit: uint32(min(limit, 1<<31)), FdOpen: uint32(open),
+		AppVersion: opts.Version, App: opts.App}
+}
+
+// sendListeners hands a peer the listeners an exec'd child gets at fd 4
+// on, at most wire.MaxFdsPerMsg a frame.
+func sendListeners(ch *wire.Channel, lns []handedListener) error {
+	var fds []int
+	var keys []string
+	defer func() { wire.CloseFds(fds) }()
+	for _, l := range lns {
+		if fd, err := dupConnFd(l.ln); err == nil { // a listener the application closed is left out
+			fds, keys = append(fds, fd), append(keys, l.key)
+		}
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("takeover token: %w", err)
+	if len(keys) == 0 || len(keys) > wire.MaxListeners {
+		return fmt.Errorf("handoff: %d listeners to hand a peer, 1 to %d allowed", len(keys), wire.MaxListeners)
 	}
-	b = bytes.TrimSuffix(bytes.TrimSuffix(b, []byte("\n")), []byte("\r"))
-	if len(b) > wire.MaxToken {
-		return nil, fmt.Errorf("takeover token %s: %d bytes, at most %d", path, len(b), wire.MaxToken)
+	for first := 0; first < len(keys); first += wire.MaxFdsPerMsg {
+		end := min(first+wire.MaxFdsPerMsg, len(keys))
+		l := wire.Listeners{First: uint16(first), Total: uint16(len(keys)), Keys: keys[first:end]}
+		if err := ch.Send(l, fds[first:end]); err != nil {
+			return err
+		}
 	}
-	return b, nil
+	return nil
+}
+
+// withoutControl is lns without the control socket's listener: a peer
+// (another container) has a file system of its own, where the socket's
+// path names nothing, and opens its own.
+func withoutControl(lns []handedListener, controlSocket string) []handedListener {
+	control := listenerKey("unix", controlSocket)
+	var out []handedListener
+	for _, l := range lns {
+		if l.key != control {
+			out = append(out, l)
+		}
+	}
+	return out
 }

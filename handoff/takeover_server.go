@@ -27,30 +27,31 @@ const maxTakeoverConns = 8
 // time (not ready, an upgrade in progress, handed over) gets BUSY and
 // asks again.
 type takeoverServer struct {
-	u         controlled
+	u         upgradeAsker
 	log       *slog.Logger
 	ln        net.Listener
 	tokenFile string
 	slots     chan struct{}
-	start     chan struct{} // closed by open: accept from then on
-	quit      chan struct{} // closed by close
+	start     chan struct{} // closed by startAccepting
+	quit      chan struct{} // closed by stopAccepting
 	once      sync.Once
 }
 
-// serveTakeover serves ln until close.
-func serveTakeover(u controlled, log *slog.Logger, ln net.Listener, tokenFile string) *takeoverServer {
+// upgradeAsker is the Upgrader, as the takeover server asks it.
+type upgradeAsker interface {
+	UpgradeWith(ctx context.Context, req UpgradeRequest) (UpgradeResult, error)
+}
+
+// serveTakeover serves ln from startAccepting until stopAccepting.
+func serveTakeover(u upgradeAsker, log *slog.Logger, ln net.Listener, tokenFile string) *takeoverServer {
 	s := &takeoverServer{u: u, log: log, ln: ln, tokenFile: tokenFile, slots: make(chan struct{}, maxTakeoverConns),
 		start: make(chan struct{}), quit: make(chan struct{})}
 	go s.serve()
 	return s
 }
 
-// open lets the server accept.
-func (s *takeoverServer) open() {
-	if s != nil {
-		closeOnce(s.start)
-	}
-}
+// startAccepting lets the server accept.
+func (s *takeoverServer) startAccepting() { closeOnce(s.start) }
 
 func (s *takeoverServer) serve() {
 	select {
@@ -75,12 +76,9 @@ func (s *takeoverServer) serve() {
 	}
 }
 
-// close stops serving; the socket file stays for whoever serves it next
+// stopAccepting stops serving; the socket file stays for whoever serves it next
 // (this process's successor has a copy of the listener).
-func (s *takeoverServer) close() {
-	if s == nil {
-		return
-	}
+func (s *takeoverServer) stopAccepting() {
 	s.once.Do(func() {
 		close(s.quit)
 		keepSocketFile(s.ln)
@@ -147,29 +145,5 @@ func refuse(ch *wire.Channel, f wire.Encoder) {
 	if ch.Send(f, nil) != nil || ch.Conn().CloseWrite() != nil {
 		return
 	}
-	drainChannel(ch)
-}
-
-// sendListeners hands a peer the listeners an exec'd child gets at fd 4
-// on, at most wire.MaxFdsPerMsg a frame.
-func sendListeners(ch *wire.Channel, lns []handedListener) error {
-	var fds []int
-	var keys []string
-	defer func() { wire.CloseFds(fds) }()
-	for _, l := range lns {
-		if fd, err := dupConnFd(l.ln); err == nil { // a listener the application closed is left out
-			fds, keys = append(fds, fd), append(keys, l.key)
-		}
-	}
-	if len(keys) == 0 || len(keys) > wire.MaxListeners {
-		return fmt.Errorf("handoff: %d listeners to hand a peer, 1 to %d allowed", len(keys), wire.MaxListeners)
-	}
-	for first := 0; first < len(keys); first += wire.MaxFdsPerMsg {
-		end := min(first+wire.MaxFdsPerMsg, len(keys))
-		l := wire.Listeners{First: uint16(first), Total: uint16(len(keys)), Keys: keys[first:end]}
-		if err := ch.Send(l, fds[first:end]); err != nil {
-			return err
-		}
-	}
-	return nil
+	ch.Drain()
 }

@@ -98,7 +98,7 @@ func watchSocket(path string) *socketWatch {
 				return
 			case <-time.After(2 * time.Millisecond): // a pace, not a wait for a state
 			}
-			c, err := dialTakeover(path)
+			c, err := dialPacket(path)
 			w.dials.Add(1)
 			if err != nil {
 				w.missed.Add(1)
@@ -184,7 +184,7 @@ func TestTakeoverSocketStale(t *testing.T) {
 	}
 	ln.SetUnlinkOnClose(false)
 	ln.Close() // the file stays, nobody listens: a crash's leftover
-	if _, err := dialTakeover(path); !errors.Is(err, syscall.ECONNREFUSED) {
+	if _, err := dialPacket(path); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("dial of the leftover: %v, want ECONNREFUSED", err)
 	}
 	got, err := listenFresh(path, processEnv)
@@ -192,7 +192,7 @@ func TestTakeoverSocketStale(t *testing.T) {
 		t.Fatalf("first process over a stale socket: %v", err)
 	}
 	defer got.Close()
-	if c, err := dialTakeover(path); err != nil {
+	if c, err := dialPacket(path); err != nil {
 		t.Fatalf("the new socket does not answer: %v", err)
 	} else {
 		c.Close()

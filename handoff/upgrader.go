@@ -18,8 +18,8 @@ import (
 type Upgrader struct {
 	*core
 	sigC     chan os.Signal
-	ctl      *controlServer  // nil without Options.ControlSocket
-	takeover *takeoverServer // nil without Options.TakeoverSocket
+	ctl      *controlServer // nil without Options.ControlSocket
+	takeover acceptor       // nil without Options.TakeoverSocket
 }
 
 // New creates the process's Upgrader. Only the first call in a process
@@ -94,8 +94,8 @@ func (u *Upgrader) openTakeover(first net.Listener) {
 	}
 	u.plain.add(handedListener{ln, takeoverKey(path)})
 	u.takeover = serveTakeover(u, u.log, ln, u.opts.TakeoverTokenFile)
-	if u.parent == nil {
-		u.takeover.open()
+	if u.parent == nil && u.takeover != nil {
+		u.takeover.startAccepting()
 	}
 }
 
@@ -233,13 +233,17 @@ func (u *Upgrader) Ready(ctx context.Context) error {
 	u.parent.closeUnused()
 	if err != nil {
 		u.ctl.close(true) // the old process still serves the socket file
-		u.takeover.close()
+		if u.takeover != nil {
+			u.takeover.stopAccepting()
+		}
 		u.log.Error("handoff: takeover failed; exit without saving state", "err", err)
 		return err
 	}
 	ownSocketFiles(u.passedListeners())
 	u.ctl.open()
-	u.takeover.open()
+	if u.takeover != nil {
+		u.takeover.startAccepting()
+	}
 	u.reportStatus()
 	return nil
 }

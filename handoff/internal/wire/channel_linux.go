@@ -2,6 +2,7 @@ package wire
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -156,4 +157,19 @@ func (ch *Channel) recvPacket() (header, []int, error) {
 	}
 	h, err := parseHeader(ch.pkt[:n])
 	return h, fds, err
+}
+
+// Drain reads and drops frames until the peer closes its end or the
+// deadline passes; a malformed one is dropped too. Closing a socket with
+// unread data resets it, and the peer then gets ECONNRESET before the
+// frames still queued for it: a side that says a last word (ABORT, BUSY)
+// drains before it closes.
+func (ch *Channel) Drain() {
+	for {
+		m, err := ch.Recv()
+		CloseFds(m.Fds)
+		if err != nil && !errors.Is(err, ErrProtocol) {
+			return
+		}
+	}
 }
