@@ -77,11 +77,14 @@ demo: build
 	./$(BIN)/pdfdemo -bin $(BIN)
 
 # Longer runs of the decoder fuzzers: handoff frames, state file container,
-# state file payloads, pdf ledger files. The seed corpora are in testdata/.
+# state file payloads, a TLS connection's moved state and records from a
+# TLS client, pdf ledger files. The seed corpora are in testdata/.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzFrames$$' -fuzztime 60s ./handoff/internal/wire/
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime 60s ./statefile/
 	$(GO) test -run '^$$' -fuzz '^FuzzPayload$$' -fuzztime 60s ./statefile/
+	$(GO) test -run '^$$' -fuzz '^FuzzState$$' -fuzztime 60s ./tlshandoff/
+	$(GO) test -run '^$$' -fuzz '^FuzzRecords$$' -fuzztime 60s ./tlshandoff/
 	$(GO) -C examples test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 60s ./pdf/internal/ledger/
 
 # The upgrade benchmark reported in bench/README.md: every upgrade mode, and

@@ -178,12 +178,16 @@ func parseState(state []byte) (*Conn, []byte, error) {
 	st := &c.state
 	st.Version, st.CipherSuite = d.u16(), d.u16()
 	st.NegotiatedProtocol, st.ServerName = string(d.str8()), string(d.str8())
-	st.DidResume, st.HandshakeComplete = d.u8()&flagResumed != 0, true
+	flags := d.u8()
+	st.DidResume, st.HandshakeComplete = flags&flagResumed != 0, true
 	in, out := d.half(), d.half()
 	plain, pending := d.b32(maxPlaintext), d.b32(maxPending)
 	hsMsg, app := d.b32(maxHandshakeMsg), d.b32(len(state))
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("%w: %d bytes after the last field", ErrState, len(d.b))
+	}
+	if d.err == nil && flags&^flagResumed != 0 {
+		d.err = fmt.Errorf("%w: unknown flags %#x", ErrState, flags)
 	}
 	if d.err != nil {
 		return nil, nil, d.err
