@@ -83,6 +83,14 @@ func selfSigned(t testing.TB, key crypto.Signer) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
+func pkcs8(t testing.TB, c tls.Certificate) []byte {
+	b, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // caFile writes the test certificates (public parts only) for clients
 // outside the process: curl, openssl, Python.
 func caFile(t testing.TB) string {
