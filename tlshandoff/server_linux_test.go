@@ -15,6 +15,8 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,7 +27,7 @@ import (
 // The test binary doubles as the TLS echo server under test (TestMain
 // runs echoMain when envRole says so); every process of an upgrade chain
 // is one. It writes its events, one a line, to the file envEvents names:
-// "ready <pid> <addr>", "handshake <pid> <client port> <movable>",
+// "ready <pid> <addr>", "handshake <pid> <client port> <movable> <suite>",
 // "keyupdate <pid> <client port>", "exit <pid> <connections that could not
 // move, served here to their end>".
 const (
@@ -127,6 +129,7 @@ func echoMain() {
 		event("error %d %v", pid, err)
 		os.Exit(1)
 	}
+	testUp = up
 	serveUpgrades(up, srv)
 }
 
@@ -142,6 +145,7 @@ func serveUpgrades(up *handoff.Upgrader, srv *Server) {
 		event("error %d %v", pid, err)
 		os.Exit(1)
 	}
+	close(testReady)
 	tl := srv.NewListener(ln)
 	go func() {
 		for {
@@ -178,7 +182,7 @@ func acceptEcho(c *Conn) {
 		return
 	}
 	ok, _ := c.Movable()
-	event("handshake %d %s %v", os.Getpid(), port(c), ok)
+	event("handshake %d %s %v %s", os.Getpid(), port(c), ok, tls.CipherSuiteName(c.ConnectionState().CipherSuite))
 	serveEcho(c, nil)
 }
 
@@ -188,26 +192,16 @@ func port(c *Conn) string {
 }
 
 // serveEcho answers each line "<pid> <line>"; "keyupdate" makes the
-// server update its keys and ask the client to update its own. At an
-// upgrade it parks between reads, with the part of a line it holds as
-// its state.
+// server update its keys and ask the client to update its own. It
+// answers HTTP GET requests too (for curl), with the pid as the body. At
+// an upgrade it parks between reads, with the part of a line or request
+// head it holds as its state.
 func serveEcho(c *Conn, partial []byte) {
-	pid := strconv.Itoa(os.Getpid())
 	buf := make([]byte, 4096)
 	for {
-		for i := bytes.IndexByte(partial, '\n'); i >= 0; i = bytes.IndexByte(partial, '\n') {
-			line := string(partial[:i])
-			partial = partial[i+1:]
-			if line == "keyupdate" {
-				if err := c.KeyUpdate(true); err != nil {
-					event("error %s keyupdate: %v", pid, err)
-				}
-				event("keyupdate %s %s", pid, port(c))
-			}
-			if _, err := c.Write([]byte(pid + " " + line + "\n")); err != nil {
-				c.Close()
-				return
-			}
+		var ok bool
+		if partial, ok = answerAll(c, partial); !ok {
+			return
 		}
 		n, err := c.Read(buf)
 		partial = append(partial, buf[:n]...)
@@ -218,8 +212,90 @@ func serveEcho(c *Conn, partial []byte) {
 			continue
 		}
 		if err != nil {
+			if err != io.EOF {
+				event("ended %d %s %v", os.Getpid(), port(c), err)
+			}
 			c.Close()
 			return
 		}
 	}
+}
+
+// answerAll answers every whole line and request head in partial and
+// returns what is left; false if the connection is gone (closed, or
+// handed over).
+func answerAll(c *Conn, partial []byte) ([]byte, bool) {
+	pid := strconv.Itoa(os.Getpid())
+	for {
+		if bytes.HasPrefix(partial, []byte("GET ")) {
+			i := bytes.Index(partial, []byte("\r\n\r\n"))
+			if i < 0 {
+				return partial, true
+			}
+			path := strings.Fields(string(partial[:i]))[1]
+			partial = partial[i+4:]
+			if !answerHTTP(c, path, partial) {
+				return nil, false
+			}
+			continue
+		}
+		i := bytes.IndexByte(partial, '\n')
+		if i < 0 {
+			return partial, true
+		}
+		line := string(partial[:i])
+		partial = partial[i+1:]
+		if line == "keyupdate" {
+			if err := c.KeyUpdate(true); err != nil {
+				event("error %s keyupdate: %v", pid, err)
+			}
+			event("keyupdate %s %s", pid, port(c))
+		}
+		if _, err := c.Write([]byte(pid + " " + line + "\n")); err != nil {
+			c.Close()
+			return nil, false
+		}
+	}
+}
+
+// testUp is this server process's Upgrader, for GET /upgrade, and
+// testReady is closed once its Ready has returned.
+var (
+	testUp    *handoff.Upgrader
+	testReady = make(chan struct{})
+)
+
+// answerHTTP answers GET path with the pid. For /upgrade it first starts
+// an upgrade and waits until it asks this connection to park, then
+// answers and parks with rest, the bytes after the request: curl sends
+// its next request at once, and cannot wait for a test, so the server
+// moves between two requests by itself.
+func answerHTTP(c *Conn, path string, rest []byte) bool {
+	pid := strconv.Itoa(os.Getpid())
+	var asked chan struct{}
+	if path == "/upgrade" {
+		asked = make(chan struct{})
+		var once sync.Once
+		hc := c.raw.(*handoff.Conn)
+		hc.ParkWhen(func() { once.Do(func() { close(asked) }) })
+		defer hc.ParkWhen(nil)
+		failed := make(chan struct{})
+		go func() {
+			<-testReady // a connection resumes before Ready returns, and an upgrade then is refused
+			if err := testUp.Upgrade(context.Background()); err != nil {
+				event("failed %s %v", pid, err)
+				close(failed)
+			}
+		}()
+		select {
+		case <-asked:
+		case <-failed:
+			asked = nil // answer, and carry on here
+		}
+	}
+	if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s\n", len(pid)+1, pid); err != nil {
+		c.Close()
+		return false
+	}
+	return asked == nil || c.Park(rest) == nil
 }
