@@ -108,7 +108,8 @@ func (c *Conn) Facts() Facts { return c.facts }
 
 // ConnectionState returns the connection's TLS parameters. In a Conn
 // rebuilt by Resume only Version, CipherSuite, NegotiatedProtocol,
-// ServerName, DidResume and HandshakeComplete are set.
+// ServerName, DidResume, HandshakeComplete and PeerCertificates are set
+// (not VerifiedChains: verify again from PeerCertificates if needed).
 func (c *Conn) ConnectionState() tls.ConnectionState {
 	if !c.hsDone.Load() {
 		return c.tc.ConnectionState()

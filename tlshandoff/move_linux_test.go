@@ -190,3 +190,34 @@ func TestTamperAfterMove(t *testing.T) {
 	}
 	p.expectAlert(alertBadRecordMAC)
 }
+
+// TestMoveClientAuth: a client's certificate moves with its connection.
+// With a certificate requested, crypto/tls sends the TLS 1.3 ticket
+// after the client's certificate rather than in its first flight: still
+// one record under the application keys at the switch.
+func TestMoveClientAuth(t *testing.T) {
+	cfg := serverConfig(t)
+	cfg.ClientAuth = tls.RequireAnyClientCert
+	s := newServer(t, cfg)
+	addr, next := acceptOne(t, s)
+	ccfg := goClient(t, tls.VersionTLS13, 0)
+	ec, _, _ := certs(t)
+	ccfg.Certificates = []tls.Certificate{ec}
+	ccfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+	client, err := tls.Dial("tcp", addr.String(), ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	c, raw := next()
+	checkFacts(t, c.Facts(), Facts{0, 1, []byte{0x84}})
+	writeAll(t, client, "hello")
+	readN(t, c, "hello")
+	c, _ = move(t, s, c, raw, "")
+	peers := c.ConnectionState().PeerCertificates
+	if len(peers) != 1 || !peers[0].Equal(ec.Leaf) {
+		t.Fatalf("after the move, %d peer certificates, not the client's", len(peers))
+	}
+	writeAll(t, c, "moved")
+	readN(t, client, "moved")
+}

@@ -3,10 +3,12 @@ package tlshandoff
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 )
 
 // The state of a connection at a record boundary, as MarshalState writes
@@ -14,6 +16,7 @@ import (
 //
 //	"TLHO" format(1)
 //	version(2) suite(2) alpn(str8) servername(str8) flags(1)
+//	peer certificates: count(1), each DER(b32)
 //	read:  seq(8) secret(str8) key(str8) iv(str8)
 //	write: seq(8) secret(str8) key(str8) iv(str8)
 //	plaintext(b32) pending(b32) handshake(b32) app(b32)
@@ -22,13 +25,16 @@ import (
 // KeyUpdate needs it), TLS 1.2 ones their key and IV. plaintext is
 // decrypted application data not yet read, pending the bytes of records
 // not yet decrypted, handshake a post-handshake message begun, app the
-// application's own state (Park's).
+// application's own state (Park's). The client's certificates move so
+// that an application that authenticates clients still sees them.
 const (
 	stateMagic   = "TLHO"
 	stateFormat  = 1
 	flagResumed  = 1
 	maxPending   = 64 << 10
 	maxStateText = 255
+	maxPeerCerts = 8
+	maxCertLen   = 64 << 10
 )
 
 // ErrState is wrapped by every error about a malformed connection state.
@@ -62,7 +68,8 @@ func (c *Conn) marshalLocked(app []byte) ([]byte, error) {
 		return nil, fmt.Errorf("tlshandoff: connection failed: %w", errors.Join(c.r.err, c.w.err))
 	}
 	st := c.state
-	if len(st.NegotiatedProtocol) > maxStateText || len(st.ServerName) > maxStateText || len(c.r.rbuf) > maxPending {
+	if len(st.NegotiatedProtocol) > maxStateText || len(st.ServerName) > maxStateText || len(c.r.rbuf) > maxPending ||
+		len(st.PeerCertificates) > maxPeerCerts || slices.ContainsFunc(st.PeerCertificates, func(c *x509.Certificate) bool { return len(c.Raw) > maxCertLen }) {
 		return nil, errors.New("tlshandoff: connection state too large to move")
 	}
 	b := append([]byte(stateMagic), stateFormat)
@@ -74,7 +81,11 @@ func (c *Conn) marshalLocked(app []byte) ([]byte, error) {
 	if st.DidResume {
 		flags |= flagResumed
 	}
-	b = append(b, flags)
+	b = append(b, flags, byte(len(st.PeerCertificates)))
+	for _, cert := range st.PeerCertificates {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(cert.Raw)))
+		b = append(b, cert.Raw...)
+	}
 	b = appendHalf(b, c.r.in)
 	b = appendHalf(b, c.w.out)
 	for _, p := range [][]byte{c.r.plain, c.r.rbuf, c.r.hsMsg, app} {
@@ -180,6 +191,7 @@ func parseState(state []byte) (*Conn, []byte, error) {
 	st.NegotiatedProtocol, st.ServerName = string(d.str8()), string(d.str8())
 	flags := d.u8()
 	st.DidResume, st.HandshakeComplete = flags&flagResumed != 0, true
+	certs := d.certs()
 	in, out := d.half(), d.half()
 	plain, pending := d.b32(maxPlaintext), d.b32(maxPending)
 	hsMsg, app := d.b32(maxHandshakeMsg), d.b32(len(state))
@@ -192,11 +204,14 @@ func parseState(state []byte) (*Conn, []byte, error) {
 	if d.err != nil {
 		return nil, nil, d.err
 	}
+	var err error
+	if st.PeerCertificates, err = parseCerts(certs); err != nil {
+		return nil, nil, err
+	}
 	s := lookupSuite(st.Version, st.CipherSuite)
 	if s == nil {
 		return nil, nil, fmt.Errorf("%w: %s with suite %#04x", ErrState, tls.VersionName(st.Version), st.CipherSuite)
 	}
-	var err error
 	if c.r.in, err = in.build(s); err == nil {
 		c.w.out, err = out.build(s)
 	}
@@ -207,6 +222,31 @@ func parseState(state []byte) (*Conn, []byte, error) {
 	c.r.rbuf = append(make([]byte, 0, max(len(pending), readChunk)), pending...)
 	c.r.hsMsg = bytes.Clone(hsMsg)
 	return c, bytes.Clone(app), nil
+}
+
+// certs reads the peer certificates' DER.
+func (d *decoder) certs() [][]byte {
+	n := int(d.u8())
+	if n > maxPeerCerts && d.err == nil {
+		d.err = fmt.Errorf("%w: %d peer certificates, at most %d allowed", ErrState, n, maxPeerCerts)
+	}
+	var ders [][]byte
+	for i := 0; i < n && d.err == nil; i++ {
+		ders = append(ders, d.b32(maxCertLen))
+	}
+	return ders
+}
+
+func parseCerts(ders [][]byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for _, der := range ders {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("%w: peer certificate: %w", ErrState, err)
+		}
+		certs = append(certs, c)
+	}
+	return certs, nil
 }
 
 // halfState is a direction as the state holds it.

@@ -3,6 +3,7 @@ package tlshandoff
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +16,9 @@ import (
 // Resume would rebuild it: for the state and record decoder tests.
 func fixedConn(t testing.TB, s *suite, pending []byte) *Conn {
 	t.Helper()
-	c := &Conn{state: tls.ConnectionState{Version: s.version, CipherSuite: s.id, NegotiatedProtocol: "h2", ServerName: "localhost"}}
+	ec, _, _ := certs(t)
+	c := &Conn{state: tls.ConnectionState{Version: s.version, CipherSuite: s.id, NegotiatedProtocol: "h2", ServerName: "localhost",
+		PeerCertificates: []*x509.Certificate{ec.Leaf}}}
 	var err error
 	if s.version == tls.VersionTLS13 {
 		secret := bytes.Repeat([]byte{7}, s.hash().Size())
@@ -58,7 +61,7 @@ func TestStateRoundTrip(t *testing.T) {
 			t.Fatalf("%s: %v", tls.CipherSuiteName(s.id), err)
 		}
 		if string(app) != "app" || string(c.r.plain) != "unread" || string(c.r.rbuf) != "pending bytes" ||
-			c.r.in.seq != 3 || c.w.out.seq != 5 || c.state.NegotiatedProtocol != "h2" {
+			c.r.in.seq != 3 || c.w.out.seq != 5 || c.state.NegotiatedProtocol != "h2" || len(c.state.PeerCertificates) != 1 {
 			t.Fatalf("%s: decoded %+v", tls.CipherSuiteName(s.id), c.state)
 		}
 		if again := stateOf(t, c, "app"); !bytes.Equal(again, state) {
@@ -83,7 +86,8 @@ func TestStateRefused(t *testing.T) {
 		"version":   func(b []byte) []byte { b[6] = 3; return b }, // TLS 1.2 with a TLS 1.3 suite
 		"suite":     func(b []byte) []byte { b[8] = 0x99; return b },
 		"flags":     func(b []byte) []byte { return flipFlags(b) },
-		"secretLen": func(b []byte) []byte { b[flagsAt(b)+1+8] = 31; return b },
+		"certCount": func(b []byte) []byte { b[flagsAt(b)+1] = maxPeerCerts + 1; return b },
+		"secretLen": func(b []byte) []byte { b[flagsAt(b)+2+8] = 31; return b },
 	}
 	for name, f := range bad {
 		if _, _, err := parseState(f(bytes.Clone(state))); !errors.Is(err, ErrState) {

@@ -171,24 +171,7 @@ func TestEchoAcrossUpgrades(t *testing.T) {
 				env = append(env, envRoll+"=1")
 			}
 			h := startChain(t, env...)
-			var moving []*echoClient
-			var cfgs []*tls.Config
-			for _, suite := range []uint16{0, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-				tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256} {
-				version := uint16(tls.VersionTLS12)
-				if suite == 0 {
-					version = tls.VersionTLS13
-				}
-				cfg := goClient(t, version, suite)
-				cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1) // one per suite: a ticket names its suite
-				cfgs = append(cfgs, cfg)
-				e := h.dialTLS(cfg)
-				if pid := e.ask("hello"); pid != h.pid {
-					t.Fatalf("answered by %d, want %d", pid, h.pid)
-				}
-				h.expectHandshake(e, true)
-				moving = append(moving, e)
-			}
+			moving, cfgs := h.dialMovable()
 			stuck := h.dialTLS(goClient(t, tls.VersionTLS12, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA))
 			stuck.ask("hello")
 			h.expectHandshake(stuck, false)
@@ -227,6 +210,30 @@ func TestEchoAcrossUpgrades(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dialMovable connects Go's client on TLS 1.3 and on TLS 1.2 with
+// AES-128-GCM, AES-256-GCM and ChaCha20 (ECDSA and RSA certificates),
+// each with a session cache of its own (a ticket names its suite).
+func (h *chain) dialMovable() (moving []*echoClient, cfgs []*tls.Config) {
+	h.t.Helper()
+	for _, suite := range []uint16{0, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256} {
+		version := uint16(tls.VersionTLS12)
+		if suite == 0 {
+			version = tls.VersionTLS13
+		}
+		cfg := goClient(h.t, version, suite)
+		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+		cfgs = append(cfgs, cfg)
+		e := h.dialTLS(cfg)
+		if pid := e.ask("hello"); pid != h.pid {
+			h.t.Fatalf("answered by %d, want %d", pid, h.pid)
+		}
+		h.expectHandshake(e, true)
+		moving = append(moving, e)
+	}
+	return moving, cfgs
 }
 
 func btoi(b bool) int {
