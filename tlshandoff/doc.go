@@ -23,9 +23,11 @@
 //
 // What moves: TLS 1.3 with TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384
 // or TLS_CHACHA20_POLY1305_SHA256, and TLS 1.2 with ECDHE and AES-GCM or
-// ChaCha20-Poly1305, full handshakes and TLS 1.3 resumptions. Everything
-// else (other suites, TLS 1.1 and older, TLS 1.2 resumptions, whose
-// master secret crypto/tls does not log) is served by crypto/tls to the
+// ChaCha20-Poly1305, full handshakes and resumptions (a TLS 1.2 ticket
+// carries its master secret, which crypto/tls does not log when it
+// resumes). Everything else (other suites, TLS 1.1 and older, a TLS 1.2
+// session resumed from a ticket this package did not write) is served
+// by crypto/tls to the
 // end, as tls.Server would; Conn.Movable says so and why, the Server logs
 // a line and counts it (Stats), and the application drains it at an
 // upgrade (Server.Drain).

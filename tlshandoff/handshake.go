@@ -36,9 +36,10 @@ type hsConn struct {
 	out          [][]byte
 	serverRandom []byte
 
-	mu      sync.Mutex // guards secrets: the key log is written from the handshake
-	secrets map[string][]byte
-	random  []byte // the client random the key log lines name
+	mu       sync.Mutex // guards what follows: written from the handshake's callbacks
+	secrets  map[string][]byte
+	resumed  []byte // the master secret of the TLS 1.2 session a ticket resumes
+	clientHi []byte // the client random, from the ClientHello
 }
 
 func newHSConn(raw net.Conn) *hsConn {
@@ -95,8 +96,13 @@ func (h *hsConn) fill() error {
 	return nil
 }
 
-// sawIn keeps a record read once encryption began in that direction.
+// sawIn keeps a record read once encryption began in that direction,
+// and the client random of the first ClientHello (a resumed TLS 1.2
+// session logs none).
 func (h *hsConn) sawIn(rec []byte) {
+	if h.clientHi == nil && rec[0] == typeHandshake && len(rec) >= headerLen+38 && rec[headerLen] == 1 {
+		h.clientHi = bytes.Clone(rec[headerLen+6 : headerLen+38])
+	}
 	h.inEnc = h.inEnc || rec[0] == typeChangeCipherSpec || rec[0] == typeApplicationData
 	if h.inEnc && rec[0] != typeChangeCipherSpec {
 		h.in = append(h.in, bytes.Clone(rec))
@@ -143,11 +149,9 @@ type keyLog struct {
 func (k keyLog) Write(line []byte) (int, error) {
 	f := bytes.Fields(line)
 	if len(f) == 3 {
-		random, err1 := hex.DecodeString(string(f[1]))
-		secret, err2 := hex.DecodeString(string(f[2]))
-		if err1 == nil && err2 == nil {
+		if secret, err := hex.DecodeString(string(f[2])); err == nil {
 			k.h.mu.Lock()
-			k.h.secrets[string(f[0])], k.h.random = secret, random
+			k.h.secrets[string(f[0])] = secret
 			k.h.mu.Unlock()
 		}
 	}
@@ -164,6 +168,23 @@ func (h *hsConn) secret(label string) []byte {
 	return h.secrets[label]
 }
 
+func (h *hsConn) setResumedMaster(m []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.resumed = bytes.Clone(m)
+}
+
+// master returns the TLS 1.2 master secret: the one logged by a full
+// handshake, or the resumed session's.
+func (h *hsConn) master() []byte {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if m := h.secrets[labelTLS12]; m != nil {
+		return m
+	}
+	return h.resumed
+}
+
 // forget drops every copy the handshake kept.
 func (h *hsConn) forget() {
 	h.mu.Lock()
@@ -171,6 +192,8 @@ func (h *hsConn) forget() {
 		clear(s)
 		delete(h.secrets, k)
 	}
+	clear(h.resumed)
+	h.resumed = nil
 	h.mu.Unlock()
 	h.in, h.out, h.cur, h.wpart = nil, nil, nil, nil
 }

@@ -1,12 +1,14 @@
 package tlshandoff
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -52,8 +54,11 @@ type Server struct {
 // Every feature of tls.Config works as with crypto/tls, with these
 // differences: GetConfigForClient's ClientHelloInfo.Conn is not the
 // accepted net.Conn but a wrapper of it, and session tickets are
-// encrypted with the Server's keys (see SetTicketKeys) unless the
-// tls.Config in use has keys set with SetSessionTicketKeys.
+// encrypted with the Server's keys (see SetTicketKeys), through
+// WrapSession and UnwrapSession, and carry a TLS 1.2 session's master
+// secret for its resumptions to move. An application that sets
+// WrapSession or UnwrapSession keeps them, and its resumed TLS 1.2
+// sessions cannot move.
 func NewServer(cfg *tls.Config, opts Options) (*Server, error) {
 	if cfg == nil {
 		return nil, errors.New("tlshandoff: nil tls.Config")
@@ -101,7 +106,45 @@ func (s *Server) configForClient(chi *tls.ClientHelloInfo) (*tls.Config, error) 
 	cfg := base.Clone()
 	cfg.GetConfigForClient = nil
 	cfg.KeyLogWriter = keyLog{h: h, user: base.KeyLogWriter}
+	if base.WrapSession == nil && base.UnwrapSession == nil {
+		cfg.WrapSession, cfg.UnwrapSession = s.wrapSession(h), s.unwrapSession(h)
+	}
 	return cfg, nil
+}
+
+// extraMaster marks the SessionState.Extra entry that holds a TLS 1.2
+// session's master secret. crypto/tls logs no master secret when it
+// resumes a TLS 1.2 session, so the ticket carries it for the record
+// layer; the ticket holds that secret anyway, encrypted.
+const extraMaster = "tlshandoff master\x00"
+
+// wrapSession encrypts a ticket with the Server's keys, adding a TLS 1.2
+// session's master secret.
+func (s *Server) wrapSession(h *hsConn) func(tls.ConnectionState, *tls.SessionState) ([]byte, error) {
+	return func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+		ss.Extra = slices.DeleteFunc(ss.Extra, func(e []byte) bool { return bytes.HasPrefix(e, []byte(extraMaster)) })
+		if m := h.master(); cs.Version == tls.VersionTLS12 && m != nil {
+			ss.Extra = append(ss.Extra, append([]byte(extraMaster), m...))
+		}
+		return s.cfg.EncryptTicket(cs, ss)
+	}
+}
+
+// unwrapSession decrypts a ticket with the Server's keys and keeps the
+// master secret of a TLS 1.2 session it resumes.
+func (s *Server) unwrapSession(h *hsConn) func([]byte, tls.ConnectionState) (*tls.SessionState, error) {
+	return func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		ss, err := s.cfg.DecryptTicket(identity, cs)
+		if err != nil || ss == nil {
+			return ss, err
+		}
+		for _, e := range ss.Extra {
+			if m, ok := bytes.CutPrefix(e, []byte(extraMaster)); ok {
+				h.setResumedMaster(m)
+			}
+		}
+		return ss, nil
+	}
 }
 
 // track hands a movable connection's transport to the Upgrader.

@@ -40,7 +40,7 @@ func halves(h *hsConn, st tls.ConnectionState) (in, out *half, f Facts, why stri
 	if st.Version == tls.VersionTLS13 {
 		in, out, err = halves13(h, s)
 	} else {
-		in, out, err = halves12(h, s)
+		in, out, err = halves12(h, s, st.DidResume)
 	}
 	if err != nil {
 		return nil, nil, f, err.Error()
@@ -77,18 +77,21 @@ func halves13(h *hsConn, s *suite) (in, out *half, err error) {
 	return in, out, err
 }
 
-func halves12(h *hsConn, s *suite) (in, out *half, err error) {
+func halves12(h *hsConn, s *suite, resumed bool) (in, out *half, err error) {
 	master := h.secret(labelTLS12)
-	if master == nil {
+	if master == nil && resumed {
 		// crypto/tls logs the master secret of full handshakes only
-		// (Go 1.26 handshake_server.go): a resumed TLS 1.2 session
-		// reuses one it does not log again.
-		return nil, nil, fmt.Errorf("TLS 1.2 resumed session: crypto/tls logged no master secret")
+		// (Go 1.26 handshake_server.go); a resumed session's came in
+		// its ticket, if this package wrote it (Server.wrapSession).
+		master = h.master()
 	}
-	if len(h.serverRandom) != 32 || len(h.random) != 32 {
+	if master == nil {
+		return nil, nil, fmt.Errorf("TLS 1.2 resumed session: no master secret (ticket not written by this package)")
+	}
+	if len(h.serverRandom) != 32 || len(h.clientHi) != 32 {
 		return nil, nil, fmt.Errorf("handshake randoms not seen")
 	}
-	cKey, sKey, cIV, sIV := s.keyBlock12(master, h.random, h.serverRandom)
+	cKey, sKey, cIV, sIV := s.keyBlock12(master, h.clientHi, h.serverRandom)
 	if in, err = newHalf(s, cKey, cIV, 0); err != nil {
 		return nil, nil, err
 	}

@@ -162,7 +162,7 @@ func (h *chain) expectHandshake(e *echoClient, movable bool) {
 // connection that cannot move (TLS 1.2 CBC) is served by the old process
 // until it closes and counted as drained; the servers count one
 // handshake per connection; and a session ticket from the first process
-// resumes in the last.
+// resumes in the last, on TLS 1.3 and 1.2, and that connection moves too.
 func TestEchoAcrossUpgrades(t *testing.T) {
 	for _, mode := range []string{"all-at-once", "rolling"} {
 		t.Run(mode, func(t *testing.T) {
@@ -201,11 +201,22 @@ func TestEchoAcrossUpgrades(t *testing.T) {
 			if n := h.count("handshake"); n != len(moving)+1 {
 				t.Fatalf("%d handshakes for %d connections", n, len(moving)+1)
 			}
+			var resumed []*echoClient
 			for _, cfg := range cfgs {
 				e := h.dialTLS(cfg)
 				e.ask("resumed")
 				if !e.c.ConnectionState().DidResume {
 					t.Fatalf("%s: a ticket of the first process did not resume in the last", tls.CipherSuiteName(e.c.ConnectionState().CipherSuite))
+				}
+				h.expectHandshake(e, true)
+				resumed = append(resumed, e)
+			}
+			if drained := h.exited(h.upgrade()); drained != 0 {
+				t.Fatalf("%d resumed connections could not move", drained)
+			}
+			for _, e := range resumed {
+				if pid := e.ask("resumed and moved"); pid != h.pid {
+					t.Fatalf("a resumed connection was answered by %d, want %d", pid, h.pid)
 				}
 			}
 		})
