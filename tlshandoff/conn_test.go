@@ -186,3 +186,33 @@ func TestCloseNotify(t *testing.T) {
 		t.Fatalf("client read: %v, want EOF", err)
 	}
 }
+
+// TestConfigFeatures: what the application's tls.Config asks for still
+// happens: its GetConfigForClient picks the config (here by ALPN), ALPN
+// is negotiated, and its own
+// KeyLogWriter still gets crypto/tls's lines (the package's is
+// separate and writes nowhere).
+func TestConfigFeatures(t *testing.T) {
+	var userLog bytes.Buffer
+	inner := serverConfig(t)
+	inner.NextProtos = []string{"echo/1"}
+	inner.KeyLogWriter = &userLog
+	outer := &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return inner, nil }}
+	ch := make(chan served, 1)
+	addr := listen(t, newServer(t, outer), echoReporting(ch))
+	cfg := goClient(t, tls.VersionTLS13, 0)
+	cfg.NextProtos = []string{"echo/1"}
+	c, err := tls.Dial("tcp", addr.String(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	roundTrip(t, c, []byte("x"))
+	s := <-ch
+	if !s.movable || s.state.NegotiatedProtocol != "echo/1" {
+		t.Fatalf("movable %v (%s), ALPN %q", s.movable, s.why, s.state.NegotiatedProtocol)
+	}
+	if !bytes.Contains(userLog.Bytes(), []byte(labelServerTraffic)) {
+		t.Fatalf("the application's KeyLogWriter got %q", userLog.String())
+	}
+}
