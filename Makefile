@@ -22,7 +22,7 @@ build:
 # packages again with the lowest Go they support: the go line of go.mod,
 # the toolchain fetched through the module proxy (GOTOOLCHAIN).
 MODULES := . examples bench
-LIBRARY := ./handoff/... ./statefile/... ./metrics/... ./systemd/... ./httphandoff/... ./cmd/...
+LIBRARY := ./handoff/... ./statefile/... ./metrics/... ./systemd/... ./httphandoff/... ./tlshandoff/... ./cmd/...
 GO_MIN := $(shell sed -n 's/^go //p' go.mod)
 
 test: build
@@ -32,10 +32,10 @@ test: build
 	@for m in $(MODULES); do echo "$(GO) -C $$m vet ./..."; $(GO) -C $$m vet ./... || exit 1; done
 	$(GO) -C systemd/e2e vet -tags e2esystemd ./...
 	@# The library builds where its users develop; upgrades themselves need Linux.
-	GOOS=darwin $(GO) vet ./handoff/... ./systemd/...
-	GOOS=windows $(GO) vet ./handoff/... ./systemd/...
-	GOOS=darwin $(GO) build ./handoff/... ./statefile/... ./metrics/... ./systemd/... ./httphandoff/...
-	GOOS=windows $(GO) build ./handoff/... ./statefile/... ./metrics/... ./systemd/... ./httphandoff/...
+	GOOS=darwin $(GO) vet ./handoff/... ./systemd/... ./tlshandoff/...
+	GOOS=windows $(GO) vet ./handoff/... ./systemd/... ./tlshandoff/...
+	GOOS=darwin $(GO) build ./handoff/... ./statefile/... ./metrics/... ./systemd/... ./httphandoff/... ./tlshandoff/...
+	GOOS=windows $(GO) build ./handoff/... ./statefile/... ./metrics/... ./systemd/... ./httphandoff/... ./tlshandoff/...
 	GOTOOLCHAIN=go$(GO_MIN) $(GO) vet $(LIBRARY)
 	GOTOOLCHAIN=go$(GO_MIN) $(GO) test -count=1 -timeout 20m $(LIBRARY)
 	@for m in $(MODULES); do echo "$(GO) -C $$m test -race -count=1 -timeout 20m ./..."; \
@@ -77,11 +77,14 @@ demo: build
 	./$(BIN)/pdfdemo -bin $(BIN)
 
 # Longer runs of the decoder fuzzers: handoff frames, state file container,
-# state file payloads, pdf ledger files. The seed corpora are in testdata/.
+# state file payloads, a TLS connection's moved state and records from a
+# TLS client, pdf ledger files. The seed corpora are in testdata/.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzFrames$$' -fuzztime 60s ./handoff/internal/wire/
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime 60s ./statefile/
 	$(GO) test -run '^$$' -fuzz '^FuzzPayload$$' -fuzztime 60s ./statefile/
+	$(GO) test -run '^$$' -fuzz '^FuzzState$$' -fuzztime 60s ./tlshandoff/
+	$(GO) test -run '^$$' -fuzz '^FuzzRecords$$' -fuzztime 60s ./tlshandoff/
 	$(GO) -C examples test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 60s ./pdf/internal/ledger/
 
 # The upgrade benchmark reported in bench/README.md: every upgrade mode, and
