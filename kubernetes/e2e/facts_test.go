@@ -26,9 +26,11 @@ import (
 const probeImage = "localhost/handoff-podprobe:e2e"
 
 func TestMain(m *testing.M) {
-	if err := buildProbeImage(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		os.Exit(1)
+	for _, build := range []func() error{buildProbeImage, buildServers} {
+		if err := build(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+			os.Exit(1)
+		}
 	}
 	os.Exit(m.Run())
 }
