@@ -59,7 +59,8 @@ func (p *pair) startLoad(t *testing.T, ctr string, conns int, stall time.Duratio
 	t.Helper()
 	l := &load{conns: conns}
 	l.cmd = p.inPod(pdfload, "-addr", "127.0.0.1:7070", "-conns", strconv.Itoa(conns), "-rate", "1000",
-		"-churn", "20", "-stall-timeout", stall.String(), "-json", "-until-stdin-eof")
+		"-churn", "20", "-stall-timeout", stall.String(), "-json", "-until-stdin-eof",
+		"-shared-pids") // every process is pid 1 in its container
 	l.cmd.Stdout, l.cmd.Stderr = &l.out, &l.err
 	var err error
 	if l.stdin, err = l.cmd.StdinPipe(); err != nil {
