@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -169,71 +168,66 @@ func (w *witness) version(t *testing.T, version string) {
 // that reads nothing: its handler ends up blocked writing, and a takeover
 // waits for it to park (-park-timeout) until the test reads.
 type stuck struct {
-	c       *net.TCPConn
-	written int    // requests written whole
-	rest    []byte // the part of a request not written yet
+	c     *net.TCPConn
+	wrote chan error
 }
 
-const stuckChunk = 1000 // requests per write
+// stuckLines is how many empty lines the stuck connection sends: each is
+// answered "ERR - empty-line" (17 bytes for 1), so their replies are more
+// than twice what the client's small receive buffer and the server's
+// largest send buffer (tcp_wmem's 4 MiB) can hold, while the requests fit
+// in the buffers the other way: the handler must block on a reply.
+const stuckLines = 600_000
 
-func stuckLine(i int) string { return fmt.Sprintf("BALANCE s%d nobody\n", i) }
+const stuckReply = "ERR - empty-line\n"
 
-// stuckConn writes requests until the server stops reading them: a write
-// that makes no progress for a while means the server's handler is blocked
-// on its reply, the only thing that keeps it from reading.
 func (p *pair) stuckConn(t *testing.T) *stuck {
 	t.Helper()
-	s := &stuck{c: p.dial(t, "127.0.0.1:7070")}
-	s.c.SetReadBuffer(4096)
-	for {
-		var b bytes.Buffer
-		for i := range stuckChunk {
-			b.WriteString(stuckLine(s.written + i))
-		}
-		s.c.SetWriteDeadline(time.Now().Add(3 * time.Second))
-		n, err := s.c.Write(b.Bytes())
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			// What is left of the request the write stopped in (a whole
-			// one if it stopped between two): finish sends it.
-			s.written += bytes.Count(b.Bytes()[:n], []byte("\n"))
-			s.rest = b.Bytes()[n : n+bytes.IndexByte(b.Bytes()[n:], '\n')+1]
-			return s
-		}
+	s := &stuck{c: p.dialBuf(t, "127.0.0.1:7070", 4096), wrote: make(chan error, 1)}
+	go func() {
+		_, err := s.c.Write(bytes.Repeat([]byte("\n"), stuckLines))
+		s.wrote <- err
+	}()
+	// The handler is blocked once the server's end keeps unread requests
+	// and nothing moves: the same queues seen several times in a row.
+	port := s.c.LocalAddr().(*net.TCPAddr).Port
+	var last string
+	same := 0
+	waitFor(t, "the stuck connection's handler blocked", 120*time.Second, func() (bool, string) {
+		out, err := p.inPod("ss", "-tnH", "state", "established", fmt.Sprintf("( sport = :7070 and dport = :%d )", port)).Output()
 		if err != nil {
-			t.Fatalf("stuck connection: %v", err)
+			t.Fatalf("ss: %v", err)
 		}
-		s.written += stuckChunk
-	}
+		f := strings.Fields(string(out))
+		if len(f) < 2 || f[0] == "0" || string(out) != last {
+			same, last = 0, string(out)
+			return false, string(out)
+		}
+		same++
+		return same >= 5, string(out)
+	})
+	t.Logf("stuck connection: the server's end holds (Recv-Q Send-Q) %s", strings.Join(strings.Fields(last)[:2], " "))
+	return s
 }
 
-// finish writes the rest of the last request and reads every reply: all
-// of them, in order, once.
+// finish reads every reply: all of them, once.
 func (s *stuck) finish(t *testing.T) {
 	t.Helper()
 	s.c.SetDeadline(time.Now().Add(120 * time.Second))
-	werr := make(chan error, 1)
-	go func() {
-		_, err := s.c.Write(s.rest)
-		if err == nil {
-			err = s.c.CloseWrite()
-		}
-		werr <- err
-	}()
 	r := bufio.NewReader(s.c)
-	total := s.written + 1
-	for i := range total {
-		line, err := r.ReadString('\n')
-		if want := fmt.Sprintf("BAL s%d 0\n", i); line != want || err != nil {
-			t.Fatalf("stuck connection: reply %d of %d is %q (%v), want %q", i+1, total, line, err, want)
+	for i := range stuckLines {
+		if line, err := r.ReadString('\n'); line != stuckReply || err != nil {
+			t.Fatalf("stuck connection: reply %d of %d is %q (%v), want %q", i+1, stuckLines, line, err, stuckReply)
 		}
 	}
-	if err := <-werr; err != nil {
+	if err := <-s.wrote; err != nil {
 		t.Fatal(err)
 	}
+	s.c.CloseWrite()
 	if b, err := r.ReadByte(); !errors.Is(err, io.EOF) {
-		t.Errorf("stuck connection: after %d replies, %q (%v), want the server's close", total, b, err)
+		t.Errorf("stuck connection: after %d replies, %q (%v), want the server's close", stuckLines, b, err)
 	}
-	t.Logf("stuck connection: %d requests, every one answered once, in order", total)
+	t.Logf("stuck connection: %d requests, every one answered once", stuckLines)
 }
 
 // wrk runs wrk's keep-alive HTTP load in the pod until stopped.

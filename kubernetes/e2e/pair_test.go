@@ -8,6 +8,7 @@ package e2e
 // logs and their control sockets, and reach the pod's network namespace.
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -204,7 +206,7 @@ func status(t *testing.T, ctr string) map[string]string {
 	t.Helper()
 	out, err := podman("exec", ctr, "/bin/handoffctl", "status", "-socket", "/tmp/handoff.ctl")
 	if err != nil {
-		t.Fatalf("status of %s: %v", ctr, err)
+		t.Fatalf("status of %s: %v; its log:\n%s", ctr, err, logs(t, ctr))
 	}
 	st := map[string]string{}
 	for _, l := range strings.Split(out, "\n") {
@@ -287,7 +289,13 @@ func exited(t *testing.T, ctr string) string {
 
 // dial connects to addr from the pod's network namespace: the servers
 // listen there, as a Service would reach them.
-func (p *pair) dial(t *testing.T, addr string) *net.TCPConn {
+func (p *pair) dial(t *testing.T, addr string) *net.TCPConn { return p.dialBuf(t, addr, 0) }
+
+// dialBuf is dial with a receive buffer of rcvbuf bytes (0: the kernel's),
+// set before the connection is made: shrunk afterwards, the window the
+// client advertised shrinks, and Linux then resumes sending only at its
+// zero-window probes, seconds apart (seen: a reader stalled for 20 s).
+func (p *pair) dialBuf(t *testing.T, addr string, rcvbuf int) *net.TCPConn {
 	t.Helper()
 	type result struct {
 		c   net.Conn
@@ -308,7 +316,15 @@ func (p *pair) dial(t *testing.T, addr string) *net.TCPConn {
 			done <- result{nil, os.NewSyscallError("setns", err)}
 			return
 		}
-		c, err := net.Dial("tcp", addr)
+		d := net.Dialer{}
+		if rcvbuf > 0 {
+			d.Control = func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf) })
+				return errors.Join(err, serr)
+			}
+		}
+		c, err := d.Dial("tcp", addr)
 		done <- result{c, err}
 	}()
 	r := <-done
