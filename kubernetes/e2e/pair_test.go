@@ -111,9 +111,7 @@ func playPair(t *testing.T, edit func(*corev1.PodSpec)) *pair {
 }
 
 func (p *pair) remove(t *testing.T) {
-	if _, err := podman("pod", "rm", "-f", "-t", "0", p.pod); err != nil {
-		t.Errorf("removing the pod: %v", err)
-	}
+	removePod(t, p.pod)
 	for _, v := range p.vols {
 		podman("volume", "rm", "-f", v)
 	}
