@@ -93,7 +93,7 @@ func TestTurnTakingPair(t *testing.T) {
 	serving, idle := p.roles(t)
 	w := p.witness(t)
 	w.version(t, pdfVersion["v1"])
-	l := p.startLoad(t, serving, loadConns, 60*time.Second)
+	l := p.startLoad(t, serving, loadConns, 20, 60*time.Second)
 	for i, v := range []string{"v2", "v1", "v2", "v1", "v2"} {
 		p.takeover(t, serving, idle, v, i+2, loadConns)
 		serving, idle = idle, serving
@@ -117,7 +117,7 @@ func TestBrokenImage(t *testing.T) {
 	p := playPair(t, nil)
 	serving, idle := p.roles(t)
 	w := p.witness(t)
-	l := p.startLoad(t, serving, loadConns, 60*time.Second)
+	l := p.startLoad(t, serving, loadConns, 20, 60*time.Second)
 	before := status(t, serving)
 
 	p.replace(t, idle, probeImage, "/bin/podprobe", []string{"exit", "3"})
@@ -169,7 +169,9 @@ func TestNewKilledBeforeCommit(t *testing.T) {
 	})
 	serving, idle := p.roles(t)
 	w := p.witness(t)
-	l := p.startLoad(t, serving, loadConns, 90*time.Second)
+	// No churn: a connection made during the held takeover waits for the
+	// park timeout, as long as pdfload waits for a new connection's replies.
+	l := p.startLoad(t, serving, loadConns, 0, 90*time.Second)
 	s := p.stuckConn(t)
 
 	p.replace(t, idle, p.image("v2"), "", nil)
