@@ -60,12 +60,14 @@ e2e-systemd: build
 check-manifests:
 	$(GO) -C kubernetes/e2e test -count=1 .
 
-# Pods made from Kubernetes YAML by podman kube play (kubernetes/README.md).
-# For now: the facts of kubernetes/NOTES-facts.md that a takeover between
-# the containers of a pod rests on, each measured again with real pods, and
-# the manifests' checks; the takeover scenarios come with the takeover by a
-# peer (issue 18). Needs root; kubernetes/e2e/setup installs podman and runc
-# with apt-get when missing and sets the runtime up (~1 min the first time).
+# Pods made from Kubernetes YAML by podman kube play (kubernetes/README.md):
+# the facts of kubernetes/NOTES-facts.md that a takeover between the
+# containers of a pod rests on, each measured again with real pods; the
+# takeover scenarios on kubernetes/pod.yaml's pair (the turn-taking pair
+# under the pdf load, broken images, a new container killed before the
+# commit, httpd under wrk); and the manifests' checks. Needs root;
+# kubernetes/e2e/setup installs podman, runc and wrk with apt-get when
+# missing and sets the runtime up (~1 min the first time).
 # RUN=TestName runs one test.
 e2e-pod:
 	kubernetes/e2e/setup

@@ -26,9 +26,11 @@ import (
 const probeImage = "localhost/handoff-podprobe:e2e"
 
 func TestMain(m *testing.M) {
-	if err := buildProbeImage(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		os.Exit(1)
+	for _, build := range []func() error{buildProbeImage, buildServers} {
+		if err := build(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+			os.Exit(1)
+		}
 	}
 	os.Exit(m.Run())
 }
@@ -107,12 +109,24 @@ func play(t *testing.T, podExtra string, cs ...container) (pod, vol, file string
 	}
 	kubePlay(t, file)
 	t.Cleanup(func() {
-		if _, err := podman("pod", "rm", "-f", "-t", "0", pod); err != nil {
-			t.Errorf("removing the pod: %v", err)
-		}
+		removePod(t, pod)
 		podman("volume", "rm", "-f", vol)
 	})
 	return pod, vol, file
+}
+
+// removePod removes pod and its containers. podman 4.3 fails to when it
+// is restarting one of them (restartPolicy Always, a container that exits:
+// "container state improper: stopped"); the next try finds it settled.
+func removePod(t *testing.T, pod string) {
+	t.Helper()
+	var err error
+	for try := 0; try < 5; try++ {
+		if _, err = podman("pod", "rm", "-f", "-t", "0", pod); err == nil {
+			return
+		}
+	}
+	t.Errorf("removing the pod: %v", err)
 }
 
 // kubePlay runs podman kube play with its arguments, from the directory of

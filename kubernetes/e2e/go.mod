@@ -3,6 +3,7 @@ module github.com/handoff-dev/handoff/kubernetes/e2e
 go 1.26.6
 
 require (
+	golang.org/x/sys v0.35.0
 	k8s.io/api v0.34.2
 	k8s.io/apimachinery v0.34.2
 	sigs.k8s.io/yaml v1.6.0

@@ -263,8 +263,8 @@ func servers(objs *objects) []server {
 	return out
 }
 
-// TestTakeoverSettingsInOnePlace: the placeholder interface of the core is
-// the ConfigMap of takeover.yaml; every server takes it whole with envFrom,
+// TestTakeoverSettingsInOnePlace: the takeover's settings are the ConfigMap
+// of takeover.yaml; every server takes it whole with envFrom,
 // none sets a takeover variable of its own, and what the settings name
 // (the socket's directory, the uid) is what each container has.
 func TestTakeoverSettingsInOnePlace(t *testing.T) {
@@ -296,7 +296,12 @@ func TestTakeoverSettingsInOnePlace(t *testing.T) {
 			}
 		}
 		if v := mountedVolume(s.c, s.vols, socketDir); v == nil || v.EmptyDir == nil || v.Name != handoffVolume {
-			t.Errorf("%s: %s is not the emptyDir %q, it is %+v", s.where, socketDir, handoffVolume, v)
+			t.Errorf("%s: %s is not in the emptyDir %q, it is in %+v", s.where, socketDir, handoffVolume, v)
+		}
+		// The library refuses a directory others may write, as an
+		// emptyDir's root is: it makes a subdirectory 0700 itself.
+		if m := mountOf(s.c, socketDir); m != nil && filepath.Clean(m.MountPath) == socketDir {
+			t.Errorf("%s: the takeover socket is at the root of the volume %s: want a subdirectory", s.where, m.MountPath)
 		}
 		if got := runAsUser(s); got == nil || *got != uid {
 			t.Errorf("%s: runs as uid %v, want %s=%d", s.where, deref(got), uidVar, uid)
@@ -307,13 +312,17 @@ func TestTakeoverSettingsInOnePlace(t *testing.T) {
 	}
 }
 
-func mountName(c corev1.Container, dir string) string {
-	for _, m := range c.VolumeMounts {
-		if m.MountPath == dir {
-			return m.Name
+// mountOf is the mount of c under which path is (the deepest), or nil.
+func mountOf(c corev1.Container, path string) *corev1.VolumeMount {
+	var best *corev1.VolumeMount
+	for i, m := range c.VolumeMounts {
+		rel, err := filepath.Rel(m.MountPath, path)
+		if err == nil && rel != ".." && !strings.HasPrefix(rel, "../") &&
+			(best == nil || len(m.MountPath) > len(best.MountPath)) {
+			best = &c.VolumeMounts[i]
 		}
 	}
-	return ""
+	return best
 }
 
 func volumeByName(vols []corev1.Volume, name string) *corev1.Volume {
@@ -325,9 +334,13 @@ func volumeByName(vols []corev1.Volume, name string) *corev1.Volume {
 	return nil
 }
 
-// mountedVolume is the volume c mounts at dir, or nil.
+// mountedVolume is the volume c mounts where dir is, or nil.
 func mountedVolume(c corev1.Container, vols []corev1.Volume, dir string) *corev1.Volume {
-	return volumeByName(vols, mountName(c, dir))
+	m := mountOf(c, dir)
+	if m == nil {
+		return nil
+	}
+	return volumeByName(vols, m.Name)
 }
 
 func runAsUser(s server) *int64 {

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/handoff-dev/handoff/examples/internal/peer"
 	"github.com/handoff-dev/handoff/handoff"
 	"github.com/handoff-dev/handoff/httphandoff"
 )
@@ -59,6 +60,7 @@ Signals:
   SIGTERM, SIGINT  stop: close the listener, let requests in flight finish
                    for at most -drain-timeout, exit 0.
 
+` + peer.Usage + `
 Exit status: 0 after a stop or a handover; 1 if the server failed; 2 for a
 usage error or a mode that is not available yet.
 
@@ -117,16 +119,6 @@ func (c config) check() error {
 	return nil
 }
 
-// pauseTimeout is the library's PauseTimeout for a park timeout: the
-// pause holds the park, so a longer park gets a longer pause, with the
-// default's time for the rest of the handover.
-func pauseTimeout(park time.Duration) time.Duration {
-	if park <= handoff.DefaultParkTimeout {
-		return 0 // the default
-	}
-	return park + handoff.DefaultPauseTimeout - handoff.DefaultParkTimeout
-}
-
 // Run runs an httpd process to its end and returns its exit code.
 func Run(args []string) int {
 	cfg, err := parseFlags(args)
@@ -160,6 +152,7 @@ type process struct {
 	log  *slog.Logger
 	stop <-chan os.Signal // SIGTERM, SIGINT
 	hup  <-chan os.Signal // SIGHUP
+	idle bool             // after a handover, idle until stopped (peer.EnvAfterCommit)
 
 	upgrades sync.WaitGroup // upgrade goroutines
 }
@@ -184,7 +177,7 @@ func start(cfg config, base, log *slog.Logger) (*process, error) {
 		PIDFile:        cfg.pidfile,
 		UpgradeTimeout: cfg.upgradeTimeout,
 		ParkTimeout:    cfg.parkTimeout,
-		PauseTimeout:   pauseTimeout(cfg.parkTimeout),
+		PauseTimeout:   peer.PauseTimeout(cfg.parkTimeout),
 		Mode:           libraryMode(cfg.upgradeMode),
 		NoSignal:       true, // SIGHUP is ours, so that every upgrade is logged alike
 		Logger:         base,
@@ -193,6 +186,10 @@ func start(cfg config, base, log *slog.Logger) (*process, error) {
 	if cfg.upgradeMode != modeListeners {
 		adapter = httphandoff.New(hs)
 		opts.Resume = adapter.Resume
+	}
+	idle, err := peer.FromEnv(&opts)
+	if err != nil {
+		return nil, err
 	}
 	up, err := handoff.New(opts)
 	if err != nil {
@@ -218,7 +215,7 @@ func start(cfg config, base, log *slog.Logger) (*process, error) {
 	obs.serve(log)
 	log.Info("serving", "version", cfg.version, "addr", ln.Addr().String(), "upgraded", up.HasParent(),
 		"upgrade_mode", cfg.upgradeMode)
-	return &process{cfg: cfg, up: up, hs: hs, log: log, stop: stop, hup: hup}, nil
+	return &process{cfg: cfg, up: up, hs: hs, log: log, stop: stop, hup: hup, idle: idle}, nil
 }
 
 // serveLogged runs serve on a goroutine of its own and logs why it ended,
@@ -246,6 +243,9 @@ func (p *process) run() {
 			defer p.up.Exiting()
 			p.log.Info("handed over; draining")
 			p.drain()
+			if p.idle {
+				peer.Idle(p.up, p.stop, p.log)
+			}
 			return
 		case sig := <-p.stop:
 			p.log.Info("stopping", "signal", sig.String())

@@ -40,6 +40,8 @@ func run() int {
 	flag.DurationVar(&cfg.StallTimeout, "stall-timeout", loadcheck.DefaultStallTimeout, "wait for a reply before declaring a stall")
 	flag.DurationVar(&cfg.ReportEvery, "report-every", 0, "print progress to stderr this often (0: never)")
 	flag.Uint64Var(&cfg.Seed, "seed", 0, "seed for the request mix (0: random)")
+	flag.BoolVar(&cfg.SharedPIDs, "shared-pids", false,
+		"the server's processes may share a pid (containers: each is pid 1), so a pid does not identify one")
 	flag.BoolVar(&asJSON, "json", false, "print the final report as JSON")
 	flag.BoolVar(&untilStdin, "until-stdin-eof", false, "also stop when stdin closes")
 	flag.Parse()

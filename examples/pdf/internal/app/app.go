@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/handoff-dev/handoff/examples/internal/peer"
 	"github.com/handoff-dev/handoff/examples/pdf/internal/server"
 	"github.com/handoff-dev/handoff/handoff"
 	"github.com/handoff-dev/handoff/metrics"
@@ -53,6 +54,7 @@ type config struct {
 	stateReset, stateAcceptStale, fdstore    bool
 	upgradeMode                              string
 	upgradeTimeout, drainTimeout, snapshot   time.Duration
+	parkTimeout                              time.Duration
 	fdstoreMax                               int
 	args                                     []string // after the flags: there must be none
 }
@@ -70,6 +72,7 @@ Signals:
                    serving and try again at the next SIGTERM. Once an upgrade has
                    committed, the successor owns the ledger and saves it instead.
 
+` + peer.Usage + `
 A cold start refuses a stale -state (FILE.running says the last server did
 not save) unless -state-accept-stale, and a corrupt one unless -state-reset.
 
@@ -92,6 +95,9 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.stateAcceptStale, "state-accept-stale", false,
 		"serve -state although FILE.running says the last server did not save it")
 	fs.DurationVar(&c.upgradeTimeout, "upgrade-timeout", 0, "bound on an upgrade (0: the library's default)")
+	fs.DurationVar(&c.parkTimeout, "park-timeout", 0,
+		"full mode: how long every connection may take to reach a request boundary and park, or the upgrade "+
+			"rolls back (0: the library's default, "+handoff.DefaultParkTimeout.String()+")")
 	fs.StringVar(&c.upgradeMode, "upgrade-mode", modeFull,
 		"what SIGHUP does: `mode` full, rolling, listeners or restart (see README.md)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 5*time.Second,
@@ -120,6 +126,8 @@ func (c config) check() error {
 		return errors.New("-state-reset and -state-accept-stale exclude each other: start empty, or serve the stale file")
 	case c.snapshot != 0 && (c.state == "" || c.snapshot < 0):
 		return errors.New("-snapshot needs -state and a positive interval")
+	case c.parkTimeout < 0:
+		return errors.New("-park-timeout must not be negative")
 	case c.fdstore && c.snapshot == 0:
 		// A process that takes the connections back after a crash must
 		// also find the ledger they were served from.
@@ -170,6 +178,7 @@ type process struct {
 	ln        *handoff.Listener
 	log       *slog.Logger
 	stop, hup chan os.Signal
+	idle      bool // after a handover, idle until stopped (peer.EnvAfterCommit)
 }
 
 // start makes the process ready to serve. An error means that it must exit
@@ -186,26 +195,12 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 	if cfg.upgradeMode == modeRolling {
 		srv.RollingUpgrades()
 	}
+	opts := p.options(base)
 	var err error
-	p.up, err = handoff.New(handoff.Options{
-		App:            "pdf", // pdf-v1 and pdf-v2 are two main packages of one application
-		Version:        version,
-		PIDFile:        cfg.pidfile,
-		UpgradeTimeout: cfg.upgradeTimeout,
-		SaveState:      srv.SaveState,
-		LoadState:      srv.LoadState,
-		Resume:         srv.Resume,
-		Mode:           libraryModes[cfg.upgradeMode],
-		// A connection that cannot move (its handler is stuck writing to a
-		// client that does not read) cannot carry its accounts either:
-		// served on here, it would change a ledger nobody reads again.
-		Stragglers:    handoff.CloseStragglers,
-		NoSignal:      true,
-		Logger:        base,
-		ControlSocket: cfg.control,
-		Supervisor:    systemd.New(systemd.Options{KeepSockets: cfg.fdstore, MaxKept: cfg.fdstoreMax, Logger: base}),
-	})
-	if err != nil {
+	if p.idle, err = peer.FromEnv(&opts); err != nil {
+		return nil, err
+	}
+	if p.up, err = handoff.New(opts); err != nil {
 		return nil, err
 	}
 	if err := p.openState(); err != nil {
@@ -230,6 +225,31 @@ func start(cfg config, version string, srv *server.Server, base, log *slog.Logge
 	logRestarted(log)
 	go srv.Serve(p.ln)
 	return p, nil
+}
+
+// options are the upgrader's options for cfg, before the environment's.
+func (p *process) options(base *slog.Logger) handoff.Options {
+	cfg, srv := p.cfg, p.srv
+	return handoff.Options{
+		App:            "pdf", // pdf-v1 and pdf-v2 are two main packages of one application
+		Version:        p.version,
+		PIDFile:        cfg.pidfile,
+		UpgradeTimeout: cfg.upgradeTimeout,
+		ParkTimeout:    cfg.parkTimeout,
+		PauseTimeout:   peer.PauseTimeout(cfg.parkTimeout),
+		SaveState:      srv.SaveState,
+		LoadState:      srv.LoadState,
+		Resume:         srv.Resume,
+		Mode:           libraryModes[cfg.upgradeMode],
+		// A connection that cannot move (its handler is stuck writing to a
+		// client that does not read) cannot carry its accounts either:
+		// served on here, it would change a ledger nobody reads again.
+		Stragglers:    handoff.CloseStragglers,
+		NoSignal:      true,
+		Logger:        base,
+		ControlSocket: cfg.control,
+		Supervisor:    systemd.New(systemd.Options{KeepSockets: cfg.fdstore, MaxKept: cfg.fdstoreMax, Logger: base}),
+	}
 }
 
 // openState loads the ledger from -state as this start must. A process
@@ -296,13 +316,7 @@ func (p *process) run() error {
 			// A stop that reached this process from the commit on goes to
 			// the successor, which saves: none is lost as it exits.
 			defer p.up.Exiting()
-			if p.cfg.upgradeMode == modeListeners {
-				p.drain()
-				return nil
-			}
-			// The successor owns the connections; closing them here
-			// would close them for the clients.
-			p.log.Info("handed over; exiting")
+			p.handedOver(endSnapshots)
 			return nil
 		case <-upgrading:
 			upgrading = nil
@@ -334,6 +348,25 @@ func (p *process) run() error {
 				go func(done chan struct{}) { defer close(done); p.upgrade() }(upgrading)
 			}
 		}
+	}
+}
+
+// handedOver ends what is left of a process that has handed over: in
+// listeners mode its connections, drained; then, with idle, its snapshots
+// and its life as a server (peer.Idle).
+func (p *process) handedOver(endSnapshots func()) {
+	if p.cfg.upgradeMode == modeListeners {
+		p.drain()
+	} else if !p.idle {
+		// The successor owns the connections; closing them here would
+		// close them for the clients.
+		p.log.Info("handed over; exiting")
+	}
+	if p.idle {
+		// No snapshot from now on: the ledger here is stale, and the
+		// successor writes the same file (a shared volume in a pod).
+		endSnapshots()
+		peer.Idle(p.up, p.stop, p.log)
 	}
 }
 

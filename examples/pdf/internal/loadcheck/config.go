@@ -74,6 +74,12 @@ type Config struct {
 	// Account names are unique per run whatever the seed.
 	Seed uint64
 
+	// SharedPIDs says that the server's processes may have the same pid:
+	// each in a PID namespace of its own, as the containers of a pod are
+	// (every one pid 1). A pid then names no process, and the checks that
+	// need one to are not made. Default false.
+	SharedPIDs bool
+
 	// Progress, when not nil, receives a one-line summary every
 	// ReportEvery.
 	Progress io.Writer

@@ -192,14 +192,17 @@ func TestStatsUnknownCommand(t *testing.T) {
 		name           string
 		after          string
 		v1, mismatches uint64
+		sharedPIDs     bool
 	}{
-		{"upgraded to v1 in between", "VERSION 3 v1.0 200", 1, 0},
-		{"same v2 process throughout", "VERSION 3 v2.0 100", 1, 1},
-		{"another v2 process", "VERSION 3 v2.0 300", 1, 0},
+		{"upgraded to v1 in between", "VERSION 3 v1.0 200", 1, 0, false},
+		{"same v2 process throughout", "VERSION 3 v2.0 100", 1, 1, false},
+		{"another v2 process", "VERSION 3 v2.0 300", 1, 0, false},
+		// In containers every process is pid 1: v2, v1, v2 look alike.
+		{"same pid in other PID namespaces", "VERSION 3 v2.0 100", 1, 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := &conn{st: newStats(), gw: "gw-t", pids: map[int]struct{}{}}
+			c := &conn{cfg: &Config{SharedPIDs: tt.sharedPIDs}, st: newStats(), gw: "gw-t", pids: map[int]struct{}{}}
 			m := newModel("gw-t", "acct", 1)
 			for _, step := range []struct {
 				p     pending
