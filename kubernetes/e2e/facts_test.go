@@ -115,18 +115,26 @@ func play(t *testing.T, podExtra string, cs ...container) (pod, vol, file string
 	return pod, vol, file
 }
 
-// removePod removes pod and its containers. podman 4.3 fails to when it
-// is restarting one of them (restartPolicy Always, a container that exits:
-// "container state improper: stopped"); the next try finds it settled.
+// removePod removes pod and its containers.
 func removePod(t *testing.T, pod string) {
 	t.Helper()
+	if err := removeSettled("pod", "rm", "-f", "-t", "0", pod); err != nil {
+		t.Errorf("removing the pod: %v", err)
+	}
+}
+
+// removeSettled runs a podman rm, again when it fails: podman 4.3 fails to
+// remove a container it is restarting (restartPolicy Always, a container
+// that exits: "container state improper: stopped"); a next try finds it
+// settled. CI met it with one container's rm as well as with a pod's.
+func removeSettled(args ...string) error {
 	var err error
 	for try := 0; try < 5; try++ {
-		if _, err = podman("pod", "rm", "-f", "-t", "0", pod); err == nil {
-			return
+		if _, err = podman(args...); err == nil {
+			return nil
 		}
 	}
-	t.Errorf("removing the pod: %v", err)
+	return err
 }
 
 // kubePlay runs podman kube play with its arguments, from the directory of
@@ -274,7 +282,7 @@ func TestReplaceOneContainer(t *testing.T) {
 		container{name: "b", args: `["id", "/run/handoff"]`})
 	waitLog(t, pod+"-a", "ready=1", 30*time.Second)
 	before, infra := inspect(t, pod+"-a"), infraOf(t, pod)
-	if _, err := podman("rm", "-f", "-t", "0", pod+"-b"); err != nil {
+	if err := removeSettled("rm", "-f", "-t", "0", pod+"-b"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := podman("run", "-d", "--pod", pod, "--name", pod+"-b", "-v", vol+":/run/handoff",
