@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // sockets counts the socket fds of a process and lists its other fds.
@@ -95,5 +97,36 @@ func TestNoFdLeaks(t *testing.T) {
 	}
 	if got, other := sockets(t, p); got != before {
 		t.Fatalf("new process has %d sockets, the old one had %d (other fds: %v)", got, before, other)
+	}
+}
+
+// TestGrowFdTableClosesNothing: growing the fd table before a handoff
+// never closes an fd. The count of open fds is taken first; another
+// goroutine may open one at the number the growth aims for before it
+// happens (in the in-process tests, the old process's duplicates and the
+// new one's received fds share one table: CI lost connection 125 so, as
+// "fcntl: bad file descriptor").
+func TestGrowFdTableClosesNothing(t *testing.T) {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// A free number well above the highest open fd, opened as the
+	// other goroutine would have.
+	_, highest, _, err := fdUsage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, highest+100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(at)
+	if err := growFdTableTo(at); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.FcntlInt(uintptr(at), unix.F_GETFD, 0); err != nil {
+		t.Fatalf("fd %d, open before the table grew to it, is gone after: %v", at, err)
 	}
 }

@@ -61,16 +61,24 @@ func growFdTable(n int) error {
 	if uint64(open+n+fdHeadroom) > limit {
 		return fmt.Errorf("handoff: %d connections do not fit: %d fds open, limit %d", n, open, limit)
 	}
-	target := min(uint64(highest+n+fdHeadroom), limit-1)
+	return growFdTableTo(int(min(uint64(highest+n+fdHeadroom), limit-1)))
+}
+
+// growFdTableTo makes the table hold fd number target: F_DUPFD takes the
+// lowest free number from target up, and the table grows to fit it. Not
+// dup3 onto target: another goroutine may have opened an fd there since
+// fdUsage looked, and dup3 would close it.
+func growFdTableTo(target int) error {
 	devnull, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return os.NewSyscallError("open /dev/null", err)
 	}
 	defer unix.Close(devnull)
-	if err := unix.Dup3(devnull, int(target), unix.O_CLOEXEC); err != nil {
-		return os.NewSyscallError("dup3", err)
+	fd, err := unix.FcntlInt(uintptr(devnull), unix.F_DUPFD_CLOEXEC, target)
+	if err != nil {
+		return os.NewSyscallError("fcntl F_DUPFD", err)
 	}
-	return unix.Close(int(target))
+	return unix.Close(fd)
 }
 
 // connFd returns the fd of c without changing its mode (never Fd(): that

@@ -286,8 +286,10 @@ func growFdTable(n int) error {
 		return err
 	}
 	defer unix.Close(devnull)
-	if err := unix.Dup3(devnull, high, unix.O_CLOEXEC); err != nil {
-		return os.NewSyscallError("dup3", err)
+	// F_DUPFD, not dup3: dup3 would close an fd already open at high.
+	fd, err := unix.FcntlInt(uintptr(devnull), unix.F_DUPFD_CLOEXEC, high)
+	if err != nil {
+		return os.NewSyscallError("fcntl F_DUPFD", err)
 	}
-	return unix.Close(high)
+	return unix.Close(fd)
 }
