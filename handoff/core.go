@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -25,6 +26,9 @@ type core struct {
 	started time.Time // New
 
 	plain plainListeners
+	// peerTook is set at a handover to a peer: this process keeps its
+	// control socket, which it did not pass on (releasePlain).
+	peerTook atomic.Bool
 
 	m        *machine // the upgrade's state: phase, attempt, successor, stops (machine.go)
 	pid      pidFile  // Options.PIDFile
@@ -87,6 +91,19 @@ func (u *core) passedListeners() []handedListener {
 		out = append(out, handedListener{l.Listener, listenerKey(l.network, l.addr)})
 	}
 	return append(out, u.plain.list()...)
+}
+
+// releasePlain closes this process's copies of the ListenPlain listeners
+// at a handover. After one to a peer the control socket stays: the peer
+// has its own (each container has its own /tmp), and this process,
+// handed over but maybe idle for long, answers its probes on it.
+func (u *core) releasePlain(toPeer bool) {
+	stay := ""
+	if toPeer && u.opts.ControlSocket != "" {
+		u.peerTook.Store(true)
+		stay = listenerKey("unix", u.opts.ControlSocket)
+	}
+	u.plain.release(stay)
 }
 
 // event reports a phase of an upgrade to the caller's Progress, and logs it.

@@ -100,13 +100,21 @@ func (p *plainListeners) list() []handedListener {
 }
 
 // release closes this process's copies of the plain listeners, at a
-// handover: the new process serves them.
-func (p *plainListeners) release() {
+// handover: the new process serves them. The one of key stay, if any,
+// stays open and listed.
+func (p *plainListeners) release(stay string) {
 	p.mu.Lock()
-	plain := p.handed
-	p.handed = nil
+	var gone, kept []handedListener
+	for _, l := range p.handed {
+		if l.key == stay {
+			kept = append(kept, l)
+		} else {
+			gone = append(gone, l)
+		}
+	}
+	p.handed = kept
 	p.mu.Unlock()
-	for _, l := range plain {
+	for _, l := range gone {
 		keepSocketFile(l.ln)
 		_ = l.ln.Close()
 	}

@@ -184,7 +184,7 @@ func peerGone(err error) bool {
 func (h *handing) handOver(parked []parkedConn) {
 	u, s := h.u, h.s
 	keepSocketFiles(u.reg.listenerList())
-	defer u.plain.release()
+	defer u.releasePlain(s.toPeer)
 	if u.opts.Mode.keepsConns() {
 		kept := u.reg.releaseListeners()
 		u.log.Info("handoff: handed over the listeners; connections stay", "to", s.pid, "conns_kept", kept,
@@ -493,7 +493,7 @@ func (h *handing) roll(stop <-chan struct{}) error {
 		return h.takeBack(m, err)
 	}
 	moving.endMove()
-	u.plain.release()
+	u.releasePlain(s.toPeer)
 	s.ch.Close()
 	s.emit(Event{Phase: PhaseMove, Took: s.stats.Move, Conns: m.moved})
 	u.log.Info("handoff: rolling move done", "to", s.pid, "moved", m.moved, "early", s.stats.Early,
@@ -516,7 +516,7 @@ func (h *handing) leaveToPeer(m *mover, err error) error {
 		p.c.finish(nil)
 	}
 	m.reg.endMove()
-	u.plain.release()
+	u.releasePlain(s.toPeer)
 	s.stats.Stayed, s.stats.Closed = stayed+len(parked), closed
 	u.log.Error("handoff: the rolling move to the peer broke; the peer serves what moved and the listeners, "+
 		"this process what it still has", "err", err, "moved", m.moved, "stayed", stayed+len(parked), "closed", closed)

@@ -4,6 +4,7 @@ package handoff
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -451,5 +452,49 @@ func TestStopAfterPeerCommit(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestControlThroughPeerTakeover: each process answers its own control
+// socket at every step of a takeover by a peer, as a pod's probes ask
+// each container's (kubernetes/): the peer from New on, starting while it
+// takes over, then serving; the old one serving, upgrading, then
+// handed-over for as long as it lives on idle, refusing an upgrade as
+// handed over. Before, the old one closed its socket at the handover, and
+// an idle container failed every probe.
+func TestControlThroughPeerTakeover(t *testing.T) {
+	for chain, start := range chains {
+		t.Run(chain, func(t *testing.T) {
+			dir := t.TempDir()
+			oldCtl, peerCtl := filepath.Join(dir, "old", "ctl"), filepath.Join(dir, "peer", "ctl")
+			h := start(t, append(takeoverEnv(dir), envControl+"="+oldCtl, envPause+"=linger")...)
+			wantPhase(t, oldCtl, ProcessServing)
+			h.startPeer(envControl+"="+peerCtl, envPause+"=state")
+			h.awaitPaused("state")
+			wantPhase(t, peerCtl, ProcessStarting)
+			wantPhase(t, oldCtl, ProcessUpgrading)
+			h.release("state")
+			if p, fail := h.awaitPeer(); p == 0 {
+				t.Fatal(fail)
+			}
+			h.awaitPaused("linger") // handed over, alive: an idle container
+			wantPhase(t, peerCtl, ProcessServing)
+			wantPhase(t, oldCtl, ProcessHandedOver)
+			r := upgradeVia(t, oldCtl, "")
+			if r["committed"] != false || !strings.Contains(fmt.Sprint(r["reason"]), "handed over") {
+				t.Fatalf("upgrade asked of the idle old process: %v, want it refused as handed over", r)
+			}
+			h.release("linger")
+		})
+	}
+}
+
+// wantPhase asks the control socket at path for the status, and fails
+// unless its process is in phase.
+func wantPhase(t *testing.T, path, phase string) {
+	t.Helper()
+	st := control(t, path, "HANDOFF-CONTROL 1 status")
+	if len(st) != 1 || st[0]["phase"] != phase {
+		t.Fatalf("status on %s: %v, want phase %q", path, st, phase)
 	}
 }

@@ -44,13 +44,21 @@ func newUpgrader(opts Options, e *env) (*Upgrader, error) {
 	u.reg.keep, u.reg.release = u.keep, u.release
 	var first net.Listener
 	if u.parent == nil && opts.TakeoverSocket != "" {
+		// Its own control socket, never an old process's: it answers
+		// from here on, so that a pod's probes find this container
+		// starting while it takes over.
+		if err := u.openControl(); err != nil {
+			return nil, err
+		}
 		j, err := joinTakeover(&u.opts, e, u.log)
 		if err != nil {
+			u.ctl.close(false)
 			return nil, err
 		}
 		u.parent, first = j.in, j.ln
 	}
 	if err := u.takeSupervised(); err != nil {
+		u.ctl.close(u.parent.has("unix", u.opts.ControlSocket))
 		return nil, err
 	}
 	if !opts.NoSignal {
@@ -103,7 +111,7 @@ func (u *Upgrader) openTakeover(first net.Listener) {
 // one; in a first process it answers at once, in a new one from Ready on.
 func (u *Upgrader) openControl() error {
 	path := u.opts.ControlSocket
-	if path == "" {
+	if path == "" || u.ctl != nil {
 		return nil
 	}
 	ctl, err := openControl(u, u.log, path, u.parent.has("unix", path), u.ListenPlain)
@@ -232,7 +240,9 @@ func (u *Upgrader) Ready(ctx context.Context) error {
 	err := u.takeOver(ctx)
 	u.parent.closeUnused()
 	if err != nil {
-		u.ctl.close(true) // the old process still serves the socket file
+		// An exec'd child's old process still serves the socket file; a
+		// peer's is its own.
+		u.ctl.close(u.parent.greeted == nil)
 		if u.takeover != nil {
 			u.takeover.stopAccepting()
 		}
@@ -297,7 +307,7 @@ func (u *Upgrader) Stop() error {
 		u.env.stopNotify(u.sigC)
 	}
 	u.closeExit()
-	u.ctl.close(handed)
+	u.ctl.close(handed && !u.peerTook.Load()) // a peer did not take the file: it has its own
 	if !handed {
 		return nil
 	}

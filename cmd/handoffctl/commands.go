@@ -32,13 +32,10 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() != 0 || (*socket == "") == (*pidfile == "") {
 		return usageError(stderr, cmd+" takes one of -socket and -pidfile, and no arguments")
 	}
-	path := *socket
-	if path == "" {
-		var err error
-		if path, err = socketOf(*pidfile); err != nil {
-			fmt.Fprintf(stderr, "handoffctl: %v\n", err)
-			return exitUnreachable
-		}
+	path, err := controlPath(*socket, *pidfile)
+	if err != nil {
+		fmt.Fprintf(stderr, "handoffctl: %v\n", err)
+		return exitUnreachable
 	}
 	req := controlwire.Request{Command: cmd}
 	if cmd == "upgrade" {
@@ -60,7 +57,7 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) int {
 		req.App = *app
 	}
 	out := &printer{w: stdout, json: *asJSON, progress: !*asJSON && isTerminal(stdoutFile(stdout))}
-	err := request(path, req.Line(), out.print)
+	err = request(path, req.Line(), out.print)
 	out.endProgress()
 	switch {
 	case err != nil:
@@ -88,6 +85,15 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "handoffctl: %s: the server went away without an answer\n", path)
 	return exitUnreachable
+}
+
+// controlPath is the control socket -socket names, or else the one of
+// the process whose pid -pidfile holds.
+func controlPath(socket, pidfile string) (string, error) {
+	if socket != "" {
+		return socket, nil
+	}
+	return socketOf(pidfile)
 }
 
 func absPath(p string) (string, error) {

@@ -8,6 +8,7 @@
 //	handoffctl inspect FILE
 //	handoffctl status  (-socket PATH | -pidfile PATH) [-json]
 //	handoffctl upgrade (-socket PATH | -pidfile PATH) [-binary PATH] [-timeout D] [-app NAME] [-json]
+//	handoffctl probe   (ready | live) (-socket PATH | -pidfile PATH)
 //
 // status prints the server's pid, version, generation, uptimes, connections,
 // upgrade totals and last upgrade with each phase's time (in a process that
@@ -19,6 +20,12 @@
 // pid in the file (/proc/PID/fd matched against /proc/net/unix). -json
 // prints the server's JSON lines as they are. handoffctl -h lists the exit
 // statuses: 0 done, 1 rolled back, 2 usage, 3 unreachable, 4 refused.
+//
+// probe is an orchestrator's probe (a Kubernetes exec probe) on the
+// server's status: ready passes while the server starts (a new container
+// taking over), serves, upgrades, or idles after handing over to a peer;
+// live passes while it answers and has not stopped. It prints one line
+// and exits 0 if the probe passes, non-zero otherwise.
 //
 // inspect prints the file's header and one line per section with its
 // length, reading the file as a stream and checking every checksum on the

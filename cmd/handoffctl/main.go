@@ -11,6 +11,7 @@ import (
 const usage = `usage: handoffctl inspect FILE
        handoffctl status  (-socket PATH | -pidfile PATH) [-json]
        handoffctl upgrade (-socket PATH | -pidfile PATH) [-binary PATH] [-timeout DURATION] [-app NAME] [-json]
+       handoffctl probe   (ready | live) (-socket PATH | -pidfile PATH)
 
 Commands:
   inspect   print a state file's header and sections and verify its checksums
@@ -18,8 +19,13 @@ Commands:
             connections, upgrade totals and its last upgrade
   upgrade   upgrade a server now and show each phase as it ends; the answer
             comes from the process that started the upgrade
+  probe     answer an orchestrator's probe (a Kubernetes exec probe) from
+            the server's phase: ready passes while it starts, serves,
+            upgrades or idles handed over; live passes unless it stopped.
+            A pod's idle container and one taking over stay ready, so
+            that the pod stays in its Service (kubernetes/README.md)
 
-Flags of status and upgrade:
+Flags of status, upgrade and probe:
   -socket PATH     the server's control socket (its Options.ControlSocket)
   -pidfile PATH    find it instead as the one listening Unix socket of the
                    process whose pid PATH holds (from /proc/PID/fd and
@@ -34,7 +40,7 @@ Flags of status and upgrade:
 Exit status:
   0  done: the file verifies, the status was read, the upgrade committed
   1  inspect: the file does not verify; upgrade: it rolled back (the reason
-     is printed on one line)
+     is printed on one line); probe: it fails (why, on one line)
   2  usage error
   3  the server could not be reached, went away without an answer, or is
      not a handoff control socket
@@ -63,15 +69,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return parseStatus(err, stderr)
 	}
 	if fs.NArg() == 0 {
-		return usageError(stderr, "no command: want inspect, status or upgrade")
+		return usageError(stderr, "no command: want inspect, status, upgrade or probe")
 	}
 	switch cmd := fs.Arg(0); cmd {
 	case "inspect":
 		return runInspect(fs.Args()[1:], stdout, stderr)
 	case "status", "upgrade":
 		return runControl(cmd, fs.Args()[1:], stdout, stderr)
+	case "probe":
+		return runProbe(fs.Args()[1:], stdout, stderr)
 	default:
-		return usageError(stderr, fmt.Sprintf("unknown command %q: want inspect, status or upgrade", cmd))
+		return usageError(stderr, fmt.Sprintf("unknown command %q: want inspect, status, upgrade or probe", cmd))
 	}
 }
 
