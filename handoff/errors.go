@@ -37,6 +37,8 @@ var errStopping = errors.New("handoff: the process is stopping")
 var (
 	errTimeout      = errors.New("timed out")
 	errPauseTimeout = errors.New("connections paused for too long")
+	errParkTimeout  = errors.New("connections did not park within the park timeout")
+	errChannelEnded = errors.New("the new process's channel ended")
 	errStart        = errors.New("could not start the new process")
 	errExited       = errors.New("the new process exited")
 	errOtherApp     = errors.New("the new binary is another application")

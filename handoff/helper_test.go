@@ -47,6 +47,7 @@ const (
 	// envMoveTimeout and envCloseStragglers set Options.MoveTimeout and
 	// Options.Stragglers.
 	envMoveTimeout     = "HANDOFF_TEST_MOVE_TIMEOUT"
+	envParkTimeout     = "HANDOFF_TEST_PARK_TIMEOUT"
 	envCloseStragglers = "HANDOFF_TEST_CLOSE_STRAGGLERS"
 	// envPause lists steps at which a process says "paused" and waits
 	// for the test; see barrier. A step is one the old process's
@@ -527,7 +528,7 @@ func (p *proc) start() (*Upgrader, *Listener) {
 		PIDFile:        p.getenv(envPIDFile),
 		UpgradeTimeout: p.duration(envUpgradeTimeout, 5*time.Second),
 		PauseTimeout:   p.duration(envPauseTimeout, 3*time.Second),
-		ParkTimeout:    2 * time.Second,
+		ParkTimeout:    p.duration(envParkTimeout, 2*time.Second),
 		App:            testApp(p),
 		SaveState:      srv.save,
 		LoadState:      testLoad(p, srv),

@@ -150,6 +150,16 @@ func (s *link) rejectionRead(until time.Time) (rej error, done bool) {
 	}
 }
 
+// whyEnded returns the error that ended readEvents, once it has ended: a
+// frame read before it is unexpected here.
+func (s *link) whyEnded() error {
+	m, err := s.next()
+	if err != nil {
+		return err
+	}
+	return protoErr("unexpected %s", m.Type)
+}
+
 // nextEvent returns the child's next frame, counting PROGRESS frames.
 func (s *link) nextEvent() (wire.Msg, error) {
 	return s.take(<-s.events)

@@ -371,9 +371,19 @@ func (s *parentSession) park(ctx context.Context, early map[uint64]bool) ([]park
 		return nil, s.ch.Send(wire.Final{}, nil)
 	}
 	start := time.Now()
-	pctx, cancel := context.WithTimeout(ctx, s.u.opts.ParkTimeout)
-	defer cancel()
+	d := s.u.opts.ParkTimeout
+	pctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	pctx, stop := context.WithTimeoutCause(pctx, d, fmt.Errorf("%w (%s)", errParkTimeout, d))
+	defer stop()
+	// The new process's channel ending ends the park at once: a peer's
+	// death shows only there (an exec'd child's exit is watched too).
+	unwatch := context.AfterFunc(contextOf(s.readDone), func() { cancel(errChannelEnded) })
+	defer unwatch()
 	parked, err := s.u.reg.parkAll(pctx)
+	if errors.Is(err, errChannelEnded) {
+		err = s.whyEnded()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("handoff: park: %w", err)
 	}

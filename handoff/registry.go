@@ -275,7 +275,7 @@ func (r *registry) parkAll(ctx context.Context) ([]parkedConn, error) {
 				return ready, nil
 			}
 			if ctx.Err() != nil {
-				return nil, fmt.Errorf("%d connections did not reach a message boundary: %w", waiting, ctx.Err())
+				return nil, fmt.Errorf("%d connections did not reach a message boundary: %w", waiting, context.Cause(ctx))
 			}
 		}
 		select {

@@ -175,6 +175,7 @@ const (
 	CauseExited       = "exited"        // the new process exited
 	CauseTimeout      = "timeout"       // Options.UpgradeTimeout, or the caller's deadline
 	CausePauseTimeout = "pause_timeout" // Options.PauseTimeout
+	CauseParkTimeout  = "park_timeout"  // Options.ParkTimeout: a connection reached no message boundary
 	CauseRejected     = "rejected"      // the new process refused (its LoadState, say)
 	CauseOtherApp     = "other_app"     // the new binary is another application (Options.App)
 	CauseProtocol     = "protocol"      // a malformed or unexpected frame
@@ -193,6 +194,8 @@ func causeOf(err error) string {
 		return CauseStopped
 	case errors.Is(err, errPauseTimeout):
 		return CausePauseTimeout
+	case errors.Is(err, errParkTimeout):
+		return CauseParkTimeout
 	case errors.Is(err, errTimeout):
 		return CauseTimeout
 	case errors.Is(err, errStart):

@@ -263,3 +263,25 @@ func TestRollingStopNewDuringMove(t *testing.T) {
 		t.Fatalf("slow request answered by %q, want the old process %d", pid, old)
 	}
 }
+
+// TestParkTimeoutCause: an upgrade that fails because a connection
+// reaches no message boundary within the park timeout says so, with a
+// cause of its own (park_timeout), not "other"; the held request is then
+// answered by the old process.
+func TestParkTimeoutCause(t *testing.T) {
+	h := startInProcess(t)
+	old := h.pid
+	_, answer := heldRequest(t, h, "slow")
+	p, fail := h.upgrade()
+	if p != 0 {
+		t.Fatalf("pid %d took over with a connection that never parked", p)
+	}
+	if !strings.Contains(fail, "did not park within the park timeout (2s)") {
+		t.Fatalf("rolled back for %q, want the park timeout", fail)
+	}
+	h.stopLogged("cause=" + CauseParkTimeout)
+	h.release("hold-slow")
+	if got := <-answer; got != strconv.Itoa(old) {
+		t.Fatalf("held request answered by %q, want the old process %d", got, old)
+	}
+}

@@ -37,21 +37,22 @@ func (h *harness) peer(env ...string) (int, string) {
 	return h.awaitPeer()
 }
 
-// startPeer starts a peer with env added to the chain's.
-func (h *harness) startPeer(env ...string) {
+// startPeer starts a peer with env added to the chain's, and returns its
+// pid.
+func (h *harness) startPeer(env ...string) int {
 	env = append(env, envPeer+"=1")
 	if h.fake != nil {
-		h.fake.spawn(0, nil, -1, env...)
-	} else {
-		cmd := testCommand(h, "server")
-		cmd.Env = append(cmd.Env, env...)
-		cmd.SysProcAttr = nil // its own process: not in the chain's group
-		if err := cmd.Start(); err != nil {
-			h.t.Fatal(err)
-		}
-		h.seen.Store(cmd.Process.Pid, true)
-		go cmd.Wait()
+		return h.fake.spawn(0, nil, -1, env...).pid
 	}
+	cmd := testCommand(h, "server")
+	cmd.Env = append(cmd.Env, env...)
+	cmd.SysProcAttr = nil // its own process: not in the chain's group
+	if err := cmd.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.seen.Store(cmd.Process.Pid, true)
+	go cmd.Wait()
+	return cmd.Process.Pid
 }
 
 // awaitPeer waits for a peer's takeover to end: the peer ready and the
@@ -496,5 +497,41 @@ func wantPhase(t *testing.T, path, phase string) {
 	st := control(t, path, "HANDOFF-CONTROL 1 status")
 	if len(st) != 1 || st[0]["phase"] != phase {
 		t.Fatalf("status on %s: %v, want phase %q", path, st, phase)
+	}
+}
+
+// TestPeerKilledDuringPark: a peer killed while the old process parks
+// its connections (one held mid-request, so the park would last until
+// the park timeout, a minute here) ends the upgrade as soon as the
+// peer's channel ends, with cause exited, as an exec'd child's exit
+// does. Before, nothing watched the channel during the park: the
+// connections waited for the park timeout, and the cause was "other".
+// The held request is answered by the old process, which serves on.
+func TestPeerKilledDuringPark(t *testing.T) {
+	for chain, start := range chains {
+		t.Run(chain, func(t *testing.T) {
+			h := start(t, append(takeoverEnv(t.TempDir()),
+				envParkTimeout+"=1m", envPauseTimeout+"=2m", envUpgradeTimeout+"=3m")...)
+			old := h.pid
+			_, answer := heldRequest(t, h, "slow")
+			l := startLoad(t, h.addr, 10)
+			l.waitRounds(30)
+			p := h.startPeer()
+			h.stopLogged("phase=fds") // the early fds went: the park begins
+			if err := h.kill(p, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			h.stopLogged("upgrade failed; this process carries on")
+			if log := h.logs.String(); !strings.Contains(log, "cause="+CauseExited) {
+				t.Fatalf("the upgrade to the killed peer rolled back, but not for its exit:\n%s", log)
+			}
+			h.release("hold-slow")
+			if got := <-answer; got != strconv.Itoa(old) {
+				t.Fatalf("held request answered by %q, want the old process %d", got, old)
+			}
+			l.waitRounds(30)
+			l.stop()
+			l.requireAllOn(old)
+		})
 	}
 }

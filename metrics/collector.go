@@ -14,7 +14,7 @@ import (
 // rollback. handoff.CauseRefused is not among them: a refused trigger
 // starts no upgrade and rolls nothing back.
 var Causes = []string{
-	handoff.CauseStart, handoff.CauseExited, handoff.CauseTimeout, handoff.CausePauseTimeout,
+	handoff.CauseStart, handoff.CauseExited, handoff.CauseTimeout, handoff.CausePauseTimeout, handoff.CauseParkTimeout,
 	handoff.CauseRejected, handoff.CauseOtherApp, handoff.CauseProtocol, handoff.CauseStopped, handoff.CauseOther,
 }
 
