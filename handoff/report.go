@@ -143,11 +143,17 @@ type Totals struct {
 
 // UpgradeResult is how an upgrade ended.
 type UpgradeResult struct {
-	Committed  bool
-	From       int    // the old process's pid: this one, or in TakenOver its parent
-	Err        error  // why it rolled back; nil if it committed
-	Cause      string // a short name for Err, see Cause
-	To         int    // the new process's pid; 0 if none started
+	Committed bool
+	// From is the old process's pid: this one, or in TakenOver the one
+	// that started it (a peer's: as its HELLO said, in its own PID
+	// namespace).
+	From  int
+	Err   error  // why it rolled back; nil if it committed
+	Cause string // a short name for Err, see Cause
+	// To is the new process's pid as this process sees it: 0 if none
+	// started, or for a peer in another PID namespace (a container of
+	// the pod, whose SO_PEERCRED shows no pid here).
+	To         int
 	Binary     string
 	Began      time.Time
 	Took       time.Duration

@@ -384,7 +384,7 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 		return res, err
 	}
 	u.event(req, Event{Phase: PhaseCommitted, PID: res.To, Took: res.Took, Conns: res.Stats.Conns})
-	u.log.Info("handoff: upgrade committed; exiting", "generation", u.generation(), "to", res.To, "took", res.Took)
+	u.log.Info("handoff: upgrade committed; the successor serves", "generation", u.generation(), "to", res.To, "took", res.Took)
 	return res, nil
 }
 
