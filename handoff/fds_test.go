@@ -8,8 +8,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -128,5 +130,73 @@ func TestGrowFdTableClosesNothing(t *testing.T) {
 	}
 	if _, err := unix.FcntlInt(uintptr(at), unix.F_GETFD, 0); err != nil {
 		t.Fatalf("fd %d, open before the table grew to it, is gone after: %v", at, err)
+	}
+}
+
+// TestNoFdLeaksPeer: TestNoFdLeaks for takeovers by peers. A peer that
+// refuses the state, exits while it takes over, or hangs until the pause
+// timeout leaves the serving process with exactly the fds it had; one
+// that takes over holds as many sockets and other fds as the process it
+// replaced (listener, takeover socket, connections, no channel, no spare
+// copy, no lock file), and serves every connection.
+func TestNoFdLeaksPeer(t *testing.T) {
+	h := startServer(t, append(takeoverEnv(t.TempDir()), envPauseTimeout+"=5s")...)
+	var conns []*conn
+	for i := 0; i < 600; i++ {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		cl := &conn{c: c, r: bufio.NewReader(c), pids: map[string]bool{}}
+		if err := cl.round(2, true); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, cl)
+	}
+	old := h.pid
+	before, beforeOther := sockets(t, old)
+	for _, f := range []string{"reject-state", "exit:load", "hang:state"} {
+		h.setFault(f)
+		// A peer that fails says so only in the old process's log: one
+		// that exits reports nothing.
+		failed := strings.Count(h.logs.String(), lineRolledBack)
+		h.startPeer()
+		h.awaitLogged(lineRolledBack, failed+1)
+		if f == "reject-state" {
+			h.expect("error") // the peer's, before it exits
+		}
+		if after, other := sockets(t, old); after != before || len(other) != len(beforeOther) {
+			t.Fatalf("after a failed takeover (%s): %d sockets and %v, before %d and %v", f, after, other, before, beforeOther)
+		}
+	}
+	h.setFault("")
+	p, fail := h.peer()
+	if p == 0 {
+		t.Fatal(fail)
+	}
+	for _, cl := range conns {
+		if err := cl.round(1, false); err != nil {
+			t.Fatal(err)
+		}
+		if !cl.pids[strconv.Itoa(p)] {
+			t.Fatalf("a connection was not served by the peer %d: %v", p, cl.pids)
+		}
+	}
+	if got, other := sockets(t, p); got != before || len(other) != len(beforeOther) {
+		t.Fatalf("the peer holds %d sockets and %v, the process it replaced %d and %v", got, other, before, beforeOther)
+	}
+}
+
+const lineRolledBack = "upgrade failed; this process carries on"
+
+// awaitLogged waits until the chain's log holds what n times.
+func (h *harness) awaitLogged(what string, n int) {
+	h.t.Helper()
+	for end := time.Now().Add(60 * time.Second); strings.Count(h.logs.String(), what) < n; {
+		if time.Now().After(end) {
+			h.t.Fatalf("%q logged %d times, want %d", what, strings.Count(h.logs.String(), what), n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
