@@ -191,10 +191,9 @@ func TestNewKilledBeforeCommit(t *testing.T) {
 		return st["phase"] == "serving", fmt.Sprint(st)
 	})
 	t.Logf("the serving container after the kill: %v", st)
-	// One rollback, whatever its cause: today the old process notices the
-	// peer's end only when the park times out (cause "other"), not at once
-	// ("exited"), as it does an exec'd child's exit (reported, issue 18).
-	if !strings.HasSuffix(st["rolled back"], "=1") || strings.Contains(st["rolled back"], " ") ||
+	// One rollback, for the peer's exit: the park ends when the peer's
+	// channel does, not at the park timeout.
+	if st["rolled back"] != "exited=1" ||
 		!strings.HasPrefix(st["committed"], "1 ") {
 		t.Errorf("%s: rolled back %q committed %q, want one rollback and only the pod's start committed",
 			serving, st["rolled back"], st["committed"])
