@@ -60,14 +60,8 @@ func serveTLS(hs *Server, up *handoff.Upgrader, ts **tlshandoff.Server) (net.Add
 // moveTicketKeys carries the session ticket keys in the state, so that
 // a ticket of one process resumes in the next.
 func moveTicketKeys(opts *handoff.Options, ts **tlshandoff.Server) {
-	opts.SaveState = func(w io.Writer) error { _, err := w.Write((*ts).MarshalTicketKeys()); return err }
-	opts.LoadState = func(r io.Reader) error {
-		b, err := io.ReadAll(r)
-		if err != nil {
-			return err
-		}
-		return (*ts).SetTicketKeys(b)
-	}
+	opts.SaveState = func(w io.Writer) error { return (*ts).SaveTicketKeys(w) }
+	opts.LoadState = func(r io.Reader) error { return (*ts).LoadTicketKeys(r) }
 }
 
 // tlsSeen is what a handler sees of TLS: "<version> <ALPN> <proto>", or
@@ -141,13 +135,9 @@ func certDir(t *testing.T) (string, *x509.CertPool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(certFile)
+	pool, err := testcert.Pool(certFile)
 	if err != nil {
 		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		t.Fatal("no certificate in " + certFile)
 	}
 	return dir, pool
 }

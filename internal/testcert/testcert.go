@@ -57,3 +57,17 @@ func Write(dir string) (certFile, keyFile string, err error) {
 	}
 	return certFile, keyFile, nil
 }
+
+// Pool returns a pool that trusts the certificates in certFile, for Go's
+// clients.
+func Pool(certFile string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("testcert: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("testcert: no certificate in %s", certFile)
+	}
+	return pool, nil
+}
