@@ -161,7 +161,9 @@
 // and the peer exits by itself; after a peer's commit a stop sent to the
 // old process is its own. TakeoverFromEnv reads the settings from
 // HANDOFF_TAKEOVER_* variables. PROTOCOL.md, "Peer transport", says what
-// passes.
+// passes. Each process keeps a control socket of its own (CONTROL.md): the
+// old one answers handed-over on it after the handover, for the probes of
+// an idle container.
 //
 // # Operations
 //
