@@ -1,0 +1,98 @@
+package metrics
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/handoff-dev/handoff/handoff"
+	"github.com/handoff-dev/handoff/tlshandoff"
+)
+
+var (
+	descTLSHandshakes = prometheus.NewDesc("handoff_tls_handshakes_total",
+		"TLS handshakes of the process chain, by whether the connection can move at an upgrade.", []string{"moves"}, nil)
+	descTLSDrained = prometheus.NewDesc("handoff_tls_drained_total",
+		"TLS connections that could not move and stayed to drain in the old process, summed over the chain's upgrades.", nil, nil)
+	descTLSUnmovable = prometheus.NewDesc("handoff_tls_unmovable_connections",
+		"Open TLS connections of this process that cannot move: at an upgrade they stay here and drain.", nil, nil)
+)
+
+// TLSCollector is a prometheus.Collector for a tlshandoff.Server: how
+// many connections could move at upgrades and how many stayed to drain
+// (tlshandoff's docs say which ones cannot move). Its counters are the
+// chain's, as Collector's are.
+type TLSCollector struct {
+	s  *tlshandoff.Server
+	up *handoff.Upgrader
+
+	mu sync.Mutex
+	// What the old processes counted, carried: handshakes by whether
+	// they moved, and the connections they left to drain at their
+	// upgrades (each one's unmovable connections when it handed over).
+	movable, unmovable, drained float64
+	// offered is what this process's last upgrade left to drain, read as
+	// it was carried: counted here too once this process has handed over.
+	offered float64
+}
+
+var _ prometheus.Collector = (*TLSCollector)(nil)
+
+// NewTLSCollector returns the collector of s, whose connections up
+// hands over. Call it before up.Ready, as NewCollector: its counters
+// continue through up.Carry.
+func NewTLSCollector(up *handoff.Upgrader, s *tlshandoff.Server) *TLSCollector {
+	c := &TLSCollector{s: s, up: up}
+	c.carry(up, "tls.handshakes.movable", &c.movable, func(st tlshandoff.Stats) uint64 { return st.Movable })
+	c.carry(up, "tls.handshakes.unmovable", &c.unmovable, func(st tlshandoff.Stats) uint64 { return st.Unmovable })
+	// Read with every movable connection parked: the unmovable ones open
+	// now are the ones this upgrade leaves to drain, if it commits.
+	c.carry(up, "tls.drained", &c.drained, func(st tlshandoff.Stats) uint64 {
+		c.offered = float64(st.OpenUnmovable)
+		return uint64(st.OpenUnmovable)
+	})
+	return c
+}
+
+// carry makes *total continue across upgrades: the new process gets the
+// old one's *total plus what own counts in the old process.
+func (c *TLSCollector) carry(up *handoff.Upgrader, name string, total *float64, own func(tlshandoff.Stats) uint64) {
+	up.Carry(name, func() float64 {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return *total + float64(own(c.s.Stats()))
+	}, func(v float64) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		*total += v
+	})
+}
+
+// Describe implements prometheus.Collector.
+func (c *TLSCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descTLSHandshakes, descTLSDrained, descTLSUnmovable} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *TLSCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.Stats()
+	handed := c.up.Status().Phase == handoff.ProcessHandedOver
+	c.mu.Lock()
+	movable, unmovable, drained := c.movable, c.unmovable, c.drainedSeen(handed)
+	c.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descTLSHandshakes, prometheus.CounterValue, movable+float64(st.Movable), "yes")
+	ch <- prometheus.MustNewConstMetric(descTLSHandshakes, prometheus.CounterValue, unmovable+float64(st.Unmovable), "no")
+	ch <- prometheus.MustNewConstMetric(descTLSDrained, prometheus.CounterValue, drained)
+	ch <- prometheus.MustNewConstMetric(descTLSUnmovable, prometheus.GaugeValue, float64(st.OpenUnmovable))
+}
+
+// drainedSeen is the drained total as this process reports it: after it
+// has handed over, with the connections it kept to drain.
+func (c *TLSCollector) drainedSeen(handedOver bool) float64 {
+	if handedOver {
+		return c.drained + c.offered
+	}
+	return c.drained
+}
