@@ -66,7 +66,8 @@ check-manifests:
 # takeover scenarios on kubernetes/pod.yaml's pair (the turn-taking pair
 # under the pdf load, broken images, a new container killed before the
 # commit, httpd under wrk, both containers' probes at every step of a
-# takeover); and the manifests' checks. Needs root;
+# takeover, the SidecarSet's empty image and postStart hook); and the
+# manifests' checks. Needs root;
 # kubernetes/e2e/setup installs podman, runc and wrk with apt-get when
 # missing and sets the runtime up (~1 min the first time).
 # RUN=TestName runs one test.

@@ -402,6 +402,8 @@ func TestSidecarSetHotUpgrade(t *testing.T) {
 	}
 	if c.Lifecycle == nil || c.Lifecycle.PostStart == nil || c.Lifecycle.PostStart.Exec == nil {
 		t.Errorf("no postStart exec hook: Kruise resets the old container once it returns, so it must wait for the commit")
+	} else if cmd, want := c.Lifecycle.PostStart.Exec.Command, []string{"/bin/handoffctl", "wait", "serving", "-socket", argAfter(c.Args, "-control")}; len(cmd) < len(want) || !reflect.DeepEqual(cmd[:len(want)], want) {
+		t.Errorf("postStart %q, want it to begin %q: wait for this container's own process to serve", cmd, want)
 	}
 	// The webhook injects into pods that match the selector: one must.
 	sel, err := metav1.LabelSelectorAsSelector(s.Spec.Selector)

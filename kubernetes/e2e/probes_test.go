@@ -118,3 +118,39 @@ func (p *pair) brokenTakeover(t *testing.T, serving, idle string) {
 		t.Fatalf("%s: rolled back %q, want other_app=1", serving, st["rolled back"])
 	}
 }
+
+// postStart runs sidecarset.yaml's postStart hook in ctr, as the kubelet
+// would, and returns what it printed; it must exit 0.
+func postStart(t *testing.T, ctr string) string {
+	t.Helper()
+	hook := loadAll(t).sidecarSets[0].Spec.Containers[0].Lifecycle.PostStart.Exec.Command
+	out, err := podman(append([]string{"exec", ctr}, hook...)...)
+	if err != nil {
+		t.Fatalf("%s: postStart %q: %v; its log:\n%s", ctr, hook, err, logs(t, ctr))
+	}
+	return out
+}
+
+// TestIdleImage: the SidecarSet's empty image (build-image's :idle) in the
+// pair's idle slot, with the server's arguments, as Kruise gives it the
+// same spec but the image: its probes pass (handed-over), sidecarset.yaml's
+// postStart hook returns at once, and it exits 0 on SIGTERM. A new version
+// in its place then takes over from the serving container, and the hook
+// there returns once it serves: Kruise's hot upgrade, a step at a time.
+func TestIdleImage(t *testing.T) {
+	p := playPair(t, nil)
+	serving, idle := p.roles(t)
+	p.replace(t, idle, p.image("idle"), "", nil)
+	waitLines(t, idle, 1, "answering status as handed-over")
+	p.probes(t, "empty image", idle, "handed-over")
+	if out := postStart(t, idle); out != "serving: pid 1 is handed-over" {
+		t.Fatalf("postStart in the empty image: %q, want it to return at once, handed-over", out)
+	}
+	p.replace(t, idle, p.image("v2"), "", nil) // the empty image must exit 0 on SIGTERM
+	if out := postStart(t, idle); out != "serving: pid 1 is serving" {
+		t.Fatalf("postStart in the new version: %q, want it to return once it serves", out)
+	}
+	waitLines(t, serving, 1, lineIdle)
+	p.probes(t, "after the hook", idle, "serving")
+	p.probes(t, "after the hook", serving, "handed-over")
+}
