@@ -65,7 +65,9 @@ check-manifests:
 # containers of a pod rests on, each measured again with real pods; the
 # takeover scenarios on kubernetes/pod.yaml's pair (the turn-taking pair
 # under the pdf load, broken images, a new container killed before the
-# commit, httpd under wrk); and the manifests' checks. Needs root;
+# commit, httpd under wrk, both containers' probes at every step of a
+# takeover, the SidecarSet's empty image and postStart hook); and the
+# manifests' checks. Needs root;
 # kubernetes/e2e/setup installs podman, runc and wrk with apt-get when
 # missing and sets the runtime up (~1 min the first time).
 # RUN=TestName runs one test.

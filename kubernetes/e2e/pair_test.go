@@ -26,7 +26,7 @@ import (
 )
 
 // serverImage is kubernetes/build-image's image of this tree, built by
-// TestMain under a name of the tests' own: :v1 and :v2.
+// TestMain under a name of the tests' own: :v1, :v2 and :idle.
 const serverImage = "localhost/handoff-e2e"
 
 // pdfload is the pdf load checker, built by TestMain.
