@@ -30,12 +30,8 @@
 //	handoff_info{version=...}                                  gauge, always 1
 //	handoff_serving                                            gauge, 1 if it should get traffic
 //
-// With a TLS server of package tlshandoff, NewTLSCollector adds, from the
-// Server's counts:
-//
-//	handoff_tls_handshakes_total{moves="yes"|"no"}  counter, the chain's: connections that can move or not
-//	handoff_tls_drained_total                       counter, the chain's: connections left to drain at upgrades
-//	handoff_tls_unmovable_connections               gauge, this process's open ones that cannot move
+// For a TLS server of package tlshandoff, package tlsmetrics adds how
+// many connections could move and how many stayed to drain.
 //
 // Every counter continues across upgrades: the new process starts from the
 // old one's values, so rate() and increase() see no reset at an upgrade.

@@ -1,4 +1,17 @@
-package metrics
+// Package tlsmetrics exports a tlshandoff.Server's counts to Prometheus:
+// how many TLS connections could move at upgrades and how many stayed to
+// drain (tlshandoff's docs say which cannot move). A package of its own,
+// so that package metrics does not bring TLS into servers without it.
+//
+//	col := tlsmetrics.NewCollector(up, tlsServer) // before up.Ready
+//	reg.MustRegister(col)
+//
+// Metrics:
+//
+//	handoff_tls_handshakes_total{moves="yes"|"no"}  counter, the chain's: connections that can move or not
+//	handoff_tls_drained_total                       counter, the chain's: connections left to drain at upgrades
+//	handoff_tls_unmovable_connections               gauge, this process's open ones that cannot move
+package tlsmetrics
 
 import (
 	"sync"
@@ -18,11 +31,11 @@ var (
 		"Open TLS connections of this process that cannot move: at an upgrade they stay here and drain.", nil, nil)
 )
 
-// TLSCollector is a prometheus.Collector for a tlshandoff.Server: how
+// Collector is a prometheus.Collector for a tlshandoff.Server: how
 // many connections could move at upgrades and how many stayed to drain
 // (tlshandoff's docs say which ones cannot move). Its counters are the
-// chain's, as Collector's are.
-type TLSCollector struct {
+// chain's, as metrics.Collector's are.
+type Collector struct {
 	s  *tlshandoff.Server
 	up *handoff.Upgrader
 
@@ -36,13 +49,13 @@ type TLSCollector struct {
 	offered float64
 }
 
-var _ prometheus.Collector = (*TLSCollector)(nil)
+var _ prometheus.Collector = (*Collector)(nil)
 
-// NewTLSCollector returns the collector of s, whose connections up
-// hands over. Call it before up.Ready, as NewCollector: its counters
+// NewCollector returns the collector of s, whose connections up hands
+// over. Call it before up.Ready, as metrics.NewCollector: its counters
 // continue through up.Carry.
-func NewTLSCollector(up *handoff.Upgrader, s *tlshandoff.Server) *TLSCollector {
-	c := &TLSCollector{s: s, up: up}
+func NewCollector(up *handoff.Upgrader, s *tlshandoff.Server) *Collector {
+	c := &Collector{s: s, up: up}
 	c.carry(up, "tls.handshakes.movable", &c.movable, func(st tlshandoff.Stats) uint64 { return st.Movable })
 	c.carry(up, "tls.handshakes.unmovable", &c.unmovable, func(st tlshandoff.Stats) uint64 { return st.Unmovable })
 	// Read with every movable connection parked: the unmovable ones open
@@ -56,7 +69,7 @@ func NewTLSCollector(up *handoff.Upgrader, s *tlshandoff.Server) *TLSCollector {
 
 // carry makes *total continue across upgrades: the new process gets the
 // old one's *total plus what own counts in the old process.
-func (c *TLSCollector) carry(up *handoff.Upgrader, name string, total *float64, own func(tlshandoff.Stats) uint64) {
+func (c *Collector) carry(up *handoff.Upgrader, name string, total *float64, own func(tlshandoff.Stats) uint64) {
 	up.Carry(name, func() float64 {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -69,14 +82,14 @@ func (c *TLSCollector) carry(up *handoff.Upgrader, name string, total *float64, 
 }
 
 // Describe implements prometheus.Collector.
-func (c *TLSCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descTLSHandshakes, descTLSDrained, descTLSUnmovable} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector.
-func (c *TLSCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.s.Stats()
 	handed := c.up.Status().Phase == handoff.ProcessHandedOver
 	c.mu.Lock()
@@ -90,7 +103,7 @@ func (c *TLSCollector) Collect(ch chan<- prometheus.Metric) {
 
 // drainedSeen is the drained total as this process reports it: after it
 // has handed over, with the connections it kept to drain.
-func (c *TLSCollector) drainedSeen(handedOver bool) float64 {
+func (c *Collector) drainedSeen(handedOver bool) float64 {
 	if handedOver {
 		return c.drained + c.offered
 	}
