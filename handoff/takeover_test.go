@@ -535,3 +535,48 @@ func TestPeerKilledDuringPark(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerListenersOnly: in ListenersOnly mode a peer takes the listeners
+// only: a connection the old process held stays its own and is served
+// there until its client goes, and every new connection reaches the
+// peer.
+func TestPeerListenersOnly(t *testing.T) {
+	for chain, start := range chains {
+		t.Run(chain, func(t *testing.T) {
+			h := start(t, append(takeoverEnv(t.TempDir()), envListenersOnly+"=1")...)
+			old := h.pid
+			kept := dialConn(t, h.addr)
+			if err := kept.round(3, true); err != nil {
+				t.Fatal(err)
+			}
+			p, fail := h.peer()
+			if p == 0 {
+				t.Fatal(fail)
+			}
+			if h.exit[2] != "1" {
+				t.Fatalf("old process kept %s connections after the handover, want 1", h.exit[2])
+			}
+			if err := kept.round(3, true); err != nil {
+				t.Fatalf("the old process's connection after the handover: %v", err)
+			}
+			if len(kept.pids) != 1 || !kept.pids[strconv.Itoa(old)] {
+				t.Fatalf("the old process's connection served by %v, want pid %d alone", kept.pids, old)
+			}
+			for i := 0; i < 5; i++ {
+				fresh := dialConn(t, h.addr)
+				err := fresh.round(1, false)
+				fresh.c.Close()
+				if err != nil {
+					t.Fatalf("new connection %d: %v", i, err)
+				}
+				if len(fresh.pids) != 1 || !fresh.pids[strconv.Itoa(p)] {
+					t.Fatalf("new connection %d served by %v, want the peer %d", i, fresh.pids, p)
+				}
+			}
+			kept.c.Close()
+			if f := h.expect("drained"); f[1] != strconv.Itoa(old) {
+				t.Fatalf("drained %v, want pid %d", f, old)
+			}
+		})
+	}
+}
