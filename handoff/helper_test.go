@@ -48,6 +48,9 @@ const (
 	// Options.Stragglers.
 	envMoveTimeout     = "HANDOFF_TEST_MOVE_TIMEOUT"
 	envParkTimeout     = "HANDOFF_TEST_PARK_TIMEOUT"
+	// envBefore names a file that Options.BeforeUpgrade reads at each
+	// upgrade: "fail" makes it fail; it says "before <pid>" either way.
+	envBefore = "HANDOFF_TEST_BEFORE"
 	envCloseStragglers = "HANDOFF_TEST_CLOSE_STRAGGLERS"
 	// envPause lists steps at which a process says "paused" and waits
 	// for the test; see barrier. A step is one the old process's
@@ -542,6 +545,22 @@ func (p *proc) options(srv *lineServer) Options {
 		// (the old process reads the same variable, its own file).
 		TakeoverSocket:    p.getenv(envTakeover),
 		TakeoverTokenFile: p.getenv(envTakeoverToken),
+		BeforeUpgrade:     p.beforeUpgrade(),
+	}
+}
+
+// beforeUpgrade is Options.BeforeUpgrade as envBefore asks, or nil.
+func (p *proc) beforeUpgrade() func() error {
+	path := p.getenv(envBefore)
+	if path == "" {
+		return nil
+	}
+	return func() error {
+		p.report("before %d", p.pid)
+		if b, _ := os.ReadFile(path); strings.TrimSpace(string(b)) == "fail" {
+			return errors.New("not now, on purpose")
+		}
+		return nil
 	}
 }
 

@@ -580,3 +580,45 @@ func TestPeerListenersOnly(t *testing.T) {
 		})
 	}
 }
+
+// TestBeforeUpgrade: Options.BeforeUpgrade runs in the old process at
+// each upgrade, exec'd or by a peer, before anything starts; its error
+// refuses the upgrade (cause refused, not counted as a rollback, nothing
+// started), and a refused peer is told BUSY and asks again until the
+// application lets it in.
+func TestBeforeUpgrade(t *testing.T) {
+	for chain, start := range chains {
+		t.Run(chain, func(t *testing.T) {
+			dir := t.TempDir()
+			flag := filepath.Join(dir, "before")
+			setBefore := func(v string) {
+				if err := os.WriteFile(flag, []byte(v), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			setBefore("fail")
+			h := start(t, append(takeoverEnv(dir), envBefore+"="+flag)...)
+			old := h.pid
+			if p, fail := h.upgrade(); p != 0 || !strings.Contains(fail, "refused the upgrade for now: handoff: BeforeUpgrade: not now, on purpose") {
+				t.Fatalf("upgrade with BeforeUpgrade failing: pid %d, %q; want it refused", p, fail)
+			}
+			h.stopLogged("cause=" + CauseRefused)
+			if strings.Contains(h.logs.String(), "handoff: new process connected") {
+				t.Fatal("a new process started although BeforeUpgrade refused")
+			}
+			h.startPeer()
+			h.stopLogged("handoff: the serving process is busy; asking again")
+			setBefore("")
+			p, fail := h.awaitPeer()
+			if p == 0 {
+				t.Fatal(fail)
+			}
+			if n := strings.Count(h.logs.String(), "cause="+CauseRefused); n < 2 {
+				t.Fatalf("%d refusals logged, want the exec'd upgrade's and the peer's at least", n)
+			}
+			if h.pid == old {
+				t.Fatal("the peer did not take over")
+			}
+		})
+	}
+}
