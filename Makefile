@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: build test e2e-systemd check-manifests e2e-pod demo fuzz bench bench-quick bench-statefile bench-http clean
+.PHONY: build test e2e-systemd check-manifests e2e-pod demo fuzz bench bench-quick bench-statefile bench-tls bench-http clean
 
 build:
 	mkdir -p $(BIN)
@@ -107,6 +107,14 @@ bench-quick: build
 # The state file benchmark reported in bench/README.md.
 bench-statefile:
 	$(GO) -C examples test -run '^$$' -bench BenchmarkStateFile -benchtime 3x -benchmem ./pdf/internal/ledger/
+
+# What moving a TLS connection costs next to a plain one, and what a TLS
+# handshake costs (a client dropped at an upgrade comes back with one),
+# reported in bench/README.md: testing.B benchmarks of tlshandoff (~1.5 min).
+# Raw output in bench/results/tls.txt, then on stdout.
+bench-tls:
+	$(GO) test -run '^$$' -bench '^Benchmark(Move|Handshake)$$' -benchtime 2000x -count 5 -benchmem ./tlshandoff/ \
+		> bench/results/tls.txt; status=$$?; cat bench/results/tls.txt; exit $$status
 
 # HTTP servers upgraded every 2 s under the same wrk load, reported in
 # bench/README.md: bin/httpd (full and listeners modes), nginx reload and
