@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/handoff-dev/handoff/handoff"
+	"github.com/handoff-dev/handoff/internal/fields"
 )
 
 // What moving one connection costs, in one process standing for both:
@@ -619,22 +620,22 @@ type benchRecord struct {
 
 // decodeBenchFrame decodes what move encodes, as wire's decodeRecords.
 func decodeBenchFrame(p []byte, seq uint32, nfds int) ([]benchRecord, error) {
-	d := &decoder{b: p}
-	gotSeq := binary.BigEndian.Uint32(d.take(4))
-	n := int(d.u16())
-	if d.err != nil || gotSeq != seq || n != nfds {
-		return nil, fmt.Errorf("frame %d of %d records with %d fds, want frame %d: %v", gotSeq, n, nfds, seq, d.err)
+	d := &decoder{fields.NewReader(p, ErrState)}
+	gotSeq := d.U32()
+	n := int(d.U16())
+	if d.Err() != nil || gotSeq != seq || n != nfds {
+		return nil, fmt.Errorf("frame %d of %d records with %d fds, want frame %d: %v", gotSeq, n, nfds, seq, d.Err())
 	}
 	recs := make([]benchRecord, 0, n)
 	for range n {
-		r := benchRecord{id: d.u64(), kind: string(d.take(int(d.u16())))}
+		r := benchRecord{id: d.U64(), kind: string(d.Take(int(d.U16())))}
 		r.unread, r.state = d.b32(maxPending), d.b32(1<<20)
 		recs = append(recs, r)
 	}
-	if d.err == nil && len(d.b) != 0 {
-		d.err = fmt.Errorf("%d bytes after the last record", len(d.b))
+	if d.Len() != 0 {
+		d.Fail("%d bytes after the last record", d.Len())
 	}
-	return recs, d.err
+	return recs, d.Err()
 }
 
 func appendStr16(b, s []byte) []byte {
