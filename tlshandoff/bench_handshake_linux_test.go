@@ -58,11 +58,6 @@ func benchHandshake(b *testing.B, cert tls.Certificate, resumed bool) {
 	if resumed {
 		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
 	hs := startHandshaker(srv)
 	defer close(hs.in)
 	var open []net.Conn
@@ -75,14 +70,7 @@ func benchHandshake(b *testing.B, cert tls.Certificate, resumed bool) {
 	defer closeAll()
 	pairs := func(n int) (clients, servers []net.Conn) {
 		for range n {
-			cc, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				b.Fatal(err)
-			}
-			sc, err := ln.Accept()
-			if err != nil {
-				b.Fatal(err)
-			}
+			cc, sc := tcpPair(b)
 			clients, servers = append(clients, cc), append(servers, sc)
 			open = append(open, cc, sc)
 		}

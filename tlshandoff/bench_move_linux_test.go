@@ -202,11 +202,6 @@ func benchRequest() []byte {
 // toChaCha20).
 func benchConns(b *testing.B, up *handoff.Upgrader, srv *Server, s *benchSuite, n int) []*movable {
 	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
 	conns := make([]*movable, 0, n)
 	b.Cleanup(func() {
 		for _, m := range conns {
@@ -220,15 +215,7 @@ func benchConns(b *testing.B, up *handoff.Upgrader, srv *Server, s *benchSuite, 
 	})
 	req := benchRequest()
 	for range n {
-		cc, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		raw, err := ln.Accept()
-		if err != nil {
-			cc.Close()
-			b.Fatal(err)
-		}
+		cc, raw := tcpPair(b)
 		var m *movable
 		if s == nil {
 			m = &movable{hc: up.Wrap(raw, "tcp"), client: tcpClient{cc}}
@@ -320,7 +307,7 @@ func toChaCha20(b *testing.B, c *Conn, cc net.Conn, keys *secretLog) benchClient
 	}
 	c.r.in, c.w.out = mustHalf(c.r.in.secret), mustHalf(c.w.out.secret)
 	c.state.CipherSuite = tls.TLS_CHACHA20_POLY1305_SHA256
-	return &recordClient{conn: cc, out: mustHalf(keys.m[labelClientTraffic]), in: mustHalf(keys.m[labelServerTraffic])}
+	return peerClient{&peer{t: b, conn: cc, out: mustHalf(keys.m[labelClientTraffic]), in: mustHalf(keys.m[labelServerTraffic])}}
 }
 
 type tcpClient struct{ net.Conn }
@@ -349,45 +336,25 @@ func (c tlsClient) recv(b *testing.B, n int) []byte { return tcpClient{c.Conn}.r
 
 func (c tlsClient) close() { c.Close() }
 
-// recordClient is a TLS 1.3 client's record layer, this package's.
-type recordClient struct {
-	conn    net.Conn
-	out, in *half
-	rbuf    []byte
-}
+// peerClient is a TLS 1.3 client's end run by this package's record
+// layer (peer_test.go's peer).
+type peerClient struct{ *peer }
 
-func (c *recordClient) send(b *testing.B, p []byte) {
-	if _, err := c.conn.Write(c.out.seal(nil, typeApplicationData, p)); err != nil {
-		b.Fatal(err)
-	}
-}
+func (c peerClient) send(_ *testing.B, p []byte) { c.peer.send(typeApplicationData, p, nil) }
 
-func (c *recordClient) recv(b *testing.B, n int) []byte {
+func (c peerClient) recv(_ *testing.B, n int) []byte {
 	var got []byte
 	for len(got) < n {
-		if len(c.rbuf) >= headerLen {
-			if l, err := recordLen(c.rbuf); err != nil {
-				b.Fatal(err)
-			} else if len(c.rbuf) >= l {
-				typ, plain, err := c.in.open(c.rbuf[:l])
-				if err != nil || typ != typeApplicationData {
-					b.Fatalf("server record of type %d: %v", typ, err)
-				}
-				got, c.rbuf = append(got, plain...), c.rbuf[l:]
-				continue
-			}
+		typ, plain := c.peer.recv()
+		if typ != typeApplicationData {
+			c.t.Fatalf("server record of type %d, want application data", typ)
 		}
-		var buf [4096]byte
-		k, err := c.conn.Read(buf[:])
-		if k == 0 && err != nil {
-			b.Fatal(err)
-		}
-		c.rbuf = append(c.rbuf, buf[:k]...)
+		got = append(got, plain...)
 	}
 	return got
 }
 
-func (c *recordClient) close() { c.conn.Close() }
+func (c peerClient) close() { c.conn.Close() }
 
 // benchChannel is the two ends of a handoff channel, a SOCK_SEQPACKET
 // socketpair as the core's, with the buffers wire.Channel keeps.
