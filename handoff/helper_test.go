@@ -46,11 +46,11 @@ const (
 	envRolling = "HANDOFF_TEST_ROLLING"
 	// envMoveTimeout and envCloseStragglers set Options.MoveTimeout and
 	// Options.Stragglers.
-	envMoveTimeout     = "HANDOFF_TEST_MOVE_TIMEOUT"
-	envParkTimeout     = "HANDOFF_TEST_PARK_TIMEOUT"
+	envMoveTimeout = "HANDOFF_TEST_MOVE_TIMEOUT"
+	envParkTimeout = "HANDOFF_TEST_PARK_TIMEOUT"
 	// envBefore names a file that Options.BeforeUpgrade reads at each
 	// upgrade: "fail" makes it fail; it says "before <pid>" either way.
-	envBefore = "HANDOFF_TEST_BEFORE"
+	envBefore          = "HANDOFF_TEST_BEFORE"
 	envCloseStragglers = "HANDOFF_TEST_CLOSE_STRAGGLERS"
 	// envPause lists steps at which a process says "paused" and waits
 	// for the test; see barrier. A step is one the old process's
