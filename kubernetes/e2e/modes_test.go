@@ -82,7 +82,7 @@ func TestRollingPair(t *testing.T) {
 				serving, old["phase"], connsOf(t, serving))
 		}
 		if st["phase"] != "serving" || st["generation"] != strconv.Itoa(gen) ||
-			!strings.HasPrefix(st["committed"], strconv.Itoa(gen)+" ") || st["rolled back"] != "" {
+			!strings.HasPrefix(st["committed"], strconv.Itoa(gen)+" ") || st["rolled back"] != "0" {
 			t.Fatalf("%s after taking over: %v, want serving, generation %d, %d committed and no rollback",
 				idle, st, gen, gen)
 		}
