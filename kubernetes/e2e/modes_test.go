@@ -176,7 +176,7 @@ func TestListenersOnlyPair(t *testing.T) {
 // pod's start, before the first -snapshot, the new container refuses to
 // start ("statefile: open /var/lib/pdf/ledger: no such file or
 // directory") and is restarted until a snapshot exists (podman restarts
-// it at once: 8 restarts seen in 5 s; the kubelet backs off, 10 s, 20 s,
+// it at once: 7 to 11 restarts seen; the kubelet backs off, 10 s, 20 s,
 // ...); and at a later takeover the new process serves the last snapshot,
 // not the ledger as it was at the handover.
 func TestListenersOnlyPairStart(t *testing.T) {
