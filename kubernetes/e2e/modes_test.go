@@ -169,16 +169,13 @@ func TestListenersOnlyPair(t *testing.T) {
 
 // TestListenersOnlyPairStart: the pair in ListenersOnly mode starts as in
 // the other modes, the last started container taking over from the first
-// at once, with no restart. It fails today (examples/pdf, not the
-// library): in listeners mode the ledger reaches the new process only
-// through -state, which the old process writes before an upgrade it
-// starts itself (SIGHUP) but not before a takeover by a peer. So at the
-// pod's start, before the first -snapshot, the new container refuses to
-// start ("statefile: open /var/lib/pdf/ledger: no such file or
-// directory") and is restarted until a snapshot exists (podman restarts
-// it at once: 7 to 11 restarts seen; the kubelet backs off, 10 s, 20 s,
-// ...); and at a later takeover the new process serves the last snapshot,
-// not the ledger as it was at the handover.
+// at once, with no restart. In listeners mode the ledger reaches the new
+// process only through -state; examples/pdf writes it in
+// Options.BeforeUpgrade, so before a peer's takeover as before its own
+// SIGHUP. Before that (until the first -snapshot) the new container
+// refused to start ("statefile: open /var/lib/pdf/ledger: no such file or
+// directory") and was restarted until a snapshot existed (7 to 11
+// restarts under podman; the kubelet backs off 10 s, 20 s, ...).
 func TestListenersOnlyPairStart(t *testing.T) {
 	p := playPair(t, withArgs("-upgrade-mode", "listeners", "-drain-timeout", "10m"))
 	serving, idle := p.roles(t)
