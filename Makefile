@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: build test e2e-systemd check-manifests e2e-pod demo fuzz bench bench-quick bench-statefile bench-http clean
+.PHONY: build test e2e-systemd check-manifests e2e-pod demo fuzz bench bench-quick bench-statefile bench-tls bench-http clean
 
 build:
 	mkdir -p $(BIN)
@@ -65,7 +65,9 @@ check-manifests:
 # containers of a pod rests on, each measured again with real pods; the
 # takeover scenarios on kubernetes/pod.yaml's pair (the turn-taking pair
 # under the pdf load, broken images, a new container killed before the
-# commit, httpd under wrk); and the manifests' checks. Needs root;
+# commit, httpd under wrk, both containers' probes at every step of a
+# takeover, the SidecarSet's empty image and postStart hook); and the
+# manifests' checks. Needs root;
 # kubernetes/e2e/setup installs podman, runc and wrk with apt-get when
 # missing and sets the runtime up (~1 min the first time).
 # RUN=TestName runs one test.
@@ -105,6 +107,14 @@ bench-quick: build
 # The state file benchmark reported in bench/README.md.
 bench-statefile:
 	$(GO) -C examples test -run '^$$' -bench BenchmarkStateFile -benchtime 3x -benchmem ./pdf/internal/ledger/
+
+# What moving a TLS connection costs next to a plain one, and what a TLS
+# handshake costs (a client dropped at an upgrade comes back with one),
+# reported in bench/README.md: testing.B benchmarks of tlshandoff (~1.5 min).
+# Raw output in bench/results/tls.txt, then on stdout.
+bench-tls:
+	$(GO) test -run '^$$' -bench '^Benchmark(Move|Handshake)$$' -benchtime 2000x -count 5 -benchmem ./tlshandoff/ \
+		> bench/results/tls.txt; status=$$?; cat bench/results/tls.txt; exit $$status
 
 # HTTP servers upgraded every 2 s under the same wrk load, reported in
 # bench/README.md: bin/httpd (full and listeners modes), nginx reload and

@@ -15,7 +15,9 @@
 //
 // A server embeds it as Example shows: New, Listen, Ready, an accept loop,
 // a stop signal handled with Stop, and Exiting before it exits once Exit
-// is closed. Its connection handler reads
+// is closed; or in one call, Run, given a Service (Setup listens, Serve
+// accepts, Save and Shutdown end it), does all of that, the wait for a
+// handover or a stop and the drain of what stays. Its connection handler reads
 // messages with Conn.Next and parks when asked:
 //
 //	for {
@@ -161,7 +163,9 @@
 // and the peer exits by itself; after a peer's commit a stop sent to the
 // old process is its own. TakeoverFromEnv reads the settings from
 // HANDOFF_TAKEOVER_* variables. PROTOCOL.md, "Peer transport", says what
-// passes.
+// passes. Each process keeps a control socket of its own (CONTROL.md): the
+// old one answers handed-over on it after the handover, for the probes of
+// an idle container.
 //
 // # Operations
 //

@@ -42,4 +42,5 @@ var (
 	errStart        = errors.New("could not start the new process")
 	errExited       = errors.New("the new process exited")
 	errOtherApp     = errors.New("the new binary is another application")
+	errNotNow       = errors.New("the application refused the upgrade for now")
 )

@@ -47,19 +47,7 @@ func TestNoFdLeaks(t *testing.T) {
 	// hang:state waits the pause timeout out; the good upgrade of 600
 	// connections must fit in it on a loaded machine.
 	h := startServer(t, envPauseTimeout+"=5s")
-	var conns []*conn
-	for i := 0; i < 600; i++ {
-		c, err := net.Dial("tcp", h.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		cl := &conn{c: c, r: bufio.NewReader(c), pids: map[string]bool{}}
-		if err := cl.round(2, true); err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, cl)
-	}
+	conns := dialServed(t, h.addr, 600)
 	before, beforeOther := sockets(t, h.pid)
 	check := func(what string) {
 		t.Helper()
@@ -141,19 +129,7 @@ func TestGrowFdTableClosesNothing(t *testing.T) {
 // copy, no lock file), and serves every connection.
 func TestNoFdLeaksPeer(t *testing.T) {
 	h := startServer(t, append(takeoverEnv(t.TempDir()), envPauseTimeout+"=5s")...)
-	var conns []*conn
-	for i := 0; i < 600; i++ {
-		c, err := net.Dial("tcp", h.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		cl := &conn{c: c, r: bufio.NewReader(c), pids: map[string]bool{}}
-		if err := cl.round(2, true); err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, cl)
-	}
+	conns := dialServed(t, h.addr, 600)
 	old := h.pid
 	before, beforeOther := sockets(t, old)
 	for _, f := range []string{"reject-state", "exit:load", "hang:state"} {
@@ -199,4 +175,24 @@ func (h *harness) awaitLogged(what string, n int) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// dialServed opens n connections, each served two requests, closed when
+// the test ends.
+func dialServed(t *testing.T, addr string, n int) []*conn {
+	t.Helper()
+	conns := make([]*conn, 0, n)
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		cl := &conn{c: c, r: bufio.NewReader(c), pids: map[string]bool{}}
+		if err := cl.round(2, true); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, cl)
+	}
+	return conns
 }

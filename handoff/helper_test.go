@@ -46,8 +46,11 @@ const (
 	envRolling = "HANDOFF_TEST_ROLLING"
 	// envMoveTimeout and envCloseStragglers set Options.MoveTimeout and
 	// Options.Stragglers.
-	envMoveTimeout     = "HANDOFF_TEST_MOVE_TIMEOUT"
-	envParkTimeout     = "HANDOFF_TEST_PARK_TIMEOUT"
+	envMoveTimeout = "HANDOFF_TEST_MOVE_TIMEOUT"
+	envParkTimeout = "HANDOFF_TEST_PARK_TIMEOUT"
+	// envBefore names a file that Options.BeforeUpgrade reads at each
+	// upgrade: "fail" makes it fail; it says "before <pid>" either way.
+	envBefore          = "HANDOFF_TEST_BEFORE"
 	envCloseStragglers = "HANDOFF_TEST_CLOSE_STRAGGLERS"
 	// envPause lists steps at which a process says "paused" and waits
 	// for the test; see barrier. A step is one the old process's
@@ -87,6 +90,9 @@ func TestMain(m *testing.M) {
 		return
 	case "probe":
 		probeMain()
+		return
+	case "runner":
+		runnerMain(osProc())
 		return
 	}
 	os.Exit(m.Run())
@@ -516,11 +522,9 @@ func serverMain(p *proc) {
 	p.exited(up)
 }
 
-// start makes the server's Upgrader, listens and takes over; it exits
-// the process on failure.
-func (p *proc) start() (*Upgrader, *Listener) {
-	srv := &lineServer{p: p}
-	up, err := newUpgrader(Options{
+// options are the Options of every server of the test chains.
+func (p *proc) options(srv *lineServer) Options {
+	return Options{
 		Mode:           p.testMode(),
 		MoveTimeout:    p.duration(envMoveTimeout, 0),
 		Stragglers:     p.testStragglers(),
@@ -541,7 +545,30 @@ func (p *proc) start() (*Upgrader, *Listener) {
 		// (the old process reads the same variable, its own file).
 		TakeoverSocket:    p.getenv(envTakeover),
 		TakeoverTokenFile: p.getenv(envTakeoverToken),
-	}, p.env)
+		BeforeUpgrade:     p.beforeUpgrade(),
+	}
+}
+
+// beforeUpgrade is Options.BeforeUpgrade as envBefore asks, or nil.
+func (p *proc) beforeUpgrade() func() error {
+	path := p.getenv(envBefore)
+	if path == "" {
+		return nil
+	}
+	return func() error {
+		p.report("before %d", p.pid)
+		if b, _ := os.ReadFile(path); strings.TrimSpace(string(b)) == "fail" {
+			return errors.New("not now, on purpose")
+		}
+		return nil
+	}
+}
+
+// start makes the server's Upgrader, listens and takes over; it exits
+// the process on failure.
+func (p *proc) start() (*Upgrader, *Listener) {
+	srv := &lineServer{p: p}
+	up, err := newUpgrader(p.options(srv), p.env)
 	if err != nil {
 		p.report("error %d %v", p.pid, err)
 		p.exit(1)
@@ -632,21 +659,30 @@ func (s *lineServer) stop(up *Upgrader) {
 		s.p.report("stopped %d handed-over %v", s.p.pid, err)
 		return
 	}
-	// Locked for good: no client may be told of a request the snapshot
-	// misses, in the moment before the process exits.
+	if err := s.saveFile(); err != nil {
+		s.p.report("error %d save: %v", s.p.pid, err)
+	}
+}
+
+// saveFile saves the total to the state file and says "saved <pid>
+// <total>". Once saved, the state is locked for good: no client may be
+// told of a request the snapshot misses, in the moment before the
+// process exits. If the save fails, the server serves on.
+func (s *lineServer) saveFile() error {
 	s.mu.Lock()
 	err := statefile.WriteFile(s.p.getenv(envState), func(w io.Writer) error {
 		return lineStates.Save(w, lineV1{s.total}, 0)
 	})
 	if err != nil {
-		s.p.report("error %d save: %v", s.p.pid, err)
-		return
+		s.mu.Unlock()
+		return err
 	}
 	s.p.report("saved %d %d", s.p.pid, s.total)
 	// The lock is for good in a process that exits now; in one process
 	// its end closes the connections first, then lets their handlers
 	// find them closed.
 	s.p.atDeath(s.mu.Unlock)
+	return nil
 }
 
 // fileDuration reads a duration from the file name in TMPDIR; 0 if

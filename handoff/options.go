@@ -92,6 +92,15 @@ type Options struct {
 	// MoveTimeout after the last one arrived), so that the state saved at a
 	// stop holds what every moved connection carried.
 	Resume func(c *Conn, state []byte)
+	// BeforeUpgrade, if set, is called in the old process as each upgrade
+	// begins, whatever triggered it (Upgrade, SIGHUP, the control socket,
+	// a peer), before the new process is started or let in: for what the
+	// new process needs from outside the handoff, such as a state file it
+	// reads in ListenersOnly mode, where no state travels. An error (or a
+	// panic) refuses the upgrade: nothing is started, the process serves
+	// on, the result's Cause is CauseRefused, and a peer is told BUSY and
+	// asks again.
+	BeforeUpgrade func() error
 	// Mode is how an upgrade moves the connections: AllAtOnce (the
 	// default), Rolling or ListenersOnly; see Mode. It is the old process's
 	// choice: the new process takes part if it can serve what the mode

@@ -24,6 +24,11 @@ func (u *core) upgrade(ctx context.Context, run *attempt, req UpgradeRequest, re
 	ctx, cancel := context.WithTimeoutCause(ctx, req.Timeout,
 		fmt.Errorf("handoff: upgrade %w after %s", errTimeout, req.Timeout))
 	defer cancel()
+	if f := u.opts.BeforeUpgrade; f != nil {
+		if err := callSafely("BeforeUpgrade", f); err != nil {
+			return fmt.Errorf("%w: %w", errNotNow, err)
+		}
+	}
 	p, conn, err := startNext(u.env, req, u.dir, u.passedListeners())
 	if err != nil {
 		return err

@@ -194,7 +194,7 @@ const (
 func causeOf(err error) string {
 	switch {
 	case errors.Is(err, ErrUpgradeInProgress), errors.Is(err, ErrNotReady), errors.Is(err, ErrStopped),
-		errors.Is(err, ErrHandedOver), errors.Is(err, ErrNotSupported):
+		errors.Is(err, ErrHandedOver), errors.Is(err, ErrNotSupported), errors.Is(err, errNotNow):
 		return CauseRefused
 	case errors.Is(err, errStopping):
 		return CauseStopped

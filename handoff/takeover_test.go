@@ -535,3 +535,90 @@ func TestPeerKilledDuringPark(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerListenersOnly: in ListenersOnly mode a peer takes the listeners
+// only: a connection the old process held stays its own and is served
+// there until its client goes, and every new connection reaches the
+// peer.
+func TestPeerListenersOnly(t *testing.T) {
+	for chain, start := range chains {
+		t.Run(chain, func(t *testing.T) {
+			h := start(t, append(takeoverEnv(t.TempDir()), envListenersOnly+"=1")...)
+			old := h.pid
+			kept := dialConn(t, h.addr)
+			if err := kept.round(3, true); err != nil {
+				t.Fatal(err)
+			}
+			p, fail := h.peer()
+			if p == 0 {
+				t.Fatal(fail)
+			}
+			if h.exit[2] != "1" {
+				t.Fatalf("old process kept %s connections after the handover, want 1", h.exit[2])
+			}
+			if err := kept.round(3, true); err != nil {
+				t.Fatalf("the old process's connection after the handover: %v", err)
+			}
+			if len(kept.pids) != 1 || !kept.pids[strconv.Itoa(old)] {
+				t.Fatalf("the old process's connection served by %v, want pid %d alone", kept.pids, old)
+			}
+			for i := 0; i < 5; i++ {
+				fresh := dialConn(t, h.addr)
+				err := fresh.round(1, false)
+				fresh.c.Close()
+				if err != nil {
+					t.Fatalf("new connection %d: %v", i, err)
+				}
+				if len(fresh.pids) != 1 || !fresh.pids[strconv.Itoa(p)] {
+					t.Fatalf("new connection %d served by %v, want the peer %d", i, fresh.pids, p)
+				}
+			}
+			kept.c.Close()
+			if f := h.expect("drained"); f[1] != strconv.Itoa(old) {
+				t.Fatalf("drained %v, want pid %d", f, old)
+			}
+		})
+	}
+}
+
+// TestBeforeUpgrade: Options.BeforeUpgrade runs in the old process at
+// each upgrade, exec'd or by a peer, before anything starts; its error
+// refuses the upgrade (cause refused, not counted as a rollback, nothing
+// started), and a refused peer is told BUSY and asks again until the
+// application lets it in.
+func TestBeforeUpgrade(t *testing.T) {
+	for chain, start := range chains {
+		t.Run(chain, func(t *testing.T) {
+			dir := t.TempDir()
+			flag := filepath.Join(dir, "before")
+			setBefore := func(v string) {
+				if err := os.WriteFile(flag, []byte(v), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			setBefore("fail")
+			h := start(t, append(takeoverEnv(dir), envBefore+"="+flag)...)
+			old := h.pid
+			if p, fail := h.upgrade(); p != 0 || !strings.Contains(fail, "refused the upgrade for now: handoff: BeforeUpgrade: not now, on purpose") {
+				t.Fatalf("upgrade with BeforeUpgrade failing: pid %d, %q; want it refused", p, fail)
+			}
+			h.stopLogged("cause=" + CauseRefused)
+			if strings.Contains(h.logs.String(), "handoff: new process connected") {
+				t.Fatal("a new process started although BeforeUpgrade refused")
+			}
+			h.startPeer()
+			h.stopLogged("handoff: the serving process is busy; asking again")
+			setBefore("")
+			p, fail := h.awaitPeer()
+			if p == 0 {
+				t.Fatal(fail)
+			}
+			if n := strings.Count(h.logs.String(), "cause="+CauseRefused); n < 2 {
+				t.Fatalf("%d refusals logged, want the exec'd upgrade's and the peer's at least", n)
+			}
+			if h.pid == old {
+				t.Fatal("the peer did not take over")
+			}
+		})
+	}
+}

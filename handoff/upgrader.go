@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"syscall"
@@ -379,7 +380,11 @@ func (u *Upgrader) UpgradeWith(ctx context.Context, req UpgradeRequest) (Upgrade
 	}()
 	if err != nil {
 		u.event(req, Event{Phase: PhaseRolledBack, PID: res.To, Took: res.Took, Err: err})
-		u.log.Error("handoff: upgrade failed; this process carries on", "err", err, "cause", res.Cause,
+		level, msg := slog.LevelError, "handoff: upgrade failed; this process carries on"
+		if res.Cause == CauseRefused { // BeforeUpgrade said not now: nothing started
+			level, msg = slog.LevelWarn, "handoff: upgrade refused; this process carries on"
+		}
+		u.log.Log(context.Background(), level, msg, "err", err, "cause", res.Cause,
 			"generation", u.generation(), "to", res.To, "took", res.Took)
 		return res, err
 	}

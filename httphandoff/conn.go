@@ -50,8 +50,10 @@ const (
 // (see phase): no handler has run for the bytes, so the next process can
 // read them as if they had just come.
 type conn struct {
-	*handoff.Conn
-	s *Server
+	stream               // what net/http reads and writes
+	hc     *handoff.Conn // the tracked connection beneath: asked, parked
+	face   net.Conn      // what net/http serves: c, or c with its TLS state (tlsConn)
+	s      *Server
 
 	mu        sync.Mutex
 	phase     phase
@@ -72,17 +74,34 @@ type conn struct {
 	askedAt   time.Time // when it set it
 }
 
-// newConn wraps a connection for net/http. carried says whether it comes
-// from a process that served it (another one, or this one before a
-// rollback); then idle is the deadline it waited for its next request
-// under there (zero for none), which holds until its first byte comes.
-func newConn(s *Server, hc *handoff.Conn, carried bool, idle time.Time) *conn {
-	c := &conn{Conn: hc, s: s, resumed: true, headKnown: true, idle: idle, hold: carried}
+// stream is what a conn serves net/http from and parks: the
+// handoff.Conn itself for HTTP, TLS over it for HTTPS (tlsStream).
+type stream interface {
+	net.Conn
+	// Unread gives back bytes read, to be read first here or, parked,
+	// in the next process.
+	Unread(p []byte)
+	// Park parks the connection with httphandoff's state for it, as
+	// handoff.Conn.Park.
+	Park(state []byte) error
+}
+
+// newConn wraps a connection for net/http: st over hc (st is hc for
+// HTTP). carried says whether it comes from a process that served it
+// (another one, or this one before a rollback); then idle is the
+// deadline it waited for its next request under there (zero for none),
+// which holds until its first byte comes.
+func newConn(s *Server, st stream, hc *handoff.Conn, carried bool, idle time.Time) *conn {
+	c := &conn{stream: st, hc: hc, s: s, resumed: true, headKnown: true, idle: idle, hold: carried}
+	c.face = c
+	if ts, ok := st.(*tlsStream); ok {
+		c.face = &tlsConn{conn: c, tc: ts.Conn}
+	}
 	hc.ParkWhen(c.onAsk)
 	if carried {
 		// net/http sets no read deadline on a new connection, or its
 		// header timeout: a client merely idle is under its idle one.
-		_ = hc.SetReadDeadline(idle)
+		_ = st.SetReadDeadline(idle)
 	}
 	return c
 }
@@ -116,7 +135,7 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 	if c.hold {
 		return nil
 	}
-	return c.Conn.SetReadDeadline(t)
+	return c.stream.SetReadDeadline(t)
 }
 
 // endHeadLocked: net/http has parsed a request head; what follows is
@@ -137,7 +156,7 @@ func (c *conn) endHoldLocked() {
 	if !t.IsZero() {
 		t = time.Now().Add(t.Sub(c.askedAt))
 	}
-	_ = c.Conn.SetReadDeadline(t)
+	_ = c.stream.SetReadDeadline(t)
 }
 
 // mayEndHoldLocked ends the carried deadline before the first byte if it
@@ -146,7 +165,7 @@ func (c *conn) endHoldLocked() {
 // deadline, already past, would make the Read fail without reading, and
 // the close reset the connection.
 func (c *conn) mayEndHoldLocked() {
-	if c.hold && !c.idle.IsZero() && !time.Now().Before(c.idle) && pending(c.Conn.Conn) {
+	if c.hold && !c.idle.IsZero() && !time.Now().Before(c.idle) && pending(c.hc.Conn) {
 		c.endHoldLocked()
 	}
 }
@@ -160,7 +179,7 @@ func (c *conn) onAsk() {
 	switch {
 	case c.reading && c.safeLocked(c.want):
 		c.detached = true
-		_ = c.Conn.Conn.SetReadDeadline(time.Unix(1, 0))
+		_ = c.hc.Conn.SetReadDeadline(time.Unix(1, 0)) // the TCP connection, beneath any TLS
 	case !c.mayLeaveLocked():
 		waits = true
 	}
@@ -243,7 +262,7 @@ func (c *conn) isDetached() bool {
 func (c *conn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	c.notePeekLocked(len(p))
-	if !c.detached && c.Conn.Asked() && c.safeLocked(len(p)) {
+	if !c.detached && c.hc.Asked() && c.safeLocked(len(p)) {
 		c.detached = true
 	}
 	if c.detached {
@@ -254,7 +273,7 @@ func (c *conn) Read(p []byte) (int, error) {
 	c.mayEndHoldLocked()
 	c.mu.Unlock()
 
-	n, err := c.Conn.Read(p)
+	n, err := c.stream.Read(p)
 	n = c.stripCRLF(p, n)
 
 	c.mu.Lock()
@@ -284,10 +303,10 @@ func (c *conn) detach(raced []byte) error {
 	c.gaveBack += len(head)
 	c.mu.Unlock()
 	if len(raced) > 0 {
-		c.Conn.Unread(raced)
+		c.stream.Unread(raced)
 	}
 	if len(head) > 0 {
-		c.Conn.Unread(head)
+		c.stream.Unread(head)
 	}
 	return &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
 }
@@ -295,6 +314,9 @@ func (c *conn) detach(raced []byte) error {
 // stateMagic starts the state of a connection this package parks: its
 // idle deadline follows, in Unix nanoseconds (0 for none).
 const stateMagic = "httphandoff/1 "
+
+// stateLen is the length of that state.
+const stateLen = len(stateMagic) + 8
 
 func encodeState(idle time.Time) []byte {
 	var ns int64
@@ -308,7 +330,7 @@ func encodeState(idle time.Time) []byte {
 // gets it, is that of an HTTP connection this package parked (rather
 // than a hijacked one the application parked itself).
 func IsHTTP(state []byte) bool {
-	return len(state) == len(stateMagic)+8 && string(state[:len(stateMagic)]) == stateMagic
+	return len(state) == stateLen && string(state[:len(stateMagic)]) == stateMagic
 }
 
 // decodeState returns the idle deadline a state carries.
@@ -369,7 +391,7 @@ func (c *conn) Write(p []byte) (int, error) {
 	if c.isDetached() {
 		return len(p), nil
 	}
-	return c.Conn.Write(p)
+	return c.stream.Write(p)
 }
 
 // Close closes the connection, unless it is leaving: then the library
@@ -378,16 +400,18 @@ func (c *conn) Close() error {
 	if c.isDetached() {
 		return nil
 	}
-	return c.Conn.Close()
+	return c.stream.Close()
 }
 
 // CloseWrite is what net/http calls to end a response cleanly, which the
-// embedded interface would hide.
+// embedded interface would hide. Over TLS it does nothing: a TCP
+// half-close without close_notify would look like a truncation to the
+// client, and Close sends close_notify.
 func (c *conn) CloseWrite() error {
-	if c.isDetached() {
+	if c.isDetached() || c.face != net.Conn(c) {
 		return nil
 	}
-	if cw, ok := c.Conn.Conn.(interface{ CloseWrite() error }); ok {
+	if cw, ok := c.hc.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	return nil
@@ -401,9 +425,9 @@ func (c *conn) park() {
 	idle, gaveBack := c.idle, c.gaveBack
 	c.mu.Unlock()
 	c.s.observe(c, "parks", gaveBack)
-	switch err := c.Conn.Park(encodeState(idle)); err {
+	switch err := c.stream.Park(encodeState(idle)); err {
 	case nil:
-		c.s.serveAgain(newConn(c.s, c.Conn, true, idle))
+		c.s.serveAgain(newConn(c.s, c.stream, c.hc, true, idle))
 	default:
 		// handed over (the library closed this copy) or closed
 	}

@@ -50,9 +50,21 @@
 //     process at once; a slow request delays only its own connection, and
 //     one still running at Options.MoveTimeout is drained or closed as
 //     Options.Stragglers says.
-//   - TLS and HTTP/2 connections cannot leave (the TLS record state does
-//     not move, and HTTP/2 is never idle in this sense). Serve them with
-//     handoff's ListenersOnly mode and drain them.
+//   - HTTP/2 connections cannot leave: HTTP/2 is never idle in this
+//     sense. Served over TLS (ALPN h2, through golang.org/x/net/http2 with
+//     the http.Server's settings and handler), they stay in the old
+//     process, never tracked, so they neither hold nor roll back an
+//     upgrade; once the old process stops accepting (at the commit; in
+//     Rolling mode once the move is over, when handoff closes a
+//     ListenPlain listener) each gets GOAWAY, finishes its streams in
+//     flight and closes, and its client opens a new connection to the new
+//     process (Go's client: 0 failed requests across 10 upgrades,
+//     TestH2AcrossUpgrades). Drain, after Exit, waits for them. So do
+//     HTTPS connections whose TLS cannot move (tlshandoff.Conn.Movable):
+//     they are served here and closed once idle.
+//   - A hijacked HTTPS connection cannot be parked by the application yet
+//     (Conn returns nil for it): at an upgrade it waits, as a request in
+//     flight does, until it closes.
 //   - A hijacked connection (a WebSocket) is the application's, and from
 //     the hijack on the library asks it to park as any handoff.Conn: take
 //     it with Conn(nc), give back with Unread what the hijack's
@@ -61,6 +73,28 @@
 //     process, Options.Resume gets that state: pass the connection to
 //     Server.Resume when IsHTTP(state), and serve it with your protocol
 //     otherwise. TestHijackedConnection does exactly this.
+//
+// HTTPS. Server.TLS makes the tlshandoff.Server (give it the Upgrader)
+// and ServeTLS serves a listener from Upgrader.ListenPlain: the TLS layer
+// tracks a connection once its handshake is over, and an HTTP/1.1 one
+// moves exactly as a plain one does, at the same moments: its TLS state
+// (keys, sequence numbers, records not yet read) travels with
+// httphandoff's state and the bytes of a head net/http held, and the
+// client sees the same TCP connection and no new handshake. Handlers see
+// r.TLS, in the new process too (net/http sets it from any connection
+// with a ConnectionState method).
+//
+//	hs := httphandoff.New(srv)
+//	var ts *tlshandoff.Server
+//	up, err := handoff.New(handoff.Options{Resume: hs.Resume,
+//		SaveState: /* ts.MarshalTicketKeys() */, LoadState: /* ts.SetTicketKeys */})
+//	ts, err = hs.TLS(tlsConfig, tlshandoff.Options{Upgrader: up})
+//	ln, err := up.ListenPlain("tcp", ":443")
+//	err = up.Ready(ctx)
+//	go hs.ServeTLS(ln)
+//	<-up.Exit()
+//	err = hs.Drain(ctx) // HTTP/2 connections: GOAWAY, streams finish
+//	up.Exiting()
 //
 // A connection's idle deadline moves with it: the one net/http set for its
 // wait for the next request (IdleTimeout, else ReadTimeout, else none; for

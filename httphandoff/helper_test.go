@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/handoff"
+	"github.com/handoff-dev/handoff/tlshandoff"
 )
 
 // The test binary doubles as the HTTP server under test (TestMain runs
@@ -36,6 +37,7 @@ const (
 	envRoll   = "HTTPHANDOFF_TEST_ROLLING" // set: every process upgrades in Rolling mode
 	envHeader = "HTTPHANDOFF_TEST_HEADER"  // http.Server.ReadHeaderTimeout, if set
 	envPark   = "HTTPHANDOFF_TEST_PARK"    // handoff.Options.ParkTimeout; default 3s
+	envTLS    = "HTTPHANDOFF_TEST_TLS"     // a directory with cert.pem and key.pem: serve HTTPS (tls_linux_test.go)
 )
 
 func TestMain(m *testing.M) {
@@ -88,6 +90,10 @@ func handler() http.Handler {
 		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: lines\r\nConnection: Upgrade\r\n\r\n")
 		serveLines(c)
 	})
+	mux.HandleFunc("GET /tls", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, pid+" "+tlsSeen(r)+"\n")
+	})
+	mux.HandleFunc("GET /upgrade", upgradeHandler)
 	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -129,7 +135,7 @@ func testMode() handoff.Mode {
 }
 
 func serverMain() {
-	srv := &http.Server{Handler: handler()}
+	srv := &http.Server{Handler: handler(), ConnContext: withConn}
 	if d, err := time.ParseDuration(os.Getenv(envIdle)); err == nil {
 		srv.IdleTimeout = d
 	}
@@ -144,8 +150,12 @@ func serverMain() {
 	hs.observed = func(nc net.Conn, what string, n int) {
 		// "waits <pid> <client port> 0", "parks <pid> <client port> <bytes of a head>"
 		event("%s %d %d %d", what, os.Getpid(), nc.RemoteAddr().(*net.TCPAddr).Port, n)
+		if what == "waits" {
+			asked(nc)
+		}
 	}
-	up, err := handoff.New(handoff.Options{
+	var ts *tlshandoff.Server
+	opts := handoff.Options{
 		Resume: func(c *handoff.Conn, state []byte) {
 			if string(state) == "lines" { // a hijacked connection, parked by serveLines
 				serveLines(c)
@@ -157,23 +167,30 @@ func serverMain() {
 		NoSignal:    true,
 		ParkTimeout: park,
 		Logger:      slog.New(slog.NewTextHandler(os.Stderr, nil)),
-	})
+	}
+	if os.Getenv(envTLS) != "" {
+		moveTicketKeys(&opts, &ts)
+	}
+	up, err := handoff.New(opts)
 	if err != nil {
 		event("error %d %v", os.Getpid(), err)
 		os.Exit(1)
 	}
+	testUp = up
 	if _, err := os.Stat(os.Getenv(envFail)); err == nil && up.HasParent() {
 		os.Exit(3) // a broken new version
 	}
-	ln, err := up.Listen("tcp", "127.0.0.1:0")
-	if err == nil {
-		err = up.Ready(context.Background())
+	var addr net.Addr
+	if os.Getenv(envTLS) != "" {
+		addr, err = serveTLS(hs, up, &ts)
+	} else {
+		addr, err = serve(hs, up)
 	}
 	if err != nil {
 		event("error %d %v", os.Getpid(), err)
 		os.Exit(1)
 	}
-	go hs.Serve(ln)
+	close(testReady)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -183,9 +200,30 @@ func serverMain() {
 			}
 		}
 	}()
-	event("ready %d %s", os.Getpid(), ln.Addr())
+	event("ready %d %s", os.Getpid(), addr)
 	<-up.Exit()
+	if ts != nil {
+		// What stayed: HTTP/2 connections, which end with GOAWAY.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if err := hs.Drain(ctx); err != nil {
+			event("error %d %v", os.Getpid(), err)
+		}
+		cancel()
+	}
 	event("exit %d", os.Getpid())
+}
+
+// serve serves HTTP once the process is ready.
+func serve(hs *Server, up *handoff.Upgrader) (net.Addr, error) {
+	ln, err := up.Listen("tcp", "127.0.0.1:0")
+	if err == nil {
+		err = up.Ready(context.Background())
+	}
+	if err != nil {
+		return nil, err
+	}
+	go hs.Serve(ln)
+	return ln.Addr(), nil
 }
 
 // chain is the test's view of a server and its successors.

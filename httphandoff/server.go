@@ -8,12 +8,14 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/handoff"
+	"github.com/handoff-dev/handoff/tlshandoff"
 )
 
 // Server serves an unmodified http.Server on a handoff.Listener so that, at
 // an upgrade, its keep-alive connections move to the new process instead
 // of being closed. Make it before handoff.New (its Resume goes in the
-// Options), then call Serve once Ready has returned.
+// Options), then call Serve (or, for HTTPS, TLS before Ready and
+// ServeTLS) once Ready has returned.
 type Server struct {
 	srv  *http.Server
 	hook func(net.Conn, http.ConnState) // the application's ConnState, if any
@@ -24,14 +26,17 @@ type Server struct {
 	observed func(nc net.Conn, what string, n int)
 
 	mu      sync.Mutex
-	conns   map[net.Conn]*conn
-	resumed chan *conn // connections to serve again: resumed, or back after a rollback
+	conns   map[net.Conn]*conn // by what net/http serves (conn.face)
+	resumed chan *conn         // connections to serve again: resumed, or back after a rollback
 	closed  chan struct{}
 	once    sync.Once
+
+	tls *tlsServer // set by TLS
 }
 
 // New takes over srv's ConnState hook (the application's own, if set, is
-// still called first). Serve srv only through Server.Serve from then on.
+// still called first). Serve srv only through Server.Serve or ServeTLS
+// from then on.
 func New(srv *http.Server) *Server {
 	s := &Server{
 		srv:     srv,
@@ -50,7 +55,11 @@ func New(srv *http.Server) *Server {
 // request begins. An application that also parks hijacked connections
 // dispatches on IsHTTP(state) first (see doc.go).
 func (s *Server) Resume(c *handoff.Conn, state []byte) {
-	s.serveAgain(newConn(s, c, true, decodeState(state)))
+	if tlshandoff.IsState(state) {
+		s.resumeTLS(c, state)
+		return
+	}
+	s.serveAgain(newConn(s, c, c, true, decodeState(state)))
 }
 
 // Serve serves the http.Server on ln until ln is handed over or closed,
@@ -59,10 +68,27 @@ func (s *Server) Resume(c *handoff.Conn, state []byte) {
 // call the http.Server's Shutdown, Close or SetKeepAlivesEnabled(false)
 // while an upgrade may hand connections over: they close idle keep-alive
 // connections, which is what this package exists to avoid. After Exit is
-// closed, nothing is left to close.
+// closed, nothing is left to close (over HTTPS, Drain ends what stayed).
+//
+// A Server serves one listener: Serve's or ServeTLS's.
 func (s *Server) Serve(ln *handoff.Listener) error {
-	l := &listener{s: s, ln: ln, accepted: make(chan acceptResult)}
-	go l.acceptLoop()
+	return s.serve(ln, func(l *listener) {
+		for {
+			c, err := ln.AcceptConn()
+			if err != nil {
+				l.fail(err)
+				return
+			}
+			l.deliver(newConn(s, c, c, false, time.Time{}).face)
+		}
+	})
+}
+
+// serve serves the http.Server on ln, whose connections accept hands
+// to the listener's deliver.
+func (s *Server) serve(ln net.Listener, accept func(*listener)) error {
+	l := &listener{s: s, ln: ln, accepted: make(chan net.Conn), failed: make(chan error, 1)}
+	go accept(l)
 	err := s.srv.Serve(l)
 	s.once.Do(func() { close(s.closed) })
 	return err
@@ -73,7 +99,7 @@ func (s *Server) serveAgain(c *conn) {
 	select {
 	case s.resumed <- c:
 	case <-s.closed:
-		_ = c.Conn.Close()
+		_ = c.stream.Close()
 	}
 }
 
@@ -82,6 +108,9 @@ func (s *Server) serveAgain(c *conn) {
 func (s *Server) connState(nc net.Conn, st http.ConnState) {
 	if s.hook != nil {
 		s.hook(nc, st)
+	}
+	if s.tls != nil {
+		s.tls.connState(nc)
 	}
 	s.mu.Lock()
 	c := s.conns[nc]
@@ -99,17 +128,17 @@ func (s *Server) connState(nc net.Conn, st http.ConnState) {
 	case st == http.StateHijacked:
 		// The application's now: the library asks it to park as any
 		// handoff.Conn (Read returns handoff.ErrPark).
-		c.Conn.ParkWhen(nil)
+		c.hc.ParkWhen(nil)
 	}
 }
 
-// Conn returns the handoff.Conn behind a connection this package served,
-// such as one an http.Handler hijacked, so that the application can park
-// it (Park, after Unread of what the hijack's bufio.Reader holds); nil for
-// any other net.Conn.
+// Conn returns the handoff.Conn behind an HTTP connection this package
+// served, such as one an http.Handler hijacked, so that the application
+// can park it (Park, after Unread of what the hijack's bufio.Reader
+// holds); nil for any other net.Conn, HTTPS ones included (see TLSConn).
 func Conn(nc net.Conn) *handoff.Conn {
 	if c, ok := nc.(*conn); ok {
-		return c.Conn
+		return c.hc
 	}
 	return nil
 }
@@ -120,63 +149,69 @@ func (s *Server) observe(c *conn, what string, n int) {
 	}
 }
 
-func (s *Server) track(c *conn) {
+// track follows nc, if it is one of this package's conns (not a TLS
+// connection that stays here, served as is).
+func (s *Server) track(nc net.Conn) {
+	var c *conn
+	switch x := nc.(type) {
+	case *conn:
+		c = x
+	case *tlsConn:
+		c = x.conn
+	default:
+		return
+	}
 	s.mu.Lock()
-	s.conns[c] = c
+	s.conns[nc] = c
 	s.mu.Unlock()
 }
 
-type acceptResult struct {
-	c   *handoff.Conn
-	err error
-}
-
-// listener merges the handoff listener's connections with those to serve
-// again.
+// listener merges the connections accepted (and, over TLS, past their
+// handshake) with those to serve again.
 type listener struct {
 	s        *Server
-	ln       *handoff.Listener
-	accepted chan acceptResult
+	ln       net.Listener
+	accepted chan net.Conn
+	failed   chan error // the error that ended accepting
 }
 
-func (l *listener) acceptLoop() {
-	for {
-		c, err := l.ln.AcceptConn()
-		select {
-		case l.accepted <- acceptResult{c, err}:
-		case <-l.s.closed:
-			if c != nil {
-				_ = c.Close()
-			}
-			return
-		}
-		if err != nil {
-			return
-		}
+// deliver hands nc to net/http's next Accept, or closes it if the
+// Server is done.
+func (l *listener) deliver(nc net.Conn) {
+	select {
+	case l.accepted <- nc:
+	case <-l.s.closed:
+		_ = nc.Close()
 	}
 }
 
+// fail ends accepting with err.
+func (l *listener) fail(err error) { l.failed <- err }
+
 func (l *listener) Accept() (net.Conn, error) {
 	select {
-	case r := <-l.accepted:
-		if r.err != nil {
-			return nil, r.err
-		}
-		c := newConn(l.s, r.c, false, time.Time{})
-		l.s.track(c)
-		return c, nil
+	case nc := <-l.accepted:
+		l.s.track(nc)
+		return nc, nil
+	case err := <-l.failed:
+		l.failed <- err // every later Accept fails too
+		return nil, err
 	case c := <-l.s.resumed:
-		l.s.track(c)
-		return c, nil
+		l.s.track(c.face)
+		return c.face, nil
 	case <-l.s.closed:
 		return nil, net.ErrClosed
 	}
 }
 
-// Close closes this process's copy of the listening socket.
+// Close closes this process's copy of the listening socket, if the
+// upgrade has not already (Drain's Shutdown comes after it).
 func (l *listener) Close() error {
 	l.s.once.Do(func() { close(l.s.closed) })
-	return l.ln.Close()
+	if err := l.ln.Close(); !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
 }
 
 func (l *listener) Addr() net.Addr { return l.ln.Addr() }

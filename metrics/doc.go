@@ -30,6 +30,9 @@
 //	handoff_info{version=...}                                  gauge, always 1
 //	handoff_serving                                            gauge, 1 if it should get traffic
 //
+// For a TLS server of package tlshandoff, package tlsmetrics adds how
+// many connections could move and how many stayed to drain.
+//
 // Every counter continues across upgrades: the new process starts from the
 // old one's values, so rate() and increase() see no reset at an upgrade.
 // The library carries its own totals; the phase histogram and the

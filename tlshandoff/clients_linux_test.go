@@ -12,25 +12,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/testtool"
 )
 
-// envRequireTools, set (CI sets it), makes a missing client tool fail the
-// test rather than skip it. .ci/run installs them.
-const envRequireTools = "HANDOFF_REQUIRE_TOOLS"
-
-// needTool returns the path of a client tool, skipping the test if it is
-// missing and envRequireTools is unset.
+// needTool returns the path of a client tool (testtool.Need).
 func needTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv(envRequireTools) != "" {
-		t.Fatalf("%s is required (%s is set): %v", name, envRequireTools, err)
-	}
-	t.Skipf("%s not installed (apt-get install openssl curl python3)", name)
-	return ""
+	return testtool.Need(t, name, "apt-get install openssl curl python3")
 }
 
 // lineProc is a client program that sends each line of its stdin to the

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/handoff-dev/handoff/handoff"
 )
 
 // Conn is a server-side TLS connection. crypto/tls does its handshake;
@@ -73,6 +75,9 @@ func (c *Conn) switchOver() {
 	if why == "" && c.hs.left != 0 {
 		why = "crypto/tls stopped inside a record"
 	}
+	if why == "" && c.srv.opts.Stay != nil && c.srv.opts.Stay(c.state) {
+		why = whyStay
+	}
 	c.facts = facts
 	if why != "" {
 		c.why = why
@@ -100,6 +105,19 @@ func (c *Conn) Movable() (bool, string) {
 		return false, "handshake failed: " + err.Error()
 	}
 	return c.movable, c.why
+}
+
+// Handoff returns the handoff.Conn that carries the connection's records
+// and that an upgrade asks to park (ParkWhen, Asked), once its handshake
+// is over; nil if it has none: the connection cannot move, or the Server
+// has no Upgrader. The Conn owns it: use it to watch for upgrades, not to
+// read, write or close.
+func (c *Conn) Handoff() *handoff.Conn {
+	if !c.hsDone.Load() || !c.movable {
+		return nil
+	}
+	hc, _ := c.raw.(*handoff.Conn)
+	return hc
 }
 
 // Facts returns what the switch to the record layer found (zero for a

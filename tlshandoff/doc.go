@@ -46,6 +46,10 @@
 // (MarshalTicketKeys, SetTicketKeys), so that a client resumes in the
 // next process with a ticket from this one.
 //
+// HTTPS: package httphandoff serves net/http over this package (its
+// Server.TLS and ServeTLS): HTTP/1.1 connections move between requests,
+// and HTTP/2 ones stay (Options.Stay) and end with GOAWAY.
+//
 // Secrets are never written to disk or logs by this package: states and
 // ticket keys are meant for the handoff channel only.
 package tlshandoff

@@ -17,7 +17,7 @@ import (
 // alert, an unsupported message, a tampered record). TLS 1.3 only: the
 // key log says TLS 1.2's master secret but not the randoms.
 type peer struct {
-	t       *testing.T
+	t       testing.TB
 	conn    net.Conn
 	out, in *half
 	rbuf    []byte

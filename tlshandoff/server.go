@@ -31,6 +31,15 @@ type Options struct {
 	// Logger receives a line for each connection that cannot move.
 	// Default slog.Default().
 	Logger *slog.Logger
+	// Stay, if set, is asked about each connection that could move, once
+	// its handshake is over: one it returns true for stays in this
+	// process, served by crypto/tls to its end as one that cannot move
+	// (Movable says why; Drain waits for it), without a log line, since
+	// the application chose it. Package httphandoff keeps HTTP/2 (ALPN
+	// h2) connections here: HTTP/2 is never idle between requests, and
+	// drains with GOAWAY instead. Default: every connection that can
+	// move, moves.
+	Stay func(tls.ConnectionState) bool
 }
 
 // Server makes server-side Conns from a tls.Config.
@@ -168,9 +177,15 @@ func (s *Server) cannotMove(c *Conn) {
 	s.open++
 	c.unmoving = true
 	s.mu.Unlock()
+	if c.why == whyStay {
+		return
+	}
 	s.opts.Logger.Info("tlshandoff: connection cannot move; crypto/tls serves it here and it drains at an upgrade",
 		"remote", c.hs.RemoteAddr().String(), "reason", c.why)
 }
+
+// whyStay is Movable's reason for a connection Options.Stay kept here.
+const whyStay = "the application keeps it in this process (Options.Stay)"
 
 // closedUnmoving is called as a connection served by crypto/tls closes.
 func (s *Server) closedUnmoving(c *Conn) {

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"slices"
+
+	"github.com/handoff-dev/handoff/internal/fields"
 )
 
 // The state of a connection at a record boundary, as MarshalState writes
@@ -105,62 +107,24 @@ func appendHalf(b []byte, h *half) []byte {
 	return appendStr8(appendStr8(appendStr8(b, nil), h.key), h.iv)
 }
 
-// decoder reads big-endian fields and remembers the first shortfall, so
-// that a truncated state is an error, never a panic or an allocation its
-// bytes do not back (as handoff/internal/wire's).
-type decoder struct {
-	b   []byte
-	err error
-}
+// decoder reads a state's fields (package fields, as handoff's frames
+// are read); its errors wrap ErrState.
+type decoder struct{ fields.Reader }
 
-func (d *decoder) take(n int) []byte {
-	if d.err != nil {
-		return nil
-	}
-	if n < 0 || n > len(d.b) {
-		d.err = fmt.Errorf("%w: field of %d bytes where %d remain", ErrState, n, len(d.b))
-		return nil
-	}
-	p := d.b[:n:n]
-	d.b = d.b[n:]
-	return p
-}
-
-func (d *decoder) u8() byte {
-	if p := d.take(1); p != nil {
-		return p[0]
-	}
-	return 0
-}
-
-func (d *decoder) u16() uint16 {
-	if p := d.take(2); p != nil {
-		return binary.BigEndian.Uint16(p)
-	}
-	return 0
-}
-
-func (d *decoder) u64() uint64 {
-	if p := d.take(8); p != nil {
-		return binary.BigEndian.Uint64(p)
-	}
-	return 0
-}
-
-func (d *decoder) str8() []byte { return d.take(int(d.u8())) }
+func (d *decoder) str8() []byte { return d.Take(int(d.U8())) }
 
 // b32 reads a length-prefixed field of at most limit bytes.
 func (d *decoder) b32(limit int) []byte {
-	p := d.take(4)
+	p := d.Take(4)
 	if p == nil {
 		return nil
 	}
 	n := binary.BigEndian.Uint32(p)
 	if uint64(n) > uint64(limit) {
-		d.err = fmt.Errorf("%w: field of %d bytes, at most %d allowed", ErrState, n, limit)
+		d.Fail("field of %d bytes, at most %d allowed", n, limit)
 		return nil
 	}
-	return d.take(int(n))
+	return d.Take(int(n))
 }
 
 // Resume rebuilds a connection from a state MarshalState or Park wrote,
@@ -181,28 +145,28 @@ func (s *Server) Resume(raw net.Conn, state []byte) (*Conn, []byte, error) {
 
 // parseState decodes a state whole before it builds anything.
 func parseState(state []byte) (*Conn, []byte, error) {
-	d := &decoder{b: state}
-	if string(d.take(len(stateMagic))) != stateMagic || d.u8() != stateFormat {
+	d := &decoder{fields.NewReader(state, ErrState)}
+	if string(d.Take(len(stateMagic))) != stateMagic || d.U8() != stateFormat {
 		return nil, nil, fmt.Errorf("%w: unknown format", ErrState)
 	}
 	c := &Conn{}
 	st := &c.state
-	st.Version, st.CipherSuite = d.u16(), d.u16()
+	st.Version, st.CipherSuite = d.U16(), d.U16()
 	st.NegotiatedProtocol, st.ServerName = string(d.str8()), string(d.str8())
-	flags := d.u8()
+	flags := d.U8()
 	st.DidResume, st.HandshakeComplete = flags&flagResumed != 0, true
 	certs := d.certs()
 	in, out := d.half(), d.half()
 	plain, pending := d.b32(maxPlaintext), d.b32(maxPending)
 	hsMsg, app := d.b32(maxHandshakeMsg), d.b32(len(state))
-	if d.err == nil && len(d.b) != 0 {
-		d.err = fmt.Errorf("%w: %d bytes after the last field", ErrState, len(d.b))
+	if d.Len() != 0 {
+		d.Fail("%d bytes after the last field", d.Len())
 	}
-	if d.err == nil && flags&^flagResumed != 0 {
-		d.err = fmt.Errorf("%w: unknown flags %#x", ErrState, flags)
+	if flags&^flagResumed != 0 {
+		d.Fail("unknown flags %#x", flags)
 	}
-	if d.err != nil {
-		return nil, nil, d.err
+	if err := d.Err(); err != nil {
+		return nil, nil, err
 	}
 	var err error
 	if st.PeerCertificates, err = parseCerts(certs); err != nil {
@@ -226,12 +190,12 @@ func parseState(state []byte) (*Conn, []byte, error) {
 
 // certs reads the peer certificates' DER.
 func (d *decoder) certs() [][]byte {
-	n := int(d.u8())
-	if n > maxPeerCerts && d.err == nil {
-		d.err = fmt.Errorf("%w: %d peer certificates, at most %d allowed", ErrState, n, maxPeerCerts)
+	n := int(d.U8())
+	if n > maxPeerCerts {
+		d.Fail("%d peer certificates, at most %d allowed", n, maxPeerCerts)
 	}
 	var ders [][]byte
-	for i := 0; i < n && d.err == nil; i++ {
+	for i := 0; i < n && d.Err() == nil; i++ {
 		ders = append(ders, d.b32(maxCertLen))
 	}
 	return ders
@@ -256,7 +220,7 @@ type halfState struct {
 }
 
 func (d *decoder) half() halfState {
-	return halfState{seq: d.u64(), secret: d.str8(), key: d.str8(), iv: d.str8()}
+	return halfState{seq: d.U64(), secret: d.str8(), key: d.str8(), iv: d.str8()}
 }
 
 func (hs halfState) build(s *suite) (*half, error) {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 )
 
@@ -80,4 +81,21 @@ func (s *Server) SetTicketKeys(b []byte) error {
 	s.tickets.keys = keys
 	s.tickets.cfg.SetSessionTicketKeys(keys)
 	return nil
+}
+
+// SaveTicketKeys writes MarshalTicketKeys to w, and LoadTicketKeys reads
+// them back and sets them: the shapes of handoff.Options.SaveState and
+// LoadState, for an application whose only state is the keys.
+func (s *Server) SaveTicketKeys(w io.Writer) error {
+	_, err := w.Write(s.MarshalTicketKeys())
+	return err
+}
+
+// LoadTicketKeys: see SaveTicketKeys.
+func (s *Server) LoadTicketKeys(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	return s.SetTicketKeys(b)
 }

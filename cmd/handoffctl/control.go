@@ -78,6 +78,41 @@ func request(path, line string, fn func(answer) error) error {
 	return exchange(c, line, fn)
 }
 
+// askStatus asks the control socket at path for its status. st is nil
+// when the server answered an error line instead (refused says it); err,
+// wrapping errUnreachable, says why it could not be asked. within > 0
+// bounds the whole exchange, a server that accepts and says nothing
+// included; 0 leaves request's bounds.
+func askStatus(path string, within time.Duration) (st *controlwire.Status, refused string, err error) {
+	dialWait := 5 * time.Second
+	if within > 0 {
+		dialWait = min(dialWait, within)
+	}
+	c, err := net.DialTimeout("unix", path, dialWait)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %w", errUnreachable, err)
+	}
+	defer c.Close()
+	if within > 0 {
+		bound := time.AfterFunc(within, func() { _ = c.Close() })
+		defer func() {
+			if !bound.Stop() && st == nil && refused == "" {
+				err = fmt.Errorf("%w: no answer within %s", errUnreachable, within)
+			}
+		}()
+	}
+	err = exchange(c, controlwire.Request{Command: controlwire.CommandStatus}.Line(), func(a answer) error {
+		switch a.Type {
+		case controlwire.TypeStatus:
+			st = &a.Status
+		case controlwire.TypeError:
+			refused = a.Error.Error
+		}
+		return nil
+	})
+	return st, refused, err
+}
+
 // exchange sends line on c and reads the answers, as request says.
 func exchange(c net.Conn, line string, fn func(answer) error) error {
 	// A server that refuses a connection (busy) answers and closes it at

@@ -261,6 +261,13 @@ func TestBusyExitStatus(t *testing.T) {
 // closes, and returns its path.
 func fakeServer(t *testing.T, answer string) string {
 	t.Helper()
+	return fakeSequence(t, answer)
+}
+
+// fakeSequence is fakeServer answering its first connection with the first
+// answer, the next with the next, and every one past the last with the last.
+func fakeSequence(t *testing.T, answers ...string) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "other.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -268,13 +275,13 @@ func fakeServer(t *testing.T, answer string) string {
 	}
 	t.Cleanup(func() { _ = ln.Close() })
 	go func() {
-		for {
+		for n := 0; ; n++ {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
 			_, _ = bufio.NewReader(c).ReadString('\n')
-			_, _ = c.Write([]byte(answer))
+			_, _ = c.Write([]byte(answers[min(n, len(answers)-1)]))
 			_ = c.Close()
 		}
 	}()
@@ -308,27 +315,35 @@ func TestNotAControlSocket(t *testing.T) {
 // (an HTTP server, say) is unreachable once the first answer's wait ends,
 // rather than a hang.
 func TestSilentSocket(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "silent.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // open until the test ends
-		}
-	}()
+	path := silentServer(t)
 	defer func(d time.Duration) { firstAnswerWait = d }(firstAnswerWait)
 	firstAnswerWait = 100 * time.Millisecond
 	code, _, stderr := runCtl("status", "-socket", path)
 	if code != exitUnreachable || !strings.Contains(stderr, "server unreachable: no answer in 100ms: is it a handoff control socket?") {
 		t.Errorf("exit %d, stderr %q, want 3 and no answer", code, stderr)
 	}
+}
+
+// silentServer serves a Unix socket that accepts and never answers, and
+// returns its path.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "silent.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // open until the listener closes
+		}
+	}()
+	return path
 }
 
 // TestUsageErrors: a usage error is one line with the handoffctl: prefix

@@ -9,6 +9,7 @@
 //	handoffctl status  (-socket PATH | -pidfile PATH) [-json]
 //	handoffctl upgrade (-socket PATH | -pidfile PATH) [-binary PATH] [-timeout D] [-app NAME] [-json]
 //	handoffctl probe   (ready | live) (-socket PATH | -pidfile PATH)
+//	handoffctl wait    serving (-socket PATH | -pidfile PATH) [-timeout D]
 //
 // status prints the server's pid, version, generation, uptimes, connections,
 // upgrade totals and last upgrade with each phase's time (in a process that
@@ -26,6 +27,16 @@
 // taking over), serves, upgrades, or idles after handing over to a peer;
 // live passes while it answers and has not stopped. It prints one line
 // and exits 0 if the probe passes, non-zero otherwise.
+//
+// wait serving blocks until the server serves, asking its status again
+// and again: a new container's postStart hook that must not return before
+// its takeover committed (OpenKruise's SidecarSet resets the old container
+// once it returns). It exits 0 once the phase is serving, or handed-over
+// (the process served and handed over, or is the SidecarSet's empty image,
+// which gets the same hook and never serves); 1 at once if the process
+// stopped (its takeover failed), and 1, or 3 if the server could not be
+// reached, after -timeout (default 1m). A socket not there yet is asked
+// again: the hook may run before the process has opened it.
 //
 // inspect prints the file's header and one line per section with its
 // length, reading the file as a stream and checking every checksum on the

@@ -212,7 +212,7 @@ func TestCommand(t *testing.T) {
 		{"good file", []string{"inspect", good}, 0, "checksum: ok\n", ""},
 		{"damaged file", []string{"inspect", bad}, 1, `section 1: "empty", 0 bytes`,
 			"handoffctl: " + bad + ": statefile: corrupt: checksum mismatch: "},
-		{"no arguments", nil, 2, "", "handoffctl: no command: want inspect, status, upgrade or probe\nRun 'handoffctl -h' for usage.\n"},
+		{"no arguments", nil, 2, "", "handoffctl: no command: want inspect, status, upgrade, probe or wait\nRun 'handoffctl -h' for usage.\n"},
 		{"unknown command", []string{"frobnicate"}, 2, "", `handoffctl: unknown command "frobnicate"`},
 		{"no file", []string{"inspect"}, 2, "", "handoffctl: inspect takes one file, not 0 arguments\nRun 'handoffctl -h'"},
 		{"two files", []string{"inspect", good, good}, 2, "", "handoffctl: inspect takes one file, not 2 arguments\nRun 'handoffctl -h'"},

@@ -12,6 +12,7 @@ const usage = `usage: handoffctl inspect FILE
        handoffctl status  (-socket PATH | -pidfile PATH) [-json]
        handoffctl upgrade (-socket PATH | -pidfile PATH) [-binary PATH] [-timeout DURATION] [-app NAME] [-json]
        handoffctl probe   (ready | live) (-socket PATH | -pidfile PATH)
+       handoffctl wait    serving (-socket PATH | -pidfile PATH) [-timeout DURATION]
 
 Commands:
   inspect   print a state file's header and sections and verify its checksums
@@ -24,15 +25,21 @@ Commands:
             upgrades or idles handed over; live passes unless it stopped.
             A pod's idle container and one taking over stay ready, so
             that the pod stays in its Service (kubernetes/README.md)
+  wait      block until the server serves (or has handed over, or idles as
+            the SidecarSet's empty image: it will never serve); fail at
+            once if it stopped, and past -timeout (default 1m). A new
+            container's postStart hook that returns once its takeover
+            committed (kubernetes/sidecarset.yaml)
 
-Flags of status, upgrade and probe:
+Flags of status, upgrade, probe and wait:
   -socket PATH     the server's control socket (its Options.ControlSocket)
   -pidfile PATH    find it instead as the one listening Unix socket of the
                    process whose pid PATH holds (from /proc/PID/fd and
                    /proc/net/unix)
   -json            print the server's JSON lines as they come
   -binary PATH     upgrade: the binary to start (default: the server's own)
-  -timeout D       upgrade: bound up to the commit (default: the server's)
+  -timeout D       upgrade: bound up to the commit (default: the server's);
+                   wait: how long to wait (default 1m)
   -app NAME        upgrade: switch to another application, the one the new
                    binary must be (its Options.App); without it, a binary of
                    another application than the server's is refused
@@ -40,10 +47,11 @@ Flags of status, upgrade and probe:
 Exit status:
   0  done: the file verifies, the status was read, the upgrade committed
   1  inspect: the file does not verify; upgrade: it rolled back (the reason
-     is printed on one line); probe: it fails (why, on one line)
+     is printed on one line); probe: it fails (why, on one line); wait:
+     the server stopped, or did not serve within -timeout
   2  usage error
   3  the server could not be reached, went away without an answer, or is
-     not a handoff control socket
+     not a handoff control socket (wait: until -timeout)
   4  the server refused: another upgrade was running, it was not ready or
      stopping, or it refused the request (bad command, wrong user, busy)
 `
@@ -69,7 +77,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return parseStatus(err, stderr)
 	}
 	if fs.NArg() == 0 {
-		return usageError(stderr, "no command: want inspect, status, upgrade or probe")
+		return usageError(stderr, "no command: want inspect, status, upgrade, probe or wait")
 	}
 	switch cmd := fs.Arg(0); cmd {
 	case "inspect":
@@ -78,8 +86,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runControl(cmd, fs.Args()[1:], stdout, stderr)
 	case "probe":
 		return runProbe(fs.Args()[1:], stdout, stderr)
+	case "wait":
+		return runWait(fs.Args()[1:], stdout, stderr)
 	default:
-		return usageError(stderr, fmt.Sprintf("unknown command %q: want inspect, status, upgrade or probe", cmd))
+		return usageError(stderr, fmt.Sprintf("unknown command %q: want inspect, status, upgrade, probe or wait", cmd))
 	}
 }
 

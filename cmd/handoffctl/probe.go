@@ -6,7 +6,6 @@ import (
 	"io"
 
 	"github.com/handoff-dev/handoff/handoff"
-	"github.com/handoff-dev/handoff/internal/controlwire"
 )
 
 // runProbe answers an orchestrator's probe (a Kubernetes exec probe) from
@@ -38,17 +37,7 @@ func runProbe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "handoffctl: not %s: %v\n", kind, err)
 		return exitUnreachable
 	}
-	var st *controlwire.Status
-	var refused string
-	err = request(path, controlwire.Request{Command: controlwire.CommandStatus}.Line(), func(a answer) error {
-		switch a.Type {
-		case controlwire.TypeStatus:
-			st = &a.Status
-		case controlwire.TypeError:
-			refused = a.Error.Error
-		}
-		return nil
-	})
+	st, refused, err := askStatus(path, 0)
 	switch {
 	case err != nil:
 		fmt.Fprintf(stderr, "handoffctl: not %s: %s: %v\n", kind, path, err)

@@ -402,6 +402,8 @@ func TestSidecarSetHotUpgrade(t *testing.T) {
 	}
 	if c.Lifecycle == nil || c.Lifecycle.PostStart == nil || c.Lifecycle.PostStart.Exec == nil {
 		t.Errorf("no postStart exec hook: Kruise resets the old container once it returns, so it must wait for the commit")
+	} else if cmd, want := c.Lifecycle.PostStart.Exec.Command, []string{"/bin/handoffctl", "wait", "serving", "-socket", argAfter(c.Args, "-control")}; len(cmd) < len(want) || !reflect.DeepEqual(cmd[:len(want)], want) {
+		t.Errorf("postStart %q, want it to begin %q: wait for this container's own process to serve", cmd, want)
 	}
 	// The webhook injects into pods that match the selector: one must.
 	sel, err := metav1.LabelSelectorAsSelector(s.Spec.Selector)
@@ -417,4 +419,35 @@ func TestSidecarSetHotUpgrade(t *testing.T) {
 	if matched != 1 {
 		t.Errorf("the SidecarSet's selector matches %d Deployments' pods, want 1", matched)
 	}
+}
+
+// TestProbesAskTheirOwnProcess: every server's readiness and liveness
+// probes are handoffctl probe ready and live on the control socket its
+// own args name (a port would be answered by whichever process holds it),
+// with a timeout above the kubelet's default 1 s, which a loaded node's
+// exec probe can exceed.
+func TestProbesAskTheirOwnProcess(t *testing.T) {
+	for _, s := range servers(loadAll(t)) {
+		control := argAfter(s.c.Args, "-control")
+		for kind, p := range map[string]*corev1.Probe{"ready": s.c.ReadinessProbe, "live": s.c.LivenessProbe} {
+			want := []string{"/bin/handoffctl", "probe", kind, "-socket", control}
+			if p == nil || p.Exec == nil || !reflect.DeepEqual(p.Exec.Command, want) {
+				t.Errorf("%s: %s probe %+v, want exec %q", s.where, kind, p, want)
+				continue
+			}
+			if p.TimeoutSeconds < 2 {
+				t.Errorf("%s: %s probe's timeoutSeconds %d, want more than the default 1", s.where, kind, p.TimeoutSeconds)
+			}
+		}
+	}
+}
+
+// argAfter is the argument after flag in args, or "".
+func argAfter(args []string, flag string) string {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == flag {
+			return args[i+1]
+		}
+	}
+	return ""
 }

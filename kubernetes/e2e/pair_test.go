@@ -26,7 +26,7 @@ import (
 )
 
 // serverImage is kubernetes/build-image's image of this tree, built by
-// TestMain under a name of the tests' own: :v1 and :v2.
+// TestMain under a name of the tests' own: :v1, :v2 and :idle.
 const serverImage = "localhost/handoff-e2e"
 
 // pdfload is the pdf load checker, built by TestMain.
@@ -66,9 +66,24 @@ type pair struct {
 // after edit; it is removed when the test ends.
 func playPair(t *testing.T, edit func(*corev1.PodSpec)) *pair {
 	t.Helper()
+	return playPairEnv(t, nil, edit)
+}
+
+// playPairEnv is playPair with takeover.yaml's settings changed as env
+// says, in the ConfigMap the pod is played with and in the environment of
+// every container run in it later.
+func playPairEnv(t *testing.T, env map[string]string, edit func(*corev1.PodSpec)) *pair {
+	t.Helper()
 	objs := loadAll(t)
 	pod := objs.pods[0].DeepCopy()
-	p := &pair{pod: unique("hf-pair"), vols: map[string]string{}, env: objs.configMaps[0].Data,
+	cm := objs.configMaps[0].DeepCopy()
+	for k, v := range env {
+		if _, ok := cm.Data[k]; !ok {
+			t.Fatalf("takeover.yaml has no %s to change", k)
+		}
+		cm.Data[k] = v
+	}
+	p := &pair{pod: unique("hf-pair"), vols: map[string]string{}, env: cm.Data,
 		names: map[string]string{}, image: func(v string) string { return serverImage + ":" + v }}
 	pod.Name = p.pod
 	for i := range pod.Spec.Volumes {
@@ -92,16 +107,19 @@ func playPair(t *testing.T, edit func(*corev1.PodSpec)) *pair {
 	if err != nil {
 		t.Fatal(err)
 	}
-	file := filepath.Join(t.TempDir(), "pod.yaml")
+	dir := t.TempDir()
+	file, cmFile := filepath.Join(dir, "pod.yaml"), filepath.Join(dir, "takeover.yaml")
 	if err := os.WriteFile(file, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cm, err := filepath.Abs(filepath.Join(manifestsDir, "takeover.yaml"))
-	if err != nil {
+	if b, err = yaml.Marshal(cm); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cmFile, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.remove(t) })
-	kubePlay(t, "--configmap", cm, file)
+	kubePlay(t, "--configmap", cmFile, file)
 	infra, err := podman("inspect", infraOf(t, p.pod), "--format", "{{.State.Pid}}")
 	if err != nil {
 		t.Fatal(err)
@@ -240,7 +258,11 @@ func (p *pair) run(t *testing.T, ctr, image, entrypoint string, args []string) {
 	cmd := []string{"run", "-d", "--pod", p.pod, "--name", ctr, "--restart", "no",
 		"--user", fmt.Sprintf("%d:%d", 65532, 65532), "--cap-drop", "all", "--security-opt", "no-new-privileges"}
 	for _, m := range c.VolumeMounts {
-		cmd = append(cmd, "-v", m.Name+":"+m.MountPath)
+		ro := ""
+		if m.ReadOnly {
+			ro = ":ro"
+		}
+		cmd = append(cmd, "-v", m.Name+":"+m.MountPath+ro)
 	}
 	for k, v := range p.env {
 		cmd = append(cmd, "-e", k+"="+v)

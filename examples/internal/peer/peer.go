@@ -26,7 +26,8 @@ kubernetes/README.md):
                    the library's (handoff.TakeoverFromEnv)
   HANDOFF_TAKEOVER_AFTER_COMMIT
                    exit (the default): exit 0 after a handover; idle: stay up
-                   holding nothing (no listener, no connection, no file
+                   holding nothing but the control socket, which says
+                   handed-over (no served listener, no connection, no file
                    written) until SIGTERM, then exit 0
 `
 
@@ -50,11 +51,13 @@ func FromEnv(opts *handoff.Options) (idle bool, err error) {
 // Idle keeps a process that has handed everything over alive until a stop
 // signal comes on stop. A container whose process exits is restarted with
 // its old image, or takes its pod out of the Service's endpoints
-// (kubernetes/NOTES-facts.md (e)); an idle one holds no listener and no
-// connection, writes no file, and is the one that takes over at the next
-// upgrade, when its image is changed. up.Stop then passes nothing on to a
-// peer (its pid is 0 from another PID namespace), and to an exec'd child
-// the stop it would have got had this process exited.
+// (kubernetes/NOTES-facts.md (e)); an idle one holds no served listener
+// and no connection, writes no file, keeps only the library's control
+// socket (its probes' answer: handed-over), and is the one that takes
+// over at the next upgrade, when its image is changed. up.Stop then
+// passes nothing on to a peer (its pid is 0 from another PID namespace),
+// and to an exec'd child the stop it would have got had this process
+// exited.
 func Idle(up *handoff.Upgrader, stop <-chan os.Signal, log *slog.Logger) {
 	log.Info("handed over; idle until stopped", EnvAfterCommit, "idle")
 	sig := <-stop

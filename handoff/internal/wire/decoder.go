@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/handoff-dev/handoff/internal/fields"
 )
 
 // ErrProtocol is wrapped by every error about a malformed or unexpected frame
@@ -29,74 +31,31 @@ func appendBytes(b, p []byte) []byte {
 	return append(b, p...)
 }
 
-// decoder reads big-endian fields and remembers the first shortfall, so a
-// truncated frame is an error, never a panic or an allocation its bytes do
-// not back.
-type decoder struct {
-	b   []byte
-	err error
-}
+// decoder reads a frame's fields (package fields); its errors wrap
+// ErrProtocol.
+type decoder struct{ fields.Reader }
 
-func (d *decoder) take(n int) []byte {
-	if d.err != nil {
-		return nil
-	}
-	if n < 0 || n > len(d.b) {
-		d.err = Errorf("field of %d bytes where %d remain", n, len(d.b))
-		return nil
-	}
-	p := d.b[:n]
-	d.b = d.b[n:]
-	return p
-}
+func newDecoder(p []byte) *decoder { return &decoder{fields.NewReader(p, ErrProtocol)} }
 
-func (d *decoder) u8() byte {
-	if p := d.take(1); p != nil {
-		return p[0]
-	}
-	return 0
-}
-
-func (d *decoder) u16() uint16 {
-	if p := d.take(2); p != nil {
-		return binary.BigEndian.Uint16(p)
-	}
-	return 0
-}
-
-func (d *decoder) u32() uint32 {
-	if p := d.take(4); p != nil {
+// peekU32 returns the next u32 without taking it (0 if short).
+func (d *decoder) peekU32() uint32 {
+	if p := d.Peek(4); p != nil {
 		return binary.BigEndian.Uint32(p)
 	}
 	return 0
 }
 
-func (d *decoder) u64() uint64 {
-	if p := d.take(8); p != nil {
-		return binary.BigEndian.Uint64(p)
-	}
-	return 0
-}
-
-// peekU32 returns the next u32 without taking it (0 if short).
-func (d *decoder) peekU32() uint32 {
-	if d.err != nil || len(d.b) < 4 {
-		return 0
-	}
-	return binary.BigEndian.Uint32(d.b)
-}
-
 func (d *decoder) str() string {
-	n := int(d.u16())
-	if n > MaxString && d.err == nil {
-		d.err = Errorf("string of %d bytes, at most %d allowed", n, MaxString)
+	n := int(d.U16())
+	if n > MaxString {
+		d.Fail("string of %d bytes, at most %d allowed", n, MaxString)
 	}
-	return string(d.take(n))
+	return string(d.Take(n))
 }
 
 func (d *decoder) bytes() []byte {
-	n := d.u32()
-	if p := d.take(int(n)); p != nil {
+	n := d.U32()
+	if p := d.Take(int(n)); p != nil {
 		return append([]byte(nil), p...)
 	}
 	return nil
@@ -109,16 +68,16 @@ func afterMagic(what Type, p []byte) (*decoder, error) {
 	if len(p) < 4 || string(p[:4]) != helloMagic {
 		return nil, Errorf("%s without the %q magic", what, helloMagic)
 	}
-	return &decoder{b: p[4:]}, nil
+	return newDecoder(p[4:]), nil
 }
 
 // finish reports a shortfall or bytes left over after the last field.
 func (d *decoder) finish(what Type) error {
-	if d.err != nil {
-		return fmt.Errorf("%s: %w", what, d.err)
+	if err := d.Err(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	if len(d.b) != 0 {
-		return Errorf("%s has %d bytes after its last field", what, len(d.b))
+	if d.Len() != 0 {
+		return Errorf("%s has %d bytes after its last field", what, d.Len())
 	}
 	return nil
 }

@@ -146,11 +146,11 @@ func (h *Hello) Decode(p []byte) error {
 	if err != nil {
 		return err
 	}
-	h.Version = d.u16()
-	if d.err == nil && h.Version != Version {
+	h.Version = d.U16()
+	if d.Err() == nil && h.Version != Version {
 		return nil
 	}
-	h.PID, h.FdLimit, h.FdOpen = d.u32(), d.u32(), d.u32()
+	h.PID, h.FdLimit, h.FdOpen = d.U32(), d.U32(), d.U32()
 	h.AppVersion = d.str()
 	h.App = d.str()
 	return d.finish(TypeHello)
@@ -179,9 +179,9 @@ func (p Plan) Append(b []byte) []byte {
 }
 
 func (p *Plan) Decode(b []byte) error {
-	d := decoder{b: b}
-	p.Mode, p.Early = d.u8(), d.u32()
-	flags := d.u8()
+	d := newDecoder(b)
+	p.Mode, p.Early = d.U8(), d.U32()
+	flags := d.U8()
 	p.State = flags&planState != 0
 	if err := d.finish(TypePlan); err != nil {
 		return err
@@ -203,8 +203,8 @@ func (p Progress) Append(b []byte) []byte {
 }
 
 func (p *Progress) Decode(b []byte) error {
-	d := decoder{b: b}
-	p.Seq, p.Held = d.u32(), d.u32()
+	d := newDecoder(b)
+	p.Seq, p.Held = d.U32(), d.U32()
 	return d.finish(TypeProgress)
 }
 
@@ -234,8 +234,8 @@ func (e StateEnd) Append(b []byte) []byte {
 }
 
 func (e *StateEnd) Decode(p []byte) error {
-	d := decoder{b: p}
-	e.Total, e.CRC = d.u64(), d.u32()
+	d := newDecoder(p)
+	e.Total, e.CRC = d.U64(), d.U32()
 	return d.finish(TypeStateEnd)
 }
 
@@ -253,8 +253,8 @@ func (r Ready) Append(b []byte) []byte {
 }
 
 func (r *Ready) Decode(p []byte) error {
-	d := decoder{b: p}
-	r.Conns, r.StateBytes = d.u32(), d.u64()
+	d := newDecoder(p)
+	r.Conns, r.StateBytes = d.U32(), d.U64()
 	return d.finish(TypeReady)
 }
 
@@ -285,12 +285,12 @@ func (c Commit) Append(b []byte) []byte {
 }
 
 func (c *Commit) Decode(p []byte) error {
-	d := decoder{b: p}
-	c.Began = time.Unix(0, int64(d.u64()))
+	d := newDecoder(p)
+	c.Began = time.Unix(0, int64(d.U64()))
 	for i := range c.Phases {
-		c.Phases[i] = time.Duration(d.u64())
+		c.Phases[i] = time.Duration(d.U64())
 	}
-	c.Conns, c.Early, c.StateBytes = d.u32(), d.u32(), d.u64()
+	c.Conns, c.Early, c.StateBytes = d.U32(), d.U32(), d.U64()
 	return d.finish(TypeCommit)
 }
 
@@ -305,7 +305,7 @@ func (a Abort) Append(b []byte) []byte {
 }
 
 func (a *Abort) Decode(p []byte) error {
-	d := decoder{b: p}
+	d := newDecoder(p)
 	a.Reason = d.str()
 	return d.finish(TypeAbort)
 }
@@ -321,9 +321,9 @@ func (f Final) Append(b []byte) []byte {
 }
 
 func (f *Final) Decode(p []byte) error {
-	d := decoder{b: p}
-	f.Conns, f.Late = d.u32(), d.u32()
-	if d.err == nil && f.Late > f.Conns {
+	d := newDecoder(p)
+	f.Conns, f.Late = d.U32(), d.U32()
+	if d.Err() == nil && f.Late > f.Conns {
 		return Errorf("FINAL says %d late connections of %d", f.Late, f.Conns)
 	}
 	return d.finish(TypeFinal)
@@ -359,12 +359,12 @@ func (v Carry) Append(b []byte) []byte {
 
 // Decode leaves v zero unless the whole frame is good.
 func (v *Carry) Decode(p []byte) error {
-	d := decoder{b: p}
-	c := Carry{Generation: d.u64(), Start: time.Unix(0, int64(d.u64())), Values: map[string]float64{}}
-	n := int(d.u16())
-	for i := 0; i < n && d.err == nil; i++ {
+	d := newDecoder(p)
+	c := Carry{Generation: d.U64(), Start: time.Unix(0, int64(d.U64())), Values: map[string]float64{}}
+	n := int(d.U16())
+	for i := 0; i < n && d.Err() == nil; i++ {
 		name := d.str()
-		c.Values[name] = math.Float64frombits(d.u64())
+		c.Values[name] = math.Float64frombits(d.U64())
 	}
 	if err := d.finish(TypeCarry); err != nil {
 		*v = Carry{}
@@ -382,7 +382,7 @@ func (Serving) Type() Type { return TypeServing }
 func (Serving) Append(b []byte) []byte { return b }
 
 func (*Serving) Decode(p []byte) error {
-	d := decoder{b: p}
+	d := newDecoder(p)
 	return d.finish(TypeServing)
 }
 
@@ -399,7 +399,7 @@ func (e End) Append(b []byte) []byte {
 }
 
 func (e *End) Decode(p []byte) error {
-	d := decoder{b: p}
-	e.Moved, e.Stayed, e.Closed = d.u32(), d.u32(), d.u32()
+	d := newDecoder(p)
+	e.Moved, e.Stayed, e.Closed = d.U32(), d.U32(), d.U32()
 	return d.finish(TypeEnd)
 }

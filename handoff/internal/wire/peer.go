@@ -41,8 +41,8 @@ func (t *Takeover) Decode(p []byte) error {
 	if err != nil {
 		return err
 	}
-	t.Version = d.u16()
-	if n := d.peekU32(); n > MaxToken && d.err == nil {
+	t.Version = d.U16()
+	if n := d.peekU32(); n > MaxToken && d.Err() == nil {
 		return Errorf("TAKEOVER token of %d bytes, at most %d allowed", n, MaxToken)
 	}
 	t.Token = d.bytes()
@@ -65,7 +65,7 @@ func (Busy) Type() Type { return TypeBusy }
 func (b Busy) Append(p []byte) []byte { return appendString(p, b.Reason) }
 
 func (b *Busy) Decode(p []byte) error {
-	d := decoder{b: p}
+	d := newDecoder(p)
 	b.Reason = d.str()
 	return d.finish(TypeBusy)
 }
@@ -96,17 +96,17 @@ func (l Listeners) Append(b []byte) []byte {
 // MaxListeners. That its fds match its keys is the receiver's check.
 func (l *Listeners) Decode(p []byte) error {
 	*l = Listeners{}
-	d := decoder{b: p}
-	l.First, l.Total = d.u16(), d.u16()
-	n := int(d.u16())
+	d := newDecoder(p)
+	l.First, l.Total = d.U16(), d.U16()
+	n := int(d.U16())
 	switch {
-	case d.err != nil:
+	case d.Err() != nil:
 	case n == 0 || n > MaxFdsPerMsg:
 		return Errorf("LISTENERS with %d keys, 1 to %d allowed", n, MaxFdsPerMsg)
 	case l.Total > MaxListeners || int(l.First)+n > int(l.Total):
 		return Errorf("LISTENERS %d+%d beyond its total of %d (at most %d)", l.First, n, l.Total, MaxListeners)
 	}
-	for i := 0; i < n && d.err == nil; i++ {
+	for i := 0; i < n && d.Err() == nil; i++ {
 		l.Keys = append(l.Keys, d.str())
 	}
 	return d.finish(TypeListeners)

@@ -85,15 +85,15 @@ func appendRecords(b []byte, seq uint32, recs []Record) []byte {
 
 // decodeRecords decodes a CONNS or PARKED frame (t): both carry records.
 func decodeRecords(t Type, p []byte) (seq uint32, recs []Record, err error) {
-	d := decoder{b: p}
-	seq = d.u32()
-	n := int(d.u16())
+	d := newDecoder(p)
+	seq = d.U32()
+	n := int(d.U16())
 	if most := MaxRecords(t); n > most {
 		return 0, nil, Errorf("%s frame claims %d connections, at most %d fit", t, n, most)
 	}
 	recs = make([]Record, 0, n)
-	for i := 0; i < n && d.err == nil; i++ {
-		recs = append(recs, Record{ID: d.u64(), Kind: d.str(), Unread: d.bytes(), State: d.bytes()})
+	for i := 0; i < n && d.Err() == nil; i++ {
+		recs = append(recs, Record{ID: d.U64(), Kind: d.str(), Unread: d.bytes(), State: d.bytes()})
 	}
 	return seq, recs, d.finish(t)
 }
@@ -114,15 +114,15 @@ func (c Closed) Append(b []byte) []byte {
 
 // Decode allocates the ids only once their count matches the bytes.
 func (c *Closed) Decode(p []byte) error {
-	d := decoder{b: p}
-	n := d.u32()
-	if d.err == nil && (n == 0 || n > MaxClosedIDs || int(n)*8 != len(d.b)) {
+	d := newDecoder(p)
+	n := d.U32()
+	if d.Err() == nil && (n == 0 || n > MaxClosedIDs || int(n)*8 != d.Len()) {
 		c.IDs = nil
-		return Errorf("CLOSED with %d ids in %d bytes", n, len(d.b))
+		return Errorf("CLOSED with %d ids in %d bytes", n, d.Len())
 	}
 	c.IDs = make([]uint64, n)
 	for i := range c.IDs {
-		c.IDs[i] = d.u64()
+		c.IDs[i] = d.U64()
 	}
 	return d.finish(TypeClosed)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/handoff-dev/handoff/examples/internal/peer"
 	"github.com/handoff-dev/handoff/handoff"
 	"github.com/handoff-dev/handoff/httphandoff"
+	"github.com/handoff-dev/handoff/tlshandoff"
 )
 
 // Upgrade modes, as -upgrade-mode names them.
@@ -43,6 +44,8 @@ type config struct {
 	drainTimeout   time.Duration
 	upgradeTimeout time.Duration
 	parkTimeout    time.Duration
+	tlsCert        string // PEM files: serve HTTPS if set
+	tlsKey         string
 	args           []string // after the flags: there must be none
 }
 
@@ -53,6 +56,7 @@ const usage = `Usage: %[1]s [flags]
   GET /          "<version> <pid>"
   GET /slow?ms=N the same after N milliseconds
   POST /echo     the request's body
+over HTTPS with -tls-cert and -tls-key (HTTP/2 too).
 
 Signals:
   SIGHUP           upgrade to the binary now at the path this one was
@@ -95,6 +99,9 @@ func parseFlags(args []string) (config, error) {
 		"full mode: how long every connection may take to finish its request in flight and park, or the upgrade "+
 			"rolls back; the upgrade's pause grows with it, and -upgrade-timeout must leave room for it "+
 			"(0: the library default, "+handoff.DefaultParkTimeout.String()+")")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "certificate `file` (PEM, the chain): serve HTTPS, TLS 1.2 and 1.3, "+
+		"h2 and http/1.1 by ALPN (needs -tls-key)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "private key `file` (PEM) of -tls-cert")
 	err := fs.Parse(args)
 	c.args = fs.Args()
 	return c, err
@@ -115,6 +122,9 @@ func (c config) check() error {
 	}
 	if c.parkTimeout < 0 {
 		return errors.New("-park-timeout must not be negative")
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return errors.New("-tls-cert and -tls-key go together")
 	}
 	return nil
 }
@@ -149,6 +159,7 @@ type process struct {
 	cfg  config
 	up   *handoff.Upgrader
 	hs   *http.Server
+	ad   *httphandoff.Server // nil in listeners mode
 	log  *slog.Logger
 	stop <-chan os.Signal // SIGTERM, SIGINT
 	hup  <-chan os.Signal // SIGHUP
@@ -191,11 +202,15 @@ func start(cfg config, base, log *slog.Logger) (*process, error) {
 	if err != nil {
 		return nil, err
 	}
+	var ts *tlshandoff.Server
+	if cfg.tlsCert != "" && adapter != nil {
+		moveTicketKeys(&opts, &ts)
+	}
 	up, err := handoff.New(opts)
 	if err != nil {
 		return nil, err
 	}
-	ln, err := up.Listen("tcp", cfg.listen)
+	serve, addr, err := listen(cfg, up, hs, adapter, &ts, base)
 	if err != nil {
 		return nil, err
 	}
@@ -207,15 +222,11 @@ func start(cfg config, base, log *slog.Logger) (*process, error) {
 	if err := up.Ready(context.Background()); err != nil {
 		return nil, fmt.Errorf("ready: %w", err)
 	}
-	if adapter != nil {
-		serveLogged(log, func() error { return adapter.Serve(ln) })
-	} else {
-		serveLogged(log, func() error { return hs.Serve(ln) })
-	}
+	serveLogged(log, serve)
 	obs.serve(log)
-	log.Info("serving", "version", cfg.version, "addr", ln.Addr().String(), "upgraded", up.HasParent(),
-		"upgrade_mode", cfg.upgradeMode)
-	return &process{cfg: cfg, up: up, hs: hs, log: log, stop: stop, hup: hup, idle: idle}, nil
+	log.Info("serving", "version", cfg.version, "addr", addr.String(), "upgraded", up.HasParent(),
+		"upgrade_mode", cfg.upgradeMode, "tls", cfg.tlsCert != "")
+	return &process{cfg: cfg, up: up, hs: hs, ad: adapter, log: log, stop: stop, hup: hup, idle: idle}, nil
 }
 
 // serveLogged runs serve on a goroutine of its own and logs why it ended,
@@ -287,8 +298,10 @@ func (p *process) drain() {
 	conns := len(p.up.Conns())
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.drainTimeout)
 	defer cancel()
-	err := p.hs.Shutdown(ctx)
-	if err != nil {
+	var err error
+	if p.ad != nil {
+		err = p.ad.Drain(ctx) // HTTP/2 connections too: GOAWAY, their streams finish
+	} else if err = p.hs.Shutdown(ctx); err != nil {
 		_ = p.hs.Close()
 	}
 	// Hijacked or otherwise untracked by net/http: the upgrader still lists them.

@@ -14,7 +14,11 @@
 // -upgrade-mode rolling|full|listeners (default rolling), -drain-timeout
 // DUR, -upgrade-timeout DUR, -park-timeout DUR (full mode: how long the
 // requests in flight may take to end before the upgrade rolls back;
-// default handoff.DefaultParkTimeout).
+// default handoff.DefaultParkTimeout), -tls-cert FILE -tls-key FILE
+// (serve HTTPS: TLS 1.2 and 1.3, h2 and http/1.1 by ALPN; in rolling and
+// full mode through httphandoff's TLS, whose HTTP/1.1 connections move
+// with their TLS state and whose HTTP/2 ones stay and end with GOAWAY
+// after the upgrade; in listeners mode through crypto/tls).
 //
 // SIGHUP upgrades to whatever binary is now at the path this one was
 // started from:

@@ -283,7 +283,7 @@ func upgradeKeepsConnection(t *testing.T, mode string) {
 }
 
 func TestBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"-upgrade-mode", "restart"}, {"stray"}, {"-drain-timeout", "0s"}, {"-park-timeout", "-1s"}} {
+	for _, args := range [][]string{{"-upgrade-mode", "restart"}, {"stray"}, {"-drain-timeout", "0s"}, {"-park-timeout", "-1s"}, {"-tls-cert", "c.pem"}} {
 		if code := launch(t, args...).exitCode(t); code != 2 {
 			t.Errorf("%q: exit %d, want 2", args, code)
 		}

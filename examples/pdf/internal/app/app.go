@@ -240,6 +240,7 @@ func (p *process) options(base *slog.Logger) handoff.Options {
 		SaveState:      srv.SaveState,
 		LoadState:      srv.LoadState,
 		Resume:         srv.Resume,
+		BeforeUpgrade:  p.beforeUpgrade,
 		Mode:           libraryModes[cfg.upgradeMode],
 		// A connection that cannot move (its handler is stuck writing to a
 		// client that does not read) cannot carry its accounts either:

@@ -21,17 +21,7 @@ import (
 func (p *process) upgrade() {
 	mode, start := p.cfg.upgradeMode, time.Now()
 	p.log.Info("upgrade starting", "mode", mode, "binary", p.up.Binary())
-	var err error
-	if mode == modeListeners {
-		// The new process restores this as a cold start would: what this
-		// process changes from now on is lost.
-		if err = statefile.WriteFile(p.cfg.state, p.srv.SaveState); err != nil {
-			err = fmt.Errorf("save state: %w", err)
-		}
-	}
-	if err == nil {
-		err = p.up.Upgrade(context.Background())
-	}
+	err := p.up.Upgrade(context.Background())
 	switch {
 	case errors.Is(err, handoff.ErrUpgradeInProgress):
 		// handoffctl started one: not this upgrade's failure.
@@ -42,6 +32,21 @@ func (p *process) upgrade() {
 	default:
 		p.log.Info("upgrade complete", "mode", mode, "took", time.Since(start))
 	}
+}
+
+// beforeUpgrade is the library's BeforeUpgrade: in listeners mode, where
+// no state travels, it writes the state file the new process restores,
+// whoever triggered the upgrade (SIGHUP, handoffctl, a peer container).
+// The new process restores it as a cold start would: what this process
+// changes from then on is lost. An error refuses the upgrade.
+func (p *process) beforeUpgrade() error {
+	if p.cfg.upgradeMode != modeListeners || p.cfg.state == "" {
+		return nil
+	}
+	if err := statefile.WriteFile(p.cfg.state, p.srv.SaveState); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	return nil
 }
 
 // reclaimMarker names this process in the marker again after a rolling

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fastPoll makes wait ask again at once, for the test.
+func fastPoll(t *testing.T) {
+	t.Helper()
+	old := waitPoll
+	waitPoll = time.Millisecond
+	t.Cleanup(func() { waitPoll = old })
+}
+
+// TestWait: wait serving asks again until the server serves, or has
+// handed over (it never will serve: the SidecarSet's empty image gets the
+// same postStart hook); a socket that does not answer yet or is busy is
+// asked again; a stopped server fails at once, well before the timeout;
+// one that stays starting fails at the timeout, saying so.
+func TestWait(t *testing.T) {
+	fastPoll(t)
+	busy := `{"type":"error","error":"busy: 8 control connections already"}` + "\n"
+	for _, tc := range []struct {
+		name    string
+		answers []string
+		timeout string
+		code    int
+		out     string // stdout if code is 0, else stderr
+	}{
+		{"serving", []string{status("serving")}, "1m", exitOK, "serving: pid 7 is serving\n"},
+		{"handed-over", []string{status("handed-over")}, "1m", exitOK, "serving: pid 7 is handed-over\n"},
+		{"starting, then serving", []string{status("starting"), status("starting"), status("serving")}, "1m",
+			exitOK, "serving: pid 7 is serving\n"},
+		{"no answer, busy, then serving", []string{"", busy, status("serving")}, "1m", exitOK, "serving: pid 7 is serving\n"},
+		{"starting, then stopped", []string{status("starting"), status("stopped")}, "1m",
+			exitFailure, "handoffctl: not serving: pid 7 stopped\n"},
+		{"starting for ever", []string{status("starting")}, "300ms",
+			exitFailure, "handoffctl: not serving within 300ms: pid 7 is starting\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := fakeSequence(t, tc.answers...)
+			code, stdout, stderr := runCtl("wait", "serving", "-socket", path, "-timeout", tc.timeout)
+			out := stdout
+			if code != exitOK {
+				out = stderr
+			}
+			if code != tc.code || out != tc.out {
+				t.Errorf("exit %d, stdout %q, stderr %q; want %d and %q", code, stdout, stderr, tc.code, tc.out)
+			}
+		})
+	}
+}
+
+// TestWaitUnreachable: a socket that is not there, or that accepts and
+// says nothing, is asked until the timeout, which bounds a silent one too
+// (the first answer's own wait is made far longer here), and exits 3.
+func TestWaitUnreachable(t *testing.T) {
+	fastPoll(t)
+	defer func(d time.Duration) { firstAnswerWait = d }(firstAnswerWait)
+	firstAnswerWait = time.Hour
+	for _, tc := range []struct{ path, why string }{
+		{filepath.Join(t.TempDir(), "none.sock"), "no such file or directory"},
+		{silentServer(t), "no answer within "},
+	} {
+		code, stdout, stderr := runCtl("wait", "serving", "-socket", tc.path, "-timeout", "300ms")
+		if code != exitUnreachable || stdout != "" || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tc.why) ||
+			!strings.HasPrefix(stderr, "handoffctl: not serving within 300ms: "+tc.path+": server unreachable: ") {
+			t.Errorf("exit %d, stdout %q, stderr %q; want 3 and one line why: %s", code, stdout, stderr, tc.why)
+		}
+	}
+}
+
+// TestWaitServer: a real first process that is never made ready stays
+// starting, and wait says so at its timeout.
+func TestWaitServer(t *testing.T) {
+	fastPoll(t)
+	path := controlServer(t)
+	code, _, stderr := runCtl("wait", "serving", "-socket", path, "-timeout", "300ms")
+	if code != exitFailure || !strings.HasSuffix(stderr, " is starting\n") {
+		t.Errorf("exit %d, stderr %q, want 1 and starting", code, stderr)
+	}
+}
+
+// TestWaitUsage: wait wants serving, one socket and a positive timeout.
+func TestWaitUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"wait"},
+		{"wait", "-socket", "/a"},
+		{"wait", "ready", "-socket", "/a"},
+		{"wait", "serving"},
+		{"wait", "serving", "-socket", "/a", "-pidfile", "/b"},
+		{"wait", "serving", "-socket", "/a", "-timeout", "0s"},
+		{"wait", "serving", "-socket", "/a", "-timeout", "soon"},
+		{"wait", "serving", "-socket", "/a", "extra"},
+	} {
+		if code, _, stderr := runCtl(args...); code != exitUsage || !strings.Contains(stderr, "handoffctl -h") {
+			t.Errorf("%q: exit %d, stderr %q, want a usage error", args, code, stderr)
+		}
+	}
+}

@@ -1,0 +1,181 @@
+package handoff
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// Service is a server's own part of its process's life, as Run drives
+// it: what it listens on, how it serves, saves and stops.
+type Service struct {
+	// Setup listens through the Upgrader (Listen, ListenPlain) and makes
+	// what serving needs, before Ready: in a process started by an
+	// upgrade the listeners are the old process's, found by address. It
+	// must not accept yet. Required.
+	Setup func(up *Upgrader) error
+	// Serve serves until what it serves on is closed: at a handover the
+	// Upgrader closes its listeners, at a stop Shutdown ends it. Run
+	// calls it on a goroutine of its own once Ready has returned, and
+	// logs its return only if the process still serves. Required.
+	Serve func() error
+	// Save saves the state at a stop, when this process owns it (a
+	// successor does after a handover, and saves it at its own stop). It
+	// must keep the state from changing from then on (a request it
+	// answered after the save would be lost). An error keeps the process
+	// serving, with its state as it was: Run logs it, and a next stop
+	// signal tries again, so that a full disk loses nothing. Optional.
+	Save func() error
+	// Shutdown ends serving within ctx: at a stop, after Save; after a
+	// handover, for what stays here (ListenersOnly mode's connections,
+	// Rolling mode's stragglers). It stops accepting, lets what is in
+	// flight finish and closes the rest, and returns when ctx ends at
+	// the latest. Run then closes every connection Conns still lists.
+	// Default: after a handover, wait until those connections have
+	// ended (Drain); at a stop, nothing.
+	Shutdown func(ctx context.Context) error
+	// DrainTimeout bounds Shutdown. Default 30 s.
+	DrainTimeout time.Duration
+	// IdleAfterHandover keeps the process alive after a handover to a
+	// peer (Options.TakeoverSocket), holding nothing, until a stop
+	// signal, which is its own: a container of a pod whose orchestrator
+	// restarts a container that exits, and whose idle one answers its
+	// probes on its own control socket (kubernetes/). After an exec'd
+	// upgrade a stop that reaches the old process is passed on to the new
+	// one, as without it.
+	IdleAfterHandover bool
+}
+
+// Run is the life of a common server's process, in one call: stop
+// signals caught before anything can take long (SIGTERM, SIGINT), New,
+// svc.Setup, Ready, svc.Serve, then the wait for a handover or a stop.
+// Upgrades come from SIGHUP (unless opts.NoSignal), the control socket
+// or a peer, as the Upgrader takes them: one at a time, each logged.
+//
+// After a handover Run shuts down what stays here, idles if asked, and
+// returns nil once every stop signal that reached the process has been
+// passed on (Exiting). At a stop it saves the state if this process owns
+// it, shuts down and returns nil. It returns an error if the process
+// could not start, or, in a process started by an upgrade, could not
+// take over: the old process serves on, and this one must exit non-zero
+// without saving anything.
+func Run(opts Options, svc Service) error {
+	if svc.Setup == nil || svc.Serve == nil {
+		return errors.New("handoff: Run: Service.Setup and Service.Serve are required")
+	}
+	// Before New, which may take long (a takeover): no stop is lost.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(stop)
+	up, err := New(opts)
+	if err != nil {
+		return err
+	}
+	if err := svc.Setup(up); err != nil {
+		_ = up.Stop()
+		return fmt.Errorf("handoff: Run: setup: %w", err)
+	}
+	if err := up.Ready(context.Background()); err != nil {
+		return err
+	}
+	r := &runner{up: up, svc: svc, stop: stop}
+	go r.serve()
+	return r.wait()
+}
+
+// runner is one Run after Ready.
+type runner struct {
+	up   *Upgrader
+	svc  Service
+	stop chan os.Signal
+}
+
+// serve runs Service.Serve. Its end is expected once an upgrade has
+// committed or the process stopped (its listeners closed, whatever error
+// that gives: net.ErrClosed, http.ErrServerClosed); before, it is not.
+func (r *runner) serve() {
+	err := r.svc.Serve()
+	if r.up.Status().Phase == ProcessServing {
+		r.up.log.Error("handoff: Run: Serve returned while the process serves", "err", err)
+	}
+}
+
+// wait serves until the process hands over or stops.
+func (r *runner) wait() error {
+	exit := r.up.Exit()
+	for {
+		select {
+		case <-exit:
+			if r.up.Status().Phase != ProcessHandedOver {
+				exit = nil // Stop was called: a stop signal ends it
+				continue
+			}
+			defer r.up.Exiting() // a stop that reached this process goes to the successor
+			r.handedOver()
+			return nil
+		case sig := <-r.stop:
+			r.up.log.Info("handoff: Run: stopping", "signal", sig.String())
+			if r.stopped() {
+				return nil
+			}
+			exit = nil // Stop has closed Exit; the process serves on
+		}
+	}
+}
+
+// handedOver ends a process whose successor serves.
+func (r *runner) handedOver() {
+	r.up.log.Info("handoff: Run: handed over; shutting down what stays here", "conns", len(r.up.Conns()))
+	r.shutdown(true)
+	if !r.svc.IdleAfterHandover {
+		return
+	}
+	r.up.log.Info("handoff: Run: idle until stopped")
+	sig := <-r.stop
+	r.up.log.Info("handoff: Run: stopping while idle", "signal", sig.String())
+	_ = r.up.Stop() // ErrHandedOver: the successor owns what there was
+}
+
+// stopped stops the service for a stop signal and reports whether the
+// process may exit: not if it owns its state and could not save it.
+func (r *runner) stopped() bool {
+	err := r.up.Stop()
+	if errors.Is(err, ErrHandedOver) {
+		r.up.log.Info("handoff: Run: a successor owns the state and saves it at its own stop")
+	} else if r.svc.Save != nil {
+		if err := r.svc.Save(); err != nil {
+			r.up.log.Error("handoff: Run: state not saved; still serving", "err", err,
+				"todo", "fix the cause, then send the stop again; SIGKILL loses every change since the last save")
+			return false
+		}
+	}
+	r.shutdown(false)
+	return true
+}
+
+// shutdown runs Service.Shutdown within DrainTimeout, then closes what
+// the Upgrader still lists.
+func (r *runner) shutdown(handedOver bool) {
+	d := r.svc.DrainTimeout
+	if d <= 0 {
+		d = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	shutdown := r.svc.Shutdown
+	if shutdown == nil && handedOver {
+		shutdown = r.up.Drain
+	}
+	if shutdown != nil {
+		if err := shutdown(ctx); err != nil {
+			r.up.log.Warn("handoff: Run: shutdown", "err", err)
+		}
+	}
+	for _, c := range r.up.Conns() {
+		_ = c.Close()
+	}
+}

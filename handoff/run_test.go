@@ -1,0 +1,149 @@
+//go:build linux
+
+package handoff
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// envRunIdle sets Service.IdleAfterHandover of runnerMain.
+const envRunIdle = "HANDOFF_TEST_RUN_IDLE"
+
+// runnerMain is the test chains' line server written with Run: its
+// Options and handlers are serverMain's, its life is Run's (the
+// library's SIGHUP, Run's stop and save).
+func runnerMain(p *proc) {
+	srv := &lineServer{p: p}
+	opts := p.options(srv)
+	opts.NoSignal = false
+	var up *Upgrader
+	var ln *Listener
+	err := Run(opts, Service{
+		Setup: func(u *Upgrader) error {
+			up = u
+			servers.Store(u, srv)
+			var err error
+			ln, err = u.Listen("tcp", p.getenv(envAddr))
+			return err
+		},
+		Serve: func() error {
+			p.report("ready %d %s %d", p.pid, ln.Addr(), p.total(up))
+			for {
+				c, err := ln.AcceptConn()
+				if err != nil {
+					return err
+				}
+				go srv.serve(c, nil)
+			}
+		},
+		IdleAfterHandover: p.getenv(envRunIdle) != "",
+		Save: func() error {
+			err := srv.saveFile()
+			if err != nil {
+				p.report("unsaved %d %v", p.pid, err)
+			}
+			return err
+		},
+	})
+	if err != nil {
+		p.report("error %d %v", p.pid, err)
+		os.Exit(1)
+	}
+	p.report("exit %d %d 0 false 0", p.pid, len(up.Conns()))
+}
+
+// TestRun: a server written with Run upgrades by SIGHUP (the library's)
+// under load, every connection served by each process in turn, and at a
+// stop the process that serves saves the state. A save that fails (its
+// directory is missing, as a full disk fails it) keeps the process
+// serving with its state; the stop sent again once the cause is fixed
+// saves it.
+func TestRun(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "missing", "state")
+	h := startServer(t, envRole+"=runner", envState+"="+state)
+	l := startLoad(t, h.addr, 20)
+	l.waitRounds(50)
+	pids := []int{h.pid}
+	for i := 0; i < 2; i++ {
+		p, fail := h.upgrade()
+		if p == 0 {
+			t.Fatalf("upgrade %d: %s", i, fail)
+		}
+		l.waitServedBy(p)
+		pids = append(pids, p)
+	}
+	l.stop()
+	l.requireAllOn(pids...)
+
+	l2 := startLoad(t, h.addr, 10)
+	l2.waitRounds(30)
+	last := h.pid
+	if err := h.kill(last, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if f := h.expect("unsaved"); atoi(f[1]) != last {
+		t.Fatalf("%v: want pid %d's save to fail", f, last)
+	}
+	l2.waitRounds(30) // still serving
+	h.stopLogged("handoff: Run: state not saved; still serving")
+	if err := os.Mkdir(filepath.Dir(state), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.kill(last, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	f := h.expect("saved")
+	if atoi(f[1]) != last {
+		t.Fatalf("%v: want pid %d to save", f, last)
+	}
+	l2.halt() // the process exits: the load's last requests fail
+	noServeAlarm(t, h)
+	total := uint64(atoi(f[2]))
+	acked, sent := uint64(l.acked.Load()+l2.acked.Load()), uint64(l.sent.Load()+l2.sent.Load())
+	if total < acked || total > sent {
+		t.Fatalf("saved total %d; clients got %d replies and sent %d requests", total, acked, sent)
+	}
+}
+
+// TestRunIdle: with IdleAfterHandover the old process stays after a
+// peer took over, holding no connection, until a stop signal, which is
+// its own (the peer serves on); then it exits.
+func TestRunIdle(t *testing.T) {
+	h := startServer(t, append(takeoverEnv(t.TempDir()), envRole+"=runner", envRunIdle+"=1")...)
+	old := h.pid
+	l := startLoad(t, h.addr, 10)
+	l.waitRounds(30)
+	p := h.startPeer()
+	if f := h.expect("ready"); atoi(f[1]) != p {
+		t.Fatalf("%v: want the peer %d ready", f, p)
+	}
+	l.waitServedBy(p)
+	h.stopLogged("handoff: Run: idle until stopped")
+	if !h.alive(old) {
+		t.Fatalf("old process %d exited; want it idle", old)
+	}
+	if err := h.kill(old, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if f := h.expect("exit"); atoi(f[1]) != old || f[2] != "0" {
+		t.Fatalf("%v: want the idle old process %d to exit holding no connection", f, old)
+	}
+	l.waitRounds(30)
+	l.stop()
+	l.requireAllOn(old, p)
+	noServeAlarm(t, h)
+}
+
+// noServeAlarm fails if Run took a Serve that ended at a handover or a
+// stop for one that ended while the process served.
+func noServeAlarm(t *testing.T, h *harness) {
+	t.Helper()
+	if strings.Contains(h.logs.String(), "Serve returned while the process serves") {
+		t.Error("Run said Serve ended while the process served; it ended at a handover or a stop")
+	}
+}
