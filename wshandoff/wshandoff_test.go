@@ -30,10 +30,10 @@ type client interface {
 	startFragmented(first []byte) error
 	endFragmented(rest []byte) error
 	ping(payload string) (wait func() error, err error) // sends a ping; wait returns once its pong came
-	close() error              // sends a close frame (1000)
-	replies() <-chan []byte    // data messages received, in order; closed at a read error
-	readErr() error            // that error
-	pongs() []string           // payloads of the pongs received, in order
+	close() error                                       // sends a close frame (1000)
+	replies() <-chan []byte                             // data messages received, in order; closed at a read error
+	readErr() error                                     // that error
+	pongs() []string                                    // payloads of the pongs received, in order
 	localPort() int
 }
 
@@ -95,6 +95,7 @@ func (c *gorillaClient) endFragmented(rest []byte) error {
 	}
 	return c.frag.Close()
 }
+
 // ping's wait has nothing to wait for: the server answers a ping before
 // the message sent after it, and the reader handles the pong before it
 // returns that message's reply.
@@ -362,7 +363,9 @@ func keepConnections(t *testing.T, lib string, dial func(addr string) (client, e
 	t.Logf("%s: %d connections, %d upgrades, %d messages answered", lib, nConns, nUpgrades, sum(sent))
 }
 
-func equal(a, b []string) bool { return strings.Join(a, "\x00") == strings.Join(b, "\x00") && len(a) == len(b) }
+func equal(a, b []string) bool {
+	return strings.Join(a, "\x00") == strings.Join(b, "\x00") && len(a) == len(b)
+}
 
 func sum(v []int64) (s int64) {
 	for _, x := range v {
