@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/handoff-dev/handoff/internal/testtool"
 	"io"
 	"log/slog"
 	"net"
@@ -195,7 +196,7 @@ func serverMain() {
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		for range hup {
-			if err := up.Upgrade(context.Background()); err != nil {
+			if err := testtool.Upgrade(up); err != nil {
 				event("failed %d %v", os.Getpid(), err)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"github.com/handoff-dev/handoff/internal/testtool"
 	"io"
 	"log/slog"
 	"net"
@@ -114,7 +115,7 @@ func upgradeHandler(w http.ResponseWriter, r *http.Request) {
 	failed := make(chan struct{})
 	go func() {
 		<-testReady
-		if err := testUp.Upgrade(context.Background()); err != nil {
+		if err := testtool.Upgrade(testUp); err != nil {
 			event("failed %s %v", pid, err)
 			close(failed)
 		}

@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/handoff-dev/handoff/internal/testtool"
 	"io"
 	"log/slog"
 	"net"
@@ -160,7 +161,7 @@ func serveUpgrades(up *handoff.Upgrader, srv *Server) {
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		for range hup {
-			if err := up.Upgrade(context.Background()); err != nil {
+			if err := testtool.Upgrade(up); err != nil {
 				event("failed %d %v", pid, err)
 			}
 		}
@@ -282,7 +283,7 @@ func answerHTTP(c *Conn, path string, rest []byte) bool {
 		failed := make(chan struct{})
 		go func() {
 			<-testReady // a connection resumes before Ready returns, and an upgrade then is refused
-			if err := testUp.Upgrade(context.Background()); err != nil {
+			if err := testtool.Upgrade(testUp); err != nil {
 				event("failed %s %v", pid, err)
 				close(failed)
 			}

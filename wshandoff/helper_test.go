@@ -5,6 +5,7 @@ package wshandoff
 import (
 	"context"
 	"fmt"
+	"github.com/handoff-dev/handoff/internal/testtool"
 	"log/slog"
 	"net"
 	"net/http"
@@ -179,7 +180,7 @@ func serverMain() {
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		for range hup {
-			if err := up.Upgrade(context.Background()); err != nil {
+			if err := testtool.Upgrade(up); err != nil {
 				event("failed %d %v", pid, err)
 			}
 		}
