@@ -30,6 +30,9 @@ type server struct {
 	// handshakes is the TLS handshakes the servers counted since the
 	// start, and how they were counted; nil without TLS.
 	handshakes func() (n int64, how string, err error)
+	// notes reads what the servers' logs say of the run, after it; nil
+	// if nothing.
+	notes func() []string
 }
 
 // site is where a contender serves: its temp dir, its port, and with TLS
@@ -409,9 +412,33 @@ func haproxyContender() contender {
 					return n, "log lines (first request of each connection)", err
 				}
 			}
+			s.notes = func() []string { return haproxyNotes(filepath.Join(dir, "haproxy.log")) }
 			return s, s.awaitServing(st, "ok")
 		},
 	}
+}
+
+// haproxyNotes counts, in the master's log, the reloads it began and the
+// workers that ended on a signal other than its own SIGTERM at cleanup.
+func haproxyNotes(file string) []string {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	reloads := strings.Count(string(b), "Reloading HAProxy")
+	var crashed []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "Former worker") && strings.Contains(l, "exited with code") &&
+			!strings.Contains(l, "exited with code 0 ") {
+			_, after, _ := strings.Cut(l, " : ")
+			crashed = append(crashed, after)
+		}
+	}
+	notes := []string{fmt.Sprintf("its master's log: %d reloads begun", reloads)}
+	if len(crashed) > 0 {
+		notes = append(notes, fmt.Sprintf("%d old workers did not exit cleanly: %s", len(crashed), strings.Join(crashed, "; ")))
+	}
+	return notes
 }
 
 // concat writes the files' contents one after the other into to.

@@ -160,6 +160,7 @@ type row struct {
 	asked      int
 	done       int
 	failures   []string // why an upgrade was not seen to happen
+	notes      []string // what the servers' logs say of the run
 	wrk        wrkResult
 	h2         h2loadResult
 	handshakes int64  // TLS handshakes the servers counted under the load
@@ -261,6 +262,9 @@ func run(c contender, p plan, tool loadTool, version string) (r row) {
 		r.skipped = fmt.Sprintf("%v: %s", err, out)
 		return r
 	}
+	if s.notes != nil {
+		r.notes = s.notes()
+	}
 	if s.handshakes != nil {
 		if r.handshakes, r.counted, err = s.handshakes(); err != nil {
 			r.counted = "not counted: " + err.Error()
@@ -339,7 +343,7 @@ func report(rows []row, p plan, took time.Duration) string {
 		h2Table(&b, rows, version, p)
 	}
 	for _, r := range rows {
-		for _, f := range r.failures {
+		for _, f := range append(r.failures, r.notes...) {
 			fmt.Fprintf(&b, "- %s: %s\n", r.label(), f)
 		}
 		if len(r.leftovers) > 0 {

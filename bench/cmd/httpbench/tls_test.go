@@ -45,3 +45,23 @@ func TestCountLines(t *testing.T) {
 		t.Errorf("countLines = %d, %v; want 2, nil", n, err)
 	}
 }
+
+func TestHaproxyNotes(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "haproxy.log")
+	log := `[NOTICE]   (19448) : Reloading HAProxy
+tlsconn 40000 TLSv1.3 TLS_AES_256_GCM_SHA384
+[WARNING]  (19448) : Former worker (19464) exited with code 0 (Exit)
+[NOTICE]   (19448) : Reloading HAProxy
+[WARNING]  (19448) : Former worker (19762) exited with code 139 (Segmentation fault)
+[ALERT]    (19448) : Current worker (19868) exited with code 143 (Terminated)
+`
+	if err := os.WriteFile(f, []byte(log), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := haproxyNotes(f)
+	want := []string{"its master's log: 2 reloads begun",
+		"1 old workers did not exit cleanly: Former worker (19762) exited with code 139 (Segmentation fault)"}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("haproxyNotes:\n got %q\nwant %q", got, want)
+	}
+}
