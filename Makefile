@@ -129,7 +129,7 @@ bench-http: build
 # AES-GCM), on a self-signed pair made at bench time: bin/httpd (full,
 # rolling and listeners modes), nginx reload and binary upgrade, HAProxy
 # reload, with the TLS handshakes each server counted; then h2load's
-# HTTP/2 on each httpd mode (~9 min). Installs Debian's wrk, nginx,
+# HTTP/2 on each httpd mode (~7 min). Installs Debian's wrk, nginx,
 # haproxy and nghttp2-client with apt-get when missing; loopback only.
 # Table on stdout and in bench/results/https.md.
 bench-https: build
