@@ -130,7 +130,7 @@ bench-http: build
 # rolling and listeners modes), nginx reload and binary upgrade, HAProxy
 # reload, with the TLS handshakes each server counted; then h2load's
 # HTTP/2 on each httpd mode (~7 min). Installs Debian's wrk, nginx,
-# haproxy and nghttp2-client with apt-get when missing; loopback only.
+# haproxy, openssl and nghttp2-client with apt-get when missing; loopback only.
 # Table on stdout and in bench/results/https.md.
 bench-https: build
 	./$(BIN)/httpbench -bin $(BIN) -tls 1.3,1.2 -h2load-conns 20 -h2load-streams 10 \

@@ -55,7 +55,7 @@ func main() {
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 
-	if err := ensureTools(*install, *h2Conns > 0); err != nil {
+	if err := ensureTools(*install, *versions != "", *h2Conns > 0); err != nil {
 		log.Fatal(err)
 	}
 	// Processes whose parent exits (an httpd after its upgrade, nginx's new
@@ -93,9 +93,12 @@ func main() {
 }
 
 // ensureTools installs Debian's wrk, nginx and haproxy if one is missing,
-// and nghttp2-client's h2load if h2load.
-func ensureTools(install, h2load bool) error {
+// openssl (s_client) with TLS, and nghttp2-client's h2load if h2load.
+func ensureTools(install, tls, h2load bool) error {
 	tools := map[string]string{"/usr/bin/wrk": "wrk", "/usr/sbin/nginx": "nginx", "/usr/sbin/haproxy": "haproxy"}
+	if tls {
+		tools["/usr/bin/openssl"] = "openssl"
+	}
 	if h2load {
 		tools["/usr/bin/h2load"] = "nghttp2-client"
 	}
