@@ -218,6 +218,7 @@ func start(cfg config, base, log *slog.Logger) (*process, error) {
 	if err != nil {
 		return nil, err
 	}
+	obs.countHandshakes(ts, hs.TLSConfig) // hs.TLSConfig: listeners mode's, set by listen
 	hs.Handler = newHandler(cfg.version, obs.count)
 	if err := up.Ready(context.Background()); err != nil {
 		return nil, fmt.Errorf("ready: %w", err)
