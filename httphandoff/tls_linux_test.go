@@ -171,14 +171,14 @@ func checkCurl(t *testing.T, h *chain, out string) {
 	}
 }
 
-// h2Conn is a raw HTTP/2 client connection, to see the frames.
-type h2Conn struct {
+// h2Client is a raw HTTP/2 client connection, to see the frames.
+type h2Client struct {
 	t  *testing.T
 	tc *tls.Conn
 	fr *http2.Framer
 }
 
-func dialH2(t *testing.T, addr string, pool *x509.CertPool) *h2Conn {
+func dialH2(t *testing.T, addr string, pool *x509.CertPool) *h2Client {
 	t.Helper()
 	tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "localhost", NextProtos: []string{"h2"}})
 	if err != nil {
@@ -188,7 +188,7 @@ func dialH2(t *testing.T, addr string, pool *x509.CertPool) *h2Conn {
 	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
 		t.Fatalf("negotiated %q", p)
 	}
-	c := &h2Conn{t: t, tc: tc, fr: http2.NewFramer(tc, tc)}
+	c := &h2Client{t: t, tc: tc, fr: http2.NewFramer(tc, tc)}
 	if _, err := io.WriteString(tc, http2.ClientPreface); err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func dialH2(t *testing.T, addr string, pool *x509.CertPool) *h2Conn {
 }
 
 // get opens stream id with GET path.
-func (c *h2Conn) get(id uint32, path string) {
+func (c *h2Client) get(id uint32, path string) {
 	c.t.Helper()
 	var b bytes.Buffer
 	enc := hpack.NewEncoder(&b)
@@ -213,8 +213,9 @@ func (c *h2Conn) get(id uint32, path string) {
 
 // next returns the next frame that is not about the connection's
 // settings, flow control or liveness (it acknowledges SETTINGS, or the
-// server would close the connection).
-func (c *h2Conn) next() http2.Frame {
+// server would close the connection, and answers PING, as RFC 9113
+// requires of a client).
+func (c *h2Client) next() http2.Frame {
 	c.t.Helper()
 	for {
 		c.tc.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -227,7 +228,11 @@ func (c *h2Conn) next() http2.Frame {
 			if !f.IsAck() {
 				c.fr.WriteSettingsAck()
 			}
-		case *http2.WindowUpdateFrame, *http2.PingFrame:
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				c.fr.WritePing(true, f.Data)
+			}
+		case *http2.WindowUpdateFrame:
 		default:
 			return f
 		}
@@ -235,10 +240,12 @@ func (c *h2Conn) next() http2.Frame {
 }
 
 // TestH2GoAway: an HTTP/2 connection stays in the old process at an
-// upgrade; after the commit it gets GOAWAY (NO_ERROR, naming the stream
-// in flight as the last one), the stream in flight is answered by the
-// old process, the connection closes, the old process exits once it has,
-// and a new connection reaches the new process.
+// upgrade; after the commit it gets RFC 9113's two GOAWAYs (NO_ERROR:
+// first with the last stream 2^31-1, then, once the client has answered
+// the PING between them, naming the stream in flight as the last one),
+// the stream in flight is answered by the old process, the connection
+// closes, the old process exits once it has, and a new connection
+// reaches the new process.
 func TestH2GoAway(t *testing.T) {
 	h, _, pool := startTLSChain(t)
 	c := dialH2(t, h.addr, pool)
@@ -249,6 +256,10 @@ func TestH2GoAway(t *testing.T) {
 	h.hup()
 	h.pid, _ = strconv.Atoi(h.await("ready")[1])
 	ga, ok := c.next().(*http2.GoAwayFrame)
+	if !ok || ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != 1<<31-1 {
+		t.Fatalf("got %v, want GOAWAY NO_ERROR with last stream 2^31-1", ga)
+	}
+	ga, ok = c.next().(*http2.GoAwayFrame) // next answered the PING
 	if !ok || ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != 1 {
 		t.Fatalf("got %v, want GOAWAY NO_ERROR with last stream 1", ga)
 	}
