@@ -346,3 +346,45 @@ func TestH2AcrossUpgrades(t *testing.T) {
 		t.Fatalf("after the upgrades: %q, %v; want %d", f, err, h.pid)
 	}
 }
+
+// TestH2Linger: with HTTP2Linger, the old process goes on serving an
+// HTTP/2 connection after the commit: a new stream is answered by it, and
+// it exits once the client closes the connection; once the linger is
+// over, the connection gets the two GOAWAYs and the old process exits.
+func TestH2Linger(t *testing.T) {
+	t.Run("client closes", func(t *testing.T) {
+		h, _, pool := startTLSChain(t, envLinger+"=10m")
+		c := dialH2(t, h.addr, pool)
+		old := h.pid
+		h.hup()
+		h.pid, _ = strconv.Atoi(h.await("ready")[1])
+		c.get(1, "/")
+		if hf, ok := c.next().(*http2.HeadersFrame); !ok || hf.StreamID != 1 {
+			t.Fatalf("got %v, want the response's HEADERS", hf)
+		}
+		df, ok := c.next().(*http2.DataFrame)
+		if !ok || strings.TrimSpace(string(df.Data())) != strconv.Itoa(old) {
+			t.Fatalf("got %v, want DATA from the old process %d", df, old)
+		}
+		c.tc.Close()
+		h.await("exit")
+	})
+	t.Run("linger over", func(t *testing.T) {
+		h, _, pool := startTLSChain(t, envLinger+"=1ms")
+		c := dialH2(t, h.addr, pool)
+		c.get(1, "/")
+		if hf, ok := c.next().(*http2.HeadersFrame); !ok || hf.StreamID != 1 {
+			t.Fatalf("got %v, want the response's HEADERS", hf)
+		}
+		c.next() // DATA
+		h.hup()
+		for _, last := range []uint32{1<<31 - 1, 1} {
+			ga, ok := c.next().(*http2.GoAwayFrame)
+			if !ok || ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != last {
+				t.Fatalf("got %v, want GOAWAY NO_ERROR with last stream %d", ga, last)
+			}
+		}
+		h.await("ready")
+		h.await("exit")
+	})
+}
