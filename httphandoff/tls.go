@@ -43,9 +43,11 @@ type tlsServer struct {
 // otherwise (cfg itself is not modified). HTTP/1.1 connections move as
 // plain ones do, their TLS state with them. HTTP/2 connections never
 // move (opts.Stay keeps them here): once this process stops accepting
-// (the listener is handed over, or closed) they get GOAWAY, finish the
-// streams in flight and close, as http.Server.Shutdown would end them;
-// Drain waits for them.
+// (the listener is handed over, or closed), at once or once
+// Server.HTTP2Linger has passed, they get RFC 9113's graceful GOAWAY
+// (two of them, a round trip apart: no stream the client sent is
+// refused), finish the streams in flight and close; Drain waits for
+// them.
 func (s *Server) TLS(cfg *tls.Config, opts tlshandoff.Options) (*tlshandoff.Server, error) {
 	if cfg == nil {
 		return nil, errors.New("httphandoff: nil tls.Config")
@@ -250,7 +252,8 @@ func (t *tlsServer) wait(ctx context.Context) error {
 
 // Drain ends what stayed in this process, once Exit is closed (every
 // connection that could move has moved): HTTP/2 connections get GOAWAY
-// (if they have not yet) and finish their streams, and HTTP/1.1 ones
+// (if they have not yet; with HTTP2Linger, once it has passed) and
+// finish their streams, and HTTP/1.1 ones
 // (those whose TLS cannot move, and any accepted after the commit) are
 // closed once idle, through the http.Server's Shutdown. It returns nil
 // once all are closed; at ctx's end it closes what is left and returns
