@@ -388,3 +388,101 @@ func TestH2Linger(t *testing.T) {
 		h.await("exit")
 	})
 }
+
+// TestH2LateStream: over the real TLS stack and across an upgrade, a
+// client opens a new stream after the old process wrote its first
+// GOAWAY (it is in the client's socket) but before the client read it:
+// the final GOAWAY names that stream, and the old process answers it
+// and the stream in flight before it, refusing none.
+func TestH2LateStream(t *testing.T) {
+	h, _, pool := startTLSChain(t)
+	c := dialH2(t, h.addr, pool)
+	c.sync()
+	release := h.fifo("late")
+	c.get(1, "/hold?name=late")
+	old := h.pid
+	h.await("holding")
+	h.hup()
+	h.pid, _ = strconv.Atoi(h.await("ready")[1])
+	awaitUnread(t, c.tc.NetConn()) // the first GOAWAY, unread
+	c.get(3, "/")
+	ga, ok := c.next().(*http2.GoAwayFrame)
+	if !ok || ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != 1<<31-1 {
+		t.Fatalf("got %v, want GOAWAY NO_ERROR with last stream 2^31-1", ga)
+	}
+	// Then, in any order: stream 3's answer, and the final GOAWAY (after
+	// which stream 1 is let go).
+	answered := map[uint32]string{}
+	final := false
+	for len(answered) < 2 || !final {
+		switch f := c.next().(type) {
+		case *http2.GoAwayFrame:
+			if final || f.ErrCode != http2.ErrCodeNo || f.LastStreamID != 3 {
+				t.Fatalf("got %v, want one GOAWAY NO_ERROR with last stream 3", f)
+			}
+			final = true
+			release()
+		case *http2.DataFrame:
+			answered[f.StreamID] += strings.TrimSpace(string(f.Data()))
+		case *http2.RSTStreamFrame:
+			t.Fatalf("stream %d reset: %v", f.StreamID, f.ErrCode)
+		}
+	}
+	if want := strconv.Itoa(old); answered[1] != want || answered[3] != want {
+		t.Fatalf("answers %v, want both from the old process %d", answered, old)
+	}
+	h.await("exit")
+}
+
+// sync reads what the server sent so far (its SETTINGS and the like)
+// and answers it, up to the ACK of a PING of ours: nothing is left
+// unread.
+func (c *h2Client) sync() {
+	c.t.Helper()
+	data := [8]byte{'s', 'y', 'n', 'c'}
+	if err := c.fr.WritePing(false, data); err != nil {
+		c.t.Fatal(err)
+	}
+	for {
+		c.tc.SetReadDeadline(time.Now().Add(30 * time.Second))
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			c.t.Fatalf("read frame: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				c.fr.WriteSettingsAck()
+			}
+		case *http2.PingFrame:
+			if f.IsAck() && f.Data == data {
+				return
+			}
+		}
+	}
+}
+
+// awaitUnread waits until bytes the client has not read are in nc's
+// receive queue (/proc/net/tcp).
+func awaitUnread(t *testing.T, nc net.Conn) {
+	t.Helper()
+	local := procAddr(nc.LocalAddr().(*net.TCPAddr))
+	remote := procAddr(nc.RemoteAddr().(*net.TCPAddr))
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile("/proc/net/tcp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 4 && f[1] == local && f[2] == remote {
+				if q := strings.SplitN(f[4], ":", 2); len(q) == 2 && strings.Trim(q[1], "0") != "" {
+					return
+				}
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Fatalf("nothing came to %s in 30s", nc.LocalAddr())
+}
