@@ -62,6 +62,39 @@
 //     TestH2AcrossUpgrades). Drain, after Exit, waits for them. So do
 //     HTTPS connections whose TLS cannot move (tlshandoff.Conn.Movable):
 //     they are served here and closed once idle.
+//
+// How an HTTP/2 connection ends: RFC 9113 §6.8's graceful shutdown. The
+// first GOAWAY names stream 2^31-1 (no new streams; those already on
+// their way are welcome) and is followed by a PING; once the client's
+// ACK has come back (a round trip: every stream it sent before it read
+// the GOAWAY has arrived), the final GOAWAY names the last stream
+// processed, the streams finish, and the connection closes. x/net/http2
+// sends only the final GOAWAY, so the package writes the first one and
+// the PING between x/net's frames and starts x/net's shutdown when the
+// ACK has gone by (h2goaway.go). No stream a client sent is refused
+// (TestH2NoStreamRefused: a stream sent after the first GOAWAY was
+// written, before the client read it, is answered). A client that never
+// answers the PING gets the final GOAWAY 15 s later.
+//
+// When it ends: Server.HTTP2Linger. By default (zero) at once, when the
+// old process stops accepting, as nginx does at a reload: a client that
+// sends its next requests on a new connection after GOAWAY, as RFC 9113
+// intends (Go's does: TestH2AcrossUpgrades), reaches the new process
+// and loses none; the old process is gone one round trip after its
+// longest request. A client that never opens a new connection does lose the
+// requests it had yet to send: h2load counts each as failed (after one
+// upgrade, 192 of 300; TestH2LoadGoAway pins it), and some load
+// generators and hand-written clients behave alike. For them, set
+// HTTP2Linger: the old process goes on serving its HTTP/2 connections,
+// new streams included, until their clients close them or the linger
+// ends (then the graceful GOAWAY as above); h2load across 10 upgrades
+// then has 0 failed requests and goes on being answered after each
+// upgrade (TestH2LoadAcrossUpgrades). The price: for up to HTTP2Linger,
+// those clients are served by the old binary (a fix in the new one does
+// not reach them), the old process and its memory stay, and the
+// application's Drain must be given a context that outlasts the linger
+// plus its longest request (at the context's end Drain closes what is
+// left). Like Envoy's drain time, keep it bounded: minutes, not hours.
 //   - A hijacked HTTPS connection cannot be parked by the application yet
 //     (Conn returns nil for it): at an upgrade it waits, as a request in
 //     flight does, until it closes.
@@ -93,7 +126,7 @@
 //	err = up.Ready(ctx)
 //	go hs.ServeTLS(ln)
 //	<-up.Exit()
-//	err = hs.Drain(ctx) // HTTP/2 connections: GOAWAY, streams finish
+//	err = hs.Drain(ctx) // HTTP/2 connections: GOAWAY (after HTTP2Linger), streams finish
 //	up.Exiting()
 //
 // A connection's idle deadline moves with it: the one net/http set for its

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -39,6 +40,7 @@ const (
 	envHeader = "HTTPHANDOFF_TEST_HEADER"  // http.Server.ReadHeaderTimeout, if set
 	envPark   = "HTTPHANDOFF_TEST_PARK"    // handoff.Options.ParkTimeout; default 3s
 	envTLS    = "HTTPHANDOFF_TEST_TLS"     // a directory with cert.pem and key.pem: serve HTTPS (tls_linux_test.go)
+	envLinger = "HTTPHANDOFF_TEST_LINGER"  // Server.HTTP2Linger, if set
 )
 
 func TestMain(m *testing.M) {
@@ -95,6 +97,7 @@ func handler() http.Handler {
 		io.WriteString(w, pid+" "+tlsSeen(r)+"\n")
 	})
 	mux.HandleFunc("GET /upgrade", upgradeHandler)
+	mux.HandleFunc("GET /batch", batchHandler)
 	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -104,6 +107,40 @@ func handler() http.Handler {
 		io.WriteString(w, pid+" "+string(b)+"\n")
 	})
 	return mux
+}
+
+// batched counts the requests GET /batch has begun in this process.
+var batched atomic.Int64
+
+// batchHandler answers GET /batch?per=N in batches of N that the test
+// allows one at a time: the k-th request (from 1) waits until the file
+// batch-<(k-1)/N> exists, and the last of batch b says "batch <pid> <b>"
+// once answered. A load generator's requests are so paced by the
+// test's upgrades without a guessed duration.
+func batchHandler(w http.ResponseWriter, r *http.Request) {
+	per, err := strconv.ParseInt(r.URL.Query().Get("per"), 10, 64)
+	if err != nil || per <= 0 {
+		http.Error(w, "per", http.StatusBadRequest)
+		return
+	}
+	k := batched.Add(1)
+	b := (k - 1) / per
+	gate := filepath.Join(filepath.Dir(os.Getenv(envEvents)), "batch-"+strconv.FormatInt(b, 10))
+	for {
+		if _, err := os.Stat(gate); err == nil {
+			break
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(2 * time.Millisecond): // polls a state the test sets
+		}
+	}
+	io.WriteString(w, strconv.Itoa(os.Getpid())+"\n")
+	if k%per == 0 {
+		w.(http.Flusher).Flush()
+		event("batch %d %d", os.Getpid(), b)
+	}
 }
 
 // serveLines is a hijacked connection's protocol (a WebSocket stands for
@@ -148,6 +185,11 @@ func serverMain() {
 		park = d
 	}
 	hs := New(srv)
+	drain := time.Minute
+	if d, err := time.ParseDuration(os.Getenv(envLinger)); err == nil {
+		hs.HTTP2Linger = d
+		drain += d
+	}
 	hs.observed = func(nc net.Conn, what string, n int) {
 		// "waits <pid> <client port> 0", "parks <pid> <client port> <bytes of a head>"
 		event("%s %d %d %d", what, os.Getpid(), nc.RemoteAddr().(*net.TCPAddr).Port, n)
@@ -205,7 +247,7 @@ func serverMain() {
 	<-up.Exit()
 	if ts != nil {
 		// What stayed: HTTP/2 connections, which end with GOAWAY.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), drain)
 		if err := hs.Drain(ctx); err != nil {
 			event("error %d %v", os.Getpid(), err)
 		}

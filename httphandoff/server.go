@@ -32,6 +32,15 @@ type Server struct {
 	once    sync.Once
 
 	tls *tlsServer // set by TLS
+
+	// HTTP2Linger is how long this process goes on serving its HTTP/2
+	// connections (which never move), new streams included, after it
+	// stops accepting (the upgrade committed, or the application's
+	// Shutdown or Drain), before it ends them with RFC 9113's graceful
+	// GOAWAY. Zero, the default: at once. A connection its client closes
+	// first ends sooner; Drain's context bounds it all. See doc.go for
+	// the trade-off. Set it before ServeTLS.
+	HTTP2Linger time.Duration
 }
 
 // New takes over srv's ConnState hook (the application's own, if set, is
@@ -108,9 +117,6 @@ func (s *Server) serveAgain(c *conn) {
 func (s *Server) connState(nc net.Conn, st http.ConnState) {
 	if s.hook != nil {
 		s.hook(nc, st)
-	}
-	if s.tls != nil {
-		s.tls.connState(nc)
 	}
 	s.mu.Lock()
 	c := s.conns[nc]

@@ -21,18 +21,15 @@ import (
 // tlsServer is what Server.TLS sets up: the TLS layer, and HTTP/2 for
 // the connections that negotiate it.
 type tlsServer struct {
-	ts *tlshandoff.Server
-	h2 *http2.Server
-	// goaway serves nothing: ConfigureServer gave it h2's shutdown hook,
-	// so that its Shutdown sends GOAWAY on every HTTP/2 connection and
-	// touches no HTTP/1.1 one (the http.Server's own would close those
-	// that are to move).
-	goaway *http.Server
+	ts     *tlshandoff.Server
+	idle   time.Duration // HTTP/2 connections' IdleTimeout, as http2.ConfigureServer takes it
+	linger time.Duration // Server.HTTP2Linger, as ServeTLS found it
+	leave  sync.Once     // leaving: GOAWAY, now or after linger
 
 	mu    sync.Mutex
-	conns map[net.Conn]bool // HTTP/2 connections; true once told to go away
-	going bool              // GOAWAY sent: later connections get it at once
-	empty chan struct{}     // closed when conns empties, if waited on
+	conns map[*h2Conn]struct{} // HTTP/2 connections
+	going bool                 // GOAWAY sent: later connections get it at once
+	empty chan struct{}        // closed when conns empties, if waited on
 }
 
 // TLS makes the Server serve HTTPS through ServeTLS: it returns the
@@ -46,9 +43,11 @@ type tlsServer struct {
 // otherwise (cfg itself is not modified). HTTP/1.1 connections move as
 // plain ones do, their TLS state with them. HTTP/2 connections never
 // move (opts.Stay keeps them here): once this process stops accepting
-// (the listener is handed over, or closed) they get GOAWAY, finish the
-// streams in flight and close, as http.Server.Shutdown would end them;
-// Drain waits for them.
+// (the listener is handed over, or closed), at once or once
+// Server.HTTP2Linger has passed, they get RFC 9113's graceful GOAWAY
+// (two of them, a round trip apart: no stream the client sent is
+// refused), finish the streams in flight and close; Drain waits for
+// them.
 func (s *Server) TLS(cfg *tls.Config, opts tlshandoff.Options) (*tlshandoff.Server, error) {
 	if cfg == nil {
 		return nil, errors.New("httphandoff: nil tls.Config")
@@ -65,11 +64,8 @@ func (s *Server) TLS(cfg *tls.Config, opts tlshandoff.Options) (*tlshandoff.Serv
 	if err != nil {
 		return nil, err
 	}
-	t := &tlsServer{ts: ts, h2: &http2.Server{}, goaway: &http.Server{}, conns: map[net.Conn]bool{}}
-	if err := http2.ConfigureServer(t.goaway, t.h2); err != nil {
-		return nil, fmt.Errorf("httphandoff: http2: %w", err)
-	}
-	s.srv.RegisterOnShutdown(t.goAway) // the application's Shutdown ends HTTP/2 connections too
+	t := &tlsServer{ts: ts, conns: map[*h2Conn]struct{}{}}
+	s.srv.RegisterOnShutdown(t.stopping) // the application's Shutdown ends HTTP/2 connections too
 	s.tls = t
 	return ts, nil
 }
@@ -87,18 +83,19 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 	if t == nil {
 		return errors.New("httphandoff: ServeTLS without TLS")
 	}
-	t.h2.IdleTimeout = s.srv.IdleTimeout // as http2.ConfigureServer takes it
-	if t.h2.IdleTimeout == 0 {
-		t.h2.IdleTimeout = s.srv.ReadTimeout
+	t.idle = s.srv.IdleTimeout // as http2.ConfigureServer takes it
+	if t.idle == 0 {
+		t.idle = s.srv.ReadTimeout
 	}
+	t.linger = s.HTTP2Linger
 	return s.serve(ln, func(l *listener) {
 		for {
 			raw, err := ln.Accept()
 			if err != nil {
 				// No more connections here: HTTP/2 ones end the way
-				// HTTP/2 means, and their clients open new ones to
-				// whoever accepts now.
-				t.goAway()
+				// HTTP/2 means (after HTTP2Linger), and their clients
+				// open new ones to whoever accepts now.
+				t.stopping()
 				l.fail(err)
 				return
 			}
@@ -149,61 +146,80 @@ func (s *Server) logf(format string, args ...any) {
 }
 
 // serveH2 serves an HTTP/2 connection with the http.Server's settings
-// and handler until it ends.
+// and handler until it ends. Each connection has its own http2.Server:
+// x/net's graceful shutdown (http2.ConfigureServer's hook on an
+// http.Server's Shutdown) is per server, and each connection starts its
+// own once its client has answered the first GOAWAY's PING.
 func (s *Server) serveH2(tc *tlshandoff.Conn) {
 	t := s.tls
-	t.add(tc)
-	defer t.remove(tc)
-	defer tc.Close()
+	h2, hs := &http2.Server{IdleTimeout: t.idle}, &http.Server{}
+	if err := http2.ConfigureServer(hs, h2); err != nil { // a fresh http.Server: never fails
+		s.logf("httphandoff: http2: %v", err)
+		_ = tc.Close()
+		return
+	}
+	c := &h2TLSConn{h2Conn: newH2Conn(tc, func() { _ = hs.Shutdown(context.Background()) }), tc: tc}
+	t.add(c.h2Conn)
+	defer t.remove(c.h2Conn)
+	defer c.Close()
 	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.srv)
 	if s.srv.ConnContext != nil {
-		ctx = s.srv.ConnContext(ctx, tc)
+		ctx = s.srv.ConnContext(ctx, c)
 	}
-	t.h2.ServeConn(tc, &http2.ServeConnOpts{Context: ctx, BaseConfig: s.srv})
+	h2.ServeConn(c, &http2.ServeConnOpts{Context: ctx, BaseConfig: s.srv})
 }
 
-func (t *tlsServer) add(nc net.Conn) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.conns[nc] = false
+// h2TLSConn is an HTTP/2 connection as x/net serves it: it takes the TLS
+// parameters (for its checks, and r.TLS) from ConnectionState.
+type h2TLSConn struct {
+	*h2Conn
+	tc *tlshandoff.Conn
 }
 
-func (t *tlsServer) remove(nc net.Conn) {
+// ConnectionState returns the connection's TLS parameters.
+func (c *h2TLSConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
+
+// add tracks c; once this process is going, c gets GOAWAY at once.
+func (t *tlsServer) add(c *h2Conn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.conns, nc)
+	t.conns[c] = struct{}{}
+	if t.going {
+		c.goAway()
+	}
+}
+
+func (t *tlsServer) remove(c *h2Conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.conns, c)
 	if len(t.conns) == 0 && t.empty != nil {
 		close(t.empty)
 		t.empty = nil
 	}
 }
 
-// goAway sends GOAWAY on every HTTP/2 connection, now and from now on.
-// x/net's graceful shutdown: the streams in flight finish, the client
-// opens no more, and the connection closes once they are done.
-func (t *tlsServer) goAway() {
-	t.mu.Lock()
-	t.going = true
-	for nc := range t.conns {
-		t.conns[nc] = true
-	}
-	t.mu.Unlock()
-	_ = t.goaway.Shutdown(context.Background()) // runs the hook; nothing of its own to wait for
+// stopping is called when this process stops accepting (and at
+// Drain): HTTP/2 connections get GOAWAY, at once or after the linger.
+func (t *tlsServer) stopping() {
+	t.leave.Do(func() {
+		if t.linger <= 0 {
+			t.goAway()
+			return
+		}
+		time.AfterFunc(t.linger, t.goAway)
+	})
 }
 
-// connState is called with each state an HTTP/2 connection reports:
-// one that began after goAway (its handshake ran meanwhile) gets GOAWAY
-// too, now that x/net knows it.
-func (t *tlsServer) connState(nc net.Conn) {
+// goAway starts RFC 9113's graceful shutdown on every HTTP/2 connection,
+// now and from now on: the streams in flight finish, the client opens
+// no more, and the connection closes once they are done.
+func (t *tlsServer) goAway() {
 	t.mu.Lock()
-	told, ok := t.conns[nc]
-	late := ok && !told && t.going
-	if late {
-		t.conns[nc] = true
-	}
-	t.mu.Unlock()
-	if late {
-		_ = t.goaway.Shutdown(context.Background())
+	defer t.mu.Unlock()
+	t.going = true
+	for c := range t.conns {
+		c.goAway()
 	}
 }
 
@@ -227,8 +243,8 @@ func (t *tlsServer) wait(ctx context.Context) error {
 	}
 	t.mu.Lock()
 	n := len(t.conns)
-	for nc := range t.conns {
-		_ = nc.Close()
+	for c := range t.conns {
+		_ = c.Close()
 	}
 	t.mu.Unlock()
 	return fmt.Errorf("httphandoff: drain: closed %d HTTP/2 connections: %w", n, ctx.Err())
@@ -236,7 +252,8 @@ func (t *tlsServer) wait(ctx context.Context) error {
 
 // Drain ends what stayed in this process, once Exit is closed (every
 // connection that could move has moved): HTTP/2 connections get GOAWAY
-// (if they have not yet) and finish their streams, and HTTP/1.1 ones
+// (if they have not yet; with HTTP2Linger, once it has passed) and
+// finish their streams, and HTTP/1.1 ones
 // (those whose TLS cannot move, and any accepted after the commit) are
 // closed once idle, through the http.Server's Shutdown. It returns nil
 // once all are closed; at ctx's end it closes what is left and returns
@@ -244,7 +261,7 @@ func (t *tlsServer) wait(ctx context.Context) error {
 // that are to move: call it only after.
 func (s *Server) Drain(ctx context.Context) error {
 	if s.tls != nil {
-		s.tls.goAway()
+		s.tls.stopping()
 	}
 	err := s.srv.Shutdown(ctx)
 	if s.tls != nil {

@@ -171,14 +171,14 @@ func checkCurl(t *testing.T, h *chain, out string) {
 	}
 }
 
-// h2Conn is a raw HTTP/2 client connection, to see the frames.
-type h2Conn struct {
+// h2Client is a raw HTTP/2 client connection, to see the frames.
+type h2Client struct {
 	t  *testing.T
 	tc *tls.Conn
 	fr *http2.Framer
 }
 
-func dialH2(t *testing.T, addr string, pool *x509.CertPool) *h2Conn {
+func dialH2(t *testing.T, addr string, pool *x509.CertPool) *h2Client {
 	t.Helper()
 	tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "localhost", NextProtos: []string{"h2"}})
 	if err != nil {
@@ -188,7 +188,7 @@ func dialH2(t *testing.T, addr string, pool *x509.CertPool) *h2Conn {
 	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
 		t.Fatalf("negotiated %q", p)
 	}
-	c := &h2Conn{t: t, tc: tc, fr: http2.NewFramer(tc, tc)}
+	c := &h2Client{t: t, tc: tc, fr: http2.NewFramer(tc, tc)}
 	if _, err := io.WriteString(tc, http2.ClientPreface); err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func dialH2(t *testing.T, addr string, pool *x509.CertPool) *h2Conn {
 }
 
 // get opens stream id with GET path.
-func (c *h2Conn) get(id uint32, path string) {
+func (c *h2Client) get(id uint32, path string) {
 	c.t.Helper()
 	var b bytes.Buffer
 	enc := hpack.NewEncoder(&b)
@@ -213,8 +213,9 @@ func (c *h2Conn) get(id uint32, path string) {
 
 // next returns the next frame that is not about the connection's
 // settings, flow control or liveness (it acknowledges SETTINGS, or the
-// server would close the connection).
-func (c *h2Conn) next() http2.Frame {
+// server would close the connection, and answers PING, as RFC 9113
+// requires of a client).
+func (c *h2Client) next() http2.Frame {
 	c.t.Helper()
 	for {
 		c.tc.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -227,7 +228,11 @@ func (c *h2Conn) next() http2.Frame {
 			if !f.IsAck() {
 				c.fr.WriteSettingsAck()
 			}
-		case *http2.WindowUpdateFrame, *http2.PingFrame:
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				c.fr.WritePing(true, f.Data)
+			}
+		case *http2.WindowUpdateFrame:
 		default:
 			return f
 		}
@@ -235,10 +240,12 @@ func (c *h2Conn) next() http2.Frame {
 }
 
 // TestH2GoAway: an HTTP/2 connection stays in the old process at an
-// upgrade; after the commit it gets GOAWAY (NO_ERROR, naming the stream
-// in flight as the last one), the stream in flight is answered by the
-// old process, the connection closes, the old process exits once it has,
-// and a new connection reaches the new process.
+// upgrade; after the commit it gets RFC 9113's two GOAWAYs (NO_ERROR:
+// first with the last stream 2^31-1, then, once the client has answered
+// the PING between them, naming the stream in flight as the last one),
+// the stream in flight is answered by the old process, the connection
+// closes, the old process exits once it has, and a new connection
+// reaches the new process.
 func TestH2GoAway(t *testing.T) {
 	h, _, pool := startTLSChain(t)
 	c := dialH2(t, h.addr, pool)
@@ -249,6 +256,10 @@ func TestH2GoAway(t *testing.T) {
 	h.hup()
 	h.pid, _ = strconv.Atoi(h.await("ready")[1])
 	ga, ok := c.next().(*http2.GoAwayFrame)
+	if !ok || ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != 1<<31-1 {
+		t.Fatalf("got %v, want GOAWAY NO_ERROR with last stream 2^31-1", ga)
+	}
+	ga, ok = c.next().(*http2.GoAwayFrame) // next answered the PING
 	if !ok || ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != 1 {
 		t.Fatalf("got %v, want GOAWAY NO_ERROR with last stream 1", ga)
 	}
@@ -334,4 +345,144 @@ func TestH2AcrossUpgrades(t *testing.T) {
 	if f, err := c.get(url + "/"); err != nil || f[0] != strconv.Itoa(h.pid) {
 		t.Fatalf("after the upgrades: %q, %v; want %d", f, err, h.pid)
 	}
+}
+
+// TestH2Linger: with HTTP2Linger, the old process goes on serving an
+// HTTP/2 connection after the commit: a new stream is answered by it, and
+// it exits once the client closes the connection; once the linger is
+// over, the connection gets the two GOAWAYs and the old process exits.
+func TestH2Linger(t *testing.T) {
+	t.Run("client closes", func(t *testing.T) {
+		h, _, pool := startTLSChain(t, envLinger+"=10m")
+		c := dialH2(t, h.addr, pool)
+		old := h.pid
+		h.hup()
+		h.pid, _ = strconv.Atoi(h.await("ready")[1])
+		c.get(1, "/")
+		if hf, ok := c.next().(*http2.HeadersFrame); !ok || hf.StreamID != 1 {
+			t.Fatalf("got %v, want the response's HEADERS", hf)
+		}
+		df, ok := c.next().(*http2.DataFrame)
+		if !ok || strings.TrimSpace(string(df.Data())) != strconv.Itoa(old) {
+			t.Fatalf("got %v, want DATA from the old process %d", df, old)
+		}
+		c.tc.Close()
+		h.await("exit")
+	})
+	t.Run("linger over", func(t *testing.T) {
+		h, _, pool := startTLSChain(t, envLinger+"=1ms")
+		c := dialH2(t, h.addr, pool)
+		c.get(1, "/")
+		if hf, ok := c.next().(*http2.HeadersFrame); !ok || hf.StreamID != 1 {
+			t.Fatalf("got %v, want the response's HEADERS", hf)
+		}
+		c.next() // DATA
+		h.hup()
+		for _, last := range []uint32{1<<31 - 1, 1} {
+			ga, ok := c.next().(*http2.GoAwayFrame)
+			if !ok || ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != last {
+				t.Fatalf("got %v, want GOAWAY NO_ERROR with last stream %d", ga, last)
+			}
+		}
+		h.await("ready")
+		h.await("exit")
+	})
+}
+
+// TestH2LateStream: over the real TLS stack and across an upgrade, a
+// client opens a new stream after the old process wrote its first
+// GOAWAY (it is in the client's socket) but before the client read it:
+// the final GOAWAY names that stream, and the old process answers it
+// and the stream in flight before it, refusing none.
+func TestH2LateStream(t *testing.T) {
+	h, _, pool := startTLSChain(t)
+	c := dialH2(t, h.addr, pool)
+	c.sync()
+	release := h.fifo("late")
+	c.get(1, "/hold?name=late")
+	old := h.pid
+	h.await("holding")
+	h.hup()
+	h.pid, _ = strconv.Atoi(h.await("ready")[1])
+	awaitUnread(t, c.tc.NetConn()) // the first GOAWAY, unread
+	c.get(3, "/")
+	ga, ok := c.next().(*http2.GoAwayFrame)
+	if !ok || ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != 1<<31-1 {
+		t.Fatalf("got %v, want GOAWAY NO_ERROR with last stream 2^31-1", ga)
+	}
+	// Then, in any order: stream 3's answer, and the final GOAWAY (after
+	// which stream 1 is let go).
+	answered := map[uint32]string{}
+	final := false
+	for len(answered) < 2 || !final {
+		switch f := c.next().(type) {
+		case *http2.GoAwayFrame:
+			if final || f.ErrCode != http2.ErrCodeNo || f.LastStreamID != 3 {
+				t.Fatalf("got %v, want one GOAWAY NO_ERROR with last stream 3", f)
+			}
+			final = true
+			release()
+		case *http2.DataFrame:
+			answered[f.StreamID] += strings.TrimSpace(string(f.Data()))
+		case *http2.RSTStreamFrame:
+			t.Fatalf("stream %d reset: %v", f.StreamID, f.ErrCode)
+		}
+	}
+	if want := strconv.Itoa(old); answered[1] != want || answered[3] != want {
+		t.Fatalf("answers %v, want both from the old process %d", answered, old)
+	}
+	h.await("exit")
+}
+
+// sync reads what the server sent so far (its SETTINGS and the like)
+// and answers it, up to the ACK of a PING of ours: nothing is left
+// unread.
+func (c *h2Client) sync() {
+	c.t.Helper()
+	data := [8]byte{'s', 'y', 'n', 'c'}
+	if err := c.fr.WritePing(false, data); err != nil {
+		c.t.Fatal(err)
+	}
+	for {
+		c.tc.SetReadDeadline(time.Now().Add(30 * time.Second))
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			c.t.Fatalf("read frame: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				c.fr.WriteSettingsAck()
+			}
+		case *http2.PingFrame:
+			if f.IsAck() && f.Data == data {
+				return
+			}
+		}
+	}
+}
+
+// awaitUnread waits until bytes the client has not read are in nc's
+// receive queue (/proc/net/tcp).
+func awaitUnread(t *testing.T, nc net.Conn) {
+	t.Helper()
+	local := procAddr(nc.LocalAddr().(*net.TCPAddr))
+	remote := procAddr(nc.RemoteAddr().(*net.TCPAddr))
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile("/proc/net/tcp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 4 && f[1] == local && f[2] == remote {
+				if q := strings.SplitN(f[4], ":", 2); len(q) == 2 && strings.Trim(q[1], "0") != "" {
+					return
+				}
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Fatalf("nothing came to %s in 30s", nc.LocalAddr())
 }

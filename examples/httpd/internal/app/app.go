@@ -46,7 +46,8 @@ type config struct {
 	parkTimeout    time.Duration
 	tlsCert        string // PEM files: serve HTTPS if set
 	tlsKey         string
-	args           []string // after the flags: there must be none
+	h2Linger       time.Duration // httphandoff.Server.HTTP2Linger
+	args           []string      // after the flags: there must be none
 }
 
 // usage is what -h prints before the flags.
@@ -102,6 +103,10 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "certificate `file` (PEM, the chain): serve HTTPS, TLS 1.2 and 1.3, "+
 		"h2 and http/1.1 by ALPN (needs -tls-key)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "private key `file` (PEM) of -tls-cert")
+	fs.DurationVar(&c.h2Linger, "h2-linger", 0,
+		"with -tls-cert, rolling and full mode: how long the old process goes on serving its HTTP/2 connections "+
+			"after an upgrade (for clients that never reconnect, such as h2load) before the graceful GOAWAY "+
+			"(0: GOAWAY at once); the drain after the upgrade waits this much longer")
 	err := fs.Parse(args)
 	c.args = fs.Args()
 	return c, err
@@ -119,6 +124,9 @@ func (c config) check() error {
 	}
 	if c.drainTimeout <= 0 {
 		return errors.New("-drain-timeout must be positive")
+	}
+	if c.h2Linger < 0 {
+		return errors.New("-h2-linger must not be negative")
 	}
 	if c.parkTimeout < 0 {
 		return errors.New("-park-timeout must not be negative")
@@ -196,6 +204,7 @@ func start(cfg config, base, log *slog.Logger) (*process, error) {
 	}
 	if cfg.upgradeMode != modeListeners {
 		adapter = httphandoff.New(hs)
+		adapter.HTTP2Linger = cfg.h2Linger
 		opts.Resume = adapter.Resume
 	}
 	idle, err := peer.FromEnv(&opts)
@@ -297,7 +306,7 @@ func (p *process) upgrade() {
 func (p *process) drain() {
 	start := time.Now()
 	conns := len(p.up.Conns())
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.drainTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.drainTimeout+p.cfg.h2Linger)
 	defer cancel()
 	var err error
 	if p.ad != nil {
