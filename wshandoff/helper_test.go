@@ -4,8 +4,10 @@ package wshandoff
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"github.com/handoff-dev/handoff/internal/testtool"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -30,11 +32,15 @@ import (
 // names; every process of an upgrade chain is one. It says in the events
 // file "ready <pid> <addr>" once it serves, "handshake <pid> <port>" for
 // each opening handshake it answers, "waits <pid> <port>" for a
-// connection asked to park inside a message, and "exit <pid>".
+// connection asked to park inside a message, "parks <pid> <port>" as a
+// connection parks, "rejects <pid>" when it fails an upgrade on purpose
+// (envFail), "started <pid>" as a process an upgrade started begins,
+// and "exit <pid>".
 const (
 	envRole   = "WSHANDOFF_TEST_ROLE"
 	envEvents = "WSHANDOFF_TEST_EVENTS"
-	envLib    = "WSHANDOFF_TEST_LIB" // gorilla or coder
+	envLib    = "WSHANDOFF_TEST_LIB"  // gorilla or coder
+	envFail   = "WSHANDOFF_TEST_FAIL" // a file: while it exists, a new process rejects the state
 )
 
 func TestMain(m *testing.M) {
@@ -70,29 +76,37 @@ func serveGorilla(ws *websocket.Conn, n int64) {
 	OnPark(ws, countState(&n)) // called inside ReadMessage, on this goroutine
 	for {
 		typ, msg, err := ws.ReadMessage()
-		if err != nil {
-			ws.Close() // after a handover this does nothing
-			return
+		if err == nil {
+			n++
+			err = ws.WriteMessage(typ, reply(n, msg))
 		}
-		n++
-		if err := ws.WriteMessage(typ, reply(n, msg)); err != nil {
-			ws.Close()
+		if err != nil {
+			ended(port(ws.RemoteAddr()), err)
+			ws.Close() // after a handover this does nothing
 			return
 		}
 	}
 }
 
-func serveCoder(ws *cws.Conn, n int64) {
+// ended says, for a test's failure to explain, why a connection ended in
+// this process other than by a handover.
+func ended(port int, err error) {
+	if !errors.Is(err, handoff.ErrHandedOver) {
+		event("ended %d %d %v", os.Getpid(), port, err)
+	}
+}
+
+func serveCoder(ws *cws.Conn, rport int, n int64) {
 	OnParkCoder(ws, countState(&n))
 	ctx := context.Background()
 	for {
 		typ, msg, err := ws.Read(ctx)
-		if err != nil {
-			ws.CloseNow()
-			return
+		if err == nil {
+			n++
+			err = ws.Write(ctx, typ, reply(n, msg))
 		}
-		n++
-		if err := ws.Write(ctx, typ, reply(n, msg)); err != nil {
+		if err != nil {
+			ended(rport, err)
 			ws.CloseNow()
 			return
 		}
@@ -103,9 +117,7 @@ func serverMain() {
 	pid := os.Getpid()
 	lib := os.Getenv(envLib)
 	observe = func(c *Conn, what string) {
-		if what == "waits" {
-			event("waits %d %d", pid, port(c.RemoteAddr()))
-		}
+		event("%s %d %d", what, pid, port(c.RemoteAddr()))
 	}
 	gu := &Upgrader{}
 	mux := http.NewServeMux()
@@ -125,8 +137,9 @@ func serverMain() {
 				event("error %d %v", pid, err)
 				return
 			}
-			event("handshake %d %s", pid, strings.TrimPrefix(r.RemoteAddr, "127.0.0.1:"))
-			serveCoder(ws, 0)
+			rport, _ := strconv.Atoi(strings.TrimPrefix(r.RemoteAddr, "127.0.0.1:"))
+			event("handshake %d %d", pid, rport)
+			serveCoder(ws, rport, 0)
 		}
 	})
 	hs := httphandoff.New(&http.Server{Handler: mux})
@@ -148,7 +161,7 @@ func serverMain() {
 			var ws *cws.Conn
 			if ws, app, err = ResumeCoder(c, state, nil); err == nil {
 				n, _ := strconv.ParseInt(string(app), 10, 64)
-				serveCoder(ws, n)
+				serveCoder(ws, port(c.RemoteAddr()), n)
 			}
 		}
 		if err != nil {
@@ -156,7 +169,19 @@ func serverMain() {
 		}
 	}
 	up, err := handoff.New(handoff.Options{
-		Resume:         resume,
+		Resume: resume,
+		// The state is a marker; a new process started while the test's
+		// fail file exists rejects it, once every connection has parked
+		// (SaveState runs then), and the upgrade rolls back.
+		SaveState: func(w io.Writer) error { _, err := io.WriteString(w, "wshandoff-test"); return err },
+		LoadState: func(r io.Reader) error {
+			if _, err := os.Stat(os.Getenv(envFail)); err == nil {
+				event("rejects %d", pid)
+				return errors.New("the test's fail file exists")
+			}
+			_, err := io.Copy(io.Discard, r)
+			return err
+		},
 		NoSignal:       true,
 		ParkTimeout:    60 * time.Second, // the test finishes the messages in flight
 		PauseTimeout:   90 * time.Second,
@@ -166,6 +191,9 @@ func serverMain() {
 	if err != nil {
 		event("error %d %v", pid, err)
 		os.Exit(1)
+	}
+	if up.HasParent() {
+		event("started %d", pid)
 	}
 	ln, err := up.Listen("tcp", "127.0.0.1:0")
 	if err == nil {
@@ -194,6 +222,7 @@ func serverMain() {
 type chain struct {
 	t      *testing.T
 	events string
+	fail   string       // while this file exists, a new process fails
 	used   map[int]bool // event lines await has returned
 	pid    int          // the process that serves now
 	addr   string
@@ -202,13 +231,13 @@ type chain struct {
 func startChain(t *testing.T, lib string) *chain {
 	t.Helper()
 	dir := t.TempDir()
-	h := &chain{t: t, events: filepath.Join(dir, "events"), used: map[int]bool{}}
+	h := &chain{t: t, events: filepath.Join(dir, "events"), fail: filepath.Join(dir, "fail"), used: map[int]bool{}}
 	bin, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-test.run=^$")
-	cmd.Env = append(os.Environ(), envRole+"=server", envEvents+"="+h.events, envLib+"="+lib)
+	cmd.Env = append(os.Environ(), envRole+"=server", envEvents+"="+h.events, envLib+"="+lib, envFail+"="+h.fail)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -217,6 +246,9 @@ func startChain(t *testing.T, lib string) *chain {
 	t.Cleanup(func() {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		cmd.Wait()
+		if t.Failed() {
+			h.explain()
+		}
 	})
 	ev := h.await("ready", nil)
 	h.pid, _ = strconv.Atoi(ev[1])
@@ -253,6 +285,18 @@ func (h *chain) await(kind string, match func([]string) bool) []string {
 	}
 	h.t.Fatalf("no %q event in 120s; errors: %q", kind, errs)
 	return nil
+}
+
+// explain logs the events that tell why connections ended or upgrades
+// failed, for a failed test.
+func (h *chain) explain() {
+	b, _ := os.ReadFile(h.events)
+	for _, line := range strings.Split(string(b), "\n") {
+		switch kind, _, _ := strings.Cut(line, " "); kind {
+		case "error", "ended", "failed", "rejects", "started", "ready", "exit":
+			h.t.Log(line)
+		}
+	}
 }
 
 // count returns how many events of kind the file holds.
