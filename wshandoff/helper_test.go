@@ -119,7 +119,12 @@ func serverMain() {
 	observe = func(c *Conn, what string) {
 		event("%s %d %d", what, pid, port(c.RemoteAddr()))
 	}
+	// Both offer permessage-deflate, context takeover included: a client
+	// that offers it too gets it without context takeover (see
+	// TestCompression); the others get none.
 	gu := &Upgrader{}
+	gu.EnableCompression = true
+	copts := &cws.AcceptOptions{CompressionMode: cws.CompressionContextTakeover}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
 		switch lib {
@@ -132,7 +137,7 @@ func serverMain() {
 			event("handshake %d %d", pid, port(ws.RemoteAddr()))
 			serveGorilla(ws, 0)
 		case "coder":
-			ws, err := Accept(w, r, nil)
+			ws, err := Accept(w, r, copts)
 			if err != nil {
 				event("error %d %v", pid, err)
 				return
