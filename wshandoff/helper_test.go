@@ -4,9 +4,10 @@ package wshandoff
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/handoff-dev/handoff/internal/testtool"
 	"io"
 	"log/slog"
 	"net"
@@ -25,6 +26,9 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/handoff-dev/handoff/handoff"
 	"github.com/handoff-dev/handoff/httphandoff"
+	"github.com/handoff-dev/handoff/internal/testcert"
+	"github.com/handoff-dev/handoff/internal/testtool"
+	"github.com/handoff-dev/handoff/tlshandoff"
 )
 
 // The test binary doubles as the WebSocket server under test (TestMain
@@ -35,12 +39,14 @@ import (
 // connection asked to park inside a message, "parks <pid> <port>" as a
 // connection parks, "rejects <pid>" when it fails an upgrade on purpose
 // (envFail), "started <pid>" as a process an upgrade started begins,
-// and "exit <pid>".
+// "tls <pid>" for each TLS handshake (serving wss), and "exit <pid>".
 const (
 	envRole   = "WSHANDOFF_TEST_ROLE"
 	envEvents = "WSHANDOFF_TEST_EVENTS"
 	envLib    = "WSHANDOFF_TEST_LIB"  // gorilla or coder
 	envFail   = "WSHANDOFF_TEST_FAIL" // a file: while it exists, a new process rejects the state
+	envCert   = "WSHANDOFF_TEST_CERT" // if set, serve wss with this certificate (PEM file) and envKey
+	envKey    = "WSHANDOFF_TEST_KEY"
 )
 
 func TestMain(m *testing.M) {
@@ -148,6 +154,7 @@ func serverMain() {
 		}
 	})
 	hs := httphandoff.New(&http.Server{Handler: mux})
+	var ts *tlshandoff.Server // serving wss: the new process's, made before Ready
 	resume := func(c *handoff.Conn, state []byte) {
 		if !IsWebSocket(state) {
 			hs.Resume(c, state)
@@ -158,13 +165,13 @@ func serverMain() {
 		switch lib {
 		case "gorilla":
 			var ws *websocket.Conn
-			if ws, app, err = gu.Resume(c, state); err == nil {
+			if ws, app, err = gu.ResumeTLS(ts, c, state); err == nil {
 				n, _ := strconv.ParseInt(string(app), 10, 64)
 				serveGorilla(ws, n)
 			}
 		case "coder":
 			var ws *cws.Conn
-			if ws, app, err = ResumeCoder(c, state, nil); err == nil {
+			if ws, app, err = ResumeCoderTLS(ts, c, state, nil); err == nil {
 				n, _ := strconv.ParseInt(string(app), 10, 64)
 				serveCoder(ws, port(c.RemoteAddr()), n)
 			}
@@ -200,7 +207,15 @@ func serverMain() {
 	if up.HasParent() {
 		event("started %d", pid)
 	}
-	ln, err := up.Listen("tcp", "127.0.0.1:0")
+	var ln net.Listener
+	if os.Getenv(envCert) != "" {
+		ts, err = serveTLS(hs, up)
+		if err == nil {
+			ln, err = up.ListenPlain("tcp", "127.0.0.1:0")
+		}
+	} else {
+		ln, err = up.Listen("tcp", "127.0.0.1:0")
+	}
 	if err == nil {
 		err = up.Ready(context.Background())
 	}
@@ -208,7 +223,11 @@ func serverMain() {
 		event("error %d %v", pid, err)
 		os.Exit(1)
 	}
-	go hs.Serve(ln)
+	if ts != nil {
+		go hs.ServeTLS(ln)
+	} else {
+		go hs.Serve(ln.(*handoff.Listener))
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -223,9 +242,28 @@ func serverMain() {
 	event("exit %d", pid)
 }
 
+// serveTLS makes hs serve HTTPS with the test's certificate; every TLS
+// handshake it completes says "tls <pid>".
+func serveTLS(hs *httphandoff.Server, up *handoff.Upgrader) (*tlshandoff.Server, error) {
+	pair, err := tls.LoadX509KeyPair(os.Getenv(envCert), os.Getenv(envKey))
+	if err != nil {
+		return nil, err
+	}
+	pid := os.Getpid()
+	return hs.TLS(&tls.Config{
+		Certificates: []tls.Certificate{pair},
+		VerifyConnection: func(tls.ConnectionState) error {
+			event("tls %d", pid)
+			return nil
+		},
+	}, tlshandoff.Options{Upgrader: up})
+}
+
 // chain is the test's view of a server and its successors.
 type chain struct {
 	t      *testing.T
+	lib    string // the servers' library
+	tls    bool   // they serve wss: each says "tls" for every TLS handshake
 	events string
 	fail   string       // while this file exists, a new process fails
 	used   map[int]bool // event lines await has returned
@@ -233,16 +271,41 @@ type chain struct {
 	addr   string
 }
 
-func startChain(t *testing.T, lib string) *chain {
+func startChain(t *testing.T, lib string) *chain { return startChainEnv(t, lib) }
+
+// startChainTLS starts a chain that serves wss, and returns the pool
+// that trusts its certificate.
+func startChainTLS(t *testing.T, lib string) (*chain, *x509.CertPool) {
+	t.Helper()
+	cert, key, err := testcert.Write(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := os.ReadFile(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		t.Fatal("no certificate in " + cert)
+	}
+	h := startChainEnv(t, lib, envCert+"="+cert, envKey+"="+key)
+	h.tls = true
+	return h, pool
+}
+
+// startChainEnv starts a chain whose servers have env besides.
+func startChainEnv(t *testing.T, lib string, env ...string) *chain {
 	t.Helper()
 	dir := t.TempDir()
-	h := &chain{t: t, events: filepath.Join(dir, "events"), fail: filepath.Join(dir, "fail"), used: map[int]bool{}}
+	h := &chain{t: t, lib: lib, events: filepath.Join(dir, "events"), fail: filepath.Join(dir, "fail"), used: map[int]bool{}}
 	bin, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-test.run=^$")
 	cmd.Env = append(os.Environ(), envRole+"=server", envEvents+"="+h.events, envLib+"="+lib, envFail+"="+h.fail)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -301,6 +364,19 @@ func (h *chain) explain() {
 		case "error", "ended", "failed", "rejects", "started", "ready", "exit":
 			h.t.Log(line)
 		}
+	}
+}
+
+// checkHandshakes fails the test unless the servers answered one opening
+// handshake, and for wss one TLS handshake, per connection: none
+// reconnected, none negotiated TLS again.
+func (h *chain) checkHandshakes(conns int) {
+	h.t.Helper()
+	if n := h.count("handshake"); n != conns {
+		h.t.Fatalf("%d WebSocket handshakes for %d connections: some reconnected", n, conns)
+	}
+	if n := h.count("tls"); h.tls && n != conns {
+		h.t.Fatalf("%d TLS handshakes for %d connections", n, conns)
 	}
 }
 

@@ -5,6 +5,8 @@ package wshandoff
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -58,9 +60,21 @@ type gorillaClient struct {
 	frag io.WriteCloser
 }
 
-func dialGorilla(addr string) (client, error) {
-	d := websocket.Dialer{WriteBufferSize: 512} // a message longer than this goes in fragments
-	ws, _, err := d.Dial("ws://"+addr+"/ws", nil)
+func dialGorilla(addr string) (client, error) { return dialGorillaWith(nil, addr) }
+
+// dialGorillaTLS returns a dial for wss, trusting pool.
+func dialGorillaTLS(pool *x509.CertPool) func(addr string) (client, error) {
+	return func(addr string) (client, error) { return dialGorillaWith(&tls.Config{RootCAs: pool}, addr) }
+}
+
+// dialGorillaWith dials ws, or wss with cfg.
+func dialGorillaWith(cfg *tls.Config, addr string) (client, error) {
+	d := websocket.Dialer{WriteBufferSize: 512, TLSClientConfig: cfg} // a message longer than 512 goes in fragments
+	url := "ws://" + addr + "/ws"
+	if cfg != nil {
+		url = "wss://" + addr + "/ws"
+	}
+	ws, _, err := d.Dial(url, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -201,8 +215,29 @@ func (c *coderClient) localPort() int         { return port(c.nc.LocalAddr()) }
 // answers it whole, then lets the connection go), some send a ping and
 // one a close frame while the upgrade runs (each ping gets one pong, the
 // close frame is answered with one and the connection ends).
-func TestGorillaKeepsConnections(t *testing.T) { keepConnections(t, "gorilla", dialGorilla) }
-func TestCoderKeepsConnections(t *testing.T)   { keepConnections(t, "coder", dialCoder) }
+func TestGorillaKeepsConnections(t *testing.T) {
+	n, u := scale(t)
+	keepConnections(t, startChain(t, "gorilla"), dialGorilla, n, u)
+}
+
+func TestCoderKeepsConnections(t *testing.T) {
+	n, u := scale(t)
+	keepConnections(t, startChain(t, "coder"), dialCoder, n, u)
+}
+
+// TestGorillaKeepsWSS and TestCoderKeepsWSS: the same over wss, served
+// by httphandoff's HTTPS server (tlshandoff), with gorilla/websocket
+// clients: each connection keeps its one TCP and TLS connection, with
+// one TLS handshake and one WebSocket handshake, across the upgrades (a
+// fifth of the connections of the ws tests).
+func TestGorillaKeepsWSS(t *testing.T) { keepWSS(t, "gorilla") }
+func TestCoderKeepsWSS(t *testing.T)   { keepWSS(t, "coder") }
+
+func keepWSS(t *testing.T, lib string) {
+	n, u := scale(t)
+	h, pool := startChainTLS(t, lib)
+	keepConnections(t, h, dialGorillaTLS(pool), max(n/5, 20), u)
+}
 
 // Scale: WSHANDOFF_CONNS and WSHANDOFF_UPGRADES (default 1000 and 10).
 func scale(t *testing.T) (conns, upgrades int) {
@@ -219,9 +254,8 @@ func scale(t *testing.T) (conns, upgrades int) {
 	return conns, upgrades
 }
 
-func keepConnections(t *testing.T, lib string, dial func(addr string) (client, error)) {
-	nConns, nUpgrades := scale(t)
-	h := startChain(t, lib)
+func keepConnections(t *testing.T, h *chain, dial func(addr string) (client, error), nConns, nUpgrades int) {
+	lib := h.lib
 	f := dialFleet(t, h, nConns, dial)
 	clients, active := f.clients, f.active
 	f.roundtrip("first")
@@ -301,9 +335,7 @@ func keepConnections(t *testing.T, lib string, dial func(addr string) (client, e
 			}
 		}
 	}
-	if n := h.count("handshake"); n != nConns {
-		t.Fatalf("%d handshakes for %d connections: some reconnected", n, nConns)
-	}
+	h.checkHandshakes(nConns)
 	t.Logf("%s: %d connections, %d upgrades, %d messages answered", lib, nConns, nUpgrades, sum(f.sent))
 }
 
@@ -407,15 +439,19 @@ func TestRollback(t *testing.T) {
 		dial func(string) (client, error)
 	}{{"gorilla", dialGorilla}, {"coder", dialCoder}} {
 		for _, how := range []string{"rejected", "killed"} {
-			t.Run(lib.name+"/"+how, func(t *testing.T) { rollback(t, lib.name, how, lib.dial) })
+			t.Run(lib.name+"/"+how, func(t *testing.T) { rollback(t, startChain(t, lib.name), how, lib.dial) })
+			t.Run(lib.name+"/wss/"+how, func(t *testing.T) {
+				h, pool := startChainTLS(t, lib.name)
+				rollback(t, h, how, dialGorillaTLS(pool))
+			})
 		}
 	}
 }
 
-func rollback(t *testing.T, lib, how string, dial func(string) (client, error)) {
+func rollback(t *testing.T, h *chain, how string, dial func(string) (client, error)) {
 	const frag, closing = 0, 1
 	pinging := []int{0, 2, 3}
-	h := startChain(t, lib)
+	lib := h.lib
 	f := dialFleet(t, h, 20, dial)
 	f.roundtrip("first")
 	if how == "rejected" {
@@ -486,9 +522,7 @@ func rollback(t *testing.T, lib, how string, dial func(string) (client, error)) 
 		t.Fatalf("still served by %d", old)
 	}
 	f.roundtrip("moved")
-	if n := h.count("handshake"); n != len(f.clients) {
-		t.Fatalf("%d handshakes for %d connections: some reconnected", n, len(f.clients))
-	}
+	h.checkHandshakes(len(f.clients))
 }
 
 func equal(a, b []string) bool {
