@@ -62,9 +62,20 @@
 //     TestH2AcrossUpgrades). Drain, after Exit, waits for them. So do
 //     HTTPS connections whose TLS cannot move (tlshandoff.Conn.Movable):
 //     they are served here and closed once idle.
-//   - A hijacked HTTPS connection cannot be parked by the application yet
-//     (Conn returns nil for it): at an upgrade it waits, as a request in
-//     flight does, until it closes.
+//   - A hijacked HTTPS connection (a wss WebSocket) is parked by the
+//     application as a hijacked HTTP one is, with its TLS: TLSConn(nc)
+//     returns the tlshandoff.Conn beneath (and any plaintext given back
+//     at a rolled-back upgrade, to read first); the library asks the
+//     handoff.Conn beneath TLS (tc.Handoff()) to park, Read returns
+//     handoff.ErrPark, and tc.Park(state) parks it with its TLS state. In
+//     the new process Options.Resume gets a state tlshandoff.IsState
+//     recognizes: resume it with the tlshandoff.Server (Server.Resume
+//     would take it for HTTP). Package wshandoff does all this for
+//     gorilla/websocket and coder/websocket, its state wrapping the TLS
+//     state so that its IsWebSocket tells it apart. A hijacked
+//     connection whose TLS cannot move (tlshandoff.Conn.Movable) has no
+//     TLSConn: it stays, and an upgrade waits for it as for a request in
+//     flight.
 //   - A hijacked connection (a WebSocket) is the application's, and from
 //     the hijack on the library asks it to park as any handoff.Conn: take
 //     it with Conn(nc), give back with Unread what the hijack's

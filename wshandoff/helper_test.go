@@ -80,6 +80,15 @@ func countState(n *int64) func() []byte {
 
 func serveGorilla(ws *websocket.Conn, n int64) {
 	OnPark(ws, countState(&n)) // called inside ReadMessage, on this goroutine
+	// gorilla's default ping handler gives its pong 1 s and drops it
+	// without a word past that (a timeout is a temporary error); on this
+	// shared machine under -race, with a thousand connections resuming at
+	// once after an upgrade, that happened (a pong missing, once a
+	// connection reset: the late write is fatal). A pong that cannot go
+	// ends the connection here, with an "ended" event that says why.
+	ws.SetPingHandler(func(p string) error {
+		return ws.WriteControl(websocket.PongMessage, []byte(p), time.Now().Add(time.Minute))
+	})
 	for {
 		typ, msg, err := ws.ReadMessage()
 		if err == nil {

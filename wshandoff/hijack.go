@@ -15,8 +15,9 @@ import (
 
 // ErrNotHandoff is returned by a hijack of a connection that package
 // handoff does not track (served neither by httphandoff nor from a
-// handoff.Listener): it could not move, and is refused rather than
-// served as if it could.
+// handoff.Listener, or over TLS that cannot move: see
+// tlshandoff.Conn.Movable): it could not move, and is refused rather
+// than served as if it could.
 var ErrNotHandoff = errors.New("wshandoff: the connection is not a handoff connection")
 
 // bufSize is the size of the bufio.Reader and Writer a hijack returns.
