@@ -62,6 +62,50 @@
 //     TestH2AcrossUpgrades). Drain, after Exit, waits for them. So do
 //     HTTPS connections whose TLS cannot move (tlshandoff.Conn.Movable):
 //     they are served here and closed once idle.
+//   - A hijacked HTTPS connection (a wss WebSocket) is parked by the
+//     application as a hijacked HTTP one is, with its TLS: TLSConn(nc)
+//     returns the tlshandoff.Conn beneath (and any plaintext given back
+//     at a rolled-back upgrade, to read first); the library asks the
+//     handoff.Conn beneath TLS (tc.Handoff()) to park, Read returns
+//     handoff.ErrPark, and tc.Park(state) parks it with its TLS state. In
+//     the new process Options.Resume gets a state tlshandoff.IsState
+//     recognizes: resume it with the tlshandoff.Server (Server.Resume
+//     would take it for HTTP). Package wshandoff does all this for
+//     gorilla/websocket and coder/websocket, its state wrapping the TLS
+//     state so that its IsWebSocket tells it apart. A hijacked
+//     connection whose TLS cannot move (tlshandoff.Conn.Movable) has no
+//     TLSConn: it stays, and an upgrade waits for it as for a request in
+//     flight.
+//   - A hijacked connection (a WebSocket) is the application's, and from
+//     the hijack on the library asks it to park as any handoff.Conn: take
+//     it with Conn(nc), give back with Unread what the hijack's
+//     bufio.Reader holds, read messages with Next, and at handoff.ErrPark
+//     call Park with a non-empty state at a message boundary. In the new
+//     process, Options.Resume gets that state: pass the connection to
+//     Server.Resume when IsHTTP(state), and serve it with your protocol
+//     otherwise. TestHijackedConnection does exactly this.
+//
+// HTTPS. Server.TLS makes the tlshandoff.Server (give it the Upgrader)
+// and ServeTLS serves a listener from Upgrader.ListenPlain: the TLS layer
+// tracks a connection once its handshake is over, and an HTTP/1.1 one
+// moves exactly as a plain one does, at the same moments: its TLS state
+// (keys, sequence numbers, records not yet read) travels with
+// httphandoff's state and the bytes of a head net/http held, and the
+// client sees the same TCP connection and no new handshake. Handlers see
+// r.TLS, in the new process too (net/http sets it from any connection
+// with a ConnectionState method).
+//
+//	hs := httphandoff.New(srv)
+//	var ts *tlshandoff.Server
+//	up, err := handoff.New(handoff.Options{Resume: hs.Resume,
+//		SaveState: /* ts.MarshalTicketKeys() */, LoadState: /* ts.SetTicketKeys */})
+//	ts, err = hs.TLS(tlsConfig, tlshandoff.Options{Upgrader: up})
+//	ln, err := up.ListenPlain("tcp", ":443")
+//	err = up.Ready(ctx)
+//	go hs.ServeTLS(ln)
+//	<-up.Exit()
+//	err = hs.Drain(ctx) // HTTP/2 connections: GOAWAY (after HTTP2Linger), streams finish
+//	up.Exiting()
 //
 // How an HTTP/2 connection ends: RFC 9113 §6.8's graceful shutdown. The
 // first GOAWAY names stream 2^31-1 (no new streams; those already on
@@ -95,39 +139,6 @@
 // application's Drain must be given a context that outlasts the linger
 // plus its longest request (at the context's end Drain closes what is
 // left). Like Envoy's drain time, keep it bounded: minutes, not hours.
-//   - A hijacked HTTPS connection cannot be parked by the application yet
-//     (Conn returns nil for it): at an upgrade it waits, as a request in
-//     flight does, until it closes.
-//   - A hijacked connection (a WebSocket) is the application's, and from
-//     the hijack on the library asks it to park as any handoff.Conn: take
-//     it with Conn(nc), give back with Unread what the hijack's
-//     bufio.Reader holds, read messages with Next, and at handoff.ErrPark
-//     call Park with a non-empty state at a message boundary. In the new
-//     process, Options.Resume gets that state: pass the connection to
-//     Server.Resume when IsHTTP(state), and serve it with your protocol
-//     otherwise. TestHijackedConnection does exactly this.
-//
-// HTTPS. Server.TLS makes the tlshandoff.Server (give it the Upgrader)
-// and ServeTLS serves a listener from Upgrader.ListenPlain: the TLS layer
-// tracks a connection once its handshake is over, and an HTTP/1.1 one
-// moves exactly as a plain one does, at the same moments: its TLS state
-// (keys, sequence numbers, records not yet read) travels with
-// httphandoff's state and the bytes of a head net/http held, and the
-// client sees the same TCP connection and no new handshake. Handlers see
-// r.TLS, in the new process too (net/http sets it from any connection
-// with a ConnectionState method).
-//
-//	hs := httphandoff.New(srv)
-//	var ts *tlshandoff.Server
-//	up, err := handoff.New(handoff.Options{Resume: hs.Resume,
-//		SaveState: /* ts.MarshalTicketKeys() */, LoadState: /* ts.SetTicketKeys */})
-//	ts, err = hs.TLS(tlsConfig, tlshandoff.Options{Upgrader: up})
-//	ln, err := up.ListenPlain("tcp", ":443")
-//	err = up.Ready(ctx)
-//	go hs.ServeTLS(ln)
-//	<-up.Exit()
-//	err = hs.Drain(ctx) // HTTP/2 connections: GOAWAY (after HTTP2Linger), streams finish
-//	up.Exiting()
 //
 // A connection's idle deadline moves with it: the one net/http set for its
 // wait for the next request (IdleTimeout, else ReadTimeout, else none; for

@@ -85,12 +85,19 @@ func handler() http.Handler {
 		if err != nil {
 			return
 		}
-		c := Conn(nc)
-		if n := brw.Reader.Buffered(); n > 0 { // what net/http read ahead is the stream's
-			b, _ := brw.Reader.Peek(n)
-			c.Unread(b)
+		var early []byte // what net/http read ahead is the stream's
+		if n := brw.Reader.Buffered(); n > 0 {
+			early, _ = brw.Reader.Peek(n)
 		}
-		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: lines\r\nConnection: Upgrade\r\n\r\n")
+		const answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: lines\r\nConnection: Upgrade\r\n\r\n"
+		if tc, unread := TLSConn(nc); tc != nil { // over HTTPS: the lines are TLS's plaintext
+			io.WriteString(tc, answer)
+			serveLinesTLS(tc, append(append([]byte(nil), early...), unread...))
+			return
+		}
+		c := Conn(nc)
+		c.Unread(early)
+		io.WriteString(c, answer)
 		serveLines(c)
 	})
 	mux.HandleFunc("GET /tls", func(w http.ResponseWriter, r *http.Request) {
@@ -202,6 +209,9 @@ func serverMain() {
 		Resume: func(c *handoff.Conn, state []byte) {
 			if string(state) == "lines" { // a hijacked connection, parked by serveLines
 				serveLines(c)
+				return
+			}
+			if resumeLinesTLS(ts, c, state) {
 				return
 			}
 			hs.Resume(c, state)

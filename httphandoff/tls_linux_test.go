@@ -1,11 +1,13 @@
 package httphandoff
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -485,4 +487,42 @@ func awaitUnread(t *testing.T, nc net.Conn) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	t.Fatalf("nothing came to %s in 30s", nc.LocalAddr())
+}
+
+// TestTLSHijackedConnection: a connection that a handler hijacked on the
+// HTTPS server (a protocol of lines stands for a wss WebSocket) is
+// parked by the application through TLSConn and tlshandoff.Conn.Park, and
+// moves at each upgrade with its TLS session: every line is answered by
+// the process that serves then, on the one TCP connection, after one TLS
+// handshake. Package wshandoff's wss tests do the same with real
+// WebSocket libraries.
+func TestTLSHijackedConnection(t *testing.T) {
+	h, _, pool := startTLSChain(t)
+	tc, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: pool, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	r := bufio.NewReader(tc)
+	io.WriteString(tc, "GET /ws HTTP/1.1\r\nHost: t\r\n\r\n")
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade to lines: %v %v", resp, err)
+	}
+	for u := 0; u <= 3; u++ {
+		if u > 0 {
+			h.upgrade()
+		}
+		line := fmt.Sprintf("line%d", u)
+		if _, err := io.WriteString(tc, line+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := r.ReadString('\n')
+		if want := fmt.Sprintf("%d %s\n", h.pid, line); err != nil || got != want {
+			t.Fatalf("after %d upgrades: %q, %v; want %q", u, got, err, want)
+		}
+	}
+	if n := h.handshakes(tc.LocalAddr().(*net.TCPAddr).Port); n != 1 {
+		t.Fatalf("%d TLS handshakes for the one connection", n)
+	}
 }

@@ -1,11 +1,12 @@
 package httphandoff
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
-	"github.com/handoff-dev/handoff/internal/testtool"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/handoff-dev/handoff/handoff"
 	"github.com/handoff-dev/handoff/internal/testcert"
+	"github.com/handoff-dev/handoff/internal/testtool"
 	"github.com/handoff-dev/handoff/tlshandoff"
 )
 
@@ -162,4 +164,50 @@ func (h *chain) handshakes(port int) int {
 		}
 	}
 	return n
+}
+
+// serveLinesTLS is serveLines over a hijacked HTTPS connection, with
+// pre the plaintext before tc's: it reads tc's plaintext itself, and at
+// an upgrade parks with tc.Park, its state "lines" and the bytes of a
+// line begun.
+func serveLinesTLS(tc *tlshandoff.Conn, pre []byte) {
+	pid := strconv.Itoa(os.Getpid())
+	buf := append([]byte(nil), pre...)
+	p := make([]byte, 4096)
+	for {
+		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+			line := strings.TrimSpace(string(buf[:i]))
+			buf = buf[i+1:]
+			if _, err := io.WriteString(tc, pid+" "+line+"\n"); err != nil {
+				tc.Close()
+				return
+			}
+			continue
+		}
+		n, err := tc.Read(p)
+		buf = append(buf, p[:n]...)
+		switch {
+		case errors.Is(err, handoff.ErrPark):
+			if err := tc.Park(append([]byte("lines"), buf...)); err != nil {
+				return // handed over (or closed)
+			}
+		case err != nil:
+			tc.Close()
+			return
+		}
+	}
+}
+
+// resumeLinesTLS serves a hijacked HTTPS connection that serveLinesTLS
+// parked, and reports whether state was one.
+func resumeLinesTLS(ts *tlshandoff.Server, c *handoff.Conn, state []byte) bool {
+	if ts == nil || !tlshandoff.IsState(state) {
+		return false
+	}
+	tc, app, err := ts.Resume(c, state)
+	if err != nil || !bytes.HasPrefix(app, []byte("lines")) {
+		return false // HTTP's: Server.Resume resumes its TLS itself
+	}
+	go serveLinesTLS(tc, app[len("lines"):])
+	return true
 }

@@ -50,7 +50,11 @@
 //
 // HTTPS: package httphandoff serves net/http over this package (its
 // Server.TLS and ServeTLS): HTTP/1.1 connections move between requests,
-// and HTTP/2 ones stay (Options.Stay) and end with GOAWAY.
+// and HTTP/2 ones stay (Options.Stay) and end with GOAWAY. A connection
+// a handler hijacked (wss) is the application's to park
+// (httphandoff.TLSConn, then Park); package wshandoff parks WebSocket
+// ones with MarshalState inside its own state, and Forget at the
+// handover.
 //
 // Secrets are never written to disk or logs by this package: states and
 // ticket keys are meant for the handoff channel only.

@@ -50,6 +50,23 @@ func (c *Conn) Park(app []byte) error {
 	return err
 }
 
+// Forget clears the keys this process holds of a connection whose
+// state MarshalState gave to another process that now owns the
+// connection (a caller that parks the handoff.Conn itself, with the
+// state inside its own: package wshandoff), as Park does at a handover;
+// every later Read and Write fails with handoff.ErrHandedOver, and Close
+// sends no close_notify. It does not touch the transport.
+func (c *Conn) Forget() {
+	if !c.hsDone.Load() || !c.movable {
+		return
+	}
+	c.r.mu.Lock()
+	defer c.r.mu.Unlock()
+	c.w.mu.Lock()
+	defer c.w.mu.Unlock()
+	c.forgetLocked()
+}
+
 // forgetLocked clears the keys this process holds of a connection that
 // has moved, and makes every later Read and Write fail as the
 // handoff.Conn's do.

@@ -1,6 +1,7 @@
 package wshandoff
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/handoff-dev/handoff/handoff"
+	"github.com/handoff-dev/handoff/tlshandoff"
 )
 
 // Accept accepts a WebSocket handshake as websocket.Accept (coder/websocket)
@@ -53,11 +55,26 @@ func Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOption
 // write: the client sees no new handshake. opts gives
 // CompressionThreshold, OnPingReceived and OnPongReceived; what the
 // handshake negotiated comes from the old process. An error wrapping
-// ErrState means state is not one this package wrote, and c is
+// ErrState means state is not one this package wrote, and one wrapping
+// ErrTLS that it is a wss connection's (see ResumeCoderTLS): c is
 // untouched; on any other error c is closed.
 func ResumeCoder(c *handoff.Conn, state []byte, opts *websocket.AcceptOptions) (*websocket.Conn, []byte, error) {
-	conn, hs, app, err := Resume(c, state)
+	return ResumeCoderTLS(nil, c, state, opts)
+}
+
+// ResumeCoderTLS is ResumeCoder for a server that also serves wss
+// (through httphandoff's HTTPS server): a connection that came over TLS
+// goes on over TLS resumed with ts, the new process's
+// tlshandoff.Server, on the same TCP connection and TLS session (see
+// ResumeTLS). An error wrapping ErrState means state is not one this
+// package wrote: c is untouched; on any other error c is closed.
+func ResumeCoderTLS(ts *tlshandoff.Server, c *handoff.Conn, state []byte, opts *websocket.AcceptOptions) (*websocket.Conn, []byte, error) {
+	conn, hs, app, err := ResumeTLS(ts, c, state)
+	if errors.Is(err, ErrState) || errors.Is(err, ErrTLS) {
+		return nil, nil, err
+	}
 	if err != nil {
+		c.Close()
 		return nil, nil, err
 	}
 	o := websocket.AcceptOptions{InsecureSkipVerify: true, CompressionMode: websocket.CompressionDisabled}

@@ -2,12 +2,14 @@ package wshandoff
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"sync"
 	"time"
 
 	"github.com/handoff-dev/handoff/handoff"
+	"github.com/handoff-dev/handoff/tlshandoff"
 )
 
 // Handshake is what the opening handshake negotiated, which moves with
@@ -50,10 +52,20 @@ type Handshake struct {
 // has sent a close frame moves, and the new process's Conn writes no
 // further frame.
 //
-// Ownership: the Conn owns the handoff.Conn; Close closes it (after a
-// handover, that does nothing: the new process owns the connection).
+// Over TLS (wss, served by httphandoff's HTTPS server) the frames are
+// the plaintext of a tlshandoff.Conn over the handoff.Conn, and the
+// connection parks with its TLS state (keys, sequence numbers, records
+// read and not yet consumed) inside its state: the new process goes on
+// with the same TLS session on the same TCP connection, without a
+// handshake of either kind.
+//
+// Ownership: the Conn owns the handoff.Conn (and the tlshandoff.Conn
+// over it); Close closes it (after a handover, that does nothing: the
+// new process owns the connection).
 type Conn struct {
 	hc *handoff.Conn
+	s  net.Conn         // the frames' stream: hc, or tc over it
+	tc *tlshandoff.Conn // nil for a connection without TLS
 
 	wmu sync.Mutex // serializes writers; held while a writer waits at the gate
 
@@ -67,6 +79,7 @@ type Conn struct {
 	gone        bool // handed over
 	closeSent   bool // moved after its close frame: no further frame goes out
 	deadline    time.Time
+	pre         []byte // over TLS: plaintext that came before tc's (read ahead at the hijack), read first
 	hs          Handshake
 	onPark      func() []byte
 	forget      func() // drops the Conn from an index, once it is closed or handed over
@@ -82,8 +95,15 @@ var observe func(c *Conn, what string)
 // answered, with hs what it negotiated. hc must be read and written only
 // through the Conn from now on. An upgrade then asks the Conn, not its
 // reader, to park (handoff.Conn.ParkWhen).
-func Wrap(hc *handoff.Conn, hs Handshake) *Conn {
-	c := &Conn{hc: hc, in: newFrames(), out: newFrames(), hs: hs}
+func Wrap(hc *handoff.Conn, hs Handshake) *Conn { return wrap(hc, nil, nil, hs) }
+
+// wrap makes the Conn of hc, or of tc over it, with pre the plaintext
+// that comes before tc's.
+func wrap(hc *handoff.Conn, tc *tlshandoff.Conn, pre []byte, hs Handshake) *Conn {
+	c := &Conn{hc: hc, s: hc, tc: tc, pre: pre, in: newFrames(), out: newFrames(), hs: hs}
+	if tc != nil {
+		c.s = tc
+	}
 	c.cond.L = &c.mu
 	hc.ParkWhen(c.ask)
 	if hc.Asked() { // asked before ParkWhen: the ask went to the handler we replaced
@@ -97,16 +117,40 @@ func Wrap(hc *handoff.Conn, hs Handshake) *Conn {
 // returns what the handshake negotiated and the application's state,
 // for the library to be set up over the Conn as it was (Upgrader.Resume
 // and ResumeCoder do this). An error wrapping ErrState means the state
-// is not one this package wrote: the handoff.Conn is untouched.
+// is not one this package wrote, and one wrapping ErrTLS that it is a
+// wss connection's (use ResumeTLS): the handoff.Conn is untouched.
 func Resume(hc *handoff.Conn, state []byte) (*Conn, Handshake, []byte, error) {
+	return ResumeTLS(nil, hc, state)
+}
+
+// ResumeTLS is Resume for a server that also serves wss: the TLS of a
+// connection that came over TLS is resumed with ts (the new process's
+// tlshandoff.Server, httphandoff.Server.TLS's), on the same TCP
+// connection and TLS session; a connection without TLS is resumed as
+// Resume does (ts may then be nil). On error the handoff.Conn is
+// untouched.
+func ResumeTLS(ts *tlshandoff.Server, hc *handoff.Conn, state []byte) (*Conn, Handshake, []byte, error) {
 	p, err := decodeState(state)
 	if err != nil {
 		return nil, Handshake{}, nil, err
 	}
-	c := Wrap(hc, p.hs)
+	var tc *tlshandoff.Conn
+	if p.tls != nil {
+		if ts == nil {
+			return nil, Handshake{}, nil, fmt.Errorf("wshandoff: resume %s: %w", hc.RemoteAddr(), ErrTLS)
+		}
+		if tc, _, err = ts.Resume(hc, p.tls); err != nil {
+			return nil, Handshake{}, nil, fmt.Errorf("wshandoff: resume %s: %w", hc.RemoteAddr(), err)
+		}
+	}
+	c := wrap(hc, tc, p.pre, p.hs)
 	c.closeSent = p.closeSent
 	return c, p.hs, p.app, nil
 }
+
+// ErrTLS is wrapped by Resume's error for a wss connection's state,
+// which needs ResumeTLS (or Upgrader.ResumeTLS, ResumeCoderTLS).
+var ErrTLS = errors.New("wshandoff: a connection over TLS: resume it with its tlshandoff.Server")
 
 // OnPark sets the function that returns the application's state for the
 // connection when it parks. It is called once per park, from inside the
@@ -166,11 +210,18 @@ func (c *Conn) Read(p []byte) (int, error) {
 			}
 			continue
 		}
-		c.reading = boundary
 		n := c.in.limit(len(p))
+		if len(c.pre) > 0 {
+			n = copy(p[:n], c.pre)
+			c.pre = c.pre[n:]
+			c.in.feed(p[:n])
+			c.mu.Unlock()
+			return n, nil
+		}
+		c.reading = boundary
 		c.mu.Unlock()
 
-		n, err := c.hc.Read(p[:n])
+		n, err := c.s.Read(p[:n])
 
 		c.mu.Lock()
 		c.reading = false
@@ -178,7 +229,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		woken := c.interrupted
 		if woken {
 			c.interrupted = false
-			_ = c.hc.SetReadDeadline(c.deadline)
+			_ = c.s.SetReadDeadline(c.deadline)
 		}
 		c.mu.Unlock()
 		if n > 0 || err == nil {
@@ -208,7 +259,7 @@ func (c *Conn) park() error {
 		}
 		c.cond.Wait()
 	}
-	onPark, p := c.onPark, parked{hs: c.hs, closeSent: c.closeSent || c.out.closed}
+	onPark, p := c.onPark, parked{hs: c.hs, closeSent: c.closeSent || c.out.closed, pre: c.pre}
 	c.mu.Unlock()
 
 	var err error
@@ -219,19 +270,39 @@ func (c *Conn) park() error {
 		if observe != nil {
 			observe(c, "parks")
 		}
-		err = c.hc.Park(p.encode())
+		err = c.parkStream(p)
 	}
 
 	c.mu.Lock()
 	c.gate = false
 	if errors.Is(err, handoff.ErrHandedOver) {
 		c.gone = true
+		if c.tc != nil {
+			c.tc.Forget() // its keys are the new process's now
+		}
 	}
 	c.cond.Broadcast()
 	forget := c.forgetLocked()
 	c.mu.Unlock()
 	forget()
 	return err
+}
+
+// parkStream parks the handoff.Conn with p and, over TLS, the TLS
+// state, which nothing reads or writes meanwhile: the reader is here,
+// and writers wait at the gate.
+func (c *Conn) parkStream(p parked) error {
+	if c.tc != nil {
+		st, err := c.tc.MarshalState(nil)
+		if err != nil {
+			return err
+		}
+		defer clear(st)
+		p.tls = st
+	}
+	state := p.encode()
+	defer clear(state)
+	return c.hc.Park(state)
 }
 
 // forgetLocked returns the function that drops the Conn from its index
@@ -288,7 +359,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	c.writing = true
 	c.mu.Unlock()
 
-	n, err := c.hc.Write(p)
+	n, err := c.s.Write(p)
 
 	c.mu.Lock()
 	c.writing = false
@@ -311,14 +382,27 @@ func (c *Conn) Close() error {
 	if f != nil {
 		f()
 	}
-	return c.hc.Close()
+	if c.isGone() {
+		return nil
+	}
+	return c.s.Close()
 }
 
+func (c *Conn) isGone() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gone
+}
+
+// TLS returns the tlshandoff.Conn the frames travel in, for a wss
+// connection (its ConnectionState, say); nil for a ws one.
+func (c *Conn) TLS() *tlshandoff.Conn { return c.tc }
+
 // LocalAddr returns the server's address of the connection.
-func (c *Conn) LocalAddr() net.Addr { return c.hc.LocalAddr() }
+func (c *Conn) LocalAddr() net.Addr { return c.s.LocalAddr() }
 
 // RemoteAddr returns the client's address.
-func (c *Conn) RemoteAddr() net.Addr { return c.hc.RemoteAddr() }
+func (c *Conn) RemoteAddr() net.Addr { return c.s.RemoteAddr() }
 
 // SetDeadline sets both deadlines.
 func (c *Conn) SetDeadline(t time.Time) error {
@@ -336,8 +420,8 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	if c.interrupted { // set again once the woken Read has returned
 		return nil
 	}
-	return c.hc.SetReadDeadline(t)
+	return c.s.SetReadDeadline(t)
 }
 
 // SetWriteDeadline sets the library's write deadline.
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.hc.SetWriteDeadline(t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.s.SetWriteDeadline(t) }

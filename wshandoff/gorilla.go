@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/handoff-dev/handoff/handoff"
+	"github.com/handoff-dev/handoff/tlshandoff"
 )
 
 // Upgrader is a gorilla/websocket Upgrader whose connections move at an
@@ -46,10 +47,25 @@ func (u *Upgrader) Upgrade(w http.ResponseWriter, r *http.Request, responseHeade
 // WriteBufferSize and WriteBufferPool apply; its CheckOrigin,
 // Subprotocols and EnableCompression do not (the old process's handshake
 // decided). An error wrapping ErrState means state is not one this
-// package wrote, and c is untouched; on any other error c is closed.
+// package wrote, and one wrapping ErrTLS that it is a wss connection's
+// (see ResumeTLS): c is untouched; on any other error c is closed.
 func (u *Upgrader) Resume(c *handoff.Conn, state []byte) (*websocket.Conn, []byte, error) {
-	conn, hs, app, err := Resume(c, state)
+	return u.ResumeTLS(nil, c, state)
+}
+
+// ResumeTLS is Resume for a server that also serves wss (through
+// httphandoff's HTTPS server): a connection that came over TLS goes on
+// over TLS resumed with ts, the new process's tlshandoff.Server, on
+// the same TCP connection and TLS session (see the package ResumeTLS).
+// An error wrapping ErrState means state is not one this package wrote:
+// c is untouched; on any other error c is closed.
+func (u *Upgrader) ResumeTLS(ts *tlshandoff.Server, c *handoff.Conn, state []byte) (*websocket.Conn, []byte, error) {
+	conn, hs, app, err := ResumeTLS(ts, c, state)
+	if errors.Is(err, ErrState) || errors.Is(err, ErrTLS) {
+		return nil, nil, err
+	}
 	if err != nil {
+		c.Close()
 		return nil, nil, err
 	}
 	g := &gorillaConn{Conn: conn, swallow: true}
@@ -106,7 +122,7 @@ func (g *gorillaConn) Write(p []byte) (int, error) {
 	g.Conn.hs.Extensions = headerOf(p, "Sec-WebSocket-Extensions")
 	g.Conn.hs.Subprotocol = headerOf(p, "Sec-WebSocket-Protocol")
 	g.Conn.mu.Unlock()
-	return g.Conn.hc.Write(p)
+	return g.Conn.s.Write(p) // the 101 is no frame: it bypasses the frame tracking
 }
 
 // headerOf returns the value of the header name in an HTTP response head.

@@ -10,12 +10,14 @@ import (
 
 	"github.com/handoff-dev/handoff/handoff"
 	"github.com/handoff-dev/handoff/httphandoff"
+	"github.com/handoff-dev/handoff/tlshandoff"
 )
 
 // ErrNotHandoff is returned by a hijack of a connection that package
 // handoff does not track (served neither by httphandoff nor from a
-// handoff.Listener): it could not move, and is refused rather than
-// served as if it could.
+// handoff.Listener, or over TLS that cannot move: see
+// tlshandoff.Conn.Movable): it could not move, and is refused rather
+// than served as if it could.
 var ErrNotHandoff = errors.New("wshandoff: the connection is not a handoff connection")
 
 // bufSize is the size of the bufio.Reader and Writer a hijack returns.
@@ -42,25 +44,42 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	hc := httphandoff.Conn(nc)
-	if hc == nil {
-		hc, _ = nc.(*handoff.Conn)
+	var early []byte // frames the client sent early are the stream's
+	if n := brw.Reader.Buffered(); n > 0 {
+		early, _ = brw.Reader.Peek(n)
 	}
+	hc, tc, pre := streamOf(nc)
 	if hc == nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("wshandoff: hijack %s: %w", nc.RemoteAddr(), ErrNotHandoff)
 	}
-	if n := brw.Reader.Buffered(); n > 0 { // frames the client sent early are the stream's
-		b, _ := brw.Reader.Peek(n)
-		hc.Unread(b)
+	if tc != nil { // plaintext: it stays above TLS
+		pre = append(append([]byte(nil), early...), pre...)
+	} else if len(early) > 0 {
+		hc.Unread(early)
 	}
 	var hs Handshake
 	if w.hs != nil {
 		hs = w.hs()
 	}
-	w.conn = Wrap(hc, hs)
+	w.conn = wrap(hc, tc, pre, hs)
 	rwc := w.wrap(w.conn)
 	return rwc, bufio.NewReadWriter(bufio.NewReaderSize(rwc, bufSize), bufio.NewWriterSize(rwc, bufSize)), nil
+}
+
+// streamOf finds the tracked connection beneath a hijacked one: an
+// httphandoff.Server's (over TLS for wss, with the plaintext it had been
+// given back), or one served from a handoff.Listener; no handoff.Conn if
+// it has none.
+func streamOf(nc net.Conn) (*handoff.Conn, *tlshandoff.Conn, []byte) {
+	if hc := httphandoff.Conn(nc); hc != nil {
+		return hc, nil, nil
+	}
+	if tc, unread := httphandoff.TLSConn(nc); tc != nil && tc.Handoff() != nil {
+		return tc.Handoff(), tc, unread
+	}
+	hc, _ := nc.(*handoff.Conn)
+	return hc, nil, nil
 }
 
 // resumeWriter is the http.ResponseWriter a library upgrades through

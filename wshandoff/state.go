@@ -14,8 +14,16 @@ const stateMagic = "wshandoff"
 
 const stateVersion = 1
 
-// flags of the encoded state.
-const flagCloseSent = 1 << 0
+// flags of the encoded state. A connection over TLS carries two more
+// fields after the application's state: the TLS state (tlshandoff's)
+// and the plaintext read ahead of it, each only if its flag is set, so
+// that the state of a connection without TLS reads as it always has.
+const (
+	flagCloseSent = 1 << 0
+	flagTLS       = 1 << 1
+	flagPre       = 1 << 2
+	knownFlags    = flagCloseSent | flagTLS | flagPre
+)
 
 // ErrState is wrapped by Resume's error for a state this package did not
 // write, or wrote in a version it does not read.
@@ -33,18 +41,29 @@ type parked struct {
 	hs        Handshake
 	closeSent bool
 	app       []byte
+	tls       []byte // the TLS state, over TLS; nil otherwise
+	pre       []byte // plaintext read ahead of the TLS state's, over TLS
 }
 
 func (p parked) encode() []byte {
-	b := make([]byte, 0, len(stateMagic)+1+3*binary.MaxVarintLen64+1+len(p.hs.Subprotocol)+len(p.hs.Extensions)+len(p.app))
+	b := make([]byte, 0, len(stateMagic)+2+5*binary.MaxVarintLen64+len(p.hs.Subprotocol)+len(p.hs.Extensions)+len(p.app)+len(p.tls)+len(p.pre))
 	b = append(b, stateMagic...)
 	b = append(b, stateVersion)
 	var flags byte
+	fields := [][]byte{[]byte(p.hs.Subprotocol), []byte(p.hs.Extensions), p.app}
 	if p.closeSent {
 		flags |= flagCloseSent
 	}
+	if p.tls != nil {
+		flags |= flagTLS
+		fields = append(fields, p.tls)
+		if len(p.pre) > 0 {
+			flags |= flagPre
+			fields = append(fields, p.pre)
+		}
+	}
 	b = append(b, flags)
-	for _, s := range [][]byte{[]byte(p.hs.Subprotocol), []byte(p.hs.Extensions), p.app} {
+	for _, s := range fields {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
 	}
@@ -64,6 +83,16 @@ func decodeState(b []byte) (parked, error) {
 	}
 	flags := d.byte()
 	sub, ext, app := d.field(), d.field(), d.field()
+	var tls, pre []byte
+	if flags&flagTLS != 0 {
+		tls = d.field()
+	}
+	if flags&flagPre != 0 {
+		pre = d.field()
+	}
+	if d.err == nil && (flags&^knownFlags != 0 || flags&flagPre != 0 && flags&flagTLS == 0) {
+		d.err = fmt.Errorf("%w: flags %#x", ErrState, flags)
+	}
 	if d.err == nil && len(d.b) > 0 {
 		d.err = fmt.Errorf("%w: %d bytes after the state", ErrState, len(d.b))
 	}
@@ -74,6 +103,8 @@ func decodeState(b []byte) (parked, error) {
 		hs:        Handshake{Subprotocol: string(sub), Extensions: string(ext)},
 		closeSent: flags&flagCloseSent != 0,
 		app:       app,
+		tls:       tls,
+		pre:       bytes.Clone(pre),
 	}, nil
 }
 

@@ -5,6 +5,8 @@ package wshandoff
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,9 +60,21 @@ type gorillaClient struct {
 	frag io.WriteCloser
 }
 
-func dialGorilla(addr string) (client, error) {
-	d := websocket.Dialer{WriteBufferSize: 512} // a message longer than this goes in fragments
-	ws, _, err := d.Dial("ws://"+addr+"/ws", nil)
+func dialGorilla(addr string) (client, error) { return dialGorillaWith(nil, addr) }
+
+// dialGorillaTLS returns a dial for wss, trusting pool.
+func dialGorillaTLS(pool *x509.CertPool) func(addr string) (client, error) {
+	return func(addr string) (client, error) { return dialGorillaWith(&tls.Config{RootCAs: pool}, addr) }
+}
+
+// dialGorillaWith dials ws, or wss with cfg.
+func dialGorillaWith(cfg *tls.Config, addr string) (client, error) {
+	d := websocket.Dialer{WriteBufferSize: 512, TLSClientConfig: cfg} // a message longer than 512 goes in fragments
+	url := "ws://" + addr + "/ws"
+	if cfg != nil {
+		url = "wss://" + addr + "/ws"
+	}
+	ws, _, err := d.Dial(url, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -200,8 +215,29 @@ func (c *coderClient) localPort() int         { return port(c.nc.LocalAddr()) }
 // answers it whole, then lets the connection go), some send a ping and
 // one a close frame while the upgrade runs (each ping gets one pong, the
 // close frame is answered with one and the connection ends).
-func TestGorillaKeepsConnections(t *testing.T) { keepConnections(t, "gorilla", dialGorilla) }
-func TestCoderKeepsConnections(t *testing.T)   { keepConnections(t, "coder", dialCoder) }
+func TestGorillaKeepsConnections(t *testing.T) {
+	n, u := scale(t)
+	keepConnections(t, startChain(t, "gorilla"), dialGorilla, n, u)
+}
+
+func TestCoderKeepsConnections(t *testing.T) {
+	n, u := scale(t)
+	keepConnections(t, startChain(t, "coder"), dialCoder, n, u)
+}
+
+// TestGorillaKeepsWSS and TestCoderKeepsWSS: the same over wss, served
+// by httphandoff's HTTPS server (tlshandoff), with gorilla/websocket
+// clients: each connection keeps its one TCP and TLS connection, with
+// one TLS handshake and one WebSocket handshake, across the upgrades (a
+// fifth of the connections of the ws tests).
+func TestGorillaKeepsWSS(t *testing.T) { keepWSS(t, "gorilla") }
+func TestCoderKeepsWSS(t *testing.T)   { keepWSS(t, "coder") }
+
+func keepWSS(t *testing.T, lib string) {
+	n, u := scale(t)
+	h, pool := startChainTLS(t, lib)
+	keepConnections(t, h, dialGorillaTLS(pool), max(n/5, 20), u)
+}
 
 // Scale: WSHANDOFF_CONNS and WSHANDOFF_UPGRADES (default 1000 and 10).
 func scale(t *testing.T) (conns, upgrades int) {
@@ -218,59 +254,11 @@ func scale(t *testing.T) (conns, upgrades int) {
 	return conns, upgrades
 }
 
-func keepConnections(t *testing.T, lib string, dial func(addr string) (client, error)) {
-	nConns, nUpgrades := scale(t)
-	h := startChain(t, lib)
-	clients := make([]client, nConns)
-	sent := make([]int64, nConns) // messages answered so far, per connection
-	for i := range clients {
-		c, err := dial(h.addr)
-		if err != nil {
-			t.Fatalf("dial %d: %v", i, err)
-		}
-		clients[i] = c
-	}
-	active := map[int]bool{}
-	for i := range clients {
-		active[i] = true
-	}
-	expect := func(i int, pid int, msg []byte) error {
-		got, ok := <-clients[i].replies()
-		if !ok {
-			return fmt.Errorf("connection %d: no reply to message %d: %v", i, sent[i]+1, clients[i].readErr())
-		}
-		sent[i]++
-		want := fmt.Appendf(nil, "%d %d %s", pid, sent[i], msg)
-		if !bytes.Equal(got, want) {
-			return fmt.Errorf("connection %d: got %.60q, want %.60q", i, got, want)
-		}
-		return nil
-	}
-	roundtrip := func(tag string) {
-		t.Helper()
-		var wg sync.WaitGroup
-		errs := make(chan error, len(active))
-		for i := range active {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				msg := []byte(fmt.Sprintf("%s-%d", tag, i))
-				if err := clients[i].send(msg); err != nil {
-					errs <- err
-					return
-				}
-				if err := expect(i, h.pid, msg); err != nil {
-					errs <- err
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Fatal(err)
-		}
-	}
-	roundtrip("first")
+func keepConnections(t *testing.T, h *chain, dial func(addr string) (client, error), nConns, nUpgrades int) {
+	lib := h.lib
+	f := dialFleet(t, h, nConns, dial)
+	clients, active := f.clients, f.active
+	f.roundtrip("first")
 	pings := make([][]string, nConns)
 	var pongWaits []func() error
 	for u := 0; u < nUpgrades; u++ {
@@ -320,25 +308,15 @@ func keepConnections(t *testing.T, lib string, dial func(addr string) (client, e
 			if err := clients[i].endFragmented(rest); err != nil {
 				t.Fatal(err)
 			}
-			if err := expect(i, old, append(append([]byte(nil), first...), rest...)); err != nil {
+			if err := f.expect(i, old, append(append([]byte(nil), first...), rest...)); err != nil {
 				t.Fatal(err)
 			}
 		}
 		p := h.upgraded()
 		for _, i := range closing {
-			if got, ok := <-clients[i].replies(); ok {
-				t.Fatalf("connection %d closing: got a message %.60q", i, got)
-			}
-			var ce *websocket.CloseError
-			switch err := clients[i].readErr(); {
-			case errors.As(err, &ce) && ce.Code == websocket.CloseNormalClosure:
-			case cws.CloseStatus(err) == cws.StatusNormalClosure:
-			default:
-				t.Fatalf("connection %d closing: %v, want the server's close frame (1000)", i, err)
-			}
-			delete(active, i)
+			f.expectClosed(i)
 		}
-		roundtrip(fmt.Sprintf("after%d", u+1))
+		f.roundtrip(fmt.Sprintf("after%d", u+1))
 		if p == old {
 			t.Fatalf("upgrade %d: still served by %d", u+1, old)
 		}
@@ -357,10 +335,194 @@ func keepConnections(t *testing.T, lib string, dial func(addr string) (client, e
 			}
 		}
 	}
-	if n := h.count("handshake"); n != nConns {
-		t.Fatalf("%d handshakes for %d connections: some reconnected", n, nConns)
+	h.checkHandshakes(nConns)
+	t.Logf("%s: %d connections, %d upgrades, %d messages answered", lib, nConns, nUpgrades, sum(f.sent))
+}
+
+// fleet is the test's connections to one chain.
+type fleet struct {
+	t       *testing.T
+	h       *chain
+	clients []client
+	sent    []int64      // messages answered so far, per connection
+	active  map[int]bool // connections not closed
+}
+
+func dialFleet(t *testing.T, h *chain, n int, dial func(addr string) (client, error)) *fleet {
+	t.Helper()
+	f := &fleet{t: t, h: h, clients: make([]client, n), sent: make([]int64, n), active: map[int]bool{}}
+	for i := range f.clients {
+		c, err := dial(h.addr)
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		f.clients[i] = c
+		f.active[i] = true
 	}
-	t.Logf("%s: %d connections, %d upgrades, %d messages answered", lib, nConns, nUpgrades, sum(sent))
+	return f
+}
+
+// expect checks the next message connection i receives: the reply to msg,
+// by pid, with the connection's next count.
+func (f *fleet) expect(i int, pid int, msg []byte) error {
+	got, ok := <-f.clients[i].replies()
+	if !ok {
+		return fmt.Errorf("connection %d: no reply to message %d: %v", i, f.sent[i]+1, f.clients[i].readErr())
+	}
+	f.sent[i]++
+	want := fmt.Appendf(nil, "%d %d %s", pid, f.sent[i], msg)
+	if !bytes.Equal(got, want) {
+		return fmt.Errorf("connection %d: got %.60q, want %.60q", i, got, want)
+	}
+	return nil
+}
+
+// roundtrip sends a message on every active connection and checks that
+// the serving process answers each once.
+func (f *fleet) roundtrip(tag string) {
+	f.t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(f.active))
+	for i := range f.active {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msg := []byte(fmt.Sprintf("%s-%d", tag, i))
+			if err := f.clients[i].send(msg); err != nil {
+				errs <- err
+				return
+			}
+			if err := f.expect(i, f.h.pid, msg); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		f.t.Fatal(err)
+	}
+}
+
+// expectClosed checks that connection i, which sent a close frame, got
+// the server's close frame (1000) and no message, and takes it out of the
+// active ones.
+func (f *fleet) expectClosed(i int) {
+	f.t.Helper()
+	if got, ok := <-f.clients[i].replies(); ok {
+		f.t.Fatalf("connection %d closing: got a message %.60q", i, got)
+	}
+	var ce *websocket.CloseError
+	switch err := f.clients[i].readErr(); {
+	case errors.As(err, &ce) && ce.Code == websocket.CloseNormalClosure:
+	case cws.CloseStatus(err) == cws.StatusNormalClosure:
+	default:
+		f.t.Fatalf("connection %d closing: %v, want the server's close frame (1000)", i, err)
+	}
+	delete(f.active, i)
+}
+
+// TestRollback: an upgrade that rolls back leaves each connection with
+// the old process, its library never having seen an error. The new
+// process fails in two places: it rejects the state, once every
+// connection has parked ("rejected"), or it is killed while one
+// connection, inside a fragmented message, has yet to park ("killed").
+// That message, begun before the upgrade and ended during it (rejected)
+// or after the rollback (killed), with a ping between its fragments, is
+// answered whole by the old process; pings sent to parked connections
+// get their pongs, a close frame sent to a parked connection gets the old
+// process's close frame, and every other connection goes on with the
+// count it had. A later upgrade moves them all.
+func TestRollback(t *testing.T) {
+	for _, lib := range []struct {
+		name string
+		dial func(string) (client, error)
+	}{{"gorilla", dialGorilla}, {"coder", dialCoder}} {
+		for _, how := range []string{"rejected", "killed"} {
+			t.Run(lib.name+"/"+how, func(t *testing.T) { rollback(t, startChain(t, lib.name), how, lib.dial) })
+			t.Run(lib.name+"/wss/"+how, func(t *testing.T) {
+				h, pool := startChainTLS(t, lib.name)
+				rollback(t, h, how, dialGorillaTLS(pool))
+			})
+		}
+	}
+}
+
+func rollback(t *testing.T, h *chain, how string, dial func(string) (client, error)) {
+	const frag, closing = 0, 1
+	pinging := []int{0, 2, 3}
+	lib := h.lib
+	f := dialFleet(t, h, 20, dial)
+	f.roundtrip("first")
+	if how == "rejected" {
+		if err := os.WriteFile(h.fail, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := bytes.Repeat([]byte("f"), 9000)
+	if err := f.clients[frag].startFragmented(first); err != nil {
+		t.Fatal(err)
+	}
+	h.awaitServerRead([]int{f.clients[frag].localPort()})
+	old := h.pid
+	h.hup()
+	started, _ := strconv.Atoi(h.await("started", nil)[1])
+	portOf := func(i int) func([]string) bool {
+		ps := strconv.Itoa(f.clients[i].localPort())
+		return func(e []string) bool { return len(e) > 2 && e[2] == ps }
+	}
+	h.await("waits", portOf(frag))
+	for i := range f.clients {
+		if i != frag {
+			h.await("parks", portOf(i))
+		}
+	}
+	var waits []func() error
+	for _, i := range pinging {
+		wait, err := f.clients[i].ping(fmt.Sprintf("p-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waits = append(waits, wait)
+	}
+	if err := f.clients[closing].close(); err != nil {
+		t.Fatal(err)
+	}
+	if how == "killed" {
+		if err := syscall.Kill(started, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		h.await("failed", nil)
+	}
+	if err := f.clients[frag].endFragmented([]byte("-end")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.expect(frag, old, append(first, "-end"...)); err != nil {
+		t.Fatal(err)
+	}
+	if how == "rejected" {
+		h.await("rejects", nil)
+		h.await("failed", nil)
+	}
+	f.expectClosed(closing)
+	f.roundtrip("rolled-back")
+	for k, wait := range waits {
+		if err := wait(); err != nil {
+			t.Fatalf("ping on connection %d: %v", pinging[k], err)
+		}
+	}
+	for _, i := range pinging {
+		if got := f.clients[i].pongs(); lib == "gorilla" && !equal(got, []string{fmt.Sprintf("p-%d", i)}) || len(got) != 1 {
+			t.Fatalf("connection %d: pongs %q, want one for its ping", i, got)
+		}
+	}
+	os.Remove(h.fail)
+	h.hup()
+	if p := h.upgraded(); p == old {
+		t.Fatalf("still served by %d", old)
+	}
+	f.roundtrip("moved")
+	h.checkHandshakes(len(f.clients))
 }
 
 func equal(a, b []string) bool {
