@@ -53,9 +53,10 @@ func (st site) scheme() string {
 
 // contender is a server and its way of upgrading.
 type contender struct {
-	name  string
-	how   string                         // the upgrade, for the table
-	start func(st site) (*server, error) // an error skips it
+	name   string
+	how    string                         // the upgrade, for the table
+	start  func(st site) (*server, error) // an error skips it
+	h2only bool                           // loaded by h2load only (HTTP/2 settings)
 }
 
 // launch starts name in a process group of its own, logging to logFile.
@@ -138,11 +139,18 @@ func newPIDs(before, now map[int]bool) int {
 // httpdContender is bin/httpd in the given -upgrade-mode, upgraded by
 // SIGHUP. Its binary is copied into dir, the path upgrades start again.
 // With TLS it serves the site's pair and counts its handshakes on
-// -metrics (port+100).
-func httpdContender(bin, mode string) contender {
+// -metrics (port+100). A non-zero linger is httpd's -h2-linger: the old
+// process serves its HTTP/2 connections that long after an upgrade.
+func httpdContender(bin, mode string, linger time.Duration) contender {
+	name, how := "httpd "+mode, "SIGHUP (handoff, -upgrade-mode "+mode+")"
+	if linger > 0 {
+		name += " h2-linger " + linger.String()
+		how = "SIGHUP (handoff, -upgrade-mode " + mode + " -h2-linger " + linger.String() + ")"
+	}
 	return contender{
-		name: "httpd " + mode,
-		how:  "SIGHUP (handoff, -upgrade-mode " + mode + ")",
+		name:   name,
+		how:    how,
+		h2only: linger > 0,
 		start: func(st site) (*server, error) {
 			exe := filepath.Join(st.dir, "httpd")
 			if err := copyFile(filepath.Join(bin, "httpd"), exe); err != nil {
@@ -151,6 +159,9 @@ func httpdContender(bin, mode string) contender {
 			pidfile := filepath.Join(st.dir, "httpd.pid")
 			args := []string{"-listen", fmt.Sprintf("127.0.0.1:%d", st.port),
 				"-pidfile", pidfile, "-upgrade-mode", mode, "-drain-timeout", "5s"}
+			if linger > 0 {
+				args = append(args, "-h2-linger", linger.String())
+			}
 			metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", st.port+100)
 			if st.tls != nil {
 				args = append(args, "-tls-cert", st.tls.cert, "-tls-key", st.tls.key,

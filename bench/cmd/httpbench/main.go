@@ -70,7 +70,12 @@ func main() {
 	}
 	var all []contender
 	for _, m := range modes {
-		all = append(all, httpdContender(*bin, m))
+		all = append(all, httpdContender(*bin, m, 0))
+	}
+	if *versions != "" && *h2Conns > 0 {
+		// HTTP/2 clients that never reconnect (h2load) stay with the old
+		// process for the run, as httphandoff's HTTP2Linger allows.
+		all = append(all, httpdContender(*bin, "full", time.Minute))
 	}
 	all = append(all, nginxContender(false), nginxContender(true), haproxyContender())
 	p := plan{port: 7801, duration: *duration, every: *every, upgrades: *upgrades, conns: *conns, threads: *threads,
@@ -205,7 +210,7 @@ func runAll(all []contender, only, version string, p *plan) []row {
 		rows = append(rows, r)
 	}
 	for _, c := range all {
-		if p.wrk {
+		if p.wrk && !c.h2only {
 			one(c, wrkTool)
 		}
 	}
