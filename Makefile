@@ -12,6 +12,8 @@ build:
 	$(GO) -C examples build -o $(CURDIR)/$(BIN)/pdfload ./pdf/cmd/pdfload
 	$(GO) -C examples build -o $(CURDIR)/$(BIN)/pdfdemo ./pdf/cmd/pdfdemo
 	$(GO) -C examples build -o $(CURDIR)/$(BIN)/httpd ./httpd/cmd/httpd
+	$(GO) -C examples build -o $(CURDIR)/$(BIN)/chat ./chat/cmd/chat
+	$(GO) -C examples build -o $(CURDIR)/$(BIN)/chatload ./chat/cmd/chatload
 	$(GO) -C bench build -o $(CURDIR)/$(BIN)/upgradebench ./cmd/upgradebench
 	$(GO) -C bench build -o $(CURDIR)/$(BIN)/httpbench ./cmd/httpbench
 
