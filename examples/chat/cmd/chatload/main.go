@@ -26,7 +26,7 @@ func main() {
 	flag.IntVar(&cfg.Echo, "echo", 0, "echo `clients` (GET /ws/echo)")
 	flag.DurationVar(&cfg.Every, "every", time.Second, "each client sends one message per `interval`")
 	flag.DurationVar(&cfg.Duration, "duration", 0, "how long to send (0: (upgrades+1) × upgrade-every)")
-	flag.DurationVar(&cfg.Settle, "settle", 3*time.Second, "after the last send, how long to wait for deliveries")
+	flag.DurationVar(&cfg.Settle, "settle", 30*time.Second, "after the last send, how long at most to wait for what is in flight")
 	flag.IntVar(&cfg.Upgrades, "upgrades", 0, "SIGHUP the server this many `times`")
 	flag.DurationVar(&cfg.UpgradeEvery, "upgrade-every", 5*time.Second, "`interval` between SIGHUPs")
 	flag.StringVar(&cfg.PIDFile, "pidfile", "", "the server's pid `file` (for -upgrades)")

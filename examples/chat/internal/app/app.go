@@ -127,7 +127,7 @@ func run(cfg config, base, log *slog.Logger) error {
 		Mode:          libraryModes[cfg.upgradeMode],
 		Logger:        base,
 		NoSignal:      cfg.upgradeMode == modeRestart, // SIGHUP is restart's
-		SaveState:     func(w io.Writer) error { return hub.Save(w, up) },
+		SaveState:     hub.Save,
 		LoadState:     func(r io.Reader) error { return hub.Load(r, handoff.DefaultMoveTimeout+10*time.Second) },
 		Resume: func(c *handoff.Conn, state []byte) {
 			if server.IsState(state) {
@@ -141,6 +141,7 @@ func run(cfg config, base, log *slog.Logger) error {
 	return handoff.Run(opts, handoff.Service{
 		Setup: func(u *handoff.Upgrader) (err error) {
 			up = u
+			hub.Attach(up)
 			if ln, err = up.Listen("tcp", cfg.listen); err != nil {
 				return err
 			}

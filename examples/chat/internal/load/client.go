@@ -63,7 +63,9 @@ func (c *client) dial(ctx context.Context) error {
 	c.mu.Lock()
 	c.ws = ws
 	c.count = 1
-	c.lastGot = time.Now()
+	if c.lastGot.IsZero() { // after a reconnect the gap runs on: the outage is part of it
+		c.lastGot = time.Now()
+	}
 	c.mu.Unlock()
 	c.since.Store(time.Now().UnixNano())
 	return nil

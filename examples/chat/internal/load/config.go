@@ -13,7 +13,7 @@ type Config struct {
 	Echo     int           // echo clients
 	Every    time.Duration // each client sends one message per Every
 	Duration time.Duration // how long clients send; 0: (Upgrades+1) × UpgradeEvery
-	Settle   time.Duration // after the last send, how long to wait for what is in flight
+	Settle   time.Duration // after the last send, how long at most to wait for what is in flight
 	Dialers  int           // dials at once while connecting
 
 	// Upgrades of the server: SIGHUP to the pid in PIDFile, every
@@ -45,7 +45,7 @@ func (c *Config) defaults() error {
 		c.Duration = time.Duration(c.Upgrades+1) * c.UpgradeEvery
 	}
 	if c.Settle <= 0 {
-		c.Settle = 3 * time.Second
+		c.Settle = 30 * time.Second
 	}
 	if c.Dialers <= 0 {
 		c.Dialers = 64

@@ -64,17 +64,21 @@ func Run(cfg Config) (Report, error) {
 	}
 	cfg.Logf("%d clients connected; sending every %v for %v", len(clients), cfg.Every, cfg.Duration)
 
-	sendCtx, stopSending := context.WithTimeout(ctx, cfg.Duration)
+	// Sends go on for cfg.Duration, and until the last upgrade has ended.
+	sendCtx, stopSending := context.WithCancel(ctx)
 	defer stopSending()
 	var senders sync.WaitGroup
 	for _, c := range clients {
 		senders.Add(1)
 		go func() { defer senders.Done(); c.sendEvery(sendCtx, cfg.Every) }()
 	}
-	ups := upgradeOnSchedule(sendCtx, cfg, clients)
+	end := time.Now().Add(cfg.Duration)
+	ups := upgradeOnSchedule(ctx, cfg, clients)
+	time.Sleep(time.Until(end))
+	stopSending()
 	senders.Wait()
-	cfg.Logf("sends over; settling %v", cfg.Settle)
-	time.Sleep(cfg.Settle) // what was sent last is delivered within it; a timing of the load, not of a check
+	cfg.Logf("sends over; waiting up to %v for what is in flight", cfg.Settle)
+	awaitInFlight(clients, st, cfg.Settle)
 	cancel()
 	for _, c := range clients {
 		c.mu.Lock()
@@ -85,6 +89,35 @@ func Run(cfg Config) (Report, error) {
 	}
 	readers.Wait()
 	return report(cfg, st, clients, ups), nil
+}
+
+// awaitInFlight waits until every send has come back (a chat message to
+// its sender, an echo with its reply) and the members of each room have
+// got the same last message, for at most d: what is still out then is
+// counted as never back.
+func awaitInFlight(clients []*client, st *stats, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		out := st.echoSent.Load() - st.echoOK.Load() - st.echoBad.Load()
+		last := map[string]uint64{}
+		for _, c := range clients {
+			out += int64(c.unechoed())
+			if c.echo {
+				continue
+			}
+			c.mu.Lock()
+			e := c.expect
+			c.mu.Unlock()
+			if l, ok := last[c.room]; ok && l != e {
+				out++
+			}
+			last[c.room] = max(last[c.room], e)
+		}
+		if out <= 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // connectAll dials every client, cfg.Dialers at a time, and starts its

@@ -184,6 +184,7 @@ func (h *Hub) writeLoop(m *member, ws *websocket.Conn) {
 func (h *Hub) park(m *member) []byte {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.freezeLocked()
 	for deadline := time.Now().Add(inflightWait); m.inflight && time.Now().Before(deadline); {
 		h.mu.Unlock()
 		time.Sleep(100 * time.Microsecond)

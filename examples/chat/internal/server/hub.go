@@ -35,7 +35,8 @@ type Hub struct {
 	count  func(kind string) // counts messages received, by kind
 	mu     sync.Mutex
 	rooms  map[string]*room
-	frozen bool // Save ran: nothing is numbered until the upgrade ends
+	frozen bool // an upgrade took a state: nothing is numbered until it ends
+	up     *handoff.Upgrader
 }
 
 type room struct {
@@ -133,11 +134,25 @@ func (h *Hub) leaveLocked(m *member) {
 	m.wake.Broadcast()
 }
 
+// Attach gives the hub the process's upgrader, before Ready: an upgrade
+// freezes the rooms until it ends.
+func (h *Hub) Attach(up *handoff.Upgrader) { h.up = up }
+
+// freezeLocked freezes the rooms as an upgrade takes the first state
+// (the snapshot in rolling mode, the first connection's park in full
+// mode: the others are still served meanwhile), until the upgrade ends.
+func (h *Hub) freezeLocked() {
+	if !h.frozen {
+		h.frozen = true
+		go h.thawWhenDone()
+	}
+}
+
 // Save is handoff.Options.SaveState: the rooms, their last ids and their
-// members. It freezes the rooms until the upgrade ends (thawWhenDone).
-func (h *Hub) Save(w io.Writer, up *handoff.Upgrader) error {
+// members.
+func (h *Hub) Save(w io.Writer) error {
 	h.mu.Lock()
-	h.frozen = true
+	h.freezeLocked()
 	var st roomsV1
 	for _, r := range h.rooms {
 		rs := roomV1{Name: r.name, Last: r.last}
@@ -147,14 +162,14 @@ func (h *Hub) Save(w io.Writer, up *handoff.Upgrader) error {
 		st.Rooms = append(st.Rooms, rs)
 	}
 	h.mu.Unlock()
-	go h.thawWhenDone(up)
 	return states.Save(w, st, 1)
 }
 
 // thawWhenDone waits for the upgrade to end: after a handover the rooms
 // stay frozen (what waits moves with each connection); if this process
 // serves on, what its clients said meanwhile is said now.
-func (h *Hub) thawWhenDone(up *handoff.Upgrader) {
+func (h *Hub) thawWhenDone() {
+	up := h.up
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
