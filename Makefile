@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: build test e2e-systemd check-manifests e2e-pod demo fuzz bench bench-quick bench-statefile bench-tls bench-http clean
+.PHONY: build test e2e-systemd check-manifests e2e-pod demo fuzz bench bench-quick bench-statefile bench-tls bench-http bench-chat clean
 
 build:
 	mkdir -p $(BIN)
@@ -126,6 +126,17 @@ bench-tls:
 bench-http: build
 	./$(BIN)/httpbench -bin $(BIN) -duration 22s -every 2s -upgrades 10 -conns 200 -threads 2 \
 		-out bench/results/http.md
+
+# The chat example (examples/chat) with 10,000 WebSocket clients in rooms of
+# 10, upgraded 10 times in rolling mode, then the same server restarted in
+# place 10 times (clients reconnect with jittered exponential backoff):
+# reconnects per upgrade, messages lost, longest delivery gap, server CPU
+# around each upgrade, reported in bench/README.md (~6 min). Table on
+# stdout and in bench/results/chat/chat.md, with chatload's raw outputs.
+bench-chat: build
+	$(GO) -C bench build -o $(CURDIR)/$(BIN)/chatbench ./cmd/chatbench
+	./$(BIN)/chatbench -bin $(BIN) -clients 10000 -room-size 10 -every 10s -upgrades 10 -upgrade-every 8s \
+		-modes rolling,restart -out bench/results/chat
 
 clean:
 	rm -rf $(BIN)

@@ -86,11 +86,17 @@ func TestUpgradesKeepEveryClient(t *testing.T) {
 				t.Errorf("reconnects %d, missed %d, reordered %d, renumbered %d, unsent %d: want none",
 					r.Reconnects, r.Missed, r.Reordered, r.Resets, r.Unsent)
 			}
+			// A message whose write was under way as its connection parked
+			// may come twice, with its id (server.inflightWait says why):
+			// the client drops it. Said, not failed on.
+			if r.Duplicates != 0 {
+				t.Logf("%d messages came twice (dropped by id)", r.Duplicates)
+			}
 			if r.Sent == 0 || r.Delivered != r.Sent || r.Unechoed != 0 {
 				t.Errorf("sent %d, back to the sender %d, never back %d", r.Sent, r.Delivered, r.Unechoed)
 			}
 			// Every member of a room gets what any of them says.
-			if r.Received != r.Sent*10 {
+			if r.Received-r.Duplicates != r.Sent*10 {
 				t.Errorf("received %d room messages, want %d (10 members × %d sent)", r.Received, r.Sent*10, r.Sent)
 			}
 			if r.EchoSent == 0 || r.EchoOK != r.EchoSent || r.EchoBad != 0 {

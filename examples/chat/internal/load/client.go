@@ -182,23 +182,23 @@ func (c *client) got(p []byte, now time.Time) {
 	case id == c.expect:
 	case id > c.expect:
 		c.st.missed.Add(int64(id - c.expect))
+	case id+1 == c.expect:
+		c.st.duplicates.Add(1) // the last one again: dropped, as a client that tracks ids does
+		return
 	default:
 		c.st.reordered.Add(1)
 		return
 	}
 	c.expect = id + 1
-	if f[1] != c.nick {
-		return
-	}
 	var seq uint64
 	var sentNs int64
 	if _, err := fmt.Sscanf(f[2], "%d %d", &seq, &sentNs); err != nil {
 		return
 	}
-	if _, ok := c.pending[seq]; ok {
+	c.st.latency(now.Sub(time.Unix(0, sentNs)))
+	if _, ok := c.pending[seq]; ok && f[1] == c.nick {
 		delete(c.pending, seq)
 		c.st.delivered.Add(1)
-		c.st.latency(now.Sub(time.Unix(0, sentNs)))
 	}
 }
 

@@ -19,6 +19,7 @@ type Report struct {
 	Received   int64 // room messages received, all clients
 	Missed     int64 // room messages a client never got (ids skipped, or said while it was away)
 	Reordered  int64 // room messages that came after a later one
+	Duplicates int64 // room messages that came twice in a row (dropped by id)
 	Resets     int64 // rejoins to a server that numbered from scratch (its rooms were lost)
 	Unsent     int64 // sends due while a client was disconnected
 	Reconnects int64
@@ -26,8 +27,10 @@ type Report struct {
 
 	EchoSent, EchoOK, EchoBad int64 // echo replies whose count was, or was not, one more than the last
 
-	LatencyP50, LatencyP99, LatencyP999, LatencyMax time.Duration // send to delivery back to the sender
-	LongestGap                                      time.Duration // longest time a chat client got nothing
+	// From a message's send to its delivery, at every member of its room:
+	// LatencyMax is the longest delivery gap.
+	LatencyP50, LatencyP99, LatencyP999, LatencyMax time.Duration
+	LongestSilence                                  time.Duration // longest time a chat client got nothing (the schedule's randomness, or an outage)
 }
 
 // Upgrade is one SIGHUP of the server.
@@ -151,7 +154,7 @@ func connectAll(ctx context.Context, cfg Config, clients []*client, readers *syn
 func report(cfg Config, st *stats, clients []*client, ups []Upgrade) Report {
 	r := Report{Clients: cfg.Clients, Echo: cfg.Echo, Upgrades: ups,
 		Sent: st.sent.Load(), Delivered: st.delivered.Load(), Received: st.received.Load(),
-		Missed: st.missed.Load(), Reordered: st.reordered.Load(), Resets: st.resets.Load(),
+		Missed: st.missed.Load(), Reordered: st.reordered.Load(), Duplicates: st.duplicates.Load(), Resets: st.resets.Load(),
 		Unsent: st.unsent.Load(), Reconnects: st.reconnects.Load(), DialFails: st.dialFailures.Load(),
 		EchoSent: st.echoSent.Load(), EchoOK: st.echoOK.Load(), EchoBad: st.echoBad.Load()}
 	for _, c := range clients {
@@ -160,7 +163,7 @@ func report(cfg Config, st *stats, clients []*client, ups []Upgrade) Report {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	r.LatencyP50, r.LatencyP99, r.LatencyP999 = st.hist.quantile(0.5), st.hist.quantile(0.99), st.hist.quantile(0.999)
-	r.LatencyMax, r.LongestGap = st.hist.max, st.longestGap
+	r.LatencyMax, r.LongestSilence = st.hist.max, st.longestGap
 	sort.Slice(st.reconnectAt, func(i, j int) bool { return st.reconnectAt[i].Before(st.reconnectAt[j]) })
 	for i := range r.Upgrades {
 		end := time.Now()

@@ -10,6 +10,7 @@ import (
 type stats struct {
 	sent, delivered, received atomic.Int64 // own sends; own sends back; room messages got
 	missed, reordered         atomic.Int64 // room ids skipped; ids that went back
+	duplicates                atomic.Int64 // the last id again
 	resets                    atomic.Int64 // rejoins to a server that numbers from scratch
 	unsent                    atomic.Int64 // sends due while disconnected
 	reconnects, dialFailures  atomic.Int64

@@ -17,11 +17,14 @@ import (
 // cannot hold its connection's park (and a rolling move) for long.
 const writeTimeout = 10 * time.Second
 
-// inflightWait bounds how long a park waits for the writer's message
-// in flight to be accounted for: a write that had begun before the park
+// inflightWait bounds how long a park waits for the writer's message in
+// flight to be accounted for. A write that had begun before the park
 // ends within microseconds; one that had not waits at wshandoff's gate
-// until the park is over, and then moves in the queue.
-const inflightWait = time.Second
+// until the park is over, and moves in the queue. wshandoff does not
+// tell the two apart: a write that took longer than this (a stalled
+// machine) is carried as well, and the client gets it twice, with the
+// same id, which it drops (load counts those as duplicates).
+const inflightWait = 100 * time.Millisecond
 
 // ServeChat is GET /ws?room=R&nick=N.
 func (h *Hub) ServeChat(w http.ResponseWriter, r *http.Request) {
@@ -156,9 +159,7 @@ func (h *Hub) writeLoop(m *member, ws *websocket.Conn) {
 			return
 		}
 		if asked(ws) {
-			h.mu.Unlock()
-			time.Sleep(2 * time.Millisecond)
-			h.mu.Lock()
+			h.awaitUnaskedLocked(m)
 			continue
 		}
 		next := m.queue[0]
@@ -168,7 +169,6 @@ func (h *Hub) writeLoop(m *member, ws *websocket.Conn) {
 		err := ws.WriteMessage(websocket.TextMessage, next.line())
 		h.mu.Lock()
 		m.inflight = false
-		m.wake.Broadcast()
 		if err != nil {
 			if !errors.Is(err, handoff.ErrHandedOver) {
 				ws.NetConn().Close() // the reader sees it and leaves
@@ -180,6 +180,41 @@ func (h *Hub) writeLoop(m *member, ws *websocket.Conn) {
 	}
 }
 
+// awaitUnaskedLocked waits for a wake of m: a message queued, its
+// connection gone, or the next tick of the hub's recheck, which runs
+// while writers wait for their connection's park to end.
+func (h *Hub) awaitUnaskedLocked(m *member) {
+	if h.askWait == nil {
+		h.askWait = map[*member]bool{}
+		go h.recheck()
+	}
+	h.askWait[m] = true
+	m.wake.Wait()
+}
+
+// recheck wakes the writers that wait for a park to end, every few
+// milliseconds, until none waits: a park that rolls back says so to
+// nobody but the reader.
+func (h *Hub) recheck() {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for range t.C {
+		h.mu.Lock()
+		for m := range h.askWait {
+			m.wake.Signal()
+		}
+		done := len(h.askWait) == 0
+		if done {
+			h.askWait = nil
+		}
+		clear(h.askWait)
+		h.mu.Unlock()
+		if done {
+			return
+		}
+	}
+}
+
 // park is m's state at an upgrade, called inside its ReadMessage.
 func (h *Hub) park(m *member) []byte {
 	h.mu.Lock()
@@ -187,7 +222,7 @@ func (h *Hub) park(m *member) []byte {
 	h.freezeLocked()
 	for deadline := time.Now().Add(inflightWait); m.inflight && time.Now().Before(deadline); {
 		h.mu.Unlock()
-		time.Sleep(100 * time.Microsecond)
+		time.Sleep(50 * time.Microsecond)
 		h.mu.Lock()
 	}
 	return connState{Kind: kindChat, Key: m.key, Nick: m.nick, Room: m.room, Last: m.last,

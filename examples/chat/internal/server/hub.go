@@ -37,6 +37,9 @@ type Hub struct {
 	rooms  map[string]*room
 	frozen bool // an upgrade took a state: nothing is numbered until it ends
 	up     *handoff.Upgrader
+	// askWait holds the writers waiting for their connection's park to
+	// end; nil while none does (recheck runs while it is not).
+	askWait map[*member]bool
 }
 
 type room struct {
