@@ -28,7 +28,7 @@ type loadReport struct {
 	Duplicates, Resets, Unsent         int64
 	Reconnects, DialFails              int64
 	LatencyP50, LatencyP99, LatencyMax time.Duration
-	LongestGap                         time.Duration
+	LongestSilence                     time.Duration
 }
 
 // row is one mode's result.
