@@ -10,9 +10,10 @@
 // (each new process is the old one's child; orphaned, it becomes
 // chatbench's), so an exited process stays a zombie whose
 // /proc/PID/stat still gives its user and system time until the end.
-// Around upgrade i: the CPU of every server process in the window
-// [SIGHUP, SIGHUP + -window], less the same processes' CPU in the
-// window before the SIGHUP.
+// Around upgrade i: the CPU of every server process from the SIGHUP
+// until the upgrade ended (rolling: the old process gone; restart: every
+// client back) plus -window, less what they spend in as long at the rate
+// of the -window before the SIGHUP.
 package main
 
 import (
@@ -43,7 +44,7 @@ func main() {
 	flag.IntVar(&c.upgrades, "upgrades", 10, "upgrades per mode")
 	flag.DurationVar(&c.every, "every", 10*time.Second, "each client sends one message per `interval`")
 	flag.DurationVar(&c.upgradeEvery, "upgrade-every", 8*time.Second, "`interval` between upgrades")
-	flag.DurationVar(&c.window, "window", 3*time.Second, "CPU window after (and before) each SIGHUP")
+	flag.DurationVar(&c.window, "window", 3*time.Second, "CPU baseline before each SIGHUP, and margin after its end")
 	flag.DurationVar(&c.minBackoff, "min-backoff", 500*time.Millisecond, "clients' first reconnect delay ceiling")
 	flag.DurationVar(&c.maxBackoff, "max-backoff", 20*time.Second, "clients' largest reconnect delay ceiling")
 	flag.Parse()

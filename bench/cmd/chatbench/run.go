@@ -102,10 +102,14 @@ func runMode(c config, mode string) (row, error) {
 	if err := json.Unmarshal(b, &r.Load); err != nil {
 		return row{}, err
 	}
+	// Upgrade i's CPU: from its SIGHUP until it ended plus the window
+	// (restart: until every client was back), less what the servers
+	// spent at the rate of the window before the SIGHUP.
 	for _, u := range r.Load.Upgrades {
-		before := cpuAt(samples, u.At) - cpuAt(samples, u.At.Add(-c.window))
-		after := cpuAt(samples, u.At.Add(c.window)) - cpuAt(samples, u.At)
-		r.UpgradeCPU = append(r.UpgradeCPU, after-before)
+		span := u.Took + c.window
+		rate := float64(cpuAt(samples, u.At)-cpuAt(samples, u.At.Add(-c.window))) / float64(c.window)
+		during := cpuAt(samples, u.At.Add(span)) - cpuAt(samples, u.At)
+		r.UpgradeCPU = append(r.UpgradeCPU, during-time.Duration(rate*float64(span)))
 	}
 	if len(samples) > 0 {
 		r.ServerCPU = samples[len(samples)-1].cpu

@@ -10,7 +10,7 @@ import (
 // render is the table of bench/README.md's "WebSockets: chat".
 func render(c config, rows []row) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d chat clients in rooms of %d, each sending every %v; %d upgrades %v apart; CPU window %v\n\n",
+	fmt.Fprintf(&b, "%d chat clients in rooms of %d, each sending every %v; %d upgrades %v apart (each once the last ended); CPU baseline and margin %v\n\n",
 		c.clients, c.roomSize, c.every, c.upgrades, c.upgradeEvery, c.window)
 	b.WriteString("| mode | upgrades ok | reconnects / upgrade | lost (missed + never back) | reordered | duplicates | sends while disconnected | delivery p50 / p99 / max (longest delivery gap) | longest silence | server CPU / upgrade (median, max) | server CPU, whole run |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -37,7 +37,7 @@ func render(c config, rows []row) string {
 			r.Mode, ok, len(l.Upgrades), perUp, l.Missed, l.Unechoed, l.Reordered, l.Duplicates, l.Unsent,
 			ms(l.LatencyP50), ms(l.LatencyP99), ms(l.LatencyMax), ms(l.LongestSilence), ms(med), ms(top), ms(r.ServerCPU))
 	}
-	b.WriteString("\nPer upgrade (mode: took, reconnects, server CPU after less before):\n")
+	b.WriteString("\nPer upgrade (mode: [took, reconnects, server CPU above the baseline]):\n")
 	for _, r := range rows {
 		fmt.Fprintf(&b, "- %s:", r.Mode)
 		for i, u := range r.Load.Upgrades {

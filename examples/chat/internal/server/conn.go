@@ -24,7 +24,7 @@ const writeTimeout = 10 * time.Second
 // tell the two apart: a write that took longer than this (a stalled
 // machine) is carried as well, and the client gets it twice, with the
 // same id, which it drops (load counts those as duplicates).
-const inflightWait = 100 * time.Millisecond
+const inflightWait = 500 * time.Millisecond
 
 // ServeChat is GET /ws?room=R&nick=N.
 func (h *Hub) ServeChat(w http.ResponseWriter, r *http.Request) {
