@@ -156,6 +156,14 @@ func (h *Hub) freezeLocked() {
 func (h *Hub) Save(w io.Writer) error {
 	h.mu.Lock()
 	h.freezeLocked()
+	h.mu.Unlock()
+	return states.Save(w, snapshotOf(h), 1)
+}
+
+// snapshotOf is the hub's rooms and members.
+func snapshotOf(h *Hub) roomsV1 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	var st roomsV1
 	for _, r := range h.rooms {
 		rs := roomV1{Name: r.name, Last: r.last}
@@ -164,8 +172,7 @@ func (h *Hub) Save(w io.Writer) error {
 		}
 		st.Rooms = append(st.Rooms, rs)
 	}
-	h.mu.Unlock()
-	return states.Save(w, st, 1)
+	return st
 }
 
 // thawWhenDone waits for the upgrade to end: after a handover the rooms
