@@ -12,8 +12,8 @@ func render(c config, rows []row) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d chat clients in rooms of %d, each sending every %v; %d upgrades %v apart (each once the last ended); CPU baseline and margin %v\n\n",
 		c.clients, c.roomSize, c.every, c.upgrades, c.upgradeEvery, c.window)
-	b.WriteString("| mode | upgrades ok | reconnects / upgrade | lost (missed + never back) | reordered | duplicates | sends while disconnected | delivery p50 / p99 / max (longest delivery gap) | longest silence | server CPU / upgrade (median, max) | server CPU, whole run |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| mode | upgrades ok | reconnects / upgrade | lost (missed + never back) | reordered | duplicates | sends while disconnected | delivery p50 / p99 / max (longest delivery gap) | longest silence | server CPU / upgrade (median, max) | server CPU, whole run | server CPU per 1,000 deliveries |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
 	for _, r := range rows {
 		l := r.Load
@@ -33,9 +33,13 @@ func render(c config, rows []row) string {
 		if len(cpu) > 0 {
 			med, top = cpu[len(cpu)/2], cpu[len(cpu)-1]
 		}
-		fmt.Fprintf(&b, "| %s | %d/%d | %.0f | %d + %d | %d | %d | %d | %s / %s / %s | %s | %s, %s | %s |\n",
+		perK := time.Duration(0)
+		if l.Received > 0 {
+			perK = r.ServerCPU * 1000 / time.Duration(l.Received)
+		}
+		fmt.Fprintf(&b, "| %s | %d/%d | %.0f | %d + %d | %d | %d | %d | %s / %s / %s | %s | %s, %s | %s | %s |\n",
 			r.Mode, ok, len(l.Upgrades), perUp, l.Missed, l.Unechoed, l.Reordered, l.Duplicates, l.Unsent,
-			ms(l.LatencyP50), ms(l.LatencyP99), ms(l.LatencyMax), ms(l.LongestSilence), ms(med), ms(top), ms(r.ServerCPU))
+			ms(l.LatencyP50), ms(l.LatencyP99), ms(l.LatencyMax), ms(l.LongestSilence), ms(med), ms(top), ms(r.ServerCPU), ms(perK))
 	}
 	b.WriteString("\nPer upgrade (mode: [took, reconnects, server CPU above the baseline]):\n")
 	for _, r := range rows {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,7 +35,8 @@ func upgradeOnSchedule(ctx context.Context, cfg Config, clients []*client) []Upg
 // upgradeOnce sends SIGHUP and waits for its end: a new pid in the pid
 // file and the old process gone; in restart mode, every client connected
 // again. A server still taking the last upgrade's connections refuses a
-// SIGHUP (and logs it): another is sent after a second.
+// SIGHUP (and logs it): another is sent after a second in which the
+// server started no new process.
 func upgradeOnce(ctx context.Context, cfg Config, clients []*client) Upgrade {
 	u := Upgrade{At: time.Now()}
 	pid, err := readPID(cfg.PIDFile)
@@ -46,7 +48,7 @@ func upgradeOnce(ctx context.Context, cfg Config, clients []*client) Upgrade {
 	deadline := time.Now().Add(2 * time.Minute)
 	lastHUP := time.Time{}
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if !cfg.Restart && time.Since(lastHUP) > time.Second || lastHUP.IsZero() {
+		if !cfg.Restart && time.Since(lastHUP) > time.Second && !hasChild(pid) || lastHUP.IsZero() {
 			if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 				u.Err = fmt.Sprintf("SIGHUP %d: %v", pid, err)
 				return u
@@ -79,6 +81,18 @@ func upgraded(cfg Config, pid int, at time.Time, clients []*client) (bool, int) 
 		return false, 0
 	}
 	return true, to
+}
+
+// hasChild reports whether pid has a child process: the new process of
+// an upgrade under way.
+func hasChild(pid int) bool {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, t := range tasks {
+		if b, err := os.ReadFile(t); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // alive reports whether pid runs: a zombie (exited, its parent has not
