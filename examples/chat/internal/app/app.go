@@ -128,7 +128,10 @@ func run(cfg config, base, log *slog.Logger) error {
 		Logger:        base,
 		NoSignal:      cfg.upgradeMode == modeRestart, // SIGHUP is restart's
 		SaveState:     hub.Save,
-		LoadState:     func(r io.Reader) error { return hub.Load(r, handoff.DefaultMoveTimeout+10*time.Second) },
+		// A member whose connection has not arrived 10 min after the
+		// snapshot left during the move (a slow one catches up from the
+		// room's history when it arrives).
+		LoadState: func(r io.Reader) error { return hub.Load(r, 10*time.Minute) },
 		Resume: func(c *handoff.Conn, state []byte) {
 			if server.IsState(state) {
 				hub.Resume(c, state)

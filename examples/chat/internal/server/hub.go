@@ -128,10 +128,9 @@ func (h *Hub) sayLocked(m *member, text string) {
 func (h *Hub) leaveLocked(m *member) {
 	r := h.rooms[m.room]
 	if r != nil && r.members[m.key] == m {
+		// The room stays, empty: its numbering goes on for whoever joins
+		// or arrives late (a member moving when dropDetached ran).
 		delete(r.members, m.key)
-		if len(r.members) == 0 && !h.frozen {
-			delete(h.rooms, m.room)
-		}
 	}
 	m.gone = true
 	m.wake.Broadcast()
