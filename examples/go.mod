@@ -3,6 +3,7 @@ module github.com/handoff-dev/handoff/examples
 go 1.26.6
 
 require (
+	github.com/gorilla/websocket v1.5.3
 	github.com/handoff-dev/handoff v0.0.0
 	github.com/prometheus/client_golang v1.23.2
 	golang.org/x/sys v0.35.0
@@ -11,6 +12,7 @@ require (
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/coder/websocket v1.8.15 // indirect
 	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/prometheus/client_model v0.6.2 // indirect
