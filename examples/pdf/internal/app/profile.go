@@ -27,8 +27,9 @@ const envProfileDir = "PDF_PROFILE_DIR"
 type profiler struct {
 	dir string
 	log *slog.Logger
-	mu  sync.Mutex
-	end func() // stops the running profile; nil if none runs
+	mu   sync.Mutex
+	role string // of the running profile
+	end  func() // stops the running profile; nil if none runs
 }
 
 // newProfiler returns nil unless envProfileDir is set.
@@ -75,6 +76,7 @@ func (p *profiler) start(role string) {
 	if err := trace.Start(tr); err != nil {
 		p.log.Error("trace", "err", err)
 	}
+	p.role = role
 	p.end = func() {
 		trace.Stop()
 		pprof.StopCPUProfile()
@@ -84,13 +86,16 @@ func (p *profiler) start(role string) {
 }
 
 // stop ends the running profile, if any.
-func (p *profiler) stop() {
+func (p *profiler) stop() { p.stopRole("") }
+
+// stopRole ends the running profile if it is role's (any, for "").
+func (p *profiler) stopRole(role string) {
 	if p == nil {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.end != nil {
+	if p.end != nil && (role == "" || role == p.role) {
 		p.end()
 		p.end = nil
 	}
@@ -131,7 +136,7 @@ func (p *profiler) untilParentExits(limit time.Duration) {
 		for deadline := time.Now().Add(limit); os.Getppid() == parent && time.Now().Before(deadline); {
 			time.Sleep(10 * time.Millisecond)
 		}
-		p.stop()
+		p.stopRole("start") // not the profile of an upgrade of its own, begun since
 		p.heap("new-after-takeover", true)
 	}()
 }
