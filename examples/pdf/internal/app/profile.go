@@ -25,8 +25,8 @@ const envProfileDir = "PDF_PROFILE_DIR"
 // profiler is the running profile of an upgrade, at most one at a time
 // (the runtime allows one CPU profile per process).
 type profiler struct {
-	dir string
-	log *slog.Logger
+	dir  string
+	log  *slog.Logger
 	mu   sync.Mutex
 	role string // of the running profile
 	end  func() // stops the running profile; nil if none runs
