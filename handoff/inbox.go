@@ -184,7 +184,7 @@ func (s *inbox) adoptBatch(m wire.Msg) ([]*incoming, error) {
 	s.seq++
 	out := make([]*incoming, 0, len(fds))
 	for i, fd := range fds {
-		nc, err := fdConn(fd)
+		nc, err := adoptFd(fd)
 		if err != nil {
 			wire.CloseFds(fds[i+1:])
 			return out, fmt.Errorf("handoff: adopt connection %d: %w", recs[i].ID, err)
