@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"sync"
 	"syscall"
 	"time"
 
@@ -20,8 +19,9 @@ import (
 // no-delay, which the socket already has from its accept, then epoll_ctl
 // and close for the os.File), the largest part of what the new process
 // does per connection (bench/README.md, "Where the time goes"). Adopted
-// as is, it costs fcntl and epoll_ctl; its addresses are asked for when
-// needed.
+// as is, it costs fcntl, epoll_ctl, getsockname and getpeername (the
+// addresses are read at once, as net.FileConn does: a peer that resets
+// the connection later leaves RemoteAddr as it was).
 //
 // It behaves as the *net.TCPConn it replaces does for a handler: Read and
 // Write through the runtime's poller, deadlines, errors as *net.OpError
@@ -31,8 +31,7 @@ import (
 // Ownership: it owns the fd; Close closes it.
 type adoptedConn struct {
 	f     *os.File
-	addrs sync.Once
-	laddr net.Addr // from getsockname, once asked for
+	laddr net.Addr // from getsockname at adoption; nil if it failed
 	raddr net.Addr // from getpeername
 }
 
@@ -52,7 +51,14 @@ func adoptFd(fd int) (net.Conn, error) {
 		unix.Close(fd)
 		return nil, os.NewSyscallError("fcntl", err)
 	}
-	return &adoptedConn{f: os.NewFile(uintptr(fd), "handoff-conn")}, nil
+	c := &adoptedConn{f: os.NewFile(uintptr(fd), "handoff-conn")}
+	if sa, err := unix.Getsockname(fd); err == nil {
+		c.laddr = sockaddrToAddr(sa)
+	}
+	if sa, err := unix.Getpeername(fd); err == nil {
+		c.raddr = sockaddrToAddr(sa)
+	}
+	return c, nil
 }
 
 func (c *adoptedConn) Read(b []byte) (int, error) {
@@ -103,15 +109,9 @@ func (c *adoptedConn) shutdown(how int) error {
 // SyscallConn reaches the fd without changing its mode (never Fd()).
 func (c *adoptedConn) SyscallConn() (syscall.RawConn, error) { return c.f.SyscallConn() }
 
-func (c *adoptedConn) LocalAddr() net.Addr {
-	c.lookUpAddrs()
-	return c.laddr
-}
+func (c *adoptedConn) LocalAddr() net.Addr { return c.laddr }
 
-func (c *adoptedConn) RemoteAddr() net.Addr {
-	c.lookUpAddrs()
-	return c.raddr
-}
+func (c *adoptedConn) RemoteAddr() net.Addr { return c.raddr }
 
 func (c *adoptedConn) SetDeadline(t time.Time) error {
 	return c.setErr(c.f.SetDeadline(t))
@@ -130,25 +130,6 @@ func (c *adoptedConn) setErr(err error) error {
 		return c.opError("set", err)
 	}
 	return nil
-}
-
-// lookUpAddrs asks the kernel for the socket's addresses, once; after a
-// Close they are nil if they were never asked for.
-func (c *adoptedConn) lookUpAddrs() {
-	c.addrs.Do(func() {
-		raw, err := c.f.SyscallConn()
-		if err != nil {
-			return
-		}
-		_ = raw.Control(func(fd uintptr) {
-			if sa, err := unix.Getsockname(int(fd)); err == nil {
-				c.laddr = sockaddrToAddr(sa)
-			}
-			if sa, err := unix.Getpeername(int(fd)); err == nil {
-				c.raddr = sockaddrToAddr(sa)
-			}
-		})
-	})
 }
 
 // sockaddrToAddr turns a stream socket's address into the net.Addr its
@@ -183,7 +164,6 @@ func (c *adoptedConn) opError(op string, err error) error {
 	} else if errors.Is(err, os.ErrClosed) {
 		err = net.ErrClosed
 	}
-	c.lookUpAddrs()
 	netw := "tcp"
 	if _, ok := c.laddr.(*net.UnixAddr); ok {
 		netw = "unix"
