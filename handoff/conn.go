@@ -57,6 +57,13 @@ const (
 // the old process, whose application closes it. Neither is a Conn wrapped
 // during an upgrade that then hands over: it was not sent, and it is no
 // longer tracked (see Upgrader.Wrap).
+//
+// The embedded net.Conn of a connection taken over from the old process
+// is not a *net.TCPConn: the new process serves the fd it received without
+// copying it (net.FileConn's copy was the largest part of a takeover's
+// work per connection). It has the same errors and deadlines, and
+// CloseWrite, CloseRead and SyscallConn; reach socket options through
+// SyscallConn.
 type Conn struct {
 	net.Conn
 	kind string

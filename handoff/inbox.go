@@ -184,7 +184,7 @@ func (s *inbox) adoptBatch(m wire.Msg) ([]*incoming, error) {
 	s.seq++
 	out := make([]*incoming, 0, len(fds))
 	for i, fd := range fds {
-		nc, err := fdConn(fd)
+		nc, err := adoptFd(fd)
 		if err != nil {
 			wire.CloseFds(fds[i+1:])
 			return out, fmt.Errorf("handoff: adopt connection %d: %w", recs[i].ID, err)
@@ -244,7 +244,12 @@ func waitDeep(gate <-chan struct{}) byte {
 	return pad[0] + pad[len(pad)-1]
 }
 
-const stackReserve = 4 << 10
+// stackReserve grows a goroutine's first 2 KiB stack to 4 KiB, what a
+// handler blocked in Read has in the process that accepted it, with or
+// without the race detector's larger stack guard. A 4 KiB frame made the
+// stack 8 KiB: 60 MB more than the old process at 15k connections, kept
+// after the takeover (TestWaitDeepStack).
+const stackReserve = 1536
 
 // openGate lets every adopted connection's goroutine go on: to serve it,
 // or to end. Only the session's goroutine calls it.

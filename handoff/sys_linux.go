@@ -114,14 +114,6 @@ func controlConn(c any, fn func(fd uintptr)) error {
 	return raw.Control(fn)
 }
 
-// fdConn turns a received fd into a net.Conn and closes the fd (net.FileConn
-// keeps a close-on-exec duplicate).
-func fdConn(fd int) (net.Conn, error) {
-	f := os.NewFile(uintptr(fd), "handoff-conn")
-	defer f.Close()
-	return net.FileConn(f)
-}
-
 // peerIsParent verifies that the peer of c is this process's parent.
 func peerIsParent(c *net.UnixConn) error {
 	cred, err := wire.PeerCred(c)

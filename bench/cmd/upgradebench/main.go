@@ -44,6 +44,8 @@ func run() int {
 	ups := flag.Int("upgrades", 3, "upgrades per run")
 	out := flag.String("out", "bench/results", "directory for the JSON and the charts")
 	keep := flag.Bool("keep", false, "keep each run's work directory (server log, client records)")
+	profile := flag.String("profile", "", "write the servers' CPU profiles, traces and heap profiles of each "+
+		"upgrade under `dir`/<mode>-<conns> (pdf's PDF_PROFILE_DIR; slows the servers down)")
 	flag.Parse()
 
 	self, err := os.Executable()
@@ -64,6 +66,9 @@ func run() int {
 		suite.Floors = append(suite.Floors, result.Floor{Conns: n, Interrupt: fl.Interrupt, Pass: fl.Pass, Convert: fl.Convert})
 		for _, mode := range strings.Split(*modes, ",") {
 			dir, _ := os.MkdirTemp("", "upgradebench-")
+			if *profile != "" {
+				os.Setenv("PDF_PROFILE_DIR", filepath.Join(*profile, fmt.Sprintf("%s-%d", mode, n)))
+			}
 			r, err := harness.Run(harness.Config{Self: self, Server: filepath.Join(*bin, "pdf-v2"),
 				Mode: mode, Conns: n, Rate: *rate, Churn: *churn, Duration: *dur, Upgrades: *ups, Dir: dir}, logf)
 			if err != nil {

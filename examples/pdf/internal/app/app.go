@@ -156,10 +156,19 @@ func Run(version string, led server.Ledger, args []string) int {
 		log.Error("refusing to start", "err", err)
 		return 2
 	}
+	prof := newProfiler(log)
+	prof.start("start")
+	defer prof.stop()
 	p, err := start(cfg, version, server.New(version, led, log), base, log)
 	if err != nil {
 		log.Error("refusing to start", "err", err)
 		return 1
+	}
+	p.prof = prof
+	if p.up.HasParent() {
+		prof.untilParentExits(30 * time.Second)
+	} else {
+		prof.stop()
 	}
 	if err := p.run(); err != nil {
 		log.Error("exiting", "err", err)
@@ -178,7 +187,8 @@ type process struct {
 	ln        *handoff.Listener
 	log       *slog.Logger
 	stop, hup chan os.Signal
-	idle      bool // after a handover, idle until stopped (peer.EnvAfterCommit)
+	idle      bool      // after a handover, idle until stopped (peer.EnvAfterCommit)
+	prof      *profiler // nil unless PDF_PROFILE_DIR is set (profile.go)
 }
 
 // start makes the process ready to serve. An error means that it must exit
@@ -345,6 +355,8 @@ func (p *process) run() error {
 					return err
 				}
 			default:
+				p.prof.heap("old-at-sighup", false)
+				p.prof.start("old")
 				upgrading = make(chan struct{})
 				go func(done chan struct{}) { defer close(done); p.upgrade() }(upgrading)
 			}

@@ -27,6 +27,7 @@ func (p *process) upgrade() {
 		// handoffctl started one: not this upgrade's failure.
 		p.log.Warn("upgrade refused: another upgrade is in progress", "mode", mode)
 	case err != nil:
+		p.prof.stop()
 		p.reclaimMarker()
 		p.log.Error("upgrade failed; this process carries on", "mode", mode, "err", err, "took", time.Since(start))
 	default:
