@@ -147,3 +147,40 @@ func noServeAlarm(t *testing.T, h *harness) {
 		t.Error("Run said Serve ended while the process served; it ended at a handover or a stop")
 	}
 }
+
+// TestRunUnsavedRefusesUpgrade: after a stop whose save failed, the
+// process serves on with its state, and a SIGHUP neither upgrades it
+// (the successor would take a state this process is stopping with) nor
+// kills it (SIGHUP's default action once the Upgrader's Stop has let the
+// signal go): Run refuses it, and the next stop saves.
+func TestRunUnsavedRefusesUpgrade(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "missing", "state")
+	h := startServer(t, envRole+"=runner", envState+"="+state)
+	first := h.pid
+	l := startLoad(t, h.addr, 10)
+	l.waitRounds(30)
+	if err := h.kill(first, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if f := h.expect("unsaved"); atoi(f[1]) != first {
+		t.Fatalf("%v: want pid %d's save to fail", f, first)
+	}
+	if err := h.kill(first, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	h.stopLogged("handoff: Run: upgrade refused: the state is not saved")
+	l.waitRounds(30) // still serving, by the first process
+	if err := os.Mkdir(filepath.Dir(state), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.kill(first, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	f := h.expect("saved")
+	if atoi(f[1]) != first {
+		t.Fatalf("%v: want pid %d to save", f, first)
+	}
+	l.halt()
+	l.requireAllOn(first)
+	noServeAlarm(t, h)
+}
