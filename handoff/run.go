@@ -70,10 +70,10 @@ type Service struct {
 // that short, and the process then exits rather than idles), idles if
 // asked, and returns nil once every stop signal that reached the process
 // has been passed on (Exiting). At a stop it saves the state if this
-// process owns it, shuts down and returns nil. It returns an error if the process
-// could not start, or, in a process started by an upgrade, could not
-// take over: the old process serves on, and this one must exit non-zero
-// without saving anything.
+// process owns it, shuts down and returns nil. It returns an error if
+// the process could not start, or, in a process started by an upgrade,
+// could not take over: the old process serves on, and this one must exit
+// non-zero without saving anything.
 func Run(opts Options, svc Service) error {
 	if svc.Setup == nil || svc.Serve == nil {
 		return errors.New("handoff: Run: Service.Setup and Service.Serve are required")

@@ -160,16 +160,16 @@ func Run(args []string) int {
 
 // process is one httpd process: its upgrader and its HTTP server.
 type process struct {
-	cfg  config
-	up   *handoff.Upgrader
-	hs   *http.Server
-	ad   *httphandoff.Server // nil in listeners mode
-	ts   *tlshandoff.Server  // with -tls-cert, but for listeners mode
-	log  *slog.Logger
-	idle bool // after a handover, idle until stopped (peer.EnvAfterCommit)
-	obs  *observer
-	http func() error // serves HTTP on the listener, once set up
-	addr net.Addr     // the listener's
+	cfg       config
+	up        *handoff.Upgrader
+	hs        *http.Server
+	ad        *httphandoff.Server // nil in listeners mode
+	ts        *tlshandoff.Server  // with -tls-cert, but for listeners mode
+	log       *slog.Logger
+	idle      bool // after a handover, idle until stopped (peer.EnvAfterCommit)
+	obs       *observer
+	serveHTTP func() error // on the listener, once set up
+	addr      net.Addr     // the listener's
 }
 
 // options are the upgrader's: the flags', then the environment's.
@@ -208,7 +208,7 @@ func (p *process) setup(up *handoff.Upgrader) error {
 		return err
 	}
 	p.hs.Handler = newHandler(p.cfg.version, p.obs.count)
-	p.http, p.addr = serve, addr
+	p.serveHTTP, p.addr = serve, addr
 	return nil
 }
 
@@ -217,7 +217,7 @@ func (p *process) serve() error {
 	p.obs.serve(p.log)
 	p.log.Info("serving", "version", p.cfg.version, "addr", p.addr.String(), "upgraded", p.up.HasParent(),
 		"upgrade_mode", p.cfg.upgradeMode, "tls", p.cfg.tlsCert != "")
-	return p.http()
+	return p.serveHTTP()
 }
 
 // upgrade runs the upgrade a SIGHUP asks for. The library refuses one
