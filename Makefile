@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: build test e2e-systemd check-manifests e2e-pod demo fuzz bench bench-quick bench-statefile bench-tls bench-http clean
+.PHONY: build test e2e-systemd check-manifests e2e-pod demo fuzz bench bench-quick bench-statefile bench-tls bench-http bench-https clean
 
 build:
 	mkdir -p $(BIN)
@@ -124,6 +124,17 @@ bench-tls:
 bench-http: build
 	./$(BIN)/httpbench -bin $(BIN) -duration 22s -every 2s -upgrades 10 -conns 200 -threads 2 \
 		-out bench/results/http.md
+
+# The same over HTTPS, once with TLS 1.3 and once with TLS 1.2 (ECDHE
+# AES-GCM), on a self-signed pair made at bench time: bin/httpd (full,
+# rolling and listeners modes), nginx reload and binary upgrade, HAProxy
+# reload, with the TLS handshakes each server counted; then h2load's
+# HTTP/2 on each httpd mode (~7 min). Installs Debian's wrk, nginx,
+# haproxy, openssl and nghttp2-client with apt-get when missing; loopback only.
+# Table on stdout and in bench/results/https.md.
+bench-https: build
+	./$(BIN)/httpbench -bin $(BIN) -tls 1.3,1.2 -h2load-conns 20 -h2load-streams 10 \
+		-duration 22s -every 2s -upgrades 10 -conns 200 -threads 2 -out bench/results/https.md
 
 clean:
 	rm -rf $(BIN)

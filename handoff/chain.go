@@ -1,6 +1,8 @@
 package handoff
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -30,7 +32,25 @@ func newChain() *chain {
 
 // snapshot is what the old process sends: its generation, chain start,
 // totals and the carried values, read now.
-func (c *chain) snapshot() carried {
+func (c *chain) snapshot() (carried, error) {
+	v, carries := c.own()
+	for name, cr := range carries {
+		// The application's code, in the serving process: a panic fails
+		// the upgrade instead of the process.
+		err := callSafely(fmt.Sprintf("Carry %q read", name), func() error {
+			v.values["app."+name] = cr.read()
+			return nil
+		})
+		if err != nil {
+			return carried{}, err
+		}
+	}
+	return v, nil
+}
+
+// own is the chain's own part of snapshot, and the application's carries
+// to read, without the lock held.
+func (c *chain) own() (carried, map[string]carry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v := carried{generation: c.generation, start: c.start, values: map[string]float64{
@@ -44,18 +64,13 @@ func (c *chain) snapshot() carried {
 	for name, cr := range c.carries {
 		carries[name] = cr
 	}
-	c.mu.Unlock()
-	for name, cr := range carries {
-		v.values["app."+name] = cr.read()
-	}
-	c.mu.Lock()
-	return v
+	return v, carries
 }
 
 // adopt makes the new process continue the chain the old one sent, with
 // the upgrade that just committed counted, and restores the application's
 // values. Called on COMMIT, before any connection is served.
-func (c *chain) adopt(v carried, conns int) {
+func (c *chain) adopt(v carried, conns int) error {
 	c.mu.Lock()
 	c.generation = v.generation + 1
 	c.start = v.start
@@ -78,9 +93,16 @@ func (c *chain) adopt(v carried, conns int) {
 		}
 	}
 	c.mu.Unlock()
+	var errs []error
 	for name, restore := range restores {
-		restore(v.values["app."+name])
+		// After the commit: a panic must not end the process that now
+		// serves every connection. The value is lost, and said so.
+		errs = append(errs, callSafely(fmt.Sprintf("Carry %q restore", name), func() error {
+			restore(v.values["app."+name])
+			return nil
+		}))
 	}
+	return errors.Join(errs...)
 }
 
 // count records an upgrade's outcome in this process's totals.

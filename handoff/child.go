@@ -326,7 +326,9 @@ func (s *childSession) commit() error {
 	} else {
 		s.u.log.Warn("handoff: COMMIT's upgrade record unreadable", "err", err)
 	}
-	s.u.chain.adopt(s.carried, len(s.conns))
+	if err := s.u.chain.adopt(s.carried, len(s.conns)); err != nil {
+		s.u.log.Error("handoff: a carried value is lost", "err", err)
+	}
 	for _, a := range s.conns {
 		a.serve = true
 	}

@@ -574,6 +574,14 @@ func (p *proc) start() (*Upgrader, *Listener) {
 		p.exit(1)
 	}
 	servers.Store(up, srv)
+	// A carried value whose read panics in the old process at
+	// "panic:carry" (oldFault), and whose restore panics in a new process
+	// told "panic:restore".
+	up.Carry("fault", func() float64 { p.oldFault("carry"); return 1 }, func(float64) {
+		if p.fault() == "panic:restore" {
+			panic("restore panics on purpose")
+		}
+	})
 	ln, err := up.Listen("tcp", p.getenv(envAddr))
 	if err == nil {
 		p.atDeath(func() {

@@ -254,6 +254,34 @@ func TestLogsTellTheUpgrade(t *testing.T) {
 	}
 }
 
+// TestPanicInCarry: an application's Carry read panics in the old process:
+// the upgrade rolls back for that reason and every connection carries on
+// with the old process; its restore panics in the new process, after the
+// commit: the new process logs it and serves every connection (the value
+// is lost, nothing else).
+func TestPanicInCarry(t *testing.T) {
+	h := startInProcess(t)
+	l := startLoad(t, h.addr, 50)
+	l.waitRounds(100)
+	old := h.pid
+	h.setOldFault("panic:carry")
+	if p, fail := h.upgrade(); p != 0 || !strings.Contains(fail, `Carry "fault" read panicked`) {
+		t.Fatalf("upgrade with a panicking Carry read: pid %d, %q; want it rolled back for the panic", p, fail)
+	}
+	h.setOldFault("")
+	l.waitRounds(100)
+	h.setFault("panic:restore")
+	p, fail := h.upgrade()
+	if p == 0 {
+		t.Fatalf("the upgrade with a panicking restore: %s", fail)
+	}
+	h.stopLogged(`Carry \"fault\" restore panicked`)
+	l.waitServedBy(p)
+	l.waitRounds(100)
+	l.stop()
+	l.requireAllOn(old, p)
+}
+
 func anyLineHasAll(lines, parts []string) bool {
 	for _, line := range lines {
 		all := true

@@ -449,7 +449,11 @@ func (s *parentSession) sendState() error {
 // sendCarry sends where the chain stands, its totals and the
 // application's carried values, read now that every connection is parked.
 func (s *parentSession) sendCarry() error {
-	return s.ch.Send(s.u.chain.snapshot().frame(), nil)
+	v, err := s.u.chain.snapshot()
+	if err != nil {
+		return err
+	}
+	return s.ch.Send(v.frame(), nil)
 }
 
 // emit reports a phase of the upgrade.

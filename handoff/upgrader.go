@@ -136,6 +136,10 @@ func (u *Upgrader) LastUpgrade() UpgradeStats {
 	return last.Stats
 }
 
+// Mode is how this process's upgrades move its connections
+// (Options.Mode), for layers that report what an upgrade does with theirs.
+func (u *Upgrader) Mode() Mode { return u.opts.Mode }
+
 // HasParent reports whether this process was started by an upgrade.
 func (u *Upgrader) HasParent() bool { return u.parent != nil }
 

@@ -30,7 +30,9 @@
 // by crypto/tls to the
 // end, as tls.Server would; Conn.Movable says so and why, the Server logs
 // a line and counts it (Stats), and the application drains it at an
-// upgrade (Server.Drain).
+// upgrade (Server.Drain). With Options.Upgrader the Server also logs, at
+// each upgrade, how many of its connections move and how many stay to
+// drain (package metrics/tlsmetrics exports the same counts).
 //
 // After the handshake the record layer handles what a client may send:
 // application data in records up to the maximum size, TLS 1.3 KeyUpdate

@@ -28,7 +28,9 @@ type Options struct {
 	Upgrader *handoff.Upgrader
 	// Kind is the kind moved connections are tracked under. Default "tls".
 	Kind string
-	// Logger receives a line for each connection that cannot move.
+	// Logger receives a line for each connection that cannot move, and,
+	// with an Upgrader, one at each upgrade: how many connections move
+	// and how many stay here to drain.
 	// Default slog.Default().
 	Logger *slog.Logger
 	// Stay, if set, is asked about each connection that could move, once
@@ -82,6 +84,9 @@ func NewServer(cfg *tls.Config, opts Options) (*Server, error) {
 	s.cfg.GetConfigForClient = s.configForClient
 	if err := s.tickets.init(s.cfg); err != nil {
 		return nil, err
+	}
+	if opts.Upgrader != nil {
+		s.reportUpgrades(opts.Upgrader)
 	}
 	return s, nil
 }

@@ -55,6 +55,24 @@ func event(format string, args ...any) {
 	fmt.Fprintf(f, format+"\n", args...)
 }
 
+// upgradeEvents logs to stderr and makes the Server's line at each
+// upgrade an event: "tlsupgrade <pid> <move> <stay>".
+type upgradeEvents struct{ slog.Handler }
+
+func (h upgradeEvents) Handle(ctx context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, "tlshandoff: upgrade:") {
+		n := map[string]int64{}
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Value.Kind() == slog.KindInt64 {
+				n[a.Key] = a.Value.Int64()
+			}
+			return true
+		})
+		event("tlsupgrade %d %d %d", os.Getpid(), n["move"], n["stay"])
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
 // certEnv is what envCert carries: each certificate and its key in PEM.
 // A test certificate made for this run only.
 func certEnv(t testing.TB) string {
@@ -124,7 +142,7 @@ func echoMain() {
 	})
 	if err == nil {
 		srv, err = NewServer(&tls.Config{Certificates: certs, MinVersion: tls.VersionTLS10},
-			Options{Upgrader: up, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+			Options{Upgrader: up, Logger: slog.New(upgradeEvents{slog.NewTextHandler(os.Stderr, nil)})})
 	}
 	if err != nil {
 		event("error %d %v", pid, err)

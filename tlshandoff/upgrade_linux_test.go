@@ -5,6 +5,7 @@ package tlshandoff
 import (
 	"bufio"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -180,6 +181,10 @@ func TestEchoAcrossUpgrades(t *testing.T) {
 					moving[0].ask("keyupdate") // before this upgrade; the client's answer comes after
 				}
 				old := h.upgrade()
+				ev := h.await("tlsupgrade", func(f []string) bool { return f[1] == strconv.Itoa(old) })
+				if want := fmt.Sprint(len(moving), " ", btoi(i == 0)); ev[2]+" "+ev[3] != want {
+					t.Fatalf("upgrade %d: the old process logged move, stay = %s %s, want %s", i, ev[2], ev[3], want)
+				}
 				if i == 0 {
 					if pid := stuck.ask("still here"); pid != old {
 						t.Fatalf("the connection that cannot move was answered by %d, not by %d", pid, old)

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"text/template"
 	"time"
 )
 
@@ -26,13 +27,35 @@ type server struct {
 	// upgrade triggers one upgrade and reports, within budget, whether it
 	// happened: the processes that serve are new ones.
 	upgrade func(budget time.Duration) (ok bool, why string)
+	// handshakes is the TLS handshakes the servers counted since the
+	// start, and how they were counted; nil without TLS.
+	handshakes func() (n int64, how string, err error)
+	// notes reads what the servers' logs say of the run, after it; nil
+	// if nothing.
+	notes func() []string
+}
+
+// site is where a contender serves: its temp dir, its port, and with TLS
+// the pair it serves.
+type site struct {
+	dir  string
+	port int
+	tls  *tlsSetup // nil: plain HTTP
+}
+
+// scheme is the URL scheme of the site.
+func (st site) scheme() string {
+	if st.tls != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // contender is a server and its way of upgrading.
 type contender struct {
 	name  string
-	how   string                                      // the upgrade, for the table
-	start func(dir string, port int) (*server, error) // an error skips it
+	how   string                         // the upgrade, for the table
+	start func(st site) (*server, error) // an error skips it
 }
 
 // launch starts name in a process group of its own, logging to logFile.
@@ -53,12 +76,15 @@ func launch(logFile string, name string, args ...string) (*server, error) {
 	return s, nil
 }
 
-// awaitServing waits until GET / on port answers 200 with a body that
+// awaitServing waits until GET / on the site answers 200 with a body that
 // contains want, or the first process exits (the reason is its log's last
 // line), or 15 s pass.
-func (s *server) awaitServing(port int, want string) error {
-	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+func (s *server) awaitServing(st site, want string) error {
+	url := fmt.Sprintf("%s://127.0.0.1:%d/", st.scheme(), st.port)
+	client, err := st.tls.client()
+	if err != nil {
+		return err
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -111,18 +137,26 @@ func newPIDs(before, now map[int]bool) int {
 
 // httpdContender is bin/httpd in the given -upgrade-mode, upgraded by
 // SIGHUP. Its binary is copied into dir, the path upgrades start again.
+// With TLS it serves the site's pair and counts its handshakes on
+// -metrics (port+100).
 func httpdContender(bin, mode string) contender {
 	return contender{
 		name: "httpd " + mode,
 		how:  "SIGHUP (handoff, -upgrade-mode " + mode + ")",
-		start: func(dir string, port int) (*server, error) {
-			exe := filepath.Join(dir, "httpd")
+		start: func(st site) (*server, error) {
+			exe := filepath.Join(st.dir, "httpd")
 			if err := copyFile(filepath.Join(bin, "httpd"), exe); err != nil {
 				return nil, err
 			}
-			pidfile := filepath.Join(dir, "httpd.pid")
-			s, err := launch(filepath.Join(dir, "httpd.log"), exe, "-listen", fmt.Sprintf("127.0.0.1:%d", port),
-				"-pidfile", pidfile, "-upgrade-mode", mode, "-drain-timeout", "5s")
+			pidfile := filepath.Join(st.dir, "httpd.pid")
+			args := []string{"-listen", fmt.Sprintf("127.0.0.1:%d", st.port),
+				"-pidfile", pidfile, "-upgrade-mode", mode, "-drain-timeout", "5s"}
+			metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", st.port+100)
+			if st.tls != nil {
+				args = append(args, "-tls-cert", st.tls.cert, "-tls-key", st.tls.key,
+					"-metrics", fmt.Sprintf("127.0.0.1:%d", st.port+100))
+			}
+			s, err := launch(filepath.Join(st.dir, "httpd.log"), exe, args...)
 			if err != nil {
 				return nil, err
 			}
@@ -136,32 +170,89 @@ func httpdContender(bin, mode string) contender {
 				}
 				return false, fmt.Sprintf("pid file still names %d", old)
 			}
-			return s, s.awaitServing(port, "v1 ")
+			if st.tls != nil {
+				s.handshakes = func() (int64, string, error) { return httpdHandshakes(metricsURL) }
+			}
+			return s, s.awaitServing(st, "v1 ")
 		},
 	}
 }
 
-const nginxConf = `# make bench-http: nginx serving a static reply on loopback.
+// httpdHandshakes reads the chain's TLS handshakes from httpd's /metrics:
+// the TLS layer's count where connections move with it, httpd's own
+// count of crypto/tls's handshakes in listeners mode.
+func httpdHandshakes(url string) (int64, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, "", err
+	}
+	for _, name := range []string{"handoff_tls_handshakes_total", "httpd_tls_handshakes_total"} {
+		n, found, err := sumMetric(string(body), name)
+		if err != nil || found {
+			return int64(n), name, err
+		}
+	}
+	return 0, "", fmt.Errorf("%s: no TLS handshake count", url)
+}
+
+// nginxConf is nginx's configuration, a template of a site. With TLS it
+// logs one line per connection, at its first request: the handshakes.
+var nginxConf = template.Must(template.New("nginx").Parse(`# make bench-http(s): nginx serving a static reply on loopback.
 worker_processes 2;
 # daemon on (the default): nginx ignores USR2 in a master whose parent
 # is the one that started it, taking it for a new binary whose old one
 # still runs.
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log notice;
+pid {{.Dir}}/nginx.pid;
+error_log {{.Dir}}/error.log notice;
 events { worker_connections 4096; }
 http {
-    access_log off;
     keepalive_timeout 65s;
     keepalive_requests 1000000;  # as httpd and HAProxy: no per-connection limit
+{{- if .Cert}}
+    ssl_certificate {{.Cert}};
+    ssl_certificate_key {{.Key}};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    # One line per connection, at its first request: the handshakes.
+    map $connection_requests $first_request { 1 1; default 0; }
+    log_format tlsconn 'tlsconn $remote_port $ssl_protocol $ssl_cipher reused=$ssl_session_reused';
+    access_log {{.Dir}}/conns.log tlsconn if=$first_request;
+{{- else}}
+    access_log off;
+{{- end}}
     server {
-        listen 127.0.0.1:%[2]d;
+        listen 127.0.0.1:{{.Port}}{{if .Cert}} ssl{{end}};
         location / {
             default_type text/plain;
             return 200 "ok\n";
         }
     }
 }
-`
+`))
+
+// confData is what a configuration template reads of a site.
+type confData struct {
+	Dir       string
+	Port      int
+	Cert, Key string // empty: plain HTTP
+}
+
+// writeConf renders tmpl for st into file.
+func writeConf(tmpl *template.Template, st site, file string) error {
+	d := confData{Dir: st.dir, Port: st.port}
+	if st.tls != nil {
+		d.Cert, d.Key = st.tls.cert, st.tls.key
+	}
+	var b bytes.Buffer
+	if err := tmpl.Execute(&b, d); err != nil {
+		return err
+	}
+	return os.WriteFile(file, b.Bytes(), 0o644)
+}
 
 // nginxContender is Debian's nginx, upgraded with nginx -s reload or with
 // its binary upgrade (USR2, then QUIT to the old master), as
@@ -171,9 +262,10 @@ func nginxContender(binary bool) contender {
 	if binary {
 		c = contender{name: "nginx binary upgrade", how: "USR2 to the master, then QUIT to the old master"}
 	}
-	c.start = func(dir string, port int) (*server, error) {
+	c.start = func(st site) (*server, error) {
+		dir := st.dir
 		conf := filepath.Join(dir, "nginx.conf")
-		if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, dir, port), 0o644); err != nil {
+		if err := writeConf(nginxConf, st, conf); err != nil {
 			return nil, err
 		}
 		// Started by its absolute path: a binary upgrade executes argv[0].
@@ -229,7 +321,13 @@ func nginxContender(binary bool) contender {
 				return false, "no new workers"
 			}
 		}
-		if err := s.awaitServing(port, "ok"); err != nil {
+		if st.tls != nil {
+			s.handshakes = func() (int64, string, error) {
+				n, err := countLines(filepath.Join(dir, "conns.log"), "tlsconn ")
+				return n, "access_log lines (first request of each connection)", err
+			}
+		}
+		if err := s.awaitServing(st, "ok"); err != nil {
 			return s, err
 		}
 		if !poll(5*time.Second, func() bool { return len(children(master)) >= 2 }) {
@@ -240,11 +338,17 @@ func nginxContender(binary bool) contender {
 	return c
 }
 
-const haproxyConf = `# make bench-http: HAProxy serving a static reply on loopback.
+// haproxyConf is HAProxy's configuration, a template of a site. With
+// TLS it logs one line per connection, at its first request (a session
+// variable marks the ones seen): the handshakes.
+var haproxyConf = template.Must(template.New("haproxy").Parse(`# make bench-http(s): HAProxy serving a static reply on loopback.
 global
     master-worker
-    pidfile %[1]s/haproxy.pid
+    pidfile {{.Dir}}/haproxy.pid
     hard-stop-after 10s
+{{- if .Cert}}
+    log stdout format raw local0 info
+{{- end}}
 
 defaults
     mode http
@@ -254,9 +358,19 @@ defaults
     timeout http-keep-alive 30s
 
 frontend static
-    bind 127.0.0.1:%[2]d
+{{- if .Cert}}
+    bind 127.0.0.1:{{.Port}} ssl crt {{.Dir}}/haproxy.pem alpn http/1.1
+    # One line per connection, at its first request: the handshakes.
+    log global
+    option dontlognull
+    log-format "tlsconn %cp %sslv %sslc"
+    http-request set-log-level silent if { var(sess.seen) -m found }
+    http-request set-var(sess.seen) bool(1)
+{{- else}}
+    bind 127.0.0.1:{{.Port}}
+{{- end}}
     http-request return status 200 content-type text/plain string "ok\n"
-`
+`))
 
 // haproxyContender is Debian's HAProxy in master-worker mode, reloaded by
 // USR2 to the master: it executes itself again and starts a new worker;
@@ -265,10 +379,16 @@ func haproxyContender() contender {
 	return contender{
 		name: "HAProxy reload",
 		how:  "USR2 to the master (master-worker mode)",
-		start: func(dir string, port int) (*server, error) {
+		start: func(st site) (*server, error) {
+			dir := st.dir
 			conf := filepath.Join(dir, "haproxy.cfg")
-			if err := os.WriteFile(conf, fmt.Appendf(nil, haproxyConf, dir, port), 0o644); err != nil {
+			if err := writeConf(haproxyConf, st, conf); err != nil {
 				return nil, err
+			}
+			if st.tls != nil { // HAProxy takes the chain and the key in one file
+				if err := concat(filepath.Join(dir, "haproxy.pem"), st.tls.cert, st.tls.key); err != nil {
+					return nil, err
+				}
 			}
 			s, err := launch(filepath.Join(dir, "haproxy.log"), "/usr/sbin/haproxy",
 				"-W", "-S", filepath.Join(dir, "master.sock"), "-f", conf)
@@ -286,9 +406,52 @@ func haproxyContender() contender {
 				}
 				return false, "no new worker"
 			}
-			return s, s.awaitServing(port, "ok")
+			if st.tls != nil {
+				s.handshakes = func() (int64, string, error) {
+					n, err := countLines(filepath.Join(dir, "haproxy.log"), "tlsconn ")
+					return n, "log lines (first request of each connection)", err
+				}
+			}
+			s.notes = func() []string { return haproxyNotes(filepath.Join(dir, "haproxy.log")) }
+			return s, s.awaitServing(st, "ok")
 		},
 	}
+}
+
+// haproxyNotes counts, in the master's log, the reloads it began and the
+// workers that ended on a signal other than its own SIGTERM at cleanup.
+func haproxyNotes(file string) []string {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	reloads := strings.Count(string(b), "Reloading HAProxy")
+	var crashed []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "Former worker") && strings.Contains(l, "exited with code") &&
+			!strings.Contains(l, "exited with code 0 ") {
+			_, after, _ := strings.Cut(l, " : ")
+			crashed = append(crashed, after)
+		}
+	}
+	notes := []string{fmt.Sprintf("its master's log: %d reloads begun", reloads)}
+	if len(crashed) > 0 {
+		notes = append(notes, fmt.Sprintf("%d old workers did not exit cleanly: %s", len(crashed), strings.Join(crashed, "; ")))
+	}
+	return notes
+}
+
+// concat writes the files' contents one after the other into to.
+func concat(to string, files ...string) error {
+	var all []byte
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		all = append(all, b...)
+	}
+	return os.WriteFile(to, all, 0o600)
 }
 
 func copyFile(from, to string) error {

@@ -207,6 +207,7 @@ func (p *process) setup(up *handoff.Upgrader) error {
 	if p.obs, err = newObserver(up, p.cfg.metrics); err != nil {
 		return err
 	}
+	p.obs.countHandshakes(p.ts, p.hs.TLSConfig) // hs.TLSConfig: listeners mode's, set by listen
 	p.hs.Handler = newHandler(p.cfg.version, p.obs.count)
 	p.serveHTTP, p.addr = serve, addr
 	return nil

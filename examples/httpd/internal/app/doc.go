@@ -18,7 +18,10 @@
 // (serve HTTPS: TLS 1.2 and 1.3, h2 and http/1.1 by ALPN; in rolling and
 // full mode through httphandoff's TLS, whose HTTP/1.1 connections move
 // with their TLS state and whose HTTP/2 ones stay and end with GOAWAY
-// after the upgrade; in listeners mode through crypto/tls).
+// after the upgrade; in listeners mode through crypto/tls). With both
+// -metrics and -tls-cert, /metrics counts the chain's TLS handshakes:
+// handoff_tls_handshakes_total (package tlsmetrics), or
+// httpd_tls_handshakes_total in listeners mode.
 //
 // SIGHUP upgrades to whatever binary is now at the path this one was
 // started from:

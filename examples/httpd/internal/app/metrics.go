@@ -1,6 +1,7 @@
 package app
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/handoff-dev/handoff/handoff"
 	"github.com/handoff-dev/handoff/metrics"
+	"github.com/handoff-dev/handoff/metrics/tlsmetrics"
+	"github.com/handoff-dev/handoff/tlshandoff"
 )
 
 // observer is what -metrics serves: the upgrader's metrics, the requests
@@ -47,6 +50,29 @@ func newObserver(up *handoff.Upgrader, addr string) (*observer, error) {
 	}
 	o.ln = ln
 	return o, nil
+}
+
+// countHandshakes exports the chain's TLS handshakes, so that one can tell
+// how many clients came back with a new one after upgrades: the TLS
+// layer's handoff_tls_handshakes_total when connections move with it (ts
+// set), else httpd_tls_handshakes_total, counted by crypto/tls's
+// VerifyConnection on tcfg (listeners mode; tcfg must not serve yet). Call
+// it before up.Ready, as newObserver.
+func (o *observer) countHandshakes(ts *tlshandoff.Server, tcfg *tls.Config) {
+	if ts != nil {
+		o.reg.MustRegister(tlsmetrics.NewCollector(o.up, ts))
+		return
+	}
+	if tcfg == nil {
+		return
+	}
+	c := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "httpd_tls_handshakes_total",
+		Help: "TLS handshakes completed by the chain of httpd processes (listeners mode: crypto/tls).",
+	})
+	metrics.Continue(o.up, "httpd_tls_handshakes_total", c)
+	o.reg.MustRegister(c)
+	tcfg.VerifyConnection = func(tls.ConnectionState) error { c.Inc(); return nil }
 }
 
 // count is newHandler's counting function.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -87,9 +88,54 @@ func TestHTTPS(t *testing.T) {
 			if n := dials.Load(); n != 1 {
 				t.Errorf("the keep-alive client dialled %d times, want its one connection kept across 10 upgrades", n)
 			}
+			// One handshake per connection, summed over the chain: the
+			// keep-alive client's and two curls' for each of the 11 processes.
+			if n := h.handshakes(t, "handoff_tls_handshakes_total"); n != 1+2*11 {
+				t.Errorf("handoff_tls_handshakes_total = %v, want %d", n, 1+2*11)
+			}
 			h.stop(t, pid)
 		})
 	}
+}
+
+// TestHTTPSListenersHandshakes: in listeners mode (crypto/tls, connections
+// drain), httpd_tls_handshakes_total counts every handshake of the chain.
+func TestHTTPSListenersHandshakes(t *testing.T) {
+	h, ca, _ := startHTTPS(t, "-upgrade-mode", modeListeners)
+	url := "https://localhost:" + strings.Split(h.addr, ":")[1] + "/"
+	pid := h.pid
+	for i := range 3 {
+		if i > 0 {
+			pid = h.upgradeFrom(t, pid)
+		}
+		if out := curlHTTPS(t, ca, url, "--http1.1"); out != fmt.Sprintf("v1 %d\n1.1", pid) {
+			t.Fatalf("upgrade %d: curl printed %q", i, out)
+		}
+	}
+	if n := h.handshakes(t, "httpd_tls_handshakes_total"); n != 3 {
+		t.Errorf("httpd_tls_handshakes_total = %v, want 3", n)
+	}
+	h.stop(t, pid)
+}
+
+// handshakes is the sum of metric's samples (every label set) on
+// /metrics.
+func (h *httpd) handshakes(t *testing.T, metric string) float64 {
+	t.Helper()
+	_, body := get(t, fresh, "http://"+h.metrics+"/metrics")
+	var sum float64
+	for _, l := range strings.Split(body, "\n") {
+		name, value, ok := strings.Cut(l, " ")
+		if name, _, _ = strings.Cut(name, "{"); !ok || name != metric {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			t.Fatalf("/metrics: %q: %v", l, err)
+		}
+		sum += v
+	}
+	return sum
 }
 
 // upgradeFrom upgrades the process pid by SIGHUP, waits until it says the
