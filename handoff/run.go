@@ -40,6 +40,14 @@ type Service struct {
 	Shutdown func(ctx context.Context) error
 	// DrainTimeout bounds Shutdown. Default 30 s.
 	DrainTimeout time.Duration
+	// Upgrade is what SIGHUP does, unless Options.NoSignal: Run takes the
+	// signal in the library's place and calls Upgrade on a goroutine of
+	// its own while the process serves, one call at a time (a SIGHUP
+	// during one is refused and logged). Set it to log the upgrades a
+	// signal starts in the application's terms, or to upgrade another
+	// way (examples/pdf's restart mode saves and executes the binary
+	// again in place). Default: Upgrader.Upgrade, which logs how it ended.
+	Upgrade func()
 	// IdleAfterHandover keeps the process alive after a handover to a
 	// peer (Options.TakeoverSocket), holding nothing, until a stop
 	// signal, which is its own: a container of a pod whose orchestrator
@@ -50,19 +58,22 @@ type Service struct {
 	IdleAfterHandover bool
 }
 
-// Run is the life of a common server's process, in one call: stop
-// signals caught before anything can take long (SIGTERM, SIGINT), New,
+// Run is the life of a common server's process, in one call: signals
+// caught before anything can take long (SIGTERM, SIGINT, SIGHUP), New,
 // svc.Setup, Ready, svc.Serve, then the wait for a handover or a stop.
-// Upgrades come from SIGHUP (unless opts.NoSignal), the control socket
-// or a peer, as the Upgrader takes them: one at a time, each logged.
+// Upgrades come from SIGHUP (svc.Upgrade, unless opts.NoSignal), the
+// control socket or a peer, as the Upgrader takes them: one at a time,
+// each logged. After a stop whose save failed, a SIGHUP is refused: the
+// process serves on, with the state it must still save.
 //
-// After a handover Run shuts down what stays here, idles if asked, and
-// returns nil once every stop signal that reached the process has been
-// passed on (Exiting). At a stop it saves the state if this process owns
-// it, shuts down and returns nil. It returns an error if the process
-// could not start, or, in a process started by an upgrade, could not
-// take over: the old process serves on, and this one must exit non-zero
-// without saving anything.
+// After a handover Run shuts down what stays here (a stop signal cuts
+// that short, and the process then exits rather than idles), idles if
+// asked, and returns nil once every stop signal that reached the process
+// has been passed on (Exiting). At a stop it saves the state if this
+// process owns it, shuts down and returns nil. It returns an error if
+// the process could not start, or, in a process started by an upgrade,
+// could not take over: the old process serves on, and this one must exit
+// non-zero without saving anything.
 func Run(opts Options, svc Service) error {
 	if svc.Setup == nil || svc.Serve == nil {
 		return errors.New("handoff: Run: Service.Setup and Service.Serve are required")
@@ -71,6 +82,16 @@ func Run(opts Options, svc Service) error {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(stop)
+	var hup chan os.Signal // nil with NoSignal: never ready
+	if !opts.NoSignal {
+		// Run's, not the Upgrader's, which Stop lets go: after a stop
+		// whose save failed, SIGHUP's default action would kill the
+		// process and lose the state it serves on with.
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		opts.NoSignal = true
+	}
 	up, err := New(opts)
 	if err != nil {
 		return err
@@ -82,16 +103,24 @@ func Run(opts Options, svc Service) error {
 	if err := up.Ready(context.Background()); err != nil {
 		return err
 	}
-	r := &runner{up: up, svc: svc, stop: stop}
+	if svc.Upgrade == nil {
+		svc.Upgrade = func() {
+			up.log.Info("handoff: SIGHUP: upgrading", "binary", up.opts.Binary)
+			_ = up.Upgrade(context.Background()) // it logs how it ended
+		}
+	}
+	r := &runner{up: up, svc: svc, stop: stop, hup: hup}
 	go r.serve()
 	return r.wait()
 }
 
 // runner is one Run after Ready.
 type runner struct {
-	up   *Upgrader
-	svc  Service
-	stop chan os.Signal
+	up        *Upgrader
+	svc       Service
+	stop, hup chan os.Signal
+	upgrading chan struct{} // closed when svc.Upgrade returns; nil if none runs
+	unsaved   bool          // a stop's save failed: the process serves on
 }
 
 // serve runs Service.Serve. Its end is expected once an upgrade has
@@ -114,6 +143,7 @@ func (r *runner) wait() error {
 				exit = nil // Stop was called: a stop signal ends it
 				continue
 			}
+			r.upgraded()         // its last log line first
 			defer r.up.Exiting() // a stop that reached this process goes to the successor
 			r.handedOver()
 			return nil
@@ -122,16 +152,46 @@ func (r *runner) wait() error {
 			if r.stopped() {
 				return nil
 			}
-			exit = nil // Stop has closed Exit; the process serves on
+			exit, r.unsaved = nil, true // Stop has closed Exit; the process serves on
+		case <-r.upgrading:
+			r.upgrading = nil
+		case <-r.hup:
+			r.upgrade()
 		}
+	}
+}
+
+// upgrade runs svc.Upgrade for a SIGHUP, unless the process must not
+// upgrade now.
+func (r *runner) upgrade() {
+	switch {
+	case r.unsaved:
+		r.up.log.Warn("handoff: Run: upgrade refused: the state is not saved",
+			"todo", "fix the cause, then send the stop again")
+	case r.upgrading != nil:
+		r.up.log.Warn("handoff: Run: upgrade refused: the last SIGHUP's is still in progress")
+	default:
+		done := make(chan struct{})
+		r.upgrading = done
+		go func() {
+			defer close(done)
+			r.svc.Upgrade()
+		}()
+	}
+}
+
+// upgraded waits until the running svc.Upgrade, if any, has returned.
+func (r *runner) upgraded() {
+	if r.upgrading != nil {
+		<-r.upgrading
+		r.upgrading = nil
 	}
 }
 
 // handedOver ends a process whose successor serves.
 func (r *runner) handedOver() {
 	r.up.log.Info("handoff: Run: handed over; shutting down what stays here", "conns", len(r.up.Conns()))
-	r.shutdown(true)
-	if !r.svc.IdleAfterHandover {
+	if cut := r.shutdown(true); cut || !r.svc.IdleAfterHandover {
 		return
 	}
 	r.up.log.Info("handoff: Run: idle until stopped")
@@ -143,7 +203,8 @@ func (r *runner) handedOver() {
 // stopped stops the service for a stop signal and reports whether the
 // process may exit: not if it owns its state and could not save it.
 func (r *runner) stopped() bool {
-	err := r.up.Stop()
+	err := r.up.Stop() // resolves an upgrade in progress
+	r.upgraded()       // before the save: a svc.Upgrade may hold the state
 	if errors.Is(err, ErrHandedOver) {
 		r.up.log.Info("handoff: Run: a successor owns the state and saves it at its own stop")
 	} else if r.svc.Save != nil {
@@ -158,14 +219,19 @@ func (r *runner) stopped() bool {
 }
 
 // shutdown runs Service.Shutdown within DrainTimeout, then closes what
-// the Upgrader still lists.
-func (r *runner) shutdown(handedOver bool) {
+// the Upgrader still lists. After a handover a stop signal cuts it
+// short: cut says so.
+func (r *runner) shutdown(handedOver bool) (cut bool) {
 	d := r.svc.DrainTimeout
 	if d <= 0 {
 		d = 30 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
+	if handedOver {
+		end := r.cutShort(cancel)
+		defer func() { cut = end() }()
+	}
 	shutdown := r.svc.Shutdown
 	if shutdown == nil && handedOver {
 		shutdown = r.up.Drain
@@ -178,4 +244,22 @@ func (r *runner) shutdown(handedOver bool) {
 	for _, c := range r.up.Conns() {
 		_ = c.Close()
 	}
+	return false
+}
+
+// cutShort calls cancel at a stop signal until end is called; end
+// reports whether one came.
+func (r *runner) cutShort(cancel func()) (end func() bool) {
+	done, cut := make(chan struct{}), make(chan bool, 1)
+	go func() {
+		select {
+		case sig := <-r.stop:
+			r.up.log.Info("handoff: Run: stop during the shutdown after a handover: cutting it short", "signal", sig.String())
+			cancel()
+			cut <- true
+		case <-done:
+			cut <- false
+		}
+	}()
+	return func() bool { close(done); return <-cut }
 }

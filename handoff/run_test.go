@@ -3,15 +3,22 @@
 package handoff
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
-// envRunIdle sets Service.IdleAfterHandover of runnerMain.
-const envRunIdle = "HANDOFF_TEST_RUN_IDLE"
+// envRunIdle sets Service.IdleAfterHandover of runnerMain;
+// envRunLongShutdown gives it a Shutdown that says "shutdown <pid>" and
+// returns only when its context ends, which DrainTimeout makes far off.
+const (
+	envRunIdle         = "HANDOFF_TEST_RUN_IDLE"
+	envRunLongShutdown = "HANDOFF_TEST_RUN_LONG_SHUTDOWN"
+)
 
 // runnerMain is the test chains' line server written with Run: its
 // Options and handlers are serverMain's, its life is Run's (the
@@ -22,7 +29,7 @@ func runnerMain(p *proc) {
 	opts.NoSignal = false
 	var up *Upgrader
 	var ln *Listener
-	err := Run(opts, Service{
+	svc := Service{
 		Setup: func(u *Upgrader) error {
 			up = u
 			servers.Store(u, srv)
@@ -48,7 +55,23 @@ func runnerMain(p *proc) {
 			}
 			return err
 		},
-	})
+	}
+	if listed(p.getenv(envPause), "sighup") {
+		// Its own SIGHUP upgrade, held at its start by the test.
+		svc.Upgrade = func() {
+			p.barrier("sighup")
+			_ = up.Upgrade(context.Background())
+		}
+	}
+	if p.getenv(envRunLongShutdown) != "" {
+		svc.DrainTimeout = time.Hour
+		svc.Shutdown = func(ctx context.Context) error {
+			p.report("shutdown %d", p.pid)
+			<-ctx.Done()
+			return ctx.Err()
+		}
+	}
+	err := Run(opts, svc)
 	if err != nil {
 		p.report("error %d %v", p.pid, err)
 		os.Exit(1)
@@ -145,5 +168,106 @@ func noServeAlarm(t *testing.T, h *harness) {
 	t.Helper()
 	if strings.Contains(h.logs.String(), "Serve returned while the process serves") {
 		t.Error("Run said Serve ended while the process served; it ended at a handover or a stop")
+	}
+}
+
+// TestRunUnsavedRefusesUpgrade: after a stop whose save failed, the
+// process serves on with its state, and a SIGHUP neither upgrades it
+// (the successor would take a state this process is stopping with) nor
+// kills it (SIGHUP's default action once the Upgrader's Stop has let the
+// signal go): Run refuses it, and the next stop saves.
+func TestRunUnsavedRefusesUpgrade(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "missing", "state")
+	h := startServer(t, envRole+"=runner", envState+"="+state)
+	first := h.pid
+	l := startLoad(t, h.addr, 10)
+	l.waitRounds(30)
+	if err := h.kill(first, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if f := h.expect("unsaved"); atoi(f[1]) != first {
+		t.Fatalf("%v: want pid %d's save to fail", f, first)
+	}
+	if err := h.kill(first, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	h.stopLogged("handoff: Run: upgrade refused: the state is not saved")
+	l.waitRounds(30) // still serving, by the first process
+	if err := os.Mkdir(filepath.Dir(state), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.kill(first, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	f := h.expect("saved")
+	if atoi(f[1]) != first {
+		t.Fatalf("%v: want pid %d to save", f, first)
+	}
+	l.halt()
+	l.requireAllOn(first)
+	noServeAlarm(t, h)
+}
+
+// TestRunUpgradeOneAtATime: Service.Upgrade runs for a SIGHUP; a SIGHUP
+// while it runs is refused by Run, the running one goes on and hands
+// over, and only one new process starts.
+func TestRunUpgradeOneAtATime(t *testing.T) {
+	h := startServer(t, envRole+"=runner", envPause+"=sighup")
+	old := h.pid
+	l := startLoad(t, h.addr, 10)
+	l.waitRounds(30)
+	if err := h.kill(old, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if pid := h.awaitPaused("sighup"); pid != old {
+		t.Fatalf("pid %d paused in its SIGHUP upgrade, want %d", pid, old)
+	}
+	if err := h.kill(old, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	h.stopLogged("handoff: Run: upgrade refused: the last SIGHUP's is still in progress")
+	h.release("sighup")
+	p, fail := h.awaitUpgrade()
+	if p == 0 {
+		t.Fatalf("upgrade: %s", fail)
+	}
+	l.waitServedBy(p)
+	l.stop()
+	l.requireAllOn(old, p)
+	if n := strings.Count(h.logs.String(), "handoff: new process connected"); n != 1 {
+		t.Fatalf("%d new processes connected, want 1", n)
+	}
+	noServeAlarm(t, h)
+}
+
+// TestRunStopCutsShutdownShort: after a handover, a stop signal ends the
+// Shutdown of what stayed (its context ends) and the process exits
+// rather than idles: the orchestrator is stopping it.
+func TestRunStopCutsShutdownShort(t *testing.T) {
+	h := startServer(t, append(takeoverEnv(t.TempDir()), envRole+"=runner", envRunIdle+"=1", envRunLongShutdown+"=1")...)
+	old := h.pid
+	p := h.startPeer()
+	// The peer's Ready and the old process's shutdown both follow the
+	// commit, in either order.
+	got := map[string]int{}
+	for range 2 {
+		f := h.next()
+		got[f[0]] = atoi(f[1])
+	}
+	if got["ready"] != p || got["shutdown"] != old {
+		t.Fatalf("events %v: want the peer %d ready and the old process %d shutting down", got, p, old)
+	}
+	if err := h.kill(old, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if f := h.expect("exit"); atoi(f[1]) != old {
+		t.Fatalf("%v: want the old process %d to exit", f, old)
+	}
+	h.stopLogged("handoff: Run: stop during the shutdown after a handover: cutting it short")
+	if strings.Contains(h.logs.String(), "handoff: Run: idle until stopped") {
+		t.Fatal("the old process idled after a stop during its shutdown")
+	}
+	if !h.alive(p) {
+		t.Fatalf("the peer %d exited; a stop of the old process is not its own", p)
 	}
 }

@@ -48,21 +48,17 @@ func FromEnv(opts *handoff.Options) (idle bool, err error) {
 	}
 }
 
-// Idle keeps a process that has handed everything over alive until a stop
-// signal comes on stop. A container whose process exits is restarted with
-// its old image, or takes its pod out of the Service's endpoints
+// Idle says, as the last step of a process's shutdown after a handover,
+// that it now idles (handoff.Service.IdleAfterHandover) until a stop
+// signal. A container whose process exits is restarted with its old
+// image, or takes its pod out of the Service's endpoints
 // (kubernetes/NOTES-facts.md (e)); an idle one holds no served listener
 // and no connection, writes no file, keeps only the library's control
 // socket (its probes' answer: handed-over), and is the one that takes
-// over at the next upgrade, when its image is changed. up.Stop then
-// passes nothing on to a peer (its pid is 0 from another PID namespace),
-// and to an exec'd child the stop it would have got had this process
-// exited.
-func Idle(up *handoff.Upgrader, stop <-chan os.Signal, log *slog.Logger) {
+// over at the next upgrade, when its image is changed. The pods' tests
+// wait for this line (kubernetes/e2e).
+func Idle(log *slog.Logger) {
 	log.Info("handed over; idle until stopped", EnvAfterCommit, "idle")
-	sig := <-stop
-	log.Info("stopping while idle", "signal", sig.String())
-	_ = up.Stop() // ErrHandedOver: the successor owns what there was
 }
 
 // PauseTimeout is the library's PauseTimeout for a park timeout: the

@@ -9,10 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/handoff-dev/handoff/examples/internal/peer"
@@ -153,44 +150,39 @@ func Run(args []string) int {
 		log.Error("refusing to start", "err", err)
 		return 2
 	}
-	p, err := start(cfg, base, log)
+	p := &process{cfg: cfg, log: log, hs: &http.Server{
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}}
+	opts, err := p.options(base)
+	if err == nil {
+		err = handoff.Run(opts, handoff.Service{Setup: p.setup, Serve: p.serve, Shutdown: p.drain,
+			DrainTimeout: cfg.drainTimeout + cfg.h2Linger, IdleAfterHandover: p.idle, Upgrade: p.upgrade})
+	}
 	if err != nil {
 		log.Error("refusing to start", "err", err)
 		return 1
 	}
-	p.run()
 	return 0
 }
 
 // process is one httpd process: its upgrader and its HTTP server.
 type process struct {
-	cfg  config
-	up   *handoff.Upgrader
-	hs   *http.Server
-	ad   *httphandoff.Server // nil in listeners mode
-	log  *slog.Logger
-	stop <-chan os.Signal // SIGTERM, SIGINT
-	hup  <-chan os.Signal // SIGHUP
-	idle bool             // after a handover, idle until stopped (peer.EnvAfterCommit)
-
-	upgrades sync.WaitGroup // upgrade goroutines
+	cfg       config
+	up        *handoff.Upgrader
+	hs        *http.Server
+	ad        *httphandoff.Server // nil in listeners mode
+	ts        *tlshandoff.Server  // with -tls-cert, but for listeners mode
+	log       *slog.Logger
+	idle      bool // after a handover, idle until stopped (peer.EnvAfterCommit)
+	obs       *observer
+	serveHTTP func() error // on the listener, once set up
+	addr      net.Addr     // the listener's
 }
 
-// start makes the process ready and serving. An error means that it must
-// exit; in a process started by an upgrade, the old process carries on.
-func start(cfg config, base, log *slog.Logger) (*process, error) {
-	// Before anything can take long, so that no signal is lost.
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-
-	// The handler is set once the metrics exist, before Ready.
-	hs := &http.Server{
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	var adapter *httphandoff.Server
+// options are the upgrader's: the flags', then the environment's.
+func (p *process) options(base *slog.Logger) (handoff.Options, error) {
+	cfg := p.cfg
 	opts := handoff.Options{
 		Version:        cfg.version,
 		PIDFile:        cfg.pidfile,
@@ -198,94 +190,50 @@ func start(cfg config, base, log *slog.Logger) (*process, error) {
 		ParkTimeout:    cfg.parkTimeout,
 		PauseTimeout:   peer.PauseTimeout(cfg.parkTimeout),
 		Mode:           libraryMode(cfg.upgradeMode),
-		NoSignal:       true, // SIGHUP is ours, so that every upgrade is logged alike
 		Logger:         base,
 		ControlSocket:  cfg.control,
 	}
 	if cfg.upgradeMode != modeListeners {
-		adapter = httphandoff.New(hs)
-		adapter.HTTP2Linger = cfg.h2Linger
-		opts.Resume = adapter.Resume
+		p.ad = httphandoff.New(p.hs)
+		p.ad.HTTP2Linger = cfg.h2Linger
+		opts.Resume = p.ad.Resume
 	}
-	idle, err := peer.FromEnv(&opts)
-	if err != nil {
-		return nil, err
+	var err error
+	p.idle, err = peer.FromEnv(&opts)
+	if cfg.tlsCert != "" && p.ad != nil {
+		moveTicketKeys(&opts, &p.ts)
 	}
-	var ts *tlshandoff.Server
-	if cfg.tlsCert != "" && adapter != nil {
-		moveTicketKeys(&opts, &ts)
-	}
-	up, err := handoff.New(opts)
-	if err != nil {
-		return nil, err
-	}
-	serve, addr, err := listen(cfg, up, hs, adapter, &ts, base)
-	if err != nil {
-		return nil, err
-	}
-	obs, err := newObserver(up, cfg.metrics)
-	if err != nil {
-		return nil, err
-	}
-	obs.countHandshakes(ts, hs.TLSConfig) // hs.TLSConfig: listeners mode's, set by listen
-	hs.Handler = newHandler(cfg.version, obs.count)
-	if err := up.Ready(context.Background()); err != nil {
-		return nil, fmt.Errorf("ready: %w", err)
-	}
-	serveLogged(log, serve)
-	obs.serve(log)
-	log.Info("serving", "version", cfg.version, "addr", addr.String(), "upgraded", up.HasParent(),
-		"upgrade_mode", cfg.upgradeMode, "tls", cfg.tlsCert != "")
-	return &process{cfg: cfg, up: up, hs: hs, ad: adapter, log: log, stop: stop, hup: hup, idle: idle}, nil
+	return opts, err
 }
 
-// serveLogged runs serve on a goroutine of its own and logs why it ended,
-// unless the listener was closed (a handover or a stop). In listeners mode
-// serve is hs.Serve: at a handover ln stops accepting and Serve returns,
-// the connections stay here, for drain. Otherwise it is the net/http
-// adapter's: at an upgrade its keep-alive connections move to the new
-// process, each at its next idle moment, and the ones handed over from
-// the old process are served as if just accepted.
-func serveLogged(log *slog.Logger, serve func() error) {
-	go func() {
-		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			log.Warn("HTTP server ended", "err", err)
-		}
-	}()
-}
-
-// run serves until the process hands over or stops.
-func (p *process) run() {
-	for {
-		select {
-		case <-p.up.Exit():
-			p.upgrades.Wait() // its last log line first
-			// A stop that reached this process goes to the successor.
-			defer p.up.Exiting()
-			p.log.Info("handed over; draining")
-			p.drain()
-			if p.idle {
-				peer.Idle(p.up, p.stop, p.log)
-			}
-			return
-		case sig := <-p.stop:
-			p.log.Info("stopping", "signal", sig.String())
-			if err := p.up.Stop(); errors.Is(err, handoff.ErrHandedOver) {
-				p.log.Info("a successor serves the listener")
-			}
-			p.drain()
-			return
-		case <-p.hup:
-			p.upgrades.Add(1)
-			go p.upgrade()
-		}
+// setup makes the listener and the metrics before Ready.
+func (p *process) setup(up *handoff.Upgrader) error {
+	p.up = up
+	serve, addr, err := listen(p.cfg, up, p.hs, p.ad, &p.ts, p.log)
+	if err != nil {
+		return err
 	}
+	if p.obs, err = newObserver(up, p.cfg.metrics); err != nil {
+		return err
+	}
+	p.obs.countHandshakes(p.ts, p.hs.TLSConfig) // hs.TLSConfig: listeners mode's, set by listen
+	p.hs.Handler = newHandler(p.cfg.version, p.obs.count)
+	p.serveHTTP, p.addr = serve, addr
+	return nil
 }
 
-// upgrade runs one upgrade. The library refuses one while another runs
-// (ErrUpgradeInProgress), whoever started it: SIGHUP or handoffctl.
+// serve serves HTTP and the metrics, once the process is ready.
+func (p *process) serve() error {
+	p.obs.serve(p.log)
+	p.log.Info("serving", "version", p.cfg.version, "addr", p.addr.String(), "upgraded", p.up.HasParent(),
+		"upgrade_mode", p.cfg.upgradeMode, "tls", p.cfg.tlsCert != "")
+	return p.serveHTTP()
+}
+
+// upgrade runs the upgrade a SIGHUP asks for. The library refuses one
+// while another runs (ErrUpgradeInProgress), whoever started it: SIGHUP
+// or handoffctl.
 func (p *process) upgrade() {
-	defer p.upgrades.Done()
 	mode := p.cfg.upgradeMode
 	start := time.Now()
 	p.log.Info("upgrade starting", "mode", mode, "binary", p.up.Binary())
@@ -300,14 +248,17 @@ func (p *process) upgrade() {
 	}
 }
 
-// drain stops accepting, lets the requests in flight finish for at most
-// the drain timeout (idle keep-alive connections are closed at once, busy
-// ones after their reply), then closes what is left.
-func (p *process) drain() {
+// drain stops accepting, lets the requests in flight finish until ctx
+// ends (idle keep-alive connections are closed at once, busy ones after
+// their reply), then closes what is left: at a stop, or after a handover
+// what stayed here (listeners mode's connections, rolling mode's
+// stragglers). In listeners mode the HTTP server is hs.Serve, whose
+// connections stay here at a handover; otherwise it is the net/http
+// adapter's, whose keep-alive connections move, each at its next idle
+// moment.
+func (p *process) drain(ctx context.Context) error {
 	start := time.Now()
 	conns := len(p.up.Conns())
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.drainTimeout+p.cfg.h2Linger)
-	defer cancel()
 	var err error
 	if p.ad != nil {
 		err = p.ad.Drain(ctx) // HTTP/2 connections too: GOAWAY, their streams finish
@@ -321,6 +272,10 @@ func (p *process) drain() {
 	}
 	p.log.Info("drain done", "conns", conns, "timed_out", err != nil, "closed_after", len(left),
 		"took", time.Since(start))
+	if p.idle && p.up.Status().Phase == handoff.ProcessHandedOver {
+		peer.Idle(p.log)
+	}
+	return nil
 }
 
 // libraryMode is the library's mode for an -upgrade-mode.

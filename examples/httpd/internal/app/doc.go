@@ -45,7 +45,8 @@
 //     waits for the slowest; one not idle within -park-timeout rolls the
 //     upgrade back. Clients never reconnect.
 //
-// SIGTERM or SIGINT stops: Upgrader.Stop, then the same graceful shutdown.
+// The process's life is handoff.Run's: SIGHUP, SIGTERM or SIGINT (a stop:
+// Upgrader.Stop, then the same graceful shutdown), the wait for either.
 //
 // Exit codes: 0 after a stop or a handover, 1 if the server failed, 2 for
 // a usage error.

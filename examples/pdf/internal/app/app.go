@@ -13,13 +13,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -159,82 +158,86 @@ func Run(version string, led server.Ledger, args []string) int {
 	prof := newProfiler(log)
 	prof.start("start")
 	defer prof.stop()
-	p, err := start(cfg, version, server.New(version, led, log), base, log)
-	if err != nil {
+	p := &process{cfg: cfg, version: version, state: stateFile{cfg.state}, srv: server.New(version, led, log),
+		log: log, endSnapshots: func() {}, prof: prof}
+	if cfg.upgradeMode == modeRolling {
+		p.srv.RollingUpgrades()
+	}
+	opts := p.options(base)
+	if p.idle, err = peer.FromEnv(&opts); err == nil {
+		err = handoff.Run(opts, handoff.Service{Setup: p.setup, Serve: p.serve, Save: p.save,
+			Shutdown: p.shutdown, DrainTimeout: cfg.drainTimeout, IdleAfterHandover: p.idle, Upgrade: p.upgrade})
+	}
+	p.endSnapshots()
+	switch {
+	case err != nil:
+		p.unclaim()
 		log.Error("refusing to start", "err", err)
 		return 1
-	}
-	p.prof = prof
-	if p.up.HasParent() {
-		prof.untilParentExits(30 * time.Second)
-	} else {
-		prof.stop()
-	}
-	if err := p.run(); err != nil {
-		log.Error("exiting", "err", err)
+	case p.exitErr != nil:
+		log.Error("exiting", "err", p.exitErr)
 		return 1
 	}
 	return 0
 }
 
-// process is a server process from its start to its exit.
+// process is a server process from its start to its exit; handoff.Run
+// drives its life.
 type process struct {
-	cfg       config
-	version   string
-	state     stateFile
-	srv       *server.Server
-	up        *handoff.Upgrader
-	ln        *handoff.Listener
-	log       *slog.Logger
-	stop, hup chan os.Signal
-	idle      bool      // after a handover, idle until stopped (peer.EnvAfterCommit)
-	prof      *profiler // nil unless PDF_PROFILE_DIR is set (profile.go)
+	cfg          config
+	version      string
+	state        stateFile
+	srv          *server.Server
+	up           *handoff.Upgrader
+	ln           *handoff.Listener
+	log          *slog.Logger
+	idle         bool      // after a handover, idle until stopped (peer.EnvAfterCommit)
+	serveMetrics func()    // after Ready
+	endSnapshots func()    // may be called twice
+	claimed      bool      // a cold start named this process in a marker that was not there
+	exitErr      error     // the state is saved, but the exit status must say what failed
+	prof         *profiler // nil unless PDF_PROFILE_DIR is set (profile.go)
 }
 
-// start makes the process ready to serve. An error means that it must exit
-// without having served; in a process started by an upgrade, the old
-// process carries on.
-func start(cfg config, version string, srv *server.Server, base, log *slog.Logger) (*process, error) {
-	p := &process{cfg: cfg, version: version, state: stateFile{cfg.state}, srv: srv, log: log,
-		stop: make(chan os.Signal, 1), hup: make(chan os.Signal, 1)}
-	// Before anything can take long, so that no stop is lost. The process,
-	// not the library, takes SIGHUP: listeners and restart mode have steps
-	// of their own, and every mode logs its start and end alike.
-	signal.Notify(p.stop, syscall.SIGTERM, syscall.SIGINT)
-	signal.Notify(p.hup, syscall.SIGHUP)
-	if cfg.upgradeMode == modeRolling {
-		srv.RollingUpgrades()
-	}
-	opts := p.options(base)
-	var err error
-	if p.idle, err = peer.FromEnv(&opts); err != nil {
-		return nil, err
-	}
-	if p.up, err = handoff.New(opts); err != nil {
-		return nil, err
-	}
+// setup makes what the process serves before Ready: the ledger, the
+// listeners, the snapshots, and in a cold start the marker.
+func (p *process) setup(up *handoff.Upgrader) error {
+	p.up = up
 	if err := p.openState(); err != nil {
-		return nil, err
+		return err
 	}
-	if p.ln, err = p.up.Listen("tcp", cfg.listen); err != nil {
-		return nil, err
+	var err error
+	if p.ln, err = up.Listen("tcp", p.cfg.listen); err != nil {
+		return err
 	}
-	serveMetrics, err := listenMetrics(p.up, cfg.metrics, srv, log)
-	if err != nil {
-		return nil, err
+	if p.serveMetrics, err = listenMetrics(up, p.cfg.metrics, p.srv, p.log); err != nil {
+		return err
 	}
-	if err := p.up.Ready(context.Background()); err != nil {
-		return nil, fmt.Errorf("ready: %w", err)
+	if !up.HasParent() {
+		// It owns the ledger it has just read: the marker says so from
+		// now on, and a start that cannot write it refuses.
+		if err := p.claimCold(); err != nil {
+			return err
+		}
 	}
-	serveMetrics()
-	if err := p.claimState(); err != nil {
-		return nil, err
+	p.endSnapshots = p.snapshots()
+	return nil
+}
+
+// serve serves once the process is ready; a new process owns the ledger
+// from here on (the old one did until the commit).
+func (p *process) serve() error {
+	p.serveMetrics()
+	if p.up.HasParent() {
+		p.claimUpgraded()
+		p.prof.untilParentExits(30 * time.Second)
+	} else {
+		p.prof.stop()
 	}
-	log.Info("serving", "version", version, "addr", p.ln.Addr().String(), "upgraded", p.up.HasParent(),
-		"upgrade_mode", cfg.upgradeMode)
-	logRestarted(log)
-	go srv.Serve(p.ln)
-	return p, nil
+	p.log.Info("serving", "version", p.version, "addr", p.ln.Addr().String(), "upgraded", p.up.HasParent(),
+		"upgrade_mode", p.cfg.upgradeMode)
+	logRestarted(p.log)
+	return p.srv.Serve(p.ln)
 }
 
 // options are the upgrader's options for cfg, before the environment's.
@@ -256,7 +259,6 @@ func (p *process) options(base *slog.Logger) handoff.Options {
 		// client that does not read) cannot carry its accounts either:
 		// served on here, it would change a ledger nobody reads again.
 		Stragglers:    handoff.CloseStragglers,
-		NoSignal:      true,
 		Logger:        base,
 		ControlSocket: cfg.control,
 		Supervisor:    systemd.New(systemd.Options{KeepSockets: cfg.fdstore, MaxKept: cfg.fdstoreMax, Logger: base}),
@@ -294,93 +296,62 @@ func (p *process) openState() error {
 	return st.openCold(p.srv, opts, p.log)
 }
 
-// claimState names this process in the marker once it owns the ledger.
-func (p *process) claimState() error {
+// claimCold names this process in the marker in a cold start, remembering
+// whether one was there, for unclaim.
+func (p *process) claimCold() error {
 	if p.state.path == "" {
 		return nil
 	}
-	err := p.state.claim(p.version)
-	if err != nil && p.up.HasParent() {
-		// Too late to refuse: the old process has handed over. Its marker
-		// stays, which is all a cold start needs.
-		p.log.Error("marker not rewritten; it still names the old process", "err", err)
-		return nil
-	} else if err != nil {
+	_, err := os.Lstat(p.state.markerPath())
+	if err := p.state.claim(p.version); err != nil {
 		return fmt.Errorf("state file %s: %w", p.state.path, err)
 	}
+	p.claimed = errors.Is(err, fs.ErrNotExist)
 	return nil
 }
 
-// run serves until the process hands over or stops.
-func (p *process) run() error {
-	exit := p.up.Exit()
-	var upgrading chan struct{} // closed when the running upgrade has logged its end; nil if none
-	stopping := false           // a stop's final save failed: the process serves on
-	endSnapshots := p.snapshots()
-	defer endSnapshots()
-	for {
-		select {
-		case <-exit:
-			if upgrading != nil {
-				<-upgrading // its last log line first
-			}
-			// A stop that reached this process from the commit on goes to
-			// the successor, which saves: none is lost as it exits.
-			defer p.up.Exiting()
-			p.handedOver(endSnapshots)
-			return nil
-		case <-upgrading:
-			upgrading = nil
-		case sig := <-p.stop:
-			p.log.Info("stopping", "signal", sig.String())
-			endSnapshots()
-			if done, err := shutdown(p.state, p.srv, p.up.Stop, p.log); done {
-				return err
-			}
-			// Stop has closed Exit, but this process still owns the
-			// ledger and serves it until a save succeeds.
-			exit, stopping = nil, true
-		case <-p.hup:
-			switch {
-			case stopping:
-				p.log.Warn("upgrade refused: the state is not saved", "mode", p.cfg.upgradeMode,
-					"todo", "fix the cause, then send SIGTERM again")
-			case upgrading != nil:
-				// The library refuses a second upgrade too, but in listeners
-				// mode this one would first rewrite the file that the running
-				// one's new process reads.
-				p.log.Warn("upgrade refused: another upgrade is in progress", "mode", p.cfg.upgradeMode)
-			case p.cfg.upgradeMode == modeRestart:
-				if err := p.restart(); err != nil {
-					return err
-				}
-			default:
-				p.prof.heap("old-at-sighup", false)
-				p.prof.start("old")
-				upgrading = make(chan struct{})
-				go func(done chan struct{}) { defer close(done); p.upgrade() }(upgrading)
-			}
-		}
+// unclaim removes the marker a cold start wrote if the process did not
+// serve after all (its Ready failed): the ledger on disk is current.
+func (p *process) unclaim() {
+	if p.claimed {
+		_ = statefile.Remove(p.state.markerPath())
 	}
 }
 
-// handedOver ends what is left of a process that has handed over: in
-// listeners mode its connections, drained; then, with idle, its snapshots
-// and its life as a server (peer.Idle).
-func (p *process) handedOver(endSnapshots func()) {
+// claimUpgraded names a new process in the marker once it owns the ledger.
+func (p *process) claimUpgraded() {
+	if p.state.path == "" {
+		return
+	}
+	if err := p.state.claim(p.version); err != nil {
+		// Too late to refuse: the old process has handed over. Its marker
+		// stays, which is all a cold start needs.
+		p.log.Error("marker not rewritten; it still names the old process", "err", err)
+	}
+}
+
+// shutdown ends what is left of a process that has handed over: in
+// listeners mode its connections, drained; with idle, its snapshots, as
+// it idles. At a stop there is nothing to end: Run closes the
+// connections once the ledger is saved.
+func (p *process) shutdown(ctx context.Context) error {
+	if p.up.Status().Phase != handoff.ProcessHandedOver {
+		return nil
+	}
 	if p.cfg.upgradeMode == modeListeners {
-		p.drain()
+		p.drain(ctx)
 	} else if !p.idle {
-		// The successor owns the connections; closing them here would
-		// close them for the clients.
+		// The successor owns the connections that moved; Run closes only
+		// those that stayed.
 		p.log.Info("handed over; exiting")
 	}
 	if p.idle {
 		// No snapshot from now on: the ledger here is stale, and the
 		// successor writes the same file (a shared volume in a pod).
-		endSnapshots()
-		peer.Idle(p.up, p.stop, p.log)
+		p.endSnapshots()
+		peer.Idle(p.log)
 	}
+	return nil
 }
 
 // listenMetrics counts srv's requests, continued across upgrades, and with

@@ -78,7 +78,14 @@ func launch(t *testing.T, dir string, args ...string) *pdf {
 // upgrades start again: a test can deploy another binary there.
 func launchBin(t *testing.T, dir, bin string, args ...string) *pdf {
 	t.Helper()
-	p := &pdf{dir: dir, addr: freeAddr(t), pidfile: filepath.Join(dir, "pid"), state: filepath.Join(dir, "state"),
+	return launchOn(t, dir, bin, freeAddr(t), args...)
+}
+
+// launchOn is launchBin serving addr: a peer that takes over serves the
+// address of the process it takes over from.
+func launchOn(t *testing.T, dir, bin, addr string, args ...string) *pdf {
+	t.Helper()
+	p := &pdf{dir: dir, addr: addr, pidfile: filepath.Join(dir, "pid"), state: filepath.Join(dir, "state"),
 		done: make(chan struct{})}
 	args = append([]string{"-listen", p.addr, "-pidfile", p.pidfile, "-state", p.state}, args...)
 	cmd := exec.Command(bin, args...)

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/examples/pdf/internal/server"
-	"github.com/handoff-dev/handoff/handoff"
 	"github.com/handoff-dev/handoff/statefile"
 )
 
@@ -197,33 +196,27 @@ func (s stateFile) finalSave(srv *server.Server) (saved bool, err error) {
 	return true, nil
 }
 
-// shutdown ends the upgrader and saves the ledger for the next cold start,
-// if this process still owns it. done says whether the process may exit,
-// with err nil for exit code 0. If the save fails, done is false: the
-// server carries on, and the next stop signal tries again.
-func shutdown(st stateFile, srv *server.Server, stop func() error, log *slog.Logger) (done bool, err error) {
-	if err := stop(); errors.Is(err, handoff.ErrHandedOver) {
-		// This process's ledger is stale; the successor, to which the
-		// library passes the stop, saves its own.
-		log.Info("not saving: the successor owns the ledger and saves it when it stops", "path", st.path)
-		return true, nil
-	} else if err != nil {
-		return true, fmt.Errorf("stop: %w", err)
+// save is the final save at a stop (handoff.Run calls it only while this
+// process owns the ledger): the ledger for the next cold start, locked
+// from then on, and the marker removed. If the save fails, Run logs it
+// and the server carries on; the next stop signal tries again. If only
+// the marker could not be removed, the ledger is saved and the process
+// exits 1.
+func (p *process) save() error {
+	p.endSnapshots() // none may overwrite the final save
+	if p.state.path == "" {
+		return nil
 	}
-	if st.path == "" {
-		return true, nil
-	}
-	saved, err := st.finalSave(srv)
+	saved, err := p.state.finalSave(p.srv)
 	switch {
 	case !saved:
-		log.Error("state not saved; still serving", "path", st.path, "err", err,
-			"todo", "fix the cause, then send SIGTERM again; SIGKILL loses every change since the last save")
-		return false, nil
+		return err
 	case err != nil:
-		return true, err
+		p.exitErr = err
+		return nil
 	}
-	log.Info("state saved", "path", st.path)
-	return true, nil
+	p.log.Info("state saved", "path", p.state.path)
+	return nil
 }
 
 // snapshots writes the ledger to -state every -snapshot interval while

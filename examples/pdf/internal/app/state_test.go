@@ -1,10 +1,8 @@
 package app
 
 import (
-	"bytes"
 	"errors"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,10 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/handoff-dev/handoff/examples/pdf/internal/ledger"
 	"github.com/handoff-dev/handoff/examples/pdf/internal/pdftest"
-	"github.com/handoff-dev/handoff/examples/pdf/internal/server"
-	"github.com/handoff-dev/handoff/handoff"
 )
 
 // checkErr requires the err of a log line to name path, the file the user
@@ -160,13 +155,13 @@ func TestFinalSaveFailureKeepsServing(t *testing.T) {
 			f.cause(t, state)
 			mark := p.logs.len()
 			syscall.Kill(p.pid, syscall.SIGTERM)
-			checkErr(t, p.logs.await(t, mark, "state not saved; still serving", p.pid), state)
+			checkErr(t, p.logs.await(t, mark, "handoff: Run: state not saved; still serving", p.pid), state)
 			c.Ask(t, "TOPUP 2 alice 5", "OK 2 105")
 			pdftest.Dial(t, p.addr).Ask(t, "BALANCE 3 alice", "BAL 3 105")
 			// No upgrade either: it would have to save or hand over a
 			// ledger that this process is stopping with.
 			syscall.Kill(p.pid, syscall.SIGHUP)
-			p.logs.await(t, mark, "upgrade refused: the state is not saved", p.pid)
+			p.logs.await(t, mark, "handoff: Run: upgrade refused: the state is not saved", p.pid)
 
 			f.fix(t, state)
 			p.stop(t, p.pid)
@@ -282,31 +277,6 @@ func mustMarker(t *testing.T, state string) marker {
 		t.Fatal(err)
 	}
 	return m
-}
-
-// TestStopAfterHandover: once a successor owns the ledger, a stop must not
-// write this process's copy over the file, nor touch the marker: both are
-// the successor's.
-func TestStopAfterHandover(t *testing.T) {
-	dir := t.TempDir()
-	st := stateFile{path: filepath.Join(dir, "state")}
-	os.WriteFile(st.path, []byte("the successor's"), 0o600)
-	os.WriteFile(st.markerPath(), []byte("pid=1\n"), 0o600)
-	var logs bytes.Buffer
-	log := slog.New(slog.NewTextHandler(&logs, nil))
-	srv := server.New("v1.0.0", ledger.NewV1(), log)
-	done, err := shutdown(st, srv, func() error { return handoff.ErrHandedOver }, log)
-	if !done || err != nil {
-		t.Fatalf("shutdown after a handover = %v, %v; want the process to exit 0", done, err)
-	}
-	for _, f := range []string{st.path, st.markerPath()} {
-		if b, _ := os.ReadFile(f); string(b) != map[string]string{st.path: "the successor's", st.markerPath(): "pid=1\n"}[f] {
-			t.Fatalf("%s changed: %q", f, b)
-		}
-	}
-	if !strings.Contains(logs.String(), "the successor owns the ledger") {
-		t.Fatalf("logs: %s", logs.String())
-	}
 }
 
 // TestCorruptStateRefused: a corrupt state file is moved aside, and no

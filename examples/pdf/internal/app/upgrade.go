@@ -16,10 +16,26 @@ import (
 	"github.com/handoff-dev/handoff/statefile"
 )
 
-// upgrade runs a full, rolling or listeners-only upgrade and logs how it
-// ended.
+// upgrade is what SIGHUP does (handoff.Run calls it, one at a time): a
+// restart in restart mode, else the library's upgrade, logged.
 func (p *process) upgrade() {
+	if p.cfg.upgradeMode != modeRestart {
+		p.libraryUpgrade()
+		return
+	}
+	if err := p.restart(); err != nil {
+		// Past the point of no return: nothing serves here any more.
+		p.log.Error("exiting", "err", err)
+		os.Exit(1)
+	}
+}
+
+// libraryUpgrade runs a full, rolling or listeners-only upgrade and logs
+// how it ended.
+func (p *process) libraryUpgrade() {
 	mode, start := p.cfg.upgradeMode, time.Now()
+	p.prof.heap("old-at-sighup", false)
+	p.prof.start("old")
 	p.log.Info("upgrade starting", "mode", mode, "binary", p.up.Binary())
 	err := p.up.Upgrade(context.Background())
 	switch {
@@ -64,22 +80,12 @@ func (p *process) reclaimMarker() {
 }
 
 // drain serves the connections that stayed with this process after a
-// listeners-only upgrade until their clients leave, the drain timeout ends
-// or a stop signal comes, then closes the rest: their clients reconnect,
-// to the new process.
-func (p *process) drain() {
+// listeners-only upgrade until their clients leave or ctx ends (the drain
+// timeout, or a stop signal: handoff.Run), then closes the rest: their
+// clients reconnect, to the new process.
+func (p *process) drain(ctx context.Context) {
 	start := time.Now()
 	p.log.Info("draining", "conns", len(p.up.Conns()), "timeout", p.cfg.drainTimeout)
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.drainTimeout)
-	defer cancel()
-	go func() {
-		select {
-		case sig := <-p.stop:
-			p.log.Info("drain cut short", "signal", sig.String())
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	_ = p.up.Drain(ctx) // an error says that some are left: closed below
 	p.log.Info("drain done", "closed", closeConns(p.up), "took", time.Since(start))
 }
