@@ -125,3 +125,16 @@ type carried struct {
 	start      time.Time
 	values     map[string]float64
 }
+
+// callSafely runs an application callback, turning a panic into an error.
+func callSafely(what string, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handoff: %s panicked: %v", what, r)
+		}
+	}()
+	if err := f(); err != nil {
+		return fmt.Errorf("handoff: %s: %w", what, err)
+	}
+	return nil
+}

@@ -31,16 +31,3 @@ func withCause(ctx context.Context, err error) error {
 	}
 	return fmt.Errorf("%w (%v)", cause, err)
 }
-
-// callSafely runs an application callback, turning a panic into an error.
-func callSafely(what string, f func() error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("handoff: %s panicked: %v", what, r)
-		}
-	}()
-	if err := f(); err != nil {
-		return fmt.Errorf("handoff: %s: %w", what, err)
-	}
-	return nil
-}
