@@ -34,9 +34,12 @@ type Service struct {
 	// handover, for what stays here (ListenersOnly mode's connections,
 	// Rolling mode's stragglers). It stops accepting, lets what is in
 	// flight finish and closes the rest, and returns when ctx ends at
-	// the latest. Run then closes every connection Conns still lists.
-	// Default: after a handover, wait until those connections have
-	// ended (Drain); at a stop, nothing.
+	// the latest. After a handover Run then closes every connection
+	// Conns still lists; at a stop it leaves them to the process's exit,
+	// so that a supervisor that keeps sockets across a restart (systemd's
+	// fd store, systemd.Options.KeepSockets) still holds them: closing
+	// one takes it out of the store. Default: after a handover, wait
+	// until those connections have ended (Drain); at a stop, nothing.
 	Shutdown func(ctx context.Context) error
 	// DrainTimeout bounds Shutdown. Default 30 s.
 	DrainTimeout time.Duration
@@ -218,8 +221,8 @@ func (r *runner) stopped() bool {
 	return true
 }
 
-// shutdown runs Service.Shutdown within DrainTimeout, then closes what
-// the Upgrader still lists. After a handover a stop signal cuts it
+// shutdown runs Service.Shutdown within DrainTimeout, then, after a
+// handover, closes what the Upgrader still lists. After a handover a stop signal cuts it
 // short: cut says so.
 func (r *runner) shutdown(handedOver bool) (cut bool) {
 	d := r.svc.DrainTimeout
@@ -241,8 +244,10 @@ func (r *runner) shutdown(handedOver bool) (cut bool) {
 			r.up.log.Warn("handoff: Run: shutdown", "err", err)
 		}
 	}
-	for _, c := range r.up.Conns() {
-		_ = c.Close()
+	if handedOver { // at a stop, the exit closes them (Service.Shutdown says why)
+		for _, c := range r.up.Conns() {
+			_ = c.Close()
+		}
 	}
 	return false
 }

@@ -105,6 +105,15 @@ func OnParkCoder(ws *websocket.Conn, f func() []byte) {
 	}
 }
 
+// MessagesWrittenCoder is Conn.MessagesWritten for ws, which must come
+// from Accept or ResumeCoder; 0 for any other.
+func MessagesWrittenCoder(ws *websocket.Conn) uint64 {
+	if c := coderConns.get(ws); c != nil {
+		return c.MessagesWritten()
+	}
+	return 0
+}
+
 // coderConns finds the Conn under a coder/websocket Conn, which does not
 // say what it reads from. An entry goes when its Conn is closed or
 // handed over.

@@ -164,6 +164,19 @@ func (c *Conn) OnPark(f func() []byte) {
 	c.onPark = f
 }
 
+// MessagesWritten returns how many data messages (text or binary) have
+// been written whole through the Conn in this process. Read in OnPark's
+// function, it tells a message whose write ended before the park (counted)
+// from one whose write waits at the park's gate (not counted: not sent,
+// and after a handover its write fails with handoff.ErrHandedOver), so
+// that the state carries exactly the messages not sent: note the count
+// before each write.
+func (c *Conn) MessagesWritten() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.out.messages
+}
+
 // Handshake returns what the opening handshake negotiated.
 func (c *Conn) Handshake() Handshake {
 	c.mu.Lock()

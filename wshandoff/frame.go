@@ -12,8 +12,10 @@ type frames struct {
 	remaining int64 // payload bytes of the current frame still to pass
 	inPayload bool
 
-	fragmented bool // a text or binary frame without FIN passed; its final continuation not yet
-	closed     bool // a close frame's header passed
+	fragmented bool   // a text or binary frame without FIN passed; its final continuation not yet
+	closed     bool   // a close frame's header passed
+	ending     bool   // the current frame is a data message's last
+	messages   uint64 // data messages that passed whole
 }
 
 const (
@@ -63,6 +65,7 @@ func (f *frames) feed(p []byte) {
 			p = p[k:]
 			if f.remaining == 0 {
 				f.inPayload = false
+				f.endMessage()
 			}
 			continue
 		}
@@ -108,7 +111,19 @@ func (f *frames) endHeader() {
 	default: // text, binary (and reserved data opcodes, which end the connection)
 		f.fragmented = !fin
 	}
+	f.ending = op < controlFirst && fin
 	f.hn, f.need, f.remaining, f.inPayload = 0, 2, n, n > 0
+	if n == 0 {
+		f.endMessage()
+	}
+}
+
+// endMessage counts a data message once its last frame has passed.
+func (f *frames) endMessage() {
+	if f.ending {
+		f.messages++
+		f.ending = false
+	}
 }
 
 func extLen(len7 byte) int {

@@ -97,6 +97,15 @@ func OnPark(ws *websocket.Conn, f func() []byte) {
 	}
 }
 
+// MessagesWritten is Conn.MessagesWritten for a gorilla connection made by
+// an Upgrader or Resume; 0 for any other.
+func MessagesWritten(ws *websocket.Conn) uint64 {
+	if g, ok := ws.NetConn().(*gorillaConn); ok {
+		return g.MessagesWritten()
+	}
+	return 0
+}
+
 // gorillaConn is the Conn as gorilla's Upgrade sees it: Upgrade writes its
 // 101 response to the connection it hijacks, in one Write, before any
 // frame. In the old process that response goes to the client and tells

@@ -17,15 +17,6 @@ import (
 // cannot hold its connection's park (and a rolling move) for long.
 const writeTimeout = 10 * time.Second
 
-// inflightWait bounds how long a park waits for the writer's message in
-// flight to be accounted for. A write that had begun before the park
-// ends within microseconds; one that had not waits at wshandoff's gate
-// until the park is over, and moves in the queue. wshandoff does not
-// tell the two apart: a write that took longer than this (a stalled
-// machine) is carried as well, and the client gets it twice, with the
-// same id, which it drops (load counts those as duplicates).
-const inflightWait = 500 * time.Millisecond
-
 // ServeChat is GET /ws?room=R&nick=N.
 func (h *Hub) ServeChat(w http.ResponseWriter, r *http.Request) {
 	roomName, nick := r.URL.Query().Get("room"), r.URL.Query().Get("nick")
@@ -163,7 +154,7 @@ func (h *Hub) writeLoop(m *member, ws *websocket.Conn) {
 			continue
 		}
 		next := m.queue[0]
-		m.inflight = true
+		m.inflight, m.written = true, wshandoff.MessagesWritten(ws)
 		h.mu.Unlock()
 		_ = ws.SetWriteDeadline(time.Now().Add(writeTimeout))
 		err := ws.WriteMessage(websocket.TextMessage, next.line())
@@ -220,13 +211,15 @@ func (h *Hub) park(m *member) []byte {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.freezeLocked()
-	for deadline := time.Now().Add(inflightWait); m.inflight && time.Now().Before(deadline); {
-		h.mu.Unlock()
-		time.Sleep(50 * time.Microsecond)
-		h.mu.Lock()
+	queue, last := m.queue, m.last
+	// The message in flight either was written before the park (the
+	// count moved: it is not to be sent again) or waits at wshandoff's
+	// gate, unsent, and moves in the queue.
+	if m.inflight && wshandoff.MessagesWritten(m.conn) > m.written {
+		queue, last = queue[1:], queue[0].ID
 	}
-	return connState{Kind: kindChat, Key: m.key, Nick: m.nick, Room: m.room, Last: m.last,
-		Queue: m.queue, Outbox: m.outbox}.encode()
+	return connState{Kind: kindChat, Key: m.key, Nick: m.nick, Room: m.room, Last: last,
+		Queue: queue, Outbox: m.outbox}.encode()
 }
 
 // serveEcho answers each text message T with "N T"; n, the count so

@@ -59,7 +59,8 @@ type member struct {
 	queue      []msg     // numbered, not yet written
 	last       uint64    // the id of the last message written
 	outbox     []string  // said while frozen
-	inflight   bool      // the writer is in WriteMessage
+	inflight   bool      // the writer is in WriteMessage, of queue[0]
+	written    uint64    // wshandoff.MessagesWritten before that write
 	gone       bool      // closed or handed over: the writer ends
 }
 
