@@ -186,7 +186,10 @@ func (l *load) churn() {
 // waitRounds lets the load make progress, so that upgrades meet traffic.
 func (l *load) waitRounds(n int64) {
 	target := l.rounds.Load() + n
-	for l.rounds.Load() < target {
+	// And every connection answered once: rounds are counted over all of
+	// them, and a test that asks each to have been served by the first
+	// process (requireAllOn) must not upgrade before a slow one was.
+	for l.rounds.Load() < target || !l.everyConnServed() {
 		select {
 		case <-l.stopC:
 			return
@@ -243,6 +246,18 @@ func (l *load) waitServedBy(pid int) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+func (l *load) everyConnServed() bool {
+	for _, cl := range l.conns {
+		cl.mu.Lock()
+		n := len(cl.pids)
+		cl.mu.Unlock()
+		if n == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (l *load) allServedBy(pid string) bool {
