@@ -185,6 +185,9 @@ func (s *Supervisor) Notify(n handoff.Notice) {
 			// connection it handed over.
 			s.assumeKept(r.Stats.Conns)
 		}
+		// Before the barrier, which may wait long: the old process has
+		// stopped pinging, and NotifyAccess=all takes this one's pings.
+		s.startWatchdog(n.From)
 		if n.From != 0 {
 			// The old process exits once this one says it serves: systemd
 			// must have read MAINPID= by then, or it takes the old
@@ -196,7 +199,6 @@ func (s *Supervisor) Notify(n handoff.Notice) {
 				go s.reclaimMainPID(n.From)
 			}
 		}
-		s.startWatchdog(n.From)
 	}
 }
 
@@ -205,11 +207,13 @@ func (s *Supervisor) Notify(n handoff.Notice) {
 // process that took over from it inherits that value, and
 // daemon.SdWatchdogEnabled would then say the watchdog is not for it, and
 // the pings would stop at the first upgrade until systemd killed the
-// service. So a process that took over from the pid WATCHDOG_PID names
-// takes the variable over (its own successor inherits it so).
+// service. So a process that took over takes the variable over (its own
+// successor inherits it so), whichever pid it names: its predecessor, or
+// an earlier one when the predecessor started it before its own Notify
+// had taken the variable over (a reload right after a reload).
 func (s *Supervisor) startWatchdog(from int) {
 	s.dogOnce.Do(func() {
-		if from != 0 && os.Getenv("WATCHDOG_PID") == strconv.Itoa(from) {
+		if from != 0 && os.Getenv("WATCHDOG_PID") != "" {
 			_ = os.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
 		}
 		every, err := daemon.SdWatchdogEnabled(false)

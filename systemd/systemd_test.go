@@ -194,6 +194,33 @@ func TestServingAfterTakeover(t *testing.T) {
 	}
 }
 
+// TestWatchdogAfterSecondTakeover: a process that took over from one that
+// had itself taken over pings the watchdog. Its environment may still
+// name the first process in WATCHDOG_PID (the second process started it
+// before its own Notify had taken the variable over), and then go-systemd
+// says the watchdog is not for it: before, it sent no WATCHDOG=1 and
+// systemd killed the service (e2e TestReload, once under load).
+func TestWatchdogAfterSecondTakeover(t *testing.T) {
+	sd := listenNotify(t)
+	t.Setenv("WATCHDOG_USEC", "1000000")
+	t.Setenv("WATCHDOG_PID", "1") // the first process; this one took over from 2
+	s := New(Options{})
+	go s.Notify(handoff.Notice{Event: handoff.NoticeServing, From: 2,
+		Status: handoff.Status{Version: "v2", TakenOver: &handoff.UpgradeResult{Committed: true}}})
+	for {
+		msg, fds := sd.next(t) // fails after its safety net if no ping comes
+		if msg == "BARRIER=1" {
+			unix.Close(fds[0])
+		}
+		if msg == "WATCHDOG=1" {
+			break
+		}
+	}
+	if got := os.Getenv("WATCHDOG_PID"); got != itoa(os.Getpid()) {
+		t.Fatalf("WATCHDOG_PID=%s, want this process's %d for its own successor", got, os.Getpid())
+	}
+}
+
 // TestRolledBackStatus: after a rollback the old process says it is ready
 // again, and the status line says why the upgrade failed.
 func TestRolledBackStatus(t *testing.T) {
