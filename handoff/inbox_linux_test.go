@@ -17,6 +17,11 @@ func TestWaitDeepStack(t *testing.T) {
 	const n = 4000
 	gate := make(chan struct{})
 	var started, done sync.WaitGroup
+	// Other tests' goroutines that end meanwhile free their stacks, which
+	// StackInuse counts too: let them end and be collected first, and
+	// poll without allocating (a GC would free more).
+	runtime.GC()
+	buf := make([]byte, 64<<20)
 	before := stackInuse()
 	started.Add(n)
 	done.Add(n)
@@ -30,7 +35,7 @@ func TestWaitDeepStack(t *testing.T) {
 	started.Wait()
 	// Every goroutine is in waitDeep or about to be: wait until all are
 	// parked on the gate.
-	for waitingOnGate() < n {
+	for waitingOnGate(buf) < n {
 		runtime.Gosched()
 	}
 	per := (stackInuse() - before) / n
@@ -48,8 +53,7 @@ func stackInuse() int {
 }
 
 // waitingOnGate counts the goroutines blocked in waitDeep.
-func waitingOnGate() int {
-	buf := make([]byte, 64<<20)
+func waitingOnGate(buf []byte) int {
 	buf = buf[:runtime.Stack(buf, true)]
 	return strings.Count(string(buf), "handoff.waitDeep(")
 }
