@@ -124,6 +124,7 @@ type runner struct {
 	stop, hup chan os.Signal
 	upgrading chan struct{} // closed when svc.Upgrade returns; nil if none runs
 	unsaved   bool          // a stop's save failed: the process serves on
+	waiting   bool          // a SIGHUP came during the running svc.Upgrade
 }
 
 // serve runs Service.Serve. Its end is expected once an upgrade has
@@ -158,6 +159,7 @@ func (r *runner) wait() error {
 			exit, r.unsaved = nil, true // Stop has closed Exit; the process serves on
 		case <-r.upgrading:
 			r.upgrading = nil
+			r.upgradeWaiting()
 		case <-r.hup:
 			r.upgrade()
 		}
@@ -172,7 +174,13 @@ func (r *runner) upgrade() {
 		r.up.log.Warn("handoff: Run: upgrade refused: the state is not saved",
 			"todo", "fix the cause, then send the stop again")
 	case r.upgrading != nil:
-		r.up.log.Warn("handoff: Run: upgrade refused: the last SIGHUP's is still in progress")
+		// Signals coalesce: one SIGHUP waits, as the kernel would keep one
+		// pending. An operator who sends it as the last upgrade's failure
+		// is logged must not find it refused.
+		if !r.waiting {
+			r.up.log.Info("handoff: Run: SIGHUP during an upgrade: it starts once this one has ended")
+		}
+		r.waiting = true
 	default:
 		done := make(chan struct{})
 		r.upgrading = done
@@ -183,12 +191,29 @@ func (r *runner) upgrade() {
 	}
 }
 
-// upgraded waits until the running svc.Upgrade, if any, has returned.
+// upgradeWaiting starts the upgrade of a SIGHUP that came during the one
+// that has just ended, if this process still serves (that one did not
+// hand over).
+func (r *runner) upgradeWaiting() {
+	if !r.waiting {
+		return
+	}
+	r.waiting = false
+	if !r.up.Serving() {
+		r.up.log.Info("handoff: Run: the SIGHUP that waited is dropped: this process no longer serves")
+		return
+	}
+	r.upgrade()
+}
+
+// upgraded waits until the running svc.Upgrade, if any, has returned; a
+// SIGHUP that waited for it is dropped (a stop came).
 func (r *runner) upgraded() {
 	if r.upgrading != nil {
 		<-r.upgrading
 		r.upgrading = nil
 	}
+	r.waiting = false
 }
 
 // handedOver ends a process whose successor serves.

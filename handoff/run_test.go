@@ -209,8 +209,9 @@ func TestRunUnsavedRefusesUpgrade(t *testing.T) {
 }
 
 // TestRunUpgradeOneAtATime: Service.Upgrade runs for a SIGHUP; a SIGHUP
-// while it runs is refused by Run, the running one goes on and hands
-// over, and only one new process starts.
+// while it runs waits for it (never two at once), the running one goes on
+// and hands over, the waiting one is then dropped (this process no longer
+// serves), and only one new process starts.
 func TestRunUpgradeOneAtATime(t *testing.T) {
 	h := startServer(t, envRole+"=runner", envPause+"=sighup")
 	old := h.pid
@@ -225,7 +226,7 @@ func TestRunUpgradeOneAtATime(t *testing.T) {
 	if err := h.kill(old, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	h.stopLogged("handoff: Run: upgrade refused: the last SIGHUP's is still in progress")
+	h.stopLogged("handoff: Run: SIGHUP during an upgrade: it starts once this one has ended")
 	h.release("sighup")
 	p, fail := h.awaitUpgrade()
 	if p == 0 {
