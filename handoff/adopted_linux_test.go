@@ -16,22 +16,7 @@ import (
 // accepted connection it copies, and the client's end.
 func adoptedPair(t *testing.T) (adopted net.Conn, accepted *net.TCPConn, client net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepted = s.(*net.TCPConn)
-	t.Cleanup(func() { accepted.Close() })
+	accepted, client = loopbackPair(t)
 	fd, err := dupConnFd(accepted)
 	if err != nil {
 		t.Fatal(err)
@@ -153,21 +138,7 @@ func sameSocket(t *testing.T, a, b int) bool {
 // TestAdoptFdBlocking checks that a received fd in blocking mode is made
 // non-blocking, as net.FileConn does, so that deadlines work.
 func TestAdoptFdBlocking(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, _ := loopbackPair(t)
 	fd, err := dupConnFd(s)
 	if err != nil {
 		t.Fatal(err)

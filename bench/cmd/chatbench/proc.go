@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/internal/proc"
 )
 
 // becomeSubreaper makes the servers' orphans this process's children, so
@@ -19,29 +20,6 @@ func becomeSubreaper() error {
 		return os.NewSyscallError("prctl PR_SET_CHILD_SUBREAPER", err)
 	}
 	return nil
-}
-
-// clockTick is USER_HZ: /proc's times are in it (100 on Linux).
-const clockTick = 10 * time.Millisecond
-
-// cpuOf returns pid's user+system time, a zombie's included; false if
-// it is gone.
-func cpuOf(pid int) (time.Duration, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, false
-	}
-	_, rest, ok := strings.Cut(string(b), ") ")
-	if !ok {
-		return 0, false
-	}
-	f := strings.Fields(rest) // f[0] is field 3 (state); utime is field 14, stime 15
-	if len(f) < 13 {
-		return 0, false
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+s) * clockTick, true
 }
 
 // sample is the servers' total CPU at a time.
@@ -94,7 +72,9 @@ func (s *sampler) take() {
 	}
 	var total time.Duration
 	for pid, last := range s.pids {
-		if cpu, ok := cpuOf(pid); ok {
+		// A zombie's times stay readable (becomeSubreaper); one that is
+		// gone reads 0 and keeps its last.
+		if cpu := proc.CPUTime(pid); cpu > 0 {
 			s.pids[pid] = cpu
 			last = cpu
 		}

@@ -158,7 +158,7 @@ func run(cfg config, base, log *slog.Logger) error {
 			return nil
 		},
 		Serve: func() error {
-			obs.serve(log)
+			obs.Serve(log)
 			return hs.Serve(ln)
 		},
 		// After a rolling or full handover nothing is left here; after a

@@ -224,7 +224,7 @@ func (p *process) setup(up *handoff.Upgrader) error {
 
 // serve serves HTTP and the metrics, once the process is ready.
 func (p *process) serve() error {
-	p.obs.serve(p.log)
+	p.obs.Serve(p.log)
 	p.log.Info("serving", "version", p.cfg.version, "addr", p.addr.String(), "upgraded", p.up.HasParent(),
 		"upgrade_mode", p.cfg.upgradeMode, "tls", p.cfg.tlsCert != "")
 	return p.serveHTTP()

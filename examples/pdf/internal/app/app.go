@@ -15,15 +15,13 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/handoff-dev/handoff/examples/internal/observe"
 	"github.com/handoff-dev/handoff/examples/internal/peer"
 	"github.com/handoff-dev/handoff/examples/pdf/internal/server"
 	"github.com/handoff-dev/handoff/handoff"
@@ -369,22 +367,9 @@ func listenMetrics(up *handoff.Upgrader, addr string, srv *server.Server, log *s
 		metrics.ContinueVec(up, "pdf_requests_total", requests, cmd)
 	}
 	srv.CountRequests(func(cmd string) { requests.WithLabelValues(cmd).Inc() })
-	if addr == "" {
-		return func() {}, nil
-	}
-	ln, err := up.ListenPlain("tcp", addr)
+	obs, err := observe.Listen(up, addr, requests)
 	if err != nil {
-		return nil, fmt.Errorf("-metrics: %w", err)
+		return nil, err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(metrics.NewCollector(up), requests, collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	hs := &http.Server{Handler: metrics.Handler(up, reg), ReadHeaderTimeout: 10 * time.Second}
-	return func() {
-		go func() {
-			if err := hs.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
-				log.Warn("metrics server ended", "err", err)
-			}
-		}()
-	}, nil
+	return func() { obs.Serve(log) }, nil
 }
