@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -208,34 +209,60 @@ for line in sys.stdin:
 `
 
 // TestPythonClient: Python's ssl keeps one TLS connection across 10
-// upgrades, on TLS 1.3 and on TLS 1.2 with AES-GCM and ChaCha20.
+// upgrades on every suite this package moves. Its ssl module cannot
+// choose a TLS 1.3 suite; OpenSSL's configuration (OPENSSL_CONF) does.
 func TestPythonClient(t *testing.T) {
-	for _, tc := range []struct{ version, ciphers string }{
-		{"1.3", ""},
-		{"1.2", "ECDHE-ECDSA-AES256-GCM-SHA384"},
-		{"1.2", "ECDHE-RSA-CHACHA20-POLY1305"},
-	} {
-		t.Run(tc.version+" "+tc.ciphers, func(t *testing.T) {
+	for name, opts := range opensslSuites {
+		version, ciphers := "1.2", opts[2]
+		if opts[0] == "-tls1_3" {
+			version, ciphers = "1.3", ""
+		}
+		t.Run(name, func(t *testing.T) {
 			bin := needTool(t, "python3")
+			if version == "1.3" {
+				t.Setenv("OPENSSL_CONF", tls13Conf(t, opts[2]))
+			}
 			h := startChain(t)
 			_, port, _ := net.SplitHostPort(h.addr)
-			p := startLineProc(t, bin, "-c", pythonClient, port, caFile(t), tc.version, tc.ciphers)
+			p := startLineProc(t, bin, "-c", pythonClient, port, caFile(t), version, ciphers)
 			h.moveThrough(p.ask, nil)
+			h.requireSuite(name)
 		})
 	}
 }
 
-// TestCurl: curl (OpenSSL) fetches 10 URLs and a last one over one TLS
-// connection, and each GET /upgrade moves it to a new process before the
+// tls13Conf writes an OpenSSL configuration that holds the clients that
+// read it (OPENSSL_CONF) to one TLS 1.3 suite.
+func tls13Conf(t *testing.T, suite string) string {
+	path := filepath.Join(t.TempDir(), "openssl.cnf")
+	conf := "openssl_conf = default_conf\n[default_conf]\nssl_conf = ssl_sect\n[ssl_sect]\n" +
+		"system_default = tls_sect\n[tls_sect]\nCiphersuites = " + suite + "\n"
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// requireSuite checks that the chain's first handshake not yet looked at
+// negotiated suite.
+func (h *chain) requireSuite(suite string) {
+	h.t.Helper()
+	if ev := h.await("handshake", nil); ev[4] != suite {
+		h.t.Fatalf("negotiated %s, want %s", ev[4], suite)
+	}
+}
+
+// TestCurl: on every suite this package moves, curl (OpenSSL) fetches 10
+// URLs and a last one over one TLS connection, and each GET /upgrade moves it to a new process before the
 // next request: each answer comes from the next process, curl connects
 // once, the servers count one handshake.
 func TestCurl(t *testing.T) {
-	for _, opts := range [][]string{
-		{"--tlsv1.3", "--tls13-ciphers", "TLS_CHACHA20_POLY1305_SHA256"},
-		{"--tlsv1.3", "--tls13-ciphers", "TLS_AES_256_GCM_SHA384"},
-		{"--tlsv1.2", "--tls-max", "1.2", "--ciphers", "ECDHE-RSA-AES128-GCM-SHA256"},
-	} {
-		t.Run(strings.Join(opts, " "), func(t *testing.T) {
+	for name, sopts := range opensslSuites {
+		opts := []string{"--tlsv1.2", "--tls-max", "1.2", "--ciphers", sopts[2]}
+		if sopts[0] == "-tls1_3" {
+			opts = []string{"--tlsv1.3", "--tls13-ciphers", sopts[2]}
+		}
+		t.Run(name, func(t *testing.T) {
 			bin := needTool(t, "curl")
 			h := startChain(t)
 			args := append([]string{"-sS", "--cacert", caFile(t), "-w", " connects=%{num_connects}\n"}, opts...)
@@ -250,6 +277,7 @@ func TestCurl(t *testing.T) {
 				t.Fatalf("curl: %v; output %q", err, out)
 			}
 			checkCurl(t, h, string(out))
+			h.requireSuite(name)
 		})
 	}
 }

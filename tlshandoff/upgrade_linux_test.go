@@ -228,13 +228,16 @@ func TestEchoAcrossUpgrades(t *testing.T) {
 	}
 }
 
-// dialMovable connects Go's client on TLS 1.3 and on TLS 1.2 with
-// AES-128-GCM, AES-256-GCM and ChaCha20 (ECDSA and RSA certificates),
-// each with a session cache of its own (a ticket names its suite).
+// dialMovable connects Go's client on TLS 1.3 (crypto/tls lets no client
+// choose a TLS 1.3 suite: the server's choice) and on TLS 1.2 with every
+// suite this package moves, ECDSA and RSA, each with a session cache of
+// its own (a ticket names its suite).
 func (h *chain) dialMovable() (moving []*echoClient, cfgs []*tls.Config) {
 	h.t.Helper()
-	for _, suite := range []uint16{0, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-		tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256} {
+	for _, suite := range []uint16{0,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256} {
 		version := uint16(tls.VersionTLS12)
 		if suite == 0 {
 			version = tls.VersionTLS13
