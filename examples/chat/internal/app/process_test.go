@@ -74,7 +74,7 @@ func TestUpgradesKeepEveryClient(t *testing.T) {
 			addr, pidfile := startServer(t, mode)
 			r, err := load.Run(load.Config{
 				URL: "ws://" + addr, Clients: 300, RoomSize: 10, Echo: 30,
-				Every: 200 * time.Millisecond, Upgrades: 4, UpgradeEvery: time.Second,
+				Every: time.Second, Upgrades: 4, UpgradeEvery: time.Second,
 				PIDFile: pidfile, Settle: 2 * time.Minute, Logf: t.Logf,
 			})
 			if err != nil {
