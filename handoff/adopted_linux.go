@@ -39,19 +39,19 @@ var _ net.Conn = (*adoptedConn)(nil)
 
 // adoptFd makes a received connection's fd a net.Conn without copying it.
 // The fd is close-on-exec (received with MSG_CMSG_CLOEXEC) and, shared
-// with the old process's socket, non-blocking; one that is not is made so,
-// as net.FileConn would, so that the runtime's poller serves it. It owns
+// with the old process's socket, non-blocking, which os.NewFile's own
+// fcntl sees: the runtime's poller takes it. One that is not (no Go
+// process sent it) is made non-blocking, as net.FileConn would. It owns
 // fd: on error, fd is closed.
 func adoptFd(fd int) (net.Conn, error) {
-	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	if err == nil && flags&unix.O_NONBLOCK == 0 {
-		err = unix.SetNonblock(fd, true)
+	f := os.NewFile(uintptr(fd), "handoff-conn")
+	if f.SetReadDeadline(time.Time{}) == os.ErrNoDeadline {
+		var err error
+		if f, fd, err = pollable(f); err != nil {
+			return nil, err
+		}
 	}
-	if err != nil {
-		unix.Close(fd)
-		return nil, os.NewSyscallError("fcntl", err)
-	}
-	c := &adoptedConn{f: os.NewFile(uintptr(fd), "handoff-conn")}
+	c := &adoptedConn{f: f} // fd stays open as long as f: never f.Fd(), which blocks it
 	if sa, err := unix.Getsockname(fd); err == nil {
 		c.laddr = sockaddrToAddr(sa)
 	}
@@ -59,6 +59,34 @@ func adoptFd(fd int) (net.Conn, error) {
 		c.raddr = sockaddrToAddr(sa)
 	}
 	return c, nil
+}
+
+// pollable replaces f, a blocking fd outside the runtime's poller, with a
+// non-blocking copy that the poller takes, and returns its fd; it closes f
+// either way.
+func pollable(f *os.File) (*os.File, int, error) {
+	defer f.Close()
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return nil, -1, err
+	}
+	nfd := -1
+	var serr error
+	cerr := raw.Control(func(fd uintptr) {
+		if nfd, serr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0); serr == nil {
+			serr = unix.SetNonblock(nfd, true)
+		}
+	})
+	if serr == nil {
+		serr = cerr
+	}
+	if serr != nil {
+		if nfd >= 0 {
+			unix.Close(nfd)
+		}
+		return nil, -1, os.NewSyscallError("fcntl", serr)
+	}
+	return os.NewFile(uintptr(nfd), f.Name()), nfd, nil
 }
 
 func (c *adoptedConn) Read(b []byte) (int, error) {

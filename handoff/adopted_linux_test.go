@@ -136,7 +136,8 @@ func sameSocket(t *testing.T, a, b int) bool {
 }
 
 // TestAdoptFdBlocking checks that a received fd in blocking mode is made
-// non-blocking, as net.FileConn does, so that deadlines work.
+// non-blocking, as net.FileConn does, so that deadlines work, and that the
+// blocking one is not kept open.
 func TestAdoptFdBlocking(t *testing.T) {
 	s, _ := loopbackPair(t)
 	fd, err := dupConnFd(s)
@@ -151,6 +152,10 @@ func TestAdoptFdBlocking(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	// The blocking fd was replaced by a non-blocking copy and closed.
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); !errors.Is(err, unix.EBADF) {
+		t.Fatalf("the blocking fd %d after adoption: %v, want EBADF (closed)", fd, err)
+	}
 	if err := c.SetReadDeadline(time.Now().Add(-time.Second)); err != nil {
 		t.Fatalf("SetReadDeadline: %v", err)
 	}

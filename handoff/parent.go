@@ -197,7 +197,7 @@ func (h *handing) handOver(parked []parkedConn) {
 		return
 	}
 	released := time.Now()
-	kept := u.reg.handover(parked)
+	kept, _ := u.reg.handover(parked) // the copies close meanwhile, or at the exit
 	s.stats.Release = time.Since(released)
 	if kept > 0 {
 		u.log.Warn("handoff: connections made after the park stay with this process", "conns", kept)

@@ -46,7 +46,9 @@ var outcomes = []string{"rollback", "handover"}
 // endUpgrade ends the upgrade as outcome says, handing over parked.
 func endUpgrade(r *registry, outcome string, parked []parkedConn) (kept int) {
 	if outcome == "handover" {
-		return r.handover(parked)
+		kept, closed := r.handover(parked)
+		<-closed
+		return kept
 	}
 	r.resumeAll()
 	return 0
@@ -119,7 +121,8 @@ func TestRegistryParkResume(t *testing.T) {
 }
 
 // handover gives away exactly the connections sent: the others carry on
-// here, still tracked. The listeners are closed.
+// here, still tracked. The listeners are closed, and then this process's
+// copies of the connections sent.
 func TestRegistryHandover(t *testing.T) {
 	r := newRegistry(DefaultMaxBuffered)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -137,8 +140,13 @@ func TestRegistryHandover(t *testing.T) {
 		t.Fatalf("a parked %d times", len(sent))
 	}
 	np := adopt(t, a.c)
-	if kept := r.handover(sent); kept != 1 {
+	kept, closed := r.handover(sent)
+	if kept != 1 {
 		t.Fatalf("handover kept %d connections, want 1", kept)
+	}
+	<-closed // this process's copy of a, closed after the handlers were told
+	if _, err := a.c.Conn.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("old copy of a after handover: write gave %v, want net.ErrClosed", err)
 	}
 	if err := await(t, a.parks, "Park of a"); !errors.Is(err, ErrHandedOver) {
 		t.Fatalf("Park of the connection sent: %v", err)

@@ -23,7 +23,7 @@ const (
 	PhaseState     = "state"     // the global state sent
 	PhaseReady     = "ready"     // from the last byte sent to the new process's READY
 	PhaseCommit    = "commit"    // from READY to COMMIT sent: the decision
-	PhaseRelease   = "release"   // this process's copies of the connections closed
+	PhaseRelease   = "release"   // the handed-over connections' handlers told (their copies close after)
 	PhaseMove      = "move"      // Rolling mode: from COMMIT to the last connection moved
 	PhasePause     = "pause"     // no phase of its own: the connections not served (UpgradeStats.Pause)
 )
@@ -56,7 +56,7 @@ type UpgradeStats struct {
 	State     time.Duration // sending the global state
 	Ready     time.Duration // from the last byte sent to the new process's READY
 	Commit    time.Duration // from READY to COMMIT sent: the decision
-	Release   time.Duration // closing this process's copies of the connections
+	Release   time.Duration // telling the handlers of the connections handed over; their copies close after
 
 	// Rolling mode: after the commit, the connections move one by one.
 	Mode    Mode          // the upgrade's mode
