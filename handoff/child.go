@@ -259,6 +259,7 @@ func (s *childSession) readPlan() (int, error) {
 		return 0, err
 	}
 	s.u.log.Info("handoff: plan", "mode", s.plan.mode, "early", s.plan.early, "state", s.plan.state)
+	prefault(int(s.plan.early))
 	return int(s.plan.early), growFdTable(int(s.plan.early))
 }
 

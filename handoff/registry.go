@@ -377,6 +377,13 @@ func (r *registry) handover(sent []parkedConn) (kept int, closed <-chan struct{}
 	for _, c := range others {
 		c.finish(nil)
 	}
+	return len(others), closeCopies(sent)
+}
+
+// closeCopies closes this process's copies of connections handed over, on
+// a goroutine of its own, with close(2) only: no FIN reaches a client. The
+// channel it returns is closed when they all are.
+func closeCopies(sent []parkedConn) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -384,7 +391,7 @@ func (r *registry) handover(sent []parkedConn) (kept int, closed <-chan struct{}
 			_ = p.c.Conn.Close()
 		}
 	}()
-	return len(others), done
+	return done
 }
 
 // releaseListeners ends a listeners-only upgrade: the listeners now belong
