@@ -80,7 +80,7 @@ const prefaultPerConn = 10 << 10
 // needs to serve. On a kernel without it (before 5.14) the pages fault
 // as they are touched, as before.
 func prefault(n int) {
-	if n <= 0 || os.Getenv("HANDOFF_NO_PREFAULT") != "" {
+	if n <= 0 {
 		return
 	}
 	b := make([]byte, n*prefaultPerConn) // a fresh span: not zeroed, so not touched
