@@ -330,9 +330,7 @@ func (s *childSession) commit() error {
 	if err := s.u.chain.adopt(s.carried, len(s.conns)); err != nil {
 		s.u.log.Error("handoff: a carried value is lost", "err", err)
 	}
-	for _, a := range s.conns {
-		a.serve = true
-	}
+	s.timeResume()
 	s.openGate()
 	s.u.log.Info("handoff: took over", "from", s.ppid, "conns", len(s.conns), "generation", s.u.generation(),
 		"waited", time.Since(s.ready))
@@ -351,6 +349,29 @@ func (s *childSession) commit() error {
 	s.ch.SetDeadline(time.Now().Add(time.Second))
 	_ = s.ch.Send(wire.Serving{}, nil)
 	return nil
+}
+
+// timeResume marks every parked connection to be served and, unless they
+// move one by one after COMMIT, logs PhaseResume once every handler has
+// taken its connection up.
+func (s *childSession) timeResume() {
+	var taken sync.WaitGroup
+	rolling := s.mode.movesAfterCommit()
+	for _, a := range s.conns {
+		a.serve = true
+		if !rolling {
+			taken.Add(1)
+			a.takenUp = taken.Done
+		}
+	}
+	if rolling || len(s.conns) == 0 {
+		return
+	}
+	start, n := time.Now(), len(s.conns)
+	go func() {
+		taken.Wait()
+		s.logPhase(PhaseResume, start, "conns", n)
+	}()
 }
 
 // arrivals is a new process's side of a Rolling move, after COMMIT: the

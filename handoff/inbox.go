@@ -22,8 +22,9 @@ type incoming struct {
 	rec   wire.Record   // unread bytes and state are filled in by PARKED for early ones
 	serve bool          // set before the gate opens: commit happened and FINAL named it
 	gate  chan struct{} // the session's gate, or in a Rolling move the connection's own
-	// takenUp, set before the gate opens for a connection that a Rolling
-	// move brought, is called once its handler has taken it up.
+	// takenUp, set before the gate opens, is called once its handler has
+	// taken it up: a Rolling move's acknowledgement, or the count of
+	// PhaseResume after an all-at-once COMMIT.
 	takenUp func()
 }
 

@@ -229,6 +229,7 @@ func TestLogsTellTheUpgrade(t *testing.T) {
 	l.stop()
 	h.stopLogged("handoff: took over")
 	h.stopLogged("handoff: upgrade committed")
+	h.stopLogged("phase=resume")
 	from, to := "pid="+strconv.Itoa(old), "to="+strconv.Itoa(newPid)
 	want := [][]string{
 		{"handoff: upgrade failed", "cause=rejected", "state rejected on purpose", from},
@@ -245,6 +246,7 @@ func TestLogsTellTheUpgrade(t *testing.T) {
 		{"handoff: takeover phase", "phase=parked", "pid=" + strconv.Itoa(newPid)},
 		{"handoff: takeover phase", "phase=state", "generation=1"},
 		{"handoff: took over", "generation=1", "pid=" + strconv.Itoa(newPid)},
+		{"handoff: takeover phase", "phase=resume", "pid=" + strconv.Itoa(newPid), "conns="},
 	}
 	lines := strings.Split(h.logs.String(), "\n")
 	for _, w := range want {
@@ -252,6 +254,26 @@ func TestLogsTellTheUpgrade(t *testing.T) {
 			t.Errorf("no log line with all of %q", w)
 		}
 	}
+	// Every connection taken over was taken up by its handler.
+	took, resumed := fieldOf(lines, "handoff: took over", "conns="), fieldOf(lines, "phase=resume", "conns=")
+	if took == "" || took != resumed {
+		t.Errorf("took over %q connections, resumed %q", took, resumed)
+	}
+}
+
+// fieldOf returns the value of field (name=) in the first line with marker.
+func fieldOf(lines []string, marker, field string) string {
+	for _, l := range lines {
+		if !strings.Contains(l, marker) {
+			continue
+		}
+		for _, f := range strings.Fields(l) {
+			if v, ok := strings.CutPrefix(f, field); ok {
+				return v
+			}
+		}
+	}
+	return ""
 }
 
 // TestPanicInCarry: an application's Carry read panics in the old process:

@@ -26,6 +26,11 @@ const (
 	PhaseRelease   = "release"   // the handed-over connections' handlers told (their copies close after)
 	PhaseMove      = "move"      // Rolling mode: from COMMIT to the last connection moved
 	PhasePause     = "pause"     // no phase of its own: the connections not served (UpgradeStats.Pause)
+	// PhaseResume is the new process's: from COMMIT to every connection
+	// taken over all at once taken up by its handler (its first Next,
+	// Read, Write or Park, or Resume's return). It logs it; the old
+	// process's UpgradeStats do not have it.
+	PhaseResume = "resume"
 )
 
 // How an upgrade ended: the Phase of its last Event, whose Took is the

@@ -62,8 +62,10 @@ func run() int {
 			logf("floor at %d conns: %v", n, err)
 			return 1
 		}
-		logf("floor at %d conns: %v (interrupt %v, pass %v)", n, fl.Floor(), fl.Interrupt, fl.Pass)
-		suite.Floors = append(suite.Floors, result.Floor{Conns: n, Interrupt: fl.Interrupt, Pass: fl.Pass, Convert: fl.Convert})
+		logf("floor at %d conns: %v (interrupt %v, pass %v); pause floor %v (records and resume %v)",
+			n, fl.Floor(), fl.Interrupt, fl.Pass, fl.PauseFloor(), fl.Resume)
+		suite.Floors = append(suite.Floors, result.Floor{Conns: n, Interrupt: fl.Interrupt, Pass: fl.Pass,
+			Convert: fl.Convert, Resume: fl.Resume})
 		for _, mode := range strings.Split(*modes, ",") {
 			dir, _ := os.MkdirTemp("", "upgradebench-")
 			if *profile != "" {
@@ -80,7 +82,7 @@ func run() int {
 			} else {
 				os.RemoveAll(dir)
 			}
-			r.Floor = fl.Floor()
+			r.Floor, r.PauseFloor = fl.Floor(), fl.PauseFloor()
 			suite.Runs = append(suite.Runs, r)
 		}
 	}

@@ -1,10 +1,12 @@
 // Package floor measures what moving N connections from one process to
 // another costs on this machine at the least, with nothing else in the
 // way: interrupt N readers blocked in Read, pass the N fds over a Unix
-// socket in full batches, and turn each received fd into a net.Conn. The
-// upgrade benchmark reports its own park-to-resume pause as a ratio to
-// this, so that the distance to the physical limit reads the same on any
-// machine (shared/LIMITS.md measured these costs once, by hand).
+// socket in full batches, and turn each received fd into a net.Conn (the
+// fd floor); then send N parked records and resume N readers in the
+// receiver (with the interrupt, the pause floor). The upgrade benchmark
+// reports its own times as ratios to these, so that the distance to the
+// physical limit reads the same on any machine (shared/LIMITS.md measured
+// these costs once, by hand).
 //
 // It takes three processes, because at 15k connections the two ends of
 // every connection plus the received copies do not fit under one
@@ -30,10 +32,25 @@ type Result struct {
 	Interrupt time.Duration `json:"interrupt_ns"` // deadline on every conn until every reader returned
 	Pass      time.Duration `json:"pass_ns"`      // first fd sent until the last batch was converted and acknowledged
 	Convert   time.Duration `json:"convert_ns"`   // of Pass, the receiver's time in net.FileConn
+	// Resume is what an all-at-once pause holds at the least once the fds
+	// have gone: from the first parked record sent (RecordBytes each) to
+	// every reader in the receiver, each waiting on a goroutine of its own
+	// as the library's do, woken, given its record and back in Read.
+	Resume time.Duration `json:"resume_ns"`
 }
 
-// Floor is the whole cost: interrupt, then pass and convert.
+// RecordBytes is the size of each parked record the floor sends: a
+// connection's id, a few unread bytes and a small session, about what the
+// pdf server's parked connections carry.
+const RecordBytes = 64
+
+// Floor is the fd floor: interrupt, then pass and convert.
 func (r Result) Floor() time.Duration { return r.Interrupt + r.Pass }
+
+// PauseFloor is the floor of an all-at-once pause whose fds went before
+// it: interrupt every reader, send every parked record, resume every
+// reader in the new process.
+func (r Result) PauseFloor() time.Duration { return r.Interrupt + r.Resume }
 
 // Measure measures n connections reps times, each time with fresh
 // processes, and returns the run with the median floor. self is this

@@ -13,23 +13,23 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestMeasure runs the three processes for real with a few hundred
-// connections (more than one SCM_RIGHTS batch) and checks that every part
-// was measured and adds up.
+// TestMeasure runs the three processes for real with about a thousand
+// connections (more than one SCM_RIGHTS batch, and of records frames) and
+// checks that every part was measured and adds up.
 func TestMeasure(t *testing.T) {
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := Measure(self, 600, 1)
+	r, err := Measure(self, 1100, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Conns != 600 || r.Interrupt <= 0 || r.Pass <= 0 || r.Convert <= 0 || r.Convert > r.Pass {
-		t.Fatalf("%+v: want 600 conns, every part measured, convert within pass", r)
+	if r.Conns != 1100 || r.Interrupt <= 0 || r.Pass <= 0 || r.Convert <= 0 || r.Convert > r.Pass || r.Resume <= 0 {
+		t.Fatalf("%+v: want 1100 conns, every part measured, convert within pass", r)
 	}
-	if r.Floor() != r.Interrupt+r.Pass {
-		t.Fatalf("floor %v, want interrupt + pass", r.Floor())
+	if r.Floor() != r.Interrupt+r.Pass || r.PauseFloor() != r.Interrupt+r.Resume {
+		t.Fatalf("floor %v, pause floor %v: want interrupt + pass, interrupt + resume", r.Floor(), r.PauseFloor())
 	}
 }
 

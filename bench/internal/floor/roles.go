@@ -97,7 +97,37 @@ func sender(args []string) error {
 	if res.Convert, err = time.ParseDuration(line[:len(line)-1]); err != nil {
 		return fmt.Errorf("floor: receiver's report %q: %w", line, err)
 	}
+	start = time.Now()
+	if err := sendRecords(ch, n); err != nil {
+		return err
+	}
+	res.Resume = time.Since(start)
 	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// recordsPerFrame fills a frame to about 64 KiB, as the library's PARKED
+// frames are.
+const recordsPerFrame = 64 << 10 / RecordBytes // 1024
+
+// sendRecords sends n parked records, frame after frame, and waits for the
+// receiver's word that every reader has resumed.
+func sendRecords(ch, n int) error {
+	frame := make([]byte, recordsPerFrame*RecordBytes)
+	for sent := 0; sent < n; {
+		k := min(recordsPerFrame, n-sent)
+		for i := range k {
+			binary.BigEndian.PutUint64(frame[i*RecordBytes:], uint64(sent+i))
+		}
+		if err := unix.Sendmsg(ch, frame[:k*RecordBytes], nil, nil, 0); err != nil {
+			return os.NewSyscallError("sendmsg records", err)
+		}
+		sent += k
+	}
+	var b [1]byte
+	if _, err := unix.Read(ch, b[:]); err != nil || b[0] != 'R' {
+		return fmt.Errorf("floor: no word that the readers resumed (%q, %v)", b, err)
+	}
+	return nil
 }
 
 // reading is a connection with a goroutine blocked in Read on it.
@@ -257,8 +287,59 @@ func receiver(args []string) error {
 		}
 	}
 	fmt.Println(convert)
+	var resumed sync.WaitGroup
+	if err := resume(ch, waiting(conns, &resumed), &resumed); err != nil {
+		return err
+	}
 	waitStdin()
 	return nil
+}
+
+// waiter is a received connection's goroutine, started before the pause
+// as the library starts them, waiting for its record.
+type waiter struct {
+	c      net.Conn
+	record chan []byte
+}
+
+// waiting starts a waiter per connection; each, given its record, copies
+// it into its read buffer, says so on resumed and blocks in Read.
+func waiting(conns []net.Conn, resumed *sync.WaitGroup) (ws []waiter) {
+	resumed.Add(len(conns))
+	for _, c := range conns {
+		w := waiter{c: c, record: make(chan []byte, 1)}
+		go func() {
+			buf := make([]byte, 4096)
+			n := copy(buf, <-w.record)
+			resumed.Done()
+			w.c.Read(buf[n:])
+		}()
+		ws = append(ws, w)
+	}
+	return ws
+}
+
+// resume takes the parked records, wakes each record's waiter with it, and
+// says 'R' once every one of them has resumed.
+func resume(ch int, ws []waiter, resumed *sync.WaitGroup) error {
+	for got := 0; got < len(ws); {
+		buf := make([]byte, recordsPerFrame*RecordBytes) // the waiters keep their parts
+		n, err := unix.Read(ch, buf)
+		if err != nil || n == 0 || n%RecordBytes != 0 {
+			return fmt.Errorf("floor: records frame of %d bytes: %v", n, err)
+		}
+		for i := 0; i < n; i += RecordBytes {
+			id := binary.BigEndian.Uint64(buf[i:])
+			if id >= uint64(len(ws)) {
+				return fmt.Errorf("floor: record for connection %d of %d", id, len(ws))
+			}
+			ws[id].record <- buf[i : i+RecordBytes : i+RecordBytes]
+		}
+		got += n / RecordBytes
+	}
+	resumed.Wait()
+	_, err := unix.Write(ch, []byte{'R'})
+	return os.NewSyscallError("write resumed", err)
 }
 
 func recvFds(ch int, buf, oob []byte) ([]int, []byte, error) {

@@ -126,13 +126,16 @@ func checkFull(t *testing.T, r result.Run) {
 	t.Helper()
 	checkKept(t, r)
 	ph := r.Upgrades[0].Phases
-	for _, name := range []string{"connected", "fds", "park", "parked", "state", "ready", "commit"} {
+	for _, name := range []string{"connected", "fds", "park", "parked", "state", "ready", "commit", "resume"} {
 		if ph[name] <= 0 {
 			t.Errorf("full: phase %s not measured: %v", name, ph)
 		}
 	}
 	if r.Pause != parkedAll(ph).Pause() || r.Pause <= 0 {
 		t.Errorf("full: pause %v, want the sum of park..commit, %v", r.Pause, parkedAll(ph).Pause())
+	}
+	if first := parkedAll(ph).Pause() + ph["resume"]; r.PauseResumed < first {
+		t.Errorf("full: pause + resume %v, want at least the first upgrade's %v", r.PauseResumed, first)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -130,7 +131,9 @@ func startClients(cfg Config, addr string) ([]*client, error) {
 // message, which says from= where the old one's says to=.
 var (
 	handedOver = regexp.MustCompile(`msg="handoff: (?:handed over[^"]*|rolling move done)" pid=\d+ to=(.*)`)
-	phase      = regexp.MustCompile(` (` + strings.Join([]string{handoff.PhaseConnected, handoff.PhaseFds,
+	// resumed matches the new process's resume phase; from= names the old.
+	resumed = regexp.MustCompile(`phase=` + handoff.PhaseResume + ` from=(\d+) took=(\S+)`)
+	phase   = regexp.MustCompile(` (` + strings.Join([]string{handoff.PhaseConnected, handoff.PhaseFds,
 		handoff.PhasePark, handoff.PhaseParked, handoff.PhaseState, handoff.PhaseReady, handoff.PhaseCommit,
 		handoff.PhaseMove, "max_wait"}, "|") + `)=(\S+)`)
 )
@@ -158,7 +161,28 @@ func upgrade(srv *server, mode string, epoch time.Time) result.Upgrade {
 			up.Phases[kv[1]], _ = time.ParseDuration(kv[2])
 		}
 	}
+	if _, parked := up.Phases[handoff.PhasePark]; parked && up.OK {
+		if d, ok := resumeOf(srv, old); ok {
+			up.Phases[handoff.PhaseResume] = d
+		}
+	}
 	return up
+}
+
+// resumeOf waits for the resume phase of the process that took over from
+// old: it may end after old has exited.
+func resumeOf(srv *server, old int) (time.Duration, bool) {
+	var d time.Duration
+	found := func() bool {
+		for _, m := range resumed.FindAllStringSubmatch(srv.log(), -1) {
+			if m[1] == strconv.Itoa(old) {
+				d, _ = time.ParseDuration(m[2])
+				return true
+			}
+		}
+		return false
+	}
+	return d, waitFor(30*time.Second, found) == nil
 }
 
 func lastMatch(s string, re *regexp.Regexp) []string {
@@ -208,6 +232,9 @@ func summarise(out *result.Run, recs []load.Record) {
 	for _, u := range out.Upgrades {
 		if _, ok := u.Phases[handoff.PhasePark]; ok {
 			out.Pause = max(out.Pause, parkedAll(u.Phases).Pause())
+		}
+		if r, ok := u.Phases[handoff.PhaseResume]; ok {
+			out.PauseResumed = max(out.PauseResumed, parkedAll(u.Phases).Pause()+r)
 		}
 	}
 }

@@ -35,10 +35,16 @@ type Floor struct {
 	Interrupt time.Duration `json:"interrupt_ns"` // wake every reader blocked in Read
 	Pass      time.Duration `json:"pass_ns"`      // pass every fd and turn it into a net.Conn
 	Convert   time.Duration `json:"convert_ns"`   // of Pass, the receiver's time in net.FileConn
+	// Resume: send every parked record and resume every reader in the
+	// receiver, each on the goroutine that waited for it.
+	Resume time.Duration `json:"resume_ns"`
 }
 
-// Total is the floor: interrupt, then pass.
+// Total is the fd floor: interrupt, then pass.
 func (f Floor) Total() time.Duration { return f.Interrupt + f.Pass }
+
+// Pause is the pause floor: interrupt, then records and resume.
+func (f Floor) Pause() time.Duration { return f.Interrupt + f.Resume }
 
 // Machine says where the figures come from.
 type Machine struct {
@@ -77,9 +83,16 @@ type Run struct {
 	// Floor is this machine's time, measured in the same run, to interrupt
 	// Conns readers, pass Conns fds and turn them into connections.
 	Floor time.Duration `json:"floor_ns"`
+	// PauseFloor is its time to interrupt Conns readers, send their
+	// parked records and resume them in another process (Floor.Pause).
+	PauseFloor time.Duration `json:"pause_floor_ns"`
 	// Pause is the longest park-to-resume pause of an upgrade; none in
 	// rolling mode, which pauses no connection for the others.
 	Pause time.Duration `json:"pause_ns"`
+	// PauseResumed is the longest pause plus the new process's resume
+	// (COMMIT to every handler back at work), which PauseFloor is the
+	// floor of; none if the new process did not log its resume.
+	PauseResumed time.Duration `json:"pause_resumed_ns"`
 
 	// ServerCPUPerReq is the server's CPU time per request before the
 	// first upgrade: after a pause, every connection's waiting requests are
@@ -105,7 +118,9 @@ type Upgrade struct {
 	// HELLO), fds (early, before the pause), then the pause: park, parked,
 	// state, ready, commit. Listeners mode logs connected, ready and commit; rolling
 	// mode move (from the commit to the last connection moved) and
-	// max_wait (the longest a parked connection waited to be sent).
+	// max_wait (the longest a parked connection waited to be sent). The
+	// new process logs resume (COMMIT to every handler at work again) of
+	// an all-at-once upgrade.
 	Phases map[string]time.Duration `json:"phases_ns,omitempty"`
 }
 

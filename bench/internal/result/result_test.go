@@ -192,14 +192,14 @@ func TestMarkdownRollingWithoutNone(t *testing.T) {
 	want := "Goals, rolling mode:\n\n" +
 		"- (a) all connections survive, no request lost, duplicated or failed, none refused, at 1000 conns: met — 1000/1000 (100%) survived, 0 lost, 0 dup, 0 failed, 0 refused\n" +
 		"- (e) longest stall within 2x that of the same load without upgrades (none) at 1000 conns (goal stated for 10k): not measured — rolling 4ms, no run without upgrades at this scale\n"
-	if !strings.HasSuffix(md, want) {
-		t.Errorf("markdown does not end with\n%s\nbut:\n%s", want, md)
+	if !strings.Contains(md, want+"\nCost goals") {
+		t.Errorf("markdown does not end its goals with\n%s\nbut:\n%s", want, md)
 	}
 	if strings.Contains(md, "`none`") {
 		t.Errorf("markdown explains none without a none run:\n%s", md)
 	}
 	s.Runs = slices.DeleteFunc(s.Runs, func(r Run) bool { return r.Mode == ModeRolling })
-	if md := markdown(t, s); strings.Contains(md, "rolling") || !strings.HasSuffix(md, "floor 1ms\n") {
+	if md := markdown(t, s); strings.Contains(md, "rolling") || !strings.Contains(md, "floor 1ms\n\nCost goals") {
 		t.Errorf("without a rolling run:\n%s", md)
 	}
 }
@@ -308,5 +308,38 @@ func TestCharts(t *testing.T) {
 		if fi, err := os.Stat(p); err != nil || fi.Size() == 0 {
 			t.Errorf("%s: %v, size %v", p, err, fi)
 		}
+	}
+}
+
+// TestCostGoals: each cost goal is a ratio within the run, met or missed
+// at its factor, and says what it compared; one whose figures are
+// missing says so.
+func TestCostGoals(t *testing.T) {
+	s := &Suite{Runs: []Run{
+		{Mode: ModeNone, Conns: 10000, MaxStall: 20 * ms},
+		{Mode: ModeFull, Conns: 10000, MaxStall: 61 * ms, PauseResumed: 40 * ms, PauseFloor: 20 * ms, Floor: 300 * ms,
+			RSSBefore: 100e6, RSSAfter: 121e6, Upgrades: []Upgrade{{Duration: 450 * ms, OK: true}}},
+		{Mode: ModeRolling, Conns: 10000, MaxStall: 30 * ms, Floor: 300 * ms, RSSBefore: 100e6, RSSAfter: 110e6,
+			Upgrades: []Upgrade{{Duration: 460 * ms, OK: true, Phases: map[string]time.Duration{"move": 451 * ms, "max_wait": 11 * ms}}}},
+	}}
+	md := markdown(t, s)
+	for _, want := range []string{
+		"- full: pause + resume within 2x the pause floor, at 10000 conns: met — 40ms against 20ms, 2.0x\n",
+		"- full: longest stall within 3x that of none, at 10000 conns: missed — 61ms against 20ms, 3.0x\n",
+		"- rolling: longest stall within 1.5x that of none, at 10000 conns: met — 30ms against 20ms, 1.5x\n",
+		"- rolling: a parked connection waits at most 10ms, at 10000 conns: missed — longest 11ms\n",
+		"- full: SIGHUP→exit within 1.5x the fd floor (largest scale), at 10000 conns: met — 450ms against 300ms, 1.5x\n",
+		"- rolling: SIGHUP→exit within 1.5x the fd floor (largest scale), at 10000 conns: missed — 460ms against 300ms, 1.5x\n",
+		"- rolling: the move within 1.5x the fd floor (largest scale), at 10000 conns: missed — 451ms against 300ms, 1.5x\n",
+		"- full: RSS after the upgrades within 1.2x before, at 10000 conns: missed — 100.0→121.0 MB, 1.21x\n",
+		"- rolling: RSS after the upgrades within 1.2x before, at 10000 conns: met — 100.0→110.0 MB, 1.10x\n",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("no line %q in\n%s", want, md)
+		}
+	}
+	s.Runs[1].PauseResumed = 0
+	if md := markdown(t, s); !strings.Contains(md, "pause floor, at 10000 conns: not measured — — against 20ms\n") {
+		t.Errorf("a pause without its resume is judged:\n%s", md)
 	}
 }

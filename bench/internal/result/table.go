@@ -24,6 +24,7 @@ func (s *Suite) Markdown(w io.Writer) error {
 	writePhaseTable(&b, runs)
 	writeFloorTable(&b, s.Floors)
 	writeGoals(&b, runs)
+	writeCostGoals(&b, runs)
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("result: write markdown: %w", err)
 	}
@@ -95,20 +96,31 @@ func writeFloorTable(b *strings.Builder, floors []Floor) {
 		return
 	}
 	b.WriteString("Floor, measured alone before the runs of each scale (median of 3):\n\n")
-	cols := []string{"conns", "interrupt readers", "pass + convert fds", "of which net.FileConn", "floor", "per conn"}
+	cols := []string{"conns", "interrupt readers", "pass + convert fds", "of which net.FileConn", "floor", "per conn",
+		"records + resume", "pause floor"}
 	writeRow(b, cols)
 	writeRule(b, len(cols), 1)
 	for _, f := range floors {
 		writeRow(b, []string{strconv.Itoa(f.Conns), fmtDur(f.Interrupt), fmtDur(f.Pass), fmtDur(f.Convert),
-			fmtDur(f.Total()), fmtDur(f.Total() / time.Duration(max(f.Conns, 1)))})
+			fmtDur(f.Total()), fmtDur(f.Total() / time.Duration(max(f.Conns, 1))),
+			fmtOptDur(f.Resume), fmtPauseFloor(f)})
 	}
 	b.WriteString("\n")
+}
+
+// fmtPauseFloor is f's pause floor, or none where its records and resume
+// were not measured (results from before they were).
+func fmtPauseFloor(f Floor) string {
+	if f.Resume == 0 {
+		return none
+	}
+	return fmtDur(f.Pause())
 }
 
 // phaseOrder is the order the handoff goes through its phases, as the
 // library names them (handoff.Phases); a rolling move logs the last two. A
 // phase not listed here (a newer handoff's) follows them, by name.
-var phaseOrder = []string{"connected", "fds", "park", "parked", "state", "ready", "commit", "move", "max_wait"}
+var phaseOrder = []string{"connected", "fds", "park", "parked", "state", "ready", "commit", "resume", "move", "max_wait"}
 
 // writePhaseTable writes the median of each phase over a run's upgrades:
 // the median, not the worst, because this table says where an upgrade
