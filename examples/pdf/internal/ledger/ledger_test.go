@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"reflect"
 	"testing"
@@ -43,7 +44,7 @@ func TestV2(t *testing.T) {
 	if b, n := l.Stats("nobody"); b != 0 || n != 0 {
 		t.Fatalf("Stats unknown = %d, %d", b, n)
 	}
-	if _, ok := l.Charge("nobody", 1); ok || len(l.accounts) != 1 {
+	if _, ok := l.Charge("nobody", 1); ok || l.Len() != 1 {
 		t.Fatalf("charging an unknown account created it")
 	}
 }
@@ -121,5 +122,41 @@ func TestSetAccount(t *testing.T) {
 	v1.SetAccount("alice", Account{Balance: 1})
 	if _, ok := v1.charges["alice"]; ok {
 		t.Fatal("v1 keeps a zero charge count")
+	}
+}
+
+// checkIndex panics unless l's index is as table.go says: every record
+// once, in strictly increasing (hash, name) order, each at or after its
+// home with no empty slot between, and found by its name.
+func checkIndex(l *V2) {
+	seen := 0
+	var prev uint32
+	for i, e := range l.index {
+		if e == 0 {
+			continue
+		}
+		r := e - 1
+		if seen > 0 && !l.less(prev, r) {
+			panic(fmt.Sprintf("slot %d: record %d out of order", i, r))
+		}
+		for j := home(l.hashes[r], l.homes); j < i; j++ {
+			if l.index[j] == 0 {
+				panic(fmt.Sprintf("slot %d: record %d after an empty slot %d", i, r, j))
+			}
+		}
+		if h := home(l.hashes[r], l.homes); h > i {
+			panic(fmt.Sprintf("slot %d: record %d before its home %d", i, r, h))
+		}
+		if l.hashes[r] != hashName(l.seed, l.name(r)) {
+			panic(fmt.Sprintf("record %d: wrong hash", r))
+		}
+		if got, ok := l.find(string(l.name(r))); !ok || got != r {
+			panic(fmt.Sprintf("record %d %q not found", r, l.name(r)))
+		}
+		prev = r
+		seen++
+	}
+	if seen != l.Len() {
+		panic(fmt.Sprintf("%d records, %d indexed", l.Len(), seen))
 	}
 }

@@ -137,7 +137,7 @@ func loadCount(path string, n int) error {
 	if err != nil {
 		return err
 	}
-	if got := len(state.(*V2).accounts); got != n {
+	if got := state.(*V2).Len(); got != n {
 		return fmt.Errorf("loaded %d accounts, want %d", got, n)
 	}
 	return nil
