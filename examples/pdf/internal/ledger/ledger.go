@@ -157,13 +157,17 @@ func add(balance, amount int64) (int64, error) {
 // charge count but no balance entry keeps its count.
 func Up1to2(l *V1) *V2 {
 	v2 := NewV2()
+	v2.reserve(len(l.balances), 16)
 	for k, b := range l.balances {
-		v2.add(k, Account{Balance: b, Charges: l.charges[k]})
+		v2.appendRecord(k, Account{Balance: b, Charges: l.charges[k]})
 	}
 	for k, n := range l.charges {
 		if _, ok := l.balances[k]; !ok {
-			v2.add(k, Account{Charges: n})
+			v2.appendRecord(k, Account{Charges: n})
 		}
+	}
+	if err := v2.reindex(); err != nil {
+		panic(err) // map keys are unique
 	}
 	return v2
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 	"slices"
 
 	"github.com/handoff-dev/handoff/statefile"
@@ -98,7 +99,7 @@ func (b *blockWriter) flush() {
 	b.buf = b.buf[:0]
 }
 
-func uvarintLen(x uint64) int { return len(binary.AppendUvarint(nil, x)) }
+func uvarintLen(x uint64) int { return max(1, (bits.Len64(x)+6)/7) }
 
 func loadPacked(in *statefile.In) (*Packed, error) {
 	r, err := in.Bytes("accounts")

@@ -119,17 +119,20 @@ func loadV1(in *statefile.In) (*V1, error) {
 
 func loadV2(in *statefile.In) (*V2, error) {
 	l := NewV2()
-	err := decodeRecords(in, "accounts", func(uint64) {}, func(r accountRec) error {
-		if _, dup := l.find(r.Acct); dup {
-			return duplicate(r.Acct)
-		}
+	err := decodeRecords(in, "accounts", func(count uint64) { l.reserve(int(min(count, maxSizeHint)), 16) }, func(r accountRec) error {
 		if r.Balance < 0 {
 			return negative(r.Acct)
 		}
-		l.add(r.Acct, Account{r.Balance, r.Charges})
+		l.appendRecord(r.Acct, Account{r.Balance, r.Charges})
 		return nil
 	})
-	return l, err
+	if err != nil {
+		return nil, err
+	}
+	if err := l.reindex(); err != nil {
+		return nil, fmt.Errorf("%w: %w", statefile.ErrCorrupt, err)
+	}
+	return l, nil
 }
 
 // maxSizeHint bounds the map size taken from a file's record count: a

@@ -2,10 +2,13 @@ package ledger
 
 import (
 	"bytes"
+	"cmp"
+	"fmt"
 	"iter"
 	"math"
 	"math/bits"
 	"math/rand/v2"
+	"slices"
 )
 
 // V2 is the v2 layout (schema 2): accounts with a balance and a charge
@@ -66,22 +69,91 @@ func (l *V2) find(acct string) (uint32, bool) {
 
 // add appends a record for acct, which must be new, and indexes it.
 func (l *V2) add(acct string, a Account) {
-	if len(l.names)+len(acct) > math.MaxUint32 {
-		// 4 GiB of names: far past what one process serves.
-		panic("ledger: account names exceed 4 GiB")
-	}
-	r := uint32(len(l.balances))
-	l.names = append(l.names, acct...)
-	l.ends = append(l.ends, uint32(len(l.names)))
-	l.hashes = append(l.hashes, hashName(l.seed, acct))
-	l.balances = append(l.balances, a.Balance)
-	l.charges = append(l.charges, a.Charges)
+	r := l.appendRecord(acct, a)
 	if len(l.balances) > l.homes/4*3 {
 		l.grow()
 	}
 	for !l.insert(r) {
 		l.grow()
 	}
+}
+
+// appendRecord adds a record for acct without indexing it.
+func (l *V2) appendRecord(acct string, a Account) uint32 {
+	if len(l.names)+len(acct) > math.MaxUint32 {
+		// 4 GiB of names: far past what one process serves.
+		panic("ledger: account names exceed 4 GiB")
+	}
+	l.names = append(l.names, acct...)
+	l.ends = append(l.ends, uint32(len(l.names)))
+	l.hashes = append(l.hashes, hashName(l.seed, acct))
+	l.balances = append(l.balances, a.Balance)
+	l.charges = append(l.charges, a.Charges)
+	return uint32(len(l.balances) - 1)
+}
+
+// reserve makes room for n more records, names of about nameLen bytes
+// each, so that appending them does not copy the arrays as they grow.
+func (l *V2) reserve(n, nameLen int) {
+	l.names = slices.Grow(l.names, n*nameLen)
+	l.ends = slices.Grow(l.ends, n)
+	l.hashes = slices.Grow(l.hashes, n)
+	l.balances = slices.Grow(l.balances, n)
+	l.charges = slices.Grow(l.charges, n)
+}
+
+// reindex builds the index of every record at once, as a load or a
+// migration that appended them does: a sort by (hash, name), then the
+// layout. Inserting them one by one would probe at random and shift
+// runs. Two records of one name are an error.
+func (l *V2) reindex() error {
+	sorted := l.sorted()
+	for i := 1; i < len(sorted); i++ {
+		if l.hashes[sorted[i-1]] == l.hashes[sorted[i]] && bytes.Equal(l.name(sorted[i-1]), l.name(sorted[i])) {
+			return fmt.Errorf("account %q twice", l.name(sorted[i]))
+		}
+	}
+	l.homes = homesFor(len(sorted))
+	for {
+		if index, ok := layout(l.homes, l.hashes, slices.Values(sorted)); ok {
+			l.index = index
+			return nil
+		}
+		l.homes *= 2
+	}
+}
+
+// sorted returns the record numbers in increasing (hash, name) order: a
+// counting sort on the hashes' top bits, about one record per bucket,
+// then each bucket sorted on its own.
+func (l *V2) sorted() []uint32 {
+	shift := 64 - min(24, max(1, bits.Len(uint(len(l.hashes)))))
+	starts := make([]uint32, 1<<(64-shift)+1)
+	for _, h := range l.hashes {
+		starts[h>>shift+1]++
+	}
+	for b := 1; b < len(starts); b++ {
+		starts[b] += starts[b-1]
+	}
+	sorted := make([]uint32, len(l.hashes))
+	next := slices.Clone(starts[:len(starts)-1])
+	for r, h := range l.hashes {
+		sorted[next[h>>shift]] = uint32(r)
+		next[h>>shift]++
+	}
+	for b := range len(starts) - 1 {
+		if bucket := sorted[starts[b]:starts[b+1]]; len(bucket) > 1 {
+			slices.SortFunc(bucket, l.compare)
+		}
+	}
+	return sorted
+}
+
+func (l *V2) compare(a, b uint32) int {
+	if c := cmp.Compare(l.hashes[a], l.hashes[b]); c != 0 {
+		return c
+	}
+	return bytes.Compare(l.name(a), l.name(b))
 }
 
 // insert puts record r into the index at its place in (hash, name) order,
@@ -105,12 +177,7 @@ func (l *V2) insert(r uint32) bool {
 }
 
 // less orders records by (hash, name).
-func (l *V2) less(a, b uint32) bool {
-	if l.hashes[a] != l.hashes[b] {
-		return l.hashes[a] < l.hashes[b]
-	}
-	return bytes.Compare(l.name(a), l.name(b)) < 0
-}
+func (l *V2) less(a, b uint32) bool { return l.compare(a, b) < 0 }
 
 // grow doubles the home slots and lays the index out again, in the order
 // it already has.
