@@ -145,13 +145,15 @@ func decodeMap[R, V any](in *statefile.In, name string, kv func(R) (string, V, b
 	var m map[string]V
 	err := decodeRecords(in, name, func(count uint64) { m = make(map[string]V, min(count, maxSizeHint)) }, func(r R) error {
 		k, v, valid := kv(r)
-		if _, dup := m[k]; dup {
-			return duplicate(k)
-		}
 		if !valid {
 			return negative(k)
 		}
-		m[k] = v
+		// One map operation, not a lookup and then an insert: a name
+		// already there leaves the length as it was.
+		n := len(m)
+		if m[k] = v; len(m) == n {
+			return duplicate(k)
+		}
 		return nil
 	})
 	return m, err
