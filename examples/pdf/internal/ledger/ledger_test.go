@@ -1,9 +1,11 @@
 package ledger
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 )
@@ -159,4 +161,87 @@ func checkIndex(l *V2) {
 	if seen != l.Len() {
 		panic(fmt.Sprintf("%d records, %d indexed", l.Len(), seen))
 	}
+}
+
+// V2 against a map: random top-ups (some overflowing), charges (some
+// denied, some of unknown accounts) and replacements over a few thousand
+// names, with a trip through a random schema every so often, keep every
+// balance and charge count exact, and the index whole.
+func TestV2AgainstAMap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var l Ledger2 = NewV2()
+	want := map[string]Account{}
+	for i := range 200_000 {
+		acct := fmt.Sprintf("n%d", rng.IntN(5000))
+		switch op := rng.IntN(10); {
+		case op < 4:
+			amount := rng.Int64N(1000) + 1
+			if rng.IntN(100) == 0 {
+				amount = math.MaxInt64 - rng.Int64N(10)
+			}
+			b, err := l.TopUp(acct, amount)
+			a := want[acct]
+			if a.Balance > math.MaxInt64-amount {
+				if !errors.Is(err, ErrOverflow) || b != a.Balance {
+					t.Fatalf("op %d: TopUp(%q, %d) = %d, %v; want overflow at %d", i, acct, amount, b, err, a.Balance)
+				}
+				continue
+			}
+			a.Balance += amount
+			if err != nil || b != a.Balance {
+				t.Fatalf("op %d: TopUp(%q, %d) = %d, %v; want %d", i, acct, amount, b, err, a.Balance)
+			}
+			want[acct] = a
+		case op < 8:
+			amount := rng.Int64N(1500) + 1
+			b, ok := l.Charge(acct, amount)
+			a, known := want[acct]
+			if !known || a.Balance < amount {
+				if ok || b != a.Balance {
+					t.Fatalf("op %d: Charge(%q, %d) = %d, %v; want denied at %d", i, acct, amount, b, ok, a.Balance)
+				}
+				continue
+			}
+			a.Balance -= amount
+			a.Charges++
+			if !ok || b != a.Balance {
+				t.Fatalf("op %d: Charge(%q, %d) = %d, %v; want %d", i, acct, amount, b, ok, a.Balance)
+			}
+			want[acct] = a
+		case op < 9:
+			a := Account{Balance: rng.Int64N(1 << 40), Charges: rng.Uint64N(10)}
+			l.SetAccount(acct, a)
+			want[acct] = a
+		default:
+			if got := l.Account(acct); got != want[acct] {
+				t.Fatalf("op %d: Account(%q) = %+v, want %+v", i, acct, got, want[acct])
+			}
+		}
+		if i%20_000 == 19_999 {
+			schema := []uint32{Schema2, Schema3}[rng.IntN(2)]
+			var b bytes.Buffer
+			if err := States.SaveAs(&b, l, schema, 1); err != nil {
+				t.Fatal(err)
+			}
+			back, _, err := States.Load(&b, Schema2)
+			if err != nil {
+				t.Fatalf("op %d: schema %d: %v", i, schema, err)
+			}
+			l = back.(*V2)
+			if !reflect.DeepEqual(accounts(l), any(want)) {
+				t.Fatalf("op %d: through schema %d the ledger changed", i, schema)
+			}
+		}
+	}
+	if !reflect.DeepEqual(accounts(l), any(want)) {
+		t.Fatal("the ledger and the map differ")
+	}
+}
+
+// Ledger2 is what TestV2AgainstAMap calls.
+type Ledger2 interface {
+	TopUp(string, int64) (int64, error)
+	Charge(string, int64) (int64, bool)
+	Account(string) Account
+	SetAccount(string, Account)
 }
