@@ -316,6 +316,17 @@ func (o *Out) Section(name string) (Encoder, error) {
 	return o.codec.NewEncoder(o.w), nil
 }
 
+// Bytes starts a section whose bytes the schema writes itself, bypassing
+// the Codec: for a layout a general codec would only slow down, such as
+// arrays of fixed-width numbers that a load reads in bulk. The bytes are
+// chunked and checksummed like any section's.
+func (o *Out) Bytes(name string) (io.Writer, error) {
+	if err := o.w.Section(name); err != nil {
+		return nil, err
+	}
+	return o.w, nil
+}
+
 // In is what a schema's load function reads from.
 type In struct {
 	r     *Reader
@@ -325,14 +336,32 @@ type In struct {
 // Section moves to the next section, which must be called name, and
 // returns a Decoder for its values; Decode returns io.EOF at its end.
 func (in *In) Section(name string) (Decoder, error) {
+	if err := in.next(name); err != nil {
+		return nil, err
+	}
+	return in.codec.NewDecoder(in.r), nil
+}
+
+// Bytes moves to the next section, which must be called name, and returns
+// its bytes as they are, without the Codec, as Out.Bytes wrote them; Read
+// returns io.EOF at the section's end. Every byte has passed its chunk's
+// checksum, but the file is whole only once Load has read it to its end.
+func (in *In) Bytes(name string) (io.Reader, error) {
+	if err := in.next(name); err != nil {
+		return nil, err
+	}
+	return in.r, nil
+}
+
+func (in *In) next(name string) error {
 	got, err := in.r.Next()
 	switch {
 	case err == io.EOF:
-		return nil, fmt.Errorf("%w: the file ends before section %q", ErrCorrupt, name)
+		return fmt.Errorf("%w: the file ends before section %q", ErrCorrupt, name)
 	case err != nil:
-		return nil, err
+		return err
 	case got != name:
-		return nil, fmt.Errorf("%w: section %q where %q belongs", ErrCorrupt, got, name)
+		return fmt.Errorf("%w: section %q where %q belongs", ErrCorrupt, got, name)
 	}
-	return in.codec.NewDecoder(in.r), nil
+	return nil
 }

@@ -349,3 +349,64 @@ func FuzzPayload(f *testing.F) {
 		}
 	})
 }
+
+// A schema may write a section's bytes itself (Out.Bytes) between coded
+// ones; In.Bytes reads them back as written, ends at the section's end,
+// and refuses a section of another name.
+func TestRawSection(t *testing.T) {
+	type raw struct {
+		Head string
+		Body []byte
+	}
+	s := NewSet("raw", nil)
+	Register(s, 1, func(o *Out, v raw) error {
+		enc, err := o.Section("head")
+		if err == nil {
+			err = enc.Encode(v.Head)
+		}
+		if err != nil {
+			return err
+		}
+		w, err := o.Bytes("body")
+		if err == nil {
+			_, err = w.Write(v.Body)
+		}
+		return err
+	}, func(in *In) (raw, error) {
+		var v raw
+		dec, err := in.Section("head")
+		if err == nil {
+			err = dec.Decode(&v.Head)
+		}
+		if err != nil {
+			return v, err
+		}
+		r, err := in.Bytes("body")
+		if err == nil {
+			v.Body, err = io.ReadAll(r)
+		}
+		return v, err
+	})
+	want := raw{"h", bytes.Repeat([]byte{1, 2, 3}, 100_000)} // several chunks
+	var b bytes.Buffer
+	if err := s.Save(&b, want, 1); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := s.Load(bytes.NewReader(b.Bytes()), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := got.(raw); g.Head != want.Head || !bytes.Equal(g.Body, want.Body) {
+		t.Fatalf("got head %q and %d body bytes, want %q and %d", g.Head, len(g.Body), want.Head, len(want.Body))
+	}
+
+	// The same bytes under another section name.
+	other := NewSet("raw", nil)
+	Register(other, 1, func(*Out, raw) error { return nil }, func(in *In) (raw, error) {
+		_, err := in.Bytes("tail")
+		return raw{}, err
+	})
+	if _, _, err := other.Load(bytes.NewReader(b.Bytes()), 1); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), `"head" where "tail" belongs`) {
+		t.Fatalf("err = %v, want ErrCorrupt naming both sections", err)
+	}
+}

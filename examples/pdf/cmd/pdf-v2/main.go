@@ -1,6 +1,7 @@
-// Command pdf-v2 is version 2 of the PDF charging server. It keeps one map of
-// accounts (ledger schema 2) and answers STATS. It takes over from pdf-v1 and
-// hands back to it, migrating the ledger either way.
+// Command pdf-v2 is version 2 of the PDF charging server. It keeps its
+// accounts in flat arrays with an index (ledger schema 2, sent as schema 3
+// to a new process that reads it) and answers STATS. It takes over from
+// pdf-v1 and hands back to it, migrating the ledger either way.
 package main
 
 import (

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,6 +50,7 @@ var libraryModes = map[string]handoff.Mode{
 type config struct {
 	listen, pidfile, state, control, metrics string
 	stateReset, stateAcceptStale, fdstore    bool
+	stateSchemas                             bool
 	upgradeMode                              string
 	upgradeTimeout, drainTimeout, snapshot   time.Duration
 	parkTimeout                              time.Duration
@@ -105,6 +107,8 @@ func parseFlags(args []string) (config, error) {
 		"write -state every `interval` while serving; a start after a crash serves the last one")
 	fs.BoolVar(&c.fdstore, "fdstore", false,
 		"under systemd, keep the listener and connections in the fd store across a crash; needs -snapshot")
+	fs.BoolVar(&c.stateSchemas, "state-schemas", false,
+		"print the application and the state schemas this binary reads, and exit (an old process asks before an upgrade)")
 	fs.IntVar(&c.fdstoreMax, "fdstore-max", systemd.DefaultMaxKept, "with -fdstore, keep at most `n` connections")
 	err := fs.Parse(args)
 	c.args = fs.Args()
@@ -147,6 +151,10 @@ func Run(version string, led server.Ledger, args []string) int {
 	if err != nil {
 		return 2 // the flag package has said why
 	}
+	if cfg.stateSchemas {
+		printSchemas(os.Stdout)
+		return 0
+	}
 	base := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	log := base.With("pid", os.Getpid()) // the library adds it to its own lines
 	if err := cfg.check(); err != nil {
@@ -157,7 +165,7 @@ func Run(version string, led server.Ledger, args []string) int {
 	prof.start("start")
 	defer prof.stop()
 	p := &process{cfg: cfg, version: version, state: stateFile{cfg.state}, srv: server.New(version, led, log),
-		log: log, endSnapshots: func() {}, prof: prof}
+		schema: led.Schema(), log: log, endSnapshots: func() {}, prof: prof}
 	if cfg.upgradeMode == modeRolling {
 		p.srv.RollingUpgrades()
 	}
@@ -186,6 +194,8 @@ type process struct {
 	version      string
 	state        stateFile
 	srv          *server.Server
+	schema       uint32                     // the ledger's own, in ledger.States
+	next         atomic.Pointer[nextBinary] // what BeforeUpgrade learned, for SaveState
 	up           *handoff.Upgrader
 	ln           *handoff.Listener
 	log          *slog.Logger
@@ -248,7 +258,7 @@ func (p *process) options(base *slog.Logger) handoff.Options {
 		UpgradeTimeout: cfg.upgradeTimeout,
 		ParkTimeout:    cfg.parkTimeout,
 		PauseTimeout:   peer.PauseTimeout(cfg.parkTimeout),
-		SaveState:      srv.SaveState,
+		SaveState:      p.sendState,
 		LoadState:      srv.LoadState,
 		Resume:         srv.Resume,
 		BeforeUpgrade:  p.beforeUpgrade,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strconv"
@@ -51,12 +52,21 @@ func (p *process) libraryUpgrade() {
 	}
 }
 
-// beforeUpgrade is the library's BeforeUpgrade: in listeners mode, where
-// no state travels, it writes the state file the new process restores,
-// whoever triggered the upgrade (SIGHUP, handoffctl, a peer container).
-// The new process restores it as a cold start would: what this process
-// changes from then on is lost. An error refuses the upgrade.
+// beforeUpgrade is the library's BeforeUpgrade, whoever triggered the
+// upgrade (SIGHUP, handoffctl, a peer container). In full and rolling
+// mode it asks the binary the upgrade starts which state schemas it reads
+// (schemas.go). In listeners mode, where no state travels, it writes the
+// state file the new process restores as a cold start would: what this
+// process changes from then on is lost. An error refuses the upgrade.
 func (p *process) beforeUpgrade() error {
+	if p.cfg.upgradeMode == modeFull || p.cfg.upgradeMode == modeRolling {
+		next, err := askNext(p.up.Binary())
+		if err != nil {
+			p.log.Info("sending the ledger in this version's schema", "schema", p.schema, "why", err)
+		}
+		p.next.Store(next)
+		return nil
+	}
 	if p.cfg.upgradeMode != modeListeners || p.cfg.state == "" {
 		return nil
 	}
@@ -64,6 +74,14 @@ func (p *process) beforeUpgrade() error {
 		return fmt.Errorf("save state: %w", err)
 	}
 	return nil
+}
+
+// sendState is the library's SaveState: the ledger for the new process,
+// in schema 3 if it is known to read it, else in this version's own.
+func (p *process) sendState(w io.Writer) error {
+	v := schemaFor(p.next.Swap(nil), p.schema)
+	p.log.Info("sending the ledger", "schema", v)
+	return p.srv.SaveStateAs(w, v)
 }
 
 // reclaimMarker names this process in the marker again after a rolling

@@ -2,16 +2,21 @@
 // in-memory layouts its versions use, and their statefile schemas.
 //
 // Schema 1 is v1's live type, V1: two maps, balances and charge counts.
-// Schema 2 is v2's live type, V2: one map of *Account. States registers
-// both with the migrations Up1to2 and Down2to1, so a state file of either
-// schema loads as either type: an upgrade, a rollback and a cold restart
-// of either version all keep every balance and every charge count.
+// Schema 2 is v2's live type, V2: accounts in flat arrays with an index
+// (table.go), written as gob records. States registers both with the
+// migrations Up1to2 and Down2to1, so a state file of either schema loads
+// as either type: an upgrade, a rollback and a cold restart of either
+// version all keep every balance and every charge count. Schema 3 is a V2
+// written as bulk arrays (packed.go), which loads at close to the speed of
+// copying it; binaries built before it do not read it, so it goes only to
+// a process known to (the server's SaveStateAs).
 //
 // The types are not safe for concurrent use; the server holds a lock.
 package ledger
 
 import (
 	"errors"
+	"iter"
 	"math"
 )
 
@@ -79,39 +84,32 @@ type Account struct {
 	Charges uint64 // successful charges, ever
 }
 
-// V2 is the v2 layout (schema 2): one map of accounts.
-type V2 struct {
-	accounts map[string]*Account
-}
-
-// NewV2 returns an empty v2 ledger.
-func NewV2() *V2 { return &V2{accounts: map[string]*Account{}} }
-
 // TopUp adds amount (> 0) to acct and returns the new balance.
 func (l *V2) TopUp(acct string, amount int64) (int64, error) {
-	a := l.accounts[acct]
-	if a == nil {
-		a = &Account{}
+	r, ok := l.find(acct)
+	if !ok {
+		// A new account: amount > 0 cannot overflow a zero balance.
+		l.add(acct, Account{Balance: amount})
+		return amount, nil
 	}
-	b, err := add(a.Balance, amount)
+	b, err := add(l.balances[r], amount)
 	if err != nil {
-		return a.Balance, err
+		return l.balances[r], err
 	}
-	a.Balance = b
-	l.accounts[acct] = a
+	l.balances[r] = b
 	return b, nil
 }
 
 // Charge takes amount (> 0) from acct if the balance covers it. It returns
 // the balance after the charge, or the unchanged balance and false.
 func (l *V2) Charge(acct string, amount int64) (int64, bool) {
-	a := l.accounts[acct]
-	if a == nil || a.Balance < amount {
+	r, ok := l.find(acct)
+	if !ok || l.balances[r] < amount {
 		return l.Balance(acct), false
 	}
-	a.Balance -= amount
-	a.Charges++
-	return a.Balance, true
+	l.balances[r] -= amount
+	l.charges[r]++
+	return l.balances[r], true
 }
 
 // Balance returns the balance of acct, 0 if unknown.
@@ -125,14 +123,32 @@ func (l *V2) Stats(acct string) (balance int64, charges uint64) {
 
 // Account returns acct as v2 keeps it; the zero Account if unknown.
 func (l *V2) Account(acct string) Account {
-	if a := l.accounts[acct]; a != nil {
-		return *a
+	if r, ok := l.find(acct); ok {
+		return Account{Balance: l.balances[r], Charges: l.charges[r]}
 	}
 	return Account{}
 }
 
 // SetAccount replaces acct with a, whatever it was.
-func (l *V2) SetAccount(acct string, a Account) { l.accounts[acct] = &a }
+func (l *V2) SetAccount(acct string, a Account) {
+	r, ok := l.find(acct)
+	if !ok {
+		l.add(acct, a)
+		return
+	}
+	l.balances[r], l.charges[r] = a.Balance, a.Charges
+}
+
+// All yields every account, in no particular order.
+func (l *V2) All() iter.Seq2[string, Account] {
+	return func(yield func(string, Account) bool) {
+		for r := range uint32(l.Len()) {
+			if !yield(string(l.name(r)), Account{l.balances[r], l.charges[r]}) {
+				return
+			}
+		}
+	}
+}
 
 func add(balance, amount int64) (int64, error) {
 	if amount > 0 && balance > math.MaxInt64-amount {
@@ -144,14 +160,18 @@ func add(balance, amount int64) (int64, error) {
 // Up1to2 converts a v1 ledger to the v2 layout. An account that has a
 // charge count but no balance entry keeps its count.
 func Up1to2(l *V1) *V2 {
-	v2 := &V2{accounts: make(map[string]*Account, len(l.balances))}
+	v2 := NewV2()
+	v2.reserve(len(l.balances), 16)
 	for k, b := range l.balances {
-		v2.accounts[k] = &Account{Balance: b, Charges: l.charges[k]}
+		v2.appendRecord(k, Account{Balance: b, Charges: l.charges[k]})
 	}
 	for k, n := range l.charges {
-		if v2.accounts[k] == nil {
-			v2.accounts[k] = &Account{Charges: n}
+		if _, ok := l.balances[k]; !ok {
+			v2.appendRecord(k, Account{Charges: n})
 		}
+	}
+	if err := v2.reindex(); err != nil {
+		panic(err) // map keys are unique
 	}
 	return v2
 }
@@ -160,11 +180,11 @@ func Up1to2(l *V1) *V2 {
 // for accounts that were charged, so zero counts are left out.
 func Down2to1(l *V2) *V1 {
 	v1 := &V1{
-		balances: make(map[string]int64, len(l.accounts)),
+		balances: make(map[string]int64, l.Len()),
 		charges:  map[string]uint64{},
 	}
-	for k, a := range l.accounts {
-		v1.SetAccount(k, *a)
+	for k, a := range l.All() {
+		v1.SetAccount(k, a)
 	}
 	return v1
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
+	"maps"
 
 	"github.com/handoff-dev/handoff/statefile"
 )
@@ -11,7 +13,10 @@ import (
 // Schemas known to this package.
 const (
 	Schema1 uint32 = 1 // *V1: sections "balances" and "charges"
-	Schema2 uint32 = 2 // *V2: section "accounts"
+	Schema2 uint32 = 2 // *V2: section "accounts", gob records
+	// Schema3 is a *V2 as *Packed: section "accounts", bulk arrays
+	// (packed.go). Binaries built before it do not read it.
+	Schema3 uint32 = 3
 )
 
 // States is the pdf application's statefile schema set: both layouts, and
@@ -24,6 +29,11 @@ func init() {
 	statefile.Register(States, Schema2, saveV2, loadV2)
 	statefile.AddStep(States, Schema1, Schema2, func(l *V1) (*V2, error) { return Up1to2(l), nil })
 	statefile.AddStep(States, Schema2, Schema1, func(l *V2) (*V1, error) { return Down2to1(l), nil })
+	// The same ledger in another layout: the steps share it, and neither
+	// changes it.
+	statefile.Register(States, Schema3, savePacked, loadPacked)
+	statefile.AddStep(States, Schema2, Schema3, func(l *V2) (*Packed, error) { return &Packed{l}, nil })
+	statefile.AddStep(States, Schema3, Schema2, func(p *Packed) (*V2, error) { return p.l, nil })
 }
 
 // Records go through the codec in batches: one gob message per account
@@ -52,13 +62,13 @@ func saveV1(out *statefile.Out, l *V1) error {
 	if err != nil {
 		return err
 	}
-	if err := encodeMap(enc, l.balances, func(k string, b int64) balanceRec { return balanceRec{k, b} }); err != nil {
+	if err := encodeRecords(enc, len(l.balances), maps.All(l.balances), func(k string, b int64) balanceRec { return balanceRec{k, b} }); err != nil {
 		return err
 	}
 	if enc, err = out.Section("charges"); err != nil {
 		return err
 	}
-	return encodeMap(enc, l.charges, func(k string, n uint64) chargeRec { return chargeRec{k, n} })
+	return encodeRecords(enc, len(l.charges), maps.All(l.charges), func(k string, n uint64) chargeRec { return chargeRec{k, n} })
 }
 
 func saveV2(out *statefile.Out, l *V2) error {
@@ -66,17 +76,18 @@ func saveV2(out *statefile.Out, l *V2) error {
 	if err != nil {
 		return err
 	}
-	return encodeMap(enc, l.accounts, func(k string, a *Account) accountRec { return accountRec{k, a.Balance, a.Charges} })
+	return encodeRecords(enc, l.Len(), l.All(), func(k string, a Account) accountRec { return accountRec{k, a.Balance, a.Charges} })
 }
 
-// encodeMap writes the number of records, so that the reader can size its
-// map once instead of growing it, then m as batches of records.
-func encodeMap[V, R any](enc statefile.Encoder, m map[string]V, rec func(string, V) R) error {
-	if err := enc.Encode(uint64(len(m))); err != nil {
+// encodeRecords writes the number of records, so that the reader can size
+// its map once instead of growing it, then the n records of all as
+// batches.
+func encodeRecords[V, R any](enc statefile.Encoder, n int, all iter.Seq2[string, V], rec func(string, V) R) error {
+	if err := enc.Encode(uint64(n)); err != nil {
 		return err
 	}
 	recs := make([]R, 0, batch)
-	for k, v := range m {
+	for k, v := range all {
 		recs = append(recs, rec(k, v))
 		if len(recs) == batch {
 			if err := enc.Encode(recs); err != nil {
@@ -107,31 +118,63 @@ func loadV1(in *statefile.In) (*V1, error) {
 }
 
 func loadV2(in *statefile.In) (*V2, error) {
-	accounts, err := decodeMap(in, "accounts", func(r accountRec) (string, *Account, bool) {
-		return r.Acct, &Account{r.Balance, r.Charges}, r.Balance >= 0
+	l := NewV2()
+	err := decodeRecords(in, "accounts", func(count uint64) { l.reserve(int(min(count, maxSizeHint)), 16) }, func(r accountRec) error {
+		if r.Balance < 0 {
+			return negative(r.Acct)
+		}
+		l.appendRecord(r.Acct, Account{r.Balance, r.Charges})
+		return nil
 	})
-	return &V2{accounts: accounts}, err
+	if err != nil {
+		return nil, err
+	}
+	if err := l.reindex(); err != nil {
+		return nil, fmt.Errorf("%w: %w", statefile.ErrCorrupt, err)
+	}
+	return l, nil
 }
 
 // maxSizeHint bounds the map size taken from a file's record count: a
 // count is only a hint, and a wrong one must not allocate gigabytes.
 const maxSizeHint = 1 << 20
 
-// decodeMap reads the section name as written by encodeMap: the record
-// count, then batches of records to the section's end. valid says whether
-// a record may be loaded. Each batch goes into a fresh slice: gob leaves
-// out zero fields, so decoding into a used one would keep the previous
-// batch's values where this one has zeros.
+// decodeMap reads the section name as encodeRecords wrote it into a map.
+// valid says whether a record may be loaded.
 func decodeMap[R, V any](in *statefile.In, name string, kv func(R) (string, V, bool)) (map[string]V, error) {
+	var m map[string]V
+	err := decodeRecords(in, name, func(count uint64) { m = make(map[string]V, min(count, maxSizeHint)) }, func(r R) error {
+		k, v, valid := kv(r)
+		if !valid {
+			return negative(k)
+		}
+		// One map operation, not a lookup and then an insert: a name
+		// already there leaves the length as it was.
+		n := len(m)
+		if m[k] = v; len(m) == n {
+			return duplicate(k)
+		}
+		return nil
+	})
+	return m, err
+}
+
+// decodeRecords reads the section name as encodeRecords wrote it: the
+// record count, given to start, then batches of records to the section's
+// end, each record given to put. Each batch goes into a fresh slice: gob
+// leaves out zero fields, so decoding into a used one would keep the
+// previous batch's values where this one has zeros.
+func decodeRecords[R any](in *statefile.In, name string, start func(count uint64), put func(R) error) error {
 	dec, err := in.Section(name)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var count uint64
 	if err := dec.Decode(&count); err != nil {
-		return nil, fmt.Errorf("section %q: record count: %w", name, err)
+		return fmt.Errorf("section %q: record count: %w", name, err)
 	}
-	m := make(map[string]V, min(count, maxSizeHint))
+	start(count)
+	n := uint64(0)
 	for {
 		var recs []R
 		err := dec.Decode(&recs)
@@ -139,30 +182,27 @@ func decodeMap[R, V any](in *statefile.In, name string, kv func(R) (string, V, b
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("section %q: %w", name, err)
+			return fmt.Errorf("section %q: %w", name, err)
 		}
 		for _, r := range recs {
-			k, v, valid := kv(r)
-			if err := putNew(m, k, v, valid); err != nil {
-				return nil, err
+			if err := put(r); err != nil {
+				return err
 			}
 		}
+		n += uint64(len(recs))
 	}
-	if uint64(len(m)) != count {
-		return nil, fmt.Errorf("%w: section %q says %d records and holds %d", statefile.ErrCorrupt, name, count, len(m))
+	if n != count {
+		return fmt.Errorf("%w: section %q says %d records and holds %d", statefile.ErrCorrupt, name, count, n)
 	}
-	return m, nil
+	return nil
 }
 
-// putNew adds k to m. A checksum cannot vouch for what the writer meant,
-// so an account twice or a negative balance is refused as corrupt.
-func putNew[V any](m map[string]V, k string, v V, valid bool) error {
-	if _, dup := m[k]; dup {
-		return fmt.Errorf("%w: account %q twice", statefile.ErrCorrupt, k)
-	}
-	if !valid {
-		return fmt.Errorf("%w: account %q has a negative balance", statefile.ErrCorrupt, k)
-	}
-	m[k] = v
-	return nil
+// A checksum cannot vouch for what the writer meant, so an account twice
+// or a negative balance is refused as corrupt.
+func duplicate(acct string) error {
+	return fmt.Errorf("%w: account %q twice", statefile.ErrCorrupt, acct)
+}
+
+func negative(acct string) error {
+	return fmt.Errorf("%w: account %q has a negative balance", statefile.ErrCorrupt, acct)
 }
