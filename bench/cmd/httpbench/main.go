@@ -12,7 +12,9 @@
 // upgrades: N rounds of the same wrk load, no upgrade, on bin/httpd as
 // shipped and on httpd -plain (the same handlers on a plain net/http
 // server), in turn, with each server's CPU time per request and the
-// ratios library/plain. make bench-steady runs that.
+// ratios library/plain; then the same for the pdf server's CPU per
+// request under upgradebench's paced load (pdf-v2 and pdf-v2 -plain).
+// make bench-steady runs that.
 //
 // With -tls 1.3,1.2 it runs the same over HTTPS, once per TLS version
 // (bin/httpd's rolling mode too), every server on a self-signed pair made
@@ -42,9 +44,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/bench/internal/harness"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "client" {
+		os.Exit(harness.ClientMain(os.Args[2:])) // -steady's pdf load, from the processes it starts
+	}
 	bin := flag.String("bin", "bin", "`dir` holding httpd (make build)")
 	out := flag.String("out", "bench/results/http.md", "markdown `file` to write the results to")
 	duration := flag.Duration("duration", 22*time.Second, "wrk's run per contender")
@@ -62,6 +69,10 @@ func main() {
 		"(no library), -duration each, with the server's CPU per request (steady.go)")
 	warmup := flag.Duration("warmup", 3*time.Second, "with -steady: wrk's run on each server before the rounds")
 	profiles := flag.String("profile", "", "with -steady: `dir` for each server's CPU profile (HTTPD_PROFILE_DIR)")
+	var pdf pdfLoad
+	flag.IntVar(&pdf.conns, "pdf-conns", 1000, "with -steady: the pdf server's persistent connections (0: no pdf runs)")
+	flag.Float64Var(&pdf.rate, "pdf-rate", 10000, "with -steady: the pdf server's paced requests per second")
+	flag.DurationVar(&pdf.duration, "pdf-duration", 10*time.Second, "with -steady: each pdf run")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 
@@ -73,6 +84,13 @@ func main() {
 		doc, err := runSteady(*bin, *steady, *warmup, p, *profiles)
 		if err != nil {
 			log.Fatal(err)
+		}
+		if pdf.conns > 0 {
+			section, err := runSteadyPDF(*bin, *steady, pdf)
+			if err != nil {
+				log.Fatal(err)
+			}
+			doc += section
 		}
 		writeReport(doc, *out)
 		return
