@@ -157,7 +157,11 @@ func Run(args []string) int {
 		log.Error("refusing to start", "err", err)
 		return 2
 	}
-	defer profile(log)()
+	mode := cfg.upgradeMode
+	if cfg.plain {
+		mode = "plain"
+	}
+	defer profile(mode, log)()
 	hs := newServer(log)
 	if cfg.plain {
 		return runPlain(cfg, hs, log)
