@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: build test e2e-systemd check-manifests e2e-pod demo fuzz bench bench-quick bench-statefile bench-tls bench-http bench-https bench-chat clean
+.PHONY: build test e2e-systemd check-manifests e2e-pod demo fuzz bench bench-quick bench-statefile bench-tls bench-http bench-https bench-steady bench-chat clean
 
 build:
 	mkdir -p $(BIN)
@@ -137,6 +137,19 @@ bench-http: build
 bench-https: build
 	./$(BIN)/httpbench -bin $(BIN) -tls 1.3,1.2 -h2load-conns 20 -h2load-streams 10 \
 		-duration 22s -every 2s -upgrades 10 -conns 200 -threads 2 -out bench/results/https.md
+
+# What the library costs between upgrades, reported in bench/README.md:
+# the same handlers on httpd as shipped and on httpd -plain (net/http, no
+# library), 5 rounds of wrk -t2 -c200 -d10s each in turn, no upgrade; then
+# pdf-v2 and pdf-v2 -plain under the same paced load (1000 connections,
+# 10k req/s, 10 s), 5 rounds. Req/s, the server's CPU per request and the
+# ratios library/plain (~5 min). Installs Debian's wrk with apt-get when
+# missing; loopback only. Table on stdout and in bench/results/steady.md,
+# each httpd's CPU profile in bench/results/steady/.
+bench-steady: build
+	./$(BIN)/httpbench -bin $(BIN) -steady 5 -duration 10s -conns 200 -threads 2 \
+		-pdf-conns 1000 -pdf-rate 10000 -pdf-duration 10s \
+		-profile bench/results/steady -out bench/results/steady.md
 
 # The chat example (examples/chat) with 10,000 WebSocket clients in rooms of
 # 10, upgraded 10 times in rolling mode, then the same server restarted in

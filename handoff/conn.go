@@ -173,17 +173,40 @@ func (c *Conn) Read(p []byte) (int, error) {
 	c.takeUp()
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	if err := c.parkCheck(false); err != nil {
+	empty := c.off == len(c.buf)
+	if err := c.parkCheck(empty); err != nil {
 		return 0, err
 	}
-	if c.off == len(c.buf) {
-		if err := c.fill(); err != nil {
+	if empty && len(p) >= readBufSize {
+		// Nothing buffered and room for a whole fill: straight into p, as
+		// bufio.Reader does, without a copy. What p gets is consumed, so
+		// nothing is lost to a park: the buffer stays empty.
+		return c.readInto(p)
+	}
+	if empty {
+		if err := c.fillChecked(); err != nil {
 			return 0, err
 		}
 	}
 	n := copy(p, c.buf[c.off:])
 	c.off += n
 	return n, nil
+}
+
+// readInto reads once from the network into p, with nothing buffered.
+// Called with rmu held, after parkCheck(true).
+func (c *Conn) readInto(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		return n, nil // as fill: an error with bytes comes again at the next Read
+	}
+	if err != nil && isTimeout(err) {
+		// The deadline may be ours, set to interrupt the read for parking.
+		if perr := c.parkCheck(true); perr != nil {
+			return 0, perr
+		}
+	}
+	return n, err
 }
 
 // Unread puts p back in front of the buffered bytes, so that it is read again,
@@ -209,6 +232,11 @@ func (c *Conn) fill() error {
 	if err := c.parkCheck(true); err != nil {
 		return err
 	}
+	return c.fillChecked()
+}
+
+// fillChecked is fill once parkCheck(true) has passed.
+func (c *Conn) fillChecked() error {
 	if c.off > 0 && c.off == len(c.buf) {
 		c.buf, c.off = c.buf[:0], 0
 	}

@@ -62,7 +62,7 @@ type conn struct {
 	delivered int64   // bytes Read has returned, ever
 	last      [3]byte // the last bytes Read returned, oldest first
 	lastN     int
-	head      []byte    // the bytes of the request head net/http holds, if known
+	head      []byte    // the bytes of the request head net/http holds, if known; reused from request to request
 	headKnown bool      // head is all of them: the connection may leave
 	peekRead  bool      // a Read of the idle Peek(4) happened
 	gaveBack  int       // bytes of a head given back to the handoff.Conn
@@ -71,7 +71,7 @@ type conn struct {
 	idle      time.Time // the deadline in force while it waits for a request, to carry to the next process
 	hold      bool      // until the first byte, the deadline carried from the last process holds
 	asked     time.Time // the read deadline net/http set last
-	askedAt   time.Time // when it set it
+	askedAt   time.Time // when it set it, while hold
 }
 
 // stream is what a conn serves net/http from and parks: the
@@ -114,7 +114,10 @@ func newConn(s *Server, st stream, hc *handoff.Conn, carried bool, idle time.Tim
 func (c *conn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.asked, c.askedAt = t, time.Now()
+	c.asked = t
+	if c.hold {
+		c.askedAt = time.Now() // endHoldLocked's only: net/http calls this thrice a request
+	}
 	switch c.phase {
 	case phaseFresh:
 		if c.delivered > 0 {
@@ -141,7 +144,7 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 // endHeadLocked: net/http has parsed a request head; what follows is
 // its body and its handler.
 func (c *conn) endHeadLocked() {
-	c.phase, c.head, c.headKnown = phaseBusy, nil, false
+	c.phase, c.head, c.headKnown = phaseBusy, c.head[:0], false
 }
 
 // endHoldLocked drops the carried deadline once the next request has
@@ -228,7 +231,7 @@ func (c *conn) notePeekLocked(want int) {
 	held := bufioSize - want
 	c.peekRead = true
 	c.headKnown = held >= 0 && held <= c.lastN
-	c.head = nil
+	c.head = c.head[:0]
 	if c.headKnown {
 		c.head = append(c.head, c.last[c.lastN-held:c.lastN]...)
 	}
@@ -241,7 +244,7 @@ func (c *conn) setState(st http.ConnState) {
 	case http.StateNew:
 		c.phase = phaseFresh
 	case http.StateIdle:
-		c.phase, c.head, c.headKnown = phaseIdleHook, nil, false
+		c.phase, c.head, c.headKnown = phaseIdleHook, c.head[:0], false
 	default:
 		c.endHeadLocked()
 	}
@@ -262,7 +265,7 @@ func (c *conn) isDetached() bool {
 func (c *conn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	c.notePeekLocked(len(p))
-	if !c.detached && c.hc.Asked() && c.safeLocked(len(p)) {
+	if !c.detached && c.safeLocked(len(p)) && c.hc.Asked() {
 		c.detached = true
 	}
 	if c.detached {
@@ -274,9 +277,9 @@ func (c *conn) Read(p []byte) (int, error) {
 	c.mu.Unlock()
 
 	n, err := c.stream.Read(p)
-	n = c.stripCRLF(p, n)
 
 	c.mu.Lock()
+	n = c.stripCRLFLocked(p, n)
 	c.reading = false
 	if c.detached {
 		c.mu.Unlock()
@@ -356,21 +359,19 @@ func (c *conn) remember(b []byte) {
 			c.head = append(c.head, b...)
 		}
 	}
-	for _, x := range b {
-		if c.lastN == len(c.last) {
-			copy(c.last[:], c.last[1:])
-			c.lastN--
-		}
-		c.last[c.lastN] = x
-		c.lastN++
+	if len(b) >= len(c.last) {
+		c.lastN = copy(c.last[:], b[len(b)-len(c.last):])
+		return
 	}
+	keep := min(c.lastN, len(c.last)-len(b)) // of the last ones, oldest first
+	copy(c.last[:], c.last[c.lastN-keep:c.lastN])
+	c.lastN = keep + copy(c.last[keep:], b)
 }
 
-// stripCRLF drops CR and LF before a resumed connection's first request:
-// net/http tolerates them after a POST only while it remembers the POST.
-func (c *conn) stripCRLF(p []byte, n int) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// stripCRLFLocked drops CR and LF before a resumed connection's first
+// request: net/http tolerates them after a POST only while it remembers
+// the POST.
+func (c *conn) stripCRLFLocked(p []byte, n int) int {
 	if !c.resumed || c.delivered > 0 {
 		return n
 	}

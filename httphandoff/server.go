@@ -25,9 +25,7 @@ type Server struct {
 	// n: it left with n bytes of a request head). For tests.
 	observed func(nc net.Conn, what string, n int)
 
-	mu      sync.Mutex
-	conns   map[net.Conn]*conn // by what net/http serves (conn.face)
-	resumed chan *conn         // connections to serve again: resumed, or back after a rollback
+	resumed chan *conn // connections to serve again: resumed, or back after a rollback
 	closed  chan struct{}
 	once    sync.Once
 
@@ -50,7 +48,6 @@ func New(srv *http.Server) *Server {
 	s := &Server{
 		srv:     srv,
 		hook:    srv.ConnState,
-		conns:   make(map[net.Conn]*conn),
 		resumed: make(chan *conn, 64),
 		closed:  make(chan struct{}),
 	}
@@ -113,17 +110,13 @@ func (s *Server) serveAgain(c *conn) {
 }
 
 // connState follows each connection through net/http's states: the
-// moments at which one can leave are known only from them.
+// moments at which one can leave are known only from them. It runs twice
+// per request, so it finds the conn from nc itself, without a lock.
 func (s *Server) connState(nc net.Conn, st http.ConnState) {
 	if s.hook != nil {
 		s.hook(nc, st)
 	}
-	s.mu.Lock()
-	c := s.conns[nc]
-	if st == http.StateClosed || st == http.StateHijacked {
-		delete(s.conns, nc)
-	}
-	s.mu.Unlock()
+	c := connOf(nc)
 	if c == nil {
 		return
 	}
@@ -155,21 +148,16 @@ func (s *Server) observe(c *conn, what string, n int) {
 	}
 }
 
-// track follows nc, if it is one of this package's conns (not a TLS
-// connection that stays here, served as is).
-func (s *Server) track(nc net.Conn) {
-	var c *conn
+// connOf is the conn behind nc, if nc is one of this package's conns
+// (not a TLS connection that stays here, served as is); nil otherwise.
+func connOf(nc net.Conn) *conn {
 	switch x := nc.(type) {
 	case *conn:
-		c = x
+		return x
 	case *tlsConn:
-		c = x.conn
-	default:
-		return
+		return x.conn
 	}
-	s.mu.Lock()
-	s.conns[nc] = c
-	s.mu.Unlock()
+	return nil
 }
 
 // listener merges the connections accepted (and, over TLS, past their
@@ -197,13 +185,11 @@ func (l *listener) fail(err error) { l.failed <- err }
 func (l *listener) Accept() (net.Conn, error) {
 	select {
 	case nc := <-l.accepted:
-		l.s.track(nc)
 		return nc, nil
 	case err := <-l.failed:
 		l.failed <- err // every later Accept fails too
 		return nil, err
 	case c := <-l.s.resumed:
-		l.s.track(c.face)
 		return c.face, nil
 	case <-l.s.closed:
 		return nil, net.ErrClosed

@@ -8,6 +8,14 @@
 // (the serving pids changed). make bench-http runs it; bench/README.md
 // reads one run.
 //
+// With -steady N it measures instead what the library costs between
+// upgrades: N rounds of the same wrk load, no upgrade, on bin/httpd as
+// shipped and on httpd -plain (the same handlers on a plain net/http
+// server), in turn, with each server's CPU time per request and the
+// ratios library/plain; then the same for the pdf server's CPU per
+// request under upgradebench's paced load (pdf-v2 and pdf-v2 -plain).
+// make bench-steady runs that.
+//
 // With -tls 1.3,1.2 it runs the same over HTTPS, once per TLS version
 // (bin/httpd's rolling mode too), every server on a self-signed pair made
 // at bench time, the clients held to the version by an OpenSSL
@@ -36,9 +44,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/handoff-dev/handoff/bench/internal/harness"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "client" {
+		os.Exit(harness.ClientMain(os.Args[2:])) // -steady's pdf load, from the processes it starts
+	}
 	bin := flag.String("bin", "bin", "`dir` holding httpd (make build)")
 	out := flag.String("out", "bench/results/http.md", "markdown `file` to write the results to")
 	duration := flag.Duration("duration", 22*time.Second, "wrk's run per contender")
@@ -52,11 +65,35 @@ func main() {
 	h2Conns := flag.Int("h2load-conns", 0, "with -tls: h2load's HTTP/2 connections on each httpd mode (0: no h2load run)")
 	h2Streams := flag.Int("h2load-streams", 10, "h2load's concurrent streams per connection (-m)")
 	withWrk := flag.Bool("wrk", true, "run wrk on each contender (-wrk=false: the h2load runs alone)")
+	steady := flag.Int("steady", 0, "instead: `rounds` of wrk without upgrades on httpd as shipped, then on httpd -plain "+
+		"(no library), -duration each, with the server's CPU per request (steady.go)")
+	warmup := flag.Duration("warmup", 3*time.Second, "with -steady: wrk's run on each server before the rounds")
+	profiles := flag.String("profile", "", "with -steady: `dir` for each server's CPU profile (HTTPD_PROFILE_DIR)")
+	var pdf pdfLoad
+	flag.IntVar(&pdf.conns, "pdf-conns", 1000, "with -steady: the pdf server's persistent connections (0: no pdf runs)")
+	flag.Float64Var(&pdf.rate, "pdf-rate", 10000, "with -steady: the pdf server's paced requests per second")
+	flag.DurationVar(&pdf.duration, "pdf-duration", 10*time.Second, "with -steady: each pdf run")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 
-	if err := ensureTools(*install, *versions != "", *h2Conns > 0); err != nil {
+	if err := ensureTools(*install, *versions != "", *h2Conns > 0, *steady > 0); err != nil {
 		log.Fatal(err)
+	}
+	if *steady > 0 {
+		p := plan{port: 7801, duration: *duration, conns: *conns, threads: *threads}
+		doc, err := runSteady(*bin, *steady, *warmup, p, *profiles)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if pdf.conns > 0 {
+			section, err := runSteadyPDF(*bin, *steady, pdf)
+			if err != nil {
+				log.Fatal(err)
+			}
+			doc += section
+		}
+		writeReport(doc, *out)
+		return
 	}
 	// Processes whose parent exits (an httpd after its upgrade, nginx's new
 	// master) become this process's children, so that they are reaped and
@@ -85,22 +122,31 @@ func main() {
 	for _, v := range strings.Split(*versions, ",") {
 		rows = append(rows, runAll(all, *only, v, &p)...)
 	}
-	doc := report(rows, p, time.Since(started))
+	writeReport(report(rows, p, time.Since(started)), *out)
+}
+
+// writeReport prints doc and writes it to out, unless out is empty.
+func writeReport(doc, out string) {
 	fmt.Print(doc)
-	if *out != "" {
-		if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
-			log.Fatal(err)
-		}
-		if err := os.WriteFile(*out, []byte(doc), 0o644); err != nil {
-			log.Fatal(err)
-		}
+	if out == "" {
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		log.Fatal(err)
+	}
+	if err := os.WriteFile(out, []byte(doc), 0o644); err != nil {
+		log.Fatal(err)
 	}
 }
 
 // ensureTools installs Debian's wrk, nginx and haproxy if one is missing,
-// openssl (s_client) with TLS, and nghttp2-client's h2load if h2load.
-func ensureTools(install, tls, h2load bool) error {
+// openssl (s_client) with TLS, and nghttp2-client's h2load if h2load; wrk
+// alone for the steady-state runs.
+func ensureTools(install, tls, h2load, steady bool) error {
 	tools := map[string]string{"/usr/bin/wrk": "wrk", "/usr/sbin/nginx": "nginx", "/usr/sbin/haproxy": "haproxy"}
+	if steady {
+		tools = map[string]string{"/usr/bin/wrk": "wrk"}
+	}
 	if tls {
 		tools["/usr/bin/openssl"] = "openssl"
 	}

@@ -92,9 +92,9 @@ func drive(cfg Config, srv *server, epoch time.Time, out *result.Run, logf func(
 }
 
 // sighups is how many upgrades the run sends: none in ModeNone, which is
-// the same load and server with the upgrades left out.
+// the same load and server with the upgrades left out, nor in ModePlain.
 func sighups(cfg Config) int {
-	if cfg.Mode == result.ModeNone {
+	if cfg.Mode == result.ModeNone || cfg.Mode == result.ModePlain {
 		return 0
 	}
 	return cfg.Upgrades

@@ -35,7 +35,9 @@ func startServer(dir, src, mode string) (*server, error) {
 	pidfile := filepath.Join(dir, "pdf.pid")
 	args := []string{"-listen", port, "-drain-timeout", drainTimeout.String(), "-pidfile", pidfile,
 		"-state", filepath.Join(dir, "state")}
-	if flag := serverMode(mode); flag != result.ModeFull {
+	if mode == result.ModePlain {
+		args = []string{"-listen", port, "-pidfile", pidfile, "-plain"} // no library, no state
+	} else if flag := serverMode(mode); flag != result.ModeFull {
 		args = append(args, "-upgrade-mode", flag)
 	}
 	g, err := proc.StartGroup(filepath.Join(dir, "server.log"), pidfile, bin, args...)

@@ -16,6 +16,9 @@ const (
 	// held against. It has no upgrade windows, so all its latencies are
 	// outside one, and its longest stall is over the whole run.
 	ModeNone = "none"
+	// ModePlain is ModeNone on the server's -plain mode: the same protocol
+	// without the handoff library (make bench-steady's baseline).
+	ModePlain = "plain"
 )
 
 // Suite is one invocation of the benchmark: every mode at every scale.

@@ -44,6 +44,7 @@ type config struct {
 	tlsCert        string // PEM files: serve HTTPS if set
 	tlsKey         string
 	h2Linger       time.Duration // httphandoff.Server.HTTP2Linger
+	plain          bool          // serve without the library (plain.go)
 	args           []string      // after the flags: there must be none
 }
 
@@ -104,6 +105,9 @@ func parseFlags(args []string) (config, error) {
 		"with -tls-cert, rolling and full mode: how long the old process goes on serving its HTTP/2 connections "+
 			"after an upgrade (for clients that never reconnect, such as h2load) before the graceful GOAWAY "+
 			"(0: GOAWAY at once); the drain after the upgrade waits this much longer")
+	fs.BoolVar(&c.plain, "plain", false,
+		"serve the same handlers on a plain net/http server, without the handoff library: no upgrades "+
+			"(SIGHUP is ignored), no -metrics, -control or TLS; the baseline make bench-steady compares with")
 	err := fs.Parse(args)
 	c.args = fs.Args()
 	return c, err
@@ -131,6 +135,9 @@ func (c config) check() error {
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return errors.New("-tls-cert and -tls-key go together")
 	}
+	if c.plain && (c.metrics != "" || c.control != "" || c.tlsCert != "") {
+		return errors.New("-plain serves plain HTTP without the library: no -metrics, -control or -tls-cert")
+	}
 	return nil
 }
 
@@ -150,10 +157,16 @@ func Run(args []string) int {
 		log.Error("refusing to start", "err", err)
 		return 2
 	}
-	p := &process{cfg: cfg, log: log, hs: &http.Server{
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}}
+	mode := cfg.upgradeMode
+	if cfg.plain {
+		mode = "plain"
+	}
+	defer profile(mode, log)()
+	hs := newServer(log)
+	if cfg.plain {
+		return runPlain(cfg, hs, log)
+	}
+	p := &process{cfg: cfg, log: log, hs: hs}
 	opts, err := p.options(base)
 	if err == nil {
 		err = handoff.Run(opts, handoff.Service{Setup: p.setup, Serve: p.serve, Shutdown: p.drain,
@@ -164,6 +177,15 @@ func Run(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// newServer is the http.Server of either mode, the library's or -plain's,
+// before its handler is set.
+func newServer(log *slog.Logger) *http.Server {
+	return &http.Server{
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 // process is one httpd process: its upgrader and its HTTP server.

@@ -51,6 +51,7 @@ type config struct {
 	listen, pidfile, state, control, metrics string
 	stateReset, stateAcceptStale, fdstore    bool
 	stateSchemas                             bool
+	plain                                    bool // serve without the library (plain.go)
 	upgradeMode                              string
 	upgradeTimeout, drainTimeout, snapshot   time.Duration
 	parkTimeout                              time.Duration
@@ -110,6 +111,9 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.stateSchemas, "state-schemas", false,
 		"print the application and the state schemas this binary reads, and exit (an old process asks before an upgrade)")
 	fs.IntVar(&c.fdstoreMax, "fdstore-max", systemd.DefaultMaxKept, "with -fdstore, keep at most `n` connections")
+	fs.BoolVar(&c.plain, "plain", false,
+		"serve the same protocol on plain net.Conns, without the handoff library: no upgrades (SIGHUP is ignored), "+
+			"no -state, -metrics or -control; the baseline make bench-steady compares with")
 	err := fs.Parse(args)
 	c.args = fs.Args()
 	return c, err
@@ -129,6 +133,8 @@ func (c config) check() error {
 		return errors.New("-snapshot needs -state and a positive interval")
 	case c.parkTimeout < 0:
 		return errors.New("-park-timeout must not be negative")
+	case c.plain && (c.state != "" || c.metrics != "" || c.control != "" || c.fdstore):
+		return errors.New("-plain serves without the library: no -state, -metrics, -control or -fdstore")
 	case c.fdstore && c.snapshot == 0:
 		// A process that takes the connections back after a crash must
 		// also find the ledger they were served from.
@@ -160,6 +166,9 @@ func Run(version string, led server.Ledger, args []string) int {
 	if err := cfg.check(); err != nil {
 		log.Error("refusing to start", "err", err)
 		return 2
+	}
+	if cfg.plain {
+		return runPlain(cfg, version, server.New(version, led, log), log)
 	}
 	prof := newProfiler(log)
 	prof.start("start")

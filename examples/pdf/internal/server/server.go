@@ -9,11 +9,13 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"time"
@@ -280,4 +282,35 @@ func (s *Server) FinalSave(save func(write func(io.Writer) error) error) error {
 		s.mu.Unlock()
 	}
 	return err
+}
+
+// ServePlain serves ln as Serve does, with the same requests and replies,
+// but on plain net.Conns read through a bufio.Scanner, without the
+// handoff library: the baseline against which make bench-steady measures
+// what the library costs between upgrades. Its connections never move.
+func (s *Server) ServePlain(ln net.Listener) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go s.servePlain(c, s.newSession())
+	}
+}
+
+// servePlain is serve without the library: each line of c answered in
+// order, until the peer goes or a line is too long.
+func (s *Server) servePlain(c net.Conn, sess *session) {
+	defer c.Close()
+	sc := bufio.NewScanner(c)
+	sc.Buffer(make([]byte, 0, 4096), handoff.DefaultMaxBuffered)
+	sc.Split(splitLine)
+	for sc.Scan() {
+		if _, err := c.Write(s.handle(sess, sc.Bytes())); err != nil {
+			return
+		}
+	}
+	if errors.Is(sc.Err(), errTooLong) {
+		_, _ = c.Write(reply("ERR", "-", reasonTooLong))
+	}
 }
