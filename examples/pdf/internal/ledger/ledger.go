@@ -97,6 +97,7 @@ func (l *V2) TopUp(acct string, amount int64) (int64, error) {
 		return l.balances[r], err
 	}
 	l.balances[r] = b
+	l.changes.Mark(r)
 	return b, nil
 }
 
@@ -109,6 +110,7 @@ func (l *V2) Charge(acct string, amount int64) (int64, bool) {
 	}
 	l.balances[r] -= amount
 	l.charges[r]++
+	l.changes.Mark(r)
 	return l.balances[r], true
 }
 
@@ -137,6 +139,7 @@ func (l *V2) SetAccount(acct string, a Account) {
 		return
 	}
 	l.balances[r], l.charges[r] = a.Balance, a.Charges
+	l.changes.Mark(r)
 }
 
 // All yields every account, in no particular order.

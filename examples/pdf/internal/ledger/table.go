@@ -9,6 +9,8 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"slices"
+
+	"github.com/handoff-dev/handoff/statefile"
 )
 
 // V2 is the v2 layout (schema 2): accounts with a balance and a charge
@@ -34,8 +36,9 @@ type V2 struct {
 	hashes   []uint64 // hashes[r]: hash of record r's name
 	balances []int64
 	charges  []uint64
-	homes    int      // homes are 0 … homes-1; the index has spare slots past them
-	index    []uint32 // record + 1 by slot, 0 if empty
+	homes    int               // homes are 0 … homes-1; the index has spare slots past them
+	index    []uint32          // record + 1 by slot, 0 if empty
+	changes  statefile.Changes // records changed or added since Track (precopy.go)
 }
 
 // NewV2 returns an empty v2 ledger.
@@ -70,6 +73,7 @@ func (l *V2) find(acct string) (uint32, bool) {
 // add appends a record for acct, which must be new, and indexes it.
 func (l *V2) add(acct string, a Account) {
 	r := l.appendRecord(acct, a)
+	l.changes.Mark(r)
 	if len(l.balances) > l.homes/4*3 {
 		l.grow()
 	}
