@@ -60,6 +60,7 @@ type Server struct {
 	led   Ledger
 	stats StatsLedger // led, if it counts charges; else nil
 	gen   uint64      // the loaded state's generation; 0 if it started empty
+	base  *base       // what a pre-copy brought, waiting for its changes (precopy.go)
 
 	rolling bool                 // see RollingUpgrades
 	counted func(command string) // see CountRequests
