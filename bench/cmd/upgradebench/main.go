@@ -43,6 +43,8 @@ func run() int {
 	dur := flag.Duration("duration", 20*time.Second, "length of each run")
 	ups := flag.Int("upgrades", 3, "upgrades per run")
 	out := flag.String("out", "bench/results", "directory for the JSON and the charts")
+	accounts := flag.Int("accounts", 0, "accounts in the server's ledger before the clients start, "+
+		"topped up through the protocol: the state an upgrade moves (the clients' own accounts besides)")
 	keep := flag.Bool("keep", false, "keep each run's work directory (server log, client records)")
 	profile := flag.String("profile", "", "write the servers' CPU profiles, traces and heap profiles of each "+
 		"upgrade under `dir`/<mode>-<conns> (pdf's PDF_PROFILE_DIR; slows the servers down)")
@@ -72,7 +74,7 @@ func run() int {
 				os.Setenv("PDF_PROFILE_DIR", filepath.Join(*profile, fmt.Sprintf("%s-%d", mode, n)))
 			}
 			r, err := harness.Run(harness.Config{Self: self, Server: filepath.Join(*bin, "pdf-v2"),
-				Mode: mode, Conns: n, Rate: *rate, Churn: *churn, Duration: *dur, Upgrades: *ups, Dir: dir}, logf)
+				Mode: mode, Conns: n, Rate: *rate, Churn: *churn, Duration: *dur, Upgrades: *ups, Accounts: *accounts, Dir: dir}, logf)
 			if err != nil {
 				logf("%s at %d conns: %v (work dir %s kept)", mode, n, err, dir)
 				return 1

@@ -30,6 +30,7 @@ type Config struct {
 	Churn    float64 // new connections per second, all clients together
 	Duration time.Duration
 	Upgrades int
+	Accounts int    // accounts the ledger holds before the clients start (seed.go)
 	Dir      string // work directory
 }
 
@@ -45,6 +46,14 @@ func Run(cfg Config, logf func(string, ...any)) (result.Run, error) {
 		return out, err
 	}
 	defer srv.kill()
+	if cfg.Accounts > 0 {
+		start := time.Now()
+		if err := seed(srv.addr, cfg.Accounts); err != nil {
+			return out, err
+		}
+		logf("%s, %d conns: ledger seeded with %d accounts in %v", cfg.Mode, cfg.Conns, cfg.Accounts,
+			time.Since(start).Round(time.Millisecond))
+	}
 	clients, err := startClients(cfg, srv.addr)
 	if err != nil {
 		return out, err
