@@ -6,7 +6,8 @@ import (
 )
 
 // TestPauseByMode: only AllAtOnce pauses every connection; Pause is 0 for
-// the other modes, whatever their phases took.
+// the other modes, whatever their phases took, and the pre-copy, before
+// the park, is never in it.
 func TestPauseByMode(t *testing.T) {
 	st := UpgradeStats{Park: 1, Parked: 2, State: 4, Ready: 8, Commit: 16, Move: time.Second, Precopy: time.Minute}
 	for mode, want := range map[Mode]time.Duration{AllAtOnce: 31, Rolling: 0, ListenersOnly: 0} {
