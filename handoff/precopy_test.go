@@ -73,8 +73,11 @@ func (s *lineServer) saveChanges(w io.Writer) error {
 // there holds it).
 func (s *lineServer) precopyLoad(r io.Reader) error {
 	s.p.called("precopy-load")
-	if s.p.fault() == "reject-precopy" {
+	switch s.p.fault() {
+	case "reject-precopy":
 		return errors.New("pre-copy rejected on purpose")
+	case "panic:precopy-load":
+		panic("pre-copy load panics on purpose")
 	}
 	var total uint64
 	if err := binary.Read(r, binary.BigEndian, &total); err != nil {
@@ -218,19 +221,27 @@ func TestPrecopyDeclined(t *testing.T) {
 
 // TestPrecopyFailures: a pre-copy that fails, in either process, rolls
 // the upgrade back before anything is parked; the old process serves on
-// with its state whole, and the next upgrade moves it.
+// with its state whole, and the next upgrade moves it. A Load that hangs
+// ends at the upgrade's timeout, not at the shorter pause timeout: the
+// pre-copy is outside the pause.
 func TestPrecopyFailures(t *testing.T) {
 	for _, c := range []struct {
 		name, fault, oldFault, says string
+		timeout                     string // the failing upgrade's UpgradeRequest.Timeout
 	}{
-		{"load fails", "reject-precopy", "", "pre-copy rejected on purpose"},
-		{"stream cut short", "", "short:precopy", "unexpected EOF"},
-		{"save fails", "", "fail:precopy", "pre-copy save fails on purpose"},
-		{"save panics", "", "panic:precopy", "pre-copy save panicked"},
+		{name: "load fails", fault: "reject-precopy", says: "pre-copy rejected on purpose"},
+		{name: "load panics", fault: "panic:precopy-load", says: "pre-copy load panicked"},
+		{name: "load hangs", fault: "hang:precopy-load", says: "upgrade timed out", timeout: "4s"},
+		{name: "stream cut short", oldFault: "short:precopy", says: "unexpected EOF"},
+		{name: "save fails", oldFault: "fail:precopy", says: "pre-copy save fails on purpose"},
+		{name: "save panics", oldFault: "panic:precopy", says: "pre-copy save panicked"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			h := startServer(t, envPrecopy+"=1")
+			// The pause timeout is a safety net but for "load hangs",
+			// where it must be shorter than the upgrade's and still hold
+			// the good upgrade's pause.
+			h := startServer(t, envPrecopy+"=1", envPauseTimeout+"=2s")
 			old := h.pid
 			kept := dialConn(t, h.addr)
 			if err := kept.round(3, false); err != nil {
@@ -238,6 +249,7 @@ func TestPrecopyFailures(t *testing.T) {
 			}
 			h.setFault(c.fault)
 			h.setOldFault(c.oldFault)
+			h.setUpgradeTimeout(c.timeout)
 			if p, fail := h.upgrade(); p != 0 {
 				t.Fatalf("upgrade with a failing pre-copy committed to %d", p)
 			} else if !strings.Contains(fail, c.says) {
@@ -245,7 +257,7 @@ func TestPrecopyFailures(t *testing.T) {
 			}
 			h.stopLogged("handoff: upgrade failed")
 			lines := strings.Split(h.logs.String(), "\n")
-			if c.fault != "" && !anyLineHasAll(lines, []string{"handoff: upgrade failed", "cause=rejected", c.says}) {
+			if c.fault == "reject-precopy" && !anyLineHasAll(lines, []string{"handoff: upgrade failed", "cause=rejected", c.says}) {
 				t.Error("the old process's log does not say the new one rejected the pre-copy (cause=rejected)")
 			}
 			if strings.Contains(h.logs.String(), "phase=park") {
@@ -259,6 +271,7 @@ func TestPrecopyFailures(t *testing.T) {
 			}
 			h.setFault("")
 			h.setOldFault("")
+			h.setUpgradeTimeout("")
 			h.calls = nil
 			p, fail := h.upgrade()
 			if p == 0 {
