@@ -499,6 +499,9 @@ func serverMain(p *proc) {
 	if p.inh != nil && !p.fake {
 		processFault(p.fault())
 	}
+	if p.inh != nil && p.fault() == "previous-release" {
+		previousRelease(p) // precopy_test.go
+	}
 	p.tapChannel()
 	up, ln := p.start()
 	srv := p.server(up).serve

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/handoff-dev/handoff/handoff/internal/wire"
 )
 
 // envPrecopy gives every server of the chain Options.Precopy (testPrecopy)
@@ -282,6 +285,78 @@ func TestPrecopyFailures(t *testing.T) {
 			}
 			h.requireCalls(old, p, "precopy-save old", "save-changes old", "precopy-load new", "load-changes new")
 		})
+	}
+}
+
+// previousRelease is a new process of the release before the pre-copy,
+// as far as PLAN: it greets the old process as that release does and
+// refuses a PLAN with a flag other than STATE as that release's decoder
+// does ("PLAN has unknown flags", ABORT), then exits.
+func previousRelease(p *proc) {
+	fc, err := net.FileConn(p.inh.channel)
+	if err != nil {
+		p.report("error %d previous release: %v", p.pid, err)
+		p.exit(1)
+	}
+	ch := wire.NewChannel(fc.(*net.UnixConn))
+	hello := wire.Hello{Version: wire.Version, PID: uint32(p.pid), FdLimit: 1 << 16, FdOpen: 64,
+		AppVersion: "previous", App: defaultApp()}
+	var theirs wire.Hello
+	err = ch.Send(hello, nil)
+	if err == nil {
+		err = ch.Expect(&theirs)
+	}
+	var m wire.Msg
+	if err == nil {
+		m, err = ch.RecvNoFds()
+	}
+	if err == nil {
+		err = m.ExpectType(wire.TypePlan)
+	}
+	if err == nil && len(m.Payload) == 6 && m.Payload[5]&^1 != 0 {
+		err = wire.Errorf("PLAN has unknown flags %#x", m.Payload[5])
+	}
+	if err == nil {
+		err = errors.New("PLAN without a pre-copy: this test wants one")
+	}
+	_ = ch.Send(wire.Abort{Reason: err.Error()}, nil)
+	ch.Close()
+	p.report("error %d %v", p.pid, err)
+	p.exit(1)
+}
+
+// TestPrecopyToPreviousRelease: a new binary of the release before the
+// pre-copy refuses the PLAN that offers one; the upgrade rolls back (a
+// rejection), the old process serves on, and an upgrade to a binary of
+// this release moves the state.
+func TestPrecopyToPreviousRelease(t *testing.T) {
+	h := startServer(t, envPrecopy+"=1")
+	old := h.pid
+	kept := dialConn(t, h.addr)
+	if err := kept.round(2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.setFault("previous-release")
+	if p, fail := h.upgrade(); p != 0 {
+		t.Fatalf("upgrade to the previous release committed to %d", p)
+	} else if !strings.Contains(fail, "PLAN has unknown flags 0x3") {
+		t.Fatalf("rolled back for %q, want the previous release's refusal of the flag", fail)
+	}
+	h.stopLogged("handoff: upgrade failed")
+	if !anyLineHasAll(strings.Split(h.logs.String(), "\n"), []string{"handoff: upgrade failed", "cause=rejected"}) {
+		t.Error("the old process's log does not name the refusal a rejection (cause=rejected)")
+	}
+	if err := kept.round(2, false); err != nil || len(kept.pids) != 1 || !kept.pids[strconv.Itoa(old)] {
+		t.Fatalf("kept connection after the rollback: served by %v, %v; want the old process %d", kept.pids, err, old)
+	}
+	h.setFault("")
+	h.calls = nil
+	p, fail := h.upgrade()
+	if p == 0 {
+		t.Fatalf("upgrade after the rollback: %s", fail)
+	}
+	if got := h.readyTotal(); got != 4 {
+		t.Fatalf("new process's total %d, want 4", got)
 	}
 }
 
