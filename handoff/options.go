@@ -93,8 +93,8 @@ type Options struct {
 	// an upgrade, such as a ledger of a million accounts, it takes the
 	// saving and loading of the bulk out of the pause.
 	//
-	// SaveState and LoadState must be set too: the other modes, a stop
-	// that saves, and a new process that does not pre-copy use them. In
+	// SaveState and LoadState must be set too: the other modes and an
+	// upgrade whose new process does not pre-copy use them. In
 	// Rolling mode (which sends its state while serving anyway) and
 	// ListenersOnly mode (no state) Precopy is never called. The old
 	// process offers the pre-copy (PROTOCOL.md); a new process with
@@ -264,9 +264,9 @@ func applyDefaults(o *Options) error {
 }
 
 // Precopy is Options.Precopy: how the application's state moves in two
-// parts. Each function runs on the upgrade's goroutine, one at a time, in
-// the order of the fields, and an error or a panic of any of them fails
-// the upgrade.
+// parts. Save and then SaveChanges run in the old process, on the
+// upgrade's goroutine; Load and then LoadChanges in the new one, in Ready.
+// An error or a panic of any of them fails the upgrade.
 type Precopy struct {
 	// Save writes the bulk of the state to the new process, in the old
 	// process, while every connection is still served: after the early
@@ -305,7 +305,7 @@ func (p *Precopy) check(o *Options) error {
 	}
 	if o.SaveState == nil || o.LoadState == nil {
 		return errors.New("handoff: Options.Precopy is set without SaveState and LoadState, " +
-			"which a stop and a new process that does not pre-copy need")
+			"which the other modes and a new process that does not pre-copy need")
 	}
 	return nil
 }
