@@ -29,6 +29,9 @@ type childSession struct {
 	// parent of this one, nor in its process group or PID namespace.
 	greeted *greeting
 	carried carried
+	// precopy: this process took the pre-copy PLAN offered; the bulk of
+	// the state comes before FINAL, and LoadChanges replaces LoadState.
+	precopy bool
 	ready   time.Time // READY sent
 	pidTmp  string    // this process's pid, written beside the PID file before READY
 }
@@ -185,11 +188,22 @@ func (s *childSession) receive(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	f, err := s.receiveEarly(n)
+	f, err := s.receiveEarly(n, s.precopy)
 	if err != nil {
 		return err
 	}
 	s.logPhase(PhaseFds, start, "conns", len(s.early))
+	if s.precopy {
+		start = time.Now()
+		loaded, err := s.loadPrecopy()
+		if err != nil {
+			return err
+		}
+		s.logPhase(PhasePrecopy, start, "bytes", loaded)
+		if f, err = s.receiveFinal(); err != nil {
+			return err
+		}
+	}
 	start = time.Now()
 	if err := s.receiveParked(f); err != nil {
 		return err
@@ -258,7 +272,11 @@ func (s *childSession) readPlan() (int, error) {
 	if err := s.canLoad(s.plan.state); err != nil {
 		return 0, err
 	}
-	s.u.log.Info("handoff: plan", "mode", s.plan.mode, "early", s.plan.early, "state", s.plan.state)
+	if err := s.answerPrecopy(); err != nil {
+		return 0, err
+	}
+	s.u.log.Info("handoff: plan", "mode", s.plan.mode, "early", s.plan.early, "state", s.plan.state,
+		"precopy", s.precopy)
 	prefault(int(s.plan.early))
 	return int(s.plan.early), growFdTable(int(s.plan.early))
 }
@@ -278,13 +296,46 @@ func (s *childSession) canLoad(state bool) error {
 	return nil
 }
 
+// answerPrecopy answers a PLAN that offers a pre-copy: this process takes
+// it if it has Options.Precopy, and declines it otherwise, so that the
+// old process sends its whole state in the pause, for LoadState, as it
+// would without a pre-copy.
+func (s *childSession) answerPrecopy() error {
+	if !s.plan.precopy {
+		return nil
+	}
+	step := wire.PrecopyDecline
+	if s.u.opts.Precopy != nil {
+		step, s.precopy = wire.PrecopyTake, true
+	}
+	return s.ch.Send(wire.Precopy{Step: step}, nil)
+}
+
+// loadPrecopy hands the pre-copy's state stream to Precopy.Load, checks it
+// whole and tells the old process it is loaded: it parks nothing before.
+func (s *childSession) loadPrecopy() (uint64, error) {
+	r := wire.NewStateReader(s.ch)
+	load := s.u.opts.Precopy.Load
+	if err := callSafely("pre-copy load", func() error { return load(r) }); err != nil {
+		return 0, err
+	}
+	if err := r.Drain(); err != nil {
+		return 0, err
+	}
+	return r.Total(), s.ch.Send(wire.Precopy{Step: wire.PrecopyLoaded}, nil)
+}
+
 // loadState hands the state stream to the application and checks it whole.
 // A stream PLAN did not announce must be empty: one it announced has
 // passed canLoad.
 func (s *childSession) loadState() (uint64, error) {
 	r := wire.NewStateReader(s.ch)
-	if load := s.u.opts.LoadState; load != nil && s.u.opts.Mode.loadsState() {
-		if err := callSafely("load state", func() error { return load(r) }); err != nil {
+	load, what := s.u.opts.LoadState, "load state"
+	if s.precopy {
+		load, what = s.u.opts.Precopy.LoadChanges, "load changes"
+	}
+	if load != nil && s.u.opts.Mode.loadsState() {
+		if err := callSafely(what, func() error { return load(r) }); err != nil {
 			return 0, err
 		}
 	}

@@ -359,7 +359,10 @@ func resultMsg(r UpgradeResult, from int) controlwire.Result {
 		Cause: r.Cause, From: from, To: r.To, Binary: r.Binary, Began: r.Began, TookNS: int64(r.Took),
 		Conns: r.Stats.Conns, StateBytes: r.StateBytes, PhasesNS: map[string]int64{}}
 	for _, p := range Phases {
-		if p != PhaseMove || r.Stats.Mode.movesAfterCommit() {
+		switch {
+		case p == PhaseMove && !r.Stats.Mode.movesAfterCommit():
+		case p == PhasePrecopy && r.Stats.Precopy == 0: // none ran
+		default:
 			m.PhasesNS[p] = int64(r.Stats.Took(p))
 		}
 	}

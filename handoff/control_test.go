@@ -157,15 +157,20 @@ func TestControlDirSafe(t *testing.T) {
 }
 
 // TestResultPhases: a result says every phase UpgradeStats times, by its
-// name, and move only in Rolling mode.
+// name, move only in Rolling mode and precopy only if one ran.
 func TestResultPhases(t *testing.T) {
-	for _, mode := range []Mode{AllAtOnce, Rolling, ListenersOnly} {
+	type tc struct {
+		mode    Mode
+		precopy time.Duration
+	}
+	for _, c := range []tc{{AllAtOnce, 0}, {AllAtOnce, 512}, {Rolling, 0}, {ListenersOnly, 0}} {
+		mode := c.mode
 		st := UpgradeStats{Mode: mode, Connected: 1, Fds: 2, Park: 4, Parked: 8, State: 16, Ready: 32, Commit: 64,
-			Release: 128, Move: 256}
+			Release: 128, Move: 256, Precopy: c.precopy}
 		got := resultMsg(UpgradeResult{Committed: true, Stats: st}, 1).PhasesNS
 		for _, p := range Phases {
 			ns, ok := got[p]
-			if p == PhaseMove && mode != Rolling {
+			if (p == PhaseMove && mode != Rolling) || (p == PhasePrecopy && c.precopy == 0) {
 				if ok {
 					t.Errorf("%s: phases_ns has %s", mode, p)
 				}
@@ -178,6 +183,9 @@ func TestResultPhases(t *testing.T) {
 		want := len(Phases)
 		if mode != Rolling {
 			want-- // no move
+		}
+		if c.precopy == 0 {
+			want-- // no pre-copy
 		}
 		if len(got) != want {
 			t.Errorf("%s: phases_ns %v: want the phases of Phases only", mode, got)

@@ -11,7 +11,10 @@
 // PROTOCOL.md. The fds go first, while the old process still serves every
 // connection, because turning them into connections is the slow part; only
 // then are the connections parked and their unread bytes, their handler
-// state and the global state sent. Upgrader.LastUpgrade times each phase.
+// state and the global state sent. With Options.Precopy, the bulk of the
+// global state goes before the park too, after the fds, and is loaded by
+// the new process while the old one serves; the pause then holds only
+// what changed since. Upgrader.LastUpgrade times each phase.
 //
 // A server embeds it as Example shows: New, Listen, Ready, an accept loop,
 // a stop signal handled with Stop, and Exiting before it exits once Exit
@@ -84,6 +87,22 @@
 //
 // If the old process dies during an upgrade (SIGKILL), the new one exits
 // without serving and says so; its connections were the old process's.
+//
+// # Pre-copy
+//
+// In AllAtOnce mode SaveState and LoadState run in the pause: for a large
+// state (a ledger of a million accounts: 19 MB, a quarter of a second)
+// they are most of it. Options.Precopy splits the state in two. After the
+// fds, while every connection is still served, Precopy.Save sends the
+// bulk and the new process loads it (Precopy.Load); the old process parks
+// nothing until the load has returned. From the moment Save reads the
+// state, the application tracks what it changes; in the pause,
+// Precopy.SaveChanges sends only that, and Precopy.LoadChanges applies it
+// on the bulk, in place of SaveState and LoadState. The phase is
+// PhasePrecopy (UpgradeStats.Precopy), outside the pause. A new process
+// without Precopy declines it and the upgrade runs as without one; a new
+// binary of a release before the pre-copy refuses it, and the upgrade
+// rolls back.
 //
 // # Rolling
 //

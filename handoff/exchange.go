@@ -11,23 +11,26 @@ import (
 // of package wire.
 
 // plan is the PLAN frame: the mode, how many connections' fds the old
-// process sends early, while it still serves them, and whether its
+// process sends early, while it still serves them, whether its
 // application's state follows (it has SaveState), so that a new process
-// that could not load it refuses before anything is paused.
+// that could not load it refuses before anything is paused, and whether
+// it offers a pre-copy of that state (Options.Precopy), which the new
+// process answers with PRECOPY.
 type plan struct {
-	mode  Mode
-	early uint32
-	state bool
+	mode    Mode
+	early   uint32
+	state   bool
+	precopy bool
 }
 
 // frame is p as PLAN says it.
 func (p plan) frame() wire.Plan {
-	return wire.Plan{Mode: uint8(p.mode), Early: p.early, State: p.state}
+	return wire.Plan{Mode: uint8(p.mode), Early: p.early, State: p.state, Precopy: p.precopy}
 }
 
 // planOf reads a PLAN, which must ask only what its mode allows.
 func planOf(f wire.Plan) (plan, error) {
-	p := plan{mode: Mode(f.Mode), early: f.Early, state: f.State}
+	p := plan{mode: Mode(f.Mode), early: f.Early, state: f.State, precopy: f.Precopy}
 	if p.mode >= modes {
 		return p, protoErr("PLAN names mode %d, which this version does not know", uint8(p.mode))
 	}
@@ -36,6 +39,9 @@ func planOf(f wire.Plan) (plan, error) {
 	}
 	if !p.mode.sendsState() && p.state {
 		return p, protoErr("PLAN sends state in mode %s", p.mode)
+	}
+	if !p.mode.precopies() && p.precopy {
+		return p, protoErr("PLAN offers a pre-copy in mode %s", p.mode)
 	}
 	return p, nil
 }

@@ -179,6 +179,7 @@ type lineServer struct {
 	mu    sync.Mutex
 	total uint64
 	saves uint64 // SaveState calls, for envCarry
+	base  uint64 // the total Precopy.Save read (envPrecopy)
 }
 
 func (s *lineServer) serve(c *Conn, state []byte) {
@@ -341,6 +342,7 @@ func loadLine[T any](in *statefile.In) (T, error) {
 }
 
 func (s *lineServer) save(w io.Writer) error {
+	s.p.called("save")
 	s.p.oldFault("save") // "panic:save": SaveState panics in the old process
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -352,6 +354,7 @@ func (s *lineServer) save(w io.Writer) error {
 // come; it starts) and "state" (it returns) are reached, without a hook
 // in the library: a probe, a pause, a hang or an exit there.
 func (s *lineServer) load(r io.Reader) error {
+	s.p.called("load")
 	s.p.step("conns")
 	want := uint32(1)
 	switch s.p.fault() {
@@ -496,6 +499,9 @@ func serverMain(p *proc) {
 	if p.inh != nil && !p.fake {
 		processFault(p.fault())
 	}
+	if p.inh != nil && p.fault() == "previous-release" {
+		previousRelease(p) // precopy_test.go
+	}
 	p.tapChannel()
 	up, ln := p.start()
 	srv := p.server(up).serve
@@ -536,6 +542,7 @@ func (p *proc) options(srv *lineServer) Options {
 		App:            testApp(p),
 		SaveState:      srv.save,
 		LoadState:      testLoad(p, srv),
+		Precopy:        testPrecopy(p, srv),
 		Resume:         srv.serve,
 		NoSignal:       true,
 		Logger:         slog.New(slog.NewTextHandler(p.logs, nil)),
@@ -807,6 +814,10 @@ type harness struct {
 	// gates are the in-process barriers: closed on release.
 	gatesMu sync.Mutex
 	gates   map[string]chan struct{}
+	// With envPrecopy: the "call" events, "<function> <pid>" (see
+	// called), and the last "ready" event.
+	calls []string
+	ready []string
 }
 
 // syncBuffer collects the servers' logs for failure messages.
@@ -914,9 +925,16 @@ func (h *harness) next() []string {
 	return nil
 }
 
-// note splits an event and remembers its pid and, for "paused", its step.
+// note splits an event and remembers its pid and, for "paused", its
+// step; a "call", and the last "ready".
 func (h *harness) note(ev string) []string {
 	f := strings.Fields(ev)
+	if len(f) > 2 && f[0] == "call" {
+		h.calls = append(h.calls, f[2]+" "+f[1])
+	}
+	if len(f) > 0 && f[0] == "ready" {
+		h.ready = f
+	}
 	if len(f) > 1 {
 		if pid, err := strconv.Atoi(f[1]); err == nil {
 			h.seen.Store(pid, true)

@@ -55,16 +55,21 @@ func (s *inbox) canServe(n uint32) error {
 }
 
 // receiveEarly adopts the connections sent while the old process still
-// served them, at most n, until FINAL, which it returns.
-func (s *inbox) receiveEarly(n int) (wire.Final, error) {
+// served them, at most n, until FINAL, which it returns; or, if precopy
+// (this process took the pre-copy), until PRECOPY begin, with a zero
+// FINAL: then FINAL follows the pre-copy (receiveFinal).
+func (s *inbox) receiveEarly(n int, precopy bool) (wire.Final, error) {
 	s.early = make(map[uint64]*incoming, n)
 	for {
 		m, err := s.ch.Recv()
 		if err != nil {
 			return wire.Final{}, err
 		}
-		if m.Type == wire.TypeFinal && len(m.Fds) == 0 {
+		if m.Type == wire.TypeFinal && len(m.Fds) == 0 && !precopy {
 			return s.final(m)
+		}
+		if m.Type == wire.TypePrecopy && len(m.Fds) == 0 && precopy {
+			return wire.Final{}, new(wire.Precopy).Expect(m, wire.PrecopyBegin)
 		}
 		got, err := s.adoptBatch(m)
 		for _, a := range got {
@@ -84,6 +89,15 @@ func (s *inbox) receiveEarly(n int) (wire.Final, error) {
 			return wire.Final{}, err
 		}
 	}
+}
+
+// receiveFinal reads FINAL, after a pre-copy.
+func (s *inbox) receiveFinal() (wire.Final, error) {
+	m, err := s.ch.RecvNoFds()
+	if err != nil {
+		return wire.Final{}, err
+	}
+	return s.final(m)
 }
 
 func (s *inbox) final(m wire.Msg) (wire.Final, error) {

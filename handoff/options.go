@@ -1,6 +1,7 @@
 package handoff
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -82,6 +83,34 @@ type Options struct {
 	// the new process refuses an upgrade from an old one that has
 	// SaveState, at its start, rather than take over and drop the state.
 	LoadState func(r io.Reader) error
+	// Precopy, if set, moves the application's state in two parts in an
+	// AllAtOnce upgrade, so that the pause holds only what changed: the
+	// bulk (Precopy.Save) goes to the new process, and is loaded there
+	// (Precopy.Load), while every connection is still served; then, once
+	// they are all parked, only what changed since (Precopy.SaveChanges,
+	// Precopy.LoadChanges) instead of the whole state (SaveState,
+	// LoadState). For a large state that changes little in the moment of
+	// an upgrade, such as a ledger of a million accounts, it takes the
+	// saving and loading of the bulk out of the pause.
+	//
+	// SaveState and LoadState must be set too: the other modes and an
+	// upgrade whose new process does not pre-copy use them. In
+	// Rolling mode (which sends its state while serving anyway) and
+	// ListenersOnly mode (no state) Precopy is never called. The old
+	// process offers the pre-copy (PROTOCOL.md); a new process with
+	// Precopy takes it, one without declines it, and the upgrade runs as
+	// without a pre-copy: SaveState in the pause, then LoadState. The new
+	// binary must be built with this release of the library or a later
+	// one: an earlier one refuses the offer, and the upgrade rolls back
+	// (cause CauseRejected), the old process serving on.
+	//
+	// The pre-copy counts in UpgradeTimeout, not in PauseTimeout. An
+	// error or a panic of Save or Load rolls the upgrade back (a Load
+	// error with cause CauseRejected): the old process serves on with its
+	// state as it was, and the new one exits; a failing SaveChanges or
+	// LoadChanges does what a failing SaveState or LoadState does.
+	// Precopy with any of its functions nil is an error of New.
+	Precopy *Precopy
 	// Resume serves a connection handed over from the old process, with the
 	// state its handler gave to Park. It runs in the new process after commit,
 	// one goroutine per connection. In Rolling mode, apply what state
@@ -220,11 +249,63 @@ func applyDefaults(o *Options) error {
 	if o.Mode >= modes {
 		return fmt.Errorf("handoff: unknown Options.Mode %d", uint8(o.Mode))
 	}
+	if o.Precopy != nil {
+		if err := o.Precopy.check(o); err != nil {
+			return err
+		}
+	}
 	if o.MaxBuffered <= 0 {
 		o.MaxBuffered = DefaultMaxBuffered
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Precopy is Options.Precopy: how the application's state moves in two
+// parts. Save and then SaveChanges run in the old process, on the
+// upgrade's goroutine; Load and then LoadChanges in the new one, in Ready.
+// An error or a panic of any of them fails the upgrade.
+type Precopy struct {
+	// Save writes the bulk of the state to the new process, in the old
+	// process, while every connection is still served: after the early
+	// fds and before anything is parked. The application begins tracking
+	// what it changes from the moment Save reads it, so that SaveChanges
+	// can tell. If the upgrade then fails, SaveChanges is not called: the
+	// application may find its tracking on at the next Save, which begins
+	// it again.
+	Save func(w io.Writer) error
+	// SaveChanges writes, in the old process, in the pause (every
+	// connection parked), what changed since Save read the state. It
+	// replaces SaveState in an upgrade whose Save ran.
+	SaveChanges func(w io.Writer) error
+	// Load reads what Save wrote, in the new process, while the old one
+	// still serves. The old process parks nothing until Load has
+	// returned, so the pause never includes it. An error rejects the
+	// upgrade, as one of LoadState does.
+	Load func(r io.Reader) error
+	// LoadChanges reads what SaveChanges wrote, in the new process, in
+	// the pause, and applies it on what Load read. It replaces LoadState
+	// in such an upgrade. An error rejects the upgrade, as one of
+	// LoadState does.
+	LoadChanges func(r io.Reader) error
+}
+
+// check says what is missing from p for Options.Precopy.
+func (p *Precopy) check(o *Options) error {
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{{"Save", p.Save != nil}, {"SaveChanges", p.SaveChanges != nil}, {"Load", p.Load != nil},
+		{"LoadChanges", p.LoadChanges != nil}} {
+		if !f.set {
+			return fmt.Errorf("handoff: Options.Precopy.%s is nil: a pre-copy needs all four functions", f.name)
+		}
+	}
+	if o.SaveState == nil || o.LoadState == nil {
+		return errors.New("handoff: Options.Precopy is set without SaveState and LoadState, " +
+			"which the other modes and a new process that does not pre-copy need")
 	}
 	return nil
 }

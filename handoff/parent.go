@@ -222,6 +222,10 @@ type parentSession struct {
 	req        UpgradeRequest
 	stateBytes uint64 // state received, as READY says
 	toPeer     bool   // the new process came through the takeover socket
+	// precopy: the new process took the pre-copy PLAN offered, so the
+	// bulk of the state goes before the park and SaveChanges replaces
+	// SaveState in it.
+	precopy bool
 }
 
 // run takes the handoff up to the new process's READY and returns the
@@ -247,6 +251,12 @@ func (s *parentSession) run(ctx context.Context) (parked []parkedConn, err error
 	}
 	s.early = early
 	s.emit(Event{Phase: PhaseFds, Took: s.stats.Fds, Conns: s.stats.Early})
+	if s.precopy {
+		if err := s.sendPrecopy(); err != nil {
+			return nil, err
+		}
+		s.emit(Event{Phase: PhasePrecopy, Took: s.stats.Precopy, Bytes: s.stats.PrecopyBytes})
+	}
 	pause := s.u.opts.PauseTimeout
 	ctx, cancel := context.WithTimeoutCause(ctx, pause,
 		fmt.Errorf("handoff: %w: longer than the pause timeout (%s)", errPauseTimeout, pause))
@@ -334,8 +344,14 @@ func (s *parentSession) sendEarly() (map[uint64]bool, error) {
 	if err := s.checkRoom(len(conns)); err != nil {
 		return nil, err
 	}
-	if err := s.ch.Send(s.plan(len(conns)).frame(), nil); err != nil {
+	plan := s.plan(len(conns))
+	if err := s.ch.Send(plan.frame(), nil); err != nil {
 		return nil, err
+	}
+	if plan.precopy {
+		if err := s.awaitPrecopyAnswer(); err != nil {
+			return nil, err
+		}
 	}
 	sent := make(map[uint64]bool, len(conns))
 	for len(conns) > 0 {
@@ -355,7 +371,63 @@ func (s *parentSession) sendEarly() (map[uint64]bool, error) {
 // plan is this upgrade's PLAN, with early connections sent early.
 func (s *parentSession) plan(early int) plan {
 	mode := s.u.opts.Mode
-	return plan{mode: mode, early: uint32(early), state: s.u.opts.SaveState != nil && mode.sendsState()}
+	state := s.u.opts.SaveState != nil && mode.sendsState()
+	return plan{mode: mode, early: uint32(early), state: state,
+		precopy: state && s.u.opts.Precopy != nil && mode.precopies()}
+}
+
+// awaitPrecopyAnswer reads the new process's answer to a PLAN that
+// offers a pre-copy, its first frame after PLAN: it takes it or declines
+// it (then the upgrade goes on as without one). A new process of a
+// release before the pre-copy refuses the PLAN with ABORT: the upgrade
+// rolls back.
+func (s *parentSession) awaitPrecopyAnswer() error {
+	m, err := s.next()
+	if err != nil {
+		return fmt.Errorf("handoff: waiting for the answer to the pre-copy: %w", err)
+	}
+	var p wire.Precopy
+	if err := m.Expect(&p); err != nil {
+		return err
+	}
+	switch p.Step {
+	case wire.PrecopyTake:
+		s.precopy = true
+	case wire.PrecopyDecline:
+		s.u.log.Info("handoff: the new process declined the pre-copy; the whole state goes in the pause", "to", s.pid)
+	default:
+		return protoErr("PRECOPY says %s in answer to PLAN", p.Step)
+	}
+	return nil
+}
+
+// sendPrecopy sends the bulk of the state while every connection is
+// still served (Precopy.Save), and waits until the new process has loaded
+// it (Precopy.Load): nothing parks before, so that the pause never holds
+// the load.
+func (s *parentSession) sendPrecopy() error {
+	start := time.Now()
+	if err := s.ch.Send(wire.Precopy{Step: wire.PrecopyBegin}, nil); err != nil {
+		return err
+	}
+	w := wire.NewStateWriter(s.ch)
+	save := s.u.opts.Precopy.Save
+	if err := callSafely("pre-copy save", func() error { return save(w) }); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	s.stats.PrecopyBytes = w.Total()
+	m, err := s.next()
+	if err != nil {
+		return fmt.Errorf("handoff: waiting for the pre-copy's load: %w", err)
+	}
+	if err := new(wire.Precopy).Expect(m, wire.PrecopyLoaded); err != nil {
+		return err
+	}
+	s.stats.Precopy = time.Since(start)
+	return nil
 }
 
 // checkRoom checks that the child can hold n more fds than it has now.
@@ -434,8 +506,12 @@ func (s *parentSession) sendParked(parked []parkedConn, early map[uint64]bool) e
 func (s *parentSession) sendState() error {
 	start := time.Now()
 	w := wire.NewStateWriter(s.ch)
-	if save := s.u.opts.SaveState; save != nil && s.u.opts.Mode.sendsState() {
-		if err := callSafely("save state", func() error { return save(w) }); err != nil {
+	save, what := s.u.opts.SaveState, "save state"
+	if s.precopy {
+		save, what = s.u.opts.Precopy.SaveChanges, "save changes"
+	}
+	if save != nil && s.u.opts.Mode.sendsState() {
+		if err := callSafely(what, func() error { return save(w) }); err != nil {
 			return err
 		}
 	}

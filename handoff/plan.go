@@ -15,6 +15,8 @@ import (
 //	early fds (PLAN)      every conn       every conn           none
 //	parked before READY   every conn       none                 none
 //	state (SaveState)     all parked       a snapshot, serving  none
+//	pre-copy (Precopy)    bulk serving,    none                 none
+//	                      changes parked
 //	after COMMIT          nothing moves    each conn moves at   conns stay and
 //	                                       its own boundary     are drained
 //	stop after COMMIT     passed on        passed on            not passed on
@@ -79,6 +81,7 @@ func (m Mode) String() string {
 //	movesAfterCommit     connections move one by one after COMMIT  Rolling
 //	sendsState           SaveState runs, PLAN announces the state  AllAtOnce, Rolling
 //	loadsState           LoadState runs, the state may be refused  AllAtOnce, Rolling
+//	precopies            Options.Precopy is offered in PLAN        AllAtOnce
 //	passesStop           a stop after COMMIT goes to the successor AllAtOnce, Rolling
 
 // sendsEarlyFds: the old process sends every running connection's fd
@@ -114,6 +117,11 @@ func (m Mode) sendsState() bool { return m != ListenersOnly }
 // loadsState: LoadState runs in the new process; without it a process in
 // this mode refuses an old process's state rather than lose it.
 func (m Mode) loadsState() bool { return m != ListenersOnly }
+
+// precopies: the old process offers to send the bulk of its state
+// before the park (Options.Precopy), and only what changed in the pause.
+// Rolling sends its whole state while serving already.
+func (m Mode) precopies() bool { return m == AllAtOnce }
 
 // passesStop: after the commit the new process owns the service, so a stop
 // of the old process is passed on to it.

@@ -18,6 +18,7 @@ const (
 	PhaseStarted   = "started"   // the new process started; an Event only (Connected includes it)
 	PhaseConnected = "connected" // from the upgrade's start to the new process's HELLO
 	PhaseFds       = "fds"       // every running connection's fd sent and adopted, before the park
+	PhasePrecopy   = "precopy"   // Options.Precopy: the bulk of the state sent and loaded, before the park
 	PhasePark      = "park"      // from asking every connection to park to all parked
 	PhaseParked    = "parked"    // the parked connections' unread bytes and state sent (and late fds)
 	PhaseState     = "state"     // the global state sent
@@ -41,7 +42,7 @@ const (
 )
 
 // Phases lists the phases UpgradeStats times, in their order, Pause last.
-var Phases = []string{PhaseConnected, PhaseFds, PhasePark, PhaseParked, PhaseState, PhaseReady,
+var Phases = []string{PhaseConnected, PhaseFds, PhasePrecopy, PhasePark, PhaseParked, PhaseState, PhaseReady,
 	PhaseCommit, PhaseRelease, PhaseMove, PhasePause}
 
 // UpgradeStats times the phases of the last upgrade, as the old process saw
@@ -49,8 +50,8 @@ var Phases = []string{PhaseConnected, PhaseFds, PhasePark, PhaseParked, PhaseSta
 // counts, in Rolling mode, the connections moved after the commit: in the
 // new process (Status().TakenOver) it grows as they arrive. The
 // connections are paused from the start of Park to the end of Commit: the
-// new process resumes them as COMMIT arrives. Fds, before the park, costs
-// the clients nothing.
+// new process resumes them as COMMIT arrives. Fds and Precopy, before the
+// park, cost the clients nothing.
 type UpgradeStats struct {
 	Conns     int           // connections handed over (Rolling: moved)
 	Early     int           // of them, sent before the park (the others were accepted since)
@@ -62,6 +63,13 @@ type UpgradeStats struct {
 	Ready     time.Duration // from the last byte sent to the new process's READY
 	Commit    time.Duration // from READY to COMMIT sent: the decision
 	Release   time.Duration // telling the handlers of the connections handed over; their copies close after
+
+	// Options.Precopy, in AllAtOnce mode: before the park, the bulk of
+	// the state moves. 0 without a pre-copy (none set, or the new process
+	// declined it); with one, State times SaveChanges. The new process's
+	// Status().TakenOver has neither: COMMIT does not carry them.
+	Precopy      time.Duration // from Precopy.Save's start to the new process's word that Precopy.Load returned
+	PrecopyBytes uint64        // the bytes Precopy.Save wrote
 
 	// Rolling mode: after the commit, the connections move one by one.
 	Mode    Mode          // the upgrade's mode
@@ -89,6 +97,8 @@ func (s UpgradeStats) Took(phase string) time.Duration {
 		return s.Connected
 	case PhaseFds:
 		return s.Fds
+	case PhasePrecopy:
+		return s.Precopy
 	case PhasePark:
 		return s.Park
 	case PhaseParked:
@@ -169,6 +179,7 @@ type UpgradeResult struct {
 // Event is one phase of an upgrade, as it ends, in the old process.
 type Event struct {
 	// Phase is the phase's name: PhaseStarted, PhaseConnected, PhaseFds,
+	// PhasePrecopy (with Options.Precopy, if the new process took it),
 	// PhasePark, PhaseParked, PhaseState, PhaseReady, PhaseMove (Rolling
 	// mode), then PhaseCommitted or PhaseRolledBack, the last.
 	Phase string

@@ -6,9 +6,10 @@ import (
 )
 
 // TestPauseByMode: only AllAtOnce pauses every connection; Pause is 0 for
-// the other modes, whatever their phases took.
+// the other modes, whatever their phases took, and the pre-copy, before
+// the park, is never in it.
 func TestPauseByMode(t *testing.T) {
-	st := UpgradeStats{Park: 1, Parked: 2, State: 4, Ready: 8, Commit: 16, Move: time.Second}
+	st := UpgradeStats{Park: 1, Parked: 2, State: 4, Ready: 8, Commit: 16, Move: time.Second, Precopy: time.Minute}
 	for mode, want := range map[Mode]time.Duration{AllAtOnce: 31, Rolling: 0, ListenersOnly: 0} {
 		st.Mode = mode
 		if got := st.Pause(); got != want {
@@ -21,8 +22,8 @@ func TestPauseByMode(t *testing.T) {
 // a name that is not a phase reads 0.
 func TestTookNamesEveryPhase(t *testing.T) {
 	st := UpgradeStats{Mode: AllAtOnce, Connected: 1, Fds: 2, Park: 4, Parked: 8, State: 16, Ready: 32,
-		Commit: 64, Release: 128, Move: 256}
-	want := map[string]time.Duration{PhaseConnected: 1, PhaseFds: 2, PhasePark: 4, PhaseParked: 8, PhaseState: 16,
+		Commit: 64, Release: 128, Move: 256, Precopy: 512}
+	want := map[string]time.Duration{PhaseConnected: 1, PhaseFds: 2, PhasePrecopy: 512, PhasePark: 4, PhaseParked: 8, PhaseState: 16,
 		PhaseReady: 32, PhaseCommit: 64, PhaseRelease: 128, PhaseMove: 256, PhasePause: st.Pause()}
 	if len(Phases) != len(want) {
 		t.Fatalf("Phases %v, want the %d of %v", Phases, len(want), want)

@@ -35,6 +35,8 @@ const (
 	TypeTakeover  Type = 16
 	TypeBusy      Type = 17
 	TypeListeners Type = 18
+	// The pre-copy's (Plan.Precopy).
+	TypePrecopy Type = 19
 )
 
 var typeNames = [...]string{
@@ -43,6 +45,7 @@ var typeNames = [...]string{
 	TypeCommit: "COMMIT", TypeAbort: "ABORT", TypeFinal: "FINAL", TypeParked: "PARKED",
 	TypeCarry: "CARRY", TypeServing: "SERVING", TypeClosed: "CLOSED", TypeEnd: "END",
 	TypeTakeover: "TAKEOVER", TypeBusy: "BUSY", TypeListeners: "LISTENERS",
+	TypePrecopy: "PRECOPY",
 }
 
 func (t Type) String() string {
@@ -157,37 +160,109 @@ func (h *Hello) Decode(p []byte) error {
 }
 
 // Plan is the PLAN frame: the mode (its number; what it means is the
-// sessions'), how many connections' fds the old process sends early, and
-// whether its application's state follows.
+// sessions'), how many connections' fds the old process sends early,
+// whether its application's state follows, and whether the old process
+// offers to send the bulk of it before the park (a pre-copy), which only
+// a state allows.
 type Plan struct {
-	Mode  uint8
-	Early uint32
-	State bool
+	Mode    uint8
+	Early   uint32
+	State   bool
+	Precopy bool
 }
 
-// planState is PLAN's flag for "state follows"; the other bits are 0.
-const planState = 1
+// PLAN's flags: "state follows", and "a pre-copy is offered". The other
+// bits are 0: a decoder refuses them, as the releases before the pre-copy
+// refuse planPrecopy.
+const (
+	planState   = 1
+	planPrecopy = 2
+)
 
 func (Plan) Type() Type { return TypePlan }
 
 func (p Plan) Append(b []byte) []byte {
 	b = binary.BigEndian.AppendUint32(append(b, p.Mode), p.Early)
+	var flags byte
 	if p.State {
-		return append(b, planState)
+		flags |= planState
 	}
-	return append(b, 0)
+	if p.Precopy {
+		flags |= planPrecopy
+	}
+	return append(b, flags)
 }
 
 func (p *Plan) Decode(b []byte) error {
 	d := newDecoder(b)
 	p.Mode, p.Early = d.U8(), d.U32()
 	flags := d.U8()
-	p.State = flags&planState != 0
+	p.State, p.Precopy = flags&planState != 0, flags&planPrecopy != 0
 	if err := d.finish(TypePlan); err != nil {
 		return err
 	}
-	if flags&^planState != 0 {
+	if flags&^(planState|planPrecopy) != 0 {
 		return Errorf("PLAN has unknown flags %#x", flags)
+	}
+	if p.Precopy && !p.State {
+		return Errorf("PLAN offers a pre-copy without a state")
+	}
+	return nil
+}
+
+// PrecopyStep is what a PRECOPY frame says: one step of a pre-copy, in
+// the order the steps come (PROTOCOL.md).
+type PrecopyStep uint8
+
+const (
+	// PrecopyDecline: the new process, answering a PLAN that offers a
+	// pre-copy, will not load one; the upgrade goes on as without it.
+	PrecopyDecline PrecopyStep = iota
+	// PrecopyTake: the new process, answering such a PLAN, will load it.
+	PrecopyTake
+	// PrecopyBegin: the old process has sent its early fds; the
+	// pre-copy's state stream follows.
+	PrecopyBegin
+	// PrecopyLoaded: the new process has loaded the pre-copy.
+	PrecopyLoaded
+	precopySteps
+)
+
+var precopyStepNames = [...]string{"decline", "take", "begin", "loaded"}
+
+func (s PrecopyStep) String() string {
+	if s < precopySteps {
+		return precopyStepNames[s]
+	}
+	return fmt.Sprintf("step(%d)", uint8(s))
+}
+
+// Precopy is the PRECOPY frame: one step of a pre-copy.
+type Precopy struct{ Step PrecopyStep }
+
+func (Precopy) Type() Type { return TypePrecopy }
+
+func (p Precopy) Append(b []byte) []byte { return append(b, byte(p.Step)) }
+
+func (p *Precopy) Decode(b []byte) error {
+	d := newDecoder(b)
+	p.Step = PrecopyStep(d.U8())
+	if err := d.finish(TypePrecopy); err != nil {
+		return err
+	}
+	if p.Step >= precopySteps {
+		return Errorf("PRECOPY says step %d, which this version does not know", uint8(p.Step))
+	}
+	return nil
+}
+
+// Expect decodes m as a PRECOPY that says step.
+func (p *Precopy) Expect(m Msg, step PrecopyStep) error {
+	if err := m.Expect(p); err != nil {
+		return err
+	}
+	if p.Step != step {
+		return Errorf("PRECOPY says %s, expected %s", p.Step, step)
 	}
 	return nil
 }

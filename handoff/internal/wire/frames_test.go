@@ -18,7 +18,7 @@ func TestFramesRoundTrip(t *testing.T) {
 	if err := got.Decode(h.Append(nil)); err != nil || got != h {
 		t.Fatalf("hello: %+v, %v", got, err)
 	}
-	for _, p := range []Plan{{Mode: 0, Early: 3, State: true}, {Mode: 1}, {Mode: 2}} {
+	for _, p := range []Plan{{Mode: 0, Early: 3, State: true}, {Mode: 1}, {Mode: 2}, {Mode: 0, Early: 2, State: true, Precopy: true}} {
 		var got Plan
 		if err := got.Decode(p.Append(nil)); err != nil || got != p {
 			t.Fatalf("plan %+v: %+v, %v", p, got, err)
@@ -124,13 +124,42 @@ func TestBadFramesRefused(t *testing.T) {
 // (what a mode allows is the sessions', see package handoff).
 func TestBadPlansRefused(t *testing.T) {
 	for name, p := range map[string][]byte{
-		"unknown flag":     {0, 0, 0, 0, 0, 2},
-		"version 4's PLAN": {0, 0, 0, 0, 0},
-		"trailing byte":    {1, 0, 0, 0, 0, 0, 0},
+		"unknown flag":           {0, 0, 0, 0, 0, 4},
+		"unknown flag and state": {0, 0, 0, 0, 0, 5},
+		"every flag":             {0, 0, 0, 0, 0, 0xff},
+		"pre-copy without state": {0, 0, 0, 0, 0, 2},
+		"version 4's PLAN":       {0, 0, 0, 0, 0},
+		"trailing byte":          {1, 0, 0, 0, 0, 0, 0},
 	} {
 		if err := new(Plan).Decode(p); !errors.Is(err, ErrProtocol) {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// TestPrecopyFrames: PLAN's pre-copy flag is bit 2, beside the state's
+// bit 1, so that a PLAN without it has the bytes of the releases before
+// it; PRECOPY is one byte, its step, and a step this version does not
+// know is refused.
+func TestPrecopyFrames(t *testing.T) {
+	b := Plan{Mode: 0, Early: 3, State: true, Precopy: true}.Append(nil)
+	if got := hex.EncodeToString(b); got != "000000000303" {
+		t.Errorf("PLAN with a pre-copy: %s", got)
+	}
+	for step := PrecopyDecline; step < precopySteps; step++ {
+		var got Precopy
+		if err := got.Decode(Precopy{Step: step}.Append(nil)); err != nil || got.Step != step {
+			t.Errorf("PRECOPY %s: %+v, %v", step, got, err)
+		}
+	}
+	for _, p := range [][]byte{{}, {byte(precopySteps)}, {1, 0}} {
+		if err := new(Precopy).Decode(p); !errors.Is(err, ErrProtocol) {
+			t.Errorf("PRECOPY %x: %v", p, err)
+		}
+	}
+	m := Msg{Type: TypePrecopy, Payload: Precopy{Step: PrecopyTake}.Append(nil)}
+	if err := new(Precopy).Expect(m, PrecopyLoaded); !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "take") {
+		t.Errorf("PRECOPY take where loaded was expected: %v", err)
 	}
 }
 
@@ -165,7 +194,7 @@ func frames() []interface {
 	}{
 		&Hello{}, &Plan{}, &Conns{}, &Progress{}, new(State), &StateEnd{}, &Ready{}, &Commit{},
 		&Abort{}, &Final{}, &Parked{}, &Carry{}, &Serving{}, &Closed{}, &End{},
-		&Takeover{}, &Busy{}, &Listeners{},
+		&Takeover{}, &Busy{}, &Listeners{}, &Precopy{},
 	}
 }
 
@@ -176,7 +205,7 @@ func TestEveryType(t *testing.T) {
 	for _, f := range frames() {
 		seen[f.Type()] = true
 	}
-	for ty := TypeHello; ty <= TypeListeners; ty++ {
+	for ty := TypeHello; ty <= TypePrecopy; ty++ {
 		if !seen[ty] || strings.HasPrefix(ty.String(), "unknown") {
 			t.Errorf("frame type %d (%s) has no frame", ty, ty)
 		}
@@ -189,6 +218,8 @@ func seeds() [][]byte {
 		Hello{Version: Version, AppVersion: "v1", App: "example.com/shop/cmd/shopd"},
 		Hello{Version: Version, PID: 7, FdLimit: 1024, FdOpen: 9}, // empty names
 		Plan{Mode: 1, Early: 300, State: true},
+		Plan{Mode: 0, Early: 3, State: true, Precopy: true},
+		Precopy{Step: PrecopyLoaded},
 		Conns{Seq: 3, Records: []Record{{ID: 1, Kind: "tcp", Unread: []byte("x"), State: []byte("y")}}},
 		Parked{Seq: 4, Records: []Record{{ID: 2, Kind: "unix", State: []byte("z")}, {ID: 3}}},
 		Progress{Seq: 1, Held: 250},

@@ -49,6 +49,9 @@ func (w *StateWriter) flush() error {
 	return err
 }
 
+// Total is how many bytes have been written.
+func (w *StateWriter) Total() uint64 { return w.total + uint64(len(w.buf)) }
+
 // Close sends what is buffered and STATE_END; it does not close the channel.
 func (w *StateWriter) Close() error {
 	if err := w.flush(); err != nil {
