@@ -93,13 +93,21 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRecords$$' -fuzztime 60s ./tlshandoff/
 	$(GO) -C examples test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 60s ./pdf/internal/ledger/
 
-# The upgrade benchmark reported in bench/README.md: every upgrade mode, and
-# the same load without upgrades (none), at 1k, 5k, 10k and 15k connections
-# under 10k req/s, 3 upgrades each (~15 min).
-# Table on stdout; JSON and charts in bench/results/.
+# The upgrade benchmark reported in bench/README.md (issue 21's run):
+# every upgrade mode, and the same load without upgrades (none), at 1k,
+# 10k and 15k connections under 10k req/s, 3 upgrades each, with the
+# floors and the cost goals; then the all-at-once pause with a 1M-account
+# ledger, with and without the pre-copy; then the library's cost between
+# upgrades (bench-steady). ~17 min. Tables on stdout and in
+# bench/results/upgrade.md, bench/results/precopy/precopy.md and
+# bench/results/steady.md; JSON and charts beside them.
 bench: build
-	./$(BIN)/upgradebench -bin $(BIN) -modes full,rolling,listeners,restart,none -conns 1000,5000,10000,15000 \
+	./$(BIN)/upgradebench -bin $(BIN) -modes full,rolling,listeners,restart,none -conns 1000,10000,15000 \
 		-rate 10000 -churn 50 -duration 20s -upgrades 3 -out bench/results | tee bench/results/upgrade.md
+	mkdir -p bench/results/precopy
+	./$(BIN)/upgradebench -bin $(BIN) -modes full,full-noprecopy -conns 1000 -accounts 1000000 \
+		-rate 10000 -churn 50 -duration 20s -upgrades 3 -out bench/results/precopy | tee bench/results/precopy/precopy.md
+	$(MAKE) bench-steady
 
 # The same, small and short (under a minute), to try a change.
 bench-quick: build

@@ -202,10 +202,15 @@ func (h *handing) handOver(parked []parkedConn) {
 	if kept > 0 {
 		u.log.Warn("handoff: connections made after the park stay with this process", "conns", kept)
 	}
-	u.log.Info("handoff: handed over", "to", s.pid, "conns", s.stats.Conns, "early", s.stats.Early,
-		PhaseConnected, s.stats.Connected, PhaseFds, s.stats.Fds, PhasePark, s.stats.Park, PhaseParked, s.stats.Parked,
+	attrs := []any{"to", s.pid, "conns", s.stats.Conns, "early", s.stats.Early,
+		PhaseConnected, s.stats.Connected, PhaseFds, s.stats.Fds}
+	if s.stats.Precopy > 0 { // only when the new process took a pre-copy
+		attrs = append(attrs, PhasePrecopy, s.stats.Precopy, "precopy_bytes", s.stats.PrecopyBytes)
+	}
+	attrs = append(attrs, PhasePark, s.stats.Park, PhaseParked, s.stats.Parked,
 		PhaseState, s.stats.State, PhaseReady, s.stats.Ready,
 		PhaseCommit, s.stats.Commit, PhasePause, s.stats.Pause(), PhaseRelease, s.stats.Release)
+	u.log.Info("handoff: handed over", attrs...)
 }
 
 // parentSession is the old process's end of one handoff: what it sends

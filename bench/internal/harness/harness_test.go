@@ -38,12 +38,15 @@ func TestRunModes(t *testing.T) {
 	if err := proc.Build("github.com/handoff-dev/handoff/examples/pdf/cmd/pdf-v2", server); err != nil {
 		t.Fatal(err)
 	}
-	for _, mode := range []string{result.ModeFull, result.ModeRolling, result.ModeListeners, result.ModeRestart, result.ModeNone} {
+	for _, mode := range []string{result.ModeFull, result.ModeFullNoPrecopy, result.ModeRolling, result.ModeListeners,
+		result.ModeRestart, result.ModeNone} {
 		t.Run(mode, func(t *testing.T) {
 			// 5 s, the SIGHUP at 2.5 s: a listeners upgrade's 2 s drain
 			// ends inside the run, so its clients see the close.
+			// 20,000 accounts of state besides the clients' own, checked
+			// as they are topped up (seed.go).
 			cfg := Config{Self: self, Server: server, Mode: mode, Conns: 40, Rate: 400, Churn: 20,
-				Duration: 5 * time.Second, Upgrades: 1, Dir: t.TempDir()}
+				Duration: 5 * time.Second, Upgrades: 1, Accounts: 20000, Dir: t.TempDir()}
 			r, err := Run(cfg, t.Logf)
 			if err != nil {
 				t.Fatal(err)
@@ -52,6 +55,14 @@ func TestRunModes(t *testing.T) {
 			switch mode {
 			case result.ModeFull:
 				checkFull(t, r)
+				if r.Upgrades[0].Phases["precopy"] <= 0 {
+					t.Errorf("full: no pre-copy of the ledger: %v", r.Upgrades[0].Phases)
+				}
+			case result.ModeFullNoPrecopy:
+				checkFull(t, r)
+				if p, ok := r.Upgrades[0].Phases["precopy"]; ok {
+					t.Errorf("full with -precopy=false: a pre-copy of %v", p)
+				}
 			case result.ModeRolling:
 				checkRolling(t, r)
 			case result.ModeNone:
@@ -142,7 +153,7 @@ func checkFull(t *testing.T, r result.Run) {
 // TestPhasesFromLog reads the phases from the handoff's own log line.
 func TestPhasesFromLog(t *testing.T) {
 	log := `time=2026-11-23T12:04:00.465Z level=INFO msg="handoff: handed over" pid=32110 to=32126 conns=1000 ` +
-		`early=1000 connected=25.5ms fds=94.1ms park=8.5ms parked=7.8ms state=1.2ms ready=3.4ms commit=1ms pause=21.9ms release=16.2ms`
+		`early=1000 connected=25.5ms fds=94.1ms precopy=50.2ms park=8.5ms parked=7.8ms state=1.2ms ready=3.4ms commit=1ms pause=21.9ms release=16.2ms`
 	m := lastMatch("noise\n"+log+"\n", handedOver)
 	if m == nil {
 		t.Fatal("no match")
@@ -152,7 +163,7 @@ func TestPhasesFromLog(t *testing.T) {
 		got[kv[1]], _ = time.ParseDuration(kv[2])
 	}
 	want := map[string]time.Duration{"connected": 25500 * time.Microsecond, "fds": 94100 * time.Microsecond,
-		"park": 8500 * time.Microsecond, "parked": 7800 * time.Microsecond, "state": 1200 * time.Microsecond,
+		"precopy": 50200 * time.Microsecond, "park": 8500 * time.Microsecond, "parked": 7800 * time.Microsecond, "state": 1200 * time.Microsecond,
 		"ready": 3400 * time.Microsecond, "commit": time.Millisecond}
 	if len(got) != len(want) {
 		t.Fatalf("phases %v, want %v", got, want)

@@ -143,7 +143,7 @@ var (
 	// resumed matches the new process's resume phase; from= names the old.
 	resumed = regexp.MustCompile(`phase=` + handoff.PhaseResume + ` from=(\d+) took=(\S+)`)
 	phase   = regexp.MustCompile(` (` + strings.Join([]string{handoff.PhaseConnected, handoff.PhaseFds,
-		handoff.PhasePark, handoff.PhaseParked, handoff.PhaseState, handoff.PhaseReady, handoff.PhaseCommit,
+		handoff.PhasePrecopy, handoff.PhasePark, handoff.PhaseParked, handoff.PhaseState, handoff.PhaseReady, handoff.PhaseCommit,
 		handoff.PhaseMove, "max_wait"}, "|") + `)=(\S+)`)
 )
 

@@ -40,6 +40,9 @@ func startServer(dir, src, mode string) (*server, error) {
 	} else if flag := serverMode(mode); flag != result.ModeFull {
 		args = append(args, "-upgrade-mode", flag)
 	}
+	if mode == result.ModeFullNoPrecopy {
+		args = append(args, "-precopy=false")
+	}
 	g, err := proc.StartGroup(filepath.Join(dir, "server.log"), pidfile, bin, args...)
 	if err != nil {
 		return nil, fmt.Errorf("harness: %w", err)
@@ -53,9 +56,10 @@ func startServer(dir, src, mode string) (*server, error) {
 }
 
 // serverMode is the pdf server's -upgrade-mode for a benchmark mode: a run
-// without upgrades runs the default, full, which it never uses.
+// without upgrades runs the default, full, which it never uses; full
+// without pre-copy is full with -precopy=false.
 func serverMode(mode string) string {
-	if mode == result.ModeNone {
+	if mode == result.ModeNone || mode == result.ModeFullNoPrecopy {
 		return result.ModeFull
 	}
 	return mode

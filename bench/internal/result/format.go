@@ -124,7 +124,7 @@ func codeSpan(s string) string {
 // modeOrder is the order modes are shown in: the handoff's two modes
 // first, then the two upgrade baselines they are measured against, then
 // the run without upgrades.
-var modeOrder = []string{ModeFull, ModeRolling, ModeListeners, ModeRestart, ModeNone}
+var modeOrder = []string{ModeFull, ModeFullNoPrecopy, ModeRolling, ModeListeners, ModeRestart, ModeNone}
 
 // modeRank places unknown modes after the known ones.
 func modeRank(mode string) int {

@@ -8,10 +8,13 @@ import "time"
 // Modes of upgrade compared by the benchmark, as the pdf server's
 // -upgrade-mode flag names them, and none, the same load with no upgrade.
 const (
-	ModeFull      = "full"      // listeners, connections and state handed over, every conn parked at once
-	ModeRolling   = "rolling"   // listeners and a snapshot, then each conn moves on its own with what it changed
-	ModeListeners = "listeners" // listeners inherited; old conns drained and closed; state from the snapshot
-	ModeRestart   = "restart"   // stop, snapshot, start again
+	ModeFull = "full" // listeners, connections and state handed over, every conn parked at once
+	// ModeFullNoPrecopy is ModeFull with pdf's -precopy=false: the whole
+	// ledger moves in the pause, as before pre-copy (issue 21 item 5).
+	ModeFullNoPrecopy = "full-noprecopy"
+	ModeRolling       = "rolling"   // listeners and a snapshot, then each conn moves on its own with what it changed
+	ModeListeners     = "listeners" // listeners inherited; old conns drained and closed; state from the snapshot
+	ModeRestart       = "restart"   // stop, snapshot, start again
 	// ModeNone sends no SIGHUP: the baseline the stalls of the others are
 	// held against. It has no upgrade windows, so all its latencies are
 	// outside one, and its longest stall is over the whole run.

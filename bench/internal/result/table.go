@@ -120,7 +120,7 @@ func fmtPauseFloor(f Floor) string {
 // phaseOrder is the order the handoff goes through its phases, as the
 // library names them (handoff.Phases); a rolling move logs the last two. A
 // phase not listed here (a newer handoff's) follows them, by name.
-var phaseOrder = []string{"connected", "fds", "park", "parked", "state", "ready", "commit", "resume", "move", "max_wait"}
+var phaseOrder = []string{"connected", "fds", "precopy", "park", "parked", "state", "ready", "commit", "resume", "move", "max_wait"}
 
 // writePhaseTable writes the median of each phase over a run's upgrades:
 // the median, not the worst, because this table says where an upgrade

@@ -52,6 +52,7 @@ type config struct {
 	stateReset, stateAcceptStale, fdstore    bool
 	stateSchemas                             bool
 	plain                                    bool // serve without the library (plain.go)
+	precopy                                  bool // in full mode, the ledger's bulk moves before the pause
 	upgradeMode                              string
 	upgradeTimeout, drainTimeout, snapshot   time.Duration
 	parkTimeout                              time.Duration
@@ -111,6 +112,9 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.stateSchemas, "state-schemas", false,
 		"print the application and the state schemas this binary reads, and exit (an old process asks before an upgrade)")
 	fs.IntVar(&c.fdstoreMax, "fdstore-max", systemd.DefaultMaxKept, "with -fdstore, keep at most `n` connections")
+	fs.BoolVar(&c.precopy, "precopy", true,
+		"in full mode, send the ledger (v2) to the new process while serving, and in the pause only the accounts "+
+			"changed since; false: all of it in the pause")
 	fs.BoolVar(&c.plain, "plain", false,
 		"serve the same protocol on plain net.Conns, without the handoff library: no upgrades (SIGHUP is ignored), "+
 			"no -state, -metrics or -control; the baseline make bench-steady compares with")
@@ -205,6 +209,7 @@ type process struct {
 	srv          *server.Server
 	schema       uint32                     // the ledger's own, in ledger.States
 	next         atomic.Pointer[nextBinary] // what BeforeUpgrade learned, for SaveState
+	precopyAs    atomic.Uint32              // the schema the pre-copy's bulk went in, for its changes
 	up           *handoff.Upgrader
 	ln           *handoff.Listener
 	log          *slog.Logger
@@ -269,6 +274,7 @@ func (p *process) options(base *slog.Logger) handoff.Options {
 		PauseTimeout:   peer.PauseTimeout(cfg.parkTimeout),
 		SaveState:      p.sendState,
 		LoadState:      srv.LoadState,
+		Precopy:        p.precopy(),
 		Resume:         srv.Resume,
 		BeforeUpgrade:  p.beforeUpgrade,
 		Mode:           libraryModes[cfg.upgradeMode],

@@ -29,7 +29,7 @@ func TestUpgradeSendsSchemaTheNewProcessReads(t *testing.T) {
 	c.Ask(t, "CHARGE 2 alice 30", "OK 2 70")
 
 	p.setVersion(t, "v2")
-	v2 := upgradeSending(t, p, p.pid, ledger.Schema3, ledger.Schema2)
+	v2 := upgradeSending(t, p, p.pid, ledger.Schema3, ledger.Schema2, false) // v1 has no pre-copy
 	c.Ask(t, "STATS 3 alice", "STATS 3 70 1")
 
 	// An old binary: it refuses the flag (exit 2), as the flag package
@@ -42,25 +42,29 @@ func TestUpgradeSendsSchemaTheNewProcessReads(t *testing.T) {
 	if err := os.Rename(old, bin); err != nil {
 		t.Fatal(err)
 	}
-	upgradeSending(t, p, v2, ledger.Schema2, ledger.Schema2)
+	upgradeSending(t, p, v2, ledger.Schema2, ledger.Schema2, true)
 	c.Ask(t, "STATS 4 alice", "STATS 4 70 1")
 }
 
 // upgradeSending upgrades the process pid by SIGHUP, checks that it sent
 // schema sent and that the new process loaded it as schema loaded, and
-// returns the new process's pid.
-func upgradeSending(t *testing.T, p *pdf, pid int, sent, loaded uint32) int {
+// returns the new process's pid. precopy: whether the ledger went as a
+// pre-copy (from a v2 process in full mode).
+func upgradeSending(t *testing.T, p *pdf, pid int, sent, loaded uint32, precopy bool) int {
 	t.Helper()
 	mark := p.logs.len()
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	if line := p.logs.await(t, mark, "sending the ledger", pid); field(line, "schema") != fmt.Sprint(sent) {
-		t.Fatalf("old process: %q, want schema %d", line, sent)
+	pre := map[bool]string{true: "true", false: ""}[precopy]
+	if line := p.logs.await(t, mark, "sending the ledger", pid); field(line, "schema") != fmt.Sprint(sent) ||
+		field(line, "precopy") != pre {
+		t.Fatalf("old process: %q, want schema %d, precopy %v", line, sent, precopy)
 	}
 	line := p.logs.await(t, mark, "state loaded", -pid)
-	if field(line, "schema") != fmt.Sprint(sent) || field(line, "migrated_to") != fmt.Sprint(loaded) {
-		t.Fatalf("new process: %q, want schema %d migrated to %d", line, sent, loaded)
+	if field(line, "schema") != fmt.Sprint(sent) || field(line, "migrated_to") != fmt.Sprint(loaded) ||
+		field(line, "precopy") != pre {
+		t.Fatalf("new process: %q, want schema %d migrated to %d, precopy %v", line, sent, loaded, precopy)
 	}
 	p.logs.await(t, mark, "upgrade complete", pid)
 	next, _ := strconv.Atoi(field(p.logs.await(t, mark, "serving", -pid), "pid"))

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/handoff-dev/handoff/examples/pdf/internal/ledger"
 	"github.com/handoff-dev/handoff/handoff"
 	"github.com/handoff-dev/handoff/statefile"
 )
@@ -45,6 +46,7 @@ func (p *process) libraryUpgrade() {
 		p.log.Warn("upgrade refused: another upgrade is in progress", "mode", mode)
 	case err != nil:
 		p.prof.stop()
+		p.srv.StopTracking() // a pre-copy's, if the upgrade failed between its bulk and its changes
 		p.reclaimMarker()
 		p.log.Error("upgrade failed; this process carries on", "mode", mode, "err", err, "took", time.Since(start))
 	default:
@@ -82,6 +84,30 @@ func (p *process) sendState(w io.Writer) error {
 	v := schemaFor(p.next.Swap(nil), p.schema)
 	p.log.Info("sending the ledger", "schema", v)
 	return p.srv.SaveStateAs(w, v)
+}
+
+// precopy is the library's Precopy for a v2 ledger in full mode (unless
+// -precopy=false): its bulk goes to the new process while every
+// connection is served, in the schema SaveState would use, and only the
+// accounts changed since go in the pause. A new process without it (a v1
+// binary) declines, and gets the ledger through SaveState.
+func (p *process) precopy() *handoff.Precopy {
+	if p.schema != ledger.Schema2 || !p.cfg.precopy {
+		return nil
+	}
+	return &handoff.Precopy{Save: p.sendBulk, SaveChanges: p.sendChanges,
+		Load: p.srv.PreloadState, LoadChanges: p.srv.LoadChanges}
+}
+
+func (p *process) sendBulk(w io.Writer) error {
+	v := schemaFor(p.next.Swap(nil), p.schema)
+	p.precopyAs.Store(v)
+	p.log.Info("sending the ledger", "schema", v, "precopy", true)
+	return p.srv.PrecopySave(w, v)
+}
+
+func (p *process) sendChanges(w io.Writer) error {
+	return p.srv.SaveChanges(w, p.precopyAs.Load())
 }
 
 // reclaimMarker names this process in the marker again after a rolling

@@ -18,8 +18,9 @@ import (
 // base is the ledger a pre-copy brought, not yet served: the changes
 // complete it.
 type base struct {
-	led *ledger.V2
-	gen uint64 // the generation its file carries, which the changes' must match
+	led    *ledger.V2
+	gen    uint64 // the generation its file carries, which the changes' must match
+	schema uint32 // the schema it came in
 }
 
 // errNoPrecopy: a pre-copy needs the v2 layout on both sides.
@@ -83,7 +84,7 @@ func (s *Server) PreloadState(r io.Reader) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.base = &base{led: state.(*ledger.V2), gen: h.Generation}
+	s.base = &base{led: state.(*ledger.V2), gen: h.Generation, schema: h.Schema}
 	return nil
 }
 
@@ -108,7 +109,7 @@ func (s *Server) LoadChanges(r io.Reader) error {
 	b.led.Apply(changes)
 	s.base = nil
 	s.led, s.stats, s.gen = b.led, b.led, h.Generation
-	s.log.Info("state loaded", "precopy", true, "changed", changes.Len(), "accounts", b.led.Len(),
-		"generation", h.Generation)
+	s.log.Info("state loaded", "schema", b.schema, "migrated_to", s.schema, "generation", h.Generation,
+		"precopy", true, "changed", changes.Len(), "accounts", b.led.Len())
 	return nil
 }
