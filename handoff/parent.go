@@ -170,7 +170,14 @@ func (h *handing) rollBack(ctx context.Context, err error) error {
 	}
 	u.pid.discard(p.pid)
 	u.reg.resumeAll()
-	if ended != nil && !strings.Contains(err.Error(), ended.Error()) {
+	switch {
+	case ended == nil || strings.Contains(err.Error(), ended.Error()):
+	case errors.Is(err, ErrRejected):
+		// It refused, then exited as a refusing process does: the
+		// refusal is the cause, even when its exit broke a send here
+		// first (a Load that fails while the state still streams).
+		err = fmt.Errorf("%w (then %v)", err, ended)
+	default:
 		err = fmt.Errorf("%w (%w)", ended, err) // the cause first, then what it did here
 	}
 	return err

@@ -231,20 +231,25 @@ func TestPrecopyFailures(t *testing.T) {
 	for _, c := range []struct {
 		name, fault, oldFault, says string
 		timeout                     string // the failing upgrade's UpgradeRequest.Timeout
+		inProcess                   bool
 	}{
 		{name: "load fails", fault: "reject-precopy", says: "pre-copy rejected on purpose"},
-		{name: "load panics", fault: "panic:precopy-load", says: "pre-copy load panicked"},
+		{name: "load panics", fault: "panic:precopy-load", says: "pre-copy load panicked", inProcess: true},
 		{name: "load hangs", fault: "hang:precopy-load", says: "upgrade timed out", timeout: "4s"},
-		{name: "stream cut short", oldFault: "short:precopy", says: "unexpected EOF"},
-		{name: "save fails", oldFault: "fail:precopy", says: "pre-copy save fails on purpose"},
-		{name: "save panics", oldFault: "panic:precopy", says: "pre-copy save panicked"},
+		{name: "stream cut short", oldFault: "short:precopy", says: "unexpected EOF", inProcess: true},
+		{name: "save fails", oldFault: "fail:precopy", says: "pre-copy save fails on purpose", inProcess: true},
+		{name: "save panics", oldFault: "panic:precopy", says: "pre-copy save panicked", inProcess: true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			// The pause timeout is a safety net but for "load hangs",
 			// where it must be shorter than the upgrade's and still hold
 			// the good upgrade's pause.
-			h := startServer(t, envPrecopy+"=1", envPauseTimeout+"=2s")
+			start := startServer
+			if c.inProcess {
+				start = startInProcess
+			}
+			h := start(t, envPrecopy+"=1", envPauseTimeout+"=2s")
 			old := h.pid
 			kept := dialConn(t, h.addr)
 			if err := kept.round(3, false); err != nil {
