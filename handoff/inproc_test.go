@@ -46,21 +46,22 @@ type fakeOS struct {
 
 // fakeProc is one server of the chain.
 type fakeProc struct {
-	fos       *fakeOS
-	pid       int
-	ppid      int                              // guarded by fos.mu; -1 once it is dead
-	sigs      map[chan<- os.Signal][]os.Signal // guarded by fos.mu
-	dead      chan struct{}                    // closed by die
-	done      chan struct{}                    // closed when its main has returned
-	status    int                              // exit code; read after done
-	bySignal  bool                             // it died of a signal; read after done
-	p         *proc                            // how its server sees itself
-	chanFd    int                              // a dup of its end of the handoff channel; -1 for the first
-	endOnce   sync.Once                        // the first end decides bySignal: a kill, or its main returning
-	deathOnce sync.Once
-	mu        sync.Mutex
-	onDeath   []func()        // guarded by mu
-	ends      []*net.UnixConn // its ends of its new processes' channels; guarded by mu
+	fos         *fakeOS
+	pid         int
+	ppid        int                              // guarded by fos.mu; -1 once it is dead
+	sigs        map[chan<- os.Signal][]os.Signal // guarded by fos.mu
+	dead        chan struct{}                    // closed by die
+	done        chan struct{}                    // closed when its main has returned
+	status      int                              // exit code; read after done
+	bySignal    bool                             // it died of a signal; read after done
+	p           *proc                            // how its server sees itself
+	chanFd      int                              // a dup of its end of the handoff channel; -1 for the first
+	endOnce     sync.Once                        // the first end decides bySignal: a kill, or its main returning
+	deathOnce   sync.Once
+	mu          sync.Mutex
+	onDeath     []func()        // guarded by mu
+	lastOnDeath []func()        // guarded by mu; run after onDeath
+	ends        []*net.UnixConn // its ends of its new processes' channels; guarded by mu
 }
 
 // startInProcess starts the first server of an in-process chain; env adds
@@ -184,6 +185,14 @@ func (fp *fakeProc) atDeath(f func()) {
 	fp.onDeath = append(fp.onDeath, f)
 }
 
+// atDeathLast is atDeath for what must close after everything atDeath
+// closes: a peer's channel, whose end tells the old process of the death.
+func (fp *fakeProc) atDeathLast(f func()) {
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	fp.lastOnDeath = append(fp.lastOnDeath, f)
+}
+
 // sigkill ends fp by a signal.
 func (fp *fakeProc) sigkill() {
 	fp.endOnce.Do(func() { fp.bySignal = true })
@@ -220,7 +229,7 @@ func (fp *fakeProc) die() {
 			_ = unix.Close(fp.chanFd)
 		}
 		fp.mu.Lock()
-		fs := fp.onDeath
+		fs := append(slices.Clone(fp.onDeath), fp.lastOnDeath...)
 		fp.mu.Unlock()
 		for _, f := range fs {
 			f()
@@ -375,7 +384,13 @@ func (fp *fakeProc) dialTakeover(path string) (*net.UnixConn, error) {
 		c.Close()
 		return nil, err
 	}
-	fp.atDeath(func() {
+	// Closed after what the peer holds (atDeath): a dead process accepts
+	// nothing, so by the time the old process learns of the death from
+	// the channel and takes the listeners back, the peer's copies must
+	// accept no more. Closed first, a connection dialled at the take-back
+	// could be accepted by the peer's still-running accept loop and closed
+	// with its connections (seen once in make test: EOF).
+	fp.atDeathLast(func() {
 		_ = unix.Shutdown(int(f.Fd()), unix.SHUT_RDWR)
 		f.Close()
 	})
