@@ -40,7 +40,7 @@ const perClient = 5000
 
 // Run runs one mode at one scale.
 func Run(cfg Config, logf func(string, ...any)) (result.Run, error) {
-	out := result.Run{Mode: cfg.Mode, Conns: cfg.Conns}
+	out := result.Run{Mode: cfg.Mode, Conns: cfg.Conns, Accounts: cfg.Accounts}
 	srv, err := startServer(cfg.Dir, cfg.Server, cfg.Mode)
 	if err != nil {
 		return out, err

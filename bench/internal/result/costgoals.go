@@ -19,6 +19,7 @@ const (
 	moveVsFloor        = 1.5 // rolling: the move at the largest scale, times the fd floor
 	rssGrowth          = 1.2 // RSS after the upgrades, times before
 	maxParkedWait      = 10 * time.Millisecond
+	maxStatePause      = 50 * time.Millisecond // full, with a large state (-accounts): the pause
 )
 
 // writeCostGoals holds the full and rolling runs to the cost goals, one
@@ -61,6 +62,32 @@ func writeCostGoals(b *strings.Builder, runs []*Run) {
 	for _, r := range append(slices.Clone(full), rolling...) {
 		b.WriteString(rssGoal(r))
 	}
+	for _, r := range full {
+		if r.Accounts > 0 {
+			b.WriteString(statePauseGoal(r, modeRuns(runs, ModeFullNoPrecopy)))
+		}
+	}
+}
+
+// statePauseGoal is the verdict on the pause of a full run with a large
+// state, next to the same run without the pre-copy if there is one.
+func statePauseGoal(r *Run, whole []*Run) string {
+	head := fmt.Sprintf("- full: the pause with %d accounts of state at most %s, at %d conns: ",
+		r.Accounts, fmtDur(maxStatePause), r.Conns)
+	if r.Pause == 0 {
+		return head + "not measured\n"
+	}
+	verdict := "met"
+	if r.Pause > maxStatePause {
+		verdict = "missed"
+	}
+	line := head + fmt.Sprintf("%s — %s", verdict, fmtDur(r.Pause))
+	for _, w := range whole {
+		if w.Conns == r.Conns && w.Accounts == r.Accounts && w.Pause > 0 {
+			line += fmt.Sprintf(" (without the pre-copy: %s, %s)", fmtDur(w.Pause), fmtRatio(w.Pause, r.Pause))
+		}
+	}
+	return line + "\n"
 }
 
 // ratioGoal is the verdict on "v within k times base".

@@ -64,6 +64,9 @@ type Machine struct {
 type Run struct {
 	Mode  string `json:"mode"`
 	Conns int    `json:"conns"`
+	// Accounts is how many accounts the ledger held before the clients
+	// started (upgradebench -accounts): the state an upgrade moves.
+	Accounts int `json:"accounts,omitempty"`
 
 	Upgrades []Upgrade `json:"upgrades,omitempty"` // none for ModeNone
 

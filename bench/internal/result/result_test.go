@@ -342,4 +342,24 @@ func TestCostGoals(t *testing.T) {
 	if md := markdown(t, s); !strings.Contains(md, "pause floor, at 10000 conns: not measured — — against 20ms\n") {
 		t.Errorf("a pause without its resume is judged:\n%s", md)
 	}
+	if strings.Contains(md, "accounts of state") {
+		t.Errorf("a run without a seeded state is held to the state goal:\n%s", md)
+	}
+}
+
+// TestStatePauseGoal: a full run with a seeded state is held to the
+// 50 ms pause, next to the run without the pre-copy.
+func TestStatePauseGoal(t *testing.T) {
+	s := &Suite{Runs: []Run{
+		{Mode: ModeFull, Conns: 1000, Accounts: 1000000, Pause: 8 * ms, Upgrades: []Upgrade{{Duration: 800 * ms, OK: true}}},
+		{Mode: ModeFullNoPrecopy, Conns: 1000, Accounts: 1000000, Pause: 400 * ms, Upgrades: []Upgrade{{Duration: 600 * ms, OK: true}}},
+	}}
+	want := "- full: the pause with 1000000 accounts of state at most 50ms, at 1000 conns: met — 8ms (without the pre-copy: 400ms, 50.0x)\n"
+	if md := markdown(t, s); !strings.Contains(md, want) {
+		t.Errorf("no line %q in\n%s", want, md)
+	}
+	s.Runs[0].Pause = 51 * ms
+	if md := markdown(t, s); !strings.Contains(md, "at 1000 conns: missed — 51ms (without") {
+		t.Errorf("a 51 ms pause is not missed:\n%s", md)
+	}
 }
