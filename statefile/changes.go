@@ -18,17 +18,23 @@ type Changes struct {
 
 // Start forgets every mark and begins tracking.
 func (c *Changes) Start() {
-	for _, i := range c.order {
-		c.seen[i/64] = 0
-	}
-	c.order = c.order[:0]
+	c.forget()
 	c.on = true
 }
 
 // Stop ends tracking and forgets every mark.
 func (c *Changes) Stop() {
-	c.Start()
+	c.forget()
 	c.on = false
+}
+
+// forget clears the marks, word by word of those marked: cheap after a
+// few changes, whatever the number of items.
+func (c *Changes) forget() {
+	for _, i := range c.order {
+		c.seen[i/64] = 0
+	}
+	c.order = c.order[:0]
 }
 
 // Tracking says whether marks are being recorded.

@@ -102,17 +102,7 @@ func packedFile(t *testing.T, seed uint64, recs []accountRec, extra []byte, lenB
 		body = binary.LittleEndian.AppendUint64(body, v)
 	}
 	body = append(append(append(append(append(body, lens...), names...), bals...), chgs...), extra...)
-	var b bytes.Buffer
-	w, err := statefile.NewWriter(&b, statefile.Header{App: "pdf", Schema: Schema3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Section("accounts")
-	w.Write(body)
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
+	return sealedSection(t, body)
 }
 
 // inOrder sorts recs as a schema 3 file must hold them under seed.
