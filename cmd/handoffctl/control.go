@@ -22,6 +22,10 @@ import (
 // answered.
 var errUnreachable = errors.New("server unreachable")
 
+// errNoAnswerInTime: the server said nothing within the bound askStatus
+// was given.
+var errNoAnswerInTime = errors.New("no answer")
+
 // firstAnswerWait bounds the wait for the server's first answer line. A
 // control server answers a status at once, and an upgrade's first phase
 // as soon as the new process has started; a socket that says nothing by
@@ -97,7 +101,7 @@ func askStatus(path string, within time.Duration) (st *controlwire.Status, refus
 		bound := time.AfterFunc(within, func() { _ = c.Close() })
 		defer func() {
 			if !bound.Stop() && st == nil && refused == "" {
-				err = fmt.Errorf("%w: no answer within %s", errUnreachable, within)
+				err = fmt.Errorf("%w: %w within %s", errUnreachable, errNoAnswerInTime, within)
 			}
 		}()
 	}

@@ -43,6 +43,7 @@ func runWait(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "wait serving takes one of -socket and -pidfile, a positive -timeout, and no other arguments")
 	}
 	deadline := time.Now().Add(*timeout)
+	var seen seenStatus
 	for {
 		phase, pid, err := askPhase(*socket, *pidfile, time.Until(deadline))
 		switch {
@@ -52,11 +53,20 @@ func runWait(args []string, stdout, stderr io.Writer) int {
 		case err == nil && phase == handoff.ProcessStopped:
 			fmt.Fprintf(stderr, "handoffctl: not serving: pid %d stopped\n", pid)
 			return exitFailure
-		case time.Until(deadline) <= 0:
-			return waitTimedOut(stderr, *timeout, phase, pid, err)
+		case err == nil:
+			seen = seenStatus{phase, pid}
+		}
+		if time.Until(deadline) <= 0 {
+			return waitTimedOut(stderr, *timeout, seen, err)
 		}
 		time.Sleep(min(waitPoll, time.Until(deadline)))
 	}
+}
+
+// seenStatus is the last status the server answered wait with.
+type seenStatus struct {
+	phase string
+	pid   int
 }
 
 // askPhase is the server's phase and pid, asked within (at most).
@@ -76,15 +86,22 @@ func askPhase(socket, pidfile string, within time.Duration) (phase string, pid i
 }
 
 // waitTimedOut says what wait saw last, on one line, and returns the exit
-// status: 3 if the server could not be reached, 1 otherwise.
-func waitTimedOut(stderr io.Writer, timeout time.Duration, phase string, pid int, err error) int {
-	if err != nil {
+// status: 3 if the server could not be reached, 1 otherwise. A status
+// the server answered stays what is said when a later ask failed. An ask
+// left unanswered is the timeout itself (each ask gets what is left of
+// it, which on a loaded machine may be too short for any answer); any
+// other failure is added, as what happened since.
+func waitTimedOut(stderr io.Writer, timeout time.Duration, seen seenStatus, err error) int {
+	switch {
+	case seen.phase != "" && err != nil && !errors.Is(err, errNoAnswerInTime):
+		fmt.Fprintf(stderr, "handoffctl: not serving within %s: pid %d is %s (then: %v)\n", timeout, seen.pid, seen.phase, err)
+	case seen.phase != "":
+		fmt.Fprintf(stderr, "handoffctl: not serving within %s: pid %d is %s\n", timeout, seen.pid, seen.phase)
+	default:
 		fmt.Fprintf(stderr, "handoffctl: not serving within %s: %v\n", timeout, err)
 		if errors.Is(err, errUnreachable) {
 			return exitUnreachable
 		}
-		return exitFailure
 	}
-	fmt.Fprintf(stderr, "handoffctl: not serving within %s: pid %d is %s\n", timeout, pid, phase)
 	return exitFailure
 }
