@@ -58,6 +58,13 @@ func (r *rollingMove) movedOut(sent []parkedConn) {
 	r.notify()
 }
 
+// queuedParked counts the connections parked and not yet taken to be sent.
+func (r *rollingMove) queuedParked() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.move.queued()
+}
+
 // remaining counts the connections still here, and reports whether the
 // move is over: none left and no accept in flight.
 func (r *rollingMove) remaining() (n int, done bool) {

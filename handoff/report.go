@@ -74,7 +74,7 @@ type UpgradeStats struct {
 	// Rolling mode: after the commit, the connections move one by one.
 	Mode    Mode          // the upgrade's mode
 	Move    time.Duration // from COMMIT to the last connection moved (or the deadline)
-	MaxWait time.Duration // the longest a connection waited, parked, to be sent
+	MaxWait time.Duration // the longest a connection waited, parked, until the new process had taken it up
 	Stayed  int           // connections left to drain here at the deadline
 	Closed  int           // connections closed at the deadline
 }
