@@ -416,3 +416,32 @@ func TestPrecopyOptionsChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerPrecopy: a peer (a process the old one did not start, as a new
+// container is) takes the pre-copy as a child does: the bulk of the state
+// before the park, what changed since in the pause, every request counted
+// once; in one process and in processes of their own.
+func TestPeerPrecopy(t *testing.T) {
+	for name, start := range chains {
+		t.Run(name, func(t *testing.T) {
+			h := start(t, append(takeoverEnv(t.TempDir()), envPrecopy+"=1")...)
+			old := h.pid
+			kept := dialConn(t, h.addr)
+			if err := kept.round(5, false); err != nil {
+				t.Fatal(err)
+			}
+			p, fail := h.peer()
+			if p == 0 {
+				t.Fatalf("peer takeover with a pre-copy: %s", fail)
+			}
+			if got := h.readyTotal(); got != 5 {
+				t.Fatalf("the peer's total %d, want 5", got)
+			}
+			h.requireCalls(old, p, "precopy-save old", "save-changes old", "precopy-load new", "load-changes new")
+			if err := kept.round(2, true); err != nil || !kept.pids[strconv.Itoa(p)] {
+				t.Fatalf("kept connection after the takeover: served by %v, %v", kept.pids, err)
+			}
+			h.stopLogged("phase=precopy")
+		})
+	}
+}

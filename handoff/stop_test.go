@@ -146,6 +146,35 @@ func TestStopBeforeCommit(t *testing.T) {
 	}
 }
 
+// TestStopDuringPrecopy: SIGTERM to the old process while the new one
+// loads the pre-copy (Options.Precopy), every connection still served by
+// the old process. As before any commit, the stop wins: the upgrade rolls
+// back at once, with the new process's Load still held (never released
+// here), the new process is killed, and the old one saves the whole
+// state, once.
+func TestStopDuringPrecopy(t *testing.T) {
+	h := startInProcess(t, envPause+"=precopy-load", envPrecopy+"=1")
+	l := startLoad(t, h.addr, 50)
+	l.waitRounds(100)
+	old := h.pid
+	h.kill(old, syscall.SIGHUP)
+	if h.awaitPaused("precopy-load") == old {
+		t.Fatal("the old process paused in the new process's Load")
+	}
+	h.kill(old, syscall.SIGTERM)
+	out := h.awaitStop(1)
+	l.halt()
+	if len(out.failed) != 1 || !strings.Contains(out.failed[0], "stopping") {
+		t.Fatalf("upgrade outcome %v, want it rolled back for the stop", out.failed)
+	}
+	h.requireOneSnapshot(out, old, l)
+	for _, cl := range l.conns {
+		if len(cl.pids) != 1 || !cl.pids[strconv.Itoa(old)] {
+			t.Fatalf("a connection was served by %v, want only the old process %d", cl.pids, old)
+		}
+	}
+}
+
 // TestStopAfterCommit: SIGTERM to the old process just after it
 // committed. The upgrade completes, the old process saves nothing and
 // passes the stop on; the new one stops and saves.
