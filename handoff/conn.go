@@ -88,6 +88,11 @@ type Conn struct {
 	closed       bool
 	onAsk        func() // set by ParkWhen: the application decides when to park
 
+	// interrupts counts the reads ask interrupted: a read that times out
+	// with the count changed since it began may have been interrupted by
+	// an upgrade that rolled back before the reader saw it.
+	interrupts atomic.Uint64
+
 	// takingUp, in a connection that a Rolling move brought to this
 	// process, is called once its handler has taken it up: at its first
 	// Next, Read, Write or Park, or when Resume returns (see
@@ -196,17 +201,32 @@ func (c *Conn) Read(p []byte) (int, error) {
 // readInto reads once from the network into p, with nothing buffered.
 // Called with rmu held, after parkCheck(true).
 func (c *Conn) readInto(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		return n, nil // as fill: an error with bytes comes again at the next Read
-	}
-	if err != nil && isTimeout(err) {
-		// The deadline may be ours, set to interrupt the read for parking.
-		if perr := c.parkCheck(true); perr != nil {
-			return 0, perr
+	for {
+		since := c.interrupts.Load()
+		n, err := c.Conn.Read(p)
+		if n > 0 {
+			return n, nil // as fill: an error with bytes comes again at the next Read
+		}
+		if again, err := c.afterTimeout(err, since); !again {
+			return 0, err
 		}
 	}
-	return n, err
+}
+
+// afterTimeout tells a read that ended with err, with no bytes, what to
+// do: return err (or ErrPark, ErrHandedOver), or read again. A timeout
+// may be the library's interrupt for parking (ask): then the handler
+// parks, unless the upgrade rolled back meanwhile (finish restored the
+// application's deadline), and then the read goes on as if never
+// interrupted. since is the interrupt count before the read began.
+func (c *Conn) afterTimeout(err error, since uint64) (again bool, _ error) {
+	if err == nil || !isTimeout(err) {
+		return false, err
+	}
+	if perr := c.parkCheck(true); perr != nil {
+		return false, perr
+	}
+	return c.interrupts.Load() != since, err
 }
 
 // Unread puts p back in front of the buffered bytes, so that it is read again,
@@ -245,18 +265,17 @@ func (c *Conn) fillChecked() error {
 		copy(nb, c.buf[c.off:])
 		c.buf, c.off = nb, 0
 	}
-	n, err := c.Conn.Read(c.buf[len(c.buf):cap(c.buf)])
-	c.buf = c.buf[:len(c.buf)+n]
-	if n > 0 {
-		return nil
-	}
-	if err != nil && isTimeout(err) {
-		// The deadline may be ours, set to interrupt the read for parking.
-		if perr := c.parkCheck(true); perr != nil {
-			return perr
+	for {
+		since := c.interrupts.Load()
+		n, err := c.Conn.Read(c.buf[len(c.buf):cap(c.buf)])
+		c.buf = c.buf[:len(c.buf)+n]
+		if n > 0 {
+			return nil
+		}
+		if again, err := c.afterTimeout(err, since); !again {
+			return err
 		}
 	}
-	return err
 }
 
 // parkCheck reports ErrHandedOver once the new process owns the
@@ -425,6 +444,7 @@ func (c *Conn) ask() {
 	c.state, c.outcome, c.result = parkAsked, make(chan error), nil
 	onAsk := c.onAsk
 	if onAsk == nil {
+		c.interrupts.Add(1)
 		_ = c.Conn.SetReadDeadline(aLongTimeAgo)
 	}
 	c.mu.Unlock()
