@@ -91,23 +91,16 @@ func TestConnOwnTimeout(t *testing.T) {
 	c := newRegistry(DefaultMaxBuffered).track(sc, "test", nil)
 	c.ask()
 	c.finish(nil) // an upgrade that asked and rolled back before this read
-	got := make(chan error, 1)
-	go func() {
-		_, err := c.Next(bufio.ScanLines)
-		got <- err
-	}()
-	<-sc.reading
-	sc.results <- readResult{err: os.ErrDeadlineExceeded}
-	if err := await(t, got, "Next"); err != os.ErrDeadlineExceeded {
-		t.Fatalf("Next at the application's deadline: %v, want os.ErrDeadlineExceeded", err)
-	}
-	go func() {
-		_, err := c.Next(bufio.ScanLines)
-		got <- err
-	}()
-	<-sc.reading
-	sc.results <- readResult{err: io.EOF}
-	if err := await(t, got, "Next"); err != io.EOF {
-		t.Fatalf("Next at the end: %v, want io.EOF", err)
+	for _, want := range []error{os.ErrDeadlineExceeded, io.EOF} {
+		got := make(chan error, 1)
+		go func() {
+			_, err := c.Next(bufio.ScanLines)
+			got <- err
+		}()
+		<-sc.reading
+		sc.results <- readResult{err: want}
+		if err := await(t, got, "Next"); err != want {
+			t.Fatalf("Next: %v, want %v as the read returned it", err, want)
+		}
 	}
 }
