@@ -103,10 +103,12 @@ fuzz:
 # bench/results/steady.md; JSON and charts beside them.
 bench: build
 	./$(BIN)/upgradebench -bin $(BIN) -modes full,rolling,listeners,restart,none -conns 1000,10000,15000 \
-		-rate 10000 -churn 50 -duration 20s -upgrades 3 -out bench/results | tee bench/results/upgrade.md
+		-rate 10000 -churn 50 -duration 20s -upgrades 3 -out bench/results > bench/results/upgrade.md; \
+		status=$$?; cat bench/results/upgrade.md; exit $$status
 	mkdir -p bench/results/precopy
 	./$(BIN)/upgradebench -bin $(BIN) -modes full,full-noprecopy -conns 1000 -accounts 1000000 \
-		-rate 10000 -churn 50 -duration 20s -upgrades 3 -out bench/results/precopy | tee bench/results/precopy/precopy.md
+		-rate 10000 -churn 50 -duration 20s -upgrades 3 -out bench/results/precopy > bench/results/precopy/precopy.md; \
+		status=$$?; cat bench/results/precopy/precopy.md; exit $$status
 	$(MAKE) bench-steady
 
 # The same, small and short (under a minute), to try a change.
