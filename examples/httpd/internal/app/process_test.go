@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/handoff-dev/handoff/internal/testtool"
 )
 
 // The test binary doubles as httpd: with envServer set, TestMain runs Run
@@ -48,7 +50,7 @@ type httpd struct {
 func launch(t *testing.T, args ...string) *httpd {
 	t.Helper()
 	dir := t.TempDir()
-	h := &httpd{addr: freeAddr(t), metrics: freeAddr(t), pidfile: filepath.Join(dir, "pid"), done: make(chan struct{})}
+	h := &httpd{addr: testtool.FreeAddr(t), metrics: testtool.FreeAddr(t), pidfile: filepath.Join(dir, "pid"), done: make(chan struct{})}
 	args = append([]string{"-listen", h.addr, "-metrics", h.metrics, "-pidfile", h.pidfile}, args...)
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), envServer+"=1")
@@ -314,16 +316,6 @@ func readPID(t *testing.T, path string) int {
 		t.Fatal(err)
 	}
 	return pid
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // logLines collects the servers' stderr lines.

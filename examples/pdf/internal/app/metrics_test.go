@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/examples/pdf/internal/pdftest"
+	"github.com/handoff-dev/handoff/internal/testtool"
 	"github.com/handoff-dev/handoff/metrics"
 )
 
@@ -23,7 +24,7 @@ func startWithMetrics(t *testing.T) (dir string, p *pdf, web *scraper) {
 	t.Helper()
 	dir = t.TempDir()
 	bin := deploy(t, dir, "")
-	maddr := freeAddr(t)
+	maddr := testtool.FreeAddr(t)
 	p = launchBin(t, dir, bin, "-upgrade-mode", modeFull, "-metrics", maddr)
 	p.logs.await(t, 0, "serving", p.pid)
 	return dir, p, newScraper(maddr)

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/examples/pdf/internal/ledger"
+	"github.com/handoff-dev/handoff/internal/testtool"
 )
 
 // The test binary doubles as the pdf server: with envServer set, TestMain
@@ -78,7 +77,7 @@ func launch(t *testing.T, dir string, args ...string) *pdf {
 // upgrades start again: a test can deploy another binary there.
 func launchBin(t *testing.T, dir, bin string, args ...string) *pdf {
 	t.Helper()
-	return launchOn(t, dir, bin, freeAddr(t), args...)
+	return launchOn(t, dir, bin, testtool.FreeAddr(t), args...)
 }
 
 // launchOn is launchBin serving addr: a peer that takes over serves the
@@ -146,36 +145,6 @@ func (p *pdf) stop(t *testing.T, pid int) {
 		t.Fatal(err)
 	}
 	p.logs.awaitEOF(t)
-}
-
-// freeAddr finds a loopback port to listen on. A restart listens again, so
-// the address must be fixed, and a port the kernel picks (":0") will not
-// do: it comes from the ephemeral range, from which every client socket
-// of the tests running alongside (the demo's hundreds) takes its own, and
-// one may take it between this check and the server's bind. Ports below
-// that range are only ever bound on purpose.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	low := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		fmt.Sscan(string(b), &low)
-	}
-	for range 100 {
-		if low <= 1024 {
-			break
-		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 1024+rand.IntN(low-1024)))
-		if err == nil {
-			defer ln.Close()
-			return ln.Addr().String()
-		}
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func (p *pdf) setVersion(t *testing.T, v string) {
