@@ -13,8 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/handoff-dev/handoff/internal/controlwire"
 )
 
@@ -207,15 +205,6 @@ func socketOf(pidfile string) (string, error) {
 		return "", fmt.Errorf("%w: process %d has no listening Unix socket: is it started with a control socket?", errUnreachable, pid)
 	}
 	return "", fmt.Errorf("%w: process %d listens on several Unix sockets (%s): use -socket", errUnreachable, pid, strings.Join(found, ", "))
-}
-
-// isTerminal reports whether f is a terminal.
-func isTerminal(f *os.File) bool {
-	if f == nil {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }
 
 func ns(n int64) time.Duration { return time.Duration(n).Round(time.Microsecond) }
