@@ -79,11 +79,11 @@ func (m *mover) run() error {
 		if err := m.send(m.reg.takeReady()); err != nil {
 			return err
 		}
-		left, done := m.reg.remaining()
+		left, queued, done := m.reg.remaining()
 		if done || !time.Now().Before(m.deadline) {
 			return nil
 		}
-		if len(pending) > 0 && mayAsk(left-len(pending), m.reg.queuedParked(), m.unacked, time.Since(asked)) {
+		if len(pending) > 0 && mayAsk(left-len(pending), queued, m.unacked, time.Since(asked)) {
 			k := min(moveWave, len(pending))
 			for _, c := range pending[:k] {
 				c.ask()

@@ -646,7 +646,7 @@ func (h *handing) takeBack(m *mover, err error) error {
 	u.unwatchStops()
 	u.m.tookBack()
 	u.reg.resumeAll()
-	kept, _ := m.reg.remaining()
+	kept, _, _ := m.reg.remaining()
 	if perr := u.pid.write(); perr != nil {
 		u.log.Error("handoff: took the service back, but", "err", perr)
 	}

@@ -58,19 +58,14 @@ func (r *rollingMove) movedOut(sent []parkedConn) {
 	r.notify()
 }
 
-// queuedParked counts the connections parked and not yet taken to be sent.
-func (r *rollingMove) queuedParked() int {
+// remaining counts the connections still here and, of them, those parked
+// and not yet taken to be sent, and reports whether the move is over: none
+// left and no accept in flight.
+func (r *rollingMove) remaining() (n, queued int, done bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.move.queued()
-}
-
-// remaining counts the connections still here, and reports whether the
-// move is over: none left and no accept in flight.
-func (r *rollingMove) remaining() (n int, done bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.conns), len(r.conns) == 0 && r.inAccept == 0 && r.move.queued() == 0
+	queued = r.move.queued()
+	return len(r.conns), queued, len(r.conns) == 0 && r.inAccept == 0 && queued == 0
 }
 
 // stopMove ends the asking, at the move's end or deadline: a connection
