@@ -136,8 +136,9 @@ func startClients(cfg Config, addr string) ([]*client, error) {
 // out, and pause: the run's is the library's Pause of the others, see
 // parkedAll). A rolling move logs only move
 // (commit to the last connection moved) and max_wait (the longest a parked
-// connection waited until the new process had taken it up). The new process logs a line of the same
-// message, which says from= where the old one's says to=.
+// connection waited until the new process had taken it up). The new
+// process logs a line of the same message, which says from= where the old
+// one's says to=.
 var (
 	handedOver = regexp.MustCompile(`msg="handoff: (?:handed over[^"]*|rolling move done)" pid=\d+ to=(.*)`)
 	// resumed matches the new process's resume phase; from= names the old.

@@ -7,6 +7,8 @@ import (
 	"net"
 	"strconv"
 	"sync"
+
+	"github.com/handoff-dev/handoff/bench/internal/load"
 )
 
 // seedConns is how many connections fill the ledger, each pipelining its
@@ -49,13 +51,8 @@ func seedRange(addr string, first, n, step int) error {
 		w := bufio.NewWriterSize(c, 64<<10)
 		var b []byte
 		for i := first; i < n; i += step {
-			b = append(b[:0], "TOPUP "...)
-			b = strconv.AppendInt(b, int64(i), 10)
-			b = append(b, " seed-"...)
-			b = strconv.AppendInt(b, int64(i), 10)
-			b = append(b, ' ')
-			b = strconv.AppendInt(b, seedBalance(i), 10)
-			w.Write(append(b, '\n'))
+			b = load.AppendTopUp(b[:0], i, "seed-"+strconv.Itoa(i), seedBalance(i))
+			w.Write(b)
 		}
 		werr <- w.Flush()
 	}()

@@ -91,13 +91,20 @@ func (p *pconn) sendLocked(rid int) {
 	p.outstanding = append(p.outstanding, rid)
 	p.run.sent(rid)
 	var b [64]byte
-	msg := append(b[:0], "TOPUP "...)
-	msg = strconv.AppendInt(msg, int64(rid), 10)
-	msg = append(msg, ' ')
-	msg = append(msg, p.acct...)
-	msg = append(msg, " 1\n"...)
 	// A failed write shows up in the reader too, which handles the drop.
-	p.c.Write(msg)
+	p.c.Write(AppendTopUp(b[:0], rid, p.acct, 1))
+}
+
+// AppendTopUp appends the pdf request "TOPUP <rid> <acct> <amount>\n" to b,
+// which the server answers "OK <rid> <balance>".
+func AppendTopUp(b []byte, rid int, acct string, amount int64) []byte {
+	b = append(b, "TOPUP "...)
+	b = strconv.AppendInt(b, int64(rid), 10)
+	b = append(b, ' ')
+	b = append(b, acct...)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, amount, 10)
+	return append(b, '\n')
 }
 
 // read matches replies to outstanding requests until the connection

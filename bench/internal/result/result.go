@@ -127,9 +127,9 @@ type Upgrade struct {
 	// HELLO), fds (early, before the pause), then the pause: park, parked,
 	// state, ready, commit. Listeners mode logs connected, ready and commit; rolling
 	// mode move (from the commit to the last connection moved) and
-	// max_wait (the longest a parked connection waited until the new process had taken it up). The
-	// new process logs resume (COMMIT to every handler at work again) of
-	// an all-at-once upgrade.
+	// max_wait (the longest a parked connection waited until the new
+	// process had taken it up). The new process logs resume (COMMIT to
+	// every handler at work again) of an all-at-once upgrade.
 	Phases map[string]time.Duration `json:"phases_ns,omitempty"`
 }
 
