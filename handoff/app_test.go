@@ -84,10 +84,7 @@ func TestOtherAppRefused(t *testing.T) {
 	ctl := filepath.Join(t.TempDir(), "ctl")
 	h := startInProcess(t, envControl+"="+ctl)
 	old := h.pid
-	kept := dialConn(t, h.addr)
-	if err := kept.round(3, true); err != nil {
-		t.Fatal(err)
-	}
+	kept := keptConn(t, h.addr, 3, true)
 	l := startLoad(t, h.addr, 20)
 	l.waitRounds(50)
 
@@ -155,10 +152,7 @@ func TestStateNeedsLoadState(t *testing.T) {
 			t.Parallel()
 			h := startInProcess(t, mode.env)
 			old := h.pid
-			kept := dialConn(t, h.addr)
-			if err := kept.round(5, true); err != nil {
-				t.Fatal(err)
-			}
+			kept := keptConn(t, h.addr, 5, true)
 			l := startLoad(t, h.addr, 20)
 			l.waitRounds(50)
 

@@ -604,3 +604,23 @@ func dialConn(t *testing.T, addr string) *conn {
 	t.Cleanup(func() { nc.Close() })
 	return &conn{c: nc, r: bufio.NewReader(nc), pids: map[string]bool{}}
 }
+
+// keptConn dials a connection that an upgrade is to keep, and makes n
+// requests on it (round's check says whether each reply must be in order).
+func keptConn(t *testing.T, addr string, n int, check bool) *conn {
+	t.Helper()
+	c := dialConn(t, addr)
+	if err := c.round(n, check); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// requireServedBy makes 2 more requests on c and fails unless they went
+// well and pid has served c; when says after what.
+func (c *conn) requireServedBy(t *testing.T, pid int, when string) {
+	t.Helper()
+	if err := c.round(2, true); err != nil || !c.pids[strconv.Itoa(pid)] {
+		t.Fatalf("kept connection %s: served by %v, %v", when, c.pids, err)
+	}
+}

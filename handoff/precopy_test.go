@@ -143,10 +143,7 @@ func (h *harness) readyTotal() int {
 func TestPrecopyMovesChanges(t *testing.T) {
 	h := startServer(t, envPrecopy+"=1", envPause+"=precopy-load")
 	old := h.pid
-	kept := dialConn(t, h.addr)
-	if err := kept.round(5, false); err != nil {
-		t.Fatal(err)
-	}
+	kept := keptConn(t, h.addr, 5, false)
 	if err := h.kill(old, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -203,10 +200,7 @@ func TestPrecopyMovesChanges(t *testing.T) {
 func TestPrecopyDeclined(t *testing.T) {
 	h := startServer(t, envPrecopy+"=1")
 	old := h.pid
-	kept := dialConn(t, h.addr)
-	if err := kept.round(4, false); err != nil {
-		t.Fatal(err)
-	}
+	kept := keptConn(t, h.addr, 4, false)
 	h.setFault("no-precopy")
 	p, fail := h.upgrade()
 	if p == 0 {
@@ -217,9 +211,7 @@ func TestPrecopyDeclined(t *testing.T) {
 	}
 	h.requireCalls(old, p, "save old", "load new")
 	h.stopLogged("declined the pre-copy")
-	if err := kept.round(2, true); err != nil || !kept.pids[strconv.Itoa(p)] {
-		t.Fatalf("kept connection after the upgrade: served by %v, %v", kept.pids, err)
-	}
+	kept.requireServedBy(t, p, "after the upgrade")
 }
 
 // TestPrecopyFailures: a pre-copy that fails, in either process, rolls
@@ -251,10 +243,7 @@ func TestPrecopyFailures(t *testing.T) {
 			}
 			h := start(t, envPrecopy+"=1", envPauseTimeout+"=2s")
 			old := h.pid
-			kept := dialConn(t, h.addr)
-			if err := kept.round(3, false); err != nil {
-				t.Fatal(err)
-			}
+			kept := keptConn(t, h.addr, 3, false)
 			h.setFault(c.fault)
 			h.setOldFault(c.oldFault)
 			h.setUpgradeTimeout(c.timeout)
@@ -337,10 +326,7 @@ func previousRelease(p *proc) {
 func TestPrecopyToPreviousRelease(t *testing.T) {
 	h := startServer(t, envPrecopy+"=1")
 	old := h.pid
-	kept := dialConn(t, h.addr)
-	if err := kept.round(2, false); err != nil {
-		t.Fatal(err)
-	}
+	kept := keptConn(t, h.addr, 2, false)
 	h.setFault("previous-release")
 	if p, fail := h.upgrade(); p != 0 {
 		t.Fatalf("upgrade to the previous release committed to %d", p)
@@ -370,18 +356,13 @@ func TestPrecopyToPreviousRelease(t *testing.T) {
 func TestPrecopyOnlyAllAtOnce(t *testing.T) {
 	h := startInProcess(t, envPrecopy+"=1", envRolling+"=1")
 	old := h.pid
-	kept := dialConn(t, h.addr)
-	if err := kept.round(3, true); err != nil {
-		t.Fatal(err)
-	}
+	kept := keptConn(t, h.addr, 3, true)
 	p, fail := h.upgrade()
 	if p == 0 {
 		t.Fatalf("rolling upgrade: %s", fail)
 	}
 	h.requireCalls(old, p, "save old", "load new")
-	if err := kept.round(2, true); err != nil || !kept.pids[strconv.Itoa(p)] {
-		t.Fatalf("kept connection after the upgrade: served by %v, %v", kept.pids, err)
-	}
+	kept.requireServedBy(t, p, "after the upgrade")
 }
 
 // TestPrecopyOptionsChecked: a Precopy without one of its functions, or
@@ -426,10 +407,7 @@ func TestPeerPrecopy(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			h := start(t, append(takeoverEnv(t.TempDir()), envPrecopy+"=1")...)
 			old := h.pid
-			kept := dialConn(t, h.addr)
-			if err := kept.round(5, false); err != nil {
-				t.Fatal(err)
-			}
+			kept := keptConn(t, h.addr, 5, false)
 			p, fail := h.peer()
 			if p == 0 {
 				t.Fatalf("peer takeover with a pre-copy: %s", fail)
@@ -438,9 +416,7 @@ func TestPeerPrecopy(t *testing.T) {
 				t.Fatalf("the peer's total %d, want 5", got)
 			}
 			h.requireCalls(old, p, "precopy-save old", "save-changes old", "precopy-load new", "load-changes new")
-			if err := kept.round(2, true); err != nil || !kept.pids[strconv.Itoa(p)] {
-				t.Fatalf("kept connection after the takeover: served by %v, %v", kept.pids, err)
-			}
+			kept.requireServedBy(t, p, "after the takeover")
 			h.stopLogged("phase=precopy")
 		})
 	}

@@ -545,10 +545,7 @@ func TestPeerListenersOnly(t *testing.T) {
 		t.Run(chain, func(t *testing.T) {
 			h := start(t, append(takeoverEnv(t.TempDir()), envListenersOnly+"=1")...)
 			old := h.pid
-			kept := dialConn(t, h.addr)
-			if err := kept.round(3, true); err != nil {
-				t.Fatal(err)
-			}
+			kept := keptConn(t, h.addr, 3, true)
 			p, fail := h.peer()
 			if p == 0 {
 				t.Fatal(fail)
