@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -76,14 +78,45 @@ func TestWaitUnreachable(t *testing.T) {
 }
 
 // TestWaitThenUnanswered: a status once answered stays what wait says at
-// its timeout when a later ask failed, which it adds.
+// its timeout when later asks failed. Whether the last failure is added
+// depends on the last ask: one the timeout cut short is the timeout
+// itself (so it is under load), one the server closed unanswered is
+// added; TestWaitTimedOut holds each case to its exact line.
 func TestWaitThenUnanswered(t *testing.T) {
 	fastPoll(t)
 	path := fakeSequence(t, status("starting"), "")
 	code, stdout, stderr := runCtl("wait", "serving", "-socket", path, "-timeout", "2s")
-	want := "handoffctl: not serving within 2s: pid 7 is starting (then: " + path + ": server unreachable: no answer)\n"
-	if code != exitFailure || stdout != "" || stderr != want {
-		t.Errorf("exit %d, stdout %q, stderr %q; want 1 and %q", code, stdout, stderr, want)
+	head := "handoffctl: not serving within 2s: pid 7 is starting"
+	if code != exitFailure || stdout != "" ||
+		(stderr != head+"\n" && stderr != head+" (then: "+path+": server unreachable: no answer)\n") {
+		t.Errorf("exit %d, stdout %q, stderr %q; want 1 and %q, with or without what followed", code, stdout, stderr, head)
+	}
+}
+
+// TestWaitTimedOut: what wait says at its timeout, from what it saw last.
+func TestWaitTimedOut(t *testing.T) {
+	starting := seenStatus{"starting", 7}
+	closed := fmt.Errorf("/s: %w: no answer", errUnreachable)
+	cut := fmt.Errorf("/s: %w: %w within 1ms", errUnreachable, errNoAnswerInTime)
+	for _, tc := range []struct {
+		name string
+		seen seenStatus
+		err  error
+		code int
+		line string
+	}{
+		{"a status", starting, nil, exitFailure, "pid 7 is starting"},
+		{"a status, then closed unanswered", starting, closed, exitFailure, "pid 7 is starting (then: /s: server unreachable: no answer)"},
+		{"a status, then cut short", starting, cut, exitFailure, "pid 7 is starting"},
+		{"never reached", seenStatus{}, closed, exitUnreachable, "/s: server unreachable: no answer"},
+		{"never answered in time", seenStatus{}, cut, exitUnreachable, "/s: server unreachable: no answer within 1ms"},
+		{"no status", seenStatus{}, errors.New("/s: no status (busy)"), exitFailure, "/s: no status (busy)"},
+	} {
+		var b strings.Builder
+		code := waitTimedOut(&b, 2*time.Second, tc.seen, tc.err)
+		if want := "handoffctl: not serving within 2s: " + tc.line + "\n"; code != tc.code || b.String() != want {
+			t.Errorf("%s: exit %d, %q; want %d, %q", tc.name, code, b.String(), tc.code, want)
+		}
 	}
 }
 
