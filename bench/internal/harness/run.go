@@ -154,8 +154,9 @@ var (
 func upgrade(srv *server, mode string, epoch time.Time) result.Upgrade {
 	old := srv.pid()
 	serving := srv.servingCount()
+	rssOld, _ := usage(old)
 	t0 := time.Now()
-	up := result.Upgrade{At: t0.Sub(epoch)}
+	up := result.Upgrade{At: t0.Sub(epoch), RSSOld: rssOld}
 	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
 		return up
 	}
@@ -165,6 +166,9 @@ func upgrade(srv *server, mode string, epoch time.Time) result.Upgrade {
 	}
 	up.OK = waitFor(60*time.Second, done) == nil
 	up.Duration = time.Since(t0)
+	if up.OK && mode != result.ModeRestart {
+		up.RSSNew, _ = usage(srv.pid()) // the pid file names the new process once the old one is gone
+	}
 	if m := lastMatch(srv.log(), handedOver); m != nil {
 		up.Phases = map[string]time.Duration{}
 		for _, kv := range phase.FindAllStringSubmatch(m[1], -1) {

@@ -18,6 +18,7 @@ const (
 	rollingStallVsNone = 1.5 // rolling: longest stall, times none's
 	moveVsFloor        = 1.5 // rolling: the move at the largest scale, times the fd floor
 	rssGrowth          = 1.2 // RSS after the upgrades, times before
+	rssTakeover        = 1.0 // the new process's RSS right after a takeover, times the old one's
 	maxParkedWait      = 10 * time.Millisecond
 	maxStatePause      = 50 * time.Millisecond // full, with a large state (-accounts): the pause
 )
@@ -61,6 +62,7 @@ func writeCostGoals(b *strings.Builder, runs []*Run) {
 	}
 	for _, r := range append(slices.Clone(full), rolling...) {
 		b.WriteString(rssGoal(r))
+		b.WriteString(takeoverRSSGoal(r))
 	}
 	for _, r := range full {
 		if r.Accounts > 0 {
@@ -129,6 +131,26 @@ func rssGoal(r *Run) string {
 	ratio := float64(r.RSSAfter) / float64(r.RSSBefore)
 	return head + fmt.Sprintf("%s — %s MB, %sx\n", verdictRatio(ratio, rssGrowth),
 		fmtChange(r.RSSBefore, r.RSSAfter, fmtMB), strconv.FormatFloat(ratio, 'f', 2, 64))
+}
+
+// takeoverRSSGoal is the verdict on the new process's RSS right after
+// each takeover against the old one's just before its SIGHUP: the
+// upgrade with the largest ratio.
+func takeoverRSSGoal(r *Run) string {
+	head := fmt.Sprintf("- %s: the new process's RSS right after a takeover within %s the old one's, at %d conns: ",
+		r.Mode, fmtK(rssTakeover), r.Conns)
+	var worst *Upgrade
+	for i, u := range r.Upgrades {
+		if u.RSSOld > 0 && u.RSSNew > 0 && (worst == nil || u.RSSNew*worst.RSSOld > worst.RSSNew*u.RSSOld) {
+			worst = &r.Upgrades[i]
+		}
+	}
+	if worst == nil {
+		return head + "not measured\n"
+	}
+	ratio := float64(worst.RSSNew) / float64(worst.RSSOld)
+	return head + fmt.Sprintf("%s — %s MB, %sx (the largest of %d)\n", verdictRatio(ratio, rssTakeover),
+		fmtChange(worst.RSSOld, worst.RSSNew, fmtMB), strconv.FormatFloat(ratio, 'f', 3, 64), len(r.Upgrades))
 }
 
 // fmtK writes a goal's factor: "1.5x".

@@ -131,6 +131,11 @@ type Upgrade struct {
 	// process had taken it up). The new process logs resume (COMMIT to
 	// every handler at work again) of an all-at-once upgrade.
 	Phases map[string]time.Duration `json:"phases_ns,omitempty"`
+	// The serving process's resident set just before the SIGHUP, and the
+	// new process's once the old one has exited (the takeover done), in
+	// bytes; 0 where not measured.
+	RSSOld int64 `json:"rss_old,omitempty"`
+	RSSNew int64 `json:"rss_new,omitempty"`
 }
 
 // Latency summarises reply latencies.

@@ -318,7 +318,10 @@ func TestCostGoals(t *testing.T) {
 	s := &Suite{Runs: []Run{
 		{Mode: ModeNone, Conns: 10000, MaxStall: 20 * ms},
 		{Mode: ModeFull, Conns: 10000, MaxStall: 61 * ms, PauseResumed: 40 * ms, PauseFloor: 20 * ms, Floor: 300 * ms,
-			RSSBefore: 100e6, RSSAfter: 121e6, Upgrades: []Upgrade{{Duration: 450 * ms, OK: true}}},
+			RSSBefore: 100e6, RSSAfter: 121e6, Upgrades: []Upgrade{
+				{Duration: 450 * ms, OK: true, RSSOld: 100e6, RSSNew: 99e6},
+				{Duration: 440 * ms, OK: true, RSSOld: 100e6, RSSNew: 101e6},
+				{Duration: 430 * ms, OK: true, RSSOld: 102e6, RSSNew: 102e6}}},
 		{Mode: ModeRolling, Conns: 10000, MaxStall: 30 * ms, Floor: 300 * ms, RSSBefore: 100e6, RSSAfter: 110e6,
 			Upgrades: []Upgrade{{Duration: 460 * ms, OK: true, Phases: map[string]time.Duration{"move": 451 * ms, "max_wait": 11 * ms}}}},
 	}}
@@ -333,6 +336,8 @@ func TestCostGoals(t *testing.T) {
 		"- rolling: the move within 1.5x the fd floor (largest scale), at 10000 conns: missed — 451ms against 300ms, 1.5x\n",
 		"- full: RSS after the upgrades within 1.2x before, at 10000 conns: missed — 100.0→121.0 MB, 1.21x\n",
 		"- rolling: RSS after the upgrades within 1.2x before, at 10000 conns: met — 100.0→110.0 MB, 1.10x\n",
+		"- full: the new process's RSS right after a takeover within 1x the old one's, at 10000 conns: missed — 100.0→101.0 MB, 1.010x (the largest of 3)\n",
+		"- rolling: the new process's RSS right after a takeover within 1x the old one's, at 10000 conns: not measured\n",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("no line %q in\n%s", want, md)
