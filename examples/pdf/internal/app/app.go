@@ -207,9 +207,9 @@ type process struct {
 	version      string
 	state        stateFile
 	srv          *server.Server
-	schema       uint32                     // the ledger's own, in ledger.States
-	next         atomic.Pointer[nextBinary] // what BeforeUpgrade learned, for SaveState
-	precopyAs    atomic.Uint32              // the schema the pre-copy's bulk went in, for its changes
+	schema       uint32                    // the ledger's own, in ledger.States
+	next         atomic.Pointer[schemaAsk] // what BeforeUpgrade asks, for SaveState
+	precopyAs    atomic.Uint32             // the schema the pre-copy's bulk went in, for its changes
 	up           *handoff.Upgrader
 	ln           *handoff.Listener
 	log          *slog.Logger

@@ -20,8 +20,8 @@ import (
 // reads schemas 1 and 2; a binary built since schema 3 also reads that,
 // which loads many times faster. An old process cannot ask the new one
 // over the handoff (it learns nothing of it before SaveState), so it asks
-// the binary before the upgrade starts it: BIN -state-schemas prints what
-// it reads, and one that does not know the flag reads 1 and 2 only. At
+// the binary as the upgrade starts it: BIN -state-schemas prints what it
+// reads, and one that does not know the flag reads 1 and 2 only. At
 // SaveState it sends schema 3 only if the new process runs that very
 // file: a binary named to handoffctl upgrade -binary, a peer taking over
 // (another container's image), or a file replaced since the question get
@@ -44,9 +44,42 @@ type nextBinary struct {
 	reads []uint32
 }
 
-// askSchemaTimeout bounds the question; it runs before anything of the
-// upgrade has started.
+// askSchemaTimeout bounds the question; it runs while the upgrade starts
+// the new process, and SaveState waits for its answer.
 const askSchemaTimeout = 5 * time.Second
+
+// schemaAsk is askNext running beside the upgrade: the answer is needed
+// only once the ledger is sent, after the new process has started and
+// taken the early connections, so the question does not delay the start
+// (it is a run of the binary, 10-60 ms on our VMs).
+type schemaAsk struct {
+	done chan struct{}
+	next *nextBinary // set before done closes; nil if the question failed
+}
+
+// startAsk puts the question to bin; failed says why it went unanswered.
+func startAsk(bin string, failed func(error)) *schemaAsk {
+	a := &schemaAsk{done: make(chan struct{})}
+	go func() {
+		defer close(a.done)
+		next, err := askNext(bin)
+		if err != nil {
+			failed(err)
+		}
+		a.next = next
+	}()
+	return a
+}
+
+// answer waits for the binary's answer (at most askSchemaTimeout from the
+// start): nil if it gave none, or if a is nil (nothing was asked).
+func (a *schemaAsk) answer() *nextBinary {
+	if a == nil {
+		return nil
+	}
+	<-a.done
+	return a.next
+}
 
 // askNext asks bin which state schemas it reads. An error leaves next
 // empty: the new process gets this version's own schema.

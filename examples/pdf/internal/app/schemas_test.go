@@ -136,3 +136,46 @@ func TestAskNext(t *testing.T) {
 		t.Fatalf("a binary that reads 1 and 2: schema %d, want 2", v)
 	}
 }
+
+// The question runs beside the upgrade: its answer is what the binary
+// printed, once it has printed it, and nothing when it failed.
+func TestStartAsk(t *testing.T) {
+	dir := t.TempDir()
+	gate := filepath.Join(dir, "gate")
+	if err := syscall.Mkfifo(gate, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "pdf")
+	script := fmt.Sprintf("#!/bin/sh\nread x < %q\necho pdf 1 2 3\n", gate)
+	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a := startAsk(bin, func(err error) { t.Errorf("failed: %v", err) })
+	select {
+	case <-a.done:
+		t.Fatal("answered before the binary printed anything")
+	default:
+	}
+	g, err := os.OpenFile(gate, os.O_WRONLY, 0) // blocks until the script reads
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.WriteString("go\n"); err != nil {
+		t.Fatal(err)
+	}
+	g.Close()
+	if next := a.answer(); next == nil || fmt.Sprint(next.reads) != "[1 2 3]" {
+		t.Fatalf("answer %+v, want reads [1 2 3]", next)
+	}
+
+	failed := make(chan error, 1)
+	if next := startAsk(filepath.Join(dir, "missing"), func(err error) { failed <- err }).answer(); next != nil {
+		t.Fatalf("a missing binary answered %+v", next)
+	}
+	if err := <-failed; err == nil {
+		t.Fatal("a missing binary: failed called without an error")
+	}
+	if (*schemaAsk)(nil).answer() != nil {
+		t.Fatal("nothing asked: an answer")
+	}
+}

@@ -57,16 +57,15 @@ func (p *process) libraryUpgrade() {
 // beforeUpgrade is the library's BeforeUpgrade, whoever triggered the
 // upgrade (SIGHUP, handoffctl, a peer container). In full and rolling
 // mode it asks the binary the upgrade starts which state schemas it reads
-// (schemas.go). In listeners mode, where no state travels, it writes the
-// state file the new process restores as a cold start would: what this
-// process changes from then on is lost. An error refuses the upgrade.
+// (schemas.go), while the upgrade goes on; SaveState waits for the
+// answer. In listeners mode, where no state travels, it writes the state
+// file the new process restores as a cold start would: what this process
+// changes from then on is lost. An error refuses the upgrade.
 func (p *process) beforeUpgrade() error {
 	if p.cfg.upgradeMode == modeFull || p.cfg.upgradeMode == modeRolling {
-		next, err := askNext(p.up.Binary())
-		if err != nil {
+		p.next.Store(startAsk(p.up.Binary(), func(err error) {
 			p.log.Info("sending the ledger in this version's schema", "schema", p.schema, "why", err)
-		}
-		p.next.Store(next)
+		}))
 		return nil
 	}
 	if p.cfg.upgradeMode != modeListeners || p.cfg.state == "" {
@@ -81,7 +80,7 @@ func (p *process) beforeUpgrade() error {
 // sendState is the library's SaveState: the ledger for the new process,
 // in schema 3 if it is known to read it, else in this version's own.
 func (p *process) sendState(w io.Writer) error {
-	v := schemaFor(p.next.Swap(nil), p.schema)
+	v := schemaFor(p.next.Swap(nil).answer(), p.schema)
 	p.log.Info("sending the ledger", "schema", v)
 	return p.srv.SaveStateAs(w, v)
 }
@@ -100,7 +99,7 @@ func (p *process) precopy() *handoff.Precopy {
 }
 
 func (p *process) sendBulk(w io.Writer) error {
-	v := schemaFor(p.next.Swap(nil), p.schema)
+	v := schemaFor(p.next.Swap(nil).answer(), p.schema)
 	p.precopyAs.Store(v)
 	p.log.Info("sending the ledger", "schema", v, "precopy", true)
 	return p.srv.PrecopySave(w, v)
