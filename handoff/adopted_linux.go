@@ -52,10 +52,13 @@ func adoptFd(fd int) (net.Conn, error) {
 		}
 	}
 	c := &adoptedConn{f: f} // fd stays open as long as f: never f.Fd(), which blocks it
-	if sa, err := unix.Getsockname(fd); err == nil {
+	// syscall's, not x/sys/unix's: for AF_INET and AF_INET6, unix asks
+	// the socket's protocol too (getsockopt SO_PROTOCOL, to tell L2TP),
+	// two system calls more a connection.
+	if sa, err := syscall.Getsockname(fd); err == nil {
 		c.laddr = sockaddrToAddr(sa)
 	}
-	if sa, err := unix.Getpeername(fd); err == nil {
+	if sa, err := syscall.Getpeername(fd); err == nil {
 		c.raddr = sockaddrToAddr(sa)
 	}
 	return c, nil
@@ -162,11 +165,11 @@ func (c *adoptedConn) setErr(err error) error {
 
 // sockaddrToAddr turns a stream socket's address into the net.Addr its
 // net.Conn would give: *net.TCPAddr, *net.UnixAddr, or nil.
-func sockaddrToAddr(sa unix.Sockaddr) net.Addr {
+func sockaddrToAddr(sa syscall.Sockaddr) net.Addr {
 	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
+	case *syscall.SockaddrInet4:
 		return &net.TCPAddr{IP: net.IP(append([]byte(nil), a.Addr[:]...)), Port: a.Port}
-	case *unix.SockaddrInet6:
+	case *syscall.SockaddrInet6:
 		var zone string
 		if a.ZoneId != 0 {
 			if ifi, err := net.InterfaceByIndex(int(a.ZoneId)); err == nil {
@@ -174,7 +177,7 @@ func sockaddrToAddr(sa unix.Sockaddr) net.Addr {
 			}
 		}
 		return &net.TCPAddr{IP: net.IP(append([]byte(nil), a.Addr[:]...)), Port: a.Port, Zone: zone}
-	case *unix.SockaddrUnix:
+	case *syscall.SockaddrUnix:
 		return &net.UnixAddr{Name: a.Name, Net: "unix"}
 	}
 	return nil
