@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -30,6 +31,7 @@ func (u *core) upgrade(ctx context.Context, run *attempt, req UpgradeRequest, re
 		}
 	}
 	hello := helloLater(u.opts)
+	defer hello() // its count's fd closed before the upgrade returns
 	p, conn, err := startNext(u.env, req, u.dir, u.passedListeners())
 	if err != nil {
 		return err
@@ -235,7 +237,7 @@ type parentSession struct {
 	req        UpgradeRequest
 	stateBytes uint64 // state received, as READY says
 	toPeer     bool   // the new process came through the takeover socket
-	ownHello   <-chan wire.Hello
+	ownHello   func() wire.Hello
 	// precopy: the new process took the pre-copy PLAN offered, so the
 	// bulk of the state goes before the park and SaveChanges replaces
 	// SaveState in it.
@@ -322,17 +324,18 @@ func (s *parentSession) hello() error {
 	if err := s.checkApp(); err != nil {
 		return err
 	}
-	return s.ch.Send(<-s.ownHello, nil)
+	return s.ch.Send(s.ownHello(), nil)
 }
 
 // helloLater makes this process's HELLO on a goroutine of its own, while
 // the new process starts: the count of fds open reads /proc/self/fd, 78
 // ms with 15k connections on a loaded machine (bench/README.md), which
 // was most of the wait between the new process's HELLO and this one's.
-func helloLater(opts Options) <-chan wire.Hello {
+// The function returned waits for it, as often as it is called.
+func helloLater(opts Options) func() wire.Hello {
 	c := make(chan wire.Hello, 1)
 	go func() { c <- ownHello(opts) }()
-	return c
+	return sync.OnceValue(func() wire.Hello { return <-c })
 }
 
 // checkApp refuses a new process of another application than the one the
