@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -195,4 +196,62 @@ func dialServed(t *testing.T, addr string, n int) []*conn {
 		conns = append(conns, cl)
 	}
 	return conns
+}
+
+// The fds sent early are the connections' own, held open while they go:
+// a connection closed before is left out, and one its handler closes
+// while the frame is being sent keeps its fd until send returns.
+func TestWithHeldFds(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns []*Conn
+	for i := range 3 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, &Conn{Conn: c, id: uint64(i)})
+	}
+	conns[1].Conn.Close()
+	closed := make(chan error, 1)
+	err = withHeldFds(conns, func(kept []*Conn, fds []int) error {
+		if len(kept) != 2 || kept[0] != conns[0] || kept[1] != conns[2] || len(fds) != 2 {
+			t.Fatalf("kept %v, fds %v: want connections 0 and 2", kept, fds)
+		}
+		for i, c := range kept {
+			var st unix.Stat_t
+			if err := unix.Fstat(fds[i], &st); err != nil {
+				t.Fatalf("fd %d of connection %d: %v", fds[i], c.id, err)
+			}
+			want, _ := connFd(c.Conn)
+			if want != fds[i] {
+				t.Fatalf("connection %d: fd %d, its own is %d", c.id, fds[i], want)
+			}
+		}
+		go func() { closed <- conns[0].Conn.Close() }()
+		// The Close waits for this send to end: the fd stays open for it
+		// however long the handler has been trying.
+		for range 100 {
+			runtime.Gosched()
+			if _, err := unix.FcntlInt(uintptr(fds[0]), unix.F_GETFD, 0); err != nil {
+				t.Fatalf("fd %d closed under the send: %v", fds[0], err)
+			}
+		}
+		select {
+		case err := <-closed:
+			t.Fatalf("Close returned (%v) while its fd was held", err)
+		default:
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatalf("Close after the send: %v", err)
+	}
 }
