@@ -16,6 +16,7 @@ build:
 	$(GO) -C examples build -o $(CURDIR)/$(BIN)/chatload ./chat/cmd/chatload
 	$(GO) -C bench build -o $(CURDIR)/$(BIN)/upgradebench ./cmd/upgradebench
 	$(GO) -C bench build -o $(CURDIR)/$(BIN)/httpbench ./cmd/httpbench
+	$(GO) -C bench build -o $(CURDIR)/$(BIN)/schedlat ./cmd/schedlat
 
 # gofmt, vet, and every test (multi-process ones included) under the race
 # detector, in each module of the repository: the library (the root), and

@@ -4,6 +4,7 @@ go 1.26.6
 
 require (
 	github.com/handoff-dev/handoff v0.0.0
+	golang.org/x/exp v0.0.0-20261113113407-e3970619a1a4
 	golang.org/x/sys v0.35.0
 	gonum.org/v1/plot v0.17.0
 )
