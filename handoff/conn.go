@@ -78,7 +78,7 @@ type Conn struct {
 	wmu sync.Mutex // held across a Write so that parking never tears one
 
 	mu           sync.Mutex // guards what follows
-	state        parkState
+	state        parkState  // written by setStateLocked only
 	outcome      chan error // closed with the result of a park; made by ask
 	result       error
 	deadline     time.Time // the application's read deadline, restored on resume
@@ -92,6 +92,12 @@ type Conn struct {
 	// with the count changed since it began may have been interrupted by
 	// an upgrade that rolled back before the reader saw it.
 	interrupts atomic.Uint64
+
+	// st mirrors state for the fast paths of Write and parkCheck, which
+	// read it without mu: setStateLocked stores it with state, under mu,
+	// so a load returns what state was at some moment, as reading state
+	// under mu does. Its zero value is running, as state's is.
+	st atomic.Uint32
 
 	// takingUp, in a connection that a Rolling move brought to this
 	// process, is called once its handler has taken it up: at its first
@@ -283,6 +289,16 @@ func (c *Conn) fillChecked() error {
 // while an upgrade waits for it to park. A closed connection gets neither:
 // its reads fail by themselves, and a Park would not be waited for.
 func (c *Conn) parkCheck(asked bool) error {
+	// Why no lock while running: a running connection gets nil whatever
+	// else mu guards, and a load of st is a read of state at one moment,
+	// as one under mu is; the state may change right after either. A read
+	// woken by ask's deadline sees parkAsked: ask stores st before it sets
+	// the deadline, and the read learns of the deadline through the
+	// poller's own synchronization. One that sees running after a resume
+	// finds the application's deadline: finishLocked restores it first.
+	if c.running() {
+		return nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
@@ -303,6 +319,17 @@ func (c *Conn) Write(p []byte) (int, error) {
 	c.takeUp()
 	for {
 		c.wmu.Lock()
+		// Why no mu while running: the one step to parked is enterPark's,
+		// and Park holds wmu across it; so with wmu held here, a
+		// connection seen running cannot park until this Write is out.
+		// Seen running, it may turn parkAsked meanwhile, as it may after
+		// mu is released below: a connection asked to park still writes.
+		// Any other state takes mu for the outcome channel, as before.
+		if c.running() {
+			n, err := c.Conn.Write(p)
+			c.wmu.Unlock()
+			return n, err
+		}
 		c.mu.Lock()
 		st, out := c.state, c.outcome
 		c.mu.Unlock()
@@ -366,7 +393,8 @@ func (c *Conn) enterPark(state, unread []byte) (out chan error, first bool, err 
 	case c.state == running:
 		return nil, false, nil
 	case c.state == parkAsked:
-		c.state, c.saved, c.unreadAtPark = parked, state, unread
+		c.setStateLocked(parked)
+		c.saved, c.unreadAtPark = state, unread
 		c.parkedAt = time.Now()
 		return c.outcome, true, nil
 	}
@@ -441,7 +469,8 @@ func (c *Conn) ask() {
 		c.mu.Unlock()
 		return
 	}
-	c.state, c.outcome, c.result = parkAsked, make(chan error), nil
+	c.setStateLocked(parkAsked)
+	c.outcome, c.result = make(chan error), nil
 	onAsk := c.onAsk
 	if onAsk == nil {
 		c.interrupts.Add(1)
@@ -473,6 +502,9 @@ func (c *Conn) ParkWhen(ask func()) {
 
 // Asked reports whether an upgrade waits for the connection to park.
 func (c *Conn) Asked() bool {
+	if c.running() {
+		return false // as parkCheck: state read at one moment, without mu
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.state == parkAsked && !c.closed
@@ -492,14 +524,25 @@ func (c *Conn) finishLocked(result error) {
 		return
 	}
 	if result == nil {
-		c.state = running
+		// The deadline first: a read that sees running without mu
+		// (parkCheck) must find the application's deadline, not ask's.
 		_ = c.Conn.SetReadDeadline(c.deadline)
+		c.setStateLocked(running)
 	} else {
-		c.state = handedOver
+		c.setStateLocked(handedOver)
 	}
 	c.result = result
 	close(c.outcome)
 }
+
+// setStateLocked moves the connection to s, with c.mu held; st follows.
+func (c *Conn) setStateLocked(s parkState) {
+	c.state = s
+	c.st.Store(uint32(s))
+}
+
+// running reports, without c.mu, whether the state is running.
+func (c *Conn) running() bool { return parkState(c.st.Load()) == running }
 
 // readBufSize is the size of a Conn's first read buffer.
 const readBufSize = 4096
