@@ -185,6 +185,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	empty := c.off == len(c.buf)
+	since := c.interrupts.Load() // before the check: see afterTimeout
 	if err := c.parkCheck(empty); err != nil {
 		return 0, err
 	}
@@ -192,10 +193,10 @@ func (c *Conn) Read(p []byte) (int, error) {
 		// Nothing buffered and room for a whole fill: straight into p, as
 		// bufio.Reader does, without a copy. What p gets is consumed, so
 		// nothing is lost to a park: the buffer stays empty.
-		return c.readInto(p)
+		return c.readInto(p, since)
 	}
 	if empty {
-		if err := c.fillChecked(); err != nil {
+		if err := c.fillChecked(since); err != nil {
 			return 0, err
 		}
 	}
@@ -205,15 +206,15 @@ func (c *Conn) Read(p []byte) (int, error) {
 }
 
 // readInto reads once from the network into p, with nothing buffered.
-// Called with rmu held, after parkCheck(true).
-func (c *Conn) readInto(p []byte) (int, error) {
+// Called with rmu held, after parkCheck(true), with since the interrupt
+// count loaded before that check.
+func (c *Conn) readInto(p []byte, since uint64) (int, error) {
 	for {
-		since := c.interrupts.Load()
 		n, err := c.Conn.Read(p)
 		if n > 0 {
 			return n, nil // as fill: an error with bytes comes again at the next Read
 		}
-		if again, err := c.afterTimeout(err, since); !again {
+		if again, err := c.afterTimeout(err, &since); !again {
 			return 0, err
 		}
 	}
@@ -224,15 +225,27 @@ func (c *Conn) readInto(p []byte) (int, error) {
 // may be the library's interrupt for parking (ask): then the handler
 // parks, unless the upgrade rolled back meanwhile (finish restored the
 // application's deadline), and then the read goes on as if never
-// interrupted. since is the interrupt count before the read began.
-func (c *Conn) afterTimeout(err error, since uint64) (again bool, _ error) {
+// interrupted. since is the interrupt count loaded before the park check
+// that let the read begin; afterTimeout moves it on for the next read.
+//
+// Why before the check: an ask counted by then has also stored its state
+// by then (ask stores the state, then counts), so a check that finds the
+// connection running comes after the finish that withdrew it, which
+// restored the application's deadline first; an ask the check misses is
+// counted after the load, and its interrupt is told apart by the count.
+// Loaded after the check, an ask landing between the two went unseen
+// both ways, and its interrupt reached the application as its own
+// timeout (TestConnInterruptWithdrawnRace).
+func (c *Conn) afterTimeout(err error, since *uint64) (again bool, _ error) {
 	if err == nil || !isTimeout(err) {
 		return false, err
 	}
+	now := c.interrupts.Load()
 	if perr := c.parkCheck(true); perr != nil {
 		return false, perr
 	}
-	return c.interrupts.Load() != since, err
+	again, *since = now != *since, now
+	return again, err
 }
 
 // Unread puts p back in front of the buffered bytes, so that it is read again,
@@ -255,14 +268,16 @@ func (c *Conn) Buffered() int {
 
 // fill reads once from the network into the buffer. Called with rmu held.
 func (c *Conn) fill() error {
+	since := c.interrupts.Load() // before the check: see afterTimeout
 	if err := c.parkCheck(true); err != nil {
 		return err
 	}
-	return c.fillChecked()
+	return c.fillChecked(since)
 }
 
-// fillChecked is fill once parkCheck(true) has passed.
-func (c *Conn) fillChecked() error {
+// fillChecked is fill once parkCheck(true) has passed, with since the
+// interrupt count loaded before it.
+func (c *Conn) fillChecked(since uint64) error {
 	if c.off > 0 && c.off == len(c.buf) {
 		c.buf, c.off = c.buf[:0], 0
 	}
@@ -272,13 +287,12 @@ func (c *Conn) fillChecked() error {
 		c.buf, c.off = nb, 0
 	}
 	for {
-		since := c.interrupts.Load()
 		n, err := c.Conn.Read(c.buf[len(c.buf):cap(c.buf)])
 		c.buf = c.buf[:len(c.buf)+n]
 		if n > 0 {
 			return nil
 		}
-		if again, err := c.afterTimeout(err, since); !again {
+		if again, err := c.afterTimeout(err, &since); !again {
 			return err
 		}
 	}

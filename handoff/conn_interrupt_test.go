@@ -7,6 +7,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -103,4 +106,70 @@ func TestConnOwnTimeout(t *testing.T) {
 			t.Fatalf("Next: %v, want %v as the read returned it", err, want)
 		}
 	}
+}
+
+// TestConnInterruptWithdrawnRace: an upgrade asks a reading connection to
+// park, and rolls back before the reader sees why its read ended (as in
+// TestConnInterruptWithdrawn), over and over, with the ask landing
+// anywhere in the reader's loop: also after a read's park check and
+// before the read starts. The handler, which sets no deadline, must see
+// its bytes or ErrPark, never the library's timeout.
+func TestConnInterruptWithdrawnRace(t *testing.T) {
+	const rounds = 10000
+	dc := &deadlineConn{}
+	c := newRegistry(DefaultMaxBuffered).track(dc, "test", nil)
+	dc.interrupted = func() { c.finish(nil) } // the rollback, before the reader woke
+	var stop atomic.Bool
+	got := make(chan error, 1)
+	go func() {
+		buf := make([]byte, readBufSize) // large: Read reads straight into it
+		for !stop.Load() {
+			switch _, err := c.Read(buf); err {
+			case nil:
+			case ErrPark:
+				c.finish(nil) // the rollback, once the reader saw the ask
+			default:
+				got <- err
+				return
+			}
+		}
+		got <- nil
+	}()
+	for range rounds {
+		c.ask()
+		for c.Asked() && len(got) == 0 {
+			runtime.Gosched()
+		}
+	}
+	stop.Store(true)
+	if err := await(t, got, "the reader"); err != nil {
+		t.Fatalf("Read with asks withdrawn: %v; want only ErrPark or bytes", err)
+	}
+}
+
+// deadlineConn is a net.Conn whose reads never block: one past its read
+// deadline calls interrupted and times out, any other returns a line.
+type deadlineConn struct {
+	net.Conn    // nil: only Read and SetReadDeadline are used
+	interrupted func()
+	mu          sync.Mutex
+	deadline    time.Time
+}
+
+func (d *deadlineConn) Read(p []byte) (int, error) {
+	d.mu.Lock()
+	dl := d.deadline
+	d.mu.Unlock()
+	if !dl.IsZero() && dl.Before(time.Now()) {
+		d.interrupted()
+		return 0, os.ErrDeadlineExceeded
+	}
+	return copy(p, "line\n"), nil
+}
+
+func (d *deadlineConn) SetReadDeadline(t time.Time) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.deadline = t
+	return nil
 }
