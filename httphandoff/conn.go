@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/handoff-dev/handoff/handoff"
@@ -66,12 +67,18 @@ type conn struct {
 	headKnown bool      // head is all of them: the connection may leave
 	peekRead  bool      // a Read of the idle Peek(4) happened
 	gaveBack  int       // bytes of a head given back to the handoff.Conn
-	detached  bool      // Read said the connection is gone; Close keeps the fd
 	resumed   bool      // strip CR/LF before the first request (net/http forgot the last method)
 	idle      time.Time // the deadline in force while it waits for a request, to carry to the next process
 	hold      bool      // until the first byte, the deadline carried from the last process holds
 	asked     time.Time // the read deadline net/http set last
 	askedAt   time.Time // when it set it, while hold
+
+	// detached: Read said the connection is gone; Close keeps the fd.
+	// Stored with mu held, loaded without it by Write, Close, CloseWrite
+	// and connState, which act on it after the load as they did after
+	// unlocking: a lock around the load orders nothing more (Write's
+	// once per response).
+	detached atomic.Bool
 }
 
 // stream is what a conn serves net/http from and parks: the
@@ -181,7 +188,7 @@ func (c *conn) onAsk() {
 	waits := false
 	switch {
 	case c.reading && c.safeLocked(c.want):
-		c.detached = true
+		c.detached.Store(true)
 		_ = c.hc.Conn.SetReadDeadline(time.Unix(1, 0)) // the TCP connection, beneath any TLS
 	case !c.mayLeaveLocked():
 		waits = true
@@ -250,11 +257,7 @@ func (c *conn) setState(st http.ConnState) {
 	}
 }
 
-func (c *conn) isDetached() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.detached
-}
+func (c *conn) isDetached() bool { return c.detached.Load() }
 
 // Read reads for net/http, and is where a connection leaves: at a moment
 // to leave, with an upgrade waiting, it gives back the head net/http
@@ -265,10 +268,10 @@ func (c *conn) isDetached() bool {
 func (c *conn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	c.notePeekLocked(len(p))
-	if !c.detached && c.safeLocked(len(p)) && c.hc.Asked() {
-		c.detached = true
+	if !c.detached.Load() && c.safeLocked(len(p)) && c.hc.Asked() {
+		c.detached.Store(true)
 	}
-	if c.detached {
+	if c.detached.Load() {
 		c.mu.Unlock()
 		return 0, c.detach(nil)
 	}
@@ -281,7 +284,7 @@ func (c *conn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	n = c.stripCRLFLocked(p, n)
 	c.reading = false
-	if c.detached {
+	if c.detached.Load() {
 		c.mu.Unlock()
 		return 0, c.detach(p[:n]) // bytes that raced in stay for the next process
 	}
