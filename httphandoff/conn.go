@@ -79,6 +79,11 @@ type conn struct {
 	// unlocking: a lock around the load orders nothing more (Write's
 	// once per response).
 	detached atomic.Bool
+
+	// busy: phase is phaseBusy and hold is false. Stored with mu held,
+	// by setPhaseLocked and endHoldLocked; SetReadDeadline loads it
+	// without mu (see there).
+	busy atomic.Bool
 }
 
 // stream is what a conn serves net/http from and parks: the
@@ -119,6 +124,21 @@ func newConn(s *Server, st stream, hc *handoff.Conn, carried bool, idle time.Tim
 // and would start its timers anew, or apply its header timeout to a
 // client that is merely idle.
 func (c *conn) SetReadDeadline(t time.Time) error {
+	if c.busy.Load() {
+		// Why no mu while busy: there SetReadDeadline changes nothing of
+		// conn's but asked, which only endHoldLocked reads, and only
+		// while hold, which never comes back once gone. Nothing else
+		// under mu sets a deadline while busy: onAsk and Read's detach
+		// do only at a moment to leave, endHoldLocked only while hold.
+		// The phase leaves busy only by net/http's serving goroutine
+		// (StateIdle), after the handler and its background read are
+		// done, so never during a call made while busy: net/http's three
+		// a request (startBackgroundRead's, abortPendingRead's two), a
+		// handler's through ResponseController, a hijacker's (hijacked,
+		// a connection stays busy). Those go to handoff.Conn as before,
+		// which orders them with the library's interrupts itself.
+		return c.stream.SetReadDeadline(t)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.asked = t
@@ -133,9 +153,10 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 			c.idle = t // the header timeout, from the accept on
 		}
 	case phaseIdleHook:
-		c.phase, c.idle, c.peekRead = phasePeek, t, false
+		c.setPhaseLocked(phasePeek)
+		c.idle, c.peekRead = t, false
 	case phasePeek:
-		c.phase = phaseHead // Peek(4) returned
+		c.setPhaseLocked(phaseHead) // Peek(4) returned
 		if !c.peekRead {
 			c.headKnown = false // the head was read ahead with a request before: unknown
 		}
@@ -151,7 +172,14 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 // endHeadLocked: net/http has parsed a request head; what follows is
 // its body and its handler.
 func (c *conn) endHeadLocked() {
-	c.phase, c.head, c.headKnown = phaseBusy, c.head[:0], false
+	c.setPhaseLocked(phaseBusy)
+	c.head, c.headKnown = c.head[:0], false
+}
+
+// setPhaseLocked moves the connection to phase p; busy follows.
+func (c *conn) setPhaseLocked(p phase) {
+	c.phase = p
+	c.busy.Store(p == phaseBusy && !c.hold)
 }
 
 // endHoldLocked drops the carried deadline once the next request has
@@ -162,6 +190,7 @@ func (c *conn) endHoldLocked() {
 		return
 	}
 	c.hold = false
+	c.busy.Store(c.phase == phaseBusy)
 	t := c.asked
 	if !t.IsZero() {
 		t = time.Now().Add(t.Sub(c.askedAt))
@@ -249,9 +278,10 @@ func (c *conn) setState(st http.ConnState) {
 	defer c.mu.Unlock()
 	switch st {
 	case http.StateNew:
-		c.phase = phaseFresh
+		c.setPhaseLocked(phaseFresh)
 	case http.StateIdle:
-		c.phase, c.head, c.headKnown = phaseIdleHook, c.head[:0], false
+		c.setPhaseLocked(phaseIdleHook)
+		c.head, c.headKnown = c.head[:0], false
 	default:
 		c.endHeadLocked()
 	}
