@@ -91,6 +91,12 @@ func askStatus(path string, within time.Duration) (st *controlwire.Status, refus
 		dialWait = min(dialWait, within)
 	}
 	c, err := net.DialTimeout("unix", path, dialWait)
+	var ne net.Error
+	if err != nil && within > 0 && dialWait == within && errors.As(err, &ne) && ne.Timeout() {
+		// The ask's own bound ran out before the dial was done: cut
+		// short, as one the server had no time to answer.
+		return nil, "", fmt.Errorf("%w: %w within %s", errUnreachable, errNoAnswerInTime, within)
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: %w", errUnreachable, err)
 	}

@@ -152,3 +152,21 @@ func TestWaitUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestAskCutShortByDial: an ask whose own bound runs out while it is
+// still dialling (what is left of wait's timeout on a loaded machine) is
+// cut short by that bound, as one left unanswered is, not a separate
+// failure (a make test run said "is starting (then: … dial unix …: i/o
+// timeout)" of a server that had answered). A dial that fails for
+// another reason stays what it is.
+func TestAskCutShortByDial(t *testing.T) {
+	path := silentServer(t)
+	_, _, err := askStatus(path, time.Nanosecond)
+	if !errors.Is(err, errUnreachable) || !errors.Is(err, errNoAnswerInTime) {
+		t.Errorf("dial cut short by the ask's bound: %v, want unreachable and no answer in time", err)
+	}
+	_, _, err = askStatus(filepath.Join(t.TempDir(), "none.sock"), time.Second)
+	if !errors.Is(err, errUnreachable) || errors.Is(err, errNoAnswerInTime) {
+		t.Errorf("no socket: %v, want unreachable, not a timeout", err)
+	}
+}
