@@ -37,7 +37,7 @@ func tcpPair(t *testing.T) (net.Conn, *peer) {
 
 // loopbackPair returns both ends of a loopback TCP connection, closed
 // when the test ends.
-func loopbackPair(t *testing.T) (server *net.TCPConn, client net.Conn) {
+func loopbackPair(t testing.TB) (server *net.TCPConn, client net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

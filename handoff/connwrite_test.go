@@ -123,22 +123,8 @@ func (discardConn) SetReadDeadline(time.Time) error { return nil }
 func BenchmarkConnWrite(b *testing.B) {
 	msg := make([]byte, 128)
 	b.Run("loopback", func(b *testing.B) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer ln.Close()
-		client, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer client.Close()
+		s, client := loopbackPair(b)
 		go io.Copy(io.Discard, bufio.NewReader(client))
-		s, err := ln.Accept()
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer s.Close()
 		benchConnWrite(b, newRegistry(DefaultMaxBuffered).track(s, "bench", nil), msg)
 	})
 	b.Run("discard", func(b *testing.B) {

@@ -202,23 +202,14 @@ func dialServed(t *testing.T, addr string, n int) []*conn {
 // a connection closed before is left out, and one its handler closes
 // while the frame is being sent keeps its fd until send returns.
 func TestWithHeldFds(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	var conns []*Conn
 	for i := range 3 {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		_, c := loopbackPair(t)
 		conns = append(conns, &Conn{Conn: c, id: uint64(i)})
 	}
 	conns[1].Conn.Close()
 	closed := make(chan error, 1)
-	err = withHeldFds(conns, func(kept []*Conn, fds []int) error {
+	err := withHeldFds(conns, func(kept []*Conn, fds []int) error {
 		if len(kept) != 2 || kept[0] != conns[0] || kept[1] != conns[2] || len(fds) != 2 {
 			t.Fatalf("kept %v, fds %v: want connections 0 and 2", kept, fds)
 		}
