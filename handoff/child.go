@@ -402,14 +402,15 @@ func (s *childSession) commit() error {
 	return nil
 }
 
-// timeResume marks every parked connection to be served and, unless they
-// move one by one after COMMIT, logs PhaseResume once every handler has
-// taken its connection up.
+// timeResume registers every parked connection to be served and, unless
+// they move one by one after COMMIT, logs PhaseResume once every handler
+// has taken its connection up.
 func (s *childSession) timeResume() {
 	var taken sync.WaitGroup
 	rolling := s.mode.movesAfterCommit()
+	start, n := time.Now(), len(s.conns)
+	s.register(s.conns)
 	for _, a := range s.conns {
-		a.serve = true
 		if !rolling {
 			taken.Add(1)
 			a.takenUp = taken.Done
@@ -418,7 +419,6 @@ func (s *childSession) timeResume() {
 	if rolling || len(s.conns) == 0 {
 		return
 	}
-	start, n := time.Now(), len(s.conns)
 	go func() {
 		taken.Wait()
 		s.logPhase(PhaseResume, start, "conns", n)
@@ -464,8 +464,8 @@ func (s *arrivals) receiveMoves() {
 			wire.CloseFds(m.Fds)
 			err = protoErr("unexpected %s during the move", m.Type)
 		}
+		s.register(got)
 		for _, a := range got {
-			a.serve = true
 			s.taking.Add(1)
 			a.takenUp = s.taking.Done
 			close(a.gate)

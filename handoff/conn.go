@@ -558,6 +558,14 @@ func (c *Conn) setStateLocked(s parkState) {
 // running reports, without c.mu, whether the state is running.
 func (c *Conn) running() bool { return parkState(c.st.Load()) == running }
 
+// useBuffer makes b, empty and with its pages mapped (touched), the read
+// buffer, with what is buffered copied into it. Before the handler starts.
+func (c *Conn) useBuffer(b []byte) {
+	c.rmu.Lock()
+	c.buf, c.off = append(b, c.buf[c.off:]...), 0
+	c.rmu.Unlock()
+}
+
 // readBufSize is the size of a Conn's first read buffer.
 const readBufSize = 4096
 

@@ -20,7 +20,8 @@ import (
 type incoming struct {
 	nc    net.Conn
 	rec   wire.Record   // unread bytes and state are filled in by PARKED for early ones
-	serve bool          // set before the gate opens: commit happened and FINAL named it
+	c     *Conn         // set with serve, by register
+	serve bool          // set before the gate opens, by register: commit happened and FINAL named it
 	gate  chan struct{} // the session's gate, or in a Rolling move the connection's own
 	// takenUp, set before the gate opens, is called once its handler has
 	// taken it up: a Rolling move's acknowledgement, or the count of
@@ -221,7 +222,8 @@ func (s *inbox) wait(a *incoming) {
 		buf := touched(readBufSize)
 		waitDeep(a.gate)
 		if a.serve {
-			c := s.reg.track(a.nc, a.rec.Kind, append(buf, a.rec.Unread...))
+			c := a.c
+			c.useBuffer(buf)
 			if a.takenUp != nil {
 				c.takingUp.Store(&a.takenUp)
 			}
@@ -229,6 +231,17 @@ func (s *inbox) wait(a *incoming) {
 			c.takeUp()
 		}
 	}()
+}
+
+// register tracks connections about to be served, all at once, before
+// their gates open (registry.add), and marks them to be served.
+func (s *inbox) register(got []*incoming) {
+	cs := make([]*Conn, len(got))
+	for i, a := range got {
+		cs[i] = s.reg.newConn(a.nc, a.rec.Kind, a.rec.Unread)
+		a.c, a.serve = cs[i], true
+	}
+	s.reg.add(cs...)
 }
 
 // touched returns an empty buffer of capacity n whose pages are already

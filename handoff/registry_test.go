@@ -120,6 +120,48 @@ func TestRegistryParkResume(t *testing.T) {
 	}
 }
 
+// Connections that arrive together (a takeover's) are registered together,
+// each as track would: with distinct ids, listed, parked by the next
+// upgrade with what they had buffered, in the buffer given by useBuffer.
+func TestRegistryAddTogether(t *testing.T) {
+	r := newRegistry(DefaultMaxBuffered)
+	nca, pa := tcpPair(t)
+	ncb, pb := tcpPair(t)
+	ca, cb := r.newConn(nca, "a", []byte("pre")), r.newConn(ncb, "b", nil)
+	r.add(ca, cb)
+	if ca.id == 0 || cb.id == 0 || ca.id == cb.id {
+		t.Fatalf("ids %d and %d, want two distinct", ca.id, cb.id)
+	}
+	if live := r.live(); len(live) != 2 || !slices.Contains(live, ca) || !slices.Contains(live, cb) {
+		t.Fatalf("live %v, want both", live)
+	}
+	ca.useBuffer(make([]byte, 0, readBufSize))
+	if cap(ca.buf) != readBufSize || string(ca.buf[ca.off:]) != "pre" {
+		t.Fatalf("buffer %q of capacity %d, want \"pre\" in the given one", ca.buf[ca.off:], cap(ca.buf))
+	}
+	a, b := serveEcho(ca, "a", false), serveEcho(cb, "b", false)
+	parked := parkAll(t, r)
+	if len(parked) != 2 {
+		t.Fatalf("parked %d, want 2", len(parked))
+	}
+	for _, p := range parked {
+		if want := map[*Conn]string{ca: "pre", cb: ""}[p.c]; string(p.unread) != want {
+			t.Fatalf("%s parked with unread %q, want %q", p.c.kind, p.unread, want)
+		}
+	}
+	r.resumeAll()
+	for _, e := range []*echo{a, b} {
+		if err := await(t, e.parks, "Park"); err != nil {
+			t.Fatalf("Park after rollback: %v", err)
+		}
+	}
+	pa.send(t, "fix\n")
+	if got := pa.line(t); got != "prefix" {
+		t.Fatalf("peer got %q, want \"prefix\"", got)
+	}
+	expectEcho(t, pb, "b")
+}
+
 // handover gives away exactly the connections sent: the others carry on
 // here, still tracked. The listeners are closed, and then this process's
 // copies of the connections sent.
