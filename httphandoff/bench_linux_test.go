@@ -142,7 +142,7 @@ func BenchmarkConnRequest(b *testing.B) {
 	}
 }
 
-// requestConn is a net.Conn whose Read returns a GET, or a timeout past
+// requestConn is a net.Conn whose Read returns a GET, or net's timeout past
 // its read deadline, and whose Write and deadlines cost nothing.
 type requestConn struct {
 	net.Conn // nil: only what follows is used
@@ -152,8 +152,8 @@ type requestConn struct {
 var benchRequest = []byte("GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
 
 func (r *requestConn) Read(p []byte) (int, error) {
-	if r.past {
-		return 0, os.ErrDeadlineExceeded
+	if r.past { // as net returns it
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
 	}
 	return copy(p, benchRequest), nil
 }
