@@ -18,11 +18,12 @@ import (
 // a goroutine's first stack costs page faults (tens of µs each on some
 // VMs) that would otherwise fall into the pause, after COMMIT.
 type incoming struct {
-	nc    net.Conn
-	rec   wire.Record   // unread bytes and state are filled in by PARKED for early ones
-	c     *Conn         // set with serve, by register
-	serve bool          // set before the gate opens, by register: commit happened and FINAL named it
-	gate  chan struct{} // the session's gate, or in a Rolling move the connection's own
+	nc  net.Conn
+	rec wire.Record // unread bytes and state are filled in by PARKED for early ones
+	// c, set by register before the gate opens, serves it: commit
+	// happened and FINAL named it. Left nil, it is not served.
+	c    *Conn
+	gate chan struct{} // the session's gate, or in a Rolling move the connection's own
 	// takenUp, set before the gate opens, is called once its handler has
 	// taken it up: a Rolling move's acknowledgement, or the count of
 	// PhaseResume after an all-at-once COMMIT.
@@ -221,8 +222,7 @@ func (s *inbox) wait(a *incoming) {
 	go func() {
 		buf := touched(readBufSize)
 		waitDeep(a.gate)
-		if a.serve {
-			c := a.c
+		if c := a.c; c != nil {
 			c.useBuffer(buf)
 			if a.takenUp != nil {
 				c.takingUp.Store(&a.takenUp)
@@ -234,12 +234,12 @@ func (s *inbox) wait(a *incoming) {
 }
 
 // register tracks connections about to be served, all at once, before
-// their gates open (registry.add), and marks them to be served.
+// their gates open (registry.add).
 func (s *inbox) register(got []*incoming) {
 	cs := make([]*Conn, len(got))
 	for i, a := range got {
 		cs[i] = s.reg.newConn(a.nc, a.rec.Kind, a.rec.Unread)
-		a.c, a.serve = cs[i], true
+		a.c = cs[i]
 	}
 	s.reg.add(cs...)
 }

@@ -212,13 +212,6 @@ func (r *registry) newConn(nc net.Conn, kind string, unread []byte) *Conn {
 	return &Conn{Conn: nc, kind: kind, max: r.maxBuffered, buf: unread}
 }
 
-// trackLocked registers nc.
-func (r *registry) trackLocked(nc net.Conn, kind string, unread []byte) *Conn {
-	c := r.newConn(nc, kind, unread)
-	r.addLocked(c)
-	return c
-}
-
 // addLocked registers c. While parking, the connection is published
 // already asked to park, so that parkAll cannot finish without it. After
 // a handover it is left untracked (see track).
@@ -464,7 +457,8 @@ func (r *registry) leaveAccept(nc net.Conn, err error, kind string) (c *Conn, re
 	r.mu.Lock()
 	r.inAccept--
 	if err == nil {
-		c = r.trackLocked(nc, kind, nil)
+		c = r.newConn(nc, kind, nil)
+		r.addLocked(c)
 	}
 	// A listener closed under a blocked accept by a listeners-only
 	// handover retries too, to learn that it is gone.
